@@ -1,0 +1,50 @@
+"""Length-prefixed framing: a 4-byte big-endian length, then that many bytes of envelope."""
+
+from __future__ import annotations
+
+from .messages import ProtocolError
+from .types import ErrorCode
+
+HEADER = 4
+MIN_FRAME_LIMIT = 1024  # every party accepts frames at least this large
+UPSTREAM_MAX_FRAME = 16 * 1024 * 1024
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+class FrameBuffer:
+    """Accumulates stream bytes and yields complete frame payloads.
+
+    The announced length is checked against `max_frame` before any payload is buffered, so a
+    peer can never make the receiver hold more than `max_frame + 4` bytes.
+    """
+
+    def __init__(self, max_frame: int) -> None:
+        if not MIN_FRAME_LIMIT <= max_frame <= UPSTREAM_MAX_FRAME:
+            raise ValueError(f"max_frame {max_frame} outside {MIN_FRAME_LIMIT}..{UPSTREAM_MAX_FRAME}")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held (0 between frames)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames: list[bytes] = []
+        while len(self._buf) >= HEADER:
+            length = int.from_bytes(self._buf[:HEADER], "big")
+            if length == 0:
+                raise ProtocolError(ErrorCode.MALFORMED, "empty frame")
+            if length > self.max_frame:
+                raise ProtocolError(
+                    ErrorCode.FRAME_TOO_LARGE, f"frame of {length} bytes exceeds {self.max_frame}"
+                )
+            if len(self._buf) < HEADER + length:
+                break
+            frames.append(bytes(self._buf[HEADER : HEADER + length]))
+            del self._buf[: HEADER + length]
+        return frames

@@ -1,0 +1,412 @@
+"""The message catalogue and the envelope codec.
+
+Envelope: CBOR array `[version, message_id, message]`, version 0, message_id a u32.
+Message: CBOR array `[tag, fields...]`, fields in the order declared below.
+Tags 0..31 travel device -> gateway (0, Error, travels both ways); 32..63 gateway -> device.
+docs/protocol.md explains each message; protocol.cddl is the same catalogue as a schema.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from enum import Enum as _Enum
+from typing import Any, ClassVar
+
+import cbor2
+
+from .fields import (
+    Bool,
+    Bytes,
+    Enum,
+    FieldError,
+    ListOf,
+    Number,
+    Optional,
+    Struct,
+    Text,
+    UInt,
+    decode_fields,
+    encode_fields,
+    field,
+)
+from .types import AppState, ErrorCode, Outcome
+
+PROTOCOL_VERSION = 0
+DEVICE_ID_LEN = 16
+DIGEST_LEN = 32
+NONCE_LEN = 32
+MAX_MESSAGE_ID = 0xFFFFFFFF
+# Size limits of individual fields (the frame limit bounds everything else).
+MAX_APP_ID = 64
+MAX_NAME = 128
+MAX_ENTRY = 64
+MAX_REASON = 256
+MAX_ARGS = 16
+MAX_APPS = 64
+MAX_LOG = 4096
+MAX_KEY = 512
+MAX_SIGNATURE = 160
+MAX_CHUNK = 16 * 1024 * 1024
+ENROLL_CONTEXT = b"wasmbed-enroll-v1\x00"
+
+
+class Direction(_Enum):
+    DEVICE_TO_GATEWAY = "device->gateway"
+    GATEWAY_TO_DEVICE = "gateway->device"
+    BOTH = "both"
+
+
+class ProtocolError(Exception):
+    """Bytes or a message that violate the protocol; `code` is the ErrorCode to report."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(f"{code.name}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What a device is and what it can take. Sent in Hello and on request."""
+
+    architecture: str = field(Text(32, 1))  # "cortex-m3", "x86_64"...
+    runtime: str = field(Text(32, 1))  # "wasmtime", "wasm3", "wamr"
+    firmware: str = field(Text(64))  # firmware version string
+    memory_total: int = field(UInt())  # bytes of RAM for applications
+    memory_free: int = field(UInt())
+    max_module_size: int = field(UInt(32))  # largest module it accepts, bytes
+    max_frame_size: int = field(UInt(32))  # largest frame it accepts, bytes (>= 256)
+    max_apps: int = field(UInt(16))  # how many applications it can hold
+    window: int = field(UInt(16))  # deploy chunks it accepts in flight (>= 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Runtime limits of one application (upstream defaults: 1 MiB, 1000 ms)."""
+
+    memory_bytes: int = field(UInt(32), default=1 << 20)
+    fuel: int = field(UInt(), default=50_000_000)  # instruction budget; 0 = no fuel metering
+    timeout_ms: int = field(UInt(32), default=1000)  # wall-clock budget of one run
+
+
+@dataclass(frozen=True, slots=True)
+class AppSummary:
+    """One installed application in a heartbeat."""
+
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    digest: bytes = field(Bytes(DIGEST_LEN, DIGEST_LEN))
+    state: AppState = field(Enum(AppState))
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+class Message:
+    """Base of every message. Subclasses declare TAG, DIRECTION and fields."""
+
+    TAG: ClassVar[int]
+    DIRECTION: ClassVar[Direction]
+    REPLY_TO: ClassVar[tuple[str, ...]] = ()  # names of the requests whose message_id it copies
+
+    def to_cbor_obj(self) -> list[Any]:
+        return [self.TAG, *encode_fields(self)]
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """A fatal protocol error; the sender closes the connection after it."""
+
+    TAG = 0
+    DIRECTION = Direction.BOTH
+    code: ErrorCode = field(Enum(ErrorCode))
+    reason: str = field(Text(MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """First message on every connection. device_id is null until the device is enrolled."""
+
+    TAG = 1
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    device_id: bytes | None = field(Optional(Bytes(DEVICE_ID_LEN, DEVICE_ID_LEN)))
+    info: DeviceInfo = field(Struct(DeviceInfo))
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollProof(Message):
+    """Answer to EnrollChallenge: the public key and a signature of ENROLL_CONTEXT + nonce."""
+
+    TAG = 2
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("EnrollChallenge",)
+    public_key: bytes = field(Bytes(MAX_KEY))  # SubjectPublicKeyInfo, DER
+    signature: bytes = field(Bytes(MAX_SIGNATURE))
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    TAG = 3
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    uptime_ms: int = field(UInt())
+    memory_free: int = field(UInt())
+    apps: tuple[AppSummary, ...] = field(ListOf(Struct(AppSummary), MAX_APPS))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfoReport(Message):
+    TAG = 4
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("DeviceInfoRequest",)
+    info: DeviceInfo = field(Struct(DeviceInfo))
+
+
+@dataclass(frozen=True, slots=True)
+class DeployReady(Message):
+    """Answer to DeployBegin: the device holds `offset` bytes of that digest already."""
+
+    TAG = 5
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("DeployBegin",)
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    offset: int = field(UInt(32))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkAck(Message):
+    TAG = 6
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("DeployChunk",)
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    next_offset: int = field(UInt(32))
+
+
+@dataclass(frozen=True, slots=True)
+class DeployAck(Message):
+    """End of a deployment: code 0 installed, else the ErrorCode that refused it."""
+
+    TAG = 7
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("DeployBegin",)
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    code: int = field(UInt(16))
+    reason: str = field(Text(MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class StartAck(Message):
+    TAG = 8
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("StartApp",)
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    run_id: int = field(UInt(32))
+    code: int = field(UInt(16))
+    reason: str = field(Text(MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class StopAck(Message):
+    TAG = 9
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("StopApp",)
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    code: int = field(UInt(16))
+    reason: str = field(Text(MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult(Message):
+    """How one run ended. Copies the StartApp's message_id."""
+
+    TAG = 10
+    DIRECTION = Direction.DEVICE_TO_GATEWAY
+    REPLY_TO = ("StartApp",)
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    run_id: int = field(UInt(32))
+    outcome: Outcome = field(Enum(Outcome))
+    values: tuple[int | float, ...] = field(ListOf(Number(), MAX_ARGS))
+    log: bytes = field(Bytes(MAX_LOG))
+    fuel_used: int = field(UInt())
+    duration_us: int = field(UInt())
+    detail: str = field(Text(MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """The session is established; copies the Hello's (or EnrollProof's) message_id."""
+
+    TAG = 32
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    REPLY_TO = ("Hello", "EnrollProof")
+    device_id: bytes = field(Bytes(DEVICE_ID_LEN, DEVICE_ID_LEN))
+    heartbeat_interval_ms: int = field(UInt(32))
+    max_frame_size: int = field(UInt(32))  # the gateway's inbound limit
+    enrolled_now: bool = field(Bool())  # True when this connection performed the enrollment
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollChallenge(Message):
+    TAG = 33
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    REPLY_TO = ("Hello",)
+    nonce: bytes = field(Bytes(NONCE_LEN, NONCE_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollReject(Message):
+    """Enrollment refused; the gateway closes the connection after it."""
+
+    TAG = 34
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    REPLY_TO = ("Hello", "EnrollProof")
+    code: ErrorCode = field(Enum(ErrorCode))
+    reason: str = field(Text(MAX_REASON))
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck(Message):
+    TAG = 35
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    REPLY_TO = ("Heartbeat",)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfoRequest(Message):
+    TAG = 36
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+
+
+@dataclass(frozen=True, slots=True)
+class DeployBegin(Message):
+    """Start (or resume) the transfer of a module identified by its SHA-256 digest."""
+
+    TAG = 37
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    name: str = field(Text(MAX_NAME))
+    digest: bytes = field(Bytes(DIGEST_LEN, DIGEST_LEN))
+    size: int = field(UInt(32))
+    chunk_size: int = field(UInt(32))
+    limits: Limits = field(Struct(Limits))
+
+
+@dataclass(frozen=True, slots=True)
+class DeployChunk(Message):
+    TAG = 38
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    offset: int = field(UInt(32))
+    data: bytes = field(Bytes(MAX_CHUNK))
+
+
+@dataclass(frozen=True, slots=True)
+class StartApp(Message):
+    TAG = 39
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    run_id: int = field(UInt(32))
+    entry: str = field(Text(MAX_ENTRY, 1))
+    args: tuple[int | float, ...] = field(ListOf(Number(), MAX_ARGS))
+
+
+@dataclass(frozen=True, slots=True)
+class StopApp(Message):
+    """Stop the application's run in progress; `remove` also uninstalls it."""
+
+    TAG = 40
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    remove: bool = field(Bool())
+
+
+CATALOGUE: dict[int, type[Message]] = {
+    cls.TAG: cls
+    for cls in (
+        Error,
+        Hello,
+        EnrollProof,
+        Heartbeat,
+        DeviceInfoReport,
+        DeployReady,
+        ChunkAck,
+        DeployAck,
+        StartAck,
+        StopAck,
+        ExecutionResult,
+        Welcome,
+        EnrollChallenge,
+        EnrollReject,
+        HeartbeatAck,
+        DeviceInfoRequest,
+        DeployBegin,
+        DeployChunk,
+        StartApp,
+        StopApp,
+    )
+}
+
+
+# ----------------------------------------------------------------------------- envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    message_id: int
+    message: Message
+
+
+def encode_envelope(message_id: int, message: Message) -> bytes:
+    """CBOR bytes of `[0, message_id, message]` (no length prefix)."""
+    if not 0 <= message_id <= MAX_MESSAGE_ID:
+        raise ValueError(f"message_id {message_id} is not a u32")
+    return cbor2.dumps([PROTOCOL_VERSION, message_id, message.to_cbor_obj()])
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Decode and validate one envelope. Raises ProtocolError, never anything else."""
+    try:
+        stream = io.BytesIO(data)
+        obj = cbor2.CBORDecoder(stream).decode()
+        if stream.tell() != len(data):
+            raise ProtocolError(ErrorCode.MALFORMED, f"{len(data) - stream.tell()} trailing bytes")
+    except ProtocolError:
+        raise
+    except Exception as exc:  # cbor2 raises several types on bad input
+        raise ProtocolError(ErrorCode.MALFORMED, f"not CBOR: {exc}") from None
+    if not isinstance(obj, list) or len(obj) != 3:
+        raise ProtocolError(ErrorCode.MALFORMED, "envelope must be [version, message_id, message]")
+    version, message_id, body = obj
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ProtocolError(ErrorCode.MALFORMED, "envelope version must be an integer")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"version {version}, expected 0")
+    try:
+        message_id = UInt(32).decode(message_id, "message_id")
+    except FieldError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
+    return Envelope(message_id, decode_message(body))
+
+
+def decode_message(body: Any) -> Message:
+    if not isinstance(body, list) or not body:
+        raise ProtocolError(ErrorCode.MALFORMED, "message must be a non-empty array [tag, ...]")
+    tag = body[0]
+    if not isinstance(tag, int) or isinstance(tag, bool):
+        raise ProtocolError(ErrorCode.MALFORMED, "message tag must be an integer")
+    cls = CATALOGUE.get(tag)
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message tag {tag}")
+    try:
+        return decode_fields(cls, body[1:], cls.__name__)
+    except FieldError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
+
+
+def message_fields(message: Message) -> dict[str, Any]:
+    """The message's fields as a plain dict (for traces and reports)."""
+    from dataclasses import asdict
+
+    return asdict(message)  # type: ignore[call-overload]

@@ -1,0 +1,268 @@
+"""Sans-I/O protocol sessions, one per connection and side (h11-style).
+
+A session is fed the bytes received (`receive_data`) and returns events; the caller asks it to
+`send` messages and writes out `data_to_send()`. It owns framing, validation, the connection
+state machine, direction and state checks and message ids. It does no I/O and keeps no clock:
+the gateway server, the virtual device, fuzzers and tests all drive the same objects.
+
+Any violation by the peer is fatal: the session queues an Error frame for the peer, moves to
+CLOSED and returns a Violation event; the driver flushes the bytes and closes the connection.
+A violation by the local side (sending a message the state does not allow) raises
+LocalProtocolError: that is a bug in the caller, not in the peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from .framing import HEADER, MIN_FRAME_LIMIT, FrameBuffer, frame
+from .messages import (
+    MAX_MESSAGE_ID,
+    ChunkAck,
+    DeployAck,
+    DeployBegin,
+    DeployChunk,
+    DeployReady,
+    DeviceInfoReport,
+    DeviceInfoRequest,
+    Direction,
+    EnrollChallenge,
+    EnrollProof,
+    EnrollReject,
+    Error,
+    ExecutionResult,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Message,
+    ProtocolError,
+    StartAck,
+    StartApp,
+    StopAck,
+    StopApp,
+    Welcome,
+    decode_envelope,
+    encode_envelope,
+)
+from .types import ErrorCode
+
+# Every party accepts frames of at least this size, so the messages exchanged before the
+# limits are known (Hello, EnrollChallenge, EnrollProof, Welcome, EnrollReject) always fit.
+HANDSHAKE_FRAME_LIMIT = MIN_FRAME_LIMIT
+
+
+class State(Enum):
+    IDLE = "idle"  # device: nothing sent yet
+    AWAIT_HELLO = "await-hello"  # gateway: waiting for the device's Hello
+    DECIDING = "deciding"  # gateway: Hello or proof received, the application must answer
+    AWAIT_PROOF = "await-proof"  # gateway: challenge sent
+    AWAIT_WELCOME = "await-welcome"  # device: Hello or proof sent
+    PROVING = "proving"  # device: challenge received, must send EnrollProof
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+class LocalProtocolError(RuntimeError):
+    """The local side tried something the protocol state does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    message_id: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """The peer broke the protocol; an Error for it is queued and the session is CLOSED."""
+
+    error: ProtocolError
+
+
+Event = Received | Violation
+TraceHook = Callable[[str, int, Message], None]
+
+_DEVICE_SESSION_OUT = frozenset(
+    {Heartbeat, DeviceInfoReport, DeployReady, ChunkAck, DeployAck, StartAck, StopAck,
+     ExecutionResult}
+)
+_GATEWAY_SESSION_OUT = frozenset(
+    {HeartbeatAck, DeviceInfoRequest, DeployBegin, DeployChunk, StartApp, StopApp}
+)
+
+# (state, message class) -> next state; one table per side for what it sends and receives.
+_GATEWAY_RECV: dict[tuple[State, type[Message]], State] = {
+    (State.AWAIT_HELLO, Hello): State.DECIDING,
+    (State.AWAIT_PROOF, EnrollProof): State.DECIDING,
+    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _DEVICE_SESSION_OUT},
+}
+_GATEWAY_SEND: dict[tuple[State, type[Message]], State] = {
+    (State.DECIDING, Welcome): State.ESTABLISHED,
+    (State.DECIDING, EnrollChallenge): State.AWAIT_PROOF,
+    (State.DECIDING, EnrollReject): State.CLOSED,
+    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _GATEWAY_SESSION_OUT},
+}
+_DEVICE_SEND: dict[tuple[State, type[Message]], State] = {
+    (State.IDLE, Hello): State.AWAIT_WELCOME,
+    (State.PROVING, EnrollProof): State.AWAIT_WELCOME,
+    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _DEVICE_SESSION_OUT},
+}
+_DEVICE_RECV: dict[tuple[State, type[Message]], State] = {
+    (State.AWAIT_WELCOME, Welcome): State.ESTABLISHED,
+    (State.AWAIT_WELCOME, EnrollChallenge): State.PROVING,
+    (State.AWAIT_WELCOME, EnrollReject): State.CLOSED,
+    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _GATEWAY_SESSION_OUT},
+}
+
+
+class Session:
+    """Common machinery; use DeviceSession or GatewaySession."""
+
+    _recv_table: dict[tuple[State, type[Message]], State]
+    _send_table: dict[tuple[State, type[Message]], State]
+    _inbound: Direction
+    initial_state: State
+
+    def __init__(self, max_frame_size: int, trace: TraceHook | None = None) -> None:
+        self.max_frame_size = max_frame_size  # what we accept
+        self.peer_max_frame_size = HANDSHAKE_FRAME_LIMIT  # what the peer accepts, once known
+        self.state = self.initial_state
+        self.closed_reason: ProtocolError | None = None
+        self._frames = FrameBuffer(max_frame_size)
+        self._out = bytearray()
+        self._next_id = 0
+        self._trace = trace
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, message: Message, reply_to: int | None = None) -> int:
+        """Queue a message; returns its message_id (reply_to's id for replies)."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError(f"cannot send {type(message).__name__}: session closed")
+        if isinstance(message, Error):
+            next_state = State.CLOSED
+        else:
+            next_state = self._send_table.get((self.state, type(message)))  # type: ignore[assignment]
+            if next_state is None:
+                raise LocalProtocolError(
+                    f"cannot send {type(message).__name__} in state {self.state.value}"
+                )
+        if reply_to is None:
+            message_id = self._next_id
+            self._next_id = (self._next_id + 1) & MAX_MESSAGE_ID
+        else:
+            message_id = reply_to
+        payload = encode_envelope(message_id, message)
+        if len(payload) > self.peer_max_frame_size:
+            raise LocalProtocolError(
+                f"{type(message).__name__} frame of {len(payload)} bytes exceeds the peer's "
+                f"limit of {self.peer_max_frame_size}"
+            )
+        self._out += frame(payload)
+        self.state = next_state
+        if self._trace is not None:
+            self._trace("out", message_id, message)
+        return message_id
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def frame_overhead(self) -> int:
+        """Upper bound of framing + envelope bytes around a message's own fields."""
+        return HEADER + 16
+
+    # -- receiving -----------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        events: list[Event] = []
+        try:
+            for payload in self._frames.feed(data):
+                envelope = decode_envelope(payload)
+                message = envelope.message
+                if isinstance(message, Error):
+                    self.state = State.CLOSED
+                    self.closed_reason = ProtocolError(message.code, f"peer: {message.reason}")
+                    self._traced_in(envelope.message_id, message)
+                    events.append(Received(envelope.message_id, message))
+                    return events
+                if message.DIRECTION is not self._inbound:
+                    raise ProtocolError(
+                        ErrorCode.UNKNOWN_MESSAGE,
+                        f"{type(message).__name__} does not travel {self._inbound.value}",
+                    )
+                next_state = self._recv_table.get((self.state, type(message)))
+                if next_state is None:
+                    raise ProtocolError(
+                        ErrorCode.UNEXPECTED_MESSAGE,
+                        f"{type(message).__name__} not allowed in state {self.state.value}",
+                    )
+                self._on_receive(message)
+                self.state = next_state
+                self._traced_in(envelope.message_id, message)
+                events.append(Received(envelope.message_id, message))
+        except ProtocolError as exc:
+            events.append(self.fail(exc))
+        return events
+
+    def fail(self, error: ProtocolError) -> Violation:
+        """Close the session because of `error`, queueing an Error for the peer."""
+        if self.state is not State.CLOSED:
+            message = Error(error.code, error.reason[:200])
+            self._out += frame(encode_envelope(0, message))
+            if self._trace is not None:
+                self._trace("out", 0, message)
+            self.state = State.CLOSED
+            self.closed_reason = error
+        return Violation(error)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete inbound frame (a slow peer shows here)."""
+        return self._frames.pending
+
+    def _traced_in(self, message_id: int, message: Message) -> None:
+        if self._trace is not None:
+            self._trace("in", message_id, message)
+
+    def _on_receive(self, message: Message) -> None:
+        """Hook for side-specific checks of a valid, allowed message."""
+
+
+class GatewaySession(Session):
+    initial_state = State.AWAIT_HELLO
+    _recv_table = _GATEWAY_RECV
+    _send_table = _GATEWAY_SEND
+    _inbound = Direction.DEVICE_TO_GATEWAY
+
+    def _on_receive(self, message: Message) -> None:
+        if isinstance(message, Hello):
+            limit = message.info.max_frame_size
+            if limit < HANDSHAKE_FRAME_LIMIT:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED,
+                    f"device max_frame_size {limit} below the minimum {HANDSHAKE_FRAME_LIMIT}",
+                )
+            if message.info.window < 1:
+                raise ProtocolError(ErrorCode.MALFORMED, "device window must be at least 1")
+            self.peer_max_frame_size = limit
+
+
+class DeviceSession(Session):
+    initial_state = State.IDLE
+    _recv_table = _DEVICE_RECV
+    _send_table = _DEVICE_SEND
+    _inbound = Direction.GATEWAY_TO_DEVICE
+
+    def _on_receive(self, message: Message) -> None:
+        if isinstance(message, Welcome):
+            if message.max_frame_size < HANDSHAKE_FRAME_LIMIT:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED,
+                    f"gateway max_frame_size {message.max_frame_size} below the minimum",
+                )
+            self.peer_max_frame_size = message.max_frame_size
