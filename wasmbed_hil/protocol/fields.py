@@ -61,7 +61,8 @@ class Enum(Kind):
 
     def decode(self, value: Any, path: str) -> IntEnum:
         if not _is_int(value):
-            raise FieldError(path, f"expected {self.enum.__name__} code, got {type(value).__name__}")
+            got = type(value).__name__
+            raise FieldError(path, f"expected {self.enum.__name__} code, got {got}")
         try:
             return self.enum(value)
         except ValueError:
@@ -172,7 +173,8 @@ class Struct(Kind):
 
     def decode(self, value: Any, path: str) -> Any:
         if not isinstance(value, list):
-            raise FieldError(path, f"expected {self.cls.__name__} array, got {type(value).__name__}")
+            got = type(value).__name__
+            raise FieldError(path, f"expected {self.cls.__name__} array, got {got}")
         return decode_fields(self.cls, value, path)
 
 
@@ -193,7 +195,10 @@ def decode_fields(cls: type, values: Sequence[Any], path: str) -> Any:
     spec = kinds(cls)
     if len(values) != len(spec):
         raise FieldError(path, f"{cls.__name__} has {len(spec)} fields, got {len(values)}")
-    decoded = {name: kind.decode(v, f"{path}.{name}") for (name, kind), v in zip(spec, values)}
+    decoded = {
+        name: kind.decode(v, f"{path}.{name}")
+        for (name, kind), v in zip(spec, values, strict=True)
+    }
     return cls(**decoded)
 
 

@@ -23,7 +23,8 @@ class FrameBuffer:
 
     def __init__(self, max_frame: int) -> None:
         if not MIN_FRAME_LIMIT <= max_frame <= UPSTREAM_MAX_FRAME:
-            raise ValueError(f"max_frame {max_frame} outside {MIN_FRAME_LIMIT}..{UPSTREAM_MAX_FRAME}")
+            allowed = f"{MIN_FRAME_LIMIT}..{UPSTREAM_MAX_FRAME}"
+            raise ValueError(f"max_frame {max_frame} outside {allowed}")
         self.max_frame = max_frame
         self._buf = bytearray()
 
