@@ -1,0 +1,55 @@
+"""Gateway settings. Defaults are upstream's production values; tests use `for_tests()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..protocol import MIN_FRAME_LIMIT
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    name: str = "gateway-0"
+    heartbeat_interval_s: float = 30.0  # told to devices in Welcome
+    heartbeat_timeout_s: float = 90.0  # no heartbeat for this long: Unreachable
+    pairing: bool = False  # pairing mode at start
+    pairing_timeout_s: float | None = 300.0  # pairing turns itself off after this
+    max_frame_size: int = 64 * 1024  # inbound frame limit (upstream: 16 MiB)
+    max_module_size: int = 1024 * 1024  # upstream's max app size
+    max_devices: int = 100  # upstream Gateway.spec.maxDevices
+    handshake_timeout_s: float = 10.0  # TLS handshake
+    hello_timeout_s: float = 10.0  # TLS up -> Hello received
+    enrollment_timeout_s: float = 30.0  # challenge -> proof
+    frame_timeout_s: float = 10.0  # first byte of a frame -> its last byte
+    reply_timeout_s: float = 30.0  # a device's answer to a deployment step
+    write_buffer_limit: int = 4 * 1024 * 1024  # a device that stops reading is dropped
+    trace_limit: int = 2000  # protocol messages kept per device for reports (0: off)
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s must exceed heartbeat_interval_s")
+        if self.max_frame_size < MIN_FRAME_LIMIT:
+            raise ValueError(f"max_frame_size must be at least {MIN_FRAME_LIMIT}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_s") and value is not None and value <= 0:
+                raise ValueError(f"{f.name} must be positive, got {value}")
+
+    @classmethod
+    def for_tests(cls, **overrides: Any) -> GatewayConfig:
+        """Short timings so that heartbeat scenarios take fractions of a second."""
+        base = cls(
+            heartbeat_interval_s=0.2,
+            heartbeat_timeout_s=0.8,
+            pairing=True,
+            pairing_timeout_s=None,
+            handshake_timeout_s=5.0,
+            hello_timeout_s=5.0,
+            enrollment_timeout_s=5.0,
+            frame_timeout_s=2.0,
+            reply_timeout_s=10.0,
+            max_frame_size=16 * 1024,
+            max_devices=10_000,
+        )
+        return replace(base, **overrides)

@@ -1,0 +1,237 @@
+"""The deployment engine: pushes modules to devices in acknowledged chunks.
+
+One worker per device takes that device's deployments in order. A transfer that loses its
+connection waits for the device to come back and resumes from the offset the device reports
+(DeployReady), so no byte the device already holds travels twice; a digest the device already
+has complete is not transferred at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..protocol import (
+    ChunkAck,
+    DeployAck,
+    DeployBegin,
+    DeployChunk,
+    DeployReady,
+    ErrorCode,
+    Limits,
+    Message,
+)
+
+if TYPE_CHECKING:
+    from .connection import DeviceConnection
+    from .server import Gateway
+
+# Upper bound of the bytes a DeployChunk adds around its data (length prefix, envelope, tag,
+# offset, byte-string header), plus the app id itself.
+CHUNK_OVERHEAD = 48
+# A transfer that needed this many connections is given up.
+MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Run an entry point once the module is installed."""
+
+    entry: str = "main"
+    args: tuple[int | float, ...] = ()
+
+
+class ConnectionLost(Exception):
+    """The device's connection closed in the middle of an exchange."""
+
+
+class DeploymentFailed(Exception):
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(f"{code.name}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class Deployment:
+    device_id: str
+    app_id: str
+    name: str
+    module: bytes = field(repr=False)
+    digest: bytes  # the digest announced to the device (tests may announce a wrong one)
+    limits: Limits
+    run: RunRequest | None
+    chunk_size: int | None = None  # None: as large as the device's frame limit allows
+    state: str = "pending"  # pending -> transferring -> installed | failed
+    attempts: int = 0  # connections the transfer needed
+    bytes_sent: int = 0
+    chunks_sent: int = 0
+    resumed_from: list[int] = field(default_factory=list)
+    error_code: ErrorCode | None = None
+    error: str = ""
+    run_id: int | None = None
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def size(self) -> int:
+        return len(self.module)
+
+    @property
+    def true_digest(self) -> bytes:
+        return hashlib.sha256(self.module).digest()
+
+
+class DeploymentEngine:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._queues: dict[str, deque[Deployment]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self.history: list[Deployment] = []
+
+    def submit(self, dep: Deployment) -> Deployment:
+        self.history.append(dep)
+        self._queues.setdefault(dep.device_id, deque()).append(dep)
+        worker = self._workers.get(dep.device_id)
+        if worker is None or worker.done():
+            self._workers[dep.device_id] = asyncio.create_task(
+                self._worker(dep.device_id), name=f"deploy-{dep.device_id[:8]}"
+            )
+        self.gateway.events.emit("deploy", dep.device_id, app_id=dep.app_id, state="pending")
+        return dep
+
+    async def close(self) -> None:
+        for task in self._workers.values():
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        for dep in self.history:
+            if not dep.done.done():
+                dep.done.cancel()
+
+    async def _worker(self, device_id: str) -> None:
+        queue = self._queues[device_id]
+        while queue:
+            dep = queue.popleft()
+            try:
+                await self._deploy(dep)
+            except DeploymentFailed as exc:
+                self._finish(dep, "failed", exc.code, exc.reason)
+            except asyncio.CancelledError:
+                self._finish(dep, "failed", ErrorCode.SHUTTING_DOWN, "gateway stopped")
+                raise
+
+    def _finish(self, dep: Deployment, state: str, code: ErrorCode | None = None,
+                reason: str = "") -> None:
+        dep.state = state
+        dep.error_code = code
+        dep.error = reason
+        self.gateway.events.emit(
+            "deploy", dep.device_id, app_id=dep.app_id, state=state,
+            code=code.name if code else None, reason=reason, bytes_sent=dep.bytes_sent,
+            chunks=dep.chunks_sent, run_id=dep.run_id,
+        )
+        self.gateway.metrics["deployments_" + state] += 1
+        if not dep.done.done():
+            dep.done.set_result(None)
+
+    async def _deploy(self, dep: Deployment) -> None:
+        while True:
+            conn = await self.gateway.wait_connection(dep.device_id)
+            dep.attempts += 1
+            if dep.attempts > MAX_ATTEMPTS:
+                raise DeploymentFailed(ErrorCode.TIMEOUT, f"gave up after {MAX_ATTEMPTS} connections")
+            try:
+                await self._transfer(conn, dep)
+                break
+            except ConnectionLost:
+                self.gateway.events.emit(
+                    "deploy", dep.device_id, app_id=dep.app_id, state="interrupted",
+                    bytes_sent=dep.bytes_sent,
+                )
+                continue
+        self._finish(dep, "installed")
+        if dep.run is not None:
+            try:
+                dep.run_id = await self.gateway.start_app(
+                    dep.device_id, dep.app_id, dep.run.entry, dep.run.args
+                )
+            except (RuntimeError, ConnectionLost, TimeoutError) as exc:
+                dep.error = f"installed, but the run did not start: {exc}"
+                self.gateway.events.emit("deploy", dep.device_id, app_id=dep.app_id,
+                                         state="start_failed", reason=dep.error)
+                return
+            self.gateway.events.emit(
+                "deploy", dep.device_id, app_id=dep.app_id, state="started", run_id=dep.run_id
+            )
+
+    async def _transfer(self, conn: DeviceConnection, dep: Deployment) -> None:
+        info = conn.info
+        assert info is not None  # an established connection always has it
+        limit = info.max_frame_size - CHUNK_OVERHEAD - len(dep.app_id.encode())
+        chunk = min(dep.chunk_size or limit, limit)
+        dep.state = "transferring"
+        replies = conn.open_transfer(dep.app_id)
+        try:
+            conn.send(DeployBegin(dep.app_id, dep.name, dep.digest, dep.size, chunk, dep.limits))
+            first = await self._reply(conn, replies)
+            if isinstance(first, DeployAck):  # refused before any byte travelled
+                self._check_ack(first)
+                return
+            if not isinstance(first, DeployReady) or first.offset > dep.size:
+                conn.fail(ErrorCode.BAD_OFFSET, f"DeployReady offset beyond {dep.size}")
+                raise ConnectionLost()
+            acked = first.offset
+            if acked:
+                dep.resumed_from.append(acked)
+            self.gateway.events.emit(
+                "deploy", dep.device_id, app_id=dep.app_id, state="transferring", offset=acked
+            )
+            next_send = acked
+            inflight: deque[int] = deque()
+            while acked < dep.size:
+                while len(inflight) < info.window and next_send < dep.size:
+                    data = dep.module[next_send : next_send + chunk]
+                    conn.send(DeployChunk(dep.app_id, next_send, data))
+                    next_send += len(data)
+                    inflight.append(next_send)
+                    dep.bytes_sent += len(data)
+                    dep.chunks_sent += 1
+                await conn.drain()
+                reply = await self._reply(conn, replies)
+                if isinstance(reply, DeployAck):  # refused mid-transfer (no space...)
+                    self._check_ack(reply)
+                    conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "DeployAck success before last chunk")
+                    raise ConnectionLost()
+                if not isinstance(reply, ChunkAck) or reply.next_offset != inflight[0]:
+                    got = getattr(reply, "next_offset", None)
+                    conn.fail(ErrorCode.BAD_OFFSET, f"ChunkAck {got}, expected {inflight[0]}")
+                    raise ConnectionLost()
+                acked = inflight.popleft()
+            final = await self._reply(conn, replies)
+            if not isinstance(final, DeployAck):
+                conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "expected DeployAck after last chunk")
+                raise ConnectionLost()
+            self._check_ack(final)
+        finally:
+            conn.close_transfer(dep.app_id)
+
+    @staticmethod
+    def _check_ack(ack: DeployAck) -> None:
+        if ack.code != 0:
+            try:
+                code = ErrorCode(ack.code)
+            except ValueError:
+                code = ErrorCode.INTERNAL
+            raise DeploymentFailed(code, ack.reason or code.name)
+
+    async def _reply(self, conn: DeviceConnection, replies: asyncio.Queue[Message | None]) -> Message:
+        try:
+            reply = await asyncio.wait_for(replies.get(), self.gateway.config.reply_timeout_s)
+        except TimeoutError:
+            conn.fail(ErrorCode.TIMEOUT, "no answer to a deployment step")
+            raise ConnectionLost() from None
+        if reply is None:
+            raise ConnectionLost()
+        return reply

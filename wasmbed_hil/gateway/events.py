@@ -1,0 +1,98 @@
+"""What happened at the gateway, in order, with waits that end on an event (never a sleep).
+
+Every phase change, enrollment, deployment step and execution result is appended here. Tests
+and harness helpers wait for a predicate over this log with a timeout; a failed wait says
+what was seen instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GatewayEvent:
+    seq: int
+    at: float  # time.time()
+    kind: str  # "phase", "enrolled", "rejected", "deploy", "result", "connection", "violation"
+    device_id: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        who = self.device_id[:8] if self.device_id else "-"
+        details = " ".join(f"{k}={v}" for k, v in self.data.items())
+        return f"#{self.seq} {self.kind} {who} {details}".rstrip()
+
+
+class WaitTimeout(AssertionError):
+    """A wait ended without its condition; the message lists what was seen."""
+
+
+class EventLog:
+    def __init__(self, limit: int = 100_000) -> None:
+        self._events: deque[GatewayEvent] = deque(maxlen=limit)
+        self._seq = 0
+        self._changed = asyncio.Event()
+        self._waiters = 0
+
+    def emit(self, kind: str, device_id: str | None = None, **data: Any) -> GatewayEvent:
+        self._seq += 1
+        event = GatewayEvent(self._seq, time.time(), kind, device_id, data)
+        self._events.append(event)
+        if self._waiters:
+            self._changed.set()
+        return event
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def events(
+        self, kind: str | None = None, device_id: str | None = None, since: int = 0
+    ) -> list[GatewayEvent]:
+        return [
+            e
+            for e in self._events
+            if e.seq > since
+            and (kind is None or e.kind == kind)
+            and (device_id is None or e.device_id == device_id)
+        ]
+
+    async def wait_for(
+        self,
+        check: Callable[[], Any],
+        timeout: float,
+        what: str,
+        seen: Callable[[], str] | None = None,
+    ) -> Any:
+        """Return check()'s first truthy value, re-checking after every event."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._waiters += 1
+        try:
+            while True:
+                value = check()
+                if value:
+                    return value
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    detail = seen() if seen else self.tail()
+                    raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}; {detail}")
+                self._changed.clear()
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            self._waiters -= 1
+
+    def tail(self, n: int = 12, device_id: str | None = None) -> str:
+        events = self.events(device_id=device_id)[-n:]
+        if not events:
+            return "no gateway events"
+        return "last gateway events: " + "; ".join(e.describe() for e in events)

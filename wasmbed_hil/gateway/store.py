@@ -1,0 +1,146 @@
+"""The gateway's local cache: enrolled devices, deployments and execution results in SQLite.
+
+It survives a gateway restart, so enrolled identities reconnect without pairing and no
+execution result is lost. Liveness (heartbeats, phases) lives in memory only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..protocol import Outcome
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    identity TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    enrolled_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked (identity TEXT PRIMARY KEY, revoked_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    device_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    outcome INTEGER NOT NULL,
+    result_values TEXT NOT NULL,
+    log BLOB NOT NULL,
+    fuel_used INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (device_id, app_id, run_id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class EnrolledDevice:
+    device_id: str  # 32 hex digits (16 bytes on the wire)
+    identity: str  # SHA-256 of the certificate's SubjectPublicKeyInfo
+    name: str  # the certificate's common name
+    enrolled_at: float
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    device_id: str
+    app_id: str
+    run_id: int
+    outcome: Outcome
+    values: tuple[int | float, ...]
+    log: bytes
+    fuel_used: int
+    duration_us: int
+    detail: str
+    received_at: float
+
+
+class GatewayStore:
+    """SQLite-backed cache with an in-memory index of enrolled identities."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._by_identity: dict[str, EnrolledDevice] = {}
+        self._by_id: dict[str, EnrolledDevice] = {}
+        for row in self._db.execute("SELECT device_id, identity, name, enrolled_at FROM devices"):
+            self._index(EnrolledDevice(*row))
+        self.revoked: set[str] = {r[0] for r in self._db.execute("SELECT identity FROM revoked")}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _index(self, dev: EnrolledDevice) -> None:
+        self._by_identity[dev.identity] = dev
+        self._by_id[dev.device_id] = dev
+
+    # -- devices -------------------------------------------------------------------------
+    def by_identity(self, identity: str) -> EnrolledDevice | None:
+        return self._by_identity.get(identity)
+
+    def by_id(self, device_id: str) -> EnrolledDevice | None:
+        return self._by_id.get(device_id)
+
+    def devices(self) -> list[EnrolledDevice]:
+        return list(self._by_id.values())
+
+    def enroll(self, identity: str, name: str) -> tuple[EnrolledDevice, bool]:
+        """Enroll an identity; idempotent. Returns the record and whether it is new."""
+        existing = self._by_identity.get(identity)
+        if existing is not None:
+            return existing, False
+        dev = EnrolledDevice(uuid.uuid4().hex, identity, name, time.time())
+        self._db.execute(
+            "INSERT INTO devices VALUES (?, ?, ?, ?)",
+            (dev.device_id, dev.identity, dev.name, dev.enrolled_at),
+        )
+        self._index(dev)
+        return dev, True
+
+    def forget(self, device_id: str) -> None:
+        dev = self._by_id.pop(device_id, None)
+        if dev is not None:
+            self._by_identity.pop(dev.identity, None)
+            self._db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))
+
+    def revoke(self, identity: str) -> None:
+        self.revoked.add(identity)
+        self._db.execute("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (identity, time.time()))
+
+    # -- results -------------------------------------------------------------------------
+    def add_result(self, result: StoredResult) -> bool:
+        """Record a result; False when that (device, app, run) was already recorded."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                result.device_id, result.app_id, result.run_id, int(result.outcome),
+                json.dumps(list(result.values)), result.log, result.fuel_used,
+                result.duration_us, result.detail, result.received_at,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def results(self, device_id: str | None = None, app_id: str | None = None) -> list[StoredResult]:
+        query = "SELECT * FROM results WHERE (?1 IS NULL OR device_id = ?1)"
+        query += " AND (?2 IS NULL OR app_id = ?2) ORDER BY received_at"
+        rows = self._db.execute(query, (device_id, app_id)).fetchall()
+        return [
+            StoredResult(r[0], r[1], r[2], Outcome(r[3]), tuple(json.loads(r[4])), r[5], r[6],
+                         r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    def max_run_id(self) -> int:
+        row = self._db.execute("SELECT MAX(run_id) FROM results").fetchone()
+        return int(row[0] or 0)

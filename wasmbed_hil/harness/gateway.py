@@ -1,0 +1,172 @@
+"""A synchronous handle on an in-process gateway, for pytest fixtures and Robot keywords.
+
+The listening socket is created once (port chosen by the OS) and handed to every gateway
+incarnation, so `restart()` keeps the endpoint devices know without ever guessing a port.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..gateway import (
+    Deployment,
+    DeviceStatus,
+    Gateway,
+    GatewayConfig,
+    GatewayEvent,
+    RunRequest,
+    StoredResult,
+)
+from ..gateway.connection import TraceEntry
+from ..pki import FleetCA, server_ssl_context
+from ..protocol import DevicePhase, Limits
+from .device import DeviceHandle
+from .loop import LoopThread
+
+DeviceRef = DeviceHandle | DeviceStatus | str
+
+
+def device_key(ref: DeviceRef) -> str:
+    """A device id, name or identity from whatever the caller holds."""
+    if isinstance(ref, DeviceHandle):
+        return ref.device_id or ref.identity
+    if isinstance(ref, DeviceStatus):
+        return ref.device_id
+    return ref
+
+
+class GatewayHandle:
+    def __init__(self, loop: LoopThread, ca: FleetCA, workdir: Path, config: GatewayConfig,
+                 host: str = "127.0.0.1") -> None:
+        self.loop = loop
+        self.ca = ca
+        self.config = config
+        self.workdir = workdir
+        self.tls_dir = workdir / "tls"
+        ca.issue_gateway(config.name, hosts=("localhost", host)).write(self.tls_dir)
+        self.listener = socket.create_server((host, 0), backlog=1024)
+        self.endpoint: tuple[str, int] = self.listener.getsockname()[:2]
+        self._gateway: Gateway | None = None
+        self.incarnations = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> GatewayHandle:
+        if self._gateway is not None:
+            return self
+        tls = server_ssl_context(self.tls_dir)
+        # Built on the loop thread: everything it owns (its SQLite cache too) lives there.
+        gateway = self.loop.call(Gateway, self.config, tls, self.workdir / "state")
+        self.loop.run(gateway.start(self.listener))
+        self._gateway = gateway
+        self.incarnations += 1
+        return self
+
+    def stop(self) -> None:
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None and self.loop.alive:
+            self.loop.run(gateway.stop())
+
+    def restart(self) -> None:
+        """Stop and start again on the same endpoint with the same local cache."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self.listener.close()
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            raise RuntimeError("the gateway is stopped")
+        return self._gateway
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        return self.loop.call(fn, *args)
+
+    # -- administration ------------------------------------------------------------------
+    @property
+    def pairing(self) -> bool:
+        return self.gateway.pairing
+
+    @pairing.setter
+    def pairing(self, enabled: bool) -> None:
+        self._call(self.gateway.set_pairing, enabled)
+
+    def revoke(self, identity: str) -> None:
+        self._call(self.gateway.revoke, identity)
+
+    def load_crl(self, crl: bytes) -> None:
+        self._call(self.gateway.load_crl, crl, self.ca.cert)
+
+    def devices(self) -> list[DeviceStatus]:
+        return self._call(self.gateway.devices)
+
+    def device(self, ref: DeviceRef) -> DeviceStatus:
+        return self._call(self.gateway.device, device_key(ref))
+
+    def metrics(self) -> dict[str, int]:
+        return self._call(lambda: dict(self.gateway.metrics))
+
+    def events(self, kind: str | None = None, ref: DeviceRef | None = None) -> list[GatewayEvent]:
+        device_id = self.device(ref).device_id if ref is not None else None
+        return self._call(self.gateway.events.events, kind, device_id)
+
+    def trace(self, ref: DeviceRef) -> list[TraceEntry]:
+        return self._call(self.gateway.trace, self.device(ref).device_id)
+
+    def results(self, ref: DeviceRef | None = None, app_id: str | None = None) -> list[StoredResult]:
+        device_id = self.device(ref).device_id if ref is not None else None
+        return self._call(self.gateway.results, device_id, app_id)
+
+    # -- waits -----------------------------------------------------------------------------
+    def wait_phase(self, ref: DeviceRef, phase: DevicePhase, timeout: float = 10.0) -> DeviceStatus:
+        device_id = self.device(ref).device_id
+        return self.loop.run(self.gateway.wait_phase(device_id, phase, timeout), timeout + 5)
+
+    def wait_result(self, ref: DeviceRef, app_id: str, run_id: int | None = None,
+                    timeout: float = 10.0) -> StoredResult:
+        device_id = self.device(ref).device_id
+        return self.loop.run(self.gateway.wait_result(device_id, app_id, run_id, timeout),
+                             timeout + 5)
+
+    # -- deployment ----------------------------------------------------------------------
+    def deploy(self, ref: DeviceRef, module: bytes, app_id: str, *, wait: bool = True,
+               timeout: float = 20.0, **kwargs: Any) -> Deployment:
+        """Deploy a module (see Gateway.deploy for kwargs); waits for its end unless wait=False."""
+        device_id = self.device(ref).device_id
+        dep = self._call(lambda: self.gateway.deploy(device_id, module, app_id=app_id, **kwargs))
+        if wait:
+            self.wait_deployment(dep, timeout)
+        return dep
+
+    def wait_deployment(self, dep: Deployment, timeout: float = 20.0) -> Deployment:
+        return self.loop.run(self.gateway.wait_deployment(dep, timeout), timeout + 5)
+
+    def start_app(self, ref: DeviceRef, app_id: str, entry: str = "main",
+                  args: tuple[int | float, ...] = ()) -> int:
+        device_id = self.device(ref).device_id
+        return self.loop.run(self.gateway.start_app(device_id, app_id, entry, tuple(args)))
+
+    def stop_app(self, ref: DeviceRef, app_id: str, remove: bool = False) -> None:
+        device_id = self.device(ref).device_id
+        self.loop.run(self.gateway.stop_app(device_id, app_id, remove))
+
+    def run(self, ref: DeviceRef, module: bytes, app_id: str, entry: str = "main",
+            args: tuple[int | float, ...] = (), limits: Limits | None = None,
+            timeout: float = 20.0) -> StoredResult:
+        """Deploy, start one run and return its execution result."""
+        dep = self.deploy(ref, module, app_id, limits=limits, run=RunRequest(entry, tuple(args)),
+                          timeout=timeout)
+        if dep.state != "installed":
+            raise AssertionError(f"deployment of {app_id} {dep.state}: {dep.error_code} {dep.error}")
+        dep_run = self.loop.run(self._wait_run_id(dep, timeout), timeout + 5)
+        return self.wait_result(ref, app_id, dep_run, timeout)
+
+    async def _wait_run_id(self, dep: Deployment, timeout: float) -> int:
+        def check() -> int | None:
+            return dep.run_id
+
+        return await self.gateway.events.wait_for(check, timeout, f"start of {dep.app_id}")

@@ -1,0 +1,196 @@
+"""The wasmbed-hil pytest plugin (registered through the `pytest11` entry point).
+
+Fixture ladder (session -> function):
+    hil_loop      one asyncio loop thread per worker hosting gateways and virtual devices
+    fleet_ca      the fleet CA, created once per worker (issuing is then cheap)
+    hil_backend   the device backend chosen with --hil-backend
+    gateway_config  GatewayConfig.for_tests(), overridable with @pytest.mark.hil_gateway(...)
+    gateway       an in-process gateway on an OS-chosen port (handed over, never guessed)
+    device_factory  makes devices on the chosen backend; powers them all off at teardown
+    device        one device, enrolled and online
+    fleet         fleet(n) -> n devices, enrolled and online
+    wasm          builds the test WebAssembly modules from source
+Everything a test starts is stopped at its teardown, also when the test fails; under
+pytest-xdist each worker has its own loop, CA, ports and directories.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import modules
+from ..backends import BACKENDS, Backend, BackendUnavailable, get_backend
+from ..gateway import GatewayConfig
+from ..harness import DeviceHandle, GatewayHandle, LoopThread
+from ..pki import Credentials, FleetCA
+
+DEFAULT_BACKEND = "virtual"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wasmbed-hil")
+    group.addoption(
+        "--hil-backend",
+        default=os.environ.get("WASMBED_HIL_BACKEND", DEFAULT_BACKEND),
+        help=f"device backend for the scenario suites (default: {DEFAULT_BACKEND}; "
+        "also WASMBED_HIL_BACKEND)",
+    )
+    group.addoption(
+        "--hil-timeout", type=float, default=10.0,
+        help="default seconds that device and gateway waits allow (default: 10)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = config.getoption("--hil-backend")
+    if name not in BACKENDS:
+        raise pytest.UsageError(
+            f"--hil-backend={name}: unknown backend; available: {', '.join(sorted(BACKENDS))}"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"wasmbed-hil: backend={config.getoption('--hil-backend')}"
+
+
+@pytest.fixture(scope="session")
+def hil_timeout(pytestconfig: pytest.Config) -> float:
+    return float(pytestconfig.getoption("--hil-timeout"))
+
+
+@pytest.fixture(scope="session")
+def hil_loop() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    leftovers = loop.close()
+    if leftovers:
+        import warnings
+
+        warnings.warn(f"wasmbed-hil: tasks left running at session end: {leftovers}",
+                      stacklevel=1)
+
+
+@pytest.fixture(scope="session")
+def fleet_ca() -> FleetCA:
+    return FleetCA.create("wasmbed-hil test fleet CA")
+
+
+@pytest.fixture(scope="session")
+def hil_backend_name(pytestconfig: pytest.Config) -> str:
+    return str(pytestconfig.getoption("--hil-backend"))
+
+
+@pytest.fixture
+def hil_backend(hil_backend_name: str, hil_loop: LoopThread, tmp_path: Path) -> Backend:
+    cls = get_backend(hil_backend_name)
+    reason = cls.unavailable_reason()
+    if reason:
+        pytest.skip(f"backend {hil_backend_name} unavailable here: {reason}")
+    return cls(hil_loop, tmp_path)
+
+
+@pytest.fixture
+def gateway_config(request: pytest.FixtureRequest) -> GatewayConfig:
+    overrides: dict[str, Any] = {}
+    for mark in reversed(list(request.node.iter_markers("hil_gateway"))):
+        overrides.update(mark.kwargs)
+    return GatewayConfig.for_tests(**overrides)
+
+
+@pytest.fixture
+def gateway(hil_loop: LoopThread, fleet_ca: FleetCA, gateway_config: GatewayConfig,
+            tmp_path: Path) -> Iterator[GatewayHandle]:
+    handle = GatewayHandle(hil_loop, fleet_ca, tmp_path / "gateway", gateway_config)
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+DeviceFactory = Callable[..., DeviceHandle]
+
+
+@pytest.fixture
+def device_factory(hil_backend: Backend, gateway: GatewayHandle, fleet_ca: FleetCA,
+                   hil_timeout: float) -> Iterator[DeviceFactory]:
+    made: list[DeviceHandle] = []
+    counter = iter(range(1_000_000))
+
+    def make(
+        name: str | None = None,
+        *,
+        credentials: Credentials | None = None,
+        key_type: str = "p256",
+        start: bool = True,
+        online: bool = True,
+        **options: Any,
+    ) -> DeviceHandle:
+        """A device on the chosen backend, connected to `gateway`.
+
+        online=True waits until it is enrolled and has a session; start=False leaves it
+        powered off. `options` go to the backend (e.g. max_frame_size, max_module_size).
+        """
+        name = name or f"device-{next(counter)}"
+        creds = credentials or fleet_ca.issue_device(name, key_type=key_type)  # type: ignore[arg-type]
+        handle = hil_backend.create(name, creds, gateway.endpoint, **options)
+        made.append(handle)
+        if start:
+            handle.power_on()
+            if online:
+                handle.wait_online(hil_timeout)
+        return handle
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for handle in made:
+            try:
+                handle.close()
+            except Exception as exc:  # keep closing the others
+                errors.append(f"{handle.name}: {exc}")
+        if errors:
+            raise RuntimeError("device teardown failed: " + "; ".join(errors))
+
+
+@pytest.fixture
+def device(device_factory: DeviceFactory) -> DeviceHandle:
+    return device_factory("device-0")
+
+
+@pytest.fixture
+def fleet(device_factory: DeviceFactory) -> Callable[..., list[DeviceHandle]]:
+    def make(count: int, prefix: str = "fleet", **options: Any) -> list[DeviceHandle]:
+        devices = [device_factory(f"{prefix}-{i}", online=False, **options) for i in range(count)]
+        for dev in devices:
+            dev.wait_online()
+        return devices
+
+    return make
+
+
+class WasmModules:
+    """Test modules built from the WAT sources in wasmbed_hil/modules/."""
+
+    def __call__(self, name: str) -> bytes:
+        return modules.build(name)
+
+    def data(self, size: int, seed: int = 0) -> bytes:
+        return modules.data_module(size, seed)
+
+    def data_checksum(self, size: int, seed: int = 0) -> int:
+        return modules.data_checksum(size, seed)
+
+
+@pytest.fixture(scope="session")
+def wasm() -> WasmModules:
+    return WasmModules()
+
+
+__all__ = ["BackendUnavailable", "DeviceFactory", "WasmModules"]
