@@ -50,6 +50,9 @@ class VirtualDeviceHandle(DeviceHandle):
     def set_silent(self, silent: bool) -> None:
         self._loop.call(self.device.set_silent, silent)
 
+    def forget_enrollment(self) -> None:
+        self.device.flash.device_id = None
+
     def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None:
         dev = self.device
 

@@ -23,9 +23,12 @@ Design of timeout and stop (one process-wide engine, per-run isolation):
   (``wasmtime_store_epoch_deadline_callback`` and ``wasmtime_func_new`` with an own trampoline
   for ``env.log``) are confined to the "C-API shim" section below.
 
-Known limitation: wasmtime keeps the fuel counter in a register inside a loop that makes no
-calls and only writes it back at calls and returns, so a run ended by STOPPED or TIMED_OUT in
-such a tight loop can report less ``fuel_used`` than it really consumed (possibly 0).
+Known limitation: wasmtime keeps the fuel counter in a register within a function and writes
+it back to the store only at calls and returns (and when fuel runs out), so a run that traps,
+is STOPPED or TIMED_OUT reports the fuel consumed up to its last call or return: a tight loop
+without calls can show a much lower ``fuel_used`` than it really consumed (possibly 0).
+Fuel is checked at function entries and loop headers, so a run may overshoot its fuel by
+the instructions of one straight-line stretch of code.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import ctypes
 import hashlib
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -78,8 +82,8 @@ class RunLimits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"RunLimits.{name} must be an int >= 0, got {value!r}")
-        if not self.timeout_s >= 0:
-            raise ValueError(f"RunLimits.timeout_s must be >= 0, got {self.timeout_s!r}")
+        if not 0 <= self.timeout_s < math.inf:
+            raise ValueError(f"RunLimits.timeout_s must be finite and >= 0, got {self.timeout_s!r}")
 
 
 _DEFAULT_LIMITS = RunLimits()
@@ -342,8 +346,12 @@ def _env_log(
             )
         room = max(0, run.max_log - len(run.log))
         wanted = length if run.on_log is not None else min(length, room)
-        base = ctypes.cast(ffi.wasmtime_memory_data(context, ctypes.byref(item.of.memory)),
-                           ctypes.c_void_p).value or 0
+        base = (
+            ctypes.cast(
+                ffi.wasmtime_memory_data(context, ctypes.byref(item.of.memory)), ctypes.c_void_p
+            ).value
+            or 0
+        )
         chunk = ctypes.string_at(base + ptr, wanted) if wanted else b""
         run.log += chunk[:room]
         if run.on_log is not None:
@@ -455,7 +463,9 @@ def _inspect(module: wasmtime.Module, wasm: bytes) -> CompiledModule:
             )
             continue
         if not isinstance(ty, wasmtime.FuncType):
-            import_error = import_error or f"import {where} must be a function, not {_kind_name(ty)}"
+            import_error = (
+                import_error or f"import {where} must be a function, not {_kind_name(ty)}"
+            )
             continue
         sig = (_valtype_names(ty.params), _valtype_names(ty.results))
         if sig != _LOG_SIGNATURE:
@@ -677,7 +687,11 @@ class WasmRuntime:
                     )
                     return _result(Outcome.OUT_OF_MEMORY, start, run.log, store, limits, detail)
                 return _result(
-                    Outcome.LOAD_FAILED, start, run.log, store, limits,
+                    Outcome.LOAD_FAILED,
+                    start,
+                    run.log,
+                    store,
+                    limits,
                     f"instantiation failed: {_trap_reason(str(exc))}",
                 )
             return self._classify(exc, None, store, run, limits, start)
@@ -706,8 +720,9 @@ class WasmRuntime:
     ) -> RunResult:
         """Outcome of a run that ended with an exception from wasmtime."""
         if run.interrupted is not None:
-            return _result(run.interrupted, start, run.log, store, limits,
-                           run.interruption_detail())
+            return _result(
+                run.interrupted, start, run.log, store, limits, run.interruption_detail()
+            )
         if run.host_fault is not None:
             return _result(Outcome.TRAPPED, start, run.log, store, limits, run.host_fault)
         code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
@@ -717,8 +732,11 @@ class WasmRuntime:
         reason = _trap_reason(str(exc))
         detail = f"{code.name}: {reason}" if code is not None else reason
         if instance is not None:
-            near = [s for s in _exported_memories(instance, store)
-                    if limits.memory_bytes - s < PAGE_SIZE]
+            near = [
+                s
+                for s in _exported_memories(instance, store)
+                if limits.memory_bytes - s < PAGE_SIZE
+            ]
             if near:
                 detail = (
                     f"memory at {near[0]} bytes reached the limit of {limits.memory_bytes}, "

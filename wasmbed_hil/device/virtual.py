@@ -55,6 +55,7 @@ from .flash import Flash, InstalledApp
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
 FIRMWARE_VERSION = "wasmbed-virtual 0.1"
+UNMETERED_FUEL = 1 << 62  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
 
 
 class Lifecycle(Enum):
@@ -74,6 +75,8 @@ class Faults:
 
     drop_after_chunks: int | None = None  # close the link after receiving N chunks (once)
     silent: bool = False  # stop sending heartbeats (connection stays up)
+    enroll_with: Credentials | None = None  # prove enrollment with another key than the TLS one
+    corrupt_proof: bool = False  # send an enrollment signature that does not verify
 
 
 @dataclass
@@ -319,8 +322,11 @@ class VirtualDevice:
                 self._send(result, reply_to)
             self._outbox.clear()
         elif isinstance(msg, EnrollChallenge):
-            signature = self.credentials.sign(ENROLL_CONTEXT + msg.nonce)
-            self._send(EnrollProof(self.credentials.spki_der, signature), reply_to=mid)
+            prover = self.faults.enroll_with or self.credentials
+            signature = prover.sign(ENROLL_CONTEXT + msg.nonce)
+            if self.faults.corrupt_proof:
+                signature = bytes([signature[0] ^ 0xFF]) + signature[1:]
+            self._send(EnrollProof(prover.spki_der, signature), reply_to=mid)
         elif isinstance(msg, EnrollReject):
             self.last_reject = (msg.code, msg.reason)
             self._log(f"enrollment rejected: {msg.code.name}: {msg.reason}")
@@ -444,7 +450,8 @@ class VirtualDevice:
     async def _execute(self, run: _Run, app: InstalledApp, entry: str,
                        args: tuple[int | float, ...]) -> None:
         memory, fuel, timeout_ms = app.limits
-        limits = RunLimits(memory_bytes=memory, fuel=fuel, timeout_s=timeout_ms / 1000)
+        limits = RunLimits(memory_bytes=memory, fuel=fuel or UNMETERED_FUEL,
+                           timeout_s=timeout_ms / 1000)
         module = self.flash.read_module(app.digest)
         self._log(f"run {app.app_id}#{run.run_id} {entry}{tuple(args)}")
         result: RunResult = await asyncio.to_thread(

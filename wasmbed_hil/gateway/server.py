@@ -198,8 +198,12 @@ class Gateway:
         raise GatewayError(f"no enrolled device {key!r} (enrolled: {known})")
 
     def trace(self, device_id: str) -> list[TraceEntry]:
-        """Protocol messages exchanged with a device, over all its connections."""
-        return list(self._traces.get(device_id, ()))
+        """Protocol messages exchanged with a device, over all its connections, live one last."""
+        entries = list(self._traces.get(device_id, ()))
+        conn = self.connections.get(device_id)
+        if conn is not None:
+            entries.extend(conn.trace)
+        return entries
 
     def results(self, device_id: str | None = None, app_id: str | None = None) -> list[StoredResult]:
         return self.store.results(device_id, app_id)
@@ -572,6 +576,7 @@ class Gateway:
                 st.uptime_ms, st.memory_free, st.apps = msg.uptime_ms, msg.memory_free, msg.apps
                 conn.send(HeartbeatAck(), reply_to=event.message_id)
                 self._arm_heartbeat_timer(device_id)
+                self.events.emit("heartbeat", device_id, count=st.heartbeats)
                 if st.phase != DevicePhase.CONNECTED:
                     self._set_phase(st, DevicePhase.CONNECTED, "heartbeat received")
             elif isinstance(msg, DeployReady | ChunkAck | DeployAck):

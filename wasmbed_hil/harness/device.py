@@ -61,6 +61,10 @@ class DeviceHandle(ABC):
         """Stop (or resume) sending heartbeats without dropping the connection."""
 
     @abstractmethod
+    def forget_enrollment(self) -> None:
+        """Erase the stored device id (keep the identity), as a factory reset of state would."""
+
+    @abstractmethod
     def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None: ...
 
     @abstractmethod

@@ -7,7 +7,9 @@ incarnation, so `restart()` keeps the endpoint devices know without ever guessin
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ..gateway import (
@@ -68,9 +70,11 @@ class GatewayHandle:
         if gateway is not None and self.loop.alive:
             self.loop.run(gateway.stop())
 
-    def restart(self) -> None:
+    def restart(self, **config_overrides: Any) -> None:
         """Stop and start again on the same endpoint with the same local cache."""
         self.stop()
+        if config_overrides:
+            self.config = replace(self.config, **config_overrides)
         self.start()
 
     def close(self) -> None:
@@ -125,6 +129,36 @@ class GatewayHandle:
     def wait_phase(self, ref: DeviceRef, phase: DevicePhase, timeout: float = 10.0) -> DeviceStatus:
         device_id = self.device(ref).device_id
         return self.loop.run(self.gateway.wait_phase(device_id, phase, timeout), timeout + 5)
+
+    def wait_event(self, kind: str, predicate: Callable[[GatewayEvent], bool] | None = None,
+                   timeout: float = 10.0, since: int = 0) -> GatewayEvent:
+        """The first event of `kind` (after seq `since`) that satisfies `predicate`."""
+        log = self.gateway.events
+
+        def check() -> GatewayEvent | None:
+            for event in log.events(kind, since=since):
+                if predicate is None or predicate(event):
+                    return event
+            return None
+
+        return self.loop.run(log.wait_for(check, timeout, f"a {kind!r} event"), timeout + 5)
+
+    def wait_heartbeats(self, ref: DeviceRef, count: int, timeout: float = 10.0) -> DeviceStatus:
+        """Wait until the gateway has acknowledged `count` more heartbeats from the device."""
+        gw = self.gateway
+        device_id = self.device(ref).device_id
+        target = gw.status[device_id].heartbeats + count
+
+        def check() -> DeviceStatus | None:
+            st = gw.status[device_id]
+            return st if st.heartbeats >= target else None
+
+        def seen() -> str:
+            st = gw.status[device_id]
+            return f"{st.heartbeats} of {target} acknowledged, phase {st.phase.value}"
+
+        return self.loop.run(gw.events.wait_for(check, timeout, f"{count} heartbeats", seen),
+                             timeout + 5)
 
     def wait_result(self, ref: DeviceRef, app_id: str, run_id: int | None = None,
                     timeout: float = 10.0) -> StoredResult:

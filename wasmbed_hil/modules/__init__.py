@@ -31,14 +31,12 @@ def names() -> list[str]:
     return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".wat"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def build(name: str) -> bytes:
     """The binary of module `name`, compiled from ``{name}.wat`` (cached)."""
     available = names()
     if name not in available:
-        raise UnknownModuleError(
-            f"unknown module {name!r}; available: {', '.join(available)}"
-        )
+        raise UnknownModuleError(f"unknown module {name!r}; available: {', '.join(available)}")
     source = resources.files(__name__).joinpath(f"{name}.wat").read_text(encoding="utf-8")
     return bytes(wasmtime.wat2wasm(source))
 

@@ -1,0 +1,135 @@
+"""Enrollment: who may join the fleet, and how the refusals read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from wasmbed_hil.device.virtual import Lifecycle
+from wasmbed_hil.pki import FleetCA
+from wasmbed_hil.protocol import DevicePhase, ErrorCode
+
+
+def test_pairing_on_enrolls_and_connects(gateway, device):
+    status = gateway.wait_phase(device, DevicePhase.CONNECTED)
+    assert status.device_id == device.device_id
+    assert status.name == device.name
+    assert status.identity == device.identity
+    assert status.history[:3] == [DevicePhase.ENROLLING, DevicePhase.ENROLLED,
+                                  DevicePhase.CONNECTED]
+    enrolled = gateway.events("enrolled", device)
+    assert [e.data["new"] for e in enrolled] == [True]
+
+
+@pytest.mark.hil_gateway(pairing=False)
+def test_pairing_off_rejects_unknown_device_with_reason(gateway, device_factory):
+    dev = device_factory("stranger", online=False)
+    code, reason = dev.wait_rejected()
+    assert code is ErrorCode.PAIRING_DISABLED
+    assert "pairing" in reason
+    assert gateway.devices() == []
+    assert dev.device_id is None
+
+
+@pytest.mark.hil_gateway(pairing=False)
+def test_pairing_turned_on_admits_a_waiting_device(gateway, device_factory):
+    dev = device_factory("patient", online=False)
+    dev.wait_rejected()
+    gateway.pairing = True
+    dev.wait_online()
+    assert gateway.device(dev).phase is DevicePhase.CONNECTED
+
+
+def test_certificate_from_another_ca_is_refused_at_handshake(gateway, device_factory, fleet_ca):
+    rogue = FleetCA.create("rogue CA").issue_device("rogue")
+    # It trusts the real gateway, but its own certificate comes from another CA.
+    creds = replace(rogue, ca_cert=fleet_ca.cert)
+    dev = device_factory("rogue", credentials=creds, online=False)
+    event = gateway.wait_event("handshake_failed")
+    assert "CERTIFICATE_VERIFY_FAILED" in event.data["reason"].upper()
+    assert dev.lifecycle is not Lifecycle.ONLINE
+    assert gateway.devices() == []
+
+
+def test_device_refuses_a_gateway_from_another_ca(gateway, device_factory):
+    dev = device_factory("wary", credentials=FleetCA.create("other").issue_device("wary"),
+                         online=False)
+    dev.wait_lifecycle(Lifecycle.BACKOFF)
+    assert "CERTIFICATE_VERIFY_FAILED" in dev.device.last_error.upper()
+    assert gateway.devices() == []
+
+
+def test_expired_certificate_is_refused(gateway, device_factory, fleet_ca):
+    now = datetime.now(UTC)
+    creds = fleet_ca.issue_device("expired", not_before=now - timedelta(days=30),
+                                  not_after=now - timedelta(days=1))
+    device_factory("expired", credentials=creds, online=False)
+    event = gateway.wait_event("handshake_failed")
+    assert "CERTIFICATE_VERIFY_FAILED" in event.data["reason"].upper()
+    assert gateway.devices() == []
+
+
+def test_revoked_identity_is_dropped_and_refused(gateway, device):
+    gateway.revoke(device.identity)
+    code, reason = device.wait_rejected()
+    assert code is ErrorCode.REVOKED
+    gateway.wait_phase(device, DevicePhase.DISCONNECTED)
+    # It keeps trying and keeps being refused before any message is read.
+    gateway.wait_event("rejected", lambda e: e.data["code"] == "REVOKED")
+    assert gateway.device(device).phase is DevicePhase.DISCONNECTED
+
+
+def test_certificate_listed_in_crl_is_refused(gateway, device_factory, fleet_ca):
+    creds = fleet_ca.issue_device("listed")
+    fleet_ca.revoke(creds)
+    gateway.load_crl(fleet_ca.crl_pem())
+    dev = device_factory("listed", credentials=creds, online=False)
+    code, _ = dev.wait_rejected()
+    assert code is ErrorCode.REVOKED
+    assert gateway.devices() == []
+
+
+def test_enrolling_twice_is_idempotent(gateway, device):
+    first_id = device.device_id
+    device.power_off()
+    device.forget_enrollment()
+    device.power_on()
+    assert device.wait_online() == first_id
+    assert len(gateway.devices()) == 1
+    assert len(gateway.events("enrolled", device)) == 1
+    welcomes = [fields for _, d, _, kind, fields in gateway.trace(device) if kind == "Welcome"]
+    assert [w["enrolled_now"] for w in welcomes] == [True, False]
+
+
+def test_public_key_differing_from_certificate_is_refused(gateway, device_factory, fleet_ca):
+    dev = device_factory("impostor", start=False)
+    dev.faults.enroll_with = fleet_ca.issue_device("someone-else")
+    dev.power_on()
+    code, reason = dev.wait_rejected()
+    assert code is ErrorCode.KEY_MISMATCH
+    assert "certificate" in reason
+    assert gateway.devices() == []
+
+
+def test_bad_enrollment_signature_is_refused(gateway, device_factory):
+    dev = device_factory("forger", start=False)
+    dev.faults.corrupt_proof = True
+    dev.power_on()
+    code, _ = dev.wait_rejected()
+    assert code is ErrorCode.BAD_PROOF
+    assert gateway.devices() == []
+
+
+def test_ed25519_device_enrolls(gateway, device_factory):
+    dev = device_factory("ed-device", key_type="ed25519")
+    assert gateway.device(dev).phase is DevicePhase.CONNECTED
+
+
+def test_enrolled_device_reconnects_without_pairing(gateway, device):
+    device_id = device.device_id
+    gateway.pairing = False
+    device.reboot()
+    assert device.wait_online() == device_id
+    assert [e.data["new"] for e in gateway.events("enrolled", device)] == [True]
