@@ -221,13 +221,20 @@ _RUN_IDS = itertools.count(1)  # 0 would arrive in the callbacks as a NULL point
 
 
 class _Watchdog:
-    """Process-wide daemon thread that increments the engine epoch at each scheduled deadline."""
+    """Process-wide daemon thread that increments the engine epoch at each scheduled deadline.
+
+    The thread is only woken when a new deadline is earlier than its next planned wake-up, so
+    a run that ends before its deadline costs no thread switch. It re-examines the heap at
+    least every ``_WATCHDOG_LINGER_S``, exits after that long without pending deadlines, and
+    is restarted on demand.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[int, int]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wake_ns = 0  # when the thread will re-examine the heap by itself
 
     def schedule(self, deadline_ns: int) -> tuple[int, int]:
         """Register a deadline (perf_counter_ns); returns the handle for `cancel`."""
@@ -239,36 +246,41 @@ class _Watchdog:
                     target=self._loop, name="wasmbed-wasm-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            elif deadline_ns < self._wake_ns:
+                self._cond.notify()
         return entry
 
     def cancel(self, entry: tuple[int, int]) -> None:
-        """Forget a deadline whose run has ended."""
+        """Forget a deadline whose run has ended (the thread notices at its next wake-up)."""
         with self._cond:
             try:
                 self._heap.remove(entry)
             except ValueError:
                 return
             heapq.heapify(self._heap)
-            self._cond.notify()  # the thread may be waiting for this very deadline
 
     def _loop(self) -> None:
+        linger = int(_WATCHDOG_LINGER_S * 1e9)
+        idle_since: int | None = None
         with self._cond:
             while True:
-                if not self._heap:
-                    self._cond.wait(_WATCHDOG_LINGER_S)
-                    if not self._heap:
+                now = time.perf_counter_ns()
+                if self._heap and self._heap[0][0] <= now:
+                    while self._heap and self._heap[0][0] <= now:
+                        heapq.heappop(self._heap)
+                    _engine().increment_epoch()
+                    continue
+                if self._heap:  # wake at least every linger period, to notice cancels
+                    idle_since = None
+                    wake = min(self._heap[0][0], now + linger)
+                else:
+                    idle_since = now if idle_since is None else idle_since
+                    wake = idle_since + linger
+                    if now >= wake:
                         self._thread = None
                         return
-                    continue
-                now = time.perf_counter_ns()
-                first = self._heap[0][0]
-                if first > now:
-                    self._cond.wait((first - now) / 1e9)
-                    continue
-                while self._heap and self._heap[0][0] <= now:
-                    heapq.heappop(self._heap)
-                _engine().increment_epoch()
+                self._wake_ns = wake
+                self._cond.wait((wake - now) / 1e9)
 
 
 _WATCHDOG = _Watchdog()

@@ -328,9 +328,11 @@ class Gateway:
         return dep
 
     async def wait_connection(self, device_id: str) -> DeviceConnection:
-        return await self.events.wait_for(
-            lambda: self.connections.get(device_id), float("inf"), "connection"
-        )
+        def check() -> DeviceConnection | None:
+            conn = self.connections.get(device_id)
+            return conn if conn is not None and not conn.closed.is_set() else None
+
+        return await self.events.wait_for(check, float("inf"), "connection")
 
     # ================================================================== internals
     def _connection(self, device_id: str) -> DeviceConnection:

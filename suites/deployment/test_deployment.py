@@ -1,0 +1,193 @@
+"""Deployment: modules travel in acknowledged chunks, run under limits, and report how they ended."""
+
+from __future__ import annotations
+
+import hashlib
+
+from wasmbed_hil.gateway import RunRequest
+from wasmbed_hil.protocol import AppState, DevicePhase, ErrorCode, Limits, Outcome
+
+
+def test_module_runs_and_its_result_comes_back(gateway, device, wasm):
+    result = gateway.run(device, wasm("add"), "adder", args=(40, 2))
+    assert result.outcome is Outcome.RETURNED
+    assert result.values == (42,)
+    assert result.fuel_used > 0
+    assert result.duration_us > 0
+    assert result.detail == ""
+
+
+def test_log_output_travels_with_the_result(gateway, device, wasm):
+    result = gateway.run(device, wasm("hello"), "hello")
+    assert result.outcome is Outcome.RETURNED
+    assert result.values == (42,)
+    assert result.log == b"hello from wasm"
+
+
+def test_trap_is_reported_as_trapped(gateway, device, wasm):
+    result = gateway.run(device, wasm("trap"), "trapper")
+    assert result.outcome is Outcome.TRAPPED
+    assert "unreachable" in result.detail.lower()
+    divzero = gateway.run(device, wasm("trap"), "trapper", entry="divzero")
+    assert divzero.outcome is Outcome.TRAPPED
+    assert "divi" in divzero.detail.lower()
+
+
+def test_runaway_module_runs_out_of_fuel(gateway, device, wasm):
+    limits = Limits(fuel=200_000, timeout_ms=10_000)
+    result = gateway.run(device, wasm("spin"), "spinner", limits=limits)
+    assert result.outcome is Outcome.OUT_OF_FUEL
+    assert "fuel" in result.detail
+
+
+def test_runaway_module_without_fuel_budget_times_out(gateway, device, wasm):
+    limits = Limits(fuel=0, timeout_ms=200)  # fuel 0: no fuel budget, only the clock
+    result = gateway.run(device, wasm("spin"), "spinner", limits=limits)
+    assert result.outcome is Outcome.TIMED_OUT
+    assert result.duration_us >= 200_000
+
+
+def test_memory_hungry_module_runs_out_of_memory(gateway, device, wasm):
+    limits = Limits(memory_bytes=256 * 1024)
+    grower = gateway.run(device, wasm("oom"), "grower", limits=limits)
+    assert grower.outcome is Outcome.OUT_OF_MEMORY
+    big = gateway.run(device, wasm("big_memory"), "big", limits=Limits(memory_bytes=1 << 20))
+    assert big.outcome is Outcome.OUT_OF_MEMORY
+
+
+def test_module_that_handles_a_failed_grow_returns_normally(gateway, device, wasm):
+    result = gateway.run(device, wasm("oom_graceful"), "careful",
+                         limits=Limits(memory_bytes=256 * 1024))
+    assert result.outcome is Outcome.RETURNED
+    assert result.values == (4,)  # 4 pages of 64 KiB fit in 256 KiB
+
+
+def test_unknown_entry_point_fails_to_load(gateway, device, wasm):
+    result = gateway.run(device, wasm("add"), "adder", entry="nope")
+    assert result.outcome is Outcome.LOAD_FAILED
+    assert "nope" in result.detail
+
+
+def test_digest_mismatch_is_refused(gateway, device, wasm):
+    dep = gateway.deploy(device, wasm("add"), "adder", digest=hashlib.sha256(b"other").digest())
+    assert dep.state == "failed"
+    assert dep.error_code is ErrorCode.DIGEST_MISMATCH
+    gateway.wait_heartbeats(device, 1)
+    assert gateway.device(device).apps == ()
+
+
+def test_invalid_module_is_refused(gateway, device):
+    dep = gateway.deploy(device, b"\x00asm\x01\x00\x00\x00garbage", "junk")
+    assert dep.state == "failed"
+    assert dep.error_code is ErrorCode.INVALID_MODULE
+
+
+def test_oversized_module_is_refused_by_the_gateway(gateway, device_factory, wasm):
+    small = device_factory("small", max_module_size=4096)
+    dep = gateway.deploy(small, wasm.data(10_000), "big")
+    assert dep.error_code is ErrorCode.MODULE_TOO_LARGE
+    assert dep.bytes_sent == 0
+
+
+def test_oversized_module_is_refused_by_the_device(gateway, device_factory, wasm):
+    small = device_factory("small", max_module_size=4096)
+    dep = gateway.deploy(small, wasm.data(10_000), "big", check_limits=False)
+    assert dep.state == "failed"
+    assert dep.error_code is ErrorCode.MODULE_TOO_LARGE
+    assert dep.bytes_sent == 0
+    assert "4096" in dep.error
+
+
+def test_several_modules_on_one_device(gateway, device, wasm):
+    assert gateway.run(device, wasm("add"), "adder", args=(1, 2)).values == (3,)
+    assert gateway.run(device, wasm("fib"), "fib", entry="fib", args=(20,)).values == (6765,)
+    assert gateway.run(device, wasm("hello"), "hello").values == (42,)
+    gateway.wait_heartbeats(device, 1)
+    assert sorted(a.app_id for a in gateway.device(device).apps) == ["adder", "fib", "hello"]
+
+
+def test_stop_ends_a_running_application(gateway, device, wasm):
+    limits = Limits(fuel=0, timeout_ms=60_000)
+    dep = gateway.deploy(device, wasm("spin"), "spinner", limits=limits,
+                         run=RunRequest("ticker"))
+    assert dep.state == "installed"
+    gateway.wait_event("deploy", lambda e: e.data.get("state") == "started")
+    gateway.stop_app(device, "spinner")
+    result = gateway.wait_result(device, "spinner", dep.run_id)
+    assert result.outcome is Outcome.STOPPED
+    assert result.log.startswith(b"tick")
+
+
+def test_stop_with_remove_uninstalls(gateway, device, wasm):
+    gateway.deploy(device, wasm("add"), "adder")
+    gateway.stop_app(device, "adder", remove=True)
+    gateway.wait_heartbeats(device, 1)
+    assert gateway.device(device).apps == ()
+
+
+def test_redeploying_the_same_digest_transfers_nothing(gateway, device, wasm):
+    module = wasm.data(20_000)
+    first = gateway.deploy(device, module, "data")
+    assert first.state == "installed" and first.bytes_sent == len(module)
+    again = gateway.deploy(device, module, "data-copy")
+    assert again.state == "installed"
+    assert again.bytes_sent == 0 and again.chunks_sent == 0
+
+
+def test_module_larger_than_a_frame_arrives_in_chunks(gateway, device_factory, wasm):
+    dev = device_factory("narrow", max_frame_size=4096, max_module_size=512 * 1024)
+    size = 100_000
+    result = gateway.run(dev, wasm.data(size), "data", entry="checksum")
+    assert result.values == (wasm.data_checksum(size),)
+    dep = gateway.gateway.deployments.history[-1]
+    assert dep.chunks_sent >= size // 4096
+    assert dep.bytes_sent == len(wasm.data(size))
+
+
+def test_interrupted_transfer_resumes_where_it_stopped(gateway, device_factory, wasm):
+    dev = device_factory("flaky", max_frame_size=4096, start=False)
+    dev.faults.drop_after_chunks = 5
+    dev.power_on()
+    dev.wait_online()
+    module = wasm.data(60_000, seed=7)
+    dep = gateway.deploy(dev, module, "data", run=RunRequest("checksum"))
+    assert dep.state == "installed", dep.error
+    assert dep.attempts == 2
+    assert len(dep.resumed_from) == 1 and 0 < dep.resumed_from[0] < len(module)
+    assert dep.bytes_sent < len(module) + 5 * 4096  # at most the in-flight window again
+    result = gateway.wait_result(dev, "data", dep.run_id)
+    assert result.values == (wasm.data_checksum(60_000, seed=7),)
+
+
+def test_deployment_to_an_offline_device_is_delivered_when_it_returns(gateway, device, wasm):
+    device.power_off()
+    gateway.wait_phase(device, DevicePhase.DISCONNECTED)
+    dep = gateway.deploy(device, wasm("add"), "adder", wait=False)
+    assert dep.state == "pending"
+    device.power_on()
+    gateway.wait_deployment(dep)
+    assert dep.state == "installed"
+
+
+def test_installed_modules_survive_a_reboot(gateway, device, wasm):
+    gateway.deploy(device, wasm("add"), "adder")
+    device.reboot()
+    device.wait_online()
+    run_id = gateway.start_app(device, "adder", "main", (5, 6))
+    assert gateway.wait_result(device, "adder", run_id).values == (11,)
+
+
+def test_fleet_deployment_reaches_every_device(gateway, fleet, wasm):
+    devices = fleet(5)
+    module = wasm("fib")
+    deps = [gateway.deploy(d, module, "fib", wait=False, run=RunRequest("fib", (15,)))
+            for d in devices]
+    for dep in deps:
+        gateway.wait_deployment(dep)
+        assert dep.state == "installed"
+    for dev, dep in zip(devices, deps, strict=True):
+        gateway.wait_event("deploy", lambda e, d=dep: e.data.get("run_id") == d.run_id
+                           and e.data.get("state") == "started")
+        assert gateway.wait_result(dev, "fib", dep.run_id).values == (610,)
+    states = {a.state for d in devices for a in gateway.device(d).apps}
+    assert states <= {AppState.INSTALLED, AppState.RUNNING}
