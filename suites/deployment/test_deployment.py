@@ -1,4 +1,4 @@
-"""Deployment: modules travel in acknowledged chunks, run under limits, and report how they ended."""
+"""Deployment: modules travel in acknowledged chunks, run under limits, report how they end."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def test_memory_hungry_module_runs_out_of_memory(gateway, device, wasm):
 
 
 def test_module_that_handles_a_failed_grow_returns_normally(gateway, device, wasm):
-    result = gateway.run(device, wasm("oom_graceful"), "careful",
-                         limits=Limits(memory_bytes=256 * 1024))
+    result = gateway.run(
+        device, wasm("oom_graceful"), "careful", limits=Limits(memory_bytes=256 * 1024)
+    )
     assert result.outcome is Outcome.RETURNED
     assert result.values == (4,)  # 4 pages of 64 KiB fit in 256 KiB
 
@@ -108,14 +109,13 @@ def test_several_modules_on_one_device(gateway, device, wasm):
 
 def test_stop_ends_a_running_application(gateway, device, wasm):
     limits = Limits(fuel=0, timeout_ms=60_000)
-    dep = gateway.deploy(device, wasm("spin"), "spinner", limits=limits,
-                         run=RunRequest("ticker"))
+    dep = gateway.deploy(device, wasm("spin"), "spinner", limits=limits, run=RunRequest("ticker"))
     assert dep.state == "installed"
     gateway.wait_event("deploy", lambda e: e.data.get("state") == "started")
     gateway.stop_app(device, "spinner")
     result = gateway.wait_result(device, "spinner", dep.run_id)
     assert result.outcome is Outcome.STOPPED
-    assert result.log.startswith(b"tick")
+    assert "stop" in result.detail
 
 
 def test_stop_with_remove_uninstalls(gateway, device, wasm):
@@ -180,14 +180,17 @@ def test_installed_modules_survive_a_reboot(gateway, device, wasm):
 def test_fleet_deployment_reaches_every_device(gateway, fleet, wasm):
     devices = fleet(5)
     module = wasm("fib")
-    deps = [gateway.deploy(d, module, "fib", wait=False, run=RunRequest("fib", (15,)))
-            for d in devices]
+    deps = [
+        gateway.deploy(d, module, "fib", wait=False, run=RunRequest("fib", (15,))) for d in devices
+    ]
     for dep in deps:
         gateway.wait_deployment(dep)
         assert dep.state == "installed"
     for dev, dep in zip(devices, deps, strict=True):
-        gateway.wait_event("deploy", lambda e, d=dep: e.data.get("run_id") == d.run_id
-                           and e.data.get("state") == "started")
+        gateway.wait_event(
+            "deploy",
+            lambda e, d=dep: e.data.get("run_id") == d.run_id and e.data.get("state") == "started",
+        )
         assert gateway.wait_result(dev, "fib", dep.run_id).values == (610,)
     states = {a.state for d in devices for a in gateway.device(d).apps}
     assert states <= {AppState.INSTALLED, AppState.RUNNING}

@@ -17,8 +17,11 @@ def test_pairing_on_enrolls_and_connects(gateway, device):
     assert status.device_id == device.device_id
     assert status.name == device.name
     assert status.identity == device.identity
-    assert status.history[:3] == [DevicePhase.ENROLLING, DevicePhase.ENROLLED,
-                                  DevicePhase.CONNECTED]
+    assert status.history[:3] == [
+        DevicePhase.ENROLLING,
+        DevicePhase.ENROLLED,
+        DevicePhase.CONNECTED,
+    ]
     enrolled = gateway.events("enrolled", device)
     assert [e.data["new"] for e in enrolled] == [True]
 
@@ -54,8 +57,9 @@ def test_certificate_from_another_ca_is_refused_at_handshake(gateway, device_fac
 
 
 def test_device_refuses_a_gateway_from_another_ca(gateway, device_factory):
-    dev = device_factory("wary", credentials=FleetCA.create("other").issue_device("wary"),
-                         online=False)
+    dev = device_factory(
+        "wary", credentials=FleetCA.create("other").issue_device("wary"), online=False
+    )
     dev.wait_lifecycle(Lifecycle.BACKOFF)
     assert "CERTIFICATE_VERIFY_FAILED" in dev.device.last_error.upper()
     assert gateway.devices() == []
@@ -63,8 +67,9 @@ def test_device_refuses_a_gateway_from_another_ca(gateway, device_factory):
 
 def test_expired_certificate_is_refused(gateway, device_factory, fleet_ca):
     now = datetime.now(UTC)
-    creds = fleet_ca.issue_device("expired", not_before=now - timedelta(days=30),
-                                  not_after=now - timedelta(days=1))
+    creds = fleet_ca.issue_device(
+        "expired", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
+    )
     device_factory("expired", credentials=creds, online=False)
     event = gateway.wait_event("handshake_failed")
     assert "CERTIFICATE_VERIFY_FAILED" in event.data["reason"].upper()
@@ -73,7 +78,7 @@ def test_expired_certificate_is_refused(gateway, device_factory, fleet_ca):
 
 def test_revoked_identity_is_dropped_and_refused(gateway, device):
     gateway.revoke(device.identity)
-    code, reason = device.wait_rejected()
+    code, _ = device.wait_rejected()
     assert code is ErrorCode.REVOKED
     gateway.wait_phase(device, DevicePhase.DISCONNECTED)
     # It keeps trying and keeps being refused before any message is read.

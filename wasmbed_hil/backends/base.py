@@ -28,8 +28,9 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def create(self, name: str, credentials: Credentials, endpoint: tuple[str, int],
-               **options: Any) -> DeviceHandle:
+    def create(
+        self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any
+    ) -> DeviceHandle:
         """A powered-off device that will connect to the gateway at `endpoint`."""
 
 

@@ -58,7 +58,9 @@ class VirtualDeviceHandle(DeviceHandle):
 
         async def wait() -> None:
             await dev.events.wait_for(
-                lambda: dev.lifecycle is state, timeout, f"{dev.config.name} {state.value}",
+                lambda: dev.lifecycle is state,
+                timeout,
+                f"{dev.config.name} {state.value}",
             )
 
         try:
@@ -85,15 +87,19 @@ class VirtualDeviceHandle(DeviceHandle):
 class VirtualBackend(Backend):
     name = "virtual"
 
-    def create(self, name: str, credentials: Credentials, endpoint: tuple[str, int],
-               **options: Any) -> VirtualDeviceHandle:
+    def create(
+        self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any
+    ) -> VirtualDeviceHandle:
         known = {f.name for f in fields(VirtualDeviceConfig)}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"unknown virtual device options: {', '.join(sorted(unknown))}")
         config = VirtualDeviceConfig(
-            name=name, flash_dir=self.workdir / "devices" / name,
-            gateway_host=endpoint[0], gateway_port=endpoint[1], **options,
+            name=name,
+            flash_dir=self.workdir / "devices" / name,
+            gateway_host=endpoint[0],
+            gateway_port=endpoint[1],
+            **options,
         )
         device = VirtualDevice(config, credentials)
         return VirtualDeviceHandle(self, device)

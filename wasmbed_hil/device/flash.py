@@ -119,8 +119,9 @@ class Flash:
         try:
             raw = json.loads(path.read_text())
             return {
-                app_id: InstalledApp(app_id, bytes.fromhex(v["digest"]), v["name"],
-                                     tuple(v["limits"]))  # type: ignore[arg-type]
+                app_id: InstalledApp(
+                    app_id, bytes.fromhex(v["digest"]), v["name"], tuple(v["limits"])
+                )  # type: ignore[arg-type]
                 for app_id, v in raw.items()
             }
         except (OSError, ValueError, KeyError, TypeError):

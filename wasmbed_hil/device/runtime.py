@@ -318,12 +318,15 @@ def _trap_ptr(message: str) -> int:
 @_EPOCH_CALLBACK_TYPE
 def _on_epoch_deadline(_context: Any, data: int | None, delta: Any, kind: Any) -> int:
     """Called in the running thread when its store reaches the epoch deadline."""
-    run = _RUNS.get(data or 0)
-    if run is not None:
-        reason = run.interruption()
-        if reason is not None:
-            run.interrupted = reason
-            return _error_ptr(run.interruption_detail())
+    try:
+        run = _RUNS.get(data or 0)
+        if run is not None:
+            reason = run.interruption()
+            if reason is not None:
+                run.interrupted = reason
+                return _error_ptr(run.interruption_detail())
+    except BaseException:  # never let an exception cross the C boundary; keep running
+        pass
     delta[0] = 1
     kind[0] = _UPDATE_DEADLINE_CONTINUE
     return 0
@@ -382,13 +385,11 @@ def _set_epoch_callback(store: wasmtime.Store, run_id: int) -> None:
     )
 
 
-_LOG_FUNCTYPE: wasmtime.FuncType | None = None
+_LOG_FUNCTYPE = wasmtime.FuncType([wasmtime.ValType.i32(), wasmtime.ValType.i32()], [])
 
 
 def _new_log_func(store: wasmtime.Store, run_id: int) -> wasmtime.Func:
-    global _LOG_FUNCTYPE
-    if _LOG_FUNCTYPE is None:
-        _LOG_FUNCTYPE = wasmtime.FuncType([wasmtime.ValType.i32(), wasmtime.ValType.i32()], [])
+    """env.log for one store; its callback finds the run by `run_id`."""
     raw = ffi.wasmtime_func_t()
     ffi.wasmtime_func_new(
         store._context(), _LOG_FUNCTYPE.ptr(), _env_log, run_id, _NO_FINALIZER, ctypes.byref(raw)
@@ -505,7 +506,7 @@ def _convert_args(
     """Arguments converted to the entry's parameter types, or why they do not fit."""
     if len(args) != len(params):
         return (
-            f"entry {entry!r} takes {len(params)} argument(s) {_signature(params, ())[:-6]}, "
+            f"entry {entry!r} takes {len(params)} argument(s) ({', '.join(params)}), "
             f"got {len(args)}"
         )
     converted: list[int | float] = []
@@ -707,8 +708,10 @@ class WasmRuntime:
                     f"instantiation failed: {_trap_reason(str(exc))}",
                 )
             return self._classify(exc, None, store, run, limits, start)
-        func = instance.exports(store)[entry]
-        assert isinstance(func, wasmtime.Func)
+        func = instance.exports(store).get(entry)
+        if not isinstance(func, wasmtime.Func):  # excluded by the static checks in run()
+            detail = f"entry {entry!r} is not an exported function"
+            return _result(Outcome.LOAD_FAILED, start, run.log, store, limits, detail)
         try:
             value = func(store, *args)
         except Exception as exc:

@@ -118,8 +118,12 @@ class _Transfer:
 class VirtualDevice:
     _shared_runtime: WasmRuntime | None = None
 
-    def __init__(self, config: VirtualDeviceConfig, credentials: Credentials | None = None,
-                 runtime: WasmRuntime | None = None) -> None:
+    def __init__(
+        self,
+        config: VirtualDeviceConfig,
+        credentials: Credentials | None = None,
+        runtime: WasmRuntime | None = None,
+    ) -> None:
         self.config = config
         self.flash = Flash(config.flash_dir)
         if credentials is not None:
@@ -202,8 +206,14 @@ class VirtualDevice:
     def _info(self) -> DeviceInfo:
         free = max(0, self.config.memory_total - self.flash.used_bytes())
         return DeviceInfo(
-            self.config.architecture, "wasmtime", FIRMWARE_VERSION, self.config.memory_total,
-            free, self.config.max_module_size, self.config.max_frame_size, self.config.max_apps,
+            self.config.architecture,
+            "wasmtime",
+            FIRMWARE_VERSION,
+            self.config.memory_total,
+            free,
+            self.config.max_module_size,
+            self.config.max_frame_size,
+            self.config.max_apps,
             self.config.window,
         )
 
@@ -239,7 +249,9 @@ class VirtualDevice:
             self._tls = client_ssl_context(self.flash.identity_dir)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                self.config.gateway_host, self.config.gateway_port, ssl=self._tls,
+                self.config.gateway_host,
+                self.config.gateway_port,
+                ssl=self._tls,
                 server_hostname=self.config.server_name,
                 ssl_handshake_timeout=self.config.connect_timeout_s,
             ),
@@ -302,7 +314,9 @@ class VirtualDevice:
         while True:
             if not self.faults.silent:
                 summary = tuple(
-                    AppSummary(a.app_id, a.digest, self.app_states.get(a.app_id, AppState.INSTALLED))
+                    AppSummary(
+                        a.app_id, a.digest, self.app_states.get(a.app_id, AppState.INSTALLED)
+                    )
                     for a in self.apps.values()
                 )
                 uptime = int((time.monotonic() - self._booted_at) * 1000)
@@ -359,8 +373,12 @@ class VirtualDevice:
 
     def _deploy_begin(self, msg: DeployBegin, mid: int) -> None:
         if msg.size > self.config.max_module_size:
-            self._refuse(msg.app_id, mid, ErrorCode.MODULE_TOO_LARGE,
-                         f"{msg.size} bytes exceeds {self.config.max_module_size}")
+            self._refuse(
+                msg.app_id,
+                mid,
+                ErrorCode.MODULE_TOO_LARGE,
+                f"{msg.size} bytes exceeds {self.config.max_module_size}",
+            )
             return
         if msg.app_id not in self.apps and len(self.apps) >= self.config.max_apps:
             self._refuse(msg.app_id, mid, ErrorCode.NO_SPACE, f"{self.config.max_apps} apps held")
@@ -398,7 +416,10 @@ class VirtualDevice:
             return
         self.chunks_received += 1
         self._send(ChunkAck(msg.app_id, held))
-        if self.faults.drop_after_chunks is not None and self.chunks_received >= self.faults.drop_after_chunks:
+        if (
+            self.faults.drop_after_chunks is not None
+            and self.chunks_received >= self.faults.drop_after_chunks
+        ):
             self.faults.drop_after_chunks = None
             self._log("fault: dropping the link mid-transfer")
             if self._writer is not None:
@@ -408,8 +429,12 @@ class VirtualDevice:
             del self._transfers[msg.app_id]
             if not self.flash.finish_partial(t.digest):
                 self.app_states[msg.app_id] = AppState.FAILED
-                self._refuse(msg.app_id, t.begin_id, ErrorCode.DIGEST_MISMATCH,
-                             "SHA-256 of the received module differs from the announced digest")
+                self._refuse(
+                    msg.app_id,
+                    t.begin_id,
+                    ErrorCode.DIGEST_MISMATCH,
+                    "SHA-256 of the received module differs from the announced digest",
+                )
                 return
             self._install(t.app, t.begin_id)
 
@@ -434,12 +459,16 @@ class VirtualDevice:
     def _start(self, msg: StartApp, mid: int) -> None:
         app = self.apps.get(msg.app_id)
         if app is None:
-            self._send(StartAck(msg.app_id, msg.run_id, int(ErrorCode.UNKNOWN_APP),
-                                "not installed"), reply_to=mid)
+            self._send(
+                StartAck(msg.app_id, msg.run_id, int(ErrorCode.UNKNOWN_APP), "not installed"),
+                reply_to=mid,
+            )
             return
         if msg.app_id in self._runs:
-            self._send(StartAck(msg.app_id, msg.run_id, int(ErrorCode.BUSY), "already running"),
-                       reply_to=mid)
+            self._send(
+                StartAck(msg.app_id, msg.run_id, int(ErrorCode.BUSY), "already running"),
+                reply_to=mid,
+            )
             return
         run = _Run(msg.app_id, msg.run_id, mid)
         self._runs[msg.app_id] = run
@@ -447,11 +476,13 @@ class VirtualDevice:
         self._send(StartAck(msg.app_id, msg.run_id, 0, ""), reply_to=mid)
         run.task = asyncio.create_task(self._execute(run, app, msg.entry, msg.args))
 
-    async def _execute(self, run: _Run, app: InstalledApp, entry: str,
-                       args: tuple[int | float, ...]) -> None:
+    async def _execute(
+        self, run: _Run, app: InstalledApp, entry: str, args: tuple[int | float, ...]
+    ) -> None:
         memory, fuel, timeout_ms = app.limits
-        limits = RunLimits(memory_bytes=memory, fuel=fuel or UNMETERED_FUEL,
-                           timeout_s=timeout_ms / 1000)
+        limits = RunLimits(
+            memory_bytes=memory, fuel=fuel or UNMETERED_FUEL, timeout_s=timeout_ms / 1000
+        )
         module = self.flash.read_module(app.digest)
         self._log(f"run {app.app_id}#{run.run_id} {entry}{tuple(args)}")
         result: RunResult = await asyncio.to_thread(
@@ -459,22 +490,34 @@ class VirtualDevice:
         )
         self._runs.pop(app.app_id, None)
         self.app_states[app.app_id] = (
-            AppState.STOPPED if result.outcome.name == "STOPPED"
-            else AppState.INSTALLED if result.outcome.name == "RETURNED" else AppState.FAILED
+            AppState.STOPPED
+            if result.outcome.name == "STOPPED"
+            else AppState.INSTALLED
+            if result.outcome.name == "RETURNED"
+            else AppState.FAILED
         )
-        self._log(f"run {app.app_id}#{run.run_id} -> {result.outcome.name} {result.values}"
-                  f" {result.detail}".rstrip())
+        self._log(
+            f"run {app.app_id}#{run.run_id} -> {result.outcome.name} {result.values}"
+            f" {result.detail}".rstrip()
+        )
         message = ExecutionResult(
-            app.app_id, run.run_id, result.outcome, result.values, result.log[:4096],
-            result.fuel_used, result.duration_us, result.detail[:256],
+            app.app_id,
+            run.run_id,
+            result.outcome,
+            result.values,
+            result.log[:4096],
+            result.fuel_used,
+            result.duration_us,
+            result.detail[:256],
         )
         if self._send(message, run.reply_to) is None:
             self._outbox.append((run.reply_to, message))  # delivered after reconnecting
 
     async def _stop(self, msg: StopApp, mid: int) -> None:
         if msg.app_id not in self.apps:
-            self._send(StopAck(msg.app_id, int(ErrorCode.UNKNOWN_APP), "not installed"),
-                       reply_to=mid)
+            self._send(
+                StopAck(msg.app_id, int(ErrorCode.UNKNOWN_APP), "not installed"), reply_to=mid
+            )
             return
         run = self._runs.get(msg.app_id)
         if run is not None and run.task is not None:

@@ -7,7 +7,17 @@ from .server import DeviceStatus, Gateway, GatewayError
 from .store import EnrolledDevice, GatewayStore, StoredResult
 
 __all__ = [
-    "Deployment", "DeploymentFailed", "DeviceStatus", "EnrolledDevice", "EventLog", "Gateway",
-    "GatewayConfig", "GatewayError", "GatewayEvent", "GatewayStore", "RunRequest",
-    "StoredResult", "WaitTimeout",
+    "Deployment",
+    "DeploymentFailed",
+    "DeviceStatus",
+    "EnrolledDevice",
+    "EventLog",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayError",
+    "GatewayEvent",
+    "GatewayStore",
+    "RunRequest",
+    "StoredResult",
+    "WaitTimeout",
 ]

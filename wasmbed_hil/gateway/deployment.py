@@ -73,7 +73,9 @@ class Deployment:
     error_code: ErrorCode | None = None
     error: str = ""
     run_id: int | None = None
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
     @property
     def size(self) -> int:
@@ -122,15 +124,22 @@ class DeploymentEngine:
                 self._finish(dep, "failed", ErrorCode.SHUTTING_DOWN, "gateway stopped")
                 raise
 
-    def _finish(self, dep: Deployment, state: str, code: ErrorCode | None = None,
-                reason: str = "") -> None:
+    def _finish(
+        self, dep: Deployment, state: str, code: ErrorCode | None = None, reason: str = ""
+    ) -> None:
         dep.state = state
         dep.error_code = code
         dep.error = reason
         self.gateway.events.emit(
-            "deploy", dep.device_id, app_id=dep.app_id, state=state,
-            code=code.name if code else None, reason=reason, bytes_sent=dep.bytes_sent,
-            chunks=dep.chunks_sent, run_id=dep.run_id,
+            "deploy",
+            dep.device_id,
+            app_id=dep.app_id,
+            state=state,
+            code=code.name if code else None,
+            reason=reason,
+            bytes_sent=dep.bytes_sent,
+            chunks=dep.chunks_sent,
+            run_id=dep.run_id,
         )
         self.gateway.metrics["deployments_" + state] += 1
         if not dep.done.done():
@@ -141,13 +150,18 @@ class DeploymentEngine:
             conn = await self.gateway.wait_connection(dep.device_id)
             dep.attempts += 1
             if dep.attempts > MAX_ATTEMPTS:
-                raise DeploymentFailed(ErrorCode.TIMEOUT, f"gave up after {MAX_ATTEMPTS} connections")
+                raise DeploymentFailed(
+                    ErrorCode.TIMEOUT, f"gave up after {MAX_ATTEMPTS} connections"
+                )
             try:
                 await self._transfer(conn, dep)
                 break
             except ConnectionLost:
                 self.gateway.events.emit(
-                    "deploy", dep.device_id, app_id=dep.app_id, state="interrupted",
+                    "deploy",
+                    dep.device_id,
+                    app_id=dep.app_id,
+                    state="interrupted",
                     bytes_sent=dep.bytes_sent,
                 )
                 continue
@@ -159,8 +173,13 @@ class DeploymentEngine:
                 )
             except (RuntimeError, ConnectionLost, TimeoutError) as exc:
                 dep.error = f"installed, but the run did not start: {exc}"
-                self.gateway.events.emit("deploy", dep.device_id, app_id=dep.app_id,
-                                         state="start_failed", reason=dep.error)
+                self.gateway.events.emit(
+                    "deploy",
+                    dep.device_id,
+                    app_id=dep.app_id,
+                    state="start_failed",
+                    reason=dep.error,
+                )
                 return
             self.gateway.events.emit(
                 "deploy", dep.device_id, app_id=dep.app_id, state="started", run_id=dep.run_id
@@ -226,7 +245,9 @@ class DeploymentEngine:
                 code = ErrorCode.INTERNAL
             raise DeploymentFailed(code, ack.reason or code.name)
 
-    async def _reply(self, conn: DeviceConnection, replies: asyncio.Queue[Message | None]) -> Message:
+    async def _reply(
+        self, conn: DeviceConnection, replies: asyncio.Queue[Message | None]
+    ) -> Message:
         try:
             reply = await asyncio.wait_for(replies.get(), self.gateway.config.reply_timeout_s)
         except TimeoutError:

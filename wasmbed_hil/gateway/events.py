@@ -8,6 +8,7 @@ what was seen instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -84,10 +85,8 @@ class EventLog:
                     detail = seen() if seen else self.tail()
                     raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}; {detail}")
                 self._changed.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    pass
         finally:
             self._waiters -= 1
 

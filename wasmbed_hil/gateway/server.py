@@ -122,7 +122,9 @@ class Gateway:
         self._traces: dict[str, list[TraceEntry]] = {}
 
     # ================================================================== lifecycle
-    async def start(self, sock: socket.socket | None = None, host: str = "127.0.0.1") -> tuple[str, int]:
+    async def start(
+        self, sock: socket.socket | None = None, host: str = "127.0.0.1"
+    ) -> tuple[str, int]:
         """Serve on `sock` (a bound, listening socket handed over; kept open by its owner) or
         on an OS-chosen port of `host`."""
         if sock is not None:
@@ -133,7 +135,9 @@ class Gateway:
         self.address = self._server.sockets[0].getsockname()[:2]
         if self._pairing and self.config.pairing_timeout_s:
             self.set_pairing(True, self.config.pairing_timeout_s)
-        self.events.emit("gateway", None, state="started", address=f"{self.address[0]}:{self.address[1]}")
+        self.events.emit(
+            "gateway", None, state="started", address=f"{self.address[0]}:{self.address[1]}"
+        )
         return self.address
 
     async def stop(self) -> None:
@@ -205,7 +209,9 @@ class Gateway:
             entries.extend(conn.trace)
         return entries
 
-    def results(self, device_id: str | None = None, app_id: str | None = None) -> list[StoredResult]:
+    def results(
+        self, device_id: str | None = None, app_id: str | None = None
+    ) -> list[StoredResult]:
         return self.store.results(device_id, app_id)
 
     async def request_device_info(self, device_id: str) -> DeviceInfo:
@@ -238,25 +244,40 @@ class Gateway:
         if digest is not None and len(digest) != DIGEST_LEN:
             raise ValueError(f"digest must be {DIGEST_LEN} bytes")
         dep = Deployment(
-            status.device_id, app_id, name or app_id, module,
-            digest or hashlib.sha256(module).digest(), limits or Limits(), run, chunk_size,
+            status.device_id,
+            app_id,
+            name or app_id,
+            module,
+            digest or hashlib.sha256(module).digest(),
+            limits or Limits(),
+            run,
+            chunk_size,
         )
         if check_limits:
-            limit = min(self.config.max_module_size, status.info.max_module_size if status.info
-                        else self.config.max_module_size)
+            limit = min(
+                self.config.max_module_size,
+                status.info.max_module_size if status.info else self.config.max_module_size,
+            )
             if len(module) > limit:
                 dep.state = "failed"
                 dep.error_code = ErrorCode.MODULE_TOO_LARGE
                 dep.error = f"module of {len(module)} bytes exceeds the limit of {limit}"
                 dep.done.set_result(None)
                 self.deployments.history.append(dep)
-                self.events.emit("deploy", status.device_id, app_id=app_id, state="failed",
-                                 code=dep.error_code.name, reason=dep.error)
+                self.events.emit(
+                    "deploy",
+                    status.device_id,
+                    app_id=app_id,
+                    state="failed",
+                    code=dep.error_code.name,
+                    reason=dep.error,
+                )
                 return dep
         return self.deployments.submit(dep)
 
-    async def start_app(self, device_id: str, app_id: str, entry: str = "main",
-                        args: tuple[int | float, ...] = ()) -> int:
+    async def start_app(
+        self, device_id: str, app_id: str, entry: str = "main", args: tuple[int | float, ...] = ()
+    ) -> int:
         """Start a run of an installed application; returns its run id."""
         conn = self._connection(device_id)
         run_id = next(self._run_ids) & 0xFFFFFFFF
@@ -300,12 +321,15 @@ class Gateway:
             return self.status.get(dev.device_id) if dev else None
 
         return await self.events.wait_for(
-            check, timeout, f"identity {identity[:12]} to enroll",
+            check,
+            timeout,
+            f"identity {identity[:12]} to enroll",
             lambda: self.events.tail(8),
         )
 
-    async def wait_result(self, device_id: str, app_id: str, run_id: int | None,
-                          timeout: float) -> StoredResult:
+    async def wait_result(
+        self, device_id: str, app_id: str, run_id: int | None, timeout: float
+    ) -> StoredResult:
         def check() -> StoredResult | None:
             for res in self.store.results(device_id, app_id):
                 if run_id is None or res.run_id == run_id:
@@ -313,7 +337,9 @@ class Gateway:
             return None
 
         return await self.events.wait_for(
-            check, timeout, f"result of {app_id} run {run_id} on {device_id[:8]}",
+            check,
+            timeout,
+            f"result of {app_id} run {run_id} on {device_id[:8]}",
             lambda: self.events.tail(8, device_id),
         )
 
@@ -370,8 +396,11 @@ class Gateway:
         st = self.status.get(device_id)
         if st is not None and device_id in self.connections:
             self.metrics["heartbeat_timeouts"] += 1
-            self._set_phase(st, DevicePhase.UNREACHABLE,
-                            f"no heartbeat for {self.config.heartbeat_timeout_s:g}s")
+            self._set_phase(
+                st,
+                DevicePhase.UNREACHABLE,
+                f"no heartbeat for {self.config.heartbeat_timeout_s:g}s",
+            )
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -392,8 +421,9 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     peer: object) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
+    ) -> None:
         try:
             await writer.start_tls(self.tls, ssl_handshake_timeout=self.config.handshake_timeout_s)
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
@@ -407,7 +437,10 @@ class Gateway:
         cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         name = str(cns[0].value) if cns else identity[:16]
         conn = DeviceConnection(
-            reader, writer, identity=identity, name=name,
+            reader,
+            writer,
+            identity=identity,
+            name=name,
             max_frame_size=self.config.max_frame_size,
             write_buffer_limit=self.config.write_buffer_limit,
             trace_limit=self.config.trace_limit,
@@ -423,8 +456,13 @@ class Gateway:
                 await self._session(conn)
         except ProtocolError as exc:
             self.metrics["protocol_errors"] += 1
-            self.events.emit("violation", conn.device.device_id if conn.device else None,
-                             name=name, code=exc.code.name, reason=exc.reason)
+            self.events.emit(
+                "violation",
+                conn.device.device_id if conn.device else None,
+                name=name,
+                code=exc.code.name,
+                reason=exc.reason,
+            )
             conn.fail(exc.code, exc.reason)
         except (ConnectionError, ConnectionLost, LocalProtocolError) as exc:
             conn.close(f"{type(exc).__name__}: {exc}")
@@ -456,8 +494,11 @@ class Gateway:
                 if isinstance(ev, Violation):
                     self.metrics["protocol_errors"] += 1
                     self.events.emit(
-                        "violation", conn.device.device_id if conn.device else None,
-                        name=conn.name, code=ev.error.code.name, reason=ev.error.reason,
+                        "violation",
+                        conn.device.device_id if conn.device else None,
+                        name=conn.name,
+                        code=ev.error.code.name,
+                        reason=ev.error.reason,
                     )
                     conn.close(f"violation: {ev.error}")
                 else:
@@ -480,12 +521,20 @@ class Gateway:
             self._welcome(conn, known, event.message_id, enrolled_now=False)
             return
         if not self._pairing:
-            self._reject(conn, event.message_id, ErrorCode.PAIRING_DISABLED,
-                         "unknown device and pairing mode is off")
+            self._reject(
+                conn,
+                event.message_id,
+                ErrorCode.PAIRING_DISABLED,
+                "unknown device and pairing mode is off",
+            )
             return
         if len(self.store.devices()) >= self.config.max_devices:
-            self._reject(conn, event.message_id, ErrorCode.CAPACITY,
-                         f"gateway holds its maximum of {self.config.max_devices} devices")
+            self._reject(
+                conn,
+                event.message_id,
+                ErrorCode.CAPACITY,
+                f"gateway holds its maximum of {self.config.max_devices} devices",
+            )
             return
         nonce = os.urandom(32)
         conn.send(EnrollChallenge(nonce), reply_to=event.message_id)
@@ -496,16 +545,28 @@ class Gateway:
         proof = proof_event.message
         assert isinstance(proof, EnrollProof)
         if proof.public_key != spki_der(cert):
-            self._reject(conn, proof_event.message_id, ErrorCode.KEY_MISMATCH,
-                         "enrollment public key differs from the TLS certificate's")
+            self._reject(
+                conn,
+                proof_event.message_id,
+                ErrorCode.KEY_MISMATCH,
+                "enrollment public key differs from the TLS certificate's",
+            )
             return
         if not verify_proof(proof.public_key, proof.signature, ENROLL_CONTEXT + nonce):
-            self._reject(conn, proof_event.message_id, ErrorCode.BAD_PROOF,
-                         "enrollment signature does not verify")
+            self._reject(
+                conn,
+                proof_event.message_id,
+                ErrorCode.BAD_PROOF,
+                "enrollment signature does not verify",
+            )
             return
         if not self._pairing:  # turned off while this device was proving
-            self._reject(conn, proof_event.message_id, ErrorCode.PAIRING_DISABLED,
-                         "pairing mode turned off during enrollment")
+            self._reject(
+                conn,
+                proof_event.message_id,
+                ErrorCode.PAIRING_DISABLED,
+                "pairing mode turned off during enrollment",
+            )
             return
         dev, new = self.store.enroll(conn.identity, conn.name)
         if new:
@@ -521,16 +582,21 @@ class Gateway:
         conn.send(EnrollReject(code, reason), reply_to=reply_to)
         conn.close(f"enrollment rejected: {code.name}")
 
-    def _welcome(self, conn: DeviceConnection, dev: EnrolledDevice, reply_to: int,
-                 enrolled_now: bool) -> None:
+    def _welcome(
+        self, conn: DeviceConnection, dev: EnrolledDevice, reply_to: int, enrolled_now: bool
+    ) -> None:
         conn.device = dev
         old = self.connections.get(dev.device_id)
         if old is not None and old is not conn:
             old.fail(ErrorCode.UNEXPECTED_MESSAGE, "superseded by a newer connection")
         self.connections[dev.device_id] = conn
         conn.send(
-            Welcome(bytes.fromhex(dev.device_id), int(self.config.heartbeat_interval_s * 1000),
-                    self.config.max_frame_size, enrolled_now),
+            Welcome(
+                bytes.fromhex(dev.device_id),
+                int(self.config.heartbeat_interval_s * 1000),
+                self.config.max_frame_size,
+                enrolled_now,
+            ),
             reply_to=reply_to,
         )
         st = self._status_for(dev, DevicePhase.ENROLLED)
@@ -547,7 +613,10 @@ class Gateway:
             trace = self._traces.setdefault(dev.device_id, [])
             trace.extend(conn.trace)
             del trace[: max(0, len(trace) - self.config.trace_limit)]
-        if dev is None or self.connections.get(dev.device_id) is not conn:
+        if dev is None:
+            return
+        if self.connections.get(dev.device_id) is not conn:  # superseded: phase is not ours
+            self.events.emit("connection", dev.device_id, state="closed", reason=conn.close_reason)
             return
         del self.connections[dev.device_id]
         timer = self._hb_timers.pop(dev.device_id, None)
@@ -601,13 +670,27 @@ class Gateway:
 
     def _record_result(self, device_id: str, msg: ExecutionResult) -> None:
         result = StoredResult(
-            device_id, msg.app_id, msg.run_id, msg.outcome, msg.values, msg.log,
-            msg.fuel_used, msg.duration_us, msg.detail, time.time(),
+            device_id,
+            msg.app_id,
+            msg.run_id,
+            msg.outcome,
+            msg.values,
+            msg.log,
+            msg.fuel_used,
+            msg.duration_us,
+            msg.detail,
+            time.time(),
         )
         if self.store.add_result(result):
             self.metrics["results"] += 1
             self.metrics[f"outcome_{msg.outcome.name.lower()}"] += 1
-            self.events.emit("result", device_id, app_id=msg.app_id, run_id=msg.run_id,
-                             outcome=msg.outcome.name, values=list(msg.values))
+            self.events.emit(
+                "result",
+                device_id,
+                app_id=msg.app_id,
+                run_id=msg.run_id,
+                outcome=msg.outcome.name,
+                values=list(msg.values),
+            )
         else:
             self.metrics["duplicate_results"] += 1

@@ -124,20 +124,39 @@ class GatewayStore:
         cur = self._db.execute(
             "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                result.device_id, result.app_id, result.run_id, int(result.outcome),
-                json.dumps(list(result.values)), result.log, result.fuel_used,
-                result.duration_us, result.detail, result.received_at,
+                result.device_id,
+                result.app_id,
+                result.run_id,
+                int(result.outcome),
+                json.dumps(list(result.values)),
+                result.log,
+                result.fuel_used,
+                result.duration_us,
+                result.detail,
+                result.received_at,
             ),
         )
         return cur.rowcount == 1
 
-    def results(self, device_id: str | None = None, app_id: str | None = None) -> list[StoredResult]:
+    def results(
+        self, device_id: str | None = None, app_id: str | None = None
+    ) -> list[StoredResult]:
         query = "SELECT * FROM results WHERE (?1 IS NULL OR device_id = ?1)"
         query += " AND (?2 IS NULL OR app_id = ?2) ORDER BY received_at"
         rows = self._db.execute(query, (device_id, app_id)).fetchall()
         return [
-            StoredResult(r[0], r[1], r[2], Outcome(r[3]), tuple(json.loads(r[4])), r[5], r[6],
-                         r[7], r[8], r[9])
+            StoredResult(
+                r[0],
+                r[1],
+                r[2],
+                Outcome(r[3]),
+                tuple(json.loads(r[4])),
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+            )
             for r in rows
         ]
 

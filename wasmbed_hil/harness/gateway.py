@@ -7,9 +7,9 @@ incarnation, so `restart()` keeps the endpoint devices know without ever guessin
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from ..gateway import (
@@ -40,8 +40,14 @@ def device_key(ref: DeviceRef) -> str:
 
 
 class GatewayHandle:
-    def __init__(self, loop: LoopThread, ca: FleetCA, workdir: Path, config: GatewayConfig,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        loop: LoopThread,
+        ca: FleetCA,
+        workdir: Path,
+        config: GatewayConfig,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.loop = loop
         self.ca = ca
         self.config = config
@@ -121,7 +127,9 @@ class GatewayHandle:
     def trace(self, ref: DeviceRef) -> list[TraceEntry]:
         return self._call(self.gateway.trace, self.device(ref).device_id)
 
-    def results(self, ref: DeviceRef | None = None, app_id: str | None = None) -> list[StoredResult]:
+    def results(
+        self, ref: DeviceRef | None = None, app_id: str | None = None
+    ) -> list[StoredResult]:
         device_id = self.device(ref).device_id if ref is not None else None
         return self._call(self.gateway.results, device_id, app_id)
 
@@ -130,8 +138,13 @@ class GatewayHandle:
         device_id = self.device(ref).device_id
         return self.loop.run(self.gateway.wait_phase(device_id, phase, timeout), timeout + 5)
 
-    def wait_event(self, kind: str, predicate: Callable[[GatewayEvent], bool] | None = None,
-                   timeout: float = 10.0, since: int = 0) -> GatewayEvent:
+    def wait_event(
+        self,
+        kind: str,
+        predicate: Callable[[GatewayEvent], bool] | None = None,
+        timeout: float = 10.0,
+        since: int = 0,
+    ) -> GatewayEvent:
         """The first event of `kind` (after seq `since`) that satisfies `predicate`."""
         log = self.gateway.events
 
@@ -157,18 +170,29 @@ class GatewayHandle:
             st = gw.status[device_id]
             return f"{st.heartbeats} of {target} acknowledged, phase {st.phase.value}"
 
-        return self.loop.run(gw.events.wait_for(check, timeout, f"{count} heartbeats", seen),
-                             timeout + 5)
+        return self.loop.run(
+            gw.events.wait_for(check, timeout, f"{count} heartbeats", seen), timeout + 5
+        )
 
-    def wait_result(self, ref: DeviceRef, app_id: str, run_id: int | None = None,
-                    timeout: float = 10.0) -> StoredResult:
+    def wait_result(
+        self, ref: DeviceRef, app_id: str, run_id: int | None = None, timeout: float = 10.0
+    ) -> StoredResult:
         device_id = self.device(ref).device_id
-        return self.loop.run(self.gateway.wait_result(device_id, app_id, run_id, timeout),
-                             timeout + 5)
+        return self.loop.run(
+            self.gateway.wait_result(device_id, app_id, run_id, timeout), timeout + 5
+        )
 
     # -- deployment ----------------------------------------------------------------------
-    def deploy(self, ref: DeviceRef, module: bytes, app_id: str, *, wait: bool = True,
-               timeout: float = 20.0, **kwargs: Any) -> Deployment:
+    def deploy(
+        self,
+        ref: DeviceRef,
+        module: bytes,
+        app_id: str,
+        *,
+        wait: bool = True,
+        timeout: float = 20.0,
+        **kwargs: Any,
+    ) -> Deployment:
         """Deploy a module (see Gateway.deploy for kwargs); waits for its end unless wait=False."""
         device_id = self.device(ref).device_id
         dep = self._call(lambda: self.gateway.deploy(device_id, module, app_id=app_id, **kwargs))
@@ -179,8 +203,9 @@ class GatewayHandle:
     def wait_deployment(self, dep: Deployment, timeout: float = 20.0) -> Deployment:
         return self.loop.run(self.gateway.wait_deployment(dep, timeout), timeout + 5)
 
-    def start_app(self, ref: DeviceRef, app_id: str, entry: str = "main",
-                  args: tuple[int | float, ...] = ()) -> int:
+    def start_app(
+        self, ref: DeviceRef, app_id: str, entry: str = "main", args: tuple[int | float, ...] = ()
+    ) -> int:
         device_id = self.device(ref).device_id
         return self.loop.run(self.gateway.start_app(device_id, app_id, entry, tuple(args)))
 
@@ -188,14 +213,24 @@ class GatewayHandle:
         device_id = self.device(ref).device_id
         self.loop.run(self.gateway.stop_app(device_id, app_id, remove))
 
-    def run(self, ref: DeviceRef, module: bytes, app_id: str, entry: str = "main",
-            args: tuple[int | float, ...] = (), limits: Limits | None = None,
-            timeout: float = 20.0) -> StoredResult:
+    def run(
+        self,
+        ref: DeviceRef,
+        module: bytes,
+        app_id: str,
+        entry: str = "main",
+        args: tuple[int | float, ...] = (),
+        limits: Limits | None = None,
+        timeout: float = 20.0,
+    ) -> StoredResult:
         """Deploy, start one run and return its execution result."""
-        dep = self.deploy(ref, module, app_id, limits=limits, run=RunRequest(entry, tuple(args)),
-                          timeout=timeout)
+        dep = self.deploy(
+            ref, module, app_id, limits=limits, run=RunRequest(entry, tuple(args)), timeout=timeout
+        )
         if dep.state != "installed":
-            raise AssertionError(f"deployment of {app_id} {dep.state}: {dep.error_code} {dep.error}")
+            raise AssertionError(
+                f"deployment of {app_id} {dep.state}: {dep.error_code} {dep.error}"
+            )
         dep_run = self.loop.run(self._wait_run_id(dep, timeout), timeout + 5)
         return self.wait_result(ref, app_id, dep_run, timeout)
 

@@ -267,8 +267,11 @@ def valid_messages() -> list[tuple[str, int, Message]]:
             "hello", 1, Outcome.RETURNED, (42,), b"", 3, 120, "")),
         ("execution-result-values", 13, ExecutionResult(
             "calc", 0xFFFFFFFF, Outcome.RETURNED,
-            (0, -7, I64_MIN, U64_MAX, 1.5, -0.125, 1e300, math.inf, -math.inf, math.nan),
+            (0, -7, I64_MIN, U64_MAX, 1.5, -0.125, 1e300, -0.0, 5e-324),
             "r\u00e9sultat \u2713\n".encode(), U64_MAX, 0, "\u00fcnicode \u2603 detail")),
+        # NaN, +inf and -inf are the three half-precision floats of the protocol (f9 ...).
+        ("execution-result-non-finite", 14, ExecutionResult(
+            "calc", 4, Outcome.RETURNED, (math.inf, -math.inf, math.nan), b"", 1, 2, "")),
         ("execution-result-trapped", 14, ExecutionResult(
             "calc", 2, Outcome.TRAPPED, (), b"\x00\xff", 17, 9,
             "wasm trap: integer divide by zero")),

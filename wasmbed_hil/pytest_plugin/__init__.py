@@ -41,7 +41,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "also WASMBED_HIL_BACKEND)",
     )
     group.addoption(
-        "--hil-timeout", type=float, default=10.0,
+        "--hil-timeout",
+        type=float,
+        default=10.0,
         help="default seconds that device and gateway waits allow (default: 10)",
     )
 
@@ -71,8 +73,7 @@ def hil_loop() -> Iterator[LoopThread]:
     if leftovers:
         import warnings
 
-        warnings.warn(f"wasmbed-hil: tasks left running at session end: {leftovers}",
-                      stacklevel=1)
+        warnings.warn(f"wasmbed-hil: tasks left running at session end: {leftovers}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +104,9 @@ def gateway_config(request: pytest.FixtureRequest) -> GatewayConfig:
 
 
 @pytest.fixture
-def gateway(hil_loop: LoopThread, fleet_ca: FleetCA, gateway_config: GatewayConfig,
-            tmp_path: Path) -> Iterator[GatewayHandle]:
+def gateway(
+    hil_loop: LoopThread, fleet_ca: FleetCA, gateway_config: GatewayConfig, tmp_path: Path
+) -> Iterator[GatewayHandle]:
     handle = GatewayHandle(hil_loop, fleet_ca, tmp_path / "gateway", gateway_config)
     handle.start()
     try:
@@ -117,8 +119,9 @@ DeviceFactory = Callable[..., DeviceHandle]
 
 
 @pytest.fixture
-def device_factory(hil_backend: Backend, gateway: GatewayHandle, fleet_ca: FleetCA,
-                   hil_timeout: float) -> Iterator[DeviceFactory]:
+def device_factory(
+    hil_backend: Backend, gateway: GatewayHandle, fleet_ca: FleetCA, hil_timeout: float
+) -> Iterator[DeviceFactory]:
     made: list[DeviceHandle] = []
     counter = iter(range(1_000_000))
 

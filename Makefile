@@ -1,0 +1,41 @@
+# wasmbed-hil: two commands on a fresh machine, each doing its own set-up, safe to repeat.
+#   make hil   the scenario suites on the default backend, in parallel; results under reports/
+#   make test  every test: lint, the framework's own tests and the scenario suites
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+BACKEND ?= virtual
+WORKERS ?= 2
+
+.PHONY: setup hil test lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+hil: $(STAMP)
+	mkdir -p reports
+	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=$(BACKEND) \
+		--junitxml=reports/junit-suites.xml \
+		--alluredir=reports/allure-results --clean-alluredir
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest tests/ suites/ -n $(WORKERS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_gateway --quick
+	$(BIN)/python -m benchmarks.bench_protocol
+	$(BIN)/python -m benchmarks.bench_pki
+	$(BIN)/python -m benchmarks.bench_runtime
+
+clean:
+	rm -rf $(VENV) reports/allure-results reports/*.xml .hypothesis

@@ -1,0 +1,92 @@
+"""Child process of bench_gateway.py: one Gateway on 127.0.0.1 (OS-chosen port).
+
+    python benchmarks/_gw_server.py --ca-dir DIR --workdir DIR [--interval S --timeout S ...]
+
+Prints {"port": P, "pid": PID, ...} once serving, then answers JSON-line commands on stdin:
+    {"cmd": "metrics"}  -> gateway metrics, device phases, connections, RSS, open fds, loop lag
+    {"cmd": "stop"}     -> stops the gateway, replies {"stopped": true} and exits
+End of stdin stops it too; SIGTERM ends it at once; SIGINT is ignored (the parent decides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from collections import Counter
+from pathlib import Path
+
+import _gw_common as common
+
+from wasmbed_hil.gateway import Gateway, GatewayConfig
+from wasmbed_hil.pki import FleetCA, server_ssl_context
+
+
+async def serve(args: argparse.Namespace) -> None:
+    ca = FleetCA.load(args.ca_dir)
+    tls_dir = args.workdir / "tls"
+    ca.issue_gateway("bench-gateway", hosts=("localhost", "127.0.0.1")).write(tls_dir)
+    config = GatewayConfig.for_tests(
+        heartbeat_interval_s=args.interval,
+        heartbeat_timeout_s=args.timeout,
+        max_devices=args.max_devices,
+        trace_limit=0,
+        handshake_timeout_s=args.handshake_timeout,
+        hello_timeout_s=args.handshake_timeout,
+        enrollment_timeout_s=args.handshake_timeout,
+    )
+    gateway = Gateway(config, server_ssl_context(tls_dir), args.workdir / "state")
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    lag = common.LagMonitor()
+    try:
+        host, port = await gateway.start(listener)
+        lag.start()
+        common.reply({"port": port, "host": host, "rss_kb": common.rss_kb(),
+                      "fds": common.open_fds()})
+        async for command in common.commands():
+            cmd = command.get("cmd")
+            if cmd == "metrics":
+                phases = Counter(st.phase.value for st in gateway.status.values())
+                common.reply({
+                    "metrics": dict(gateway.metrics),
+                    "phases": dict(phases),
+                    "connections": len(gateway.connections),
+                    "rss_kb": common.rss_kb(),
+                    "fds": common.open_fds(),
+                    **lag.take(),
+                })
+            elif cmd == "stop":
+                break
+            else:
+                common.reply({"error": f"unknown command {cmd!r}"})
+    finally:
+        await lag.stop()
+        try:
+            await asyncio.wait_for(gateway.stop(), 30)
+        finally:
+            listener.close()
+    common.reply({"stopped": True})
+
+
+def main() -> None:
+    common.child_signals()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ca-dir", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--interval", type=float, default=1.0, help="heartbeat interval (s)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="heartbeat timeout (s)")
+    parser.add_argument("--max-devices", type=int, default=50_000)
+    parser.add_argument("--handshake-timeout", type=float, default=10.0,
+                        help="TLS handshake, Hello and enrollment timeouts (s)")
+    parser.add_argument("--ssl-max-size", type=int, default=32 * 1024,
+                        help="asyncio TLS read buffer per connection (0: leave as is)")
+    args = parser.parse_args()
+    soft, hard = common.raise_nofile()
+    buf = common.tune_ssl_buffer(args.ssl_max_size)
+    common.log(f"gateway: RLIMIT_NOFILE {soft}/{hard}, asyncio TLS buffer {buf}")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,650 @@
+"""Benchmark the gateway: time to an enrolled device, heartbeat RTT under load, devices held.
+
+Run from the repository root:
+    .venv/bin/python benchmarks/bench_gateway.py            # full run, about 5 minutes (<= 10)
+    .venv/bin/python benchmarks/bench_gateway.py --quick    # under 2 minutes
+
+It prints (never asserts):
+  1. fixture start -> enrolled device ONLINE (GatewayHandle + VirtualDevice in this process,
+     as the pytest fixtures do), and power_on -> ONLINE against a running gateway for a new
+     device (challenge-response enrollment) and for an enrolled one reconnecting;
+  2. heartbeat round trip (device side) with 1, 100 and 1,000 devices on one gateway; the
+     gateway runs in its own process (_gw_server.py), the devices in another (_gw_devices.py);
+  3. a ramp of concurrent devices on one gateway process (heartbeat 5 s, timeout 15 s) up to
+     the fd limit, the time budget or the first step whose heartbeats are not all answered
+     in time, with the gateway's RSS per connection.
+Every process it starts is stopped (killed after a timeout) and its temporary directory
+removed, also on Ctrl-C. All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import queue
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from wasmbed_hil.device.virtual import Lifecycle, VirtualDevice, VirtualDeviceConfig
+from wasmbed_hil.gateway import GatewayConfig
+from wasmbed_hil.harness import GatewayHandle, LoopThread
+from wasmbed_hil.pki import FleetCA
+from wasmbed_hil.protocol import DevicePhase
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+FD_RESERVE = 64  # descriptors a gateway process needs besides its device connections
+
+
+# ====================================================================== small utilities
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, max(0, int(q * len(values) + 0.5) - 1))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.2f}"
+
+
+def raise_nofile() -> tuple[int, int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def mem_available_kb() -> int:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+# ====================================================================== child processes
+class ChildError(RuntimeError):
+    pass
+
+
+class Child:
+    """A helper script in its own process, driven by JSON lines on stdin/stdout."""
+
+    def __init__(self, name: str, script: str, args: list[str], logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self._log: IO[str] = open(self.log_path, "w")  # noqa: SIM115 (closed in close())
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", str(HERE / script), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            text=True, bufsize=1, cwd=HERE.parent,
+        )
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, name=f"{name}-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            lines = self.log_path.read_text().splitlines()[-n:]
+        except OSError:
+            return "(no log)"
+        return "\n".join(f"    {line}" for line in lines) or "    (log empty)"
+
+    def send(self, cmd: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(cmd) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise ChildError(f"{self.name} is gone ({exc}); log tail:\n{self.log_tail()}") from None
+
+    def recv(self, timeout: float) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=max(0.01, timeout))
+        except queue.Empty:
+            raise ChildError(f"{self.name}: no answer within {timeout:.0f}s; log tail:\n"
+                             f"{self.log_tail()}") from None
+        if line is None:
+            self._lines.put(None)
+            raise ChildError(f"{self.name} exited (code {self.proc.poll()}); log tail:\n"
+                             f"{self.log_tail()}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise ChildError(f"{self.name}: {reply['error']}")
+        return reply
+
+    def request(self, cmd: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.send(cmd)
+        return self.recv(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Ask it to stop; SIGTERM then SIGKILL if it does not end within `timeout`."""
+        try:
+            if self.proc.poll() is None:
+                with contextlib.suppress(ChildError):
+                    self.send({"cmd": "stop"})
+                with contextlib.suppress(OSError, ValueError):
+                    assert self.proc.stdin is not None
+                    self.proc.stdin.close()
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.terminate()
+                    try:
+                        self.proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        self.proc.kill()
+                        self.proc.wait(5)
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
+            self._reader.join(5)
+            with contextlib.suppress(OSError, ValueError):
+                if self.proc.stdout is not None:
+                    self.proc.stdout.close()
+            self._log.close()
+
+
+@dataclass
+class Window:
+    """One observation window over the whole rig."""
+
+    seconds: float
+    rtts: list[float]  # seconds, sorted
+    lifecycles: dict[str, int]
+    devices: int
+    connections: int
+    unacked: int
+    gw_before: dict[str, Any]
+    gw_after: dict[str, Any]
+    cpu_gateway: float  # CPU seconds per wall second (1.0 = one core)
+    cpu_devices: float
+    dev_lag_max_ms: float
+    dev_rss_kb: int
+
+    def gw_delta(self, key: str) -> int:
+        return int(self.gw_after["metrics"].get(key, 0) - self.gw_before["metrics"].get(key, 0))
+
+    @property
+    def online(self) -> int:
+        return self.lifecycles.get(Lifecycle.ONLINE.value, 0)
+
+    @property
+    def gw_connected(self) -> int:
+        return int(self.gw_after["phases"].get(DevicePhase.CONNECTED.value, 0))
+
+
+class Rig:
+    """One gateway process and `procs` device processes (names: devices are split evenly)."""
+
+    def __init__(self, root: Path, ca_dir: Path, *, interval: float, timeout: float,
+                 procs: int, ssl_max_size: int) -> None:
+        self.root = root
+        root.mkdir(parents=True)
+        self.children: list[Child] = []
+        self.devices: list[Child] = []
+        self.total = 0
+        self.gateway = self._spawn(
+            "gateway", "_gw_server.py",
+            ["--ca-dir", str(ca_dir), "--workdir", str(root / "gateway"),
+             "--interval", str(interval), "--timeout", str(timeout),
+             "--ssl-max-size", str(ssl_max_size)],
+        )
+        hello = self.gateway.recv(60)
+        self.port = int(hello["port"])
+        self.gw_base_rss_kb = int(hello["rss_kb"])
+        for k in range(procs):
+            child = self._spawn(
+                f"devices-{k}", "_gw_devices.py",
+                ["--ca-dir", str(ca_dir), "--workdir", str(root / f"devices-{k}"),
+                 "--port", str(self.port), "--prefix", f"p{k}",
+                 "--ssl-max-size", str(ssl_max_size)],
+            )
+            self.devices.append(child)
+        for child in self.devices:
+            child.recv(60)  # {"ready": true}
+        self.dev_base_rss_kb = sum(_rss_kb(c.pid) for c in self.devices)
+
+    def _spawn(self, name: str, script: str, args: list[str]) -> Child:
+        child = Child(name, script, args, self.root)
+        self.children.append(child)
+        return child
+
+    def gw_metrics(self, timeout: float = 60) -> dict[str, Any]:
+        return self.gateway.request({"cmd": "metrics"}, timeout)
+
+    def grow_to(self, total: int, rate: float, concurrency: int, timeout: float) -> dict[str, Any]:
+        """Add devices (split over the device processes, connected in parallel) up to total."""
+        add = total - self.total
+        if add <= 0:
+            return {"added": 0, "online": self.total, "failed": 0}
+        share = [add // len(self.devices) + (k < add % len(self.devices))
+                 for k in range(len(self.devices))]
+        active = [(c, n) for c, n in zip(self.devices, share, strict=True) if n]
+        per_rate = rate / len(active)
+        for child, n in active:
+            child.send({"cmd": "add", "count": n, "rate": per_rate,
+                        "concurrency": concurrency, "online_timeout": 60.0})
+        end = time.monotonic() + timeout
+        replies = [child.recv(end - time.monotonic()) for child, _ in active]
+        self.total = total
+        return {
+            "added": add,
+            "online": sum(r["online"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "failed_examples": [e for r in replies for e in r["failed_examples"]][:3],
+            "issue_s": max(r["issue_s"] for r in replies),
+            "connect_s": max(r["connect_s"] for r in replies),
+            "online_p50_ms": max((r["online_p50_ms"] or 0) for r in replies),
+            "online_p99_ms": max((r["online_p99_ms"] or 0) for r in replies),
+        }
+
+    def observe(self, seconds: float) -> Window:
+        gw_before = self.gw_metrics()
+        cpu0 = [cpu_seconds(c.pid) for c in self.children]
+        t0 = time.monotonic()
+        for child in self.devices:
+            child.request({"cmd": "mark"}, 60)
+        time.sleep(seconds)
+        for child in self.devices:
+            child.send({"cmd": "collect"})
+        replies = [child.recv(60) for child in self.devices]
+        wall = time.monotonic() - t0
+        cpu1 = [cpu_seconds(c.pid) for c in self.children]
+        gw_after = self.gw_metrics()
+        used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
+        lifecycles: dict[str, int] = {}
+        for r in replies:
+            for k, v in r["lifecycles"].items():
+                lifecycles[k] = lifecycles.get(k, 0) + v
+        return Window(
+            seconds=statistics.median(r["window_s"] for r in replies),
+            rtts=sorted(us / 1e6 for r in replies for us in r["rtts_us"]),
+            lifecycles=lifecycles,
+            devices=sum(r["devices"] for r in replies),
+            connections=sum(r["connections"] for r in replies),
+            unacked=sum(r["unacked_over_1s"] for r in replies),
+            gw_before=gw_before,
+            gw_after=gw_after,
+            cpu_gateway=used[0],
+            cpu_devices=sum(used[1:]),
+            dev_lag_max_ms=max(r["lag_max_ms"] for r in replies),
+            dev_rss_kb=sum(r["rss_kb"] for r in replies),
+        )
+
+    def close(self) -> None:
+        # Devices first (they would otherwise retry against a closed port), then the gateway.
+        for child in [*self.devices, self.gateway]:
+            try:
+                child.close(timeout=45)
+            except Exception as exc:  # keep closing the others
+                print(f"  warning: closing {child.name}: {exc}", file=sys.stderr)
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ====================================================================== 1. fixture timings
+async def _online(dev: VirtualDevice, timeout: float) -> float:
+    """power_on -> ONLINE, measured on the loop (no thread hand-over in the figure)."""
+    t0 = time.perf_counter()
+    dev.power_on()
+    await dev.events.wait_for(lambda: dev.lifecycle is Lifecycle.ONLINE, timeout,
+                              f"{dev.config.name} online")
+    return time.perf_counter() - t0
+
+
+def _device(ca: FleetCA, name: str, flash: Path, endpoint: tuple[str, int]) -> VirtualDevice:
+    config = VirtualDeviceConfig(name=name, flash_dir=flash, gateway_host=endpoint[0],
+                                 gateway_port=endpoint[1])
+    return VirtualDevice(config, ca.issue_device(name))
+
+
+def _summary(label: str, values: list[float]) -> str:
+    v = sorted(values)
+    return (f"  {label:44s} median {ms(statistics.median(v))} ms  p90 {ms(pct(v, 0.9))} ms"
+            f"  min {ms(v[0])}  max {ms(v[-1])}  (n={len(v)})")
+
+
+def bench_fixture(root: Path, repeats: int, timeout: float = 20.0) -> None:
+    print(f"\n== 1. fixture start -> enrolled device ONLINE (in-process, {repeats} repeats) ==")
+    config = GatewayConfig.for_tests()
+    print(f"  GatewayConfig.for_tests() (heartbeat {config.heartbeat_interval_s:g} s), fleet CA "
+          "created once and reused, stock asyncio TLS buffer, one LoopThread for all repeats")
+    loop = LoopThread("bench-gateway-loop")
+    gateways: list[GatewayHandle] = []
+    devices: list[VirtualDevice] = []
+    try:
+        ca = FleetCA.create("bench fleet CA")
+        ca.issue_device("warm-up")
+        # (a) GatewayHandle creation + start, then one new device until ONLINE.
+        gw_s, dev_s, total_s, close_s, enrolled = [], [], [], [], 0
+        for i in range(repeats + 1):  # the first repeat warms imports and caches: dropped
+            wd = root / f"fixture-{i}"
+            t0 = time.perf_counter()
+            gw = GatewayHandle(loop, ca, wd / "gateway", config)
+            gateways.append(gw)
+            gw.start()
+            t1 = time.perf_counter()
+            dev = _device(ca, f"fixture-dev-{i}", wd / "device", gw.endpoint)
+            devices.append(dev)
+            loop.run(_online(dev, timeout), timeout + 5)
+            t2 = time.perf_counter()
+            enrolled += gw.metrics().get("enrollments", 0) if i else 0
+            loop.run(dev.power_off(), 30)
+            devices.remove(dev)
+            gw.close()
+            gateways.remove(gw)
+            t3 = time.perf_counter()
+            if i:
+                gw_s.append(t1 - t0)
+                dev_s.append(t2 - t1)
+                total_s.append(t2 - t0)
+                close_s.append(t3 - t2)
+        print("  (a) fresh gateway fixture + one new device (issue cert, create, enroll, ONLINE)")
+        print(_summary("GatewayHandle(...) + start()", gw_s))
+        print(_summary("device: issue + VirtualDevice + ONLINE", dev_s))
+        print(_summary("total: fixture start -> device ONLINE", total_s))
+        print(_summary("teardown: power_off + GatewayHandle.close", close_s))
+        print(f"  enrollments counted by the gateways: {enrolled}/{repeats}")
+
+        # (b) one running gateway: power_on -> ONLINE, new device then reconnecting device.
+        gw = GatewayHandle(loop, ca, root / "fixture-b" / "gateway", config)
+        gateways.append(gw)
+        gw.start()
+        new_s, again_s = [], []
+        for i in range(repeats + 1):
+            dev = _device(ca, f"b-dev-{i}", root / "fixture-b" / f"dev-{i}", gw.endpoint)
+            devices.append(dev)
+            first = loop.run(_online(dev, timeout), timeout + 5)
+            loop.run(dev.power_off(), 30)
+            assert dev.device_id is not None
+            gw.wait_phase(dev.device_id, DevicePhase.DISCONNECTED, timeout)
+            second = loop.run(_online(dev, timeout), timeout + 5)
+            loop.run(dev.power_off(), 30)
+            if i:
+                new_s.append(first)
+                again_s.append(second)
+        m = gw.metrics()
+        print("  (b) running gateway, device power_on() -> ONLINE (device credentials ready)")
+        print(_summary("never enrolled (TLS + challenge-response)", new_s))
+        print(_summary("already enrolled, reconnecting (TLS + Hello)", again_s))
+        print(f"  gateway counted enrollments={m.get('enrollments', 0)} "
+              f"(incl. 1 warm-up), connections={m.get('connections_accepted', 0)}")
+    finally:
+        for dev in devices:
+            with contextlib.suppress(Exception):
+                loop.run(dev.power_off(), 30)
+        for gw in gateways:
+            with contextlib.suppress(Exception):
+                gw.close()
+        leftovers = loop.close()
+        if leftovers:
+            print(f"  note: tasks left on the loop at close: {leftovers[:5]}")
+
+
+# ====================================================================== 2. heartbeat RTT
+def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
+    interval, timeout = 1.0, 3.0
+    print("\n== 2. heartbeat round trip, device side (gateway process + 1 device process) ==")
+    print(f"  heartbeat interval {interval:g} s, timeout {timeout:g} s; warm-up "
+          f"{args.hb_warmup:g} s after the last device is ONLINE, then {args.hb_windows} windows "
+          f"of {args.hb_window:g} s; RTT = device sends Heartbeat -> device handles its Ack "
+          "(both event loops included)")
+    print(f"  {'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'samples':>8} {'acked/exp':>10} "
+          f"{'gw hb':>7} {'gw t/o':>6} {'unack':>5} {'gwCPU':>6} {'devCPU':>6} "
+          f"{'p50/p99 per window (ms)':s}")
+    rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=1,
+              ssl_max_size=args.ssl_max_size)
+    try:
+        for n in (1, 100, 1000):
+            grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 120)
+            if grown["failed"]:
+                print(f"  N={n}: {grown['failed']} devices not ONLINE: {grown['failed_examples']}")
+            time.sleep(args.hb_warmup)
+            windows = [rig.observe(args.hb_window) for _ in range(args.hb_windows)]
+            pooled = sorted(r for w in windows for r in w.rtts)
+            acked = len(pooled)
+            expected = n * sum(w.seconds for w in windows) / interval
+            per = " ".join(f"{pct(w.rtts, .5) * 1000:.1f}/{pct(w.rtts, .99) * 1000:.1f}"
+                           for w in windows)
+            p50 = statistics.median(pct(w.rtts, 0.5) for w in windows)
+            p99 = statistics.median(pct(w.rtts, 0.99) for w in windows)
+            last = windows[-1]
+            print(f"  {n:>5} {p50 * 1000:8.2f} {p99 * 1000:8.2f} {pooled[-1] * 1000:8.2f} "
+                  f"{acked:>8} {acked:>5}/{expected:<4.0f} "
+                  f"{sum(w.gw_delta('heartbeats') for w in windows):>7} "
+                  f"{last.gw_after['metrics'].get('heartbeat_timeouts', 0):>6} "
+                  f"{sum(w.unacked for w in windows):>5} "
+                  f"{statistics.median(w.cpu_gateway for w in windows):6.0%} "
+                  f"{statistics.median(w.cpu_devices for w in windows):6.0%} {per}")
+        print("  p50/p99 = median over the windows of each window's percentile; max = pooled; "
+              "gw hb = heartbeats the gateway counted in the windows; gw t/o = its "
+              "heartbeat_timeouts since start; unack = heartbeats unanswered after 1 s at "
+              "window ends; CPU = cores used (100% = one core)")
+    finally:
+        rig.close()
+
+
+# ====================================================================== 3. ramp
+def ramp_steps(args: argparse.Namespace, fd_cap: int) -> list[int]:
+    if args.ramp_steps:
+        return [n for n in args.ramp_steps if n <= fd_cap] or [fd_cap]
+    steps, n = [], args.ramp_start
+    while n < min(fd_cap, args.ramp_max):
+        steps.append(n)
+        n *= 2
+    steps.append(min(fd_cap, args.ramp_max))
+    return steps
+
+
+def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadline) -> None:
+    interval, timeout = 5.0, 15.0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fd_cap = hard - FD_RESERVE
+    steps = ramp_steps(args, fd_cap)
+    procs = args.device_procs
+    print(f"\n== 3. devices held by one gateway process (heartbeat {interval:g} s, "
+          f"timeout {timeout:g} s) ==")
+    print(f"  steps {steps}; RLIMIT_NOFILE {soft}/{hard} in every process -> at most {fd_cap} "
+          f"connections for the gateway; {procs} device processes; "
+          f"asyncio TLS buffer {args.ssl_max_size} B in all of them")
+    print(f"  devices join at <= {args.connect_rate:g}/s in total, <= "
+          f"{args.connect_concurrency} handshakes+enrollments in flight per device process; "
+          f"after each step: settle {interval:g} s, observe {2 * interval:g} s (2 intervals)")
+    print(f"  pass = gateway heartbeat_timeouts == 0, all devices ONLINE (device side) and "
+          f"Connected (gateway side), device-side p99 RTT < {args.rtt_limit:g} s")
+    print(f"  one machine, {os.cpu_count()} cores: load generators and gateway share them")
+    print(f"  {'N':>6} {'join s':>7} {'join/s':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'acked/exp':>12} {'t/o':>4} {'online':>6} {'gwConn':>6} {'gwCPU':>6} {'devCPU':>6} "
+          f"{'gwLag':>6} {'gw RSS MB':>9} {'kB/conn':>7} {'result':s}")
+    rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=procs,
+              ssl_max_size=args.ssl_max_size)
+    best, limiter = 0, ""
+    rss_per_conn_kb: float | None = None
+    dev_per_conn_kb: float | None = None
+    try:
+        for n in steps:
+            add = n - rig.total
+            est = add / args.connect_rate + add / 1500 + 3 * interval + 15
+            if budget.left() < est:
+                limiter = (f"time budget: step {n} needs ~{est:.0f} s, {budget.left():.0f} s "
+                           "left")
+                break
+            if rss_per_conn_kb is not None and dev_per_conn_kb is not None:
+                need = add * (rss_per_conn_kb + dev_per_conn_kb)
+                if need > 0.8 * mem_available_kb():
+                    limiter = f"memory: step {n} needs ~{need / 1024:.0f} MB more"
+                    break
+            grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency,
+                                timeout=est + 120)
+            time.sleep(interval)
+            w = rig.observe(2 * interval)
+            gw_rss = int(w.gw_after["rss_kb"])
+            rss_per_conn_kb = (gw_rss - rig.gw_base_rss_kb) / n
+            dev_per_conn_kb = (w.dev_rss_kb - rig.dev_base_rss_kb) / n
+            timeouts = int(w.gw_after["metrics"].get("heartbeat_timeouts", 0))
+            p99 = pct(w.rtts, 0.99)
+            expected = n * w.seconds / interval
+            reasons = []
+            if timeouts:
+                reasons.append(f"{timeouts} heartbeat timeouts")
+            if w.online < n or grown["failed"]:
+                reasons.append(f"{n - w.online} devices not ONLINE")
+            if w.gw_connected < n or w.gw_after["connections"] < n:
+                reasons.append(f"gateway: {w.gw_connected} Connected")
+            if not w.rtts or p99 >= args.rtt_limit:
+                reasons.append(f"p99 {p99 * 1000:.0f} ms")
+            result = "ok" if not reasons else "FAIL: " + ", ".join(reasons)
+            join = grown.get("connect_s") or float("nan")
+            print(f"  {n:>6} {join:7.1f} {grown['added'] / join:6.0f} "
+                  f"{pct(w.rtts, .5) * 1000:8.2f} {p99 * 1000:8.2f} "
+                  f"{(w.rtts[-1] if w.rtts else float('nan')) * 1000:8.1f} "
+                  f"{len(w.rtts):>6}/{expected:<5.0f} {timeouts:>4} {w.online:>6} "
+                  f"{w.gw_connected:>6} {w.cpu_gateway:6.0%} {w.cpu_devices:6.0%} "
+                  f"{w.gw_after['lag_max_ms']:6.0f} {gw_rss / 1024:9.1f} "
+                  f"{rss_per_conn_kb:7.1f} {result}")
+            if grown["failed"]:
+                print(f"         join failures: {grown['failed_examples']}")
+            print(f"         join: device p50/p99 power_on->ONLINE {grown['online_p50_ms']}/"
+                  f"{grown['online_p99_ms']} ms, identities issued in {grown['issue_s']:.1f} s; "
+                  f"device processes {w.dev_rss_kb / 1024:.0f} MB RSS "
+                  f"({dev_per_conn_kb:.0f} kB/device), max device-loop lag "
+                  f"{w.dev_lag_max_ms:.0f} ms, gateway fds {w.gw_after['fds']}")
+            if reasons:
+                limiter = f"step {n} failed ({', '.join(reasons)})"
+                break
+            best = n
+        else:
+            limiter = (f"the step list ended at {steps[-1]} (gateway fd cap {fd_cap} = hard "
+                       f"RLIMIT_NOFILE {hard} - {FD_RESERVE} reserved)"
+                       if steps[-1] >= fd_cap else f"the step list ended at {steps[-1]}")
+    finally:
+        rig.close()
+    print(f"  => largest N held with every heartbeat answered in time: {best}")
+    print(f"  => ramp stopped by: {limiter}")
+    if rss_per_conn_kb is not None:
+        print(f"  => gateway RSS per connection at the last step: {rss_per_conn_kb:.1f} kB "
+              f"(baseline {rig.gw_base_rss_kb / 1024:.1f} MB before any device)")
+
+
+# ====================================================================== main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
+    parser.add_argument("--only", choices=("fixture", "heartbeat", "ramp"), action="append",
+                        help="run only these parts (repeatable)")
+    parser.add_argument("--repeats", type=int, help="part 1 repeats (default 20, quick 5)")
+    parser.add_argument("--budget", type=float,
+                        help="total seconds for the run; the ramp stops before exceeding it "
+                        "(default 540, quick 105)")
+    parser.add_argument("--device-procs", type=int, default=2,
+                        help="device processes for the ramp (default 2)")
+    parser.add_argument("--connect-rate", type=float, default=400.0,
+                        help="devices joining per second, all device processes together")
+    parser.add_argument("--connect-concurrency", type=int, default=32,
+                        help="joins in flight per device process")
+    parser.add_argument("--ramp-start", type=int, default=500)
+    parser.add_argument("--ramp-max", type=int, help="largest step (default: fd limit; quick 2000)")
+    parser.add_argument("--ramp-steps", type=int, nargs="+", help="explicit ramp steps")
+    parser.add_argument("--rtt-limit", type=float, default=1.0, help="p99 RTT limit (s)")
+    parser.add_argument("--ssl-max-size", type=int, default=32 * 1024,
+                        help="asyncio TLS read buffer in the child processes (0: stock)")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="copy the child processes' logs (stderr) into DIR")
+    args = parser.parse_args()
+    args.repeats = args.repeats or (5 if args.quick else 20)
+    args.budget = args.budget or (105.0 if args.quick else 540.0)
+    args.ramp_max = args.ramp_max or (2000 if args.quick else 1_000_000)
+    args.hb_warmup = 2.0 if args.quick else 3.0
+    args.hb_window = 3.0 if args.quick else 5.0
+    args.hb_windows = 2 if args.quick else 3
+    if args.repeats < 1 or args.device_procs < 1 or args.connect_rate <= 0:
+        parser.error("--repeats, --device-procs and --connect-rate must be positive")
+    parts = set(args.only or ("fixture", "heartbeat", "ramp"))
+    budget = Deadline(args.budget)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    soft, hard = raise_nofile()
+    print(f"bench_gateway: Python {platform.python_version()}, {os.cpu_count()} cores, "
+          f"RLIMIT_NOFILE {soft}/{hard}, {'quick' if args.quick else 'full'} run, "
+          f"budget {args.budget:.0f} s")
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    try:
+        ca_dir = root / "ca"
+        FleetCA.create("bench fleet CA").save(ca_dir)
+        if "fixture" in parts:
+            bench_fixture(root / "fixture", args.repeats)
+        if "heartbeat" in parts:
+            bench_heartbeat(root / "heartbeat", ca_dir, args)
+        if "ramp" in parts:
+            bench_ramp(root / "ramp", ca_dir, args, budget)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping child processes and removing temporary files",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        if args.keep_logs:
+            dest = args.keep_logs
+            dest.mkdir(parents=True, exist_ok=True)
+            for log in root.rglob("*.log"):
+                shutil.copy(log, dest / f"{log.parent.name}-{log.name}")
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"\ntotal wall time {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Hostile and broken clients against a real gateway over mutual TLS.
+
+Each case must end in an Error frame or a closed connection, never a crash of the gateway,
+a hang of other connections, or lost state; a well-behaved device keeps its session throughout.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from wasmbed_hil.pki import FleetCA, client_ssl_context
+from wasmbed_hil.protocol import (
+    DeviceInfo,
+    DeviceSession,
+    Error,
+    ErrorCode,
+    Hello,
+    decode_envelope,
+    frame,
+)
+from wasmbed_hil.protocol.types import DevicePhase
+
+INFO = DeviceInfo("x86_64", "raw", "test", 1 << 20, 1 << 20, 1 << 16, 16384, 4, 1)
+
+
+class RawClient:
+    """A blocking TLS client that speaks bytes, not the protocol."""
+
+    def __init__(self, endpoint: tuple[str, int], creds_dir: Path) -> None:
+        ctx = client_ssl_context(creds_dir)
+        raw = socket.create_connection(endpoint, timeout=10)
+        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_error(self) -> tuple[ErrorCode, str]:
+        """Read frames until an Error arrives; the connection must then close."""
+        buf = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"closed without an Error frame (had {buf!r})")
+            buf += chunk
+            while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                n = int.from_bytes(buf[:4], "big")
+                env = decode_envelope(buf[4 : 4 + n])
+                buf = buf[4 + n :]
+                if isinstance(env.message, Error):
+                    return env.message.code, env.message.reason
+
+    def assert_closed(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionError, ssl.SSLError):
+            return
+        assert data == b"", f"expected the gateway to close, got {data!r}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_client(gateway, fleet_ca: FleetCA, tmp_path: Path) -> Iterator:
+    made: list[RawClient] = []
+
+    def make(name: str = "raw") -> RawClient:
+        creds_dir = tmp_path / f"raw-{name}-{len(made)}"
+        fleet_ca.issue_device(name).write(creds_dir)
+        client = RawClient(gateway.endpoint, creds_dir)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def hello_frame() -> bytes:
+    session = DeviceSession(16384)
+    session.send(Hello(None, INFO))
+    return session.data_to_send()
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"\x00\x00\x00\x03\xff\xff\xff", ErrorCode.MALFORMED),  # not CBOR
+        (frame(cbor2.dumps([1, 0, [1]])), ErrorCode.UNSUPPORTED_VERSION),
+        (frame(cbor2.dumps([0, 0, [99]])), ErrorCode.UNKNOWN_MESSAGE),
+        (frame(cbor2.dumps([0, 0, [35]])), ErrorCode.UNKNOWN_MESSAGE),  # gateway->device tag
+        (frame(cbor2.dumps([0, 0, [3, 1, 2, []]])), ErrorCode.UNEXPECTED_MESSAGE),  # no Hello
+        (frame(cbor2.dumps([0, 0, [1, None, ["x", "y"]]])), ErrorCode.MALFORMED),  # wrong arity
+        (frame(cbor2.dumps([0, 0, [1, True, []]])), ErrorCode.MALFORMED),  # wrong type
+        ((1 << 30).to_bytes(4, "big"), ErrorCode.FRAME_TOO_LARGE),
+        (b"\x00\x00\x00\x00", ErrorCode.MALFORMED),  # empty frame
+        (frame(cbor2.dumps([0, 0, [1]]) + b"\x00"), ErrorCode.MALFORMED),  # trailing byte
+    ],
+    ids=[
+        "garbage",
+        "version",
+        "unknown-tag",
+        "wrong-direction",
+        "heartbeat-first",
+        "wrong-arity",
+        "wrong-type",
+        "huge-length",
+        "empty-frame",
+        "trailing",
+    ],
+)
+def test_bad_input_gets_an_error_and_a_closed_connection(gateway, raw_client, payload, code):
+    client = raw_client()
+    client.send(payload)
+    got, reason = client.read_error()
+    assert got is code, reason
+    client.assert_closed()
+    assert gateway.metrics()["protocol_errors"] >= 1
+
+
+def test_bad_clients_do_not_disturb_a_healthy_device(gateway, device, raw_client):
+    gateway.wait_heartbeats(device, 1)
+    for _ in range(5):
+        client = raw_client()
+        client.send(b"\x00\x00\x00\x02\xff\xff")
+        client.read_error()
+    slow = raw_client("slow")
+    slow.send(b"\x00\x00")  # half a header, then nothing
+    gateway.wait_heartbeats(device, 3)
+    assert gateway.device(device).phase is DevicePhase.CONNECTED
+
+
+@pytest.mark.hil_gateway(frame_timeout_s=0.3)
+def test_a_client_trickling_bytes_is_cut_off(gateway, raw_client):
+    client = raw_client()
+    data = hello_frame()
+    client.send(data[:3])  # a frame started, never finished in time
+    code, reason = client.read_error()
+    assert code is ErrorCode.TIMEOUT
+    assert "incomplete" in reason
+
+
+@pytest.mark.hil_gateway(hello_timeout_s=0.3)
+def test_a_silent_client_is_dropped_after_the_hello_timeout(gateway, raw_client):
+    client = raw_client()
+    code, _ = client.read_error()
+    assert code is ErrorCode.TIMEOUT
+
+
+def test_truncated_frame_then_eof_leaves_no_state(gateway, raw_client):
+    client = raw_client()
+    client.send(hello_frame()[:10])
+    client.sock.shutdown(socket.SHUT_WR)
+    client.assert_closed()
+    assert gateway.devices() == []
+
+
+def test_plain_tcp_client_fails_the_handshake(gateway):
+    with socket.create_connection(gateway.endpoint, timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        sock.recv(1024)  # a TLS alert or EOF; either way the gateway records the failure
+    event = gateway.wait_event("handshake_failed")
+    assert event.data["reason"]
+    assert gateway.metrics()["handshake_failures"] >= 1
+
+
+def test_client_without_certificate_is_refused(gateway, fleet_ca, tmp_path):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(cadata=fleet_ca.cert_pem.decode())
+    with (
+        socket.create_connection(gateway.endpoint, timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+    ):
+        sock.sendall(hello_frame())
+        if not sock.recv(1024):
+            raise ConnectionError("closed")
+    event = gateway.wait_event("handshake_failed")
+    assert "CERTIFICATE" in event.data["reason"].upper()
+
+
+def test_tls_below_1_3_is_refused(gateway, fleet_ca, tmp_path):
+    creds_dir = tmp_path / "old"
+    fleet_ca.issue_device("old").write(creds_dir)
+    ctx = client_ssl_context(creds_dir)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(gateway.endpoint, timeout=10) as raw, pytest.raises(ssl.SSLError):
+        ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_second_connection_of_an_identity_supersedes_the_first(gateway, device, device_factory):
+    twin = device_factory("twin", credentials=device.credentials)
+    assert twin.device_id == device.device_id  # same identity, same device
+    closed = gateway.wait_event(
+        "connection",
+        lambda e: e.data.get("state") == "closed" and "superseded" in e.data.get("reason", ""),
+    )
+    assert closed.device_id == device.device_id
+    assert len(gateway.devices()) == 1
+    twin.power_off()
+    gateway.wait_phase(device, DevicePhase.CONNECTED)
