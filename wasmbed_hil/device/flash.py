@@ -118,13 +118,15 @@ class Flash:
             return {}
         try:
             raw = json.loads(path.read_text())
+            if not isinstance(raw, dict):
+                return {}
             return {
                 app_id: InstalledApp(
                     app_id, bytes.fromhex(v["digest"]), v["name"], tuple(v["limits"])
                 )  # type: ignore[arg-type]
                 for app_id, v in raw.items()
             }
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}
 
     def save_apps(self, apps: dict[str, InstalledApp]) -> None:

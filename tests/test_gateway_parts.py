@@ -1,0 +1,134 @@
+"""Unit tests of the gateway's and virtual device's parts: cache, flash, waits, config, loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+
+import pytest
+
+from wasmbed_hil.device.flash import Flash, InstalledApp
+from wasmbed_hil.gateway import EventLog, GatewayConfig, GatewayStore, StoredResult, WaitTimeout
+from wasmbed_hil.harness import LoopThread
+from wasmbed_hil.protocol import Outcome
+
+
+def _result(run_id: int, values=(1,)) -> StoredResult:
+    return StoredResult("dev", "app", run_id, Outcome.RETURNED, values, b"log", 10, 20, "", 1.0)
+
+
+def test_store_keeps_enrollments_and_results_across_reopen(tmp_path):
+    path = tmp_path / "gw.sqlite3"
+    store = GatewayStore(path)
+    dev, new = store.enroll("identity-a", "a")
+    again, new_again = store.enroll("identity-a", "a")
+    assert new and not new_again and again == dev
+    assert store.add_result(_result(7, (1, -2, 3.5)))
+    assert not store.add_result(_result(7))  # the same run twice is one result
+    store.revoke("identity-b")
+    store.close()
+    reopened = GatewayStore(path)
+    assert reopened.by_identity("identity-a") == dev
+    assert reopened.by_id(dev.device_id) == dev
+    assert [r.values for r in reopened.results("dev")] == [(1, -2, 3.5)]
+    assert reopened.max_run_id() == 7
+    assert "identity-b" in reopened.revoked
+    reopened.close()
+
+
+def test_flash_tracks_partial_modules_and_verifies_digests(tmp_path):
+    flash = Flash(tmp_path)
+    data = b"\x00asm" + bytes(range(200))
+    digest = hashlib.sha256(data).digest()
+    assert flash.partial_size(digest) == 0
+    assert flash.append_partial(digest, 0, data[:100]) == 100
+    with pytest.raises(ValueError, match="holds 100"):
+        flash.append_partial(digest, 50, data[50:])  # not contiguous
+    assert Flash(tmp_path).partial_size(digest) == 100  # survives a "reboot"
+    flash.append_partial(digest, 100, data[100:])
+    assert flash.finish_partial(digest)
+    assert flash.read_module(digest) == data
+    wrong = hashlib.sha256(b"other").digest()
+    flash.append_partial(wrong, 0, data)
+    assert not flash.finish_partial(wrong)
+    assert not flash.has_module(wrong) and flash.partial_size(wrong) == 0
+
+
+def test_flash_keeps_device_id_and_apps_and_survives_garbage(tmp_path):
+    flash = Flash(tmp_path)
+    assert flash.device_id is None
+    flash.device_id = bytes(range(16))
+    app = InstalledApp("a", b"\x01" * 32, "name", (1, 2, 3))
+    flash.save_apps({"a": app})
+    again = Flash(tmp_path)
+    assert again.device_id == bytes(range(16))
+    assert again.apps() == {"a": app}
+    (tmp_path / "state.json").write_text("{not json")
+    (tmp_path / "apps.json").write_text("[1, 2]")
+    assert again.device_id is None
+    assert again.apps() == {}
+
+
+def test_event_wait_returns_on_the_event_and_times_out_with_what_was_seen():
+    async def scenario() -> None:
+        log = EventLog()
+        async def producer() -> None:
+            await asyncio.sleep(0)
+            log.emit("phase", "dev", phase="Connected")
+
+        task = asyncio.create_task(producer())
+        event = await log.wait_for(lambda: log.events("phase"), 5, "a phase")
+        assert event[0].data == {"phase": "Connected"}
+        await task
+        with pytest.raises(WaitTimeout, match=r"waiting for never.*phase=Connected"):
+            await log.wait_for(lambda: None, 0.05, "never")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"heartbeat_interval_s": 5, "heartbeat_timeout_s": 5},
+        {"max_frame_size": 100},
+        {"frame_timeout_s": 0},
+        {"hello_timeout_s": -1},
+    ],
+)
+def test_config_refuses_inconsistent_settings(overrides):
+    with pytest.raises(ValueError):
+        GatewayConfig.for_tests(**overrides)
+
+
+def test_upstream_defaults():
+    config = GatewayConfig()
+    assert (config.heartbeat_interval_s, config.heartbeat_timeout_s) == (30.0, 90.0)
+    assert config.pairing is False and config.pairing_timeout_s == 300.0
+    assert config.max_devices == 100
+
+
+def test_loop_thread_runs_coroutines_and_joins_on_close():
+    loop = LoopThread("test-loop")
+
+    async def answer() -> int:
+        return threading.get_ident()
+
+    ident = loop.run(answer())
+    assert ident != threading.get_ident()
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    loop.loop.call_soon_threadsafe(lambda: loop.loop.create_task(forever(), name="stray"))
+    loop.call(lambda: None)  # the stray task has been created by now
+    assert loop.close() == ["stray"]
+    assert not loop.alive
+
+    async def boom() -> None:
+        raise KeyError("x")
+
+    loop2 = LoopThread()
+    with pytest.raises(KeyError):
+        loop2.run(boom())
+    loop2.close()
