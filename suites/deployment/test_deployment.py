@@ -194,3 +194,15 @@ def test_fleet_deployment_reaches_every_device(gateway, fleet, wasm):
         assert gateway.wait_result(dev, "fib", dep.run_id).values == (610,)
     states = {a.state for d in devices for a in gateway.device(d).apps}
     assert states <= {AppState.INSTALLED, AppState.RUNNING}
+
+
+def test_queued_deployment_survives_a_gateway_restart(gateway, device, wasm):
+    device.power_off()
+    gateway.wait_phase(device, DevicePhase.DISCONNECTED)
+    gateway.deploy(device, wasm("add"), "adder", wait=False, run=RunRequest("main", (20, 22)))
+    gateway.restart()
+    device.power_on()
+    result = gateway.wait_result(device, "adder")
+    assert result.values == (42,)
+    deps = gateway.gateway.deployments.history
+    assert [(d.app_id, d.state) for d in deps] == [("adder", "installed")]

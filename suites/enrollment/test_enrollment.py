@@ -138,3 +138,30 @@ def test_enrolled_device_reconnects_without_pairing(gateway, device):
     device.reboot()
     assert device.wait_online() == device_id
     assert [e.data["new"] for e in gateway.events("enrolled", device)] == [True]
+
+
+@pytest.mark.hil_gateway(pairing=True, pairing_timeout_s=0.3)
+def test_pairing_mode_turns_itself_off(gateway, device_factory):
+    gateway.wait_event("pairing", lambda e: e.data["enabled"] is False)
+    assert gateway.pairing is False
+    code, _ = device_factory("late", online=False).wait_rejected()
+    assert code is ErrorCode.PAIRING_DISABLED
+
+
+@pytest.mark.hil_gateway(max_devices=2)
+def test_full_gateway_refuses_new_devices_but_keeps_enrolled_ones(gateway, fleet, device_factory):
+    first, second = fleet(2)
+    code, reason = device_factory("third", online=False).wait_rejected()
+    assert code is ErrorCode.CAPACITY
+    assert "2" in reason
+    first.reboot()
+    first.wait_online()
+    assert len(gateway.devices()) == 2
+
+
+def test_device_reports_its_info_on_request(gateway, device):
+    info = gateway.device_info(device)
+    assert info.runtime == "wasmtime"
+    assert info.max_frame_size == 16 * 1024
+    assert info.window >= 1
+    assert gateway.device(device).info == info

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import TYPE_CHECKING
 
 from ..protocol import (
@@ -24,6 +24,8 @@ from ..protocol import (
     Limits,
     Message,
 )
+
+from .store import StoredDeployment
 
 if TYPE_CHECKING:
     from .connection import DeviceConnection
@@ -73,6 +75,7 @@ class Deployment:
     error_code: ErrorCode | None = None
     error: str = ""
     run_id: int | None = None
+    row_id: int = 0  # its row in the gateway's local cache
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -94,6 +97,22 @@ class DeploymentEngine:
         self.history: list[Deployment] = []
 
     def submit(self, dep: Deployment) -> Deployment:
+        """Queue a deployment; it is recorded in the local cache first, so a gateway restart
+        resumes it instead of losing it."""
+        if not dep.row_id:
+            dep.row_id = self.gateway.store.add_deployment(
+                StoredDeployment(
+                    dep.device_id,
+                    dep.app_id,
+                    dep.name,
+                    dep.module,
+                    dep.digest,
+                    astuple(dep.limits),
+                    None if dep.run is None else (dep.run.entry, dep.run.args),
+                    dep.chunk_size,
+                    "pending",
+                )
+            )
         self.history.append(dep)
         self._queues.setdefault(dep.device_id, deque()).append(dep)
         worker = self._workers.get(dep.device_id)
@@ -103,6 +122,25 @@ class DeploymentEngine:
             )
         self.gateway.events.emit("deploy", dep.device_id, app_id=dep.app_id, state="pending")
         return dep
+
+    def resume_unfinished(self) -> list[Deployment]:
+        """Requeue what a previous incarnation accepted and did not finish."""
+        resumed = []
+        for rec in self.gateway.store.unfinished_deployments():
+            run = RunRequest(rec.run[0], rec.run[1]) if rec.run else None
+            dep = Deployment(
+                rec.device_id,
+                rec.app_id,
+                rec.name,
+                rec.module,
+                rec.digest,
+                Limits(*rec.limits),
+                run,
+                rec.chunk_size,
+                row_id=rec.row_id,
+            )
+            resumed.append(self.submit(dep))
+        return resumed
 
     async def close(self) -> None:
         for task in self._workers.values():
@@ -121,12 +159,22 @@ class DeploymentEngine:
             except DeploymentFailed as exc:
                 self._finish(dep, "failed", exc.code, exc.reason)
             except asyncio.CancelledError:
-                self._finish(dep, "failed", ErrorCode.SHUTTING_DOWN, "gateway stopped")
+                # Stays pending in the local cache: the next incarnation resumes it.
+                self._finish(
+                    dep, "failed", ErrorCode.SHUTTING_DOWN, "gateway stopped", persist=False
+                )
                 raise
 
     def _finish(
-        self, dep: Deployment, state: str, code: ErrorCode | None = None, reason: str = ""
+        self,
+        dep: Deployment,
+        state: str,
+        code: ErrorCode | None = None,
+        reason: str = "",
+        persist: bool = True,
     ) -> None:
+        if persist and dep.row_id:
+            self.gateway.store.update_deployment(dep.row_id, state, reason)
         dep.state = state
         dep.error_code = code
         dep.error = reason

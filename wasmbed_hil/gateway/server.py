@@ -135,6 +135,7 @@ class Gateway:
         self.address = self._server.sockets[0].getsockname()[:2]
         if self._pairing and self.config.pairing_timeout_s:
             self.set_pairing(True, self.config.pairing_timeout_s)
+        self.deployments.resume_unfinished()
         self.events.emit(
             "gateway", None, state="started", address=f"{self.address[0]}:{self.address[1]}"
         )

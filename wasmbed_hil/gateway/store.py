@@ -22,6 +22,20 @@ CREATE TABLE IF NOT EXISTS devices (
     name TEXT NOT NULL,
     enrolled_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    module BLOB NOT NULL,
+    digest BLOB NOT NULL,
+    limits TEXT NOT NULL,
+    run TEXT,
+    chunk_size INTEGER,
+    state TEXT NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS revoked (identity TEXT PRIMARY KEY, revoked_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     device_id TEXT NOT NULL,
@@ -45,6 +59,20 @@ class EnrolledDevice:
     identity: str  # SHA-256 of the certificate's SubjectPublicKeyInfo
     name: str  # the certificate's common name
     enrolled_at: float
+
+
+@dataclass(frozen=True)
+class StoredDeployment:
+    device_id: str
+    app_id: str
+    name: str
+    module: bytes
+    digest: bytes
+    limits: tuple[int, ...]  # Limits fields in order
+    run: tuple[str, tuple[int | float, ...]] | None  # (entry, args)
+    chunk_size: int | None
+    state: str
+    row_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +145,58 @@ class GatewayStore:
     def revoke(self, identity: str) -> None:
         self.revoked.add(identity)
         self._db.execute("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (identity, time.time()))
+
+    # -- deployments ---------------------------------------------------------------------
+    def add_deployment(self, record: StoredDeployment) -> int:
+        cur = self._db.execute(
+            "INSERT INTO deployments (device_id, app_id, name, module, digest, limits, run,"
+            " chunk_size, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.device_id,
+                record.app_id,
+                record.name,
+                record.module,
+                record.digest,
+                json.dumps(list(record.limits)),
+                None if record.run is None else json.dumps([record.run[0], list(record.run[1])]),
+                record.chunk_size,
+                record.state,
+                time.time(),
+            ),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def update_deployment(self, row_id: int, state: str, error: str = "") -> None:
+        self._db.execute(
+            "UPDATE deployments SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+            (state, error, time.time(), row_id),
+        )
+
+    def unfinished_deployments(self) -> list[StoredDeployment]:
+        """Deployments a previous incarnation accepted and did not finish, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, device_id, app_id, name, module, digest, limits, run, chunk_size, state"
+            " FROM deployments WHERE state IN ('pending', 'transferring') ORDER BY id"
+        ).fetchall()
+        out = []
+        for r in rows:
+            run = json.loads(r[7]) if r[7] else None
+            out.append(
+                StoredDeployment(
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    tuple(json.loads(r[6])),
+                    (run[0], tuple(run[1])) if run else None,
+                    r[8],
+                    r[9],
+                    r[0],
+                )
+            )
+        return out
 
     # -- results -------------------------------------------------------------------------
     def add_result(self, result: StoredResult) -> bool:

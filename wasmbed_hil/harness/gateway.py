@@ -23,7 +23,7 @@ from ..gateway import (
 )
 from ..gateway.connection import TraceEntry
 from ..pki import FleetCA, server_ssl_context
-from ..protocol import DevicePhase, Limits
+from ..protocol import DeviceInfo, DevicePhase, Limits
 from .device import DeviceHandle
 from .loop import LoopThread
 
@@ -116,6 +116,11 @@ class GatewayHandle:
 
     def device(self, ref: DeviceRef) -> DeviceStatus:
         return self._call(self.gateway.device, device_key(ref))
+
+    def device_info(self, ref: DeviceRef) -> DeviceInfo:
+        """Ask the device for its DeviceInfo now (DeviceInfoRequest)."""
+        device_id = self.device(ref).device_id
+        return self.loop.run(self.gateway.request_device_info(device_id))
 
     def metrics(self) -> dict[str, int]:
         return self._call(lambda: dict(self.gateway.metrics))

@@ -8,9 +8,9 @@ tested against.
   ``hex`` is the whole frame including its 4-byte length prefix, ``decoded`` the message's
   fields in JSON form (see `to_json`).
 - ``invalid``: frames a receiver must refuse. Each entry names the ``receiver`` ("gateway" or
-  "device"), the session ``state`` it is in when the frame arrives, its ``max_frame_size`` and
-  the expected ``error`` (ErrorCode name and value): the receiver queues Error(code) and
-  closes.
+  "device"), the session ``state`` it is in when the frame arrives (`session_in` says how it
+  got there), its ``max_frame_size`` and the expected ``error`` (ErrorCode name and value):
+  the receiver queues Error(code) and closes.
 
 JSON form of field values: byte strings are lowercase hex; enums are ``{"name", "value"}``;
 records are objects in field order; a WebAssembly value (``Number``) is ``{"int": n}`` or
@@ -78,6 +78,7 @@ from .messages import (
     Welcome,
     encode_envelope,
 )
+from .session import DeviceSession, GatewaySession, Session, State
 from .types import AppState, ErrorCode, Outcome
 
 VECTORS_PATH = Path(__file__).with_name("vectors.json")
@@ -504,6 +505,46 @@ def invalid_vectors() -> list[dict[str, Any]]:
         }
         for name, receiver, state, data, code, description in cases
     ]
+
+
+# ----------------------------------------------------------------------------- receivers
+
+
+def session_in(receiver: str, state: str, max_frame_size: int = MIN_FRAME_LIMIT) -> Session:
+    """A receiver's session brought to `state` (a State value) the way an invalid vector
+    assumes, with nothing left to send:
+
+    - gateway: "await-hello" fresh; "deciding" after Hello(null, SMALL_DEVICE); "await-proof"
+      after that Hello and an EnrollChallenge; "established" after that Hello and a Welcome.
+    - device: "idle" fresh; "await-welcome" after sending Hello; "proving" after Hello and an
+      EnrollChallenge; "established" after Hello and Welcome(max_frame_size 1024).
+    """
+    target = State(state)
+    if receiver == "gateway":
+        gateway = GatewaySession(max_frame_size)
+        if target is not State.AWAIT_HELLO:
+            gateway.receive_data(frame(encode_envelope(0, Hello(None, SMALL_DEVICE))))
+            if target is State.AWAIT_PROOF:
+                gateway.send(EnrollChallenge(NONCE), reply_to=0)
+            elif target is State.ESTABLISHED:
+                gateway.send(Welcome(DEVICE_ID, 30_000, max_frame_size, False), reply_to=0)
+        session: Session = gateway
+    elif receiver == "device":
+        device = DeviceSession(max_frame_size)
+        if target is not State.IDLE:
+            device.send(Hello(DEVICE_ID, SMALL_DEVICE))
+            if target is State.PROVING:
+                device.receive_data(frame(encode_envelope(0, EnrollChallenge(NONCE))))
+            elif target is State.ESTABLISHED:
+                welcome = Welcome(DEVICE_ID, 30_000, MIN_FRAME_LIMIT, False)
+                device.receive_data(frame(encode_envelope(0, welcome)))
+        session = device
+    else:
+        raise ValueError(f"receiver must be 'gateway' or 'device', not {receiver!r}")
+    if session.state is not target:
+        raise ValueError(f"{receiver} cannot be brought to {state}")
+    session.data_to_send()
+    return session
 
 
 # ----------------------------------------------------------------------------- the file
