@@ -150,7 +150,7 @@ def test_pairing_mode_turns_itself_off(gateway, device_factory):
 
 @pytest.mark.hil_gateway(max_devices=2)
 def test_full_gateway_refuses_new_devices_but_keeps_enrolled_ones(gateway, fleet, device_factory):
-    first, second = fleet(2)
+    first, _second = fleet(2)
     code, reason = device_factory("third", online=False).wait_rejected()
     assert code is ErrorCode.CAPACITY
     assert "2" in reason

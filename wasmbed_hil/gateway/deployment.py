@@ -24,7 +24,6 @@ from ..protocol import (
     Limits,
     Message,
 )
-
 from .store import StoredDeployment
 
 if TYPE_CHECKING:
