@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from ..aio import cancel_and_wait
 from ..gateway.events import EventLog
 from ..pki import Credentials, client_ssl_context
 from ..protocol import (
@@ -180,9 +181,7 @@ class VirtualDevice:
         """Cut power: connection dropped, runs abandoned, flash kept."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
         await self._abandon_runs()
         self._set_lifecycle(Lifecycle.OFF)
 
@@ -286,9 +285,7 @@ class VirtualDevice:
                     break
         finally:
             if heartbeat is not None:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
+                heartbeat.cancel()  # not awaited: awaiting here could swallow our own cancel
             self._session = self._writer = None
             self._transfers.clear()
             writer.close()
@@ -360,7 +357,7 @@ class VirtualDevice:
         elif isinstance(msg, DeployBegin):
             self._deploy_begin(msg, mid)
         elif isinstance(msg, DeployChunk):
-            self._deploy_chunk(msg)
+            self._deploy_chunk(msg, mid)
         elif isinstance(msg, StartApp):
             self._start(msg, mid)
         elif isinstance(msg, StopApp):
@@ -401,7 +398,7 @@ class VirtualDevice:
         self._log(f"deploy {msg.app_id} {msg.size} bytes from offset {offset}")
         self._send(DeployReady(msg.app_id, offset), reply_to=mid)
 
-    def _deploy_chunk(self, msg: DeployChunk) -> None:
+    def _deploy_chunk(self, msg: DeployChunk, mid: int) -> None:
         t = self._transfers.get(msg.app_id)
         if t is None:
             self._send(Error(ErrorCode.UNKNOWN_APP, f"no transfer for {msg.app_id}"))
@@ -415,7 +412,7 @@ class VirtualDevice:
             self._send(Error(ErrorCode.BAD_OFFSET, str(exc)))
             return
         self.chunks_received += 1
-        self._send(ChunkAck(msg.app_id, held))
+        self._send(ChunkAck(msg.app_id, held), reply_to=mid)
         if (
             self.faults.drop_after_chunks is not None
             and self.chunks_received >= self.faults.drop_after_chunks

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import astuple, dataclass, field
 from typing import TYPE_CHECKING
 
+from ..aio import cancel_and_wait
 from ..protocol import (
     ChunkAck,
     DeployAck,
@@ -142,9 +143,7 @@ class DeploymentEngine:
         return resumed
 
     async def close(self) -> None:
-        for task in self._workers.values():
-            task.cancel()
-        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        await cancel_and_wait(list(self._workers.values()))
         for dep in self.history:
             if not dep.done.done():
                 dep.done.cancel()

@@ -26,6 +26,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from ..aio import cancel_and_wait
 from ..pki import device_identity, load_certificate, revoked_serials_from_crl, spki_der
 from ..pki import verify_signature as verify_proof
 from ..protocol import (
@@ -146,9 +147,7 @@ class Gateway:
             self._server.close()
         for conn in list(self.connections.values()):
             conn.fail(ErrorCode.SHUTTING_DOWN, "gateway stopping")
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await cancel_and_wait(list(self._handlers))
         await self.deployments.close()
         if self._server is not None:
             await self._server.wait_closed()

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ..aio import cancel_and_wait
+
 T = TypeVar("T")
 
 
@@ -58,9 +60,7 @@ class LoopThread:
         async def shutdown() -> list[str]:
             current = asyncio.current_task()
             leftovers = [t for t in asyncio.all_tasks() if t is not current]
-            for task in leftovers:
-                task.cancel()
-            await asyncio.gather(*leftovers, return_exceptions=True)
+            await cancel_and_wait(leftovers)
             await self.loop.shutdown_default_executor()
             return [t.get_name() for t in leftovers]
 

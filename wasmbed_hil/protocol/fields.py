@@ -38,6 +38,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def show_int(value: int) -> str:
+    """An integer for an error message; a huge one (a CBOR bignum) by its size only, since
+    formatting it could itself fail (Python refuses to print ints over 4300 digits)."""
+    return str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
+
+
 class UInt(Kind):
     def __init__(self, bits: int = 64) -> None:
         self.max = (1 << bits) - 1
@@ -47,7 +53,7 @@ class UInt(Kind):
         if not _is_int(value):
             raise FieldError(path, f"expected unsigned integer, got {type(value).__name__}")
         if not 0 <= value <= self.max:
-            raise FieldError(path, f"{value} out of range 0..{self.max}")
+            raise FieldError(path, f"{show_int(value)} out of range 0..{self.max}")
         return int(value)
 
 
@@ -66,7 +72,8 @@ class Enum(Kind):
         try:
             return self.enum(value)
         except ValueError:
-            raise FieldError(path, f"{value} is not a {self.enum.__name__} code") from None
+            name = self.enum.__name__
+            raise FieldError(path, f"{show_int(value)} is not a {name} code") from None
 
 
 class Bool(Kind):
@@ -120,7 +127,7 @@ class Number(Kind):
     def decode(self, value: Any, path: str) -> int | float:
         if _is_int(value):
             if not -(1 << 63) <= value < (1 << 64):
-                raise FieldError(path, f"{value} does not fit 64 bits")
+                raise FieldError(path, f"{show_int(value)} does not fit 64 bits")
             return int(value)
         if isinstance(value, float):
             return value

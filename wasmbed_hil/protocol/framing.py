@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from .messages import ProtocolError
 from .types import ErrorCode
 
@@ -34,18 +36,26 @@ class FrameBuffer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
+        return list(self.frames(data))
+
+    def frames(self, data: bytes) -> Iterator[bytes]:
+        """Yield each complete frame as soon as it is whole.
+
+        A bad length prefix raises only after the frames before it were yielded, so a valid
+        message followed by garbage is still delivered; the buffer is then emptied.
+        """
         self._buf += data
-        frames: list[bytes] = []
         while len(self._buf) >= HEADER:
             length = int.from_bytes(self._buf[:HEADER], "big")
-            if length == 0:
-                raise ProtocolError(ErrorCode.MALFORMED, "empty frame")
-            if length > self.max_frame:
+            if length == 0 or length > self.max_frame:
+                self._buf.clear()
+                if length == 0:
+                    raise ProtocolError(ErrorCode.MALFORMED, "empty frame")
                 raise ProtocolError(
                     ErrorCode.FRAME_TOO_LARGE, f"frame of {length} bytes exceeds {self.max_frame}"
                 )
             if len(self._buf) < HEADER + length:
                 break
-            frames.append(bytes(self._buf[HEADER : HEADER + length]))
+            payload = bytes(self._buf[HEADER : HEADER + length])
             del self._buf[: HEADER + length]
-        return frames
+            yield payload

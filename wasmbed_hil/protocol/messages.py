@@ -29,6 +29,7 @@ from .fields import (
     decode_fields,
     encode_fields,
     field,
+    show_int,
 )
 from .types import AppState, ErrorCode, Outcome
 
@@ -79,7 +80,7 @@ class DeviceInfo:
     memory_total: int = field(UInt())  # bytes of RAM for applications
     memory_free: int = field(UInt())
     max_module_size: int = field(UInt(32))  # largest module it accepts, bytes
-    max_frame_size: int = field(UInt(32))  # largest frame it accepts, bytes (>= 256)
+    max_frame_size: int = field(UInt(32))  # largest frame it accepts, bytes (>= 1024)
     max_apps: int = field(UInt(16))  # how many applications it can hold
     window: int = field(UInt(16))  # deploy chunks it accepts in flight (>= 1)
 
@@ -382,7 +383,9 @@ def decode_envelope(data: bytes) -> Envelope:
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProtocolError(ErrorCode.MALFORMED, "envelope version must be an integer")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"version {version}, expected 0")
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION, f"version {show_int(version)}, expected 0"
+        )
     try:
         message_id = UInt(32).decode(message_id, "message_id")
     except FieldError as exc:
@@ -398,7 +401,7 @@ def decode_message(body: Any) -> Message:
         raise ProtocolError(ErrorCode.MALFORMED, "message tag must be an integer")
     cls = CATALOGUE.get(tag)
     if cls is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message tag {tag}")
+        raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message tag {show_int(tag)}")
     try:
         return decode_fields(cls, body[1:], cls.__name__)
     except FieldError as exc:

@@ -44,6 +44,7 @@ from .messages import (
     StopApp,
     Welcome,
     decode_envelope,
+    decode_message,
     encode_envelope,
 )
 from .types import ErrorCode
@@ -148,17 +149,19 @@ class Session:
                 raise LocalProtocolError(
                     f"cannot send {type(message).__name__} in state {self.state.value}"
                 )
-        if reply_to is None:
-            message_id = self._next_id
-            self._next_id = (self._next_id + 1) & MAX_MESSAGE_ID
-        else:
-            message_id = reply_to
+        try:  # what the peer would refuse is refused here, as the caller's bug
+            decode_message(message.to_cbor_obj())
+        except ProtocolError as exc:
+            raise LocalProtocolError(f"invalid {type(message).__name__}: {exc.reason}") from None
+        message_id = self._next_id if reply_to is None else reply_to
         payload = encode_envelope(message_id, message)
         if len(payload) > self.peer_max_frame_size:
             raise LocalProtocolError(
                 f"{type(message).__name__} frame of {len(payload)} bytes exceeds the peer's "
                 f"limit of {self.peer_max_frame_size}"
             )
+        if reply_to is None:
+            self._next_id = (self._next_id + 1) & MAX_MESSAGE_ID
         self._out += frame(payload)
         self.state = next_state
         if self._trace is not None:
@@ -181,7 +184,7 @@ class Session:
             return []
         events: list[Event] = []
         try:
-            for payload in self._frames.feed(data):
+            for payload in self._frames.frames(data):
                 envelope = decode_envelope(payload)
                 message = envelope.message
                 if isinstance(message, Error):
@@ -205,6 +208,8 @@ class Session:
                 self.state = next_state
                 self._traced_in(envelope.message_id, message)
                 events.append(Received(envelope.message_id, message))
+                if next_state is State.CLOSED:  # e.g. EnrollReject: nothing after it counts
+                    return events
         except ProtocolError as exc:
             events.append(self.fail(exc))
         return events
@@ -212,7 +217,8 @@ class Session:
     def fail(self, error: ProtocolError) -> Violation:
         """Close the session because of `error`, queueing an Error for the peer."""
         if self.state is not State.CLOSED:
-            message = Error(error.code, error.reason[:200])
+            reason = error.reason.encode()[:200].decode(errors="ignore")
+            message = Error(error.code, reason)
             self._out += frame(encode_envelope(0, message))
             if self._trace is not None:
                 self._trace("out", 0, message)
@@ -240,7 +246,7 @@ class GatewaySession(Session):
     _inbound = Direction.DEVICE_TO_GATEWAY
 
     def _on_receive(self, message: Message) -> None:
-        if isinstance(message, Hello):
+        if isinstance(message, Hello | DeviceInfoReport):
             limit = message.info.max_frame_size
             if limit < HANDSHAKE_FRAME_LIMIT:
                 raise ProtocolError(
@@ -249,6 +255,12 @@ class GatewaySession(Session):
                 )
             if message.info.window < 1:
                 raise ProtocolError(ErrorCode.MALFORMED, "device window must be at least 1")
+            if isinstance(message, DeviceInfoReport) and limit != self.peer_max_frame_size:
+                raise ProtocolError(
+                    ErrorCode.MALFORMED,
+                    f"device max_frame_size changed within a session ({self.peer_max_frame_size}"
+                    f" -> {limit})",
+                )
             self.peer_max_frame_size = limit
 
 

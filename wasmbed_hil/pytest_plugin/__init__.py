@@ -157,7 +157,7 @@ def device_factory(
             try:
                 handle.close()
             except Exception as exc:  # keep closing the others
-                errors.append(f"{handle.name}: {exc}")
+                errors.append(f"{handle.name}: {exc!r}")
         if errors:
             raise RuntimeError("device teardown failed: " + "; ".join(errors))
 

@@ -1,0 +1,113 @@
+"""Codec edge cases not covered by the vectors, and regression tests for defects found while
+writing these tests (huge integers, bytes held after a refused frame, unvalidated sends).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import cbor2
+import pytest
+
+from wasmbed_hil.protocol import vectors
+from wasmbed_hil.protocol.fields import Number
+from wasmbed_hil.protocol.framing import MIN_FRAME_LIMIT, frame
+from wasmbed_hil.protocol.messages import (
+    DeployAck,
+    ExecutionResult,
+    Heartbeat,
+    Hello,
+    ProtocolError,
+    decode_envelope,
+    encode_envelope,
+)
+from wasmbed_hil.protocol.session import LocalProtocolError, State, Violation
+from wasmbed_hil.protocol.types import ErrorCode, Outcome
+
+HB = [3, 0, 0, []]
+# 10**4400 needs 1827 bytes as a CBOR bignum (tag 2) and more than Python's 4300-digit limit
+# for int -> str conversion.
+HUGE = 10**4400
+
+
+def test_bool_version_is_malformed() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_envelope(cbor2.dumps([False, 0, HB]))
+    assert info.value.code is ErrorCode.MALFORMED
+
+
+def test_bignum_within_range_decodes_as_the_integer() -> None:
+    big = cbor2.dumps([0, 0, [3, cbor2.CBORTag(2, b"\x01"), 0, []]])
+    message = decode_envelope(big).message
+    assert message == Heartbeat(1, 0, ())
+
+
+def test_every_nan_encodes_as_the_canonical_half_float() -> None:
+    payload_nan = struct.unpack(">d", bytes.fromhex("7ff8000000000123"))[0]
+    assert math.isnan(payload_nan)
+    result = ExecutionResult("a", 1, Outcome.RETURNED, (payload_nan, -math.nan), b"", 0, 0, "")
+    assert b"\x82\xf9\x7e\x00\xf9\x7e\x00" in encode_envelope(0, result)
+    assert Number().encode(math.inf) == math.inf
+
+
+def test_encode_refuses_a_message_id_beyond_u32() -> None:
+    with pytest.raises(ValueError, match="u32"):
+        encode_envelope(1 << 32, Heartbeat(0, 0, ()))
+
+
+# ----------------------------------------------------------------------------- fixed defects
+
+
+
+@pytest.mark.parametrize(
+    ("envelope", "code"),
+    [
+        pytest.param([HUGE, 0, HB], ErrorCode.UNSUPPORTED_VERSION, id="version"),
+        pytest.param([0, HUGE, HB], ErrorCode.MALFORMED, id="message-id"),
+        pytest.param([0, 0, [HUGE]], ErrorCode.UNKNOWN_MESSAGE, id="tag"),
+        pytest.param([0, 0, [3, HUGE, 0, []]], ErrorCode.MALFORMED, id="uint-field"),
+        pytest.param([0, 0, [3, 1 << 64, 0, []]], ErrorCode.MALFORMED, id="small-bignum"),
+    ],
+)
+def test_huge_integers_are_a_violation(envelope: list[object], code: ErrorCode) -> None:
+    gateway = vectors.session_in("gateway", "established", 8192)
+    data = frame(cbor2.dumps(envelope))
+    assert len(data) <= 8192
+    events = gateway.receive_data(data)
+    assert len(events) == 1 and isinstance(events[0], Violation)
+    assert events[0].error.code is code
+
+
+def test_nothing_is_held_after_an_oversized_frame() -> None:
+    gateway = vectors.session_in("gateway", "await-hello", MIN_FRAME_LIMIT)
+    events = gateway.receive_data((1 << 20).to_bytes(4, "big") + bytes(100_000))
+    assert isinstance(events[-1], Violation) and gateway.state is State.CLOSED
+    assert gateway.buffered <= MIN_FRAME_LIMIT + 4
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(DeployAck("a", 1 << 16, ""), id="u16-overflow"),
+        pytest.param(DeployAck("", 0, ""), id="empty-app-id"),
+        pytest.param(DeployAck("a", 0, "\u20ac" * 100), id="reason-over-256-bytes"),
+    ],
+)
+def test_send_refuses_invalid_field_values(message: DeployAck) -> None:
+    device = vectors.session_in("device", "established", 4096)
+    try:
+        device.send(message)
+    except LocalProtocolError:
+        return
+    raise AssertionError("an invalid message was queued")
+
+
+def test_the_xfail_setups_are_sound() -> None:
+    # The regression tests above test what they state, not a broken setup.
+    gateway = vectors.session_in("gateway", "established", 8192)
+    events = gateway.receive_data(frame(cbor2.dumps([0, 0, [3, 1, 0, []]])))
+    assert not any(isinstance(e, Violation) for e in events)
+    assert Hello(None, vectors.SMALL_DEVICE).info.window == 1
+    with pytest.raises(ValueError, match="4300"):
+        str(HUGE)
