@@ -23,6 +23,7 @@ def test_silenced_device_becomes_unreachable_then_recovers(gateway, device):
     status = gateway.wait_phase(device, DevicePhase.CONNECTED)
     assert status.history[-2:] == [DevicePhase.UNREACHABLE, DevicePhase.CONNECTED]
     assert gateway.metrics()["heartbeat_timeouts"] >= 1
+    assert device.stats()["connections"] == 1  # the same connection throughout
 
 
 def test_power_cut_disconnects_and_power_on_reconnects(gateway, device):

@@ -56,7 +56,8 @@ from .flash import Flash, InstalledApp
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
 FIRMWARE_VERSION = "wasmbed-virtual 0.1"
-UNMETERED_FUEL = 1 << 62  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
+UNMETERED_FUEL = 1 << 62
+DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without an ack before the link is dropped  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
 
 
 class Lifecycle(Enum):
@@ -146,6 +147,7 @@ class VirtualDevice:
         self._session: DeviceSession | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._hb_sent: dict[int, float] = {}
+        self._last_ack = 0.0
         self._runs: dict[str, _Run] = {}
         self._outbox: list[tuple[int, ExecutionResult]] = []
         self._transfers: dict[str, _Transfer] = {}
@@ -308,7 +310,19 @@ class VirtualDevice:
                 self._writer.write(data)
 
     async def _heartbeats(self, interval: float) -> None:
+        """Send heartbeats; no HeartbeatAck for DEAD_AFTER_INTERVALS intervals means the link
+        is dead (half-open): drop it so the main loop reconnects."""
+        self._last_ack = time.monotonic()
         while True:
+            if self.faults.silent:  # no heartbeat sent, so no ack owed
+                self._last_ack = time.monotonic()
+            silence = time.monotonic() - self._last_ack
+            if not self.faults.silent and silence > DEAD_AFTER_INTERVALS * interval:
+                self._log(f"no HeartbeatAck for {silence:.2f}s: connection presumed dead")
+                self.events.emit("dead_link", None, silence_s=silence)
+                if self._writer is not None:
+                    self._writer.transport.abort()
+                return
             if not self.faults.silent:
                 summary = tuple(
                     AppSummary(
@@ -350,6 +364,7 @@ class VirtualDevice:
                 self._set_lifecycle(Lifecycle.REJECTED, code=msg.code.name, reason=msg.reason)
         elif isinstance(msg, HeartbeatAck):
             sent = self._hb_sent.pop(mid, None)
+            self._last_ack = time.monotonic()
             if sent is not None:
                 self.heartbeat_rtts.append(time.perf_counter() - sent)
         elif isinstance(msg, DeviceInfoRequest):

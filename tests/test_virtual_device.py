@@ -1,0 +1,58 @@
+"""The virtual device against scripted gateways: behaviour the real gateway never provokes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from wasmbed_hil.device.virtual import Lifecycle, VirtualDevice, VirtualDeviceConfig
+from wasmbed_hil.pki import FleetCA, server_ssl_context
+from wasmbed_hil.protocol import GatewaySession, Hello, Received, Welcome
+
+
+def test_device_drops_a_link_whose_heartbeats_go_unanswered(tmp_path: Path) -> None:
+    """A half-open gateway (Welcome, then silence) is detected and the device reconnects."""
+
+    async def scenario() -> None:
+        ca = FleetCA.create()
+        ca.issue_gateway("gw").write(tmp_path / "gw")
+        sessions = 0
+        heartbeats = 0
+        second_connection = asyncio.Event()
+
+        async def mute_gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal sessions, heartbeats
+            sessions += 1
+            if sessions == 2:
+                second_connection.set()
+            session = GatewaySession(16384)
+            while data := await reader.read(65536):
+                for event in session.receive_data(data):
+                    assert isinstance(event, Received)
+                    if isinstance(event.message, Hello):
+                        session.send(Welcome(bytes(16), 50, 16384, False), event.message_id)
+                    else:
+                        heartbeats += 1  # never acknowledged
+                writer.write(session.data_to_send())
+            writer.close()
+
+        server = await asyncio.start_server(mute_gateway, "127.0.0.1", 0,
+                                            ssl=server_ssl_context(tmp_path / "gw"))
+        port = server.sockets[0].getsockname()[1]
+        device = VirtualDevice(
+            VirtualDeviceConfig("dev", tmp_path / "dev", "127.0.0.1", port),
+            ca.issue_device("dev"),
+        )
+        try:
+            device.power_on()
+            await asyncio.wait_for(second_connection.wait(), 10)
+            assert heartbeats >= 3
+            assert any("presumed dead" in line for line in device.console)
+            assert device.events.events("dead_link")
+        finally:
+            await device.power_off()
+            server.close()
+            await server.wait_closed()
+        assert device.lifecycle is Lifecycle.OFF
+
+    asyncio.run(scenario())
