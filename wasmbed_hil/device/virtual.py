@@ -56,8 +56,8 @@ from .flash import Flash, InstalledApp
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
 FIRMWARE_VERSION = "wasmbed-virtual 0.1"
-UNMETERED_FUEL = 1 << 62
-DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without an ack before the link is dropped  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
+UNMETERED_FUEL = 1 << 62  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
+DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without an ack before the link is dropped
 
 
 class Lifecycle(Enum):
