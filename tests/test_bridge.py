@@ -1,0 +1,142 @@
+"""The TCP bridge: on-demand upstream connections, forwarding both ways, counters, teardown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wasmbed_hil.qemu import Bridge
+
+HELLO = b"\x16\x03\x01hello"  # starts like a TLS handshake record
+
+
+class Upstream:
+    """A gateway stand-in that records connections and echoes with a prefix."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.received: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.got_data = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        while data := await reader.read(1024):
+            self.received.append(data)
+            self.got_data.set()
+            writer.write(b"echo:" + data)
+            await writer.drain()
+        writer.close()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+class LinkEvents:
+    """Collects a link's events; `wait(text)` returns once an event containing text arrived."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, _name: str, what: str) -> None:
+        self.seen.append(what)
+        self.changed.set()
+
+    async def wait(self, text: str, count: int = 1) -> None:
+        while sum(text in e for e in self.seen) < count:
+            self.changed.clear()
+            await self.changed.wait()
+
+
+async def _setup():
+    upstream = Upstream()
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    bridge = Bridge()
+    events = LinkEvents()
+    link = await bridge.open_link("dev", server.sockets[0].getsockname()[:2], events)
+    reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+    link.events = events
+    return upstream, server, bridge, link, reader, writer
+
+
+async def _teardown(server, bridge, writer):
+    writer.close()
+    await bridge.close()
+    server.close()
+    await server.wait_closed()
+
+
+def test_bytes_travel_both_ways_over_one_upstream_connection():
+    async def scenario():
+        upstream, server, bridge, link, reader, writer = await _setup()
+        try:
+            writer.write(HELLO)
+            assert await reader.readexactly(5 + len(HELLO)) == b"echo:" + HELLO
+            writer.write(b"more")
+            assert await reader.readexactly(9) == b"echo:more"
+            assert upstream.connections == 1
+            assert link.stats.bytes_up == len(HELLO) + 4
+            assert link.stats.bytes_down == 2 * 5 + len(HELLO) + 4
+            assert link.stats.uart_connections == 1
+        finally:
+            await _teardown(server, bridge, writer)
+
+    run(scenario())
+
+
+def test_upstream_reopens_on_the_next_handshake_after_the_gateway_closed():
+    async def scenario():
+        upstream, server, bridge, link, reader, writer = await _setup()
+        try:
+            writer.write(HELLO)
+            await reader.readexactly(5 + len(HELLO))
+            upstream.writers[0].close()  # the gateway ends the session
+            await link.events.wait("upstream closed")
+            writer.write(b"\x15\x03\x03stale-alert")  # not a handshake: dropped
+            writer.write(HELLO)
+            assert await reader.readexactly(5 + len(HELLO)) == b"echo:" + HELLO
+            assert upstream.connections == 2
+            assert link.stats.upstream_connections == 2
+            assert link.stats.dropped_bytes == len(b"\x15\x03\x03stale-alert")
+        finally:
+            await _teardown(server, bridge, writer)
+
+    run(scenario())
+
+
+def test_unreachable_gateway_is_counted_not_fatal():
+    async def scenario():
+        bridge = Bridge()
+        events = LinkEvents()
+        link = await bridge.open_link("dev", ("127.0.0.1", 1), events)  # nothing listens there
+        _reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+        try:
+            writer.write(HELLO)
+            await writer.drain()
+            await events.wait("upstream connect failed")
+            assert link.stats.upstream_failures == 1
+            assert link.stats.dropped_bytes == len(HELLO)
+        finally:
+            writer.close()
+            await bridge.close()
+
+    run(scenario())
+
+
+def test_duplicate_link_names_are_refused_and_close_releases_ports():
+    async def scenario():
+        bridge = Bridge()
+        link = await bridge.open_link("dev", ("127.0.0.1", 9))
+        port = link.port
+        with pytest.raises(ValueError):
+            await bridge.open_link("dev", ("127.0.0.1", 9))
+        await bridge.close()
+        assert bridge.links == {}
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+    run(scenario())
