@@ -75,7 +75,8 @@ def fetch_debsrc(dep: Dep, downloads: Path) -> None:
         (apt / sub).mkdir(parents=True, exist_ok=True)
     (apt / "sources.list").write_text(DEBIAN_SRC)
     opts = [
-        "-o", f"Dir::Etc::SourceList={apt / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/dev/null",
+        "-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
+        "-o", "Dir::Etc::SourceParts=/dev/null",
         "-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::Cache={apt / 'cache'}",
         "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root",
     ]

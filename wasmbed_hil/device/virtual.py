@@ -246,6 +246,7 @@ class VirtualDevice:
     async def _connect_once(self) -> bool:
         """One connection's life; True when a session was established on it."""
         self._set_lifecycle(Lifecycle.CONNECTING)
+        self._log(f"connecting to {self.config.gateway_host}:{self.config.gateway_port}")
         if self._tls is None:
             self._tls = client_ssl_context(self.flash.identity_dir)
         reader, writer = await asyncio.wait_for(
@@ -269,7 +270,7 @@ class VirtualDevice:
             while True:
                 data = await reader.read(65536)
                 if not data:
-                    self._log("gateway closed the connection")
+                    self._log("link down: gateway closed the connection")
                     break
                 for event in session.receive_data(data):
                     if isinstance(event, Violation):

@@ -56,6 +56,17 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """@pytest.mark.backend_specific("virtual", reason="...") skips on other backends."""
+    backend = item.config.getoption("--hil-backend")
+    for mark in item.iter_markers("backend_specific"):
+        reason = mark.kwargs.get("reason")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: backend_specific needs a reason=")
+        if backend not in mark.args:
+            pytest.skip(f"only on {', '.join(mark.args)}: {reason}")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"wasmbed-hil: backend={config.getoption('--hil-backend')}"
 

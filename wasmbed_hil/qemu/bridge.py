@@ -167,8 +167,9 @@ class Bridge:
         self.host = host
         self.links: dict[str, Link] = {}
 
-    async def open_link(self, name: str, upstream: Endpoint,
-                        on_event: Callable[[str, str], None] | None = None) -> Link:
+    async def open_link(
+        self, name: str, upstream: Endpoint, on_event: Callable[[str, str], None] | None = None
+    ) -> Link:
         if name in self.links:
             raise ValueError(f"a link named {name!r} exists already")
         listener = socket.create_server((self.host, 0))
