@@ -8,28 +8,30 @@ STAMP := $(VENV)/.stamp-install
 BACKEND ?= virtual
 WORKERS ?= 2
 
-.PHONY: setup hil test lint bench clean firmware
+.PHONY: sysdeps setup hil test lint bench clean firmware
 
 $(STAMP): pyproject.toml
-	bash scripts/system-deps.sh
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-setup: $(STAMP)
+sysdeps:
+	@bash scripts/system-deps.sh
 
-hil: $(STAMP)
+setup: sysdeps $(STAMP)
+
+hil: setup
 	mkdir -p reports
 	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=$(BACKEND) \
 		--junitxml=reports/junit-suites.xml \
 		--alluredir=reports/allure-results --clean-alluredir
 
-firmware: $(STAMP)
+firmware: setup
 	$(MAKE) -C firmware PYTHON=$(abspath $(BIN)/python)
 
-lint: $(STAMP)
+lint: setup
 	$(BIN)/ruff check .
 
 test: lint
