@@ -71,6 +71,8 @@ class QemuMachine:
     async def start(self) -> None:
         if self.running:
             return
+        if shutil.which(self.argv[0]) is None:
+            raise MachineError(f"{self.name}: cannot start {self.argv[0]}: not found")
         wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
         argv = [*wrapper, *self.argv]
         if "-qmp" not in self.argv:

@@ -1,0 +1,78 @@
+"""QemuMachine's process handling, proven with a stand-in emulator (a Python process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from wasmbed_hil.qemu.machine import _LIVE, MachineError, QemuMachine
+
+FAKE = textwrap.dedent("""
+    import subprocess, sys
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print("boot child=%d" % child.pid, flush=True)
+    for line in sys.stdin:
+        print("echo " + line.strip(), flush=True)
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_console_is_captured_input_reaches_it_and_power_cut_kills_the_group(tmp_path):
+    async def scenario() -> None:
+        lines: list[str] = []
+        got = asyncio.Event()
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            got.set()
+
+        machine = QemuMachine("fake", [sys.executable, "-c", FAKE], tmp_path, on_line)
+        await machine.start()
+        pid = machine.pid
+        assert pid in _LIVE
+
+        async def wait_for(prefix: str) -> str:
+            while not any(x.startswith(prefix) for x in lines):
+                got.clear()
+                await asyncio.wait_for(got.wait(), 10)
+            return next(x for x in lines if x.startswith(prefix))
+
+        child = int((await wait_for("boot child=")).split("=")[1])
+        await machine.write_console("silent 1\n")
+        await wait_for("echo silent 1")
+        await machine.power_cut()
+        assert not machine.running
+        assert pid not in _LIVE
+        assert not _alive(child), "the emulator's children must die with it"
+        with pytest.raises(MachineError):
+            await machine.write_console("x\n")
+        with pytest.raises(MachineError):
+            await machine.reset()
+        await machine.close()
+        log = (tmp_path / "console.log").read_text()
+        assert "echo silent 1" in log and "[harness] power off" in log
+
+    asyncio.run(scenario())
+
+
+def test_a_missing_emulator_is_an_infrastructure_error(tmp_path):
+    async def scenario() -> None:
+        machine = QemuMachine("none", ["/nonexistent/qemu-system-arm"], tmp_path)
+        with pytest.raises(MachineError, match="cannot start"):
+            await machine.start()
+        await machine.close()
+
+    asyncio.run(scenario())
