@@ -97,7 +97,9 @@ def test_upstream_reopens_on_the_next_handshake_after_the_gateway_closed():
             upstream.writers[0].close()  # the gateway ends the session
             await link.events.wait("upstream closed")
             writer.write(b"\x15\x03\x03stale-alert")  # not a handshake: dropped
-            writer.write(HELLO)
+            for byte in HELLO:  # a UART delivers bytes one at a time
+                writer.write(bytes([byte]))
+                await writer.drain()
             assert await reader.readexactly(5 + len(HELLO)) == b"echo:" + HELLO
             assert upstream.connections == 2
             assert link.stats.upstream_connections == 2

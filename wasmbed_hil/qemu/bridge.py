@@ -51,6 +51,7 @@ class Link:
     _up_writer: asyncio.StreamWriter | None = None
     _down_writer: asyncio.StreamWriter | None = None
     _pump_down: asyncio.Task[None] | None = None
+    _held: bytes = b""  # the start of a split handshake header, while no upstream is open
     uart_connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -112,11 +113,16 @@ class Link:
         if self._up_writer is None or self._up_writer.is_closing():
             # Leftovers of a dead session (an alert, a late record) are dropped: a new
             # upstream connection starts at a TLS handshake record header (the ClientHello).
+            # A UART delivers bytes one by one, so a header may arrive split.
+            data = self._held + data
             start = data.find(TLS_HANDSHAKE_RECORD)
             if start < 0:
-                self.stats.dropped_bytes += len(data)
+                keep = 1 if data.endswith(TLS_HANDSHAKE_RECORD[:1]) else 0
+                self.stats.dropped_bytes += len(data) - keep
+                self._held = data[len(data) - keep :]
                 return
             self.stats.dropped_bytes += start
+            self._held = b""
             data = data[start:]
             try:
                 reader, writer = await asyncio.wait_for(

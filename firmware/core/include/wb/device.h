@@ -42,4 +42,12 @@ wb_device_t *wb_device_init(void *storage, const wb_device_config_t *config,
  * which heartbeats and StopApp are still served (see core/README.md). */
 void wb_device_poll(wb_device_t *dev);
 
+/* Test controls, reached from the console (UART0): stop or resume sending heartbeats while
+ * keeping the link (the gateway must then see the device Unreachable). */
+void wb_device_set_silent(wb_device_t *dev, bool silent);
+
+/* Console commands understood by every target: "silent 1", "silent 0", "forget".
+ * Returns false for an unknown command. */
+bool wb_device_console_command(wb_device_t *dev, const char *line);
+
 #endif

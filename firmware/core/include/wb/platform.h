@@ -26,5 +26,7 @@ size_t wb_platform_sign(const uint8_t *data, size_t len, uint8_t *sig, size_t ca
 /* Persistent storage of the enrolled device id (RAM-backed on boards without NVM). */
 bool wb_platform_load_device_id(uint8_t id[WB_DEVICE_ID_LEN]);
 void wb_platform_store_device_id(const uint8_t id[WB_DEVICE_ID_LEN]);
+/* Erase the stored device id (the next Hello carries none). */
+void wb_platform_forget_device_id(void);
 
 #endif

@@ -50,6 +50,9 @@ typedef enum {
     WB_APP_FAILED = 4,
 } wb_app_state_t;
 
+/* The ErrorCode's name as in the protocol ("PAIRING_DISABLED"), "UNKNOWN" otherwise. */
+const char *wb_error_name(uint32_t code);
+
 #define WB_DEVICE_ID_LEN 16
 #define WB_DIGEST_LEN 32
 #define WB_NONCE_LEN 32

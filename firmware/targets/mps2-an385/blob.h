@@ -1,0 +1,57 @@
+/* The per-device blob: everything that differs between devices, placed in RAM at
+ * WB_BLOB_ADDRESS by the emulator (QEMU: -device loader,file=blob.bin,addr=0x203FC000;
+ * Renode: sysbus LoadBinary @blob.bin 0x203FC000). Nothing per device is compiled in.
+ *
+ * Layout version 1 (all integers little-endian; built by wasmbed_hil/firmware/blob.py):
+ *   off  size
+ *   0    4    magic "WBLB"
+ *   4    2    version = 1
+ *   6    2    flags = 0
+ *   8    4    total_len: bytes of the whole blob, header and trailing digest included
+ *   12   ...  entries: type u16, length u16, value[length] (no padding), until total_len-32
+ *   end  32   SHA-256 over bytes [0, total_len - 32)
+ * Entry types (each required exactly once; unknown types are skipped):
+ *   1 device private key, PKCS#8 DER (ECDSA P-256)   2 device certificate, DER
+ *   3 CA certificate, DER                            4 entropy seed, exactly 32 bytes
+ *   5 device name, UTF-8, 1..64 bytes                6 TLS server name (SNI), 1..253 bytes
+ */
+#ifndef WB_BLOB_H
+#define WB_BLOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WB_BLOB_MAGIC "WBLB"
+#define WB_BLOB_VERSION 1
+#define WB_BLOB_HEADER_LEN 12
+#define WB_BLOB_DIGEST_LEN 32
+#define WB_BLOB_SEED_LEN 32
+#define WB_BLOB_MAX_NAME 64
+#define WB_BLOB_MAX_SNI 253
+
+enum {
+    WB_BLOB_KEY = 1,
+    WB_BLOB_CERT = 2,
+    WB_BLOB_CA = 3,
+    WB_BLOB_SEED = 4,
+    WB_BLOB_NAME = 5,
+    WB_BLOB_SERVER_NAME = 6,
+};
+
+typedef struct {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *cert;
+    size_t cert_len;
+    const uint8_t *ca;
+    size_t ca_len;
+    uint8_t seed[WB_BLOB_SEED_LEN];
+    char name[WB_BLOB_MAX_NAME + 1];
+    char server_name[WB_BLOB_MAX_SNI + 1];
+} wb_blob_t;
+
+/* Parse and check a blob of at most cap bytes at mem. Returns 0, or -1 with a one-line reason
+ * in err. Never reads outside [mem, mem + cap). */
+int wb_blob_parse(const uint8_t *mem, size_t cap, wb_blob_t *out, char *err, size_t err_cap);
+
+#endif

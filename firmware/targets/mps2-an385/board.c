@@ -1,0 +1,182 @@
+/* Board support for MPS2-AN385: UARTs, console on UART0 through picolibc stdio, SysTick
+ * 1 ms time base, HardFault reporting. */
+#include "board.h"
+
+#include <stdio.h>
+
+#define REG(addr) (*(volatile uint32_t *)(addr))
+
+/* CMSDK APB UART registers */
+#define UART_DATA(b) REG((b) + 0x00)
+#define UART_STATE(b) REG((b) + 0x04)
+#define UART_CTRL(b) REG((b) + 0x08)
+#define UART_INTSTATUS(b) REG((b) + 0x0C)
+#define UART_BAUDDIV(b) REG((b) + 0x10)
+#define UART_STATE_TXFULL 0x1u
+#define UART_STATE_RXFULL 0x2u
+#define UART_CTRL_TXEN 0x1u
+#define UART_CTRL_RXEN 0x2u
+
+/* System control space */
+#define SYST_CSR REG(0xE000E010)
+#define SYST_RVR REG(0xE000E014)
+#define SYST_CVR REG(0xE000E018)
+#define SCB_CFSR REG(0xE000ED28)
+#define SCB_HFSR REG(0xE000ED2C)
+#define SCB_MMFAR REG(0xE000ED34)
+#define SCB_BFAR REG(0xE000ED38)
+
+void uart_init(uint32_t base)
+{
+    UART_BAUDDIV(base) = WB_CPU_HZ / 115200u;
+    UART_CTRL(base) = UART_CTRL_TXEN | UART_CTRL_RXEN;
+    /* QEMU 7.2 quirk: without one read of DATA right after enabling RX, the first received
+     * bytes stall for about a second. */
+    (void)UART_DATA(base);
+}
+
+void uart_putc(uint32_t base, uint8_t c)
+{
+    while (UART_STATE(base) & UART_STATE_TXFULL) {
+    }
+    UART_DATA(base) = c;
+}
+
+void uart_write(uint32_t base, const uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        uart_putc(base, buf[i]);
+    }
+}
+
+bool uart_getc_nb(uint32_t base, uint8_t *c)
+{
+    if (!(UART_STATE(base) & UART_STATE_RXFULL)) {
+        return false;
+    }
+    *c = (uint8_t)UART_DATA(base);
+    return true;
+}
+
+/* --- console: picolibc stdio on UART0 ----------------------------------------------------- */
+
+static int console_put(char c, FILE *file)
+{
+    (void)file;
+    if (c == '\n') {
+        uart_putc(WB_UART0_BASE, '\r');
+    }
+    uart_putc(WB_UART0_BASE, (uint8_t)c);
+    return (unsigned char)c;
+}
+
+static FILE console = FDEV_SETUP_STREAM(console_put, NULL, NULL, _FDEV_SETUP_WRITE);
+FILE *const stdin = &console;
+FILE *const stdout = &console;
+FILE *const stderr = &console;
+
+/* --- SysTick ------------------------------------------------------------------------------ */
+
+static volatile uint32_t ticks_lo;
+static volatile uint32_t ticks_hi;
+
+void arm_systick_isr(void)
+{
+    uint32_t lo = ticks_lo + 1;
+    ticks_lo = lo;
+    if (lo == 0) {
+        ticks_hi = ticks_hi + 1;
+    }
+}
+
+uint64_t board_now_ms(void)
+{
+    uint32_t hi, lo;
+    do {
+        hi = ticks_hi;
+        lo = ticks_lo;
+    } while (hi != ticks_hi);
+    return ((uint64_t)hi << 32) | lo;
+}
+
+uint32_t board_systick_value(void)
+{
+    return SYST_CVR;
+}
+
+void board_init(void)
+{
+    uart_init(WB_UART0_BASE);
+    uart_init(WB_UART1_BASE);
+    SYST_RVR = WB_CPU_HZ / 1000u - 1u;
+    SYST_CVR = 0;
+    SYST_CSR = 0x7; /* processor clock, interrupt, enable */
+}
+
+void board_halt(void)
+{
+    SYST_CSR = 0;
+    for (;;) {
+        __asm__ volatile("wfi");
+    }
+}
+
+/* --- HardFault ---------------------------------------------------------------------------- */
+
+/* Direct UART output: the fault may have happened inside stdio. */
+static void fault_puts(const char *s)
+{
+    while (*s) {
+        if (*s == '\n') {
+            uart_putc(WB_UART0_BASE, '\r');
+        }
+        uart_putc(WB_UART0_BASE, (uint8_t)*s++);
+    }
+}
+
+static void fault_hex(const char *label, uint32_t value)
+{
+    static const char digits[] = "0123456789abcdef";
+    char buf[11];
+    buf[0] = '0';
+    buf[1] = 'x';
+    for (int i = 0; i < 8; i++) {
+        buf[2 + i] = digits[(value >> (28 - 4 * i)) & 0xF];
+    }
+    buf[10] = 0;
+    fault_puts(label);
+    fault_puts(buf);
+}
+
+void wb_hardfault_report(const uint32_t *frame, uint32_t exc_return) __attribute__((used, noreturn));
+void wb_hardfault_report(const uint32_t *frame, uint32_t exc_return)
+{
+    fault_puts("\n*** HARDFAULT");
+    fault_hex(" pc=", frame[6]);
+    fault_hex(" lr=", frame[5]);
+    fault_hex(" psr=", frame[7]);
+    fault_hex(" sp=", (uint32_t)frame);
+    fault_hex(" exc_return=", exc_return);
+    fault_hex("\n*** cfsr=", SCB_CFSR);
+    fault_hex(" hfsr=", SCB_HFSR);
+    fault_hex(" bfar=", SCB_BFAR);
+    fault_hex(" mmfar=", SCB_MMFAR);
+    fault_puts("\n*** halted\n");
+    board_halt();
+}
+
+/* Overrides picolibc's weak vector entries (libc: picolib/machine/arm/interrupt.c). */
+__attribute__((naked)) void arm_hardfault_isr(void)
+{
+    __asm__ volatile(
+        "tst lr, #4\n"
+        "ite eq\n"
+        "mrseq r0, msp\n"
+        "mrsne r0, psp\n"
+        "mov r1, lr\n"
+        "b wb_hardfault_report\n");
+}
+
+__attribute__((naked)) void arm_memmanage_isr(void) { __asm__ volatile("b arm_hardfault_isr\n"); }
+__attribute__((naked)) void arm_busfault_isr(void) { __asm__ volatile("b arm_hardfault_isr\n"); }
+__attribute__((naked)) void arm_usagefault_isr(void) { __asm__ volatile("b arm_hardfault_isr\n"); }

@@ -1,0 +1,243 @@
+#include "tls_transport.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "board.h"
+#include "wb/platform.h"
+
+#define LINK_UART WB_UART1_BASE
+#define RX_GAP_MS 2u /* inside a read, wait this long for the next byte before returning */
+
+/* --- BIO on UART1 ------------------------------------------------------------------------- */
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    (void)ctx;
+    uart_write(LINK_UART, buf, len);
+    return (int)len;
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    (void)ctx;
+    size_t n = 0;
+    uint64_t last = 0;
+    while (n < len) {
+        if (uart_getc_nb(LINK_UART, &buf[n])) {
+            n++;
+            last = 0;
+            continue;
+        }
+        if (n == 0) {
+            break;
+        }
+        /* bytes of a record arrive one UART byte at a time: wait a little for the rest */
+        uint64_t now = board_now_ms();
+        if (last == 0) {
+            last = now;
+        } else if (now - last >= RX_GAP_MS) {
+            break;
+        }
+    }
+    return n == 0 ? MBEDTLS_ERR_SSL_WANT_READ : (int)n;
+}
+
+static void drain_stale_rx(void)
+{
+    uint8_t c;
+    unsigned dropped = 0;
+    uint64_t quiet_since = board_now_ms();
+    while (board_now_ms() - quiet_since < WB_TLS_QUIET_MS) {
+        if (uart_getc_nb(LINK_UART, &c)) {
+            dropped++;
+            quiet_since = board_now_ms();
+        }
+    }
+    if (dropped) {
+        wb_platform_log("tls: discarded %u stale bytes", dropped);
+    }
+}
+
+/* --- transport ---------------------------------------------------------------------------- */
+
+static void log_error(wb_tls_t *tls, const char *what, int err)
+{
+    char msg[160];
+    tls->last_error = err;
+    wb_platform_log("tls: %s: %s", what, wb_crypto_strerror(err, msg, sizeof(msg)));
+    if (err == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && tls->verify_flags) {
+        char info[256];
+        mbedtls_x509_crt_verify_info(info, sizeof(info), "tls:   ", tls->verify_flags);
+        /* info holds one line per reason, each ending in a newline */
+        for (char *line = info, *end; *line; line = end + 1) {
+            end = strchr(line, '\n');
+            if (!end) {
+                wb_platform_log("%s", line);
+                break;
+            }
+            *end = 0;
+            wb_platform_log("%s", line);
+        }
+    }
+}
+
+static void go_down(wb_tls_t *tls)
+{
+    tls->state = WB_LINK_DOWN;
+}
+
+static int t_connect(wb_transport_t *t)
+{
+    wb_tls_t *tls = t->ctx;
+    int ret;
+    if (tls->ssl_ready) {
+        mbedtls_ssl_free(&tls->ssl);
+        tls->ssl_ready = false;
+    }
+    tls->state = WB_LINK_DOWN;
+    tls->last_error = 0;
+    tls->verify_flags = 0;
+    drain_stale_rx();
+    mbedtls_ssl_init(&tls->ssl);
+    ret = mbedtls_ssl_setup(&tls->ssl, &tls->conf);
+    if (ret == 0) {
+        tls->ssl_ready = true;
+        ret = mbedtls_ssl_set_hostname(&tls->ssl, wb_crypto.blob->server_name);
+    }
+    if (ret != 0) {
+        log_error(tls, "setup", ret);
+        return -1;
+    }
+    mbedtls_ssl_set_bio(&tls->ssl, NULL, bio_send, bio_recv, NULL);
+    tls->started_ms = board_now_ms();
+    tls->state = WB_LINK_CONNECTING;
+    wb_platform_log("tls: connecting to \"%s\"", wb_crypto.blob->server_name);
+    return 0;
+}
+
+static wb_link_state_t t_poll(wb_transport_t *t)
+{
+    wb_tls_t *tls = t->ctx;
+    if (tls->state != WB_LINK_CONNECTING) {
+        return tls->state;
+    }
+    int ret = mbedtls_ssl_handshake(&tls->ssl);
+    if (ret == 0) {
+        tls->handshake_ms = (uint32_t)(board_now_ms() - tls->started_ms);
+        tls->state = WB_LINK_UP;
+        wb_platform_log("tls: up in %lu ms (%s, %s)", (unsigned long)tls->handshake_ms,
+                        mbedtls_ssl_get_version(&tls->ssl),
+                        mbedtls_ssl_get_ciphersuite(&tls->ssl));
+    } else if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        if (board_now_ms() - tls->started_ms > WB_TLS_HANDSHAKE_TIMEOUT_MS) {
+            tls->last_error = MBEDTLS_ERR_SSL_TIMEOUT;
+            wb_platform_log("tls: handshake timed out after %u ms", WB_TLS_HANDSHAKE_TIMEOUT_MS);
+            go_down(tls);
+        }
+    } else {
+        tls->verify_flags = mbedtls_ssl_get_verify_result(&tls->ssl);
+        if (tls->verify_flags == (uint32_t)-1) {
+            tls->verify_flags = 0;
+        }
+        log_error(tls, "handshake failed", ret);
+        go_down(tls);
+    }
+    return tls->state;
+}
+
+static int t_read(wb_transport_t *t, uint8_t *buf, size_t cap)
+{
+    wb_tls_t *tls = t->ctx;
+    if (tls->state == WB_LINK_CONNECTING) {
+        return 0;
+    }
+    if (tls->state != WB_LINK_UP) {
+        return -1;
+    }
+    for (;;) {
+        int ret = mbedtls_ssl_read(&tls->ssl, buf, cap);
+        if (ret > 0) {
+            return ret;
+        }
+        if (ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
+            return 0;
+        }
+        if (ret == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+            continue; /* not resumable (no ticket support), just go on */
+        }
+        if (ret == 0 || ret == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+            wb_platform_log("tls: peer closed the session");
+            tls->last_error = MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY;
+        } else {
+            log_error(tls, "read", ret);
+        }
+        go_down(tls);
+        return -1;
+    }
+}
+
+static int t_write(wb_transport_t *t, const uint8_t *buf, size_t len)
+{
+    wb_tls_t *tls = t->ctx;
+    if (tls->state != WB_LINK_UP) {
+        return -1;
+    }
+    while (len > 0) {
+        int ret = mbedtls_ssl_write(&tls->ssl, buf, len);
+        if (ret > 0) {
+            buf += ret;
+            len -= (size_t)ret;
+        } else if (ret != MBEDTLS_ERR_SSL_WANT_READ && ret != MBEDTLS_ERR_SSL_WANT_WRITE) {
+            log_error(tls, "write", ret);
+            go_down(tls);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void t_close(wb_transport_t *t)
+{
+    wb_tls_t *tls = t->ctx;
+    if (tls->state == WB_LINK_UP) {
+        (void)mbedtls_ssl_close_notify(&tls->ssl);
+    }
+    go_down(tls);
+}
+
+int wb_tls_transport_init(wb_transport_t *transport, wb_tls_t *tls)
+{
+    static const int suites[] = {MBEDTLS_TLS1_3_AES_128_GCM_SHA256, 0};
+    static const uint16_t groups[] = {MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1,
+                                      MBEDTLS_SSL_IANA_TLS_GROUP_NONE};
+    static const uint16_t sig_algs[] = {MBEDTLS_TLS1_3_SIG_ECDSA_SECP256R1_SHA256,
+                                        MBEDTLS_TLS1_3_SIG_NONE};
+    memset(tls, 0, sizeof(*tls));
+    mbedtls_ssl_config_init(&tls->conf);
+    int ret = mbedtls_ssl_config_defaults(&tls->conf, MBEDTLS_SSL_IS_CLIENT,
+                                          MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (ret != 0) {
+        return ret;
+    }
+    mbedtls_ssl_conf_min_tls_version(&tls->conf, MBEDTLS_SSL_VERSION_TLS1_3);
+    mbedtls_ssl_conf_max_tls_version(&tls->conf, MBEDTLS_SSL_VERSION_TLS1_3);
+    mbedtls_ssl_conf_authmode(&tls->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ciphersuites(&tls->conf, suites);
+    mbedtls_ssl_conf_groups(&tls->conf, groups);
+    mbedtls_ssl_conf_sig_algs(&tls->conf, sig_algs);
+    mbedtls_ssl_conf_rng(&tls->conf, mbedtls_ctr_drbg_random, &wb_crypto.drbg);
+    mbedtls_ssl_conf_ca_chain(&tls->conf, &wb_crypto.ca_cert, NULL);
+    ret = mbedtls_ssl_conf_own_cert(&tls->conf, &wb_crypto.own_cert, &wb_crypto.key);
+    if (ret != 0) {
+        return ret;
+    }
+    tls->state = WB_LINK_DOWN;
+    transport->connect = t_connect;
+    transport->poll = t_poll;
+    transport->read = t_read;
+    transport->write = t_write;
+    transport->close = t_close;
+    transport->ctx = tls;
+    return 0;
+}

@@ -1,0 +1,208 @@
+"""The firmware image for QEMU mps2-an385: per-device blob, build, footprint, and a booted
+image that meets a corrupted blob (reports it on UART0 and halts without crashing)."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from wasmbed_hil.firmware import (
+    BLOB_ADDRESS,
+    BlobError,
+    build_blob,
+    ensure_image,
+    footprint,
+    parse_blob,
+    qemu_command,
+)
+from wasmbed_hil.firmware.build import missing_tools, run_make
+from wasmbed_hil.pki import FleetCA
+
+needs_toolchain = pytest.mark.skipif(
+    bool(missing_tools()),
+    reason=f"firmware tests need {', '.join(missing_tools())} (qemu-system-arm, "
+    "arm-none-eabi-gcc/size, make) on PATH",
+)
+
+
+@pytest.fixture(scope="module")
+def device():
+    ca = FleetCA.create()
+    return ca.issue_device("dev-7")
+
+
+# -- blob (pure Python) ---------------------------------------------------------------------
+
+
+def test_blob_round_trip(device):
+    seed = bytes(range(32))
+    blob = build_blob(device, "dev-7", "gateway.test", seed=seed)
+    assert blob[:4] == b"WBLB"
+    assert struct.unpack_from("<HHI", blob, 4) == (1, 0, len(blob))
+    assert blob[-32:] == hashlib.sha256(blob[:-32]).digest()
+    parsed = parse_blob(blob)
+    assert parsed == {
+        "version": 1,
+        "key_der": device.key_der,
+        "cert_der": device.cert_der,
+        "ca_der": device.ca_der,
+        "seed": seed,
+        "name": "dev-7",
+        "server_name": "gateway.test",
+    }
+    assert BLOB_ADDRESS == 0x203FC000
+
+
+def test_blob_seed_is_random_by_default(device):
+    a = parse_blob(build_blob(device, "d", "gw"))["seed"]
+    b = parse_blob(build_blob(device, "d", "gw"))["seed"]
+    assert len(a) == 32 and a != b
+
+
+@pytest.mark.parametrize("offset", [0, 5, 9, 12, 100, -40, -1])
+def test_blob_corruption_is_detected(device, offset):
+    blob = bytearray(build_blob(device, "dev-7", "gateway.test"))
+    blob[offset] ^= 0x01
+    with pytest.raises(BlobError):
+        parse_blob(bytes(blob))
+
+
+def test_blob_truncated_is_rejected(device):
+    blob = build_blob(device, "dev-7", "gateway.test")
+    with pytest.raises(BlobError):
+        parse_blob(blob[:-1])
+
+
+def test_blob_rejects_what_the_firmware_cannot_use(device):
+    ed = FleetCA.create().issue_device("ed", key_type="ed25519")
+    with pytest.raises(BlobError, match="P-256"):
+        build_blob(ed, "ed", "gw")
+    with pytest.raises(BlobError):
+        build_blob(device, "", "gw")
+    with pytest.raises(BlobError):
+        build_blob(device, "x" * 65, "gw")
+    with pytest.raises(BlobError):
+        build_blob(device, "d", "gw", seed=b"short")
+
+
+def test_qemu_command_shape(tmp_path):
+    argv = qemu_command(tmp_path / "fw.elf", tmp_path / "blob.bin", 4321, tmp_path / "qmp.sock")
+    assert argv[:3] == ["qemu-system-arm", "-M", "mps2-an385"]
+    assert f"loader,file={tmp_path / 'blob.bin'},addr=0x203fc000,force-raw=on" in argv
+    assert "tcp:127.0.0.1:4321,nodelay=on" in argv
+    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"
+    # UART0 first (console on stdio), UART1 second (the TLS byte stream)
+    serials = [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"]
+    assert serials == ["chardev:uart0", "tcp:127.0.0.1:4321,nodelay=on"]
+
+
+# -- image ----------------------------------------------------------------------------------
+
+
+@needs_toolchain
+def test_image_builds_and_reports_footprint():
+    first = run_make([])
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "footprint: flash " in first.stdout
+    again = run_make([])  # incremental: nothing left to compile or link
+    assert again.returncode == 0
+    assert "  CC  " not in again.stdout and "  LD  " not in again.stdout, again.stdout
+    elf = ensure_image()
+    sizes = footprint(elf)
+    assert 0 < sizes["flash"] < 4 * 1024 * 1024
+    assert 0 < sizes["ram"] < 0x3FC000
+    print(f"footprint: {sizes}")
+
+
+class Console:
+    """qemu-system-arm with UART0 on a pipe, read line by line by a thread."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.lines: queue.Queue[tuple[float, str | None]] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self.output.append(line)
+            self.lines.put((time.monotonic(), line))
+        self.lines.put((time.monotonic(), None))
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> tuple[float, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                when, line = self.lines.get(timeout=max(remaining, 0.001))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no {text!r} on UART0 within {timeout} s:\n" + "\n".join(self.output)
+                ) from None
+            if line is None:
+                raise AssertionError(
+                    f"qemu exited ({self.proc.poll()}) before {text!r}:\n" + "\n".join(self.output)
+                )
+            if text in line:
+                return when - self.started, line
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _corrupt(blob: bytes, how: str) -> bytes:
+    data = bytearray(blob)
+    if how == "flipped-byte":
+        data[200] ^= 0x40
+    elif how == "bad-magic":
+        data[0:4] = b"XXXX"
+    elif how == "huge-length":
+        struct.pack_into("<I", data, 8, 0x7FFFFFFF)
+    elif how == "bad-entry-length":  # consistent digest, but an entry runs past the end
+        struct.pack_into("<H", data, 14, 0xFFF0)
+        data[-32:] = hashlib.sha256(bytes(data[:-32])).digest()
+    return bytes(data)
+
+
+@needs_toolchain
+@pytest.mark.parametrize("how", ["flipped-byte", "bad-magic", "huge-length", "bad-entry-length"])
+def test_booted_image_reports_a_corrupted_blob_and_halts(device, tmp_path, how):
+    elf = ensure_image()
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(_corrupt(build_blob(device, "dev-7", "gateway.test"), how))
+    uart1 = socket.create_server(("127.0.0.1", 0))  # QEMU dials UART1 out; nothing talks
+    console = None
+    try:
+        console = Console(qemu_command(elf, blob, uart1.getsockname()[1]))
+        _, error = console.wait_for("blob error", timeout=30)
+        assert "0x203fc000" in error
+        console.wait_for("HALT: invalid per-device blob", timeout=10)
+        assert console.proc.poll() is None, "qemu died"
+        assert not any("HARDFAULT" in line for line in console.output), console.output
+    finally:
+        if console is not None:
+            console.close()
+        uart1.close()
+
+
+def test_tools_reported_when_missing(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    assert "qemu-system-arm" in missing_tools()
