@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from wasmbed_hil.gateway import RunRequest
 from wasmbed_hil.protocol import AppState, DevicePhase, ErrorCode, Limits, Outcome
 
@@ -135,8 +137,8 @@ def test_redeploying_the_same_digest_transfers_nothing(gateway, device, wasm):
 
 
 def test_module_larger_than_a_frame_arrives_in_chunks(gateway, device_factory, wasm):
-    dev = device_factory("narrow", max_frame_size=4096, max_module_size=512 * 1024)
-    size = 100_000
+    dev = device_factory("narrow", max_frame_size=4096)
+    size = 40_000  # ten frames' worth; fits the smallest module store (the firmware's)
     result = gateway.run(dev, wasm.data(size), "data", entry="checksum")
     assert result.values == (wasm.data_checksum(size),)
     dep = gateway.gateway.deployments.history[-1]
@@ -144,6 +146,10 @@ def test_module_larger_than_a_frame_arrives_in_chunks(gateway, device_factory, w
     assert dep.bytes_sent == len(wasm.data(size))
 
 
+@pytest.mark.backend_specific(
+    "virtual", reason="cuts the link after the 5th chunk, which only the device can count "
+    "(the bridge sees TLS ciphertext); the firmware's resume logic is covered by its host tests"
+)
 def test_interrupted_transfer_resumes_where_it_stopped(gateway, device_factory, wasm):
     dev = device_factory("flaky", max_frame_size=4096, start=False)
     dev.faults.drop_after_chunks = 5
@@ -169,6 +175,10 @@ def test_deployment_to_an_offline_device_is_delivered_when_it_returns(gateway, d
     assert dep.state == "installed"
 
 
+@pytest.mark.backend_specific(
+    "virtual", reason="QEMU's MPS2-AN385 has no non-volatile memory: the firmware keeps "
+    "modules in RAM, which a power cycle clears"
+)
 def test_installed_modules_survive_a_reboot(gateway, device, wasm):
     gateway.deploy(device, wasm("add"), "adder")
     device.reboot()

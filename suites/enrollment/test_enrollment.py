@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -61,7 +62,11 @@ def test_device_refuses_a_gateway_from_another_ca(gateway, device_factory):
         "wary", credentials=FleetCA.create("other").issue_device("wary"), online=False
     )
     dev.wait_lifecycle(Lifecycle.BACKOFF)
-    assert "CERTIFICATE_VERIFY_FAILED" in dev.device.last_error.upper()
+    # Both devices say so on their console: "CERTIFICATE_VERIFY_FAILED" (Python ssl) or
+    # "Certificate verification failed" (mbedTLS).
+    assert any(re.search(r"(?i)certificate.?verif", line) for line in dev.console), (
+        dev.console_tail()
+    )
     assert gateway.devices() == []
 
 
@@ -108,6 +113,11 @@ def test_enrolling_twice_is_idempotent(gateway, device):
     assert [w["enrolled_now"] for w in welcomes] == [True, False]
 
 
+LYING_DEVICE = "needs a device that lies during enrollment (a virtual-device fault hook); the " \
+    "firmware cannot be told to, and the gateway's check is the same for every device"
+
+
+@pytest.mark.backend_specific("virtual", reason=LYING_DEVICE)
 def test_public_key_differing_from_certificate_is_refused(gateway, device_factory, fleet_ca):
     dev = device_factory("impostor", start=False)
     dev.faults.enroll_with = fleet_ca.issue_device("someone-else")
@@ -118,6 +128,7 @@ def test_public_key_differing_from_certificate_is_refused(gateway, device_factor
     assert gateway.devices() == []
 
 
+@pytest.mark.backend_specific("virtual", reason=LYING_DEVICE)
 def test_bad_enrollment_signature_is_refused(gateway, device_factory):
     dev = device_factory("forger", start=False)
     dev.faults.corrupt_proof = True
@@ -127,6 +138,9 @@ def test_bad_enrollment_signature_is_refused(gateway, device_factory):
     assert gateway.devices() == []
 
 
+@pytest.mark.backend_specific(
+    "virtual", reason="mbedTLS, the firmware's TLS, cannot use Ed25519 certificates"
+)
 def test_ed25519_device_enrolls(gateway, device_factory):
     dev = device_factory("ed-device", key_type="ed25519")
     assert gateway.device(dev).phase is DevicePhase.CONNECTED
@@ -160,8 +174,11 @@ def test_full_gateway_refuses_new_devices_but_keeps_enrolled_ones(gateway, fleet
 
 
 def test_device_reports_its_info_on_request(gateway, device):
+    hello_info = gateway.device(device).info
     info = gateway.device_info(device)
-    assert info.runtime == "wasmtime"
-    assert info.max_frame_size == 16 * 1024
-    assert info.window >= 1
+    assert info.runtime in ("wasmtime", "wasm3")
+    assert info.max_frame_size >= 1024 and info.window >= 1
+    # The same device answers the same, but for its free memory.
+    assert info.architecture == hello_info.architecture
+    assert info.max_module_size == hello_info.max_module_size
     assert gateway.device(device).info == info

@@ -12,7 +12,6 @@ def test_heartbeats_are_acknowledged_with_telemetry(gateway, device):
     assert status.phase is DevicePhase.CONNECTED
     assert status.uptime_ms > 0
     assert 0 < status.memory_free <= status.info.memory_total
-    assert device.stats()["heartbeats_acked"] >= 3
 
 
 def test_silenced_device_becomes_unreachable_then_recovers(gateway, device):
@@ -24,6 +23,7 @@ def test_silenced_device_becomes_unreachable_then_recovers(gateway, device):
     assert status.history[-2:] == [DevicePhase.UNREACHABLE, DevicePhase.CONNECTED]
     assert gateway.metrics()["heartbeat_timeouts"] >= 1
     assert device.stats()["connections"] == 1  # the same connection throughout
+
 
 
 def test_power_cut_disconnects_and_power_on_reconnects(gateway, device):

@@ -23,6 +23,12 @@ from ..qemu.bridge import Bridge, Link
 from ..qemu.machine import QemuMachine
 from .base import Backend, register
 
+# device_factory(**options) the firmware accepts, carried in the blob's configuration entry.
+DEVICE_OPTIONS = {"max_frame_size", "max_module_size", "window", "max_apps"}
+# Reconnect timing like the virtual device's (the firmware's own defaults suit a fleet in the
+# field: 30 s after a refusal), so scenarios need not wait half a minute.
+HARNESS_TIMING = {"backoff_initial_ms": 50, "backoff_max_ms": 1000, "reject_backoff_ms": 1000}
+
 
 class QemuFaults(Faults):
     """On qemu, faults are injected through the console (silence) or not at all yet."""
@@ -179,12 +185,19 @@ class QemuBackend(Backend):
         from ..firmware.blob import build_blob
         from ..firmware.build import qemu_command
 
-        if options:
-            raise TypeError(f"options not supported on the qemu backend: {sorted(options)}")
+        unknown = set(options) - DEVICE_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"options not supported on the qemu backend: {sorted(unknown)} "
+                f"(supported: {sorted(DEVICE_OPTIONS)})"
+            )
         devdir = self.workdir / "machines" / name
         devdir.mkdir(parents=True, exist_ok=True)
         blob = devdir / "blob.bin"
-        blob.write_bytes(build_blob(credentials, name, "localhost", seed=os.urandom(32)))
+        config = {**HARNESS_TIMING, **options}
+        blob.write_bytes(
+            build_blob(credentials, name, "localhost", seed=os.urandom(32), config=config)
+        )
         link = self.loop.run(self.bridge.open_link(name, endpoint))
         argv = qemu_command(self.elf, blob, link.port)
         machine = QemuMachine(name, argv, devdir)

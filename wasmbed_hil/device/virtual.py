@@ -57,7 +57,7 @@ from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
 FIRMWARE_VERSION = "wasmbed-virtual 0.1"
 UNMETERED_FUEL = 1 << 62  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
-DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without an ack before the link is dropped
+DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without any frame before the link is dropped
 
 
 class Lifecycle(Enum):
@@ -311,15 +311,16 @@ class VirtualDevice:
                 self._writer.write(data)
 
     async def _heartbeats(self, interval: float) -> None:
-        """Send heartbeats; no HeartbeatAck for DEAD_AFTER_INTERVALS intervals means the link
-        is dead (half-open): drop it so the main loop reconnects."""
+        """Send heartbeats; nothing from the gateway (no HeartbeatAck, no other frame) for
+        DEAD_AFTER_INTERVALS intervals means the link is dead (half-open): drop it so the main
+        loop reconnects. Any frame counts, since acks can queue behind a large transfer."""
         self._last_ack = time.monotonic()
         while True:
             if self.faults.silent:  # no heartbeat sent, so no ack owed
                 self._last_ack = time.monotonic()
             silence = time.monotonic() - self._last_ack
             if not self.faults.silent and silence > DEAD_AFTER_INTERVALS * interval:
-                self._log(f"no HeartbeatAck for {silence:.2f}s: connection presumed dead")
+                self._log(f"nothing from the gateway for {silence:.2f}s: link presumed dead")
                 self.events.emit("dead_link", None, silence_s=silence)
                 if self._writer is not None:
                     self._writer.transport.abort()
@@ -339,6 +340,7 @@ class VirtualDevice:
 
     async def _handle(self, event: Received) -> None:
         msg, mid = event.message, event.message_id
+        self._last_ack = time.monotonic()  # any frame from the gateway proves the link alive
         if isinstance(msg, Welcome):
             self.flash.device_id = msg.device_id
             self.last_reject = None

@@ -36,7 +36,19 @@ SEED_LEN = 32
 MAX_NAME = 64
 MAX_SERVER_NAME = 253
 
-KEY, CERT, CA, SEED, NAME, SERVER_NAME = 1, 2, 3, 4, 5, 6
+KEY, CERT, CA, SEED, NAME, SERVER_NAME, CONFIG = 1, 2, 3, 4, 5, 6, 7
+# Keys of the optional configuration entry (firmware/targets/mps2-an385/blob.h); the firmware
+# clamps each value to what its buffers allow.
+CONFIG_KEYS = {
+    "max_frame_size": 1,
+    "max_module_size": 2,
+    "window": 3,
+    "max_apps": 4,
+    "backoff_initial_ms": 5,
+    "backoff_max_ms": 6,
+    "reject_backoff_ms": 7,
+}
+CONFIG_PAIR = struct.Struct("<HI")
 _FIELDS = {
     KEY: "key_der",
     CERT: "cert_der",
@@ -61,10 +73,15 @@ def _text(value: str, what: str, limit: int) -> bytes:
 
 
 def build_blob(
-    credentials: Credentials, name: str, server_name: str, seed: bytes | None = None
+    credentials: Credentials,
+    name: str,
+    server_name: str,
+    seed: bytes | None = None,
+    config: dict[str, int] | None = None,
 ) -> bytes:
     """The blob for one device: its P-256 key and certificate, the CA, an entropy seed
-    (random unless given), its name and the gateway's TLS server name."""
+    (random unless given), its name, the gateway's TLS server name and, optionally,
+    configuration (keys of CONFIG_KEYS, values u32)."""
     if not isinstance(credentials.key, ec.EllipticCurvePrivateKey) or not isinstance(
         credentials.key.curve, ec.SECP256R1
     ):
@@ -81,6 +98,16 @@ def build_blob(
         (NAME, _text(name, "name", MAX_NAME)),
         (SERVER_NAME, _text(server_name, "server_name", MAX_SERVER_NAME)),
     ]
+    if config:
+        unknown = sorted(set(config) - set(CONFIG_KEYS))
+        if unknown:
+            raise BlobError(f"unknown configuration keys {unknown}; known: {sorted(CONFIG_KEYS)}")
+        pairs = []
+        for key, value in sorted(config.items()):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**32:
+                raise BlobError(f"configuration {key} must be an integer 1..2**32-1")
+            pairs.append(CONFIG_PAIR.pack(CONFIG_KEYS[key], value))
+        entries.append((CONFIG, b"".join(pairs)))
     body = b"".join(ENTRY.pack(kind, len(value)) + value for kind, value in entries)
     total = HEADER.size + len(body) + DIGEST_LEN
     if total > BLOB_MAX_SIZE:
@@ -116,6 +143,14 @@ def parse_blob(data: bytes) -> dict:
             raise BlobError(f"entry type {kind} overruns the blob")
         value = data[offset : offset + length]
         offset += length
+        if kind == CONFIG:
+            if "config" in out or length % CONFIG_PAIR.size:
+                raise BlobError("bad or duplicate configuration entry")
+            names = {v: k for k, v in CONFIG_KEYS.items()}
+            out["config"] = {
+                names[k]: v for k, v in CONFIG_PAIR.iter_unpack(value) if k in names
+            }
+            continue
         field = _FIELDS.get(kind)
         if field is None:
             continue

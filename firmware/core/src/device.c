@@ -1,5 +1,6 @@
 /* The device core: connection lifecycle, enrollment, heartbeats, deployment, runs.
  * Reference model: wasmbed_hil/device/virtual.py. Design notes: core/README.md. */
+#include <stdio.h>
 #include <string.h>
 
 #include "device_impl.h"
@@ -161,13 +162,13 @@ static void close_link(wb_device_t *d)
     if (d->link != WB_L_DOWN) d->tr->close(d->tr);
     uint64_t now = wb_platform_now_ms();
     if (d->rejected) {
-        d->next_connect_ms = now + WB_REJECT_BACKOFF_MS;
-        d->backoff_ms = WB_BACKOFF_INITIAL_MS;
+        d->next_connect_ms = now + d->cfg.reject_backoff_ms;
+        d->backoff_ms = d->cfg.backoff_initial_ms;
     } else {
-        if (d->established) d->backoff_ms = WB_BACKOFF_INITIAL_MS;
+        if (d->established) d->backoff_ms = d->cfg.backoff_initial_ms;
         d->next_connect_ms = now + d->backoff_ms;
-        d->backoff_ms = d->backoff_ms * 2 > WB_BACKOFF_MAX_MS ? WB_BACKOFF_MAX_MS
-                                                               : d->backoff_ms * 2;
+        d->backoff_ms = d->backoff_ms * 2 > d->cfg.backoff_max_ms ? d->cfg.backoff_max_ms
+                                                                   : d->backoff_ms * 2;
     }
     d->link = WB_L_DOWN;
     d->link_broken = false;
@@ -305,7 +306,10 @@ static void on_deploy_begin(wb_device_t *d, const wb_msg_t *in)
     uint32_t mid = in->message_id;
     int app = find_app(d, b->app_id);
     if (b->size > max_module(d)) {
-        deploy_ack(d, b->app_id, mid, WB_ERR_MODULE_TOO_LARGE, "module exceeds max_module_size");
+        char why[64];
+        snprintf(why, sizeof(why), "%lu bytes exceeds max_module_size %lu",
+                 (unsigned long)b->size, (unsigned long)max_module(d));
+        deploy_ack(d, b->app_id, mid, WB_ERR_MODULE_TOO_LARGE, why);
         return;
     }
     if (app < 0) {
@@ -662,6 +666,7 @@ static void service(wb_device_t *d)
                 send_error(d, err, why);
                 d->sess.state = WB_ST_CLOSED;
             } else {
+                d->last_ack_ms = wb_platform_now_ms(); /* any frame proves the link alive */
                 on_message(d, &d->in);
             }
             wb_framer_consume(&d->fr);
@@ -673,7 +678,7 @@ static void service(wb_device_t *d)
                 d->next_hb_ms = now + d->hb_interval_ms;
             }
             if (now - d->last_ack_ms > (uint64_t)WB_DEAD_AFTER_INTERVALS * d->hb_interval_ms) {
-                wb_platform_log("wb: no HeartbeatAck for %u ms: link presumed dead",
+                wb_platform_log("wb: nothing from the gateway for %u ms: link presumed dead",
                                 (unsigned)(now - d->last_ack_ms));
                 d->stats_dead_links++;
                 close_link(d);
@@ -763,7 +768,13 @@ wb_device_t *wb_device_init(void *storage, const wb_device_config_t *config,
     d->tr = transport;
     d->n_slots = (uint8_t)(d->cfg.max_apps + 1);
     d->slot_size = (uint32_t)((d->cfg.module_store_size / d->n_slots) & ~(size_t)3);
-    d->backoff_ms = WB_BACKOFF_INITIAL_MS;
+    if (d->cfg.backoff_initial_ms == 0) d->cfg.backoff_initial_ms = WB_BACKOFF_INITIAL_MS;
+    if (d->cfg.backoff_max_ms == 0) d->cfg.backoff_max_ms = WB_BACKOFF_MAX_MS;
+    if (d->cfg.reject_backoff_ms == 0) d->cfg.reject_backoff_ms = WB_REJECT_BACKOFF_MS;
+    if (d->cfg.backoff_max_ms < d->cfg.backoff_initial_ms) {
+        d->cfg.backoff_max_ms = d->cfg.backoff_initial_ms;
+    }
+    d->backoff_ms = d->cfg.backoff_initial_ms;
     d->next_connect_ms = 0;
     d->sess.state = WB_ST_CLOSED;
     wb_framer_init(&d->fr, d->cfg.frame_buffer, d->cfg.frame_buffer_size, d->cfg.max_frame_size);

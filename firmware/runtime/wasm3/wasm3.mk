@@ -15,7 +15,7 @@
 # Tunables (add -D... to WASM3_CFLAGS or the target's CFLAGS):
 #   WB_WASM3_ARENA_BYTES        static heap for wasm3 incl. linear memory (default 1.5 MiB)
 #   WB_WASM3_STACK_BYTES        wasm value stack per run (default 32 KiB, from the arena)
-#   WB_WASM3_NATIVE_STACK_BYTES C stack the interpreter may use (default 24 KiB)
+#   WB_WASM3_NATIVE_STACK_BYTES C stack the interpreter may use (default 32 KiB)
 #   WB_WASM3_GUARD_INTERVAL     guard events between clock/stop checks (default 256)
 #   WB_RUNTIME_GUARD_HOOK_MS    period of wb_runtime_guard_hook() (default 20 ms)
 
@@ -38,6 +38,7 @@ WASM3_INCLUDES := -I$(WASM3_SRC_DIR) -I$(WASM3_DIR) -I$(abspath $(WASM3_DIR)/../
 
 # -include: the heap and operation hooks (wb_wasm3_hooks.h).
 # -Dd_m3HasWASI=0: no WASI (only env.log is offered). d_m3LogOutput off, no profiling/tracing.
+# -fwrapv: wasm3 implements i32.add etc. with signed C arithmetic; wasm wraps, C calls it UB.
 # -Wno-...: wasm3's own code is not warning-clean; our files are built with the same flags.
 WASM3_CFLAGS := -include $(WASM3_DIR)/wb_wasm3_hooks.h \
 	-Dd_m3HasWASI=0 \
@@ -45,7 +46,7 @@ WASM3_CFLAGS := -include $(WASM3_DIR)/wb_wasm3_hooks.h \
 	-Dd_m3EnableOpProfiling=0 -Dd_m3EnableOpTracing=0 -Dd_m3EnableStrace=0 \
 	-Dd_m3RecordBacktraces=0 -Dd_m3LogNativeStack=0 \
 	-Dd_m3CodePageAlignSize=2048 \
-	-fno-strict-aliasing \
+	-fno-strict-aliasing -fwrapv \
 	-Wno-unused-parameter -Wno-unused-function -Wno-unused-variable -Wno-sign-compare \
 	-Wno-missing-field-initializers -Wno-implicit-fallthrough
 

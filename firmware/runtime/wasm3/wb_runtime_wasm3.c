@@ -50,7 +50,7 @@
  * with a stack overflow (wasm3 recurses natively on every wasm call). Must be below the board's
  * stack size minus what the caller uses. */
 #ifndef WB_WASM3_NATIVE_STACK_BYTES
-#define WB_WASM3_NATIVE_STACK_BYTES (24u * 1024u)
+#define WB_WASM3_NATIVE_STACK_BYTES (32u * 1024u)
 #endif
 /* Guard events (calls + loop back-edges) between two slow-path checks. */
 #ifndef WB_WASM3_GUARD_INTERVAL
@@ -150,6 +150,10 @@ M3Result m3_Yield(void)
 /* Original: { void * loopId = immediate (void *); return loopId; } */
 m3ret_t vectorcall op_ContinueLoop(d_m3OpSig)
 {
+    (void)_sp, (void)_mem, (void)_r0;
+#if d_m3HasFloat
+    (void)_fp0;
+#endif
     M3Result trap = guard_tick();
     if (M3_UNLIKELY(trap)) return trap;
     void *loopId = *(void **)_pc;

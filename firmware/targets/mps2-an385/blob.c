@@ -68,7 +68,7 @@ int wb_blob_parse(const uint8_t *mem, size_t cap, wb_blob_t *out, char *err, siz
         }
         const uint8_t *v = mem + off;
         off += len;
-        if (type >= 1 && type <= 6) {
+        if (type >= 1 && type <= WB_BLOB_CONFIG) {
             if (seen & (1u << type)) {
                 FAIL("duplicate entry type %u", (unsigned)type);
             }
@@ -106,6 +106,20 @@ int wb_blob_parse(const uint8_t *mem, size_t cap, wb_blob_t *out, char *err, siz
             }
             memcpy(out->server_name, v, len);
             out->server_name[len] = 0;
+            break;
+        case WB_BLOB_CONFIG:
+            if (len % 6 != 0) {
+                FAIL("configuration entry of %u bytes is not a list of (u16, u32) pairs",
+                     (unsigned)len);
+            }
+            for (size_t i = 0; i < len; i += 6) {
+                uint32_t key = le16(v + i);
+                uint32_t value = (uint32_t)v[i + 2] | (uint32_t)v[i + 3] << 8 |
+                                 (uint32_t)v[i + 4] << 16 | (uint32_t)v[i + 5] << 24;
+                if (key > 0 && key < WB_CFG_KEYS) {
+                    out->config[key] = value;
+                }
+            }
             break;
         default:
             break; /* unknown: skipped (later layouts may add entries) */

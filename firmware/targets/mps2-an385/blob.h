@@ -14,6 +14,11 @@
  *   1 device private key, PKCS#8 DER (ECDSA P-256)   2 device certificate, DER
  *   3 CA certificate, DER                            4 entropy seed, exactly 32 bytes
  *   5 device name, UTF-8, 1..64 bytes                6 TLS server name (SNI), 1..253 bytes
+ * Optional entry (at most once):
+ *   7 configuration: pairs of (key u16, value u32); unknown keys are skipped. Keys:
+ *     1 max_frame_size  2 max_module_size  3 window  4 max_apps
+ *     5 backoff_initial_ms  6 backoff_max_ms  7 reject_backoff_ms
+ *     Values are clamped by the firmware to what its buffers allow (it logs the result).
  */
 #ifndef WB_BLOB_H
 #define WB_BLOB_H
@@ -36,6 +41,18 @@ enum {
     WB_BLOB_SEED = 4,
     WB_BLOB_NAME = 5,
     WB_BLOB_SERVER_NAME = 6,
+    WB_BLOB_CONFIG = 7,
+};
+
+enum {
+    WB_CFG_MAX_FRAME_SIZE = 1,
+    WB_CFG_MAX_MODULE_SIZE = 2,
+    WB_CFG_WINDOW = 3,
+    WB_CFG_MAX_APPS = 4,
+    WB_CFG_BACKOFF_INITIAL_MS = 5,
+    WB_CFG_BACKOFF_MAX_MS = 6,
+    WB_CFG_REJECT_BACKOFF_MS = 7,
+    WB_CFG_KEYS = 8,
 };
 
 typedef struct {
@@ -48,6 +65,7 @@ typedef struct {
     uint8_t seed[WB_BLOB_SEED_LEN];
     char name[WB_BLOB_MAX_NAME + 1];
     char server_name[WB_BLOB_MAX_SNI + 1];
+    uint32_t config[WB_CFG_KEYS];  /* 0: not given (use the firmware's default) */
 } wb_blob_t;
 
 /* Parse and check a blob of at most cap bytes at mem. Returns 0, or -1 with a one-line reason

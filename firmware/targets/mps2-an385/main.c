@@ -93,9 +93,34 @@ static void console_poll(wb_device_t *dev);
 static uint8_t module_store[WB_MODULE_STORE_SIZE] __attribute__((aligned(8)));
 static uint8_t frame_buffer[WB_MAX_FRAME_SIZE + 4] __attribute__((aligned(8)));
 
+static uint32_t clamp(uint32_t value, uint32_t lo, uint32_t hi)
+{
+    return value < lo ? lo : value > hi ? hi : value;
+}
+
+/* The blob's optional configuration entry, within what this image's buffers allow. */
+static void apply_blob_config(wb_device_config_t *c)
+{
+    const uint32_t *v = blob.config;
+    if (v[WB_CFG_MAX_FRAME_SIZE]) {
+        c->max_frame_size = clamp(v[WB_CFG_MAX_FRAME_SIZE], WB_MIN_FRAME, WB_MAX_FRAME_SIZE);
+    }
+    if (v[WB_CFG_MAX_MODULE_SIZE]) {
+        c->max_module_size = clamp(v[WB_CFG_MAX_MODULE_SIZE], 1, WB_MAX_MODULE_SIZE);
+    }
+    if (v[WB_CFG_WINDOW]) c->window = (uint16_t)clamp(v[WB_CFG_WINDOW], 1, 16);
+    if (v[WB_CFG_MAX_APPS]) c->max_apps = (uint16_t)clamp(v[WB_CFG_MAX_APPS], 1, WB_MAX_APPS);
+    c->backoff_initial_ms = v[WB_CFG_BACKOFF_INITIAL_MS];
+    c->backoff_max_ms = v[WB_CFG_BACKOFF_MAX_MS];
+    c->reject_backoff_ms = v[WB_CFG_REJECT_BACKOFF_MS];
+    wb_platform_log("config: max_frame_size %lu, max_module_size %lu, window %u, max_apps %u",
+                    (unsigned long)c->max_frame_size, (unsigned long)c->max_module_size,
+                    (unsigned)c->window, (unsigned)c->max_apps);
+}
+
 static void __attribute__((noreturn)) run_device(void)
 {
-    static const wb_device_config_t config = {
+    static wb_device_config_t config = {
         .architecture = "cortex-m3",
         .runtime = "wasm3",
         .firmware = WB_FIRMWARE_VERSION,
@@ -109,6 +134,7 @@ static void __attribute__((noreturn)) run_device(void)
         .frame_buffer = frame_buffer,
         .frame_buffer_size = sizeof(frame_buffer),
     };
+    apply_blob_config(&config);
     void *storage = aligned_alloc(8, (wb_device_state_size() + 7u) & ~(size_t)7u);
     if (!storage) {
         halt_with("no memory for the device state");

@@ -24,6 +24,9 @@ typedef struct {
     size_t module_store_size;
     uint8_t *frame_buffer;       /* at least max_frame_size + 4 bytes */
     size_t frame_buffer_size;
+    uint32_t backoff_initial_ms; /* reconnect backoff, doubling; 0: the core's default */
+    uint32_t backoff_max_ms;     /* 0: default */
+    uint32_t reject_backoff_ms;  /* after an enrollment refusal or revocation; 0: default */
 } wb_device_config_t;
 
 struct wb_device;
