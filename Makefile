@@ -1,6 +1,7 @@
 # wasmbed-hil: two commands on a fresh machine, each doing its own set-up, safe to repeat.
 #   make hil   the scenario suites on the default backend, in parallel; results under reports/
-#   make test  every test: lint, the framework's own tests and the scenario suites
+#   make test  every test: lint, the framework's own tests (firmware host tests included) and
+#              the scenario suites on the virtual and the qemu backends
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,6 +37,7 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest tests/ suites/ -n $(WORKERS)
+	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=qemu
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_gateway --quick
