@@ -14,6 +14,7 @@ envelope is not in that strict canonical form. Everything else must match exactl
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import math
 import random
@@ -70,8 +71,12 @@ _spec.loader.exec_module(wbcanon)
 # ----------------------------------------------------------------------------- the C side
 
 def _make(*targets: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "-C", str(HOST), *targets], capture_output=True, text=True,
-                          timeout=900)
+    """make in firmware/host, one at a time across test workers (they share its build dir)."""
+    (HOST / "build").mkdir(exist_ok=True)
+    with (HOST / "build" / ".make.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(["make", "-C", str(HOST), *targets], capture_output=True,
+                              text=True, timeout=900)
 
 
 def test_host_build_and_unit_tests_pass() -> None:

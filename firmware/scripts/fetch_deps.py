@@ -13,6 +13,7 @@ only the current one: a security update replaces the pinned version).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -154,12 +155,16 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=FIRMWARE.parent / ".cache" / "firmware-deps")
     parser.add_argument("--lock", type=Path, default=FIRMWARE / "deps.lock")
     args = parser.parse_args()
-    try:
-        for dep in read_lock(args.lock):
-            print(f"{dep.name}={fetch(dep, args.cache)}")
-    except FetchError as exc:
-        print(f"fetch_deps: {exc}", file=sys.stderr)
-        return 1
+    args.cache.mkdir(parents=True, exist_ok=True)
+    # Builds run in parallel (test workers, make -j): one fetch at a time per cache.
+    with (args.cache / ".fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            for dep in read_lock(args.lock):
+                print(f"{dep.name}={fetch(dep, args.cache)}")
+        except FetchError as exc:
+            print(f"fetch_deps: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
