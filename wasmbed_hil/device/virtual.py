@@ -269,6 +269,7 @@ class VirtualDevice:
             self._send(Hello(self.flash.device_id, self._info()))
             while True:
                 data = await reader.read(65536)
+                self._last_ack = time.monotonic()  # any byte proves the link alive
                 if not data:
                     self._log("link down: gateway closed the connection")
                     break

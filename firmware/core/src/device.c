@@ -646,6 +646,9 @@ static void service(wb_device_t *d)
                 break;
             }
             if (n == 0) break;
+            /* any byte proves the link alive: a large frame can take longer than the
+             * dead-link limit to trickle through a slow UART */
+            d->last_ack_ms = wb_platform_now_ms();
             wb_error_t code = WB_OK;
             wb_frame_status_t fs = wb_framer_commit(&d->fr, (size_t)n, &code);
             if (fs == WB_FRAME_ERROR) {
@@ -676,6 +679,10 @@ static void service(wb_device_t *d)
             if (d->silent) { /* nothing sent, nothing owed */
                 d->last_ack_ms = now;
                 d->next_hb_ms = now + d->hb_interval_ms;
+            }
+            if (d->tr->last_rx_ms != NULL) {
+                uint64_t rx = d->tr->last_rx_ms(d->tr);
+                if (rx > d->last_ack_ms && rx <= now) d->last_ack_ms = rx;
             }
             if (now - d->last_ack_ms > (uint64_t)WB_DEAD_AFTER_INTERVALS * d->hb_interval_ms) {
                 wb_platform_log("wb: nothing from the gateway for %u ms: link presumed dead",

@@ -49,13 +49,33 @@ void uart_write(uint32_t base, const uint8_t *buf, size_t len)
     }
 }
 
+static volatile uint64_t last_rx_ms;
+
 bool uart_getc_nb(uint32_t base, uint8_t *c)
 {
     if (!(UART_STATE(base) & UART_STATE_RXFULL)) {
         return false;
     }
     *c = (uint8_t)UART_DATA(base);
+    if (base == WB_UART1_BASE) {
+        last_rx_ms = board_now_ms();
+    }
     return true;
+}
+
+uint64_t board_link_last_rx_ms(void)
+{
+    return last_rx_ms;
+}
+
+void board_idle(uint32_t quiet_ms)
+{
+    /* While bytes flow, keep polling (a UART hands over one byte at a time); once the line
+     * has been quiet for quiet_ms, sleep until the next SysTick (1 ms), so an idle device
+     * does not spin a host core. */
+    if (board_now_ms() - last_rx_ms < quiet_ms) return;
+    if ((UART_STATE(WB_UART1_BASE) | UART_STATE(WB_UART0_BASE)) & UART_STATE_RXFULL) return;
+    __asm__ volatile("wfi");
 }
 
 /* --- console: picolibc stdio on UART0 ----------------------------------------------------- */
@@ -77,26 +97,41 @@ FILE *const stderr = &console;
 
 /* --- SysTick ------------------------------------------------------------------------------ */
 
-static volatile uint32_t ticks_lo;
-static volatile uint32_t ticks_hi;
+/* Time comes from CMSDK APB timer 0 running free at the peripheral clock: QEMU computes its
+ * counter from its virtual clock when read, so the time stays right even when the host is
+ * too busy to deliver every SysTick interrupt (counting interrupts ran slow under load).
+ * SysTick only wakes the CPU from wfi and keeps the 32-bit counter's wraps tracked. */
+#define TIMER0_BASE 0x40000000u
+#define TIMER_CTRL REG(TIMER0_BASE + 0x00)
+#define TIMER_VALUE REG(TIMER0_BASE + 0x04)
+#define TIMER_RELOAD REG(TIMER0_BASE + 0x08)
+#define TIMER_HZ 25000000u /* MPS2-AN385 peripheral clock */
+
+static volatile uint32_t timer_last;   /* elapsed count (RELOAD - VALUE) at the last read */
+static volatile uint64_t timer_wraps;  /* full 2^32 periods before it */
+
+static uint64_t timer_ticks(void)
+{
+    uint32_t primask;
+    __asm__ volatile("mrs %0, primask\n cpsid i" : "=r"(primask)::"memory");
+    uint32_t elapsed = 0xFFFFFFFFu - TIMER_VALUE;
+    if (elapsed < timer_last) {
+        timer_wraps = timer_wraps + 1;
+    }
+    timer_last = elapsed;
+    uint64_t ticks = (timer_wraps << 32) | elapsed;
+    __asm__ volatile("msr primask, %0" ::"r"(primask) : "memory");
+    return ticks;
+}
 
 void arm_systick_isr(void)
 {
-    uint32_t lo = ticks_lo + 1;
-    ticks_lo = lo;
-    if (lo == 0) {
-        ticks_hi = ticks_hi + 1;
-    }
+    (void)timer_ticks(); /* at least one read per wrap period (171 s) */
 }
 
 uint64_t board_now_ms(void)
 {
-    uint32_t hi, lo;
-    do {
-        hi = ticks_hi;
-        lo = ticks_lo;
-    } while (hi != ticks_hi);
-    return ((uint64_t)hi << 32) | lo;
+    return timer_ticks() / (TIMER_HZ / 1000u);
 }
 
 uint32_t board_systick_value(void)
@@ -108,6 +143,9 @@ void board_init(void)
 {
     uart_init(WB_UART0_BASE);
     uart_init(WB_UART1_BASE);
+    TIMER_RELOAD = 0xFFFFFFFFu;
+    TIMER_VALUE = 0xFFFFFFFFu;
+    TIMER_CTRL = 0x1; /* enable, no interrupt */
     SYST_RVR = WB_CPU_HZ / 1000u - 1u;
     SYST_CVR = 0;
     SYST_CSR = 0x7; /* processor clock, interrupt, enable */

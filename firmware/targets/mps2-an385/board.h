@@ -23,6 +23,8 @@
 
 void board_init(void);                 /* UARTs, console stdio, SysTick */
 uint64_t board_now_ms(void);
+void board_idle(uint32_t quiet_ms);
+uint64_t board_link_last_rx_ms(void);  /* when UART1 last delivered a byte */    /* wfi until the next tick once UARTs are quiet */
 uint32_t board_systick_value(void);    /* current SysTick down-counter (entropy mixing) */
 void board_halt(void) __attribute__((noreturn));
 

@@ -146,6 +146,7 @@ static void __attribute__((noreturn)) run_device(void)
     for (;;) {
         wb_device_poll(dev);
         console_poll(dev);
+        board_idle(50);
     }
 }
 

@@ -61,6 +61,12 @@ static void drain_stale_rx(void)
 
 /* --- transport ---------------------------------------------------------------------------- */
 
+static uint64_t t_last_rx_ms(wb_transport_t *t)
+{
+    (void)t;
+    return board_link_last_rx_ms();
+}
+
 static void log_error(wb_tls_t *tls, const char *what, int err)
 {
     char msg[160];
@@ -238,6 +244,7 @@ int wb_tls_transport_init(wb_transport_t *transport, wb_tls_t *tls)
     transport->read = t_read;
     transport->write = t_write;
     transport->close = t_close;
+    transport->last_rx_ms = t_last_rx_ms;
     transport->ctx = tls;
     return 0;
 }
