@@ -23,11 +23,12 @@ typedef struct wb_transport {
     int (*write)(struct wb_transport *t, const uint8_t *buf, size_t len);
     /* Drop the link (close_notify if possible). */
     void (*close)(struct wb_transport *t);
-    /* Optional (NULL if unknown): wb_platform_now_ms() when the link last delivered any byte,
+    void *ctx;
+    /* (Members after ctx are optional; positional initializers may stop at ctx.)
+     * Optional (NULL if unknown): wb_platform_now_ms() when the link last delivered any byte,
      * ciphertext included. TLS hands out plaintext only per complete record, and a 16 KiB
      * record can take longer than the dead-link limit to cross a slow UART. */
     uint64_t (*last_rx_ms)(struct wb_transport *t);
-    void *ctx;
 } wb_transport_t;
 
 #endif
