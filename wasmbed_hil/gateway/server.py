@@ -418,7 +418,9 @@ class Gateway:
         finally:
             self._handlers.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
+            # A cancelled wait here (gateway stopping) must end the task quietly: on 3.11 a
+            # handler task that ends cancelled is logged as an error by asyncio's streams.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _serve(
@@ -528,7 +530,7 @@ class Gateway:
                 "unknown device and pairing mode is off",
             )
             return
-        if len(self.store.devices()) >= self.config.max_devices:
+        if self.store.count() >= self.config.max_devices:
             self._reject(
                 conn,
                 event.message_id,

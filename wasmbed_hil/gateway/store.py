@@ -123,6 +123,9 @@ class GatewayStore:
     def devices(self) -> list[EnrolledDevice]:
         return list(self._by_id.values())
 
+    def count(self) -> int:
+        return len(self._by_id)
+
     def enroll(self, identity: str, name: str) -> tuple[EnrolledDevice, bool]:
         """Enroll an identity; idempotent. Returns the record and whether it is new."""
         existing = self._by_identity.get(identity)

@@ -7,6 +7,7 @@ integer), its range and its size, and a failure names the path of the offending 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from enum import IntEnum
@@ -190,8 +191,10 @@ def field(kind: Kind, **kwargs: Any) -> Any:
     return dataclasses.field(metadata={"kind": kind}, **kwargs)
 
 
-def kinds(cls: type) -> list[tuple[str, Kind]]:
-    return [(f.name, f.metadata["kind"]) for f in dataclasses.fields(cls)]
+@functools.cache
+def kinds(cls: type) -> tuple[tuple[str, Kind], ...]:
+    """The (name, kind) pairs of a record, computed once per class (a hot path)."""
+    return tuple((f.name, f.metadata["kind"]) for f in dataclasses.fields(cls))
 
 
 def encode_fields(obj: Any) -> list[Any]:
