@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -79,6 +80,31 @@ async def commands() -> AsyncIterator[dict[str, Any]]:
         line = line.strip()
         if line:
             yield json.loads(line)
+
+
+class GcPauses:
+    """Durations of the cyclic garbage collector's runs (they stop the event loop)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.pauses: list[tuple[int, float]] = []
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info.get("generation", -1), time.perf_counter() - self._started))
+
+    def take(self) -> dict[str, float]:
+        pauses, self.pauses = self.pauses, []
+        gen2 = [d for g, d in pauses if g == 2]
+        return {
+            "gc_runs": len(pauses),
+            "gc_max_ms": round(max((d for _, d in pauses), default=0.0) * 1000, 2),
+            "gc_gen2_runs": len(gen2),
+            "gc_gen2_max_ms": round(max(gen2, default=0.0) * 1000, 2),
+        }
 
 
 class LagMonitor:

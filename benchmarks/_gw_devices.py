@@ -40,6 +40,7 @@ class Population:
         self.marks: list[int] = []
         self.mark_time = time.monotonic()
         self.lag = common.LagMonitor()
+        self.gc_pauses = common.GcPauses()
 
     def _new_device(self, index: int) -> VirtualDevice:
         name = f"{self.args.prefix}-{index}"
@@ -58,7 +59,8 @@ class Population:
         t0 = loop.time()
         new: list[VirtualDevice] = []
         for i in range(count):
-            new.append(self._new_device(len(self.devices) + i))
+            new.append(self._new_device(len(self.devices)))
+            self.devices.append(new[-1])  # listed at once: "stop" powers off whatever was made
             if i % 16 == 15:
                 await asyncio.sleep(0)  # keep the devices already online heartbeating
         issue_s = loop.time() - t0
@@ -80,16 +82,19 @@ class Population:
                 sem.release()
 
         t1 = loop.time()
-        tasks = []
-        for i, dev in enumerate(new):
-            delay = t1 + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await sem.acquire()
-            tasks.append(asyncio.create_task(bring_up(dev)))
-        await asyncio.gather(*tasks)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for i, dev in enumerate(new):
+                delay = t1 + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await sem.acquire()
+                tasks.append(asyncio.create_task(bring_up(dev)))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
         connect_s = loop.time() - t1
-        self.devices.extend(new)
         latencies.sort()
 
         def pct(q: float) -> float | None:
@@ -115,12 +120,15 @@ class Population:
         self.marks = [len(d.heartbeat_rtts) for d in self.devices]
         self.mark_time = time.monotonic()
         self.lag.take()
+        self.gc_pauses.take()
         return {"marked": len(self.marks)}
 
     def collect(self) -> dict[str, Any]:
         rtts: list[int] = []
+        per_device: list[int] = []
         for dev, start in zip(self.devices, self.marks, strict=False):
             rtts.extend(round(r * 1e6) for r in dev.heartbeat_rtts[start:])
+            per_device.append(len(dev.heartbeat_rtts) - start)
         now = time.perf_counter()
         # Heartbeats sent over a second ago and still unacknowledged (a private field of the
         # virtual device: its send times by message id).
@@ -132,34 +140,70 @@ class Population:
             "rtts_us": rtts,
             "window_s": round(time.monotonic() - self.mark_time, 3),
             "devices": len(self.devices),
+            "acks_min": min(per_device, default=0),
+            "acks_max": max(per_device, default=0),
             "lifecycles": dict(Counter(d.lifecycle.value for d in self.devices)),
             "connections": sum(d.connections for d in self.devices),
             "unacked_over_1s": unacked,
             "rss_kb": common.rss_kb(),
             "fds": common.open_fds(),
             **self.lag.take(),
+            **self.gc_pauses.take(),
         }
 
     async def power_off_all(self, timeout: float = 30.0) -> None:
-        tasks = [asyncio.create_task(d.power_off()) for d in self.devices]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
+        """Power every device off, within `timeout` seconds.
+
+        Guard: on Python 3.11 asyncio.wait_for can swallow a cancellation that races with the
+        connection completing, so a device task may carry on after one cancel(). VirtualDevice
+        .power_off() now repeats the cancellation itself (wasmbed_hil.aio.cancel_and_wait);
+        with older versions it waited forever, so device tasks still running after a while
+        are cancelled again here.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        tasks = {asyncio.create_task(d.power_off()): d for d in self.devices}
+        pending: set[asyncio.Task[None]] = set(tasks)
+        recancelled = 0
+        patience = 10.0  # thousands of graceful TLS closes take a few seconds
+        while pending and loop.time() < end:
+            _, pending = await asyncio.wait(pending, timeout=min(patience, end - loop.time()))
+            patience = 2.0
+            if pending:
+                for task in asyncio.all_tasks():
+                    if task.get_name().startswith("device-") and not task.done():
+                        task.cancel()
+                        recancelled += 1
+        if recancelled:
+            common.log(f"power off: device tasks still running after power_off() were "
+                       f"cancelled again ({recancelled} cancel() calls)")
+        if pending:
+            states = Counter(tasks[t].lifecycle.value for t in pending)
+            common.log(f"{len(pending)} devices did not power off within {timeout:g}s: "
+                       f"{dict(states)}")
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run(args: argparse.Namespace) -> None:
     pop = Population(args)
     pop.lag.start()
     common.reply({"ready": True, "pid": args.pid})
+    adding: asyncio.Task[None] | None = None
+
+    async def add(command: dict[str, Any]) -> None:
+        common.reply(await pop.add(int(command["count"]), float(command["rate"]),
+                                   int(command.get("concurrency", 32)),
+                                   float(command.get("online_timeout", 60.0))))
+
     try:
         async for command in common.commands():
             cmd = command.get("cmd")
-            if cmd == "add":
-                common.reply(await pop.add(int(command["count"]), float(command["rate"]),
-                                           int(command.get("concurrency", 32)),
-                                           float(command.get("online_timeout", 60.0))))
+            if adding is not None and not adding.done() and cmd != "stop":
+                common.reply({"error": f"{cmd!r} while devices are still being added"})
+            elif cmd == "add":  # runs on: "stop" must be heard while devices join
+                adding = asyncio.create_task(add(command))
             elif cmd == "mark":
                 common.reply(pop.mark())
             elif cmd == "collect":
@@ -169,9 +213,15 @@ async def run(args: argparse.Namespace) -> None:
             else:
                 common.reply({"error": f"unknown command {cmd!r}"})
     finally:
+        common.log(f"stopping: {len(pop.devices)} devices")
+        if adding is not None and not adding.done():
+            adding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await adding
         await pop.lag.stop()
         with contextlib.suppress(Exception):
             await pop.power_off_all()
+        common.log("devices powered off")
     common.reply({"stopped": True})
 
 

@@ -39,6 +39,7 @@ async def serve(args: argparse.Namespace) -> None:
     gateway = Gateway(config, server_ssl_context(tls_dir), args.workdir / "state")
     listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
     lag = common.LagMonitor()
+    gc_pauses = common.GcPauses()
     try:
         host, port = await gateway.start(listener)
         lag.start()
@@ -55,17 +56,20 @@ async def serve(args: argparse.Namespace) -> None:
                     "rss_kb": common.rss_kb(),
                     "fds": common.open_fds(),
                     **lag.take(),
+                    **gc_pauses.take(),
                 })
             elif cmd == "stop":
                 break
             else:
                 common.reply({"error": f"unknown command {cmd!r}"})
     finally:
+        common.log(f"stopping: {len(gateway.connections)} connections")
         await lag.stop()
         try:
             await asyncio.wait_for(gateway.stop(), 30)
         finally:
             listener.close()
+    common.log("gateway stopped")
     common.reply({"stopped": True})
 
 

@@ -1,8 +1,9 @@
 """Benchmark the gateway: time to an enrolled device, heartbeat RTT under load, devices held.
 
 Run from the repository root:
-    .venv/bin/python benchmarks/bench_gateway.py            # full run, about 5 minutes (<= 10)
+    .venv/bin/python benchmarks/bench_gateway.py            # full run, at most ~10 minutes
     .venv/bin/python benchmarks/bench_gateway.py --quick    # under 2 minutes
+(--budget bounds the whole run; the ramp stops before it runs out; see --help.)
 
 It prints (never asserts):
   1. fixture start -> enrolled device ONLINE (GatewayHandle + VirtualDevice in this process,
@@ -79,12 +80,37 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:9]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
+
+
 def mem_available_kb() -> int:
     with open("/proc/meminfo") as fh:
         for line in fh:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1])
     return 0
+
+
+def default_tmp() -> Path | None:
+    """/dev/shm when usable: thousands of device flash directories are cheaper in RAM."""
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return None
+    if os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize >= 4 << 30:
+        return shm
+    return None
 
 
 class Deadline:
@@ -200,8 +226,12 @@ class Window:
     gw_after: dict[str, Any]
     cpu_gateway: float  # CPU seconds per wall second (1.0 = one core)
     cpu_devices: float
+    cpu_others: float  # cores busy on this machine outside the rig (other users, this script)
     dev_lag_max_ms: float
     dev_rss_kb: int
+    acks_min: int  # fewest heartbeat acks one device received in the window
+    acks_max: int
+    dev_gc_max_ms: float
 
     def gw_delta(self, key: str) -> int:
         return int(self.gw_after["metrics"].get(key, 0) - self.gw_before["metrics"].get(key, 0))
@@ -225,6 +255,18 @@ class Rig:
         self.children: list[Child] = []
         self.devices: list[Child] = []
         self.total = 0
+        self.gateway: Child
+        self.port = 0
+        self.gw_base_rss_kb = self.dev_base_rss_kb = 0
+        try:
+            self._start(ca_dir, interval, timeout, procs, ssl_max_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, ca_dir: Path, interval: float, timeout: float, procs: int,
+               ssl_max_size: int) -> None:
+        root = self.root
         self.gateway = self._spawn(
             "gateway", "_gw_server.py",
             ["--ca-dir", str(ca_dir), "--workdir", str(root / "gateway"),
@@ -263,13 +305,24 @@ class Rig:
                  for k in range(len(self.devices))]
         active = [(c, n) for c, n in zip(self.devices, share, strict=True) if n]
         per_rate = rate / len(active)
+        cpu0 = [cpu_seconds(c.pid) for c in self.children]
+        busy0, total0 = machine_busy()
+        t0 = time.monotonic()
         for child, n in active:
             child.send({"cmd": "add", "count": n, "rate": per_rate,
                         "concurrency": concurrency, "online_timeout": 60.0})
         end = time.monotonic() + timeout
         replies = [child.recv(end - time.monotonic()) for child, _ in active]
+        wall = time.monotonic() - t0
+        cpu1 = [cpu_seconds(c.pid) for c in self.children]
+        busy1, total1 = machine_busy()
+        used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
+        machine = (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
         self.total = total
         return {
+            "cpu_gateway": used[0],
+            "cpu_devices": sum(used[1:]),
+            "cpu_others": max(0.0, machine - sum(used)),
             "added": add,
             "online": sum(r["online"] for r in replies),
             "failed": sum(r["failed"] for r in replies),
@@ -283,6 +336,7 @@ class Rig:
     def observe(self, seconds: float) -> Window:
         gw_before = self.gw_metrics()
         cpu0 = [cpu_seconds(c.pid) for c in self.children]
+        busy0, total0 = machine_busy()
         t0 = time.monotonic()
         for child in self.devices:
             child.request({"cmd": "mark"}, 60)
@@ -292,8 +346,10 @@ class Rig:
         replies = [child.recv(60) for child in self.devices]
         wall = time.monotonic() - t0
         cpu1 = [cpu_seconds(c.pid) for c in self.children]
+        busy1, total1 = machine_busy()
         gw_after = self.gw_metrics()
         used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
+        machine = (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
         lifecycles: dict[str, int] = {}
         for r in replies:
             for k, v in r["lifecycles"].items():
@@ -309,13 +365,17 @@ class Rig:
             gw_after=gw_after,
             cpu_gateway=used[0],
             cpu_devices=sum(used[1:]),
+            cpu_others=max(0.0, machine - sum(used)),
             dev_lag_max_ms=max(r["lag_max_ms"] for r in replies),
             dev_rss_kb=sum(r["rss_kb"] for r in replies),
+            acks_min=min(r["acks_min"] for r in replies),
+            acks_max=max(r["acks_max"] for r in replies),
+            dev_gc_max_ms=max(r["gc_max_ms"] for r in replies),
         )
 
     def close(self) -> None:
         # Devices first (they would otherwise retry against a closed port), then the gateway.
-        for child in [*self.devices, self.gateway]:
+        for child in sorted(self.children, key=lambda c: c.name == "gateway"):
             try:
                 child.close(timeout=45)
             except Exception as exc:  # keep closing the others
@@ -357,6 +417,7 @@ def _summary(label: str, values: list[float]) -> str:
 
 def bench_fixture(root: Path, repeats: int, timeout: float = 20.0) -> None:
     print(f"\n== 1. fixture start -> enrolled device ONLINE (in-process, {repeats} repeats) ==")
+    print(f"  load average {loadavg()}")
     config = GatewayConfig.for_tests()
     print(f"  GatewayConfig.for_tests() (heartbeat {config.heartbeat_interval_s:g} s), fleet CA "
           "created once and reused, stock asyncio TLS buffer, one LoopThread for all repeats")
@@ -407,7 +468,8 @@ def bench_fixture(root: Path, repeats: int, timeout: float = 20.0) -> None:
             devices.append(dev)
             first = loop.run(_online(dev, timeout), timeout + 5)
             loop.run(dev.power_off(), 30)
-            assert dev.device_id is not None
+            if dev.device_id is None:
+                raise RuntimeError(f"{dev.config.name} came ONLINE without a device id")
             gw.wait_phase(dev.device_id, DevicePhase.DISCONNECTED, timeout)
             second = loop.run(_online(dev, timeout), timeout + 5)
             loop.run(dev.power_off(), 30)
@@ -435,42 +497,48 @@ def bench_fixture(root: Path, repeats: int, timeout: float = 20.0) -> None:
 # ====================================================================== 2. heartbeat RTT
 def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
     interval, timeout = 1.0, 3.0
-    print("\n== 2. heartbeat round trip, device side (gateway process + 1 device process) ==")
-    print(f"  heartbeat interval {interval:g} s, timeout {timeout:g} s; warm-up "
-          f"{args.hb_warmup:g} s after the last device is ONLINE, then {args.hb_windows} windows "
-          f"of {args.hb_window:g} s; RTT = device sends Heartbeat -> device handles its Ack "
-          "(both event loops included)")
-    print(f"  {'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'samples':>8} {'acked/exp':>10} "
-          f"{'gw hb':>7} {'gw t/o':>6} {'unack':>5} {'gwCPU':>6} {'devCPU':>6} "
-          f"{'p50/p99 per window (ms)':s}")
+    print("\n== 2. heartbeat round trip, device side (1 gateway process + 1 device process) ==")
+    print(f"  load average {loadavg()}; heartbeat interval {interval:g} s, timeout {timeout:g} s; "
+          f"devices join at <= {args.connect_rate:g}/s, <= {args.connect_concurrency} in flight")
+    print(f"  N grows 1 -> 100 -> 1000 on the same gateway; after each step a {args.hb_warmup:g} s "
+          f"warm-up, then {args.hb_windows} windows of {args.hb_window:g} s")
+    print("  RTT = device sends Heartbeat -> device handles the HeartbeatAck (both event loops "
+          "and the TLS on both sides included)")
+    print(f"  {'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'acked/expected':>15} "
+          f"{'gw hb':>6} {'gw t/o':>6} {'unack':>5} {'gwCPU':>6} {'devCPU':>6} {'other':>6}  "
+          "p50/p99 ms per window")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=1,
               ssl_max_size=args.ssl_max_size)
     try:
         for n in (1, 100, 1000):
-            grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 120)
+            grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 300)
             if grown["failed"]:
                 print(f"  N={n}: {grown['failed']} devices not ONLINE: {grown['failed_examples']}")
             time.sleep(args.hb_warmup)
             windows = [rig.observe(args.hb_window) for _ in range(args.hb_windows)]
             pooled = sorted(r for w in windows for r in w.rtts)
-            acked = len(pooled)
             expected = n * sum(w.seconds for w in windows) / interval
-            per = " ".join(f"{pct(w.rtts, .5) * 1000:.1f}/{pct(w.rtts, .99) * 1000:.1f}"
-                           for w in windows)
+            per = "  ".join(f"{pct(w.rtts, .5) * 1000:.1f}/{pct(w.rtts, .99) * 1000:.1f}"
+                            for w in windows)
             p50 = statistics.median(pct(w.rtts, 0.5) for w in windows)
             p99 = statistics.median(pct(w.rtts, 0.99) for w in windows)
-            last = windows[-1]
-            print(f"  {n:>5} {p50 * 1000:8.2f} {p99 * 1000:8.2f} {pooled[-1] * 1000:8.2f} "
-                  f"{acked:>8} {acked:>5}/{expected:<4.0f} "
-                  f"{sum(w.gw_delta('heartbeats') for w in windows):>7} "
-                  f"{last.gw_after['metrics'].get('heartbeat_timeouts', 0):>6} "
+            acked = f"{len(pooled)}/{expected:.0f}"
+            print(f"  {n:>5} {p50 * 1000:8.2f} {p99 * 1000:8.2f} "
+                  f"{(pooled[-1] if pooled else float('nan')) * 1000:8.2f} {acked:>15} "
+                  f"{sum(w.gw_delta('heartbeats') for w in windows):>6} "
+                  f"{windows[-1].gw_after['metrics'].get('heartbeat_timeouts', 0):>6} "
                   f"{sum(w.unacked for w in windows):>5} "
                   f"{statistics.median(w.cpu_gateway for w in windows):6.0%} "
-                  f"{statistics.median(w.cpu_devices for w in windows):6.0%} {per}")
-        print("  p50/p99 = median over the windows of each window's percentile; max = pooled; "
-              "gw hb = heartbeats the gateway counted in the windows; gw t/o = its "
-              "heartbeat_timeouts since start; unack = heartbeats unanswered after 1 s at "
-              "window ends; CPU = cores used (100% = one core)")
+                  f"{statistics.median(w.cpu_devices for w in windows):6.0%} "
+                  f"{statistics.median(w.cpu_others for w in windows):6.0%}  {per}")
+        print("  p50/p99: median over the windows of each window's percentile; max: all windows; "
+              "acked/expected: RTT samples vs N x window / interval")
+        print("  (acks are counted by arrival time, so the window edges move it by a few);")
+        print("  gw hb: heartbeats the gateway counted during the windows; gw t/o: its "
+              "heartbeat_timeouts since start; unack: heartbeats still unanswered 1 s after "
+              "sending, at window ends;")
+        print("  CPU: cores used during the windows (100% = one core); other: the rest of the "
+              "machine's busy time (other users, this script)")
     finally:
         rig.close()
 
@@ -478,12 +546,13 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
 # ====================================================================== 3. ramp
 def ramp_steps(args: argparse.Namespace, fd_cap: int) -> list[int]:
     if args.ramp_steps:
-        return [n for n in args.ramp_steps if n <= fd_cap] or [fd_cap]
+        return sorted({min(n, fd_cap) for n in args.ramp_steps})
+    top = min(fd_cap, args.ramp_max)
     steps, n = [], args.ramp_start
-    while n < min(fd_cap, args.ramp_max):
+    while n < top:  # doubling up to 8000, then +2000 (finer where the limit is expected)
         steps.append(n)
-        n *= 2
-    steps.append(min(fd_cap, args.ramp_max))
+        n = n * 2 if n < 8000 else n + 2000
+    steps.append(top)
     return steps
 
 
@@ -493,40 +562,59 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
     fd_cap = hard - FD_RESERVE
     steps = ramp_steps(args, fd_cap)
     procs = args.device_procs
+    buf = f"{args.ssl_max_size} B" if args.ssl_max_size > 0 else "default (256 KiB)"
     print(f"\n== 3. devices held by one gateway process (heartbeat {interval:g} s, "
           f"timeout {timeout:g} s) ==")
-    print(f"  steps {steps}; RLIMIT_NOFILE {soft}/{hard} in every process -> at most {fd_cap} "
-          f"connections for the gateway; {procs} device processes; "
-          f"asyncio TLS buffer {args.ssl_max_size} B in all of them")
-    print(f"  devices join at <= {args.connect_rate:g}/s in total, <= "
-          f"{args.connect_concurrency} handshakes+enrollments in flight per device process; "
+    print(f"  load average {loadavg()}; steps {steps}; RLIMIT_NOFILE {soft}/{hard} in every "
+          f"process, so one gateway process holds at most {fd_cap} devices; {procs} device "
+          f"processes; asyncio TLS read buffer per connection: {buf} in all children")
+    print(f"  devices join at <= {args.connect_rate:g}/s in total with <= "
+          f"{args.connect_concurrency} joins (TLS + enrollment) in flight per device process; "
           f"after each step: settle {interval:g} s, observe {2 * interval:g} s (2 intervals)")
     print(f"  pass = gateway heartbeat_timeouts == 0, all devices ONLINE (device side) and "
           f"Connected (gateway side), device-side p99 RTT < {args.rtt_limit:g} s")
-    print(f"  one machine, {os.cpu_count()} cores: load generators and gateway share them")
+    print(f"  one machine with {os.cpu_count()} cores: gateway and load generators share them")
     print(f"  {'N':>6} {'join s':>7} {'join/s':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-          f"{'acked/exp':>12} {'t/o':>4} {'online':>6} {'gwConn':>6} {'gwCPU':>6} {'devCPU':>6} "
-          f"{'gwLag':>6} {'gw RSS MB':>9} {'kB/conn':>7} {'result':s}")
+          f"{'acked/expected':>14} {'t/o':>4} {'online':>6} {'gwConn':>6} {'gwCPU':>6} "
+          f"{'devCPU':>6} {'other':>6} {'gwLag':>6} {'gwRSS MB':>8} {'kB/conn':>7}  result")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=procs,
               ssl_max_size=args.ssl_max_size)
     best, limiter = 0, ""
     rss_per_conn_kb: float | None = None
     dev_per_conn_kb: float | None = None
+    passing: list[tuple[int, float, float]] = []  # (N, gateway cores, device cores)
+    join_rate = args.connect_rate
+    issue_s_per_device = 0.004
+    cores = os.cpu_count() or 1
     try:
         for n in steps:
             add = n - rig.total
-            est = add / args.connect_rate + add / 1500 + 3 * interval + 15
+            # An optimistic estimate (joins get slower as more devices are held): a step is
+            # skipped only when even that does not fit; a step that runs out of time while
+            # joining ends the ramp below.
+            est = add / join_rate + add * issue_s_per_device / procs + 3 * interval + 3
             if budget.left() < est:
-                limiter = (f"time budget: step {n} needs ~{est:.0f} s, {budget.left():.0f} s "
+                limiter = (f"the time budget: step {n} would need at least ~{est:.0f} s (joins "
+                           f"at {join_rate:.0f}/s as in the last step), {budget.left():.0f} s "
                            "left")
                 break
             if rss_per_conn_kb is not None and dev_per_conn_kb is not None:
                 need = add * (rss_per_conn_kb + dev_per_conn_kb)
                 if need > 0.8 * mem_available_kb():
-                    limiter = f"memory: step {n} needs ~{need / 1024:.0f} MB more"
+                    limiter = f"memory (step {n} needs ~{need / 1024:.0f} MB more)"
                     break
-            grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency,
-                                timeout=est + 120)
+            try:
+                grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency,
+                                    timeout=max(30.0, budget.left() - 3 * interval))
+            except ChildError as exc:
+                if rig.gateway.proc.poll() is not None or "no answer" not in str(exc):
+                    raise
+                limiter = (f"the time budget (joining {add} more devices for step {n} did not "
+                           f"finish before the budget ran out)")
+                break
+            join = float(grown["connect_s"])
+            join_rate = min(args.connect_rate, add / join) if join > 0 else join_rate
+            issue_s_per_device = max(0.001, float(grown["issue_s"]) * procs / add)
             time.sleep(interval)
             w = rig.observe(2 * interval)
             gw_rss = int(w.gw_after["rss_kb"])
@@ -545,36 +633,66 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
             if not w.rtts or p99 >= args.rtt_limit:
                 reasons.append(f"p99 {p99 * 1000:.0f} ms")
             result = "ok" if not reasons else "FAIL: " + ", ".join(reasons)
-            join = grown.get("connect_s") or float("nan")
-            print(f"  {n:>6} {join:7.1f} {grown['added'] / join:6.0f} "
+            gw_hb = max(1, w.gw_delta("heartbeats"))
+            wall = w.seconds
+            us_gw = w.cpu_gateway * wall / gw_hb * 1e6
+            us_dev = w.cpu_devices * wall / gw_hb * 1e6
+            acked = f"{len(w.rtts)}/{expected:.0f}"
+            print(f"  {n:>6} {join:7.1f} {add / join if join else 0:6.0f} "
                   f"{pct(w.rtts, .5) * 1000:8.2f} {p99 * 1000:8.2f} "
-                  f"{(w.rtts[-1] if w.rtts else float('nan')) * 1000:8.1f} "
-                  f"{len(w.rtts):>6}/{expected:<5.0f} {timeouts:>4} {w.online:>6} "
-                  f"{w.gw_connected:>6} {w.cpu_gateway:6.0%} {w.cpu_devices:6.0%} "
-                  f"{w.gw_after['lag_max_ms']:6.0f} {gw_rss / 1024:9.1f} "
-                  f"{rss_per_conn_kb:7.1f} {result}")
+                  f"{(w.rtts[-1] if w.rtts else float('nan')) * 1000:8.1f} {acked:>14} "
+                  f"{timeouts:>4} {w.online:>6} {w.gw_connected:>6} {w.cpu_gateway:6.0%} "
+                  f"{w.cpu_devices:6.0%} {w.cpu_others:6.0%} {w.gw_after['lag_max_ms']:6.0f} "
+                  f"{gw_rss / 1024:8.1f} {rss_per_conn_kb:7.1f}  {result}")
             if grown["failed"]:
                 print(f"         join failures: {grown['failed_examples']}")
-            print(f"         join: device p50/p99 power_on->ONLINE {grown['online_p50_ms']}/"
-                  f"{grown['online_p99_ms']} ms, identities issued in {grown['issue_s']:.1f} s; "
-                  f"device processes {w.dev_rss_kb / 1024:.0f} MB RSS "
-                  f"({dev_per_conn_kb:.0f} kB/device), max device-loop lag "
-                  f"{w.dev_lag_max_ms:.0f} ms, gateway fds {w.gw_after['fds']}")
+            print(f"         join: {add} identities issued in {grown['issue_s']:.1f} s, then "
+                  f"power_on->ONLINE p50/p99 {grown['online_p50_ms']}/{grown['online_p99_ms']} "
+                  f"ms; CPU while joining (incl. issuing): gateway {grown['cpu_gateway']:.0%}, "
+                  f"devices {grown['cpu_devices']:.0%}, other {grown['cpu_others']:.0%}")
+            gwa = w.gw_after
+            print(f"         gateway: {gwa['gc_runs']} GC runs, longest {gwa['gc_max_ms']:.0f} ms "
+                  f"({gwa['gc_gen2_runs']} full, longest {gwa['gc_gen2_max_ms']:.0f} ms); "
+                  f"device processes: longest GC {w.dev_gc_max_ms:.0f} ms")
+            print(f"         device processes {w.dev_rss_kb / 1024:.0f} MB RSS "
+                  f"({dev_per_conn_kb:.0f} kB/device); device-loop lag max "
+                  f"{w.dev_lag_max_ms:.0f} ms; connections made {w.connections} for "
+                  f"{w.devices} devices; gateway fds {w.gw_after['fds']}; "
+                  f"heartbeats unanswered > 1 s at window end: {w.unacked}")
+            print(f"         holding: acks per device in the window {w.acks_min}..{w.acks_max}; "
+                  f"{gw_hb / wall:.0f} heartbeats/s at the gateway; CPU per "
+                  f"heartbeat (fixed loop costs included) gateway {us_gw:.0f} us, device side "
+                  f"{us_dev:.0f} us")
+            if not reasons:
+                passing.append((n, w.cpu_gateway, w.cpu_devices))
             if reasons:
-                limiter = f"step {n} failed ({', '.join(reasons)})"
+                limiter = f"step {n} failing ({', '.join(reasons)})"
                 break
             best = n
         else:
-            limiter = (f"the step list ended at {steps[-1]} (gateway fd cap {fd_cap} = hard "
-                       f"RLIMIT_NOFILE {hard} - {FD_RESERVE} reserved)"
-                       if steps[-1] >= fd_cap else f"the step list ended at {steps[-1]}")
+            if steps[-1] >= fd_cap:
+                limiter = (f"the fd limit: {fd_cap} = hard RLIMIT_NOFILE {hard} - {FD_RESERVE} "
+                           "kept for the gateway's own files")
+            else:
+                limiter = f"the step list (last step {steps[-1]})"
     finally:
         rig.close()
     print(f"  => largest N held with every heartbeat answered in time: {best}")
-    print(f"  => ramp stopped by: {limiter}")
+    print(f"  => the ramp was stopped by {limiter}")
     if rss_per_conn_kb is not None:
         print(f"  => gateway RSS per connection at the last step: {rss_per_conn_kb:.1f} kB "
-              f"(baseline {rig.gw_base_rss_kb / 1024:.1f} MB before any device)")
+              f"(gateway RSS before any device: {rig.gw_base_rss_kb / 1024:.1f} MB)")
+    if len(passing) >= 2:
+        (n1, g1, d1), (n2, g2, d2) = passing[-2], passing[-1]
+        slope_gw, slope_dev = (g2 - g1) / (n2 - n1), (d2 - d1) / (n2 - n1)
+        if slope_gw > 0 and slope_gw + slope_dev > 0:
+            both = n2 + (cores - g2 - d2) / (slope_gw + slope_dev)
+            alone = n2 + (1.0 - g2) / slope_gw
+            print(f"  => extrapolated, not measured: from N={n1} to N={n2} holding cost "
+                  f"{slope_gw * 1000:.3f} (gateway) + {slope_dev * 1000:.3f} (devices) cores per "
+                  f"1000 more devices at a {interval:g} s heartbeat, so the {cores} cores would be "
+                  f"saturated near N={both:.0f}; the gateway's one core alone near "
+                  f"N={alone:.0f}")
 
 
 # ====================================================================== main
@@ -586,25 +704,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="part 1 repeats (default 20, quick 5)")
     parser.add_argument("--budget", type=float,
                         help="total seconds for the run; the ramp stops before exceeding it "
-                        "(default 540, quick 105)")
+                        "(default 540, quick 110)")
     parser.add_argument("--device-procs", type=int, default=2,
                         help="device processes for the ramp (default 2)")
-    parser.add_argument("--connect-rate", type=float, default=400.0,
+    parser.add_argument("--connect-rate", type=float, default=150.0,
                         help="devices joining per second, all device processes together")
-    parser.add_argument("--connect-concurrency", type=int, default=32,
+    parser.add_argument("--connect-concurrency", type=int, default=16,
                         help="joins in flight per device process")
     parser.add_argument("--ramp-start", type=int, default=500)
-    parser.add_argument("--ramp-max", type=int, help="largest step (default: fd limit; quick 2000)")
+    parser.add_argument("--ramp-max", type=int, help="largest step (default: fd limit; quick 1000)")
     parser.add_argument("--ramp-steps", type=int, nargs="+", help="explicit ramp steps")
     parser.add_argument("--rtt-limit", type=float, default=1.0, help="p99 RTT limit (s)")
     parser.add_argument("--ssl-max-size", type=int, default=32 * 1024,
                         help="asyncio TLS read buffer in the child processes (0: stock)")
+    parser.add_argument("--tmp-root", type=Path,
+                        help="where the temporary directory goes (default: /dev/shm when it is "
+                        "a writable tmpfs with 4 GB free, else the system's temp directory)")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
                         help="copy the child processes' logs (stderr) into DIR")
     args = parser.parse_args()
     args.repeats = args.repeats or (5 if args.quick else 20)
-    args.budget = args.budget or (105.0 if args.quick else 540.0)
-    args.ramp_max = args.ramp_max or (2000 if args.quick else 1_000_000)
+    args.budget = args.budget or (110.0 if args.quick else 540.0)
+    args.ramp_max = args.ramp_max or (1000 if args.quick else 1_000_000)
     args.hb_warmup = 2.0 if args.quick else 3.0
     args.hb_window = 3.0 if args.quick else 5.0
     args.hb_windows = 2 if args.quick else 3
@@ -617,12 +738,14 @@ def main() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     soft, hard = raise_nofile()
     print(f"bench_gateway: Python {platform.python_version()}, {os.cpu_count()} cores, "
           f"RLIMIT_NOFILE {soft}/{hard}, {'quick' if args.quick else 'full'} run, "
-          f"budget {args.budget:.0f} s")
+          f"budget {args.budget:.0f} s, load average {loadavg()}")
     started = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-gateway-", dir=args.tmp_root or default_tmp()))
+    print(f"temporary files (device flash, gateway state, logs) under {root}")
     try:
         ca_dir = root / "ca"
         FleetCA.create("bench fleet CA").save(ca_dir)
