@@ -6,7 +6,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
-BACKEND ?= virtual
+BACKEND ?= qemu
 WORKERS ?= 2
 
 .PHONY: sysdeps setup hil test lint bench clean firmware
