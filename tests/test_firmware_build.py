@@ -4,15 +4,12 @@ image that meets a corrupted blob (reports it on UART0 and halts without crashin
 from __future__ import annotations
 
 import hashlib
-import queue
 import shutil
 import socket
 import struct
-import subprocess
-import threading
-import time
 
 import pytest
+from qemu_console import Console
 
 from wasmbed_hil.firmware import (
     BLOB_ADDRESS,
@@ -120,52 +117,6 @@ def test_image_builds_and_reports_footprint():
     assert 0 < sizes["flash"] < 4 * 1024 * 1024
     assert 0 < sizes["ram"] < 0x3FC000
     print(f"footprint: {sizes}")
-
-
-class Console:
-    """qemu-system-arm with UART0 on a pipe, read line by line by a thread."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.lines: queue.Queue[tuple[float, str | None]] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            self.output.append(line)
-            self.lines.put((time.monotonic(), line))
-        self.lines.put((time.monotonic(), None))
-
-    def wait_for(self, text: str, timeout: float = 30.0) -> tuple[float, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                when, line = self.lines.get(timeout=max(remaining, 0.001))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no {text!r} on UART0 within {timeout} s:\n" + "\n".join(self.output)
-                ) from None
-            if line is None:
-                raise AssertionError(
-                    f"qemu exited ({self.proc.poll()}) before {text!r}:\n" + "\n".join(self.output)
-                )
-            if text in line:
-                return when - self.started, line
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def _corrupt(blob: bytes, how: str) -> bytes:
