@@ -823,6 +823,54 @@ static void test_init_rejects_bad_config(void)
 
 #define RUN(t) do { cur_test = #t; int f0 = failures; t(); printf("%s %s\n", failures == f0 ? "PASS" : "FAIL", #t); tests++; } while (0)
 
+/* The transport reports ciphertext arriving (a TLS record still incomplete): the link is
+ * alive although no frame came through; once the bytes stop, it goes dead as usual. */
+static uint64_t fake_rx_ms;
+static uint64_t fake_last_rx(wb_transport_t *t)
+{
+    (void)t;
+    return fake_rx_ms;
+}
+
+static void test_ciphertext_keeps_the_link_alive(void)
+{
+    setup();
+    mt.t.last_rx_ms = fake_last_rx;
+    fake_rx_ms = 0;
+    connect_established(1000);
+    uint64_t t0 = host_now_ms;
+    for (int i = 1; i <= 5; i++) {      /* 5 intervals with bytes but no complete frame */
+        fake_rx_ms = host_now_ms;
+        advance(1000);
+    }
+    CHECK(dev->link == WB_L_UP && dev->stats_dead_links == 0);
+    CHECK(host_now_ms - t0 == 5000);
+    advance(2000);                       /* the last byte came 1000 ms before: now 3 intervals */
+    CHECK(dev->link == WB_L_UP);
+    advance(1);
+    CHECK(dev->link == WB_L_DOWN && dev->stats_dead_links == 1);
+}
+
+static void test_console_silence_and_forget(void)
+{
+    setup();
+    connect_established(1000);
+    int hb = count_tag(WB_TAG_HEARTBEAT, 0);
+    CHECK(wb_device_console_command(dev, "silent 1"));
+    for (int i = 0; i < 6; i++) advance(1000);  /* silent: no heartbeat, and no dead link */
+    take();
+    CHECK(count_tag(WB_TAG_HEARTBEAT, 0) == hb && dev->link == WB_L_UP);
+    CHECK(wb_device_console_command(dev, "silent 0"));
+    advance(1000);
+    take();
+    CHECK(count_tag(WB_TAG_HEARTBEAT, 0) == hb + 1);
+    uint8_t id[WB_DEVICE_ID_LEN];
+    CHECK(wb_platform_load_device_id(id));
+    CHECK(wb_device_console_command(dev, "forget"));
+    CHECK(!wb_platform_load_device_id(id));
+    CHECK(!wb_device_console_command(dev, "reboot now"));
+}
+
 int main(void)
 {
     int tests = 0;
@@ -830,6 +878,8 @@ int main(void)
     RUN(test_enroll_flow);
     RUN(test_heartbeat_timing_and_dead_link);
     RUN(test_heartbeat_contents);
+    RUN(test_ciphertext_keeps_the_link_alive);
+    RUN(test_console_silence_and_forget);
     RUN(test_reject_backoff);
     RUN(test_connect_backoff_doubles);
     RUN(test_deploy_install_and_idempotent);
