@@ -39,8 +39,9 @@ test: lint
 	$(BIN)/pytest tests/ suites/ -n $(WORKERS)
 	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=qemu
 
-bench: $(STAMP)
+bench: setup
 	$(BIN)/python -m benchmarks.bench_gateway --quick
+	$(BIN)/python -m benchmarks.bench_qemu --quick
 	$(BIN)/python -m benchmarks.bench_protocol
 	$(BIN)/python -m benchmarks.bench_pki
 	$(BIN)/python -m benchmarks.bench_runtime
