@@ -1,0 +1,1 @@
+"""Kubernetes side of the control plane: resources, the emulated API server, controllers."""
