@@ -17,14 +17,18 @@ class Upstream:
     def __init__(self) -> None:
         self.connections = 0
         self.received: list[bytes] = []
+        self.per_connection: list[bytearray] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.got_data = asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.writers.append(writer)
+        mine = bytearray()
+        self.per_connection.append(mine)
         while data := await reader.read(1024):
             self.received.append(data)
+            mine += data
             self.got_data.set()
             writer.write(b"echo:" + data)
             await writer.drain()
@@ -140,5 +144,51 @@ def test_duplicate_link_names_are_refused_and_close_releases_ports():
         assert bridge.links == {}
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)
+
+    run(scenario())
+
+
+def _record(kind: int, body: bytes) -> bytes:
+    return bytes([kind, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+
+def test_record_cursor_finds_a_new_session_after_application_data():
+    from wasmbed_hil.qemu.bridge import RecordCursor
+
+    cursor = RecordCursor()
+    hello, app, hello2 = _record(0x16, b"hi"), _record(0x17, b"data"), _record(0x16, b"again")
+    stream = hello + app + hello2 + app
+    # Fed one byte at a time, as a UART hands them over: the split headers are held back.
+    segments = [seg for b in stream for seg in cursor.feed(bytes([b]))]
+    assert b"".join(s for _, s in segments) == stream
+    restarts = [i for i, (restart, _) in enumerate(segments) if restart]
+    assert len(restarts) == 1
+    assert b"".join(s for _, s in segments[restarts[0]:]).startswith(hello2)
+    # A handshake record before any application data (HelloRetryRequest flow) is no restart.
+    cursor.reset()
+    assert not any(r for r, _ in cursor.feed(hello + hello + app))
+
+
+def test_a_device_reset_replaces_the_upstream_connection():
+    async def scenario():
+        upstream, server, bridge, link, reader, writer = await _setup()
+        try:
+            first = _record(0x16, b"client-hello") + _record(0x17, b"app")
+            writer.write(first)
+            assert await reader.readexactly(5 + len(first)) == b"echo:" + first
+            again = _record(0x16, b"client-hello-after-reset")
+            for byte in again:  # a UART hands over one byte at a time
+                writer.write(bytes([byte]))
+                await writer.drain()
+            await link.events.wait("upstream replaced")
+            await link.events.wait("upstream opened", count=2)
+            while bytes(upstream.per_connection[-1]) != again:  # bytes trickle in
+                upstream.got_data.clear()
+                await asyncio.wait_for(upstream.got_data.wait(), 5)
+            assert upstream.connections == 2
+            assert bytes(upstream.per_connection[0]) == first  # nothing leaked into the old one
+            assert link.stats.session_restarts == 1
+        finally:
+            await _teardown(server, bridge, writer)
 
     run(scenario())

@@ -25,6 +25,60 @@ from ..aio import cancel_and_wait
 Endpoint = tuple[str, int]
 READ_SIZE = 16 * 1024
 TLS_HANDSHAKE_RECORD = b"\x16\x03"  # record type 22 (handshake), version major 3
+TLS_APPLICATION_DATA = 0x17
+
+
+class RecordCursor:
+    """Follows TLS record boundaries in the device -> gateway byte stream.
+
+    After the handshake TLS 1.3 sends only application-data records (type 23), so a
+    handshake record (type 22) after application data is a ClientHello of a new session:
+    the device rebooted or reset without the bridge seeing a disconnect (a UART has none).
+    A record header split across reads is held back until its type is known.
+    """
+
+    HEADER = 5
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._header = bytearray()
+        self._remaining = 0
+        self._app_data_seen = False
+
+    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
+        """Split data into (starts_new_session, bytes) segments, in order."""
+        segments: list[tuple[bool, bytes]] = []
+        current = bytearray()
+        restart = False
+        i = 0
+        while i < len(data):
+            if self._remaining:
+                n = min(self._remaining, len(data) - i)
+                current += data[i : i + n]
+                self._remaining -= n
+                i += n
+                continue
+            piece = data[i : i + self.HEADER - len(self._header)]
+            self._header += piece
+            i += len(piece)
+            if len(self._header) < self.HEADER:
+                break  # the rest of the header comes with the next read
+            kind = self._header[0]
+            if kind == TLS_HANDSHAKE_RECORD[0] and self._app_data_seen:
+                if current or restart:
+                    segments.append((restart, bytes(current)))
+                current, restart = bytearray(), True
+                self._app_data_seen = False
+            elif kind == TLS_APPLICATION_DATA:
+                self._app_data_seen = True
+            current += self._header
+            self._remaining = int.from_bytes(self._header[3:5], "big")
+            self._header.clear()
+        if current or restart:
+            segments.append((restart, bytes(current)))
+        return segments
 
 
 @dataclass
@@ -35,6 +89,7 @@ class LinkStats:
     upstream_connections: int = 0  # connections opened to the gateway
     upstream_failures: int = 0
     dropped_bytes: int = 0  # device bytes that could not be delivered
+    session_restarts: int = 0  # new TLS sessions seen without a disconnect (device reset)
 
 
 @dataclass
@@ -52,6 +107,7 @@ class Link:
     _down_writer: asyncio.StreamWriter | None = None
     _pump_down: asyncio.Task[None] | None = None
     _held: bytes = b""  # the start of a split handshake header, while no upstream is open
+    _records: RecordCursor = field(default_factory=RecordCursor)
     uart_connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -79,6 +135,7 @@ class Link:
         """Close the gateway side now (the device sees its TLS session die)."""
         writer, self._up_writer = self._up_writer, None
         pump, self._pump_down = self._pump_down, None
+        self._records.reset()
         if writer is not None:
             writer.close()
         if pump is not None:
@@ -110,6 +167,18 @@ class Link:
             self._event("uart closed")
 
     async def _forward_up(self, data: bytes) -> None:
+        if self._up_writer is not None and not self._up_writer.is_closing():
+            for restart, segment in self._records.feed(data):
+                if restart:
+                    self.stats.session_restarts += 1
+                    self._event("new TLS session from the device: upstream replaced")
+                    await self.drop_upstream()
+                if segment:
+                    await self._send_up(segment)
+            return
+        await self._send_up(data)
+
+    async def _send_up(self, data: bytes) -> None:
         if self._up_writer is None or self._up_writer.is_closing():
             # Leftovers of a dead session (an alert, a late record) are dropped: a new
             # upstream connection starts at a TLS handshake record header (the ClientHello).
@@ -123,7 +192,10 @@ class Link:
                 return
             self.stats.dropped_bytes += start
             self._held = b""
-            data = data[start:]
+            # From here on the cursor follows this session's records (a partial header at
+            # the end is held back by it and sent with the next read).
+            self._records.reset()
+            data = b"".join(segment for _, segment in self._records.feed(data[start:]))
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(*self.upstream), 5.0
