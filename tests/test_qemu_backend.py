@@ -30,8 +30,7 @@ def test_qmp_reset_reboots_the_firmware_which_reconnects(gateway, qemu_device):
     device_id = dev.wait_online()
     pid = dev.machine.pid
     banners = sum("wasmbed firmware" in line for line in dev.console)
-    hil = gateway.loop
-    hil.run(dev.machine.reset())
+    dev.reset()
     # Same process, CPU reset: the firmware boots again and reconnects as the same device.
     dev.wait_lifecycle(Lifecycle.CONNECTING)
     dev.wait_online()

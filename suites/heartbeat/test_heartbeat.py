@@ -68,3 +68,13 @@ def test_each_device_of_a_fleet_is_watched_separately(gateway, fleet):
     for dev in others:
         gateway.wait_heartbeats(dev, 1)
         assert gateway.device(dev).phase is DevicePhase.CONNECTED
+
+
+def test_reset_device_comes_back_as_itself(gateway, device):
+    device_id = device.device_id
+    gateway.wait_heartbeats(device, 1)
+    device.reset()
+    assert device.wait_online() == device_id
+    gateway.wait_heartbeats(device, 2)
+    assert gateway.device(device).phase is DevicePhase.CONNECTED
+    assert len(gateway.devices()) == 1

@@ -114,6 +114,12 @@ class QemuDeviceHandle(DeviceHandle):
             self._loop.run(self.machine.power_cut())
             self._loop.call(self._set, Lifecycle.OFF)
 
+    def reset(self) -> None:
+        """System reset through QMP: same emulator process, the firmware boots again (a
+        following wait_online() waits for the new session)."""
+        self._loop.run(self.machine.reset())
+        self._loop.call(self._set, Lifecycle.CONNECTING)
+
     def close(self) -> None:
         if self._loop.alive:
             self._loop.run(self.machine.close())

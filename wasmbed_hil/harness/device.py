@@ -79,6 +79,11 @@ class DeviceHandle(ABC):
         self.power_off()
         self.power_on()
 
+    def reset(self) -> None:
+        """A reset without a power cut (the CPU restarts; on boards RAM may survive).
+        Backends without a distinct reset reboot."""
+        self.reboot()
+
     def wait_online(self, timeout: float = 10.0) -> str:
         self.wait_lifecycle(Lifecycle.ONLINE, timeout)
         assert self.device_id is not None
