@@ -1,0 +1,147 @@
+"""ApiServer: the emulated kube-apiserver on a socket, with TLS from the fleet PKI and a
+kubeconfig for clients."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from ...pki import FleetCA
+from ...pki._files import write_file
+from .handlers import ApiApplication
+from .objects import ObjectApi
+from .registry import Registry
+from .store import DEFAULT_HISTORY, Store
+
+HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+class ApiServer:
+    """An in-process API server. ``await start()``, use ``url``/``write_kubeconfig``, ``stop()``.
+
+    ``token`` is the bearer token clients must present (a random one when None). With
+    ``tls`` (the default) it serves HTTPS with a certificate issued by ``ca`` (a fresh
+    FleetCA when None). ``history_limit`` bounds the retained watch history; watches from an
+    older resourceVersion get 410 Gone. ``bookmark_interval`` spaces BOOKMARK events.
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        tls: bool = True,
+        *,
+        ca: FleetCA | None = None,
+        history_limit: int = DEFAULT_HISTORY,
+        bookmark_interval: float = 60.0,
+        default_watch_timeout: float = 1800.0,
+    ) -> None:
+        self.token = token or secrets.token_urlsafe(32)
+        self.tls = tls
+        self._ca = ca
+        self.store = Store(history_limit)
+        self.registry = Registry()
+        self.api = ObjectApi(self.store, self.registry)
+        self._application = ApiApplication(
+            self.api,
+            self.token,
+            bookmark_interval=bookmark_interval,
+            default_watch_timeout=default_watch_timeout,
+        )
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._ca_pem: bytes | None = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the API server is not started")
+        return self._url
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        """PEM of the CA that signed the serving certificate (None over plain HTTP)."""
+        return self._ca_pem
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ca = self._ca or FleetCA.create("wasmbed-hil kube-apiserver CA")
+        credentials = ca.issue_gateway("kube-apiserver", HOSTS)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        with tempfile.TemporaryDirectory(prefix="wasmbed-apiserver-") as directory:
+            cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+            write_file(cert, credentials.cert_pem)
+            write_file(key, credentials.key_pem, 0o600)
+            context.load_cert_chain(cert, key)
+        self._ca_pem = ca.cert_pem
+        return context
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Serve on ``sock`` (bound, handed over) or on an OS-chosen port of 127.0.0.1."""
+        if self._runner is not None:
+            raise RuntimeError("the API server is already started")
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+        context = self._ssl_context() if self.tls else None
+        runner = web.AppRunner(self._application.app, access_log=None, shutdown_timeout=5)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock, ssl_context=context).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = sock.getsockname()[:2]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if ":" in host:
+            host = f"[{host}]"
+        self._url = f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    async def stop(self) -> None:
+        """End every watch, close the listener and the connections."""
+        self.store.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
+        cluster: dict[str, Any] = {"server": self.url}
+        if self._ca_pem is not None:
+            cluster["certificate-authority-data"] = base64.b64encode(self._ca_pem).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "wasmbed-hil", "cluster": cluster}],
+            "users": [{"name": "wasmbed-hil", "user": {"token": self.token}}],
+            "contexts": [{
+                "name": "wasmbed-hil",
+                "context": {"cluster": "wasmbed-hil", "user": "wasmbed-hil",
+                            "namespace": namespace},
+            }],
+            "current-context": "wasmbed-hil",
+            "preferences": {},
+        }
+
+    def write_kubeconfig(self, path: Path | str, namespace: str = "default") -> Path:
+        """Write a kubeconfig (0600: it holds the token) for this server; returns its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False)
+        write_file(path, text.encode(), 0o600)
+        return path
