@@ -327,3 +327,15 @@ def test_watch_selector_transitions_and_bookmarks() -> None:
             await asyncio.wait_for(events.__anext__(), 5)
 
     asyncio.run(scenario())
+
+
+def test_pruning_never_touches_root_metadata_even_if_the_schema_names_it() -> None:
+    from wasmbed_hil.kube.apiserver.schema import prune_and_default
+
+    schema = {"type": "object", "properties": {"metadata": {"type": "object"},
+                                               "spec": {"type": "object"}}}
+    obj = {"apiVersion": "g/v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}},
+           "spec": {"unknown": 1}}
+    pruned = prune_and_default(schema, obj)
+    assert pruned["metadata"] == {"name": "n", "labels": {"a": "b"}}
+    assert pruned["spec"] == {}  # below the root, unknown fields still go

@@ -197,12 +197,12 @@ def _prune(schema: Schema, value: Any, root: bool) -> None:
         preserve = schema.get("x-kubernetes-preserve-unknown-fields") or additional is True
         embedded = schema.get("x-kubernetes-embedded-resource")
         for key in list(value):
+            if (root or embedded) and key in _ROOT_FIELDS:
+                continue  # apiVersion, kind and metadata are the server's, never pruned
             if key in properties:
                 _prune(properties[key], value[key], root=False)
             elif isinstance(additional, dict):
                 _prune(additional, value[key], root=False)
-            elif (root or embedded) and key in _ROOT_FIELDS:
-                continue
             elif not preserve:
                 del value[key]
         for key, sub in properties.items():
