@@ -98,6 +98,9 @@ class Decoder:
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
         err = self.proc.stderr.read() if self.proc.stderr else ""
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()  # an unclosed pipe warns later, in some other test
         assert self.proc.returncode == 0, err
         assert "runtime error" not in err and "Sanitizer" not in err, err
 

@@ -56,6 +56,7 @@ class ApiServer:
             default_watch_timeout=default_watch_timeout,
         )
         self._runner: web.AppRunner | None = None
+        self._own_socket: socket.socket | None = None
         self._url: str | None = None
         self._ca_pem: bytes | None = None
 
@@ -91,6 +92,7 @@ class ApiServer:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
+            self._own_socket = sock  # ours to close; a handed-over one is its owner's
         context = self._ssl_context() if self.tls else None
         runner = web.AppRunner(self._application.app, access_log=None, shutdown_timeout=5)
         await runner.setup()
@@ -112,6 +114,9 @@ class ApiServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        own, self._own_socket = self._own_socket, None
+        if own is not None:
+            own.close()
 
     async def __aenter__(self) -> ApiServer:
         await self.start()
