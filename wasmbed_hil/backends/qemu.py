@@ -17,6 +17,7 @@ from ..device.console import parse_line
 from ..device.virtual import Faults, Lifecycle
 from ..gateway.events import EventLog
 from ..harness.device import DeviceHandle
+from ..harness.loop import LoopThread
 from ..pki import Credentials
 from ..protocol import ErrorCode
 from ..qemu.bridge import Bridge, Link
@@ -135,21 +136,18 @@ class QemuDeviceHandle(DeviceHandle):
         if self.machine.running:
             self._loop.run(self.machine.write_console("forget\n"))
 
-    def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None:
-        async def wait() -> None:
-            await self.events.wait_for(
-                lambda: self._lifecycle is state, timeout, f"{self.name} {state.value}"
-            )
+    @property
+    def lifecycle_events(self) -> EventLog:
+        return self.events
 
-        try:
-            self._loop.run(wait(), timeout + 5)
-        except AssertionError:
-            seen = f"lifecycle is {self._lifecycle.value}"
-            if self._last_reject:
-                seen += f", last rejection {self._last_reject[0].name}: {self._last_reject[1]}"
-            if not self.machine.running:
-                seen += f", emulator not running ({self.machine.exit_report() or 'no stderr'})"
-            raise self._timeout(state.value, timeout, seen) from None
+    @property
+    def loop(self) -> LoopThread:
+        return self._loop
+
+    def extra_seen(self) -> str:
+        if self.machine.running:
+            return ""
+        return f", emulator not running ({self.machine.exit_report() or 'no stderr'})"
 
     def stats(self) -> dict[str, Any]:
         s = self.link.stats

@@ -6,7 +6,9 @@ from dataclasses import fields
 from typing import Any
 
 from ..device.virtual import Faults, Lifecycle, VirtualDevice, VirtualDeviceConfig
+from ..gateway.events import EventLog
 from ..harness.device import DeviceHandle
+from ..harness.loop import LoopThread
 from ..pki import Credentials
 from ..protocol import ErrorCode
 from .base import Backend, register
@@ -53,25 +55,16 @@ class VirtualDeviceHandle(DeviceHandle):
     def forget_enrollment(self) -> None:
         self.device.flash.device_id = None
 
-    def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None:
-        dev = self.device
+    @property
+    def lifecycle_events(self) -> EventLog:
+        return self.device.events
 
-        async def wait() -> None:
-            await dev.events.wait_for(
-                lambda: dev.lifecycle is state,
-                timeout,
-                f"{dev.config.name} {state.value}",
-            )
+    @property
+    def loop(self) -> LoopThread:
+        return self._loop
 
-        try:
-            self._loop.run(wait(), timeout + 5)
-        except AssertionError:
-            seen = f"lifecycle is {dev.lifecycle.value}"
-            if dev.last_reject:
-                seen += f", last rejection {dev.last_reject[0].name}: {dev.last_reject[1]}"
-            if dev.last_error:
-                seen += f", last error: {dev.last_error}"
-            raise self._timeout(state.value, timeout, seen) from None
+    def extra_seen(self) -> str:
+        return f", last error: {self.device.last_error}" if self.device.last_error else ""
 
     def stats(self) -> dict[str, Any]:
         rtts = sorted(self.device.heartbeat_rtts)

@@ -9,9 +9,10 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from ..device.virtual import Faults, Lifecycle
-from ..gateway.events import WaitTimeout
+from ..gateway.events import EventLog, WaitTimeout
 from ..pki import Credentials
 from ..protocol import ErrorCode
+from .loop import LoopThread
 
 
 class DeviceHandle(ABC):
@@ -64,8 +65,35 @@ class DeviceHandle(ABC):
     def forget_enrollment(self) -> None:
         """Erase the stored device id (keep the identity), as a factory reset of state would."""
 
+    @property
     @abstractmethod
-    def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None: ...
+    def lifecycle_events(self) -> EventLog:
+        """The event log on which lifecycle changes are emitted (on the harness loop)."""
+
+    @property
+    @abstractmethod
+    def loop(self) -> LoopThread: ...
+
+    def extra_seen(self) -> str:
+        """Backend-specific detail for a failed wait ("" when none)."""
+        return ""
+
+    def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None:
+        """Wait (on lifecycle events, not polling) until the device reaches `state`."""
+        log = self.lifecycle_events
+
+        async def wait() -> None:
+            await log.wait_for(lambda: self.lifecycle is state, timeout,
+                               f"{self.name} {state.value}")
+
+        try:
+            self.loop.run(wait(), timeout + 5)
+        except AssertionError:
+            seen = f"lifecycle is {self.lifecycle.value}"
+            if self.last_reject:
+                seen += f", last rejection {self.last_reject[0].name}: {self.last_reject[1]}"
+            seen += self.extra_seen()
+            raise self._timeout(state.value, timeout, seen) from None
 
     @abstractmethod
     def stats(self) -> dict[str, Any]:
