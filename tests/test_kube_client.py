@@ -1,0 +1,156 @@
+"""The platform's own asyncio kube client and Informer, against the emulated API server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wasmbed_hil.kube.apiserver import ApiServer
+from wasmbed_hil.kube.client import (
+    MERGE_PATCH,
+    Informer,
+    Kind,
+    KubeClient,
+    KubeConfig,
+    KubeError,
+    install_crds,
+)
+from wasmbed_hil.kube.resources import Device
+
+DEVICES = Kind.of(Device)
+NS = "wb"
+
+
+def device(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "wasmbed.github.io/v1", "kind": "Device",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"identity": "ab" * 32}}
+
+
+@contextlib.asynccontextmanager
+async def served(tmp_path: Path) -> AsyncIterator[tuple[ApiServer, KubeClient]]:
+    server = ApiServer(token="s3cret", bookmark_interval=0.2)
+    await server.start()
+    config = KubeConfig.from_kubeconfig(server.write_kubeconfig(tmp_path / "kc", NS))
+    kube = KubeClient(config)
+    try:
+        await install_crds(kube)
+        await kube.ensure_namespace(NS)
+        yield server, kube
+    finally:
+        await kube.close()
+        await server.stop()
+        gc.collect()
+
+
+def test_kubeconfig_round_trip_hides_token(tmp_path: Path) -> None:
+    text = (
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: ns1}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://h:6443/'}}]\n"
+        "users: [{name: u, user: {token: tok123}}]\n"
+    )
+    (tmp_path / "kc").write_text(text)
+    config = KubeConfig.from_kubeconfig(tmp_path / "kc")
+    assert (config.server, config.token, config.namespace) == ("https://h:6443", "tok123", "ns1")
+    assert "tok123" not in repr(config)
+    with pytest.raises(ValueError, match="no context named 'x'"):
+        KubeConfig.from_kubeconfig(tmp_path / "kc", context="x")
+    (tmp_path / "bad").write_text("- a list\n")
+    with pytest.raises(ValueError, match="not a kubeconfig"):
+        KubeConfig.from_kubeconfig(tmp_path / "bad")
+
+
+def test_crud_and_errors(tmp_path: Path) -> None:
+    asyncio.run(_crud_and_errors(tmp_path))
+
+
+async def _crud_and_errors(tmp_path: Path) -> None:
+    async with served(tmp_path) as (_, kube):
+        created = await kube.create(DEVICES, device("d1"))
+        assert created["metadata"]["uid"]
+        with pytest.raises(KubeError) as info:
+            await kube.create(DEVICES, device("d1"))
+        assert (info.value.status, info.value.reason) == (409, "AlreadyExists")
+        patched = await kube.patch(DEVICES, "d1", {"status": {"phase": "Enrolled"}}, status=True)
+        assert patched["status"]["phase"] == "Enrolled"
+        with pytest.raises(KubeError) as info:
+            await kube.patch(DEVICES, "d1", {"status": {"phase": "Nonsense"}}, status=True,
+                             content_type=MERGE_PATCH)
+        assert info.value.status == 422
+        assert await kube.get_or_none(DEVICES, "nope") is None
+        await kube.delete(DEVICES, "d1")
+        assert (await kube.list(DEVICES))["items"] == []
+
+
+def test_wrong_token_is_401(tmp_path: Path) -> None:
+    asyncio.run(_wrong_token_is_401(tmp_path))
+
+
+async def _wrong_token_is_401(tmp_path: Path) -> None:
+    async with served(tmp_path) as (server, _):
+        bad = KubeClient(KubeConfig(server.url, token="wrong", ca_pem=server.ca_pem))
+        try:
+            with pytest.raises(KubeError) as info:
+                await bad.list(DEVICES, NS)
+            assert info.value.status == 401
+        finally:
+            await bad.close()
+
+
+def test_unreachable_server_is_status_0() -> None:
+    asyncio.run(_unreachable())
+
+
+async def _unreachable() -> None:
+    server = ApiServer(tls=False)
+    await server.start()
+    url = server.url
+    await server.stop()
+    kube = KubeClient(KubeConfig(url), request_timeout=2)
+    try:
+        with pytest.raises(KubeError) as info:
+            await kube.list(DEVICES, NS)
+        assert info.value.unreachable
+    finally:
+        await kube.close()
+
+
+def test_informer_follows_changes(tmp_path: Path) -> None:
+    asyncio.run(_informer(tmp_path))
+
+
+async def _informer(tmp_path: Path) -> None:
+    async with served(tmp_path) as (_, kube):
+        seen: list[tuple[str, str]] = []
+        changed = asyncio.Condition()
+
+        async def on_change(kind: str, obj: dict[str, Any]) -> None:
+            async with changed:
+                seen.append((kind, obj["metadata"]["name"]))
+                changed.notify_all()
+
+        async def until(pred: Any) -> None:
+            async with changed:
+                await asyncio.wait_for(changed.wait_for(pred), 10)
+
+        await kube.create(DEVICES, device("before"))
+        informer = Informer(kube, DEVICES, NS, on_change=on_change)
+        informer.start()
+        try:
+            await asyncio.wait_for(informer.synced.wait(), 10)
+            assert set(informer.objects) == {"before"}
+            await kube.create(DEVICES, device("after", {"k": "v"}))
+            await until(lambda: ("ADDED", "after") in seen)
+            await kube.delete(DEVICES, "before")
+            await until(lambda: ("DELETED", "before") in seen)
+            assert set(informer.objects) == {"after"}
+            assert informer.objects["after"]["metadata"]["labels"] == {"k": "v"}
+        finally:
+            await informer.stop()
