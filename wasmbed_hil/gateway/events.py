@@ -40,6 +40,15 @@ class EventLog:
         self._seq = 0
         self._changed = asyncio.Event()
         self._waiters = 0
+        self._listeners: list[Callable[[GatewayEvent], None]] = []
+
+    def add_listener(self, listener: Callable[[GatewayEvent], None]) -> None:
+        """Call `listener(event)` for every event from now on (it must not block)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[GatewayEvent], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def emit(self, kind: str, device_id: str | None = None, **data: Any) -> GatewayEvent:
         self._seq += 1
@@ -47,6 +56,8 @@ class EventLog:
         self._events.append(event)
         if self._waiters:
             self._changed.set()
+        for listener in self._listeners:
+            listener(event)
         return event
 
     @property

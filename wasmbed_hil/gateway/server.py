@@ -20,6 +20,7 @@ import socket
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,9 @@ class Gateway:
         self._hb_timers: dict[str, asyncio.TimerHandle] = {}
         self._run_ids = itertools.count(self.store.max_run_id() + 1)
         self._traces: dict[str, list[TraceEntry]] = {}
+        # Identities the control plane already knows (a Device resource names them) may
+        # enroll while pairing mode is off; the proof of key possession is still required.
+        self.preapproved: Callable[[str], bool] | None = None
 
     # ================================================================== lifecycle
     async def start(
@@ -522,7 +526,7 @@ class Gateway:
         if known is not None:
             self._welcome(conn, known, event.message_id, enrolled_now=False)
             return
-        if not self._pairing:
+        if not self._may_enroll(conn.identity):
             self._reject(
                 conn,
                 event.message_id,
@@ -562,7 +566,7 @@ class Gateway:
                 "enrollment signature does not verify",
             )
             return
-        if not self._pairing:  # turned off while this device was proving
+        if not self._may_enroll(conn.identity):  # turned off while this device was proving
             self._reject(
                 conn,
                 proof_event.message_id,
@@ -577,6 +581,9 @@ class Gateway:
             self._set_phase(st, DevicePhase.ENROLLED, "enrollment proof verified")
         self.events.emit("enrolled", dev.device_id, name=dev.name, new=new)
         self._welcome(conn, dev, proof_event.message_id, enrolled_now=True)
+
+    def _may_enroll(self, identity: str) -> bool:
+        return self._pairing or (self.preapproved is not None and self.preapproved(identity))
 
     def _reject(self, conn: DeviceConnection, reply_to: int, code: ErrorCode, reason: str) -> None:
         self.metrics["enrollments_rejected"] += 1

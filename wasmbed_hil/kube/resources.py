@@ -528,11 +528,26 @@ class DeviceGatewayRef:
 
 @dataclass
 class DeviceApp:
-    """One application installed on the device, as its last heartbeat reported it."""
+    """One application on the device, as its gateway reports it: the device's own state
+    (from its last heartbeat), the deployment and the runs. The gateway serving the device
+    is the only writer; the Application controller aggregates these into
+    Application.status.deviceStatuses."""
 
     app_id: str = prop(doc="Application id on the device.", min_length=1, max_length=MAX_APP_ID)
     digest: str = prop(doc="Hex SHA-256 of the module.", pattern=HEX64)
-    state: AppState = prop(doc="State reported by the device.")
+    state: AppState | None = prop(None, doc="State reported by the device; absent before "
+                                  "the device holds the module.")
+    application: str | None = prop(None, doc="Name of the Application resource it comes from.",
+                                   max_length=253)
+    deployment: DeploymentPhase = prop(DeploymentPhase.PENDING,
+                                       doc="Deployment and run phase of this app here.")
+    runs: int = prop(0, doc="Execution results received so far.", minimum=0)
+    run_id: int | None = prop(None, doc="Id of the last run.", minimum=0, maximum=2**32 - 1)
+    outcome: Outcome | None = prop(None, doc="How the last run ended.")
+    values: list[int | float] = prop(factory=list, doc="Results of the last run.",
+                                     max_items=MAX_ARGS)
+    error: str | None = prop(None, doc="Last deployment or run error here.")
+    last_updated: str | None = prop(None, doc="When this entry last changed.", date_time=True)
 
 
 @dataclass
