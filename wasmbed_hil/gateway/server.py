@@ -188,6 +188,20 @@ class Gateway:
                 conn.fail(ErrorCode.REVOKED, "certificate revoked")
         self.events.emit("revoked", None, identity=identity)
 
+    def forget(self, identity: str) -> bool:
+        """Drop an enrolled device (the control plane deleted it): its session ends and it
+        must enroll again. Returns whether it was enrolled here."""
+        dev = self.store.by_identity(identity)
+        if dev is None:
+            return False
+        conn = self.connections.get(dev.device_id)
+        if conn is not None:
+            conn.fail(ErrorCode.NOT_ENROLLED, "device removed from the control plane")
+        self.store.forget(dev.device_id)
+        self.status.pop(dev.device_id, None)
+        self.events.emit("forgotten", dev.device_id, identity=identity)
+        return True
+
     def load_crl(self, crl: bytes, ca_cert: x509.Certificate) -> None:
         """Refuse every certificate whose serial the (CA-signed) CRL lists."""
         self.revoked_serials = revoked_serials_from_crl(crl, ca_cert)

@@ -10,6 +10,9 @@ Fixture ladder (session -> function):
     device        one device, enrolled and online
     fleet         fleet(n) -> n devices, enrolled and online
     wasm          builds the test WebAssembly modules from source
+    control_plane the whole platform: emulated API server, REST API, kopf controllers and
+                  gateways with their agents (@pytest.mark.hil_platform(gateways=2, ...));
+                  its Device resources get machines on the chosen backend
 Everything a test starts is stopped at its teardown, also when the test fails; under
 pytest-xdist each worker has its own loop, CA, ports and directories.
 """
@@ -187,6 +190,33 @@ def fleet(device_factory: DeviceFactory) -> Callable[..., list[DeviceHandle]]:
         return devices
 
     return make
+
+
+@pytest.fixture
+def control_plane(
+    hil_loop: LoopThread,
+    fleet_ca: FleetCA,
+    hil_backend_name: str,
+    gateway_config: GatewayConfig,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Any]:
+    from ..controlplane.platform import Platform, PlatformConfig
+
+    reason = get_backend(hil_backend_name).unavailable_reason()
+    if reason:
+        pytest.skip(f"backend {hil_backend_name} unavailable here: {reason}")
+    options: dict[str, Any] = {}
+    for mark in reversed(list(request.node.iter_markers("hil_platform"))):
+        options.update(mark.kwargs)
+    platform = Platform(hil_loop, fleet_ca, tmp_path / "platform",
+                        PlatformConfig(gateway_config=gateway_config, **options))
+    platform.backend = hil_backend_name  # type: ignore[attr-defined]
+    try:
+        platform.start()
+        yield platform
+    finally:
+        platform.stop()
 
 
 class WasmModules:

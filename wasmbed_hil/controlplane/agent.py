@@ -1,0 +1,531 @@
+"""The gateway's control-plane agent: keeps one gateway and the Kubernetes resources in step.
+
+It runs on the gateway's event loop, beside the gateway, and is the only writer of:
+- its own Gateway resource: registration (created when missing), `status.phase` and
+  `status.lastHeartbeat` (the Gateway controller derives counts and conditions);
+- the `status` of every Device whose device is connected to this gateway (phase, device id,
+  gateway, telemetry, and per application: device state, deployment phase, runs and the
+  last execution result). A device enrolled here without a Device resource is registered
+  (a Device is created for it).
+It deploys: every Application (not being deleted) that selects a Device connected here is
+deployed to it through the gateway's deployment engine and run once; an Application being
+deleted, or one that no longer selects the device, is stopped and removed from it.
+
+Level-triggered and cache-first: each pass derives the desired statuses from the gateway's
+local state (its SQLite cache holds enrollments, deployments and every execution result) and
+from informer caches of Devices/Applications/Gateways, and writes only what differs from
+what the API server last accepted. While the API server is unreachable the gateway keeps
+serving devices and deploying from the cached Applications; writes that failed are simply
+still different next time, so after the API server returns one pass writes everything that
+happened meanwhile. Nothing is lost because nothing is queued: the source of truth for a
+device's status is the gateway's own store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..aio import cancel_and_wait
+from ..gateway import Deployment, Gateway, RunRequest
+from ..gateway.events import GatewayEvent
+from ..gateway.server import DeviceStatus as GatewayDeviceStatus
+from ..gateway.server import GatewayError
+from ..kube.client import Informer, Kind, KubeClient, KubeError
+from ..kube.resources import (
+    API_VERSION,
+    Application,
+    DeploymentPhase,
+    Device,
+    GatewayPhase,
+    ResourceError,
+)
+from ..kube.resources import (
+    Gateway as GatewayResource,
+)
+from ..protocol import AppState, DevicePhase, Outcome
+
+log = logging.getLogger(__name__)
+
+DEVICES = Kind.of(Device)
+APPLICATIONS = Kind.of(Application)
+GATEWAYS = Kind.of(GatewayResource)
+REGISTERED_BY = "wasmbed.github.io/registered-by"
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def dns_name(text: str, fallback: str) -> str:
+    name = re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-.")[:63].strip("-.")
+    return name or fallback
+
+
+@dataclass
+class _Parsed:
+    rv: str
+    obj: Any  # Device | Application | None (invalid)
+
+
+class _Cache:
+    """Parsed models of informer objects, reparsed only when their resourceVersion changes."""
+
+    def __init__(self, cls: type[Device] | type[Application]) -> None:
+        self.cls = cls
+        self._parsed: dict[str, _Parsed] = {}
+
+    def get(self, raw: dict[str, Any]) -> Any:
+        meta = raw.get("metadata") or {}
+        name, rv = meta.get("name", ""), meta.get("resourceVersion", "")
+        hit = self._parsed.get(name)
+        if hit is not None and hit.rv == rv:
+            return hit.obj
+        try:
+            obj = self.cls.from_dict(raw)
+        except ResourceError as exc:
+            log.warning("ignoring invalid %s %s: %s", self.cls.KIND, name, exc)
+            obj = None
+        self._parsed[name] = _Parsed(rv, obj)
+        return obj
+
+    def drop(self, name: str) -> None:
+        self._parsed.pop(name, None)
+
+
+@dataclass
+class _Deployed:
+    digest: str
+    dep: Deployment
+
+
+class GatewayAgent:
+    """Connect `gateway` to the control plane through `kube` (namespace `namespace`).
+
+    `endpoint` is the address devices use ("host:port"), written into the Gateway resource.
+    `refresh_s` bounds how stale `lastHeartbeat` fields may get (they are not rewritten on
+    every heartbeat). `backoff` spaces retries while the API server is unreachable.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        kube: KubeClient,
+        *,
+        namespace: str,
+        endpoint: str,
+        name: str | None = None,
+        refresh_s: float = 5.0,
+        backoff: tuple[float, float] = (0.05, 1.0),
+    ) -> None:
+        self.gateway = gateway
+        self.kube = kube
+        self.namespace = namespace
+        self.endpoint = endpoint
+        self.name = name or gateway.config.name
+        self.refresh_s = refresh_s
+        self.backoff = backoff
+        self.devices = Informer(kube, DEVICES, namespace, on_change=self._on_device)
+        self.applications = Informer(kube, APPLICATIONS, namespace, on_change=self._on_app)
+        self.gateways = Informer(kube, GATEWAYS, namespace, on_change=self._on_gateway)
+        self._device_models = _Cache(Device)
+        self._app_models = _Cache(Application)
+        self._identities: dict[str, str] = {}  # identity -> Device name
+        self._deployed: dict[tuple[str, str], _Deployed] = {}  # (device_id, app) -> last
+        self._removing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._written: dict[str, tuple[Any, float]] = {}  # device name -> (core, when)
+        self._gateway_written: tuple[Any, float] | None = None
+        self._pairing_generation: int | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.api_reachable = False
+        self.passes = 0
+        self.failed_writes = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.gateway.preapproved = self._identities.__contains__
+        self.gateway.events.add_listener(self._on_gateway_event)
+        for informer in (self.gateways, self.devices, self.applications):
+            informer.start()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"gateway-agent-{self.name}"
+        )
+        self._wake.set()
+
+    async def stop(self, *, final_status: bool = True) -> None:
+        self.gateway.events.remove_listener(self._on_gateway_event)
+        if self.gateway.preapproved == self._identities.__contains__:
+            self.gateway.preapproved = None
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [t for t in (self._task, *self._removing.values()) if t is not None]
+        await cancel_and_wait(tasks)
+        for informer in (self.gateways, self.devices, self.applications):
+            await informer.stop()
+        if final_status and self.api_reachable:
+            try:
+                await asyncio.wait_for(self._patch_gateway_status(
+                    {"phase": GatewayPhase.STOPPED.value, "lastHeartbeat": rfc3339(time.time())}
+                ), 2.0)
+            except (KubeError, TimeoutError) as exc:
+                log.info("gateway %s: could not record Stopped: %s", self.name, exc)
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in (self.gateways, self.devices, self.applications))
+
+    # -- triggers ---------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_gateway_event(self, event: GatewayEvent) -> None:
+        if event.kind == "heartbeat" and event.device_id:
+            st = self.gateway.status.get(event.device_id)
+            if st is not None and st.heartbeats > 1 and not self._apps_changed(st):
+                return
+        self._wake.set()
+
+    def _apps_changed(self, st: GatewayDeviceStatus) -> bool:
+        name = self._identities.get(st.identity)
+        if name is None:
+            return True
+        written = self._written.get(name)
+        if written is None:
+            return True
+        states = {a["appId"]: a.get("state") for a in written[0].get("apps", [])}
+        return any(states.get(a.app_id) != a.state.name for a in st.apps) or len(
+            states) != len(st.apps)
+
+    def _on_device(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self._device_models.drop(name)
+            self._written.pop(name, None)
+            for identity, owner in list(self._identities.items()):
+                if owner == name:
+                    del self._identities[identity]
+                    if self.gateway.forget(identity):
+                        log.info("gateway %s: forgot %s (Device deleted)", self.name, name)
+        else:
+            model = self._device_models.get(obj)
+            if model is not None:
+                if obj["metadata"].get("deletionTimestamp"):
+                    self._identities.pop(model.spec.device_identity, None)
+                else:
+                    self._identities[model.spec.device_identity] = name
+        self._wake.set()
+
+    def _on_app(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            self._app_models.drop(obj["metadata"]["name"])
+        self._wake.set()
+
+    def _on_gateway(self, kind: str, obj: dict[str, Any]) -> None:
+        if obj["metadata"]["name"] != self.name or kind == "DELETED":
+            return
+        generation = obj["metadata"].get("generation")
+        if generation == self._pairing_generation:
+            return
+        first = self._pairing_generation is None
+        self._pairing_generation = generation
+        config = ((obj.get("spec") or {}).get("config")) or {}
+        if "pairingMode" in config and not (first and config["pairingMode"] is False):
+            enabled = bool(config["pairingMode"])
+            timeout = config.get("pairingTimeoutSeconds") if enabled else None
+            if enabled != self.gateway.pairing or enabled:
+                self.gateway.set_pairing(enabled, float(timeout) if timeout else None)
+        self._wake.set()
+
+    # -- the loop -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = self.backoff[0]
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+            try:
+                await self._pass()
+                self.api_reachable = True
+                delay = self.backoff[0]
+                self._timer = loop.call_later(self.refresh_s, self._wake.set)
+            except KubeError as exc:
+                self.api_reachable = not (exc.unreachable or exc.status >= 500)
+                self.failed_writes += 1
+                log.debug("gateway %s agent: %s; retrying in %.2fs", self.name, exc, delay)
+                self._timer = loop.call_later(delay, self._wake.set)
+                delay = min(delay * 2, self.backoff[1])
+            except Exception:
+                log.exception("gateway %s agent pass failed", self.name)
+                self._timer = loop.call_later(self.backoff[1], self._wake.set)
+
+    async def _pass(self) -> None:
+        self.passes += 1
+        await self._sync_gateway()
+        if not self.devices.synced.is_set() or not self.applications.synced.is_set():
+            # Never deploy or remove on a partial view; statuses wait for the first list.
+            raise KubeError(0, "NotSynced", "waiting for the first list of resources")
+        apps = self._applications()
+        first_error: KubeError | None = None
+        for st in list(self.gateway.status.values()):
+            try:
+                await self._sync_device(st, apps)
+            except KubeError as exc:
+                if exc.unreachable or exc.status >= 500:
+                    raise
+                first_error = first_error or exc
+                log.warning("gateway %s: device %s: %s", self.name, st.name, exc)
+        if first_error is not None:
+            raise first_error
+
+    # -- Gateway resource ---------------------------------------------------------------------
+    async def _sync_gateway(self) -> None:
+        if self.gateways.synced.is_set() and self.name not in self.gateways.objects:
+            await self._register_gateway()
+        elif not self.gateways.synced.is_set():
+            existing = await self.kube.get_or_none(GATEWAYS, self.name, self.namespace)
+            if existing is None:
+                await self._register_gateway()
+        core = {"phase": GatewayPhase.RUNNING.value}
+        now = time.time()
+        if (self._gateway_written is None or self._gateway_written[0] != core
+                or now - self._gateway_written[1] >= self.refresh_s):
+            await self._patch_gateway_status({**core, "lastHeartbeat": rfc3339(now)})
+            self._gateway_written = (core, now)
+
+    async def _register_gateway(self) -> None:
+        config = self.gateway.config
+        host, _, port = self.endpoint.rpartition(":")
+        body = GatewayResource.from_dict({
+            "apiVersion": API_VERSION, "kind": "Gateway",
+            "metadata": {"name": self.name, "labels": {REGISTERED_BY: "gateway"}},
+            "spec": {
+                "endpoint": self.endpoint,
+                "tlsPort": int(port) if port.isdigit() else None,
+                "maxDevices": config.max_devices,
+                "config": {
+                    "heartbeatIntervalSeconds": max(1, round(config.heartbeat_interval_s)),
+                    "heartbeatTimeoutSeconds": max(2, round(config.heartbeat_timeout_s)),
+                    "pairingMode": self.gateway.pairing,
+                },
+            },
+        }).to_dict()
+        if host == "":
+            body["spec"].pop("tlsPort", None)
+        try:
+            await self.kube.create(GATEWAYS, body, self.namespace)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+
+    async def _patch_gateway_status(self, status: dict[str, Any]) -> None:
+        await self.kube.patch(GATEWAYS, self.name, {"status": status}, self.namespace,
+                              status=True)
+
+    # -- Applications ---------------------------------------------------------------------
+    def _applications(self) -> dict[str, tuple[Application, bool]]:
+        """Valid Applications by name, with whether each is being deleted."""
+        out: dict[str, tuple[Application, bool]] = {}
+        for name, raw in list(self.applications.objects.items()):
+            model = self._app_models.get(raw)
+            if model is not None:
+                out[name] = (model, bool(raw["metadata"].get("deletionTimestamp")))
+        return out
+
+    # -- one device -------------------------------------------------------------------------
+    async def _sync_device(
+        self, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
+    ) -> None:
+        name = self._identities.get(st.identity)
+        if name is None:
+            await self._register_device(st)
+            return
+        raw = self.devices.objects.get(name)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return
+        model: Device | None = self._device_models.get(raw)
+        if model is None:
+            return
+        labels = raw["metadata"].get("labels") or {}
+        connected = st.phase == DevicePhase.CONNECTED and st.device_id in self.gateway.connections
+        owner = ((raw.get("status") or {}).get("gateway") or {}).get("name")
+        if not connected and owner not in (None, self.name):
+            return  # another gateway serves it now
+        if connected:
+            self._reconcile_apps(st, name, labels, apps)
+        await self._write_device_status(name, st, apps)
+
+    async def _register_device(self, st: GatewayDeviceStatus) -> None:
+        base = dns_name(st.name, f"device-{st.device_id[:12]}")
+        name = base if base not in self.devices.objects else f"{base}-{st.device_id[:8]}"
+        body = {
+            "apiVersion": API_VERSION, "kind": "Device",
+            "metadata": {"name": name, "labels": {REGISTERED_BY: self.name}},
+            "spec": {"identity": st.identity},
+        }
+        try:
+            await self.kube.create(DEVICES, body, self.namespace)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        self._identities.setdefault(st.identity, name)
+
+    def _reconcile_apps(
+        self, st: GatewayDeviceStatus, name: str, labels: dict[str, str],
+        apps: dict[str, tuple[Application, bool]],
+    ) -> None:
+        held = {a.app_id: a.digest.hex() for a in st.apps}
+        for app_name, (app, deleting) in apps.items():
+            key = (st.device_id, app_name)
+            wanted = not deleting and app.spec.target_devices.selects(name, labels)
+            if wanted:
+                digest = app.spec.module_digest
+                done = self._deployed.get(key)
+                if done is not None and done.digest == digest:
+                    continue
+                if held.get(app_name) == digest:
+                    continue  # already there (e.g. deployed before a gateway restart)
+                self._deploy(st, app_name, app)
+            elif app_name in held or key in self._deployed:
+                self._remove(st.device_id, app_name)
+        for app_id in held:  # ours, but its Application is gone
+            if app_id not in apps and (st.device_id, app_id) in self._deployed:
+                self._remove(st.device_id, app_id)
+
+    def _deploy(self, st: GatewayDeviceStatus, app_name: str, app: Application) -> None:
+        spec = app.spec
+        try:
+            dep = self.gateway.deploy(
+                st.device_id, spec.module, app_id=app_name, name=spec.name or app_name,
+                limits=spec.limits.to_wire(),
+                run=RunRequest(spec.entry, tuple(spec.args)),
+            )
+        except (GatewayError, ValueError) as exc:
+            log.warning("gateway %s: cannot deploy %s to %s: %s", self.name, app_name,
+                        st.name, exc)
+            return
+        self._deployed[(st.device_id, app_name)] = _Deployed(spec.module_digest, dep)
+        dep.done.add_done_callback(lambda _f: self._wake.set())
+
+    def _remove(self, device_id: str, app_id: str) -> None:
+        key = (device_id, app_id)
+        if key in self._removing:
+            return
+
+        async def remove() -> None:
+            try:
+                await self.gateway.stop_app(device_id, app_id, remove=True)
+                self._deployed.pop(key, None)
+            except (GatewayError, TimeoutError, ConnectionError) as exc:
+                log.info("gateway %s: removing %s from %s: %s", self.name, app_id,
+                         device_id[:8], exc)
+            finally:
+                self._removing.pop(key, None)
+                self._wake.set()
+
+        self._removing[key] = asyncio.get_running_loop().create_task(
+            remove(), name=f"remove-{app_id}-{device_id[:8]}"
+        )
+
+    # -- status -----------------------------------------------------------------------------
+    def _app_entries(
+        self, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
+    ) -> list[dict[str, Any]]:
+        reported = {a.app_id: a for a in st.apps}
+        ours = {app for (dev, app) in self._deployed if dev == st.device_id}
+        entries = []
+        for app_id in sorted(set(reported) | ours):
+            summary = reported.get(app_id)
+            record = self._deployed.get((st.device_id, app_id))
+            results = self.gateway.store.results(st.device_id, app_id)
+            last = max(results, key=lambda r: (r.received_at, r.run_id)) if results else None
+            digest = summary.digest.hex() if summary else record.digest if record else None
+            if digest is None:
+                continue
+            phase, error = self._phase(summary.state if summary else None, record, last)
+            entry: dict[str, Any] = {
+                "appId": app_id,
+                "digest": digest,
+                "deployment": phase.value,
+                "runs": len(results),
+            }
+            if summary is not None:
+                entry["state"] = summary.state.name
+            if app_id in apps or record is not None:
+                entry["application"] = app_id
+            if last is not None:
+                entry.update(runId=last.run_id, outcome=last.outcome.name,
+                             values=list(last.values), lastUpdated=rfc3339(last.received_at))
+            if error:
+                entry["error"] = error[:1024]
+            entries.append(entry)
+        return entries
+
+    @staticmethod
+    def _phase(
+        state: AppState | None, record: _Deployed | None, last: Any
+    ) -> tuple[DeploymentPhase, str | None]:
+        dep = record.dep if record else None
+        if dep is not None and dep.state == "failed":
+            return DeploymentPhase.FAILED, dep.error or "deployment failed"
+        if dep is not None and dep.error and dep.state == "installed" and dep.run_id is None:
+            return DeploymentPhase.FAILED, dep.error  # installed, but the run did not start
+        if state == AppState.RUNNING:
+            return DeploymentPhase.RUNNING, None
+        if last is not None:
+            if last.outcome == Outcome.RETURNED:
+                return DeploymentPhase.RUNNING, None
+            if last.outcome == Outcome.STOPPED:
+                return DeploymentPhase.STOPPED, None
+            detail = f": {last.detail}" if last.detail else ""
+            return DeploymentPhase.FAILED, f"run {last.run_id} {last.outcome.name}{detail}"
+        if state is not None:
+            return DeploymentPhase.from_app_state(state), None
+        if dep is not None and dep.state in ("pending", "transferring"):
+            return DeploymentPhase.DEPLOYING, None
+        if dep is not None and dep.state == "installed":
+            return (DeploymentPhase.DEPLOYING if dep.run is not None
+                    else DeploymentPhase.INSTALLED), None
+        return DeploymentPhase.PENDING, None
+
+    async def _write_device_status(
+        self, name: str, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
+    ) -> None:
+        core: dict[str, Any] = {
+            "phase": st.phase.value,
+            "deviceId": st.device_id,
+            "gateway": {"name": self.name, "endpoint": self.endpoint,
+                        "connectedAt": rfc3339(st.connected_since)},
+            "connectedSince": rfc3339(st.connected_since),
+            "apps": self._app_entries(st, apps),
+        }
+        now = time.time()
+        written = self._written.get(name)
+        if written is not None and written[0] == core and now - written[1] < self.refresh_s:
+            return
+        status = dict(core)
+        if st.last_heartbeat is not None:
+            status.update(lastHeartbeat=rfc3339(st.last_heartbeat), uptimeMs=st.uptime_ms,
+                          memoryFree=st.memory_free)
+        status = {k: v for k, v in status.items() if v is not None}
+        status["gateway"] = {k: v for k, v in status["gateway"].items() if v is not None}
+        # A merge patch replaces lists whole and removes keys set to null.
+        for key in ("connectedSince",):
+            status.setdefault(key, None)
+        try:
+            await self.kube.patch(DEVICES, name, {"status": status}, self.namespace, status=True)
+        except KubeError as exc:
+            if exc.status == 404:
+                return
+            raise
+        self._written[name] = (core, now)

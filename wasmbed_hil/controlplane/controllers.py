@@ -1,0 +1,457 @@
+"""The kopf controllers for Device, Application and Gateway resources.
+
+The same code runs against the emulated API server (in-process, `Controllers(...).start()`)
+and a real cluster (`wasmbed-hil controllers --in-cluster` / `--kubeconfig`).
+
+Who writes what (one writer per field, so merge patches never fight):
+- the gateway serving a device writes Device.status (phase, telemetry, `apps`); the Device
+  controller adds only the `Emulated` condition and drives the device manager;
+- the Application controller is the only writer of Application.status: it aggregates the
+  Devices' `status.apps` entries into `deviceStatuses`, `statistics` and the phase;
+- a gateway writes its Gateway's `status.phase`/`lastHeartbeat`; the Gateway controller
+  writes the device counts and the `Ready` condition (and `Failed` when a gateway has not
+  reported for `gateway_stale_s`).
+
+Application phase, from the per-device phases of its targets:
+no targets or any Pending/Deploying/Installed target: Deploying; all Running: Running;
+all Stopped: Stopped; all Failed: Failed; some Running and the rest Failed, Stopped or
+Unknown: PartiallyRunning; no Running and some Failed: Failed. Unknown means the device is
+disconnected or unreachable; a target named in `deviceNames` without a Device is Pending.
+Deleting an Application: the phase becomes Deleting; the gateways stop and remove it from
+their devices; the finalizer goes once no connected target still holds it (disconnected
+devices are not waited for; `delete_grace_s` bounds the wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from ..kube.client import Kind, KubeClient, KubeConfig, KubeError
+from ..kube.resources import (
+    GROUP,
+    VERSION,
+    Application,
+    ApplicationPhase,
+    DeploymentPhase,
+    Device,
+    DevicePhase,
+    Gateway,
+    GatewayPhase,
+    ResourceError,
+    rfc3339,
+)
+from .devicemanager import DeviceManager, DeviceManagerError
+
+log = logging.getLogger(__name__)
+
+FINALIZER = f"{GROUP}/finalizer"
+# JSON object of backend options for a Device's emulated machine, e.g. {"max_module_size": 4096}
+EMULATION_OPTIONS = f"{GROUP}/emulation-options"
+DEVICES, APPLICATIONS, GATEWAYS = (Kind.of(k) for k in (Device, Application, Gateway))
+HOLDING = {DeploymentPhase.DEPLOYING, DeploymentPhase.INSTALLED, DeploymentPhase.RUNNING,
+           DeploymentPhase.STOPPED, DeploymentPhase.FAILED}
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str,
+               previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    since = rfc3339()
+    for c in previous or []:
+        if c.get("type") == kind and c.get("status") == status:
+            since = c.get("lastTransitionTime", since)
+    return {"type": kind, "status": status, "reason": reason, "message": message[:1024],
+            "lastTransitionTime": since}
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def device_app_statuses(app: Application, name: str,
+                        devices: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Application.status.deviceStatuses from the Devices (name -> {labels, status})."""
+    targets = app.spec.target_devices
+    digest = app.spec.module_digest
+    out: list[dict[str, Any]] = []
+    names = sorted(set(targets.device_names) if targets.device_names else (
+        n for n, d in devices.items() if targets.selects(n, d["labels"])))
+    for device in names:
+        info = devices.get(device)
+        if info is None:
+            out.append({"device": device, "phase": DeploymentPhase.PENDING.value,
+                        "error": "no such Device"})
+            continue
+        status = info["status"]
+        entry = next((a for a in status.get("apps") or []
+                      if a.get("application", a.get("appId")) == name), None)
+        row: dict[str, Any] = {"device": device, "phase": DeploymentPhase.PENDING.value}
+        if entry is not None:
+            phase = DeploymentPhase(entry.get("deployment", DeploymentPhase.PENDING.value))
+            if entry.get("digest") != digest and phase != DeploymentPhase.FAILED:
+                phase = DeploymentPhase.DEPLOYING  # an older module is still there
+            row["phase"] = phase.value
+            for key in ("runId", "outcome", "values", "error", "lastUpdated"):
+                if entry.get(key) not in (None, []):
+                    row[key] = entry[key]
+        if status.get("phase") in (DevicePhase.DISCONNECTED.value,
+                                   DevicePhase.UNREACHABLE.value):
+            row["phase"] = DeploymentPhase.UNKNOWN.value
+        out.append(row)
+    return out
+
+
+def application_phase(rows: list[dict[str, Any]]) -> ApplicationPhase:
+    phases = [DeploymentPhase(r["phase"]) for r in rows]
+    if not phases or any(p in (DeploymentPhase.PENDING, DeploymentPhase.DEPLOYING,
+                                DeploymentPhase.INSTALLED) for p in phases):
+        return ApplicationPhase.DEPLOYING
+    if all(p == DeploymentPhase.RUNNING for p in phases):
+        return ApplicationPhase.RUNNING
+    if all(p == DeploymentPhase.STOPPED for p in phases):
+        return ApplicationPhase.STOPPED
+    if DeploymentPhase.RUNNING in phases:
+        return ApplicationPhase.PARTIALLY_RUNNING
+    if DeploymentPhase.FAILED in phases:
+        return ApplicationPhase.FAILED
+    return ApplicationPhase.DEPLOYING
+
+
+def application_status(app: Application, name: str,
+                       devices: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    rows = device_app_statuses(app, name, devices)
+    phases = [DeploymentPhase(r["phase"]) for r in rows]
+    held = (DeploymentPhase.INSTALLED, DeploymentPhase.RUNNING, DeploymentPhase.STOPPED)
+    phase = application_phase(rows)
+    failed = [r for r in rows if r["phase"] == DeploymentPhase.FAILED.value]
+    return {
+        "phase": phase.value,
+        "deviceStatuses": rows,
+        "statistics": {
+            "targets": len(rows),
+            "deployed": sum(p in held for p in phases),
+            "running": phases.count(DeploymentPhase.RUNNING),
+            "failed": len(failed),
+            "stopped": phases.count(DeploymentPhase.STOPPED),
+        },
+        "error": (f"{len(failed)} of {len(rows)} devices failed; first: "
+                  f"{failed[0]['device']}: {failed[0].get('error', '')}"[:1024]
+                  if failed else None),
+    }
+
+
+# ----------------------------------------------------------------------------- controllers
+
+
+@dataclass
+class ControllerSettings:
+    namespace: str = "wasmbed"
+    gateway_stale_s: float = 30.0  # a gateway silent this long is Failed
+    delete_grace_s: float = 60.0  # longest wait for devices to remove a deleted app
+    resync_s: float = 30.0  # aggregation also runs this often without any change
+    batch_window_s: float = 0.02
+
+
+@dataclass
+class _Shared:
+    """State the handlers share, living on kopf's loop."""
+
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> labels, status
+    changed: asyncio.Condition | None = None
+    version: int = 0
+
+    def condition(self) -> asyncio.Condition:
+        if self.changed is None:
+            self.changed = asyncio.Condition()
+        return self.changed
+
+    async def bump(self) -> None:
+        cond = self.condition()
+        async with cond:
+            self.version += 1
+            cond.notify_all()
+
+    async def pause(self, stopped: Any, seen: int, timeout: float) -> None:
+        """Until the devices change after `seen`, the daemon is stopped, or `timeout`."""
+        tasks = [asyncio.ensure_future(stopped.wait()),
+                 asyncio.ensure_future(self.wait_change(seen, timeout))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_change(self, seen: int, timeout: float) -> int:
+        cond = self.condition()
+        async with cond:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cond.wait_for(lambda: self.version != seen), timeout)
+            return self.version
+
+
+def build_registry(
+    kube_config: KubeConfig,
+    settings: ControllerSettings,
+    manager: DeviceManager | None,
+    kube_for_loop: Callable[[], KubeClient],
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    shared = _Shared()
+    ns = settings.namespace
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=kube_config.server, ca_data=kube_config.ca_pem, token=kube_config.token,
+            scheme="Bearer" if kube_config.token else None,
+            certificate_data=kube_config.client_cert_pem,
+            private_key_data=kube_config.client_key_pem,
+            insecure=kube_config.insecure, default_namespace=ns,
+        )
+
+    # -- Device ---------------------------------------------------------------------------
+    @kopf.on.event(GROUP, VERSION, "devices", registry=registry)
+    async def device_event(type: str, name: str, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED":
+            shared.devices.pop(name, None)
+        else:
+            shared.devices[name] = {"labels": dict(body.metadata.labels or {}),
+                                    "status": dict(body.get("status") or {})}
+        await shared.bump()
+
+    @kopf.on.resume(GROUP, VERSION, "devices", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "devices", registry=registry)
+    def device_created(name: str, body: kopf.Body, spec: kopf.Spec, patch: kopf.Patch,
+                       status: kopf.Status, **_: Any) -> None:
+        emulation = spec.get("emulation")
+        if not emulation:
+            return
+        previous = list(status.get("conditions") or [])
+        if manager is None:
+            cond = _condition("Emulated", False, "NoDeviceManager",
+                              "this controller runs without a device manager", previous)
+        else:
+            try:
+                model = Device.from_dict(dict(body))
+                options = json.loads(body.metadata.annotations.get(EMULATION_OPTIONS, "{}"))
+                if not isinstance(options, dict):
+                    raise DeviceManagerError(f"{EMULATION_OPTIONS} must be a JSON object")
+                machine = manager.start(name, model.spec.device_identity,
+                                        emulation["backend"], emulation.get("board"),
+                                        spec.get("preferredGateway"), options)
+                cond = _condition("Emulated", True, "MachineStarted",
+                                  f"{machine.backend} machine wired to gateway "
+                                  f"{machine.gateway}", previous)
+            except (DeviceManagerError, ResourceError, ValueError) as exc:
+                cond = _condition("Emulated", False, "MachineFailed", str(exc), previous)
+                kopf.warn(body, reason="MachineFailed", message=str(exc)[:512])
+        others = [c for c in previous if c.get("type") != "Emulated"]
+        patch.status["conditions"] = [*others, cond]
+
+    @kopf.on.delete(GROUP, VERSION, "devices", registry=registry)
+    def device_deleted(name: str, spec: kopf.Spec, **_: Any) -> None:
+        if manager is not None and spec.get("emulation"):
+            manager.stop(name)
+
+    # -- Application ----------------------------------------------------------------------
+    async def write_app_status(kube: KubeClient, name: str, status: dict[str, Any]) -> None:
+        await kube.patch(APPLICATIONS, name, {"status": status}, ns, status=True)
+
+    @kopf.daemon(GROUP, VERSION, "applications", registry=registry,
+                 cancellation_backoff=2.0, cancellation_timeout=5.0,
+                 when=lambda meta, **_: not meta.get("deletionTimestamp"))
+    async def aggregate(name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
+                        **_: Any) -> None:
+        kube = kube_for_loop()
+        last: dict[str, Any] | None = None
+        seen = -1
+        while not stopped:
+            seen = shared.version
+            try:
+                app = Application.from_dict(dict(body))
+            except ResourceError as exc:  # the API server validates; be safe anyway
+                status = {"phase": ApplicationPhase.FAILED.value, "error": str(exc)}
+            else:
+                status = application_status(app, name, shared.devices)
+                status["observedGeneration"] = body.metadata.get("generation")
+            if status != last:
+                try:
+                    await write_app_status(kube, name, {**status, "lastUpdated": rfc3339()})
+                    last = status
+                except KubeError as exc:
+                    if exc.status == 404:
+                        return
+                    log.info("application %s: status not written: %s", name, exc)
+                    await asyncio.sleep(0.2)  # retry pacing during an API outage
+                    continue
+            await asyncio.sleep(settings.batch_window_s)  # coalesce bursts of device events
+            if shared.version == seen:
+                await shared.pause(stopped, seen, settings.resync_s)
+
+    @kopf.on.delete(GROUP, VERSION, "applications", registry=registry)
+    async def application_deleted(name: str, body: kopf.Body, **_: Any) -> None:
+        kube = kube_for_loop()
+        with contextlib.suppress(KubeError):
+            await write_app_status(kube, name, {"phase": ApplicationPhase.DELETING.value,
+                                                "lastUpdated": rfc3339()})
+        deadline = time.monotonic() + settings.delete_grace_s
+        seen = -1
+        while True:
+            holding = [
+                dev for dev, info in shared.devices.items()
+                if info["status"].get("phase") == DevicePhase.CONNECTED.value
+                and any(a.get("application", a.get("appId")) == name
+                        for a in info["status"].get("apps") or [])
+            ]
+            if not holding:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                kopf.warn(body, reason="RemovalTimedOut",
+                          message=f"still on {', '.join(holding)}; finalizer released")
+                return
+            seen = await shared.wait_change(seen, remaining)
+
+    # -- Gateway --------------------------------------------------------------------------
+    @kopf.daemon(GROUP, VERSION, "gateways", registry=registry,
+                 cancellation_backoff=2.0, cancellation_timeout=5.0,
+                 when=lambda meta, **_: not meta.get("deletionTimestamp"))
+    async def gateway_counts(name: str, body: kopf.Body, stopped: kopf.DaemonStopped,
+                             **_: Any) -> None:
+        kube = kube_for_loop()
+        last: dict[str, Any] | None = None
+        while not stopped:
+            seen = shared.version
+            mine = [d["status"] for d in shared.devices.values()
+                    if (d["status"].get("gateway") or {}).get("name") == name]
+            status_now = dict(body.get("status") or {})
+            beat = _parse_time(status_now.get("lastHeartbeat"))
+            fresh = beat is not None and time.time() - beat < settings.gateway_stale_s
+            running = status_now.get("phase") == GatewayPhase.RUNNING.value
+            ready = running and fresh
+            reason = ("Serving" if ready else "NotStarted" if beat is None
+                      else "Stopped" if status_now.get("phase") == GatewayPhase.STOPPED.value
+                      else "HeartbeatStale")
+            message = (f"last report {status_now.get('lastHeartbeat') or 'never'}")
+            status: dict[str, Any] = {
+                "connectedDevices": sum(s.get("phase") == DevicePhase.CONNECTED.value
+                                        for s in mine),
+                "enrolledDevices": sum(bool(s.get("deviceId")) for s in mine),
+                "conditions": [_condition("Ready", ready, reason, message,
+                                          status_now.get("conditions"))],
+                "observedGeneration": body.metadata.get("generation"),
+            }
+            if running and not fresh and beat is not None:
+                status["phase"] = GatewayPhase.FAILED.value
+            compare = {**status, "conditions": [
+                {k: v for k, v in c.items() if k != "lastTransitionTime"}
+                for c in status["conditions"]]}
+            if compare != last:
+                try:
+                    await kube.patch(GATEWAYS, name, {"status": status}, ns, status=True)
+                    last = compare
+                except KubeError as exc:
+                    if exc.status == 404:
+                        return
+                    await asyncio.sleep(0.2)  # retry pacing during an API outage
+                    continue
+            await shared.pause(stopped, seen,
+                               min(settings.resync_s, settings.gateway_stale_s / 2))
+
+    return registry
+
+
+class Controllers:
+    """Runs the kopf operator for one namespace in its own thread (with its own loop)."""
+
+    def __init__(
+        self,
+        kube_config: KubeConfig,
+        settings: ControllerSettings | None = None,
+        manager: DeviceManager | None = None,
+    ) -> None:
+        self.kube_config = kube_config
+        self.settings = settings or ControllerSettings()
+        self.manager = manager
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._kube: KubeClient | None = None
+        self.errors: list[BaseException] = []
+
+    def _kube_for_loop(self) -> KubeClient:
+        if self._kube is None:
+            self._kube = KubeClient(self.kube_config)
+        return self._kube
+
+    def operator_settings(self) -> kopf.OperatorSettings:
+        s = kopf.OperatorSettings()
+        prefix = f"kopf.{GROUP}"
+        s.persistence.finalizer = FINALIZER
+        s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+        s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix)
+        s.networking.error_backoffs = [0.1, 0.2, 0.5, 1, 2]
+        s.networking.request_timeout = 30
+        s.watching.server_timeout = 60
+        s.watching.reconnect_backoff = 0.1
+        s.queueing.error_delays = [0.1, 0.2, 0.5, 1, 2, 5]
+        s.execution.max_workers = 8
+        s.posting.level = logging.INFO
+        return s
+
+    async def run(self) -> None:
+        """Run until the stop flag is set (for the CLI and for `start()`)."""
+        registry = build_registry(self.kube_config, self.settings, self.manager,
+                                  self._kube_for_loop)
+        try:
+            await kopf.operator(
+                registry=registry, settings=self.operator_settings(), standalone=True,
+                namespaces=[self.settings.namespace], stop_flag=self._stop,
+                ready_flag=self._ready,
+            )
+        finally:
+            kube, self._kube = self._kube, None
+            if kube is not None:
+                await kube.close()
+
+    def start(self, timeout: float = 30.0) -> Controllers:
+        def main() -> None:
+            try:
+                asyncio.run(self.run())
+            except BaseException as exc:
+                self.errors.append(exc)
+                self._ready.set()
+
+        self._thread = threading.Thread(target=main, name="kopf-controllers", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout) or self.errors:
+            self.stop()
+            raise RuntimeError(f"the controllers did not start: {self.errors or 'timeout'}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError("the kopf controllers did not stop in time")
+            self._thread = None
