@@ -108,3 +108,92 @@ def test_trap_on_every_device_fails_the_application(control_plane, wasm):
     assert status(app)["statistics"]["failed"] == 2
     assert all(r["outcome"] == "TRAPPED" for r in status(app)["deviceStatuses"])
     assert "TRAPPED" in status(app)["error"]
+
+
+def _connected(cp, *names):
+    for name in names:
+        cp.create_device(name, backend=cp.backend)
+    for name in names:
+        cp.wait_phase("devices", name, "Connected", TIMEOUT)
+
+
+@pytest.mark.hil_platform(rest=False)
+def test_deleting_an_application_removes_it_from_devices_before_it_goes(control_plane, wasm):
+    cp = control_plane
+    _connected(cp, "d-1", "d-2")
+    created = cp.create_application("doomed", wasm("add"), all_devices=True, args=[1, 1])
+    cp.wait_phase("applications", "doomed", "Running", TIMEOUT)
+    app = cp.get("applications", "doomed")
+    assert "wasmbed.github.io/finalizer" in app["metadata"]["finalizers"]
+    assert app["metadata"]["uid"] == created["metadata"]["uid"]
+    cp.delete("applications", "doomed")
+    cp.wait_gone("applications", "doomed", TIMEOUT)
+    for name in ("d-1", "d-2"):  # the finalizer waited for the devices to drop it
+        assert not any(a["appId"] == "doomed" for a in status(cp.get("devices", name))["apps"])
+        gw_view = cp.gateways["gateway-0"].device(status(cp.get("devices", name))["deviceId"])
+        assert all(a.app_id != "doomed" for a in gw_view.apps)
+
+
+@pytest.mark.hil_platform(rest=False)
+def test_deleting_a_device_stops_its_machine_and_its_enrollment(control_plane):
+    cp = control_plane
+    _connected(cp, "gone-soon")
+    device_id = status(cp.get("devices", "gone-soon"))["deviceId"]
+    machine = cp.manager.machines["gone-soon"]
+    cp.delete("devices", "gone-soon")
+    cp.wait_gone("devices", "gone-soon", TIMEOUT)
+    assert "gone-soon" not in cp.manager.machines
+    assert machine.handle.lifecycle.value == "off"
+    gw = cp.gateways["gateway-0"]
+    gw.wait_event("forgotten", lambda e: e.device_id == device_id, timeout=TIMEOUT)
+    assert all(st.device_id != device_id for st in gw.devices())
+
+
+@pytest.mark.hil_platform(rest=False, agent_refresh_s=0.5)
+def test_api_server_outage_loses_no_status_and_no_result(control_plane, wasm):
+    cp = control_plane
+    _connected(cp, "keeps-running", "drops-off")
+    cp.create_application("adder", wasm("add"), all_devices=True, args=[20, 22])
+    cp.wait_phase("applications", "adder", "Running", TIMEOUT)
+    gw = cp.gateways["gateway-0"]
+    runner_id = status(cp.get("devices", "keeps-running"))["deviceId"]
+    leaver_id = status(cp.get("devices", "drops-off"))["deviceId"]
+    with cp.api_outage():
+        # The gateway carries on: more runs, a device lost, and the API server hears nothing.
+        run_ids = [gw.start_app(runner_id, "adder", args=(i, 1)) for i in range(3)]
+        for run_id in run_ids:
+            gw.wait_result(runner_id, "adder", run_id, timeout=TIMEOUT)
+        cp.manager.machines["drops-off"].handle.power_off()
+        gw.wait_phase(leaver_id, "Disconnected", timeout=TIMEOUT)
+        assert status(cp.get("devices", "drops-off"))["phase"] == "Connected"  # stale
+        assert [a["runs"] for a in status(cp.get("devices", "keeps-running"))["apps"]] == [1]
+        assert cp.agents["gateway-0"].failed_writes > 0
+    runner = cp.wait("devices", "keeps-running",
+                     lambda o: status(o)["apps"][0]["runs"] == 4, "to report 4 runs", TIMEOUT)
+    last = status(runner)["apps"][0]
+    assert (last["runId"], last["values"]) == (run_ids[-1], [3])
+    cp.wait_phase("devices", "drops-off", "Disconnected", TIMEOUT)
+    app = cp.wait_phase("applications", "adder", "PartiallyRunning", TIMEOUT)
+    phases = {r["device"]: r["phase"] for r in status(app)["deviceStatuses"]}
+    assert phases == {"keeps-running": "Running", "drops-off": "Unknown"}
+
+
+@pytest.mark.hil_platform(rest=False, gateways=2)
+def test_two_gateways_share_a_fleet(control_plane, wasm):
+    cp = control_plane
+    names = [f"shared-{i}" for i in range(4)]
+    _connected(cp, *names)
+    serving = {n: status(cp.get("devices", n))["gateway"]["name"] for n in names}
+    assert sorted(serving.values()) == ["gateway-0", "gateway-0", "gateway-1", "gateway-1"]
+    for gw in ("gateway-0", "gateway-1"):
+        cp.wait("gateways", gw, lambda o: status(o).get("connectedDevices") == 2
+                and status(o).get("enrolledDevices") == 2, "to count 2 devices", TIMEOUT)
+    cp.create_application("everywhere", wasm("add"), all_devices=True, args=[5, 5])
+    app = cp.wait("applications", "everywhere",
+                  lambda o: status(o).get("phase") == "Running"
+                  and status(o)["statistics"]["running"] == 4, "to run on all 4", TIMEOUT)
+    assert all(r["values"] == [10] for r in status(app)["deviceStatuses"])
+    # One gateway stops: its devices become unreachable for the application, the other
+    # gateway's keep running, and the stopped gateway reports itself Stopped.
+    cp.stop_gateway("gateway-1")
+    cp.wait_phase("gateways", "gateway-1", "Stopped", TIMEOUT)

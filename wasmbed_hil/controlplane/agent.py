@@ -138,6 +138,7 @@ class GatewayAgent:
         self._device_models = _Cache(Device)
         self._app_models = _Cache(Application)
         self._identities: dict[str, str] = {}  # identity -> Device name
+        self._deleting: set[str] = set()  # identities whose Device is being deleted
         self._deployed: dict[tuple[str, str], _Deployed] = {}  # (device_id, app) -> last
         self._removing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._written: dict[str, tuple[Any, float]] = {}  # device name -> (core, when)
@@ -207,21 +208,24 @@ class GatewayAgent:
 
     def _on_device(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
+        model = self._device_models.get(obj)
+        identity = model.spec.device_identity if model is not None else None
         if kind == "DELETED":
             self._device_models.drop(name)
             self._written.pop(name, None)
-            for identity, owner in list(self._identities.items()):
-                if owner == name:
-                    del self._identities[identity]
-                    if self.gateway.forget(identity):
-                        log.info("gateway %s: forgot %s (Device deleted)", self.name, name)
-        else:
-            model = self._device_models.get(obj)
-            if model is not None:
-                if obj["metadata"].get("deletionTimestamp"):
-                    self._identities.pop(model.spec.device_identity, None)
-                else:
-                    self._identities[model.spec.device_identity] = name
+            if identity is not None and self._identities.get(identity, name) == name:
+                self._identities.pop(identity, None)
+                self._deleting.discard(identity)
+                if self.gateway.forget(identity):
+                    log.info("gateway %s: forgot %s (Device deleted)", self.name, name)
+        elif identity is not None:
+            if obj["metadata"].get("deletionTimestamp"):
+                # Going: no new enrollment, and no re-registration under another name.
+                self._identities.pop(identity, None)
+                self._deleting.add(identity)
+            else:
+                self._identities[identity] = name
+                self._deleting.discard(identity)
         self._wake.set()
 
     def _on_app(self, kind: str, obj: dict[str, Any]) -> None:
@@ -348,7 +352,8 @@ class GatewayAgent:
     ) -> None:
         name = self._identities.get(st.identity)
         if name is None:
-            await self._register_device(st)
+            if st.identity not in self._deleting:
+                await self._register_device(st)
             return
         raw = self.devices.objects.get(name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
