@@ -125,6 +125,7 @@ class QemuDeviceHandle(DeviceHandle):
         if self._loop.alive:
             self._loop.run(self.machine.close())
             self._loop.run(self.link.close())
+            self._loop.call(self._set, Lifecycle.OFF)
 
     def set_silent(self, silent: bool) -> None:
         self._faults.silent = silent

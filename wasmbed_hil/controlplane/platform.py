@@ -344,10 +344,20 @@ class Platform:
             obj = watcher.get(plural, name)
             if obj is None:
                 return f"{plural}/{name} does not exist"
-            return f"{plural}/{name} status: {json.dumps(obj.get('status'), sort_keys=True)}"
+            text = f"{plural}/{name} status: {json.dumps(obj.get('status'), sort_keys=True)}"
+            return text + self._machine_tail(name) if plural == "devices" else text
 
         return self.loop.run(watcher.wait(check, timeout, f"{plural}/{name} {what}", seen),
                              timeout=timeout + 5)
+
+    def _machine_tail(self, name: str, lines: int = 8) -> str:
+        machine = self.manager.machines.get(name)
+        if machine is None:
+            return "; no machine"
+        handle = machine.handle
+        console = " | ".join(handle.console[-lines:])
+        return (f"; machine {machine.backend} via {machine.gateway}: "
+                f"{handle.lifecycle.value}{handle.extra_seen()}; console: {console}")
 
     def wait_gone(self, plural: str, name: str, timeout: float = 20.0) -> None:
         assert self.watcher is not None

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,9 @@ def _kill_leftovers() -> None:
 
 class MachineError(RuntimeError):
     """The emulator could not be started or controlled (an infrastructure problem)."""
+
+
+UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
 
 
 class QemuMachine:
@@ -57,6 +61,11 @@ class QemuMachine:
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.qmp_path = workdir / "qmp.sock"
+        self._short_dir: Path | None = None
+        if len(str(self.qmp_path)) > UNIX_PATH_MAX:
+            # A UNIX socket path is limited to 107 bytes; deep work directories exceed it.
+            self._short_dir = Path(tempfile.mkdtemp(prefix="wbqmp-"))
+            self.qmp_path = self._short_dir / "qmp.sock"
         workdir.mkdir(parents=True, exist_ok=True)
         self._console_file = (workdir / "console.log").open("a", buffering=1)
 
@@ -137,6 +146,8 @@ class QemuMachine:
     async def close(self) -> None:
         await self.power_cut()
         self._console_file.close()
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
 
     async def reset(self, timeout: float = 5.0) -> None:
         """A system reset through QMP (CPU and devices reset, the blob loaded again)."""
