@@ -8,9 +8,52 @@ Device resource asks for emulation.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
+from wasmbed_hil.pki import device_identity
+
 TIMEOUT = 30.0
+
+
+def test_seed_flow_through_the_rest_api(control_plane, wasm):
+    """The architecture's flow: POST /devices starts machines that enroll and connect;
+    POST /applications deploys, the devices run it, results come back; DELETE cleans up."""
+    cp = control_plane
+    status_code, created = cp.request("POST", "/api/v1/devices", {
+        "name": "sensor", "count": 2, "labels": {"kind": "sensor"},
+        "emulation": {"backend": cp.backend}})
+    assert status_code == 201, created
+    names = [d["name"] for d in created["items"]]
+    assert names == ["sensor-0", "sensor-1"]
+    for name in names:
+        cp.wait_phase("devices", name, "Connected", TIMEOUT)
+    code, body = cp.request("GET", "/api/v1/devices?labelSelector=kind%3Dsensor")
+    assert code == 200 and sorted(d["name"] for d in body["items"]) == names
+    assert {d["phase"] for d in body["items"]} == {"Connected"}
+    code, app = cp.request("POST", "/api/v1/applications", {
+        "name": "adder", "wasmBytes": base64.b64encode(wasm("add")).decode(),
+        "targetDevices": {"selector": {"matchLabels": {"kind": "sensor"}}},
+        "args": [40, 2]})
+    assert code == 201, app
+    cp.wait_phase("applications", "adder", "Running", TIMEOUT)
+    code, app = cp.request("GET", "/api/v1/applications/adder")
+    assert code == 200 and app["phase"] == "Running", app
+    assert {r["device"]: r["values"] for r in app["deviceStatuses"]} == {
+        "sensor-0": [42], "sensor-1": [42]}
+    code, gws = cp.request("GET", "/api/v1/gateways")
+    assert code == 200
+    assert [(g["name"], g["phase"]) for g in gws["items"]] == [("gateway-0", "Running")]
+    code, _ = cp.request("GET", "/api/v1/devices", token="wrong")
+    assert code == 401
+    code, _ = cp.request("DELETE", "/api/v1/applications/adder")
+    assert code == 202
+    cp.wait_gone("applications", "adder", TIMEOUT)
+    for name in names:
+        assert cp.request("DELETE", f"/api/v1/devices/{name}")[0] == 202
+        cp.wait_gone("devices", name, TIMEOUT)
+    assert cp.manager.machines == {}
 
 
 def status(obj):
@@ -197,3 +240,23 @@ def test_two_gateways_share_a_fleet(control_plane, wasm):
     # gateway's keep running, and the stopped gateway reports itself Stopped.
     cp.stop_gateway("gateway-1")
     cp.wait_phase("gateways", "gateway-1", "Stopped", TIMEOUT)
+
+
+@pytest.mark.hil_gateway(pairing=False)
+def test_pairing_off_admits_only_known_devices_until_the_rest_api_enables_it(control_plane):
+    cp = control_plane
+    _connected(cp, "known")  # its Device resource pre-approves it
+    gw = cp.gateways["gateway-0"]
+    assert not gw.pairing
+    # A machine whose key no Device names: refused while pairing is off.
+    key = base64.b64decode(cp.manager.provision("stranger"))
+    cp.manager.start("stranger", device_identity(key), cp.backend)
+    gw.wait_event("rejected", lambda e: e.data["name"] == "stranger"
+                  and e.data["code"] == "PAIRING_DISABLED", timeout=TIMEOUT)
+    code, body = cp.request("POST", "/api/v1/gateways/gateway-0/pairing",
+                            {"enabled": True, "timeoutSeconds": 60})
+    assert code == 200, body
+    gw.wait_event("pairing", lambda e: e.data["enabled"] is True, timeout=TIMEOUT)
+    # Now it enrolls, and the gateway registers a Device for it.
+    dev = cp.wait_phase("devices", "stranger", "Connected", TIMEOUT)
+    assert dev["metadata"]["labels"] == {"wasmbed.github.io/registered-by": "gateway-0"}
