@@ -37,7 +37,7 @@ def test_seed_flow_through_the_rest_api(control_plane, wasm):
         "targetDevices": {"selector": {"matchLabels": {"kind": "sensor"}}},
         "args": [40, 2]})
     assert code == 201, app
-    cp.wait_phase("applications", "adder", "Running", TIMEOUT)
+    reported(cp, "adder", "Running", names)
     code, app = cp.request("GET", "/api/v1/applications/adder")
     assert code == 200 and app["phase"] == "Running", app
     assert {r["device"]: r["values"] for r in app["deviceStatuses"]} == {
@@ -58,6 +58,20 @@ def test_seed_flow_through_the_rest_api(control_plane, wasm):
 
 def status(obj):
     return obj.get("status") or {}
+
+
+def reported(cp, app, phase, devices):
+    """Wait until the Application is in `phase` with a run result from each of `devices`
+    (Running means deployed and started; the result may come a moment later)."""
+
+    def done(obj):
+        rows = {r["device"]: r for r in status(obj).get("deviceStatuses", [])}
+        return status(obj).get("phase") == phase and all(
+            "outcome" in rows.get(d, {}) or rows.get(d, {}).get("phase") == "Failed"
+            for d in devices)
+
+    return cp.wait("applications", app, done,
+                   f"to be {phase} with results from {', '.join(devices)}", TIMEOUT)
 
 
 @pytest.mark.hil_platform(rest=False)
@@ -88,7 +102,7 @@ def test_application_runs_on_its_devices_and_results_flow_back(control_plane, wa
         cp.wait_phase("devices", name, "Connected", TIMEOUT)
     cp.create_application("adder", wasm("add"), device_names=["dev-a", "dev-b"],
                           args=[40, 2])
-    app = cp.wait_phase("applications", "adder", "Running", TIMEOUT)
+    app = reported(cp, "adder", "Running", ["dev-a", "dev-b"])
     rows = {r["device"]: r for r in status(app)["deviceStatuses"]}
     assert set(rows) == {"dev-a", "dev-b"}
     for row in rows.values():
@@ -109,10 +123,7 @@ def test_selector_reaches_devices_that_join_later(control_plane, wasm):
     app = cp.wait_phase("applications", "blue-adder", "Running", TIMEOUT)
     assert [r["device"] for r in status(app)["deviceStatuses"]] == ["early"]
     cp.create_device("late", labels={"fleet": "blue"}, backend=cp.backend)
-    app = cp.wait("applications", "blue-adder",
-                  lambda o: status(o).get("phase") == "Running"
-                  and status(o)["statistics"]["running"] == 2,
-                  "to run on the late device too", TIMEOUT)
+    app = reported(cp, "blue-adder", "Running", ["early", "late"])
     rows = {r["device"]: r for r in status(app)["deviceStatuses"]}
     assert set(rows) == {"early", "late"}
     assert rows["late"]["values"] == [3]
@@ -130,7 +141,7 @@ def test_one_failing_device_gives_partially_running(control_plane, wasm):
     for name in ("roomy-1", "roomy-2", "cramped"):
         cp.wait_phase("devices", name, "Connected", TIMEOUT)
     cp.create_application("data", wasm.data(8192), all_devices=True, entry="checksum")
-    app = cp.wait_phase("applications", "data", "PartiallyRunning", TIMEOUT)
+    app = reported(cp, "data", "PartiallyRunning", ["roomy-1", "roomy-2", "cramped"])
     rows = {r["device"]: r for r in status(app)["deviceStatuses"]}
     assert {d: r["phase"] for d, r in rows.items()} == {
         "roomy-1": "Running", "roomy-2": "Running", "cramped": "Failed"}
@@ -197,7 +208,9 @@ def test_api_server_outage_loses_no_status_and_no_result(control_plane, wasm):
     cp = control_plane
     _connected(cp, "keeps-running", "drops-off")
     cp.create_application("adder", wasm("add"), all_devices=True, args=[20, 22])
-    cp.wait_phase("applications", "adder", "Running", TIMEOUT)
+    reported(cp, "adder", "Running", ["keeps-running", "drops-off"])
+    cp.wait("devices", "keeps-running", lambda o: status(o)["apps"][0]["runs"] == 1,
+            "to report its first run", TIMEOUT)
     gw = cp.gateways["gateway-0"]
     runner_id = status(cp.get("devices", "keeps-running"))["deviceId"]
     leaver_id = status(cp.get("devices", "drops-off"))["deviceId"]
@@ -232,9 +245,7 @@ def test_two_gateways_share_a_fleet(control_plane, wasm):
         cp.wait("gateways", gw, lambda o: status(o).get("connectedDevices") == 2
                 and status(o).get("enrolledDevices") == 2, "to count 2 devices", TIMEOUT)
     cp.create_application("everywhere", wasm("add"), all_devices=True, args=[5, 5])
-    app = cp.wait("applications", "everywhere",
-                  lambda o: status(o).get("phase") == "Running"
-                  and status(o)["statistics"]["running"] == 4, "to run on all 4", TIMEOUT)
+    app = reported(cp, "everywhere", "Running", names)
     assert all(r["values"] == [10] for r in status(app)["deviceStatuses"])
     # One gateway stops: its devices become unreachable for the application, the other
     # gateway's keep running, and the stopped gateway reports itself Stopped.
