@@ -392,8 +392,8 @@ class Controllers:
         self.kube_config = kube_config
         self.settings = settings or ControllerSettings()
         self.manager = manager
-        self._stop = threading.Event()
-        self._ready = threading.Event()
+        self.stop_flag = threading.Event()
+        self.ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._kube: KubeClient | None = None
         self.errors: list[BaseException] = []
@@ -425,31 +425,37 @@ class Controllers:
         try:
             await kopf.operator(
                 registry=registry, settings=self.operator_settings(), standalone=True,
-                namespaces=[self.settings.namespace], stop_flag=self._stop,
-                ready_flag=self._ready,
+                namespaces=[self.settings.namespace], stop_flag=self.stop_flag,
+                ready_flag=self.ready,
             )
         finally:
+            # kopf waits for a threading.Event stop flag in an executor thread; when it
+            # stopped on a signal instead, release that thread or interpreter exit hangs.
+            self.stop_flag.set()
             kube, self._kube = self._kube, None
             if kube is not None:
                 await kube.close()
 
     def start(self, timeout: float = 30.0) -> Controllers:
+        """Run in a thread (kopf then cannot handle OS signals; the caller stops it)."""
+        logging.getLogger("kopf._core.reactor.running").setLevel(logging.ERROR)
+
         def main() -> None:
             try:
                 asyncio.run(self.run())
             except BaseException as exc:
                 self.errors.append(exc)
-                self._ready.set()
+                self.ready.set()
 
         self._thread = threading.Thread(target=main, name="kopf-controllers", daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout) or self.errors:
+        if not self.ready.wait(timeout) or self.errors:
             self.stop()
             raise RuntimeError(f"the controllers did not start: {self.errors or 'timeout'}")
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
+        self.stop_flag.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

@@ -1,0 +1,257 @@
+"""`wasmbed-hil`: help, exit codes, and the services started as deploy/ starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wasmbed_hil.cli import main
+from wasmbed_hil.harness import LoopThread
+from wasmbed_hil.kube.apiserver import ApiServer
+
+CLI = [sys.executable, "-m", "wasmbed_hil"]
+WAIT = 60
+
+
+@pytest.mark.parametrize("command", ["up", "apiserver", "controllers", "gateway", "rest"])
+def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"wasmbed-hil {command}" in out
+    assert len(out.splitlines()) > 5
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_unreachable_kubeconfig_is_an_environment_error(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    code = main(["rest", "--kubeconfig", str(tmp_path / "missing"), "--token-file", str(token)])
+    assert code == 3
+    assert "cannot reach the API server" in capsys.readouterr().err
+
+
+def test_empty_token_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: x}}]\n")
+    (tmp_path / "token").write_text("\n")
+    code = main(["rest", "--kubeconfig", str(kubeconfig), "--token-file",
+                 str(tmp_path / "token"), "--port", "0"])
+    assert code == 3
+    assert "is empty" in capsys.readouterr().err
+
+
+class Service:
+    """A CLI service in a subprocess; `ready` is its `ready ...` line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # blocks until the service speaks or exits
+            self.lines.append(line.rstrip())
+            if line.startswith("ready "):
+                self.ready = line.split()
+                return
+        self.proc.wait(WAIT)
+        raise AssertionError(f"{args[0]} exited {self.proc.returncode} before ready: "
+                             f"{self.lines} {self.proc.stderr.read() if self.proc.stderr else ''}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(WAIT)
+        finally:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()
+
+
+@pytest.fixture
+def apiserver(tmp_path: Path) -> Iterator[Path]:
+    loop = LoopThread("cli-test-apiserver")
+    server = ApiServer(token="cli-test")
+    loop.run(server.start())
+    try:
+        from wasmbed_hil.kube.client import KubeClient, KubeConfig, install_crds
+
+        path = server.write_kubeconfig(tmp_path / "kubeconfig", "wasmbed")
+
+        async def prepare() -> None:
+            async with KubeClient(KubeConfig.from_kubeconfig(path)) as kube:
+                await install_crds(kube)
+                await kube.ensure_namespace("wasmbed")
+
+        loop.run(prepare())
+        yield path
+    finally:
+        loop.run(server.stop())
+        loop.close()
+
+
+def test_rest_service_serves_and_stops_on_sigterm(apiserver: Path, tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("secret-token\n")
+    service = Service("rest", "--kubeconfig", str(apiserver), "--port", "0", "--host",
+                      "127.0.0.1", "--token-file", str(tmp_path / "token"))
+    try:
+        url = service.ready[2]
+        with urllib.request.urlopen(f"{url}/health", timeout=WAIT) as response:
+            assert json.load(response) == {"status": "ok"}
+        request = urllib.request.Request(f"{url}/api/v1/devices",
+                                         headers={"Authorization": "Bearer secret-token"})
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            assert json.load(response) == {"items": []}
+    finally:
+        assert service.stop() == 0
+
+
+def test_gateway_service_registers_its_gateway(apiserver: Path, tmp_path: Path) -> None:
+    from wasmbed_hil.pki import FleetCA
+
+    ca = FleetCA.create("cli test CA")
+    ca.issue_gateway("gw-cli", hosts=("localhost", "127.0.0.1")).write(tmp_path / "pki")
+    service = Service("gateway", "--kubeconfig", str(apiserver), "--name", "gw-cli",
+                      "--tls-port", "0", "--host", "127.0.0.1", "--endpoint", "gw.example:8443",
+                      "--pki-dir", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "st"))
+    try:
+        from kubernetes import client as k8s
+        from kubernetes import config as k8s_config
+
+        configuration = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=str(apiserver),
+                                    client_configuration=configuration)
+        with k8s.ApiClient(configuration) as api:
+            from kubernetes import watch
+
+            custom = k8s.CustomObjectsApi(api)
+            phase = None
+            for event in watch.Watch().stream(
+                custom.list_namespaced_custom_object, "wasmbed.github.io", "v1", "wasmbed",
+                "gateways", timeout_seconds=WAIT,
+            ):
+                obj = event["object"]
+                phase = (obj.get("status") or {}).get("phase")
+                if phase == "Running":
+                    break
+            assert phase == "Running"
+            assert obj["spec"]["endpoint"] == "gw.example:8443"
+    finally:
+        assert service.stop() == 0
+    assert (tmp_path / "st" / "gateway.sqlite3").exists()
+
+
+def test_up_starts_devices_and_exits_when_ready(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*CLI, "up", "-n", "2", "--port", "0", "--exit-after-ready", "--timeout", "60",
+         "--workdir", str(tmp_path / "up")],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "120"})
+    assert done.returncode == 0, done.stderr
+    assert "device-0" in done.stdout and "device-1" in done.stdout
+    assert done.stdout.count("Connected") >= 2
+    info = json.loads((tmp_path / "up" / "platform.json").read_text())
+    assert info["namespace"] == "wasmbed"
+    assert oct((tmp_path / "up" / "token").stat().st_mode & 0o777) == "0o600"
+
+
+def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = subprocess.run([*CLI, "up", "-n", "0", "--port", str(port), "--exit-after-ready",
+                               "--workdir", str(tmp_path / "up")],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert "--port 0" in done.stderr
+
+
+def test_services_as_separate_processes_run_an_application(apiserver: Path, tmp_path: Path,
+                                                           hil_loop: LoopThread) -> None:
+    """The deploy/ topology, one process per service: controllers, a gateway and the REST
+    API against one API server; a device joins the gateway and runs an Application."""
+    import base64
+
+    from wasmbed_hil import modules
+    from wasmbed_hil.backends import VirtualBackend
+    from wasmbed_hil.pki import FleetCA
+
+    ca = FleetCA.create("cli topology CA")
+    ca.issue_gateway("gw-0", hosts=("localhost", "127.0.0.1")).write(tmp_path / "pki")
+    (tmp_path / "token").write_text("topology-token")
+    kube = ["--kubeconfig", str(apiserver)]
+    services = [Service("controllers", *kube)]
+    try:
+        services.append(Service("gateway", *kube, "--name", "gw-0", "--tls-port", "0",
+                                "--host", "127.0.0.1", "--pki-dir", str(tmp_path / "pki"),
+                                "--state-dir", str(tmp_path / "state"), "--pairing",
+                                "--heartbeat", "1"))
+        port = int(services[-1].ready[-1].split("=")[1])
+        services.append(Service("rest", *kube, "--port", "0", "--host", "127.0.0.1",
+                                "--token-file", str(tmp_path / "token")))
+        rest = services[-1].ready[2]
+        device = VirtualBackend(hil_loop, tmp_path / "dev").create(
+            "edge-1", ca.issue_device("edge-1"), ("127.0.0.1", port))
+        try:
+            device.power_on()
+            device.wait_online(WAIT)
+
+            def call(method: str, path: str, body: object = None) -> object:
+                data = json.dumps(body).encode() if body is not None else None
+                request = urllib.request.Request(
+                    rest + path, data=data, method=method,
+                    headers={"Authorization": "Bearer topology-token",
+                             "Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=WAIT) as response:
+                    return json.load(response)
+
+            call("POST", "/api/v1/applications", {
+                "name": "adder", "targetDevices": {"allDevices": True}, "args": [2, 3],
+                "wasmBytes": base64.b64encode(modules.build("add")).decode()})
+            from kubernetes import client as k8s
+            from kubernetes import config as k8s_config
+            from kubernetes import watch
+
+            configuration = k8s.Configuration()
+            k8s_config.load_kube_config(config_file=str(apiserver),
+                                        client_configuration=configuration)
+            with k8s.ApiClient(configuration) as api:
+                custom = k8s.CustomObjectsApi(api)
+                seen = None
+                for event in watch.Watch().stream(
+                    custom.list_namespaced_custom_object, "wasmbed.github.io", "v1",
+                    "wasmbed", "applications", timeout_seconds=WAIT,
+                ):
+                    seen = event["object"].get("status") or {}
+                    rows = seen.get("deviceStatuses") or []
+                    if seen.get("phase") == "Running" and rows and "values" in rows[0]:
+                        break
+            assert seen is not None and seen.get("phase") == "Running", seen
+            assert seen["deviceStatuses"][0]["values"] == [5]
+            assert seen["deviceStatuses"][0]["device"] == "edge-1"  # registered by the gateway
+            assert call("GET", "/api/v1/devices/edge-1")["phase"] == "Connected"
+        finally:
+            device.close()
+    finally:
+        codes = [s.stop() for s in reversed(services)]
+    assert codes == [0] * len(services)

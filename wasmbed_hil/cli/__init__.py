@@ -1,0 +1,55 @@
+"""`wasmbed-hil`: the operator's entry point.
+
+    up           the whole platform on this machine with N emulated devices
+    apiserver    an emulated Kubernetes API server
+    controllers  the kopf controllers (as deployed in a cluster)
+    gateway      one gateway with its control-plane agent (as deployed)
+    rest         the REST API (as deployed)
+
+Exit codes: 0 success, 1 the command ran but what it checked failed, 2 bad usage,
+3 something it needs is missing (backend, port, API server). Colour only on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import services, up
+from .common import EXIT_USAGE, CliError, fail
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wasmbed-hil",
+        description="Hardware-in-the-loop harness and local platform for Wasmbed: emulated "
+        "device fleets, gateways and a Kubernetes control plane.",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    up.add_parser(sub)
+    services.add_parsers(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if not getattr(args, "run", None):
+        p.print_help(sys.stderr)
+        return EXIT_USAGE
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        logging.getLogger("kopf").setLevel(max(level, logging.WARNING))
+    try:
+        return int(args.run(args))
+    except CliError as exc:
+        return fail(str(exc), exc.code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

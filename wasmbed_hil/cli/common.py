@@ -1,0 +1,86 @@
+"""What every `wasmbed-hil` subcommand shares: exit codes, the Kubernetes connection
+options, the console (colour only on a terminal) and running until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from ..kube.client import KubeConfig
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran and what it checked did not hold
+EXIT_USAGE = 2  # bad arguments (argparse's own code)
+EXIT_ENVIRONMENT = 3  # something needed is missing: a backend, a port, the API server
+
+
+class CliError(Exception):
+    """A failure to report in one line, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ENVIRONMENT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def add_kube_options(parser: argparse.ArgumentParser, *, namespace: str = "wasmbed") -> None:
+    group = parser.add_argument_group("Kubernetes API")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--kubeconfig", type=Path,
+                       help="kubeconfig of the API server (default: $KUBECONFIG or "
+                       "~/.kube/config)")
+    where.add_argument("--in-cluster", action="store_true",
+                       help="use the pod's service account")
+    group.add_argument("--context", help="kubeconfig context (default: the current one)")
+    group.add_argument("--namespace", default=namespace,
+                       help=f"namespace of the resources (default: {namespace})")
+
+
+def kube_config(args: argparse.Namespace) -> KubeConfig:
+    import os
+
+    try:
+        if args.in_cluster:
+            config = KubeConfig.in_cluster()
+        else:
+            path = args.kubeconfig or Path(
+                os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
+            config = KubeConfig.from_kubeconfig(path, args.context)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"cannot reach the API server: {exc}") from None
+    from dataclasses import replace
+
+    return replace(config, namespace=args.namespace)
+
+
+async def until_signal(started: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Wait for SIGINT or SIGTERM (after calling `started`)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    if started is not None:
+        await started()
+    await stop.wait()
+
+
+def announce(line: str) -> None:
+    """A machine-readable line on stdout (scripts and tests read these), flushed at once."""
+    print(line, flush=True)
+
+
+def fail(message: str, code: int) -> int:
+    console(stderr=True).print(f"[bold red]error:[/] {message}")
+    sys.stderr.flush()
+    return code

@@ -1,0 +1,201 @@
+"""The platform's long-running services, one per subcommand, as deploy/ runs them:
+`controllers`, `gateway`, `rest`; and `apiserver`, the emulated Kubernetes API.
+
+Each prints one `ready ...` line on stdout once it serves, and stops cleanly on SIGINT or
+SIGTERM (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+from ..gateway import Gateway, GatewayConfig
+from ..kube.client import KubeClient, KubeError
+from ..pki import server_ssl_context
+from .common import EXIT_OK, CliError, add_kube_options, announce, kube_config, until_signal
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("controllers", help="run the kopf controllers for Device, Application "
+                       "and Gateway resources",
+                       description="Run the kopf controllers of one namespace until "
+                       "interrupted. Without a device manager (as in a cluster), Devices that "
+                       "ask for emulation get an Emulated=False condition.")
+    add_kube_options(p)
+    p.add_argument("--gateway-stale", type=float, default=30.0, metavar="SECONDS",
+                   help="a Gateway silent this long is marked Failed (default: 30)")
+    p.set_defaults(run=run_controllers)
+
+    p = sub.add_parser("gateway", help="run one gateway with its control-plane agent",
+                       description="Serve devices over mutual TLS 1.3 and keep the Device, "
+                       "Application and Gateway resources in step with this gateway.")
+    add_kube_options(p)
+    p.add_argument("--name", required=True, help="Gateway resource name (e.g. the pod name)")
+    p.add_argument("--tls-port", type=int, default=8443, help="device port (default: 8443; "
+                   "0: any free port)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--endpoint", help="address devices use, host:port (default: "
+                   "<hostname>:<tls-port>)")
+    p.add_argument("--pki-dir", type=Path, required=True,
+                   help="directory with cert.pem, key.pem (the gateway's) and ca.pem (fleet)")
+    p.add_argument("--state-dir", type=Path, required=True,
+                   help="directory of the gateway's local cache (SQLite)")
+    p.add_argument("--heartbeat", type=float, default=30.0, metavar="SECONDS",
+                   help="heartbeat interval told to devices (default: 30)")
+    p.add_argument("--pairing", action="store_true", help="start in pairing mode")
+    p.set_defaults(run=run_gateway)
+
+    p = sub.add_parser("rest", help="serve the REST API (port 8080)",
+                       description="Serve the control plane's REST API over the resources.")
+    add_kube_options(p)
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--token-file", type=Path, required=True,
+                   help="file holding the bearer token callers must present")
+    p.set_defaults(run=run_rest)
+
+    p = sub.add_parser("apiserver", help="serve an emulated Kubernetes API server",
+                       description="Serve the emulated kube-apiserver (custom resources, "
+                       "discovery, watch) until interrupted; prints the kubeconfig path.")
+    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
+    p.add_argument("--insecure-http", action="store_true", help="plain HTTP, no TLS")
+    p.add_argument("--crds", action="store_true",
+                   help="install the Device, Application and Gateway CRDs at start")
+    p.set_defaults(run=run_apiserver)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), backlog=1024, reuse_port=False)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def run_controllers(args: argparse.Namespace) -> int:
+    from ..controlplane.controllers import Controllers, ControllerSettings
+
+    config = kube_config(args)
+    controllers = Controllers(config, ControllerSettings(namespace=args.namespace,
+                                                         gateway_stale_s=args.gateway_stale))
+
+    def announce_ready() -> None:
+        if controllers.ready.wait(120):
+            announce(f"ready controllers namespace={args.namespace}")
+
+    threading.Thread(target=announce_ready, daemon=True).start()
+    # kopf, in the main thread, stops gracefully on SIGINT/SIGTERM by itself.
+    asyncio.run(controllers.run())
+    return EXIT_OK
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    from ..controlplane.agent import GatewayAgent
+
+    config = kube_config(args)
+    try:
+        tls = server_ssl_context(args.pki_dir)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise CliError(f"--pki-dir {args.pki_dir}: {exc}") from None
+    sock = _bind(args.host, args.tls_port)
+    port = sock.getsockname()[1]
+    endpoint = args.endpoint or f"{socket.gethostname()}:{port}"
+    gw_config = GatewayConfig(name=args.name, heartbeat_interval_s=args.heartbeat,
+                              heartbeat_timeout_s=args.heartbeat * 3, pairing=args.pairing)
+
+    async def main() -> None:
+        gateway = Gateway(gw_config, tls, args.state_dir)
+        await gateway.start(sock)
+        kube = KubeClient(config)
+        agent = GatewayAgent(gateway, kube, namespace=args.namespace, endpoint=endpoint,
+                             name=args.name)
+        try:
+            await agent.start()
+
+            async def started() -> None:
+                announce(f"ready gateway {args.name} endpoint={endpoint} port={port}")
+
+            await until_signal(started)
+        finally:
+            await agent.stop()
+            await gateway.stop()
+            await kube.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        sock.close()
+    return EXIT_OK
+
+
+def run_rest(args: argparse.Namespace) -> int:
+    from ..controlplane.rest import RestApi
+
+    config = kube_config(args)
+    try:
+        token = args.token_file.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"--token-file: {exc}") from None
+    if not token:
+        raise CliError(f"--token-file {args.token_file} is empty")
+    sock = _bind(args.host, args.port)
+
+    async def main() -> None:
+        kube = KubeClient(config)
+        api = RestApi(kube, namespace=config.namespace, token=token)
+        await api.start(sock)
+        try:
+            async def started() -> None:
+                announce(f"ready rest {api.url}")
+
+            await until_signal(started)
+        finally:
+            await api.stop()
+            await kube.close()
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def run_apiserver(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from ..kube.apiserver import ApiServer
+    from ..kube.client import KubeConfig, install_crds
+
+    sock = _bind(args.host, args.port)
+
+    async def main() -> None:
+        server = ApiServer(tls=not args.insecure_http)
+        await server.start(sock)
+        try:
+            path = args.kubeconfig or Path(tempfile.mkdtemp(prefix="wasmbed-kube-")) / "kc"
+            server.write_kubeconfig(path, "default")
+            if args.crds:
+                async with KubeClient(KubeConfig.from_kubeconfig(path)) as kube:
+                    try:
+                        await install_crds(kube)
+                    except KubeError as exc:
+                        raise CliError(f"installing the CRDs failed: {exc}") from None
+
+            async def started() -> None:
+                announce(str(path))
+                announce(f"ready apiserver {server.url}")
+
+            await until_signal(started)
+        finally:
+            await server.stop()
+
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        asyncio.run(main())
+    finally:
+        sock.close()
+    return EXIT_OK
