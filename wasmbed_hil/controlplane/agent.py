@@ -56,6 +56,7 @@ DEVICES = Kind.of(Device)
 APPLICATIONS = Kind.of(Application)
 GATEWAYS = Kind.of(GatewayResource)
 REGISTERED_BY = "wasmbed.github.io/registered-by"
+WRITE_CONCURRENCY = 16  # status writes in flight at once
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -145,6 +146,8 @@ class GatewayAgent:
         self._gateway_written: tuple[Any, float] | None = None
         self._pairing_generation: int | None = None
         self._wake = asyncio.Event()
+        self._all = True  # next pass covers every device
+        self._dirty: set[str] = set()  # device ids the next pass covers otherwise
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.api_reachable = False
@@ -185,7 +188,12 @@ class GatewayAgent:
         return all(i.synced.is_set() for i in (self.gateways, self.devices, self.applications))
 
     # -- triggers ---------------------------------------------------------------------------
-    def wake(self) -> None:
+    def wake(self, device_id: str | None = None) -> None:
+        """Schedule a pass over one device (by id) or, with None, over all of them."""
+        if device_id is None:
+            self._all = True
+        else:
+            self._dirty.add(device_id)
         self._wake.set()
 
     def _on_gateway_event(self, event: GatewayEvent) -> None:
@@ -193,7 +201,7 @@ class GatewayAgent:
             st = self.gateway.status.get(event.device_id)
             if st is not None and st.heartbeats > 1 and not self._apps_changed(st):
                 return
-        self._wake.set()
+        self.wake(event.device_id)
 
     def _apps_changed(self, st: GatewayDeviceStatus) -> bool:
         name = self._identities.get(st.identity)
@@ -226,12 +234,12 @@ class GatewayAgent:
             else:
                 self._identities[identity] = name
                 self._deleting.discard(identity)
-        self._wake.set()
+        self.wake()
 
     def _on_app(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
             self._app_models.drop(obj["metadata"]["name"])
-        self._wake.set()
+        self.wake()
 
     def _on_gateway(self, kind: str, obj: dict[str, Any]) -> None:
         if obj["metadata"]["name"] != self.name or kind == "DELETED":
@@ -247,7 +255,7 @@ class GatewayAgent:
             timeout = config.get("pairingTimeoutSeconds") if enabled else None
             if enabled != self.gateway.pairing or enabled:
                 self.gateway.set_pairing(enabled, float(timeout) if timeout else None)
-        self._wake.set()
+        self.wake()
 
     # -- the loop -------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -258,39 +266,54 @@ class GatewayAgent:
             self._wake.clear()
             if self._timer is not None:
                 self._timer.cancel()
+            everything, self._all = self._all, False
+            dirty, self._dirty = self._dirty, set()
             try:
-                await self._pass()
+                await self._pass(None if everything else dirty)
                 self.api_reachable = True
                 delay = self.backoff[0]
-                self._timer = loop.call_later(self.refresh_s, self._wake.set)
+                self._timer = loop.call_later(self.refresh_s, self.wake)
             except KubeError as exc:
+                self._all = True  # what failed is still different next time
                 self.api_reachable = not (exc.unreachable or exc.status >= 500)
                 self.failed_writes += 1
                 log.debug("gateway %s agent: %s; retrying in %.2fs", self.name, exc, delay)
                 self._timer = loop.call_later(delay, self._wake.set)
                 delay = min(delay * 2, self.backoff[1])
             except Exception:
+                self._all = True
                 log.exception("gateway %s agent pass failed", self.name)
                 self._timer = loop.call_later(self.backoff[1], self._wake.set)
 
-    async def _pass(self) -> None:
+    async def _pass(self, only: set[str] | None) -> None:
+        """Reconcile the devices in `only` (ids), or all of them when None."""
         self.passes += 1
         await self._sync_gateway()
         if not self.devices.synced.is_set() or not self.applications.synced.is_set():
             # Never deploy or remove on a partial view; statuses wait for the first list.
             raise KubeError(0, "NotSynced", "waiting for the first list of resources")
         apps = self._applications()
-        first_error: KubeError | None = None
-        for st in list(self.gateway.status.values()):
-            try:
+        todo = [st for st in list(self.gateway.status.values())
+                if only is None or st.device_id in only]
+        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def one(st: GatewayDeviceStatus) -> None:
+            async with limit:
                 await self._sync_device(st, apps)
-            except KubeError as exc:
-                if exc.unreachable or exc.status >= 500:
-                    raise
-                first_error = first_error or exc
-                log.warning("gateway %s: device %s: %s", self.name, st.name, exc)
-        if first_error is not None:
-            raise first_error
+
+        outcomes = await asyncio.gather(*(one(st) for st in todo), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        for error in errors:
+            if not isinstance(error, KubeError):
+                raise error
+        unreachable = [e for e in errors if isinstance(e, KubeError)
+                       and (e.unreachable or e.status >= 500)]
+        if unreachable:
+            raise unreachable[0]
+        for error in errors:
+            log.warning("gateway %s: %s", self.name, error)
+        if errors:
+            raise errors[0]
 
     # -- Gateway resource ---------------------------------------------------------------------
     async def _sync_gateway(self) -> None:
@@ -420,7 +443,7 @@ class GatewayAgent:
                         st.name, exc)
             return
         self._deployed[(st.device_id, app_name)] = _Deployed(spec.module_digest, dep)
-        dep.done.add_done_callback(lambda _f: self._wake.set())
+        dep.done.add_done_callback(lambda _f: self.wake(st.device_id))
 
     def _remove(self, device_id: str, app_id: str) -> None:
         key = (device_id, app_id)
@@ -436,7 +459,7 @@ class GatewayAgent:
                          device_id[:8], exc)
             finally:
                 self._removing.pop(key, None)
-                self._wake.set()
+                self.wake(device_id)
 
         self._removing[key] = asyncio.get_running_loop().create_task(
             remove(), name=f"remove-{app_id}-{device_id[:8]}"

@@ -168,6 +168,7 @@ class ControllerSettings:
     delete_grace_s: float = 60.0  # longest wait for devices to remove a deleted app
     resync_s: float = 30.0  # aggregation also runs this often without any change
     batch_window_s: float = 0.02
+    window_per_row_s: float = 0.002  # 100 target devices: at most 5 status writes a second
 
 
 @dataclass
@@ -303,7 +304,10 @@ def build_registry(
                     log.info("application %s: status not written: %s", name, exc)
                     await asyncio.sleep(0.2)  # retry pacing during an API outage
                     continue
-            await asyncio.sleep(settings.batch_window_s)  # coalesce bursts of device events
+            # Coalesce bursts of device events: a write of N rows costs the API server (and
+            # every watcher) O(N), so large fleets get a proportionally wider window.
+            rows = len(status.get("deviceStatuses") or ())
+            await asyncio.sleep(max(settings.batch_window_s, rows * settings.window_per_row_s))
             if shared.version == seen:
                 await shared.pause(stopped, seen, settings.resync_s)
 
