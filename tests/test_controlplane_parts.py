@@ -1,0 +1,201 @@
+"""Control-plane parts on their own: the Application phase rules, the device manager's
+errors, the agent's per-device phase, and the fault proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from wasmbed_hil import modules
+from wasmbed_hil.controlplane.agent import GatewayAgent, dns_name
+from wasmbed_hil.controlplane.controllers import (
+    application_phase,
+    application_status,
+    device_app_statuses,
+)
+from wasmbed_hil.controlplane.devicemanager import DeviceManager, DeviceManagerError
+from wasmbed_hil.harness import LoopThread
+from wasmbed_hil.harness.faultproxy import FaultProxy
+from wasmbed_hil.kube.resources import Application, DeploymentPhase
+from wasmbed_hil.pki import FleetCA
+from wasmbed_hil.protocol import AppState, Outcome
+
+MODULE = modules.build("add")
+DIGEST = hashlib.sha256(MODULE).hexdigest()
+
+
+def app(targets: dict[str, Any]) -> Application:
+    return Application.from_dict({
+        "apiVersion": "wasmbed.github.io/v1", "kind": "Application", "metadata": {"name": "a"},
+        "spec": {"wasmBytes": base64.b64encode(MODULE).decode(), "targetDevices": targets},
+    })
+
+
+def device(phase: str = "Connected", labels: dict[str, str] | None = None,
+           entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    apps = [{"appId": "a", "digest": DIGEST, **entry}] if entry is not None else []
+    return {"labels": labels or {}, "status": {"phase": phase, "apps": apps}}
+
+
+@pytest.mark.parametrize(("phases", "expected"), [
+    ([], "Deploying"),
+    (["Running", "Running"], "Running"),
+    (["Running", "Pending"], "Deploying"),
+    (["Running", "Installed"], "Deploying"),
+    (["Running", "Failed"], "PartiallyRunning"),
+    (["Running", "Unknown"], "PartiallyRunning"),
+    (["Running", "Stopped"], "PartiallyRunning"),
+    (["Failed", "Failed"], "Failed"),
+    (["Failed", "Unknown"], "Failed"),
+    (["Stopped", "Stopped"], "Stopped"),
+    (["Unknown"], "Deploying"),
+])
+def test_application_phase_rules(phases: list[str], expected: str) -> None:
+    assert application_phase([{"phase": p} for p in phases]).value == expected
+
+
+def test_device_rows_cover_missing_stale_and_unreachable_devices() -> None:
+    devices = {
+        "ok": device(entry={"deployment": "Running", "runId": 3, "outcome": "RETURNED",
+                            "values": [42]}),
+        "old": device(entry={"deployment": "Running"}),
+        "gone": device("Unreachable", entry={"deployment": "Running"}),
+        "fresh": device(),
+    }
+    devices["old"]["status"]["apps"][0]["digest"] = "00" * 32
+    rows = {r["device"]: r for r in device_app_statuses(
+        app({"deviceNames": ["ok", "old", "gone", "fresh", "missing"]}), "a", devices)}
+    assert rows["ok"] == {"device": "ok", "phase": "Running", "runId": 3,
+                          "outcome": "RETURNED", "values": [42]}
+    assert rows["old"]["phase"] == "Deploying"  # an older module is still there
+    assert rows["gone"]["phase"] == "Unknown"
+    assert rows["fresh"]["phase"] == "Pending"
+    assert rows["missing"] == {"device": "missing", "phase": "Pending",
+                               "error": "no such Device"}
+
+
+def test_selector_targets_and_statistics() -> None:
+    devices = {
+        "b1": device(labels={"c": "blue"}, entry={"deployment": "Running"}),
+        "b2": device(labels={"c": "blue"}, entry={"deployment": "Failed", "error": "boom"}),
+        "r1": device(labels={"c": "red"}),
+    }
+    status = application_status(app({"selector": {"matchLabels": {"c": "blue"}}}), "a",
+                                devices)
+    assert [r["device"] for r in status["deviceStatuses"]] == ["b1", "b2"]
+    assert status["phase"] == "PartiallyRunning"
+    assert status["statistics"] == {"targets": 2, "deployed": 1, "running": 1, "failed": 1,
+                                    "stopped": 0}
+    assert status["error"] == "1 of 2 devices failed; first: b2: boom"
+
+
+def _dep(state: str, error: str = "", run: bool = True, run_id: int | None = None) -> Any:
+    return SimpleNamespace(dep=SimpleNamespace(state=state, error=error, run_id=run_id,
+                                               run=object() if run else None), digest=DIGEST)
+
+
+def _result(outcome: Outcome, detail: str = "") -> Any:
+    return SimpleNamespace(outcome=outcome, run_id=7, detail=detail)
+
+
+@pytest.mark.parametrize(("state", "record", "last", "expected"), [
+    (None, None, None, DeploymentPhase.PENDING),
+    (None, _dep("transferring"), None, DeploymentPhase.DEPLOYING),
+    (None, _dep("installed", run=False), None, DeploymentPhase.INSTALLED),
+    (None, _dep("failed", "too big"), None, DeploymentPhase.FAILED),
+    (AppState.RUNNING, _dep("installed", run_id=7), None, DeploymentPhase.RUNNING),
+    (AppState.INSTALLED, _dep("installed", run_id=7), _result(Outcome.RETURNED),
+     DeploymentPhase.RUNNING),
+    (AppState.FAILED, _dep("installed", run_id=7), _result(Outcome.TRAPPED, "unreachable"),
+     DeploymentPhase.FAILED),
+    (AppState.STOPPED, None, _result(Outcome.STOPPED), DeploymentPhase.STOPPED),
+    (AppState.INSTALLED, None, None, DeploymentPhase.INSTALLED),
+])
+def test_agent_phase_of_one_app_on_one_device(state: AppState | None, record: Any, last: Any,
+                                              expected: DeploymentPhase) -> None:
+    phase, error = GatewayAgent._phase(state, record, last)
+    assert phase == expected
+    assert (error is not None) == (expected == DeploymentPhase.FAILED)
+
+
+def test_dns_names_for_registered_devices() -> None:
+    assert dns_name("Sensor_01 (lab)", "x") == "sensor-01-lab"
+    assert dns_name("!!!", "device-abc") == "device-abc"
+    assert len(dns_name("a" * 300, "x")) <= 63
+
+
+@pytest.fixture(scope="module")
+def ca() -> FleetCA:
+    return FleetCA.create("parts CA")
+
+
+def test_device_manager_refuses_what_it_cannot_start(ca: FleetCA, tmp_path: Path) -> None:
+    loop = LoopThread("dm-test")
+    try:
+        manager = DeviceManager(loop, ca, tmp_path, lambda: {"gw": ("127.0.0.1", 9)})
+        with pytest.raises(DeviceManagerError, match="not a lowercase DNS name"):
+            manager.provision("Bad_Name")
+        key = manager.provision("d1")
+        assert manager.provision("d1") == key  # provisioning again keeps the key
+        with pytest.raises(DeviceManagerError, match="no credentials for 'd2'"):
+            manager.start("d2", "00" * 32, "virtual")
+        with pytest.raises(DeviceManagerError, match="do not match"):
+            manager.start("d1", "00" * 32, "virtual")
+        from wasmbed_hil.pki import device_identity
+
+        identity = device_identity(base64.b64decode(key))
+        with pytest.raises(DeviceManagerError, match="unknown backend 'nope'"):
+            manager.start("d1", identity, "nope")
+        with pytest.raises(DeviceManagerError, match="preferred gateway 'other'"):
+            manager.start("d1", identity, "virtual", preferred_gateway="other")
+        with pytest.raises(DeviceManagerError, match="options refused"):
+            manager.start("d1", identity, "virtual", options={"warp": 9})
+        assert manager.machines == {}
+        empty = DeviceManager(loop, ca, tmp_path / "e", dict)
+        empty.provision("d3")
+        with pytest.raises(DeviceManagerError, match="no gateway is running"):
+            empty.start("d3", device_identity(base64.b64decode(empty.provision("d3"))),
+                        "virtual")
+    finally:
+        loop.close()
+
+
+def test_fault_proxy_cuts_and_restores() -> None:
+    async def main() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(100):
+                writer.write(data)
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        proxy = FaultProxy(server.sockets[0].getsockname()[:2])
+        host, port = await proxy.start()
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+            await proxy.cut()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # dropped
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, port)
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # refused while cut
+            writer.close()
+            assert proxy.refused == 1
+            proxy.restore()
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"back")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"back"
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            await proxy.stop()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
