@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import json
 import shutil
 import subprocess
@@ -83,9 +82,6 @@ def server(loop: LoopThread) -> Iterator[ApiServer]:
     loop.run(api_server.start())
     yield api_server
     loop.run(api_server.stop())
-    # Known issue: a failed request can leave a socket for the garbage collector. Collect it
-    # here, so any warning lands in this test and not in a warnings-as-errors module later.
-    gc.collect()
 
 
 @pytest.fixture

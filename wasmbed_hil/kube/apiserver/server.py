@@ -109,11 +109,29 @@ class ApiServer:
         self._url = f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     async def stop(self) -> None:
-        """End every watch, close the listener and the connections."""
+        """End every watch, close the listener and the connections.
+
+        Every connection is closed when this returns, whatever the clients do. aiohttp's
+        cleanup closes an idle TLS connection by sending close_notify and then waiting up to
+        asyncio's ssl_shutdown_timeout (30 s) for the peer's, with the socket still open and
+        no longer tracked by aiohttp. A client that keeps its connection without reading it
+        leaves that socket to the garbage collector once the loop is closed ("unclosed
+        transport" ResourceWarning). The official client does so after a refused request:
+        ``ApiClient.close()`` only drops urllib3's pools (urllib3 2 ``PoolManager.clear()``
+        closes no connection; a pool's are closed when it is collected), and the
+        ``ApiException``'s traceback keeps the response, hence its pool and connection,
+        alive. So, as kube-apiserver (Go) does, send close_notify and close without waiting.
+        """
         self.store.close()
         runner, self._runner = self._runner, None
         if runner is not None:
+            for site in list(runner.sites):
+                await site.stop()  # no new connection from here on
+            handlers = runner.server.connections if runner.server is not None else []
+            transports = [h.transport for h in handlers if h.transport is not None]
             await runner.cleanup()
+            for transport in transports:
+                transport.abort()  # a no-op on one already closed
         own, self._own_socket = self._own_socket, None
         if own is not None:
             own.close()
