@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.bench_protocol
 	$(BIN)/python -m benchmarks.bench_pki
 	$(BIN)/python -m benchmarks.bench_runtime
+	$(BIN)/python -m benchmarks.bench_kube --quick
 
 clean:
 	rm -rf $(VENV) reports/allure-results reports/*.xml .hypothesis

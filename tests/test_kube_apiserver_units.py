@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from wasmbed_hil.kube.apiserver.errors import ApiError
+from wasmbed_hil.kube.apiserver.jsoncopy import json_copy
 from wasmbed_hil.kube.apiserver.objects import ObjectApi
 from wasmbed_hil.kube.apiserver.patch import apply_patch, json_patch, merge_patch
 from wasmbed_hil.kube.apiserver.registry import Registry, crd_to_type
@@ -339,3 +340,14 @@ def test_pruning_never_touches_root_metadata_even_if_the_schema_names_it() -> No
     pruned = prune_and_default(schema, obj)
     assert pruned["metadata"] == {"name": "n", "labels": {"a": "b"}}
     assert pruned["spec"] == {}  # below the root, unknown fields still go
+
+
+def test_json_copy_is_a_deep_copy() -> None:
+    doc = {"a": [1, 2.5, {"b": None, "c": True}], "d": {"e": "f"}, "t": (1, [2])}
+    copied = json_copy(doc)
+    assert copied == doc and copied is not doc
+    assert copied["a"] is not doc["a"] and copied["a"][2] is not doc["a"][2]
+    assert copied["t"][1] is not doc["t"][1]  # anything else: copy.deepcopy
+    copied["a"][2]["b"] = 1
+    copied["d"]["e"] = "g"
+    assert doc["a"][2]["b"] is None and doc["d"]["e"] == "f"

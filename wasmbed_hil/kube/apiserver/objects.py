@@ -8,7 +8,6 @@ pruning and defaulting, and the side effects of CustomResourceDefinitions on wha
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import secrets
 import uuid
@@ -18,6 +17,7 @@ from typing import Any
 
 from . import errors
 from .errors import ApiError
+from .jsoncopy import json_copy
 from .patch import apply_patch
 from .registry import CRD_GROUP, Registry, ResourceType, crd_to_type
 from .schema import prune_and_default, validate
@@ -106,7 +106,7 @@ class ObjectApi:
         metadata = body.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise errors.bad_request("metadata must be an object")
-        return copy.deepcopy(body)
+        return json_copy(body)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class ObjectApi:
         dry_run: bool = False,
     ) -> dict[str, Any]:
         current = self._require(rtype, namespace, name)
-        shown = self._shown(rtype, version, copy.deepcopy(current))
+        shown = self._shown(rtype, version, json_copy(current))
         patched = apply_patch(shown, content_type, patch)
         if not isinstance(patched, dict):
             raise errors.bad_request("the patched object is not a JSON object")
@@ -260,7 +260,7 @@ class ObjectApi:
         if rv and rv != old_meta["resourceVersion"]:
             raise errors.conflict(rtype.group, rtype.plural, name)
         if status:
-            updated = copy.deepcopy(current)
+            updated = json_copy(current)
             if "status" in new:
                 updated["status"] = new["status"]
             else:
@@ -269,7 +269,7 @@ class ObjectApi:
             updated = new
             if rtype.status_subresource:
                 if "status" in current:
-                    updated["status"] = copy.deepcopy(current["status"])
+                    updated["status"] = json_copy(current["status"])
                 else:
                     updated.pop("status", None)
             for field in ("name", "namespace", *_SERVER_METADATA):

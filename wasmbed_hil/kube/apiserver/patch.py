@@ -7,10 +7,10 @@ patch document raises 400 BadRequest.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from .errors import ApiError, bad_request
+from .jsoncopy import json_copy
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -21,8 +21,8 @@ APPLY_PATCH = "application/apply-patch+yaml"
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, ``null`` deletes a key, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return json_copy(patch)
+    result = json_copy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -117,7 +117,7 @@ def json_patch(target: Any, operations: Any) -> Any:
     """RFC 6902 with add, remove, replace, move, copy and test."""
     if not isinstance(operations, list):
         raise bad_request("a JSON patch must be a list of operations")
-    doc = copy.deepcopy(target)
+    doc = json_copy(target)
     for operation in operations:
         if not isinstance(operation, dict) or "op" not in operation or "path" not in operation:
             raise bad_request(f"invalid JSON patch operation {operation!r}")
@@ -125,12 +125,12 @@ def json_patch(target: Any, operations: Any) -> Any:
         if op in ("add", "replace", "test") and "value" not in operation:
             raise bad_request(f"JSON patch operation {op!r} at {path} lacks a value")
         if op == "add":
-            doc = _add(doc, path, copy.deepcopy(operation["value"]))
+            doc = _add(doc, path, json_copy(operation["value"]))
         elif op == "remove":
             doc, _ = _remove(doc, path)
         elif op == "replace":
             doc, _ = _remove(doc, path) if _pointer(path) else (doc, None)
-            doc = _add(doc, path, copy.deepcopy(operation["value"]))
+            doc = _add(doc, path, json_copy(operation["value"]))
         elif op in ("move", "copy"):
             source = operation.get("from")
             if not isinstance(source, str):
@@ -140,7 +140,7 @@ def json_patch(target: Any, operations: Any) -> Any:
                     raise _unprocessable(f"cannot move {source} into its own child {path}")
                 doc, value = _remove(doc, source)
             else:
-                value = copy.deepcopy(_get(doc, source))
+                value = json_copy(_get(doc, source))
             doc = _add(doc, path, value)
         elif op == "test":
             actual = _get(doc, path)

@@ -9,11 +9,12 @@ unknown fields are pruned (not rejected) and ``metadata`` is left to the server.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from functools import lru_cache
 from typing import Any
+
+from .jsoncopy import json_copy
 
 Schema = dict[str, Any]
 FieldError = tuple[str, str]  # (field path, message)
@@ -183,7 +184,7 @@ def _validate_object(
 
 def prune_and_default(schema: Schema, value: Any, root: bool = True) -> Any:
     """A copy of ``value`` with unknown fields dropped and schema defaults filled in."""
-    value = copy.deepcopy(value)
+    value = json_copy(value)
     _prune(schema, value, root)
     return value
 
@@ -207,7 +208,7 @@ def _prune(schema: Schema, value: Any, root: bool) -> None:
                 del value[key]
         for key, sub in properties.items():
             if key not in value and "default" in sub:
-                value[key] = copy.deepcopy(sub["default"])
+                value[key] = json_copy(sub["default"])
                 _prune(sub, value[key], root=False)
     elif isinstance(value, list):
         items = schema.get("items")

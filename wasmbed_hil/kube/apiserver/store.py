@@ -8,13 +8,13 @@ subscriber happen in one step: a watcher registered between two changes misses n
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import gone
+from .jsoncopy import json_copy
 
 Key = tuple[str, str]  # (group, plural)
 ObjectKey = tuple[str, str]  # (namespace or "", name)
@@ -70,13 +70,13 @@ class Store:
 
     def get(self, key: Key, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self._objects.get(key, {}).get((namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return json_copy(obj) if obj is not None else None
 
     def items(self, key: Key, namespace: str | None = None) -> list[dict[str, Any]]:
         """Copies of the stored objects ordered by (namespace, name); None: all namespaces."""
         bucket = self._objects.get(key, {})
         return [
-            copy.deepcopy(bucket[k])
+            json_copy(bucket[k])
             for k in sorted(bucket)
             if namespace is None or k[0] == namespace
         ]
@@ -89,16 +89,16 @@ class Store:
         bucket = self._objects.setdefault(key, {})
         okey = object_key(obj)
         old = bucket.get(okey)
-        bucket[okey] = copy.deepcopy(obj)
+        bucket[okey] = json_copy(obj)
         self._record(Change(int(obj["metadata"]["resourceVersion"]), key, change_type,
-                            copy.deepcopy(obj), old))
+                            json_copy(obj), old))
 
     def remove(self, key: Key, obj: dict[str, Any]) -> None:
         """Remove the object and record DELETED with ``obj`` (carrying its final version)."""
         okey = object_key(obj)
         old = self._objects.get(key, {}).pop(okey, None)
         self._record(Change(int(obj["metadata"]["resourceVersion"]), key, "DELETED",
-                            copy.deepcopy(obj), old))
+                            json_copy(obj), old))
 
     def drop_type(self, key: Key) -> list[dict[str, Any]]:
         """Forget a resource type's objects without events (its CRD went away)."""
