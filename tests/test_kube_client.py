@@ -21,7 +21,7 @@ from wasmbed_hil.kube.client import (
     KubeError,
     install_crds,
 )
-from wasmbed_hil.kube.resources import Device
+from wasmbed_hil.kube.resources import Application, Device
 
 DEVICES = Kind.of(Device)
 NS = "wb"
@@ -154,3 +154,23 @@ async def _informer(tmp_path: Path) -> None:
             assert informer.objects["after"]["metadata"]["labels"] == {"k": "v"}
         finally:
             await informer.stop()
+
+
+@pytest.mark.filterwarnings("error::ResourceWarning")
+def test_large_bodies_are_streamed(tmp_path: Path) -> None:
+    import base64
+
+    from wasmbed_hil import modules
+
+    module = modules.data_module(1_000_000)
+
+    async def main() -> None:
+        async with served(tmp_path) as (_, kube):
+            body = {"apiVersion": "wasmbed.github.io/v1", "kind": "Application",
+                    "metadata": {"name": "big"},
+                    "spec": {"wasmBytes": base64.b64encode(module).decode(),
+                             "targetDevices": {"allDevices": True}}}
+            created = await kube.create(Kind.of(Application), body)
+            assert base64.b64decode(created["spec"]["wasmBytes"]) == module
+
+    asyncio.run(main())

@@ -78,3 +78,19 @@ def test_served_crds_refuse_what_the_models_refuse(custom: k8s.CustomObjectsApi)
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, "devices", bad)
     assert refused.value.status == 422
     assert "identity" in refused.value.body
+
+
+def test_an_application_with_a_module_near_the_limit_is_stored(
+        custom: k8s.CustomObjectsApi) -> None:
+    """A 1 MiB module is ~1.4 MB of JSON: above aiohttp's default body limit, within the
+    3 MB that kube-apiserver accepts."""
+    module = modules.data_module(1_040_000)
+    assert 1_000_000 < len(module) <= 1024 * 1024
+    app = Application.from_dict({
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Application", "metadata": {"name": "big"},
+        "spec": {"wasmBytes": base64.b64encode(module).decode(),
+                 "targetDevices": {"allDevices": True}},
+    })
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, "applications", app.to_dict())
+    stored = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "applications", "big")
+    assert base64.b64decode(stored["spec"]["wasmBytes"]) == module

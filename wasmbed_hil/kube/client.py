@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import os
@@ -237,7 +238,9 @@ class KubeClient:
     ) -> Any:
         """One request; returns the decoded JSON body or raises KubeError."""
         url = path + ("?" + urlencode(query) if query else "")
-        data = None if body is None else json.dumps(body).encode()
+        data: bytes | io.BytesIO | None = None if body is None else json.dumps(body).encode()
+        if data is not None and len(data) > 512 * 1024:
+            data = io.BytesIO(data)  # aiohttp warns about (and blocks on) large raw bytes
         headers = {"Content-Type": content_type} if data is not None else {}
         try:
             async with self._http().request(

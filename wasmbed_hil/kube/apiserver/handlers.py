@@ -22,6 +22,7 @@ from .watch import watch_events
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST_BODY = 3 * 1024 * 1024
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -80,7 +81,10 @@ class ApiApplication:
         self._token = token
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
-        self.app = web.Application(middlewares=[self._errors, self._auth])
+        # kube-apiserver accepts request bodies up to 3 MB (MaxRequestBodyBytes); an
+        # Application carrying a 1 MiB module is about 1.4 MB of JSON.
+        self.app = web.Application(middlewares=[self._errors, self._auth],
+                                   client_max_size=MAX_REQUEST_BODY)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
     # -- middlewares ------------------------------------------------------------------------
