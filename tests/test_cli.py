@@ -255,3 +255,18 @@ def test_services_as_separate_processes_run_an_application(apiserver: Path, tmp_
     finally:
         codes = [s.stop() for s in reversed(services)]
     assert codes == [0] * len(services)
+
+
+def test_gateway_with_an_empty_pki_dir_says_so(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: x}}]\n")
+    (tmp_path / "pki").mkdir()
+    code = main(["gateway", "--kubeconfig", str(kubeconfig), "--name", "g", "--tls-port", "0",
+                 "--pki-dir", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "s")])
+    assert code == 3
+    assert "--pki-dir" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..gateway import Gateway, GatewayConfig
 from ..kube.client import KubeClient, KubeError
-from ..pki import server_ssl_context
+from ..pki import PkiError, server_ssl_context
 from .common import EXIT_OK, CliError, add_kube_options, announce, kube_config, until_signal
 
 
@@ -102,7 +102,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     config = kube_config(args)
     try:
         tls = server_ssl_context(args.pki_dir)
-    except (OSError, ssl.SSLError, ValueError) as exc:
+    except (OSError, ssl.SSLError, ValueError, PkiError) as exc:
         raise CliError(f"--pki-dir {args.pki_dir}: {exc}") from None
     sock = _bind(args.host, args.tls_port)
     port = sock.getsockname()[1]

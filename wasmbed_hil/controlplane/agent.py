@@ -76,16 +76,30 @@ class _Parsed:
     obj: Any  # Device | Application | None (invalid)
 
 
+def desired_key(raw: dict[str, Any]) -> str:
+    """What the agent acts on: the spec (its generation), labels and deletion. Status-only
+    changes, most of them the agents' own writes, leave it unchanged."""
+    meta = raw.get("metadata") or {}
+    return "|".join((str(meta.get("uid")), str(meta.get("generation")),
+                     repr(sorted((meta.get("labels") or {}).items())),
+                     str(meta.get("deletionTimestamp"))))
+
+
 class _Cache:
-    """Parsed models of informer objects, reparsed only when their resourceVersion changes."""
+    """Parsed models of informer objects, reparsed only when what the agent acts on changes
+    (see `desired_key`); the parsed status is not used."""
 
     def __init__(self, cls: type[Device] | type[Application]) -> None:
         self.cls = cls
         self._parsed: dict[str, _Parsed] = {}
 
+    def changed(self, raw: dict[str, Any]) -> bool:
+        hit = self._parsed.get((raw.get("metadata") or {}).get("name", ""))
+        return hit is None or hit.rv != desired_key(raw)
+
     def get(self, raw: dict[str, Any]) -> Any:
         meta = raw.get("metadata") or {}
-        name, rv = meta.get("name", ""), meta.get("resourceVersion", "")
+        name, rv = meta.get("name", ""), desired_key(raw)
         hit = self._parsed.get(name)
         if hit is not None and hit.rv == rv:
             return hit.obj
@@ -216,6 +230,8 @@ class GatewayAgent:
 
     def _on_device(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
+        if kind == "MODIFIED" and not self._device_models.changed(obj):
+            return  # a status write: nothing the agent acts on changed
         model = self._device_models.get(obj)
         identity = model.spec.device_identity if model is not None else None
         if kind == "DELETED":
@@ -234,11 +250,15 @@ class GatewayAgent:
             else:
                 self._identities[identity] = name
                 self._deleting.discard(identity)
-        self.wake()
+        enrolled = self.gateway.store.by_identity(identity) if identity else None
+        if enrolled is not None:
+            self.wake(enrolled.device_id)
 
     def _on_app(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
             self._app_models.drop(obj["metadata"]["name"])
+        elif kind == "MODIFIED" and not self._app_models.changed(obj):
+            return  # a status write by the controller
         self.wake()
 
     def _on_gateway(self, kind: str, obj: dict[str, Any]) -> None:

@@ -316,6 +316,9 @@ class Gateway:
         assert isinstance(ack, StopAck)
         if ack.code != 0:
             raise GatewayError(f"device refused to stop {app_id}: {ack.reason} ({ack.code})")
+        st = self.status.get(device_id)
+        if remove and st is not None:  # acknowledged: no need to wait for the next heartbeat
+            st.apps = tuple(a for a in st.apps if a.app_id != app_id)
         self.events.emit("stopped", device_id, app_id=app_id, removed=remove)
 
     # ---------------------------------------------------------------- waits
