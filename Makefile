@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.bench_pki
 	$(BIN)/python -m benchmarks.bench_runtime
 	$(BIN)/python -m benchmarks.bench_kube --quick
+	$(BIN)/python -m benchmarks.bench_controlplane --quick
 
 clean:
 	rm -rf $(VENV) reports/allure-results reports/*.xml .hypothesis
