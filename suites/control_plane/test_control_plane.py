@@ -216,9 +216,10 @@ def test_api_server_outage_loses_no_status_and_no_result(control_plane, wasm):
     leaver_id = status(cp.get("devices", "drops-off"))["deviceId"]
     with cp.api_outage():
         # The gateway carries on: more runs, a device lost, and the API server hears nothing.
-        run_ids = [gw.start_app(runner_id, "adder", args=(i, 1)) for i in range(3)]
-        for run_id in run_ids:
-            gw.wait_result(runner_id, "adder", run_id, timeout=TIMEOUT)
+        run_ids = []
+        for i in range(3):  # one at a time: a device runs an application once at a time
+            run_ids.append(gw.start_app(runner_id, "adder", args=(i, 1)))
+            gw.wait_result(runner_id, "adder", run_ids[-1], timeout=TIMEOUT)
         cp.manager.machines["drops-off"].handle.power_off()
         gw.wait_phase(leaver_id, "Disconnected", timeout=TIMEOUT)
         assert status(cp.get("devices", "drops-off"))["phase"] == "Connected"  # stale
