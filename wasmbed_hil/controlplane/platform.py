@@ -20,6 +20,7 @@ import hashlib
 import json
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,18 +68,32 @@ class _Provisioner:
 
 
 class Watcher:
-    """Informer-backed waits on resources, for tests and the CLI's live view."""
+    """Informer-backed waits on resources, for tests and the CLI's live view.
+
+    `timeline` records every change seen: (time, event, plural, name, phase), the resource
+    events timeline of a test's report.
+    """
 
     def __init__(self, kube: KubeClient, namespace: str) -> None:
         self.changed = asyncio.Condition()
+        self.timeline: list[tuple[float, str, str, str, str]] = []
         self.informers = {
-            plural: Informer(kube, kind, namespace, on_change=self._changed)
+            plural: Informer(kube, kind, namespace, on_change=self._recorder(plural))
             for plural, kind in KINDS.items()
         }
 
-    async def _changed(self, _kind: str, _obj: dict[str, Any]) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+    def _recorder(self, plural: str) -> Callable[[str, dict[str, Any]], Any]:
+        async def changed(event: str, obj: dict[str, Any]) -> None:
+            phase = str((obj.get("status") or {}).get("phase", "-"))
+            name = str((obj.get("metadata") or {}).get("name", "?"))
+            last = next((t for t in reversed(self.timeline)
+                         if t[2] == plural and t[3] == name), None)
+            if event != "MODIFIED" or last is None or last[4] != phase:
+                self.timeline.append((time.time(), event, plural, name, phase))
+            async with self.changed:
+                self.changed.notify_all()
+
+        return changed
 
     async def start(self) -> None:
         for informer in self.informers.values():

@@ -9,6 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from ..harness.errors import InfrastructureError
 from .blob import BLOB_ADDRESS
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
@@ -22,7 +23,7 @@ _built: dict[str, Path] = {}
 _lock = threading.Lock()
 
 
-class FirmwareBuildError(RuntimeError):
+class FirmwareBuildError(InfrastructureError):
     """`make -C firmware` failed; the message ends with the tail of its output."""
 
 

@@ -31,6 +31,13 @@ from ..backends import BACKENDS, Backend, BackendUnavailable, get_backend
 from ..gateway import GatewayConfig
 from ..harness import DeviceHandle, GatewayHandle, LoopThread
 from ..pki import Credentials, FleetCA
+from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
+    evidence,
+    pytest_report_teststatus,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+    pytest_sessionfinish,
+)
 
 DEFAULT_BACKEND = "virtual"
 
@@ -42,6 +49,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("WASMBED_HIL_BACKEND", DEFAULT_BACKEND),
         help=f"device backend for the scenario suites (default: {DEFAULT_BACKEND}; "
         "also WASMBED_HIL_BACKEND)",
+    )
+    group.addoption(
+        "--hil-infra-retries", type=int, default=0,
+        help="re-run a scenario up to N times when it failed for an infrastructure reason "
+        "(an emulator that did not start, a port that could not be bound...); product "
+        "failures are never retried (default: 0)",
     )
     group.addoption(
         "--hil-timeout",
@@ -119,9 +132,11 @@ def gateway_config(request: pytest.FixtureRequest) -> GatewayConfig:
 
 @pytest.fixture
 def gateway(
-    hil_loop: LoopThread, fleet_ca: FleetCA, gateway_config: GatewayConfig, tmp_path: Path
+    hil_loop: LoopThread, fleet_ca: FleetCA, gateway_config: GatewayConfig, tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[GatewayHandle]:
     handle = GatewayHandle(hil_loop, fleet_ca, tmp_path / "gateway", gateway_config)
+    evidence(request).gateways.append(handle)
     handle.start()
     try:
         yield handle
@@ -134,7 +149,8 @@ DeviceFactory = Callable[..., DeviceHandle]
 
 @pytest.fixture
 def device_factory(
-    hil_backend: Backend, gateway: GatewayHandle, fleet_ca: FleetCA, hil_timeout: float
+    hil_backend: Backend, gateway: GatewayHandle, fleet_ca: FleetCA, hil_timeout: float,
+    request: pytest.FixtureRequest,
 ) -> Iterator[DeviceFactory]:
     made: list[DeviceHandle] = []
     counter = iter(range(1_000_000))
@@ -157,6 +173,7 @@ def device_factory(
         creds = credentials or fleet_ca.issue_device(name, key_type=key_type)  # type: ignore[arg-type]
         handle = hil_backend.create(name, creds, gateway.endpoint, **options)
         made.append(handle)
+        evidence(request).devices.append(handle)
         if start:
             handle.power_on()
             if online:
@@ -212,6 +229,7 @@ def control_plane(
     platform = Platform(hil_loop, fleet_ca, tmp_path / "platform",
                         PlatformConfig(gateway_config=gateway_config, **options))
     platform.backend = hil_backend_name  # type: ignore[attr-defined]
+    evidence(request).platforms.append(platform)
     try:
         platform.start()
         yield platform

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..aio import cancel_and_wait
+from ..harness.errors import InfrastructureError
 
 _LIVE: set[int] = set()  # pids of running machines, for the atexit safety net
 
@@ -35,7 +36,7 @@ def _kill_leftovers() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-class MachineError(RuntimeError):
+class MachineError(InfrastructureError):
     """The emulator could not be started or controlled (an infrastructure problem)."""
 
 

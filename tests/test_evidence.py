@@ -1,0 +1,155 @@
+"""Evidence in reports: attachments and labels, the infrastructure/product split, and
+retries that apply to infrastructure failures only. Runs pytest on generated scenarios."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from wasmbed_hil.harness.errors import InfrastructureError
+from wasmbed_hil.pytest_plugin.evidence import INFRASTRUCTURE, PRODUCT, classify, format_trace
+from wasmbed_hil.qemu.machine import MachineError
+
+SCENARIOS = '''
+import errno
+from pathlib import Path
+
+from wasmbed_hil.qemu.machine import MachineError
+
+COUNTER = Path(__file__).with_name("attempts")
+
+
+def _attempt(name):
+    path = COUNTER.with_suffix("." + name)
+    count = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(count))
+    return count
+
+
+def test_passes_with_a_device(gateway, device, wasm):
+    result = gateway.run(device, wasm("add"), "adder", args=(1, 2))
+    assert result.values == (3,)
+
+
+def test_product_failure(gateway, device):
+    _attempt("product")
+    assert device.device_id == "something else"
+
+
+def test_emulator_that_does_not_start_once(gateway):
+    if _attempt("flaky_infra") == 1:
+        raise MachineError("qemu-system-arm: cannot start (simulated)")
+
+
+def test_port_in_use(gateway):
+    _attempt("port")
+    raise OSError(errno.EADDRINUSE, "Address already in use")
+'''
+
+
+def run_scenarios(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_generated.py").write_text(SCENARIOS)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+         str(tmp_path / "test_generated.py"), "--rootdir", str(tmp_path),
+         "--alluredir", str(tmp_path / "allure"), "--junitxml", str(tmp_path / "junit.xml"),
+         *args],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+
+
+def results(tmp_path: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for path in sorted((tmp_path / "allure").glob("*-result.json")):
+        result = json.loads(path.read_text())
+        out.setdefault(result["name"], []).append(result)
+    for attempts in out.values():
+        attempts.sort(key=lambda r: r["start"])
+    return out
+
+
+def labels(result: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for label in result["labels"]:
+        out.setdefault(label["name"], []).append(label["value"])
+    return out
+
+
+def test_classify() -> None:
+    assert classify(MachineError("no qemu")) == INFRASTRUCTURE
+    assert classify(InfrastructureError("toolchain")) == INFRASTRUCTURE
+    assert classify(OSError(98, "Address already in use")) == INFRASTRUCTURE
+    assert classify(AssertionError("phase")) == PRODUCT
+    assert classify(ValueError("bad")) == PRODUCT
+    assert classify(None) == PRODUCT
+    try:
+        try:
+            raise MachineError("cause")
+        except MachineError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError as wrapped:
+        assert classify(wrapped) == INFRASTRUCTURE
+
+
+def test_trace_format() -> None:
+    assert format_trace([]) == "(no messages)"
+    text = format_trace([(10.0, "in", 0, "Hello", {"a": 1}),
+                         (10.25, "out", 0, "Welcome", {"b": "x"})])
+    lines = text.splitlines()
+    assert lines[0].startswith("+    0.000s  dev -> gw  #0     Hello")
+    assert lines[1].startswith("+    0.250s  gw -> dev  #0     Welcome")
+    assert lines[1].endswith('{"b": "x"}')
+
+
+def test_reports_carry_evidence_and_categories(tmp_path: Path) -> None:
+    done = run_scenarios(tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    runs = results(tmp_path)
+    passed = runs["test_passes_with_a_device"][-1]
+    assert passed["status"] == "passed"
+    names = [a["name"] for a in passed["attachments"]]
+    assert names[:3] == ["console device-0", "protocol device-0 via gateway-0",
+                         "gateway events gateway-0"]
+    trace = (tmp_path / "allure" / passed["attachments"][1]["source"]).read_text()
+    assert "Hello" in trace and "ExecutionResult" in trace and "DeployChunk" in trace
+    tags = labels(passed)
+    assert tags["backend"] == ["virtual"]
+    assert tags["module"][0].startswith("adder sha256:")
+    assert tags["limits"][0].startswith("adder: memory=")
+    assert labels(runs["test_product_failure"][-1])["failure_category"] == [PRODUCT]
+    assert labels(runs["test_port_in_use"][-1])["failure_category"] == [INFRASTRUCTURE]
+    props = (tmp_path / "allure" / "environment.properties").read_text()
+    assert "hil.backend=virtual" in props and "python=" in props
+    categories = json.loads((tmp_path / "allure" / "categories.json").read_text())
+    assert categories[0]["name"].startswith("Infrastructure")
+    junit = ET.parse(tmp_path / "junit.xml").getroot()
+    properties = {
+        case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+        for case in junit.iter("testcase")
+    }
+    assert properties["test_product_failure"]["failure_category"] == PRODUCT
+    assert properties["test_port_in_use"]["failure_category"] == INFRASTRUCTURE
+
+
+def test_only_infrastructure_failures_are_retried(tmp_path: Path) -> None:
+    done = run_scenarios(tmp_path, "--hil-infra-retries", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    attempts = {p.suffix[1:]: int(p.read_text()) for p in tmp_path.glob("attempts.*")}
+    assert attempts == {"product": 1, "flaky_infra": 2, "port": 3}
+    assert "1 passed" not in done.stdout  # the summary counts the recovered one as passed
+    assert "2 failed, 2 passed" in done.stdout, done.stdout
+    assert "RERUN" in done.stdout or "rerun" in done.stdout
+    runs = results(tmp_path)
+    recovered = runs["test_emulator_that_does_not_start_once"][-1]
+    assert recovered["status"] == "passed"
+    assert labels(recovered)["infra_retries"] == ["1"]
+    earlier = [a for a in recovered["attachments"] if a["name"].startswith("earlier attempts")]
+    text = (tmp_path / "allure" / earlier[0]["source"]).read_text()
+    assert "MachineError: qemu-system-arm: cannot start (simulated)" in text
+    port = runs["test_port_in_use"][-1]
+    assert labels(port)["infra_retries"] == ["2"]
+    assert labels(port)["failure_category"] == [INFRASTRUCTURE]
+    assert "infra_retries" not in labels(runs["test_product_failure"][-1])

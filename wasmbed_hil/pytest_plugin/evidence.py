@@ -1,0 +1,389 @@
+"""Evidence in every scenario's report, and infrastructure failures told from product ones.
+
+For each test that uses the harness, the fixtures register what they start (gateways,
+devices, the control plane). When the test's call ends, or its set-up fails, this module
+attaches to its Allure result:
+- each device's console log (UART0 of an emulated board; the virtual device's log),
+- the decoded protocol trace per device (time, direction, message id, type, fields),
+- the gateway's event log,
+- with the control plane, the resources' timeline and the Kubernetes events,
+and labels for provenance: backend, board, firmware image digest, the digests of the modules
+deployed and the runtime limits used. Failures are classified: an InfrastructureError (an
+emulator that did not start, a firmware build that failed), a port that could not be bound,
+or a backend that vanished is `infrastructure`; anything else is `product`. The class goes
+into the Allure label `failure_category`, the JUnit property of the same name and the
+`categories.json` that Allure reads. `--hil-infra-retries N` re-runs a test up to N times
+when, and only when, it failed for an infrastructure reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import platform as host_platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..harness.errors import InfrastructureError
+
+INFRASTRUCTURE = "infrastructure"
+PRODUCT = "product"
+MAX_ATTACHMENT = 2 * 1024 * 1024
+HIL_FIXTURES = frozenset({"gateway", "device", "fleet", "device_factory", "control_plane"})
+
+try:
+    import allure
+    from allure_commons.types import AttachmentType
+except ImportError:  # pragma: no cover - allure-pytest is a dependency
+    allure = None  # type: ignore[assignment]
+
+
+@dataclass
+class Evidence:
+    gateways: list[Any] = field(default_factory=list)
+    devices: list[Any] = field(default_factory=list)
+    platforms: list[Any] = field(default_factory=list)
+    attached: bool = False
+
+
+EVIDENCE = pytest.StashKey[Evidence]()
+EARLIER = pytest.StashKey[list[str]]()  # failures of earlier attempts (infrastructure)
+ATTEMPT = pytest.StashKey[list[int]]()  # [attempt index, infrastructure failures in it]
+
+
+def evidence(node: pytest.Item | Any) -> Evidence:
+    """The evidence collector of the test that `node` (an item or a request) belongs to."""
+    item = getattr(node, "node", node)
+    store = item.stash
+    if EVIDENCE not in store:
+        store[EVIDENCE] = Evidence()
+    return store[EVIDENCE]
+
+
+def uses_hil(item: pytest.Item) -> bool:
+    return bool(HIL_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+def classify(exc: BaseException | None) -> str:
+    """`infrastructure` when the bench failed, `product` otherwise."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, InfrastructureError):
+            return INFRASTRUCTURE
+        if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,
+                                                      errno.EMFILE, errno.ENOSPC):
+            return INFRASTRUCTURE
+        exc = exc.__cause__ or exc.__context__
+    return PRODUCT
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _clip(text: str) -> str:
+    data = text.encode()
+    if len(data) <= MAX_ATTACHMENT:
+        return text
+    return "[... first part cut ...]\n" + data[-MAX_ATTACHMENT:].decode(errors="replace")
+
+
+def format_trace(entries: list[Any]) -> str:
+    """A protocol trace as text: time since the first message, direction, id, type, fields."""
+    if not entries:
+        return "(no messages)"
+    start = entries[0][0]
+    lines = []
+    for at, direction, message_id, kind, fields in entries:
+        arrow = "gw -> dev" if direction == "out" else "dev -> gw"
+        body = json.dumps(fields, default=str, sort_keys=True)
+        lines.append(f"+{at - start:9.3f}s  {arrow}  #{message_id:<5} {kind:<18} {body}")
+    return "\n".join(lines)
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+def _attach(name: str, text: str, kind: Any = None) -> None:
+    if allure is None:
+        return
+    allure.attach(_clip(text), name=name,
+                  attachment_type=kind or AttachmentType.TEXT)
+
+
+def _label(name: str, value: str) -> None:
+    if allure is not None:
+        allure.dynamic.label(name, value)
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def _device_names(gateway: Any) -> dict[str, str]:
+    try:
+        return {st.device_id: st.name for st in gateway.devices()}
+    except Exception:  # a stopped gateway has no devices to list
+        return {}
+
+
+def attach_evidence(item: pytest.Item) -> None:
+    ev = item.stash.get(EVIDENCE, None)
+    if ev is None or ev.attached:
+        return
+    ev.attached = True
+    gateways = list(ev.gateways)
+    devices = list(ev.devices)
+    for plat in ev.platforms:
+        gateways.extend(plat.gateways.values())
+        devices.extend(m.handle for m in list(plat.manager.machines.values()))
+    for device in devices:
+        try:
+            _attach(f"console {device.name}", "\n".join(device.console) or "(empty)")
+        except Exception as exc:  # evidence must never hide the test's own outcome
+            _attach(f"console {device.name}", f"(not available: {exc!r})")
+    for handle in gateways:
+        gw = getattr(handle, "_gateway", None)
+        if gw is None:
+            continue
+        names = _device_names(handle)
+        for device_id in sorted(set(gw._traces) | set(gw.connections)):
+            name = names.get(device_id, device_id[:8])
+            _attach(f"protocol {name} via {gw.config.name}", format_trace(gw.trace(device_id)))
+        events = gw.events.events()
+        _attach(f"gateway events {gw.config.name}",
+                "\n".join(f"{_stamp(e.at)} {e.describe()}" for e in events) or "(none)")
+        _deployment_labels(gw)
+    for plat in ev.platforms:
+        _platform_evidence(plat)
+
+
+def _deployment_labels(gw: Any) -> None:
+    seen: set[tuple[str, str]] = set()
+    for dep in list(gw.deployments.history):
+        digest = dep.true_digest.hex()[:16]
+        limits = dep.limits
+        key = (dep.app_id, digest)
+        if key in seen:
+            continue
+        seen.add(key)
+        _label("module", f"{dep.app_id} sha256:{digest} ({dep.size} bytes)")
+        _label("limits", f"{dep.app_id}: memory={limits.memory_bytes} fuel={limits.fuel} "
+               f"timeout_ms={limits.timeout_ms}")
+
+
+def _platform_evidence(plat: Any) -> None:
+    watcher = plat.watcher
+    if watcher is not None:
+        lines = [f"{_stamp(at)} {event:<8} {plural[:-1]}/{name}  {phase}"
+                 for at, event, plural, name, phase in list(watcher.timeline)]
+        _attach("resource timeline", "\n".join(lines) or "(none)")
+        for plural, informer in watcher.informers.items():
+            for name, obj in sorted(informer.objects.items()):
+                if plural == "applications":
+                    obj = {**obj, "spec": {**obj.get("spec", {}), "wasmBytes": "<omitted>"}}
+                    _label("application", f"{name}: {obj.get('status', {}).get('phase', '-')}")
+            _attach(f"{plural} (final)", json.dumps(
+                [_without_wasm(o) for o in informer.objects.values()], indent=1, default=str),
+                AttachmentType.JSON if allure else None)
+    try:
+        from ..kube.client import EVENTS
+
+        listed = plat.loop.run(plat.harness_kube.list(EVENTS, plat.namespace), timeout=10)
+        lines = [
+            f"{e.get('lastTimestamp') or e.get('eventTime') or '-'} {e.get('type', '-'):<7} "
+            f"{(e.get('involvedObject') or {}).get('kind', '?')}/"
+            f"{(e.get('involvedObject') or {}).get('name', '?')} {e.get('reason', '')}: "
+            f"{e.get('message', '')}"
+            for e in listed.get("items", [])
+        ]
+        _attach("kubernetes events", "\n".join(lines) or "(none)")
+    except Exception as exc:
+        _attach("kubernetes events", f"(not available: {exc!r})")
+
+
+def _without_wasm(obj: dict[str, Any]) -> dict[str, Any]:
+    spec = obj.get("spec")
+    if isinstance(spec, dict) and "wasmBytes" in spec:
+        return {**obj, "spec": {**spec, "wasmBytes": f"<{len(spec['wasmBytes'])} base64 chars>"}}
+    return obj
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def backend_labels(config: pytest.Config) -> dict[str, str]:
+    backend = str(config.getoption("--hil-backend"))
+    labels = {"backend": backend}
+    if backend == "qemu":
+        labels["board"] = "mps2-an385 (Cortex-M3, QEMU)"
+        image = firmware_digest()
+        if image:
+            labels["firmware"] = image
+    elif backend == "virtual":
+        labels["board"] = f"virtual ({host_platform.machine()}, wasmtime)"
+    return labels
+
+
+_FIRMWARE: dict[str, str | None] = {}
+
+
+def firmware_digest() -> str | None:
+    """sha256 of the built firmware image, if built."""
+    if "digest" not in _FIRMWARE:
+        try:
+            from ..firmware.build import image_path
+
+            path = image_path()
+            _FIRMWARE["digest"] = (f"wasmbed.elf sha256:"
+                                   f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+                                   if path.exists() else None)
+        except Exception:
+            _FIRMWARE["digest"] = None
+    return _FIRMWARE["digest"]
+
+
+def environment_properties(config: pytest.Config) -> dict[str, str]:
+    import sys
+
+    props = {
+        "python": sys.version.split()[0],
+        "host": f"{host_platform.system()} {host_platform.machine()}",
+        **{f"hil.{k}": v for k, v in backend_labels(config).items()},
+    }
+    for package in ("wasmtime", "kopf", "aiohttp", "cryptography"):
+        try:
+            from importlib.metadata import version
+
+            props[package] = version(package)
+        except Exception:
+            continue
+    try:
+        out = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True,
+                             timeout=10)
+        props["qemu"] = out.stdout.splitlines()[0] if out.returncode == 0 else "not installed"
+    except (OSError, subprocess.TimeoutExpired):
+        props["qemu"] = "not installed"
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            props["commit"] = out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    workers = getattr(config.option, "numprocesses", None)
+    props["workers"] = str(workers or 0)
+    return props
+
+
+CATEGORIES = [
+    {"name": "Infrastructure problems (the bench, not the product)",
+     "matchedStatuses": ["broken", "failed"],
+     "traceRegex": r"(?s).*(InfrastructureError|MachineError|FirmwareBuildError|"
+                   r"Address already in use|Too many open files).*"},
+    {"name": "Product defects", "matchedStatuses": ["failed"]},
+    {"name": "Test errors (broken tests or harness bugs)", "matchedStatuses": ["broken"]},
+]
+
+
+def write_run_files(config: pytest.Config) -> None:
+    directory = getattr(config.option, "allure_report_dir", None)
+    if not directory:
+        return
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    props = environment_properties(config)
+    (out / "environment.properties").write_text(
+        "".join(f"{k}={v.replace(chr(10), ' ')}\n" for k, v in sorted(props.items())))
+    (out / "categories.json").write_text(json.dumps(CATEGORIES, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not uses_hil(item):
+        return
+    attempt = item.stash.setdefault(ATTEMPT, [0, 0])
+    retries = int(item.config.getoption("--hil-infra-retries"))
+    if report.when == "setup" and attempt[0] == 0:
+        for name, value in backend_labels(item.config).items():
+            _label(name, value)
+    if report.failed:
+        category = classify(call.excinfo.value if call.excinfo else None)
+        report.wasmbed_category = category  # type: ignore[attr-defined]
+        if category == INFRASTRUCTURE:
+            attempt[1] += 1
+        if not (category == INFRASTRUCTURE and attempt[0] < retries):  # no retry follows
+            item.user_properties.append(("failure_category", category))
+            report.user_properties.append(("failure_category", category))
+            _label("failure_category", category)
+    if report.when == "teardown":
+        final = attempt[1] == 0 or attempt[0] >= retries
+        earlier = item.stash.get(EARLIER, [])
+        if final and earlier:  # this attempt came after infrastructure failures
+            _label("infra_retries", str(len({e.split(",")[0] for e in earlier})))
+            _attach("earlier attempts (infrastructure failures)", "\n\n".join(earlier))
+        attempt[0] += 1
+        attempt[1] = 0
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        try:
+            attach_evidence(item)
+        except Exception as exc:  # never let evidence hide the outcome
+            _attach("evidence error", repr(exc))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    retries = int(item.config.getoption("--hil-infra-retries"))
+    if retries <= 0 or not uses_hil(item):
+        return None
+    from _pytest.runner import runtestprotocol
+
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for attempt in range(retries + 1):
+        if attempt:
+            item.stash[EVIDENCE] = Evidence()
+            if hasattr(item, "_initrequest"):
+                item._initrequest()  # fresh fixtures for the new attempt
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        infra = any(getattr(r, "wasmbed_category", None) == INFRASTRUCTURE for r in reports)
+        last = attempt == retries
+        if infra and not last:
+            failed = [r for r in reports if r.failed]
+            item.stash.setdefault(EARLIER, []).extend(
+                f"attempt {attempt + 1}, {r.when}:\n{r.longreprtext}" for r in failed)
+
+        for report in reports:
+            if infra and not last and report.failed:
+                report.outcome = "rerun"  # type: ignore[assignment]
+                report.user_properties.append(("infra_rerun", str(attempt + 1)))
+            item.ihook.pytest_runtest_logreport(report=report)
+        if not infra or last:
+            break
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    if report.outcome == "rerun":
+        return "rerun", "R", ("RERUN", {"yellow": True})
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        write_run_files(session.config)
