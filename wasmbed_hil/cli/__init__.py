@@ -5,6 +5,13 @@
     controllers  the kopf controllers (as deployed in a cluster)
     gateway      one gateway with its control-plane agent (as deployed)
     rest         the REST API (as deployed)
+    devices      list the devices, or show one (over the REST API)
+    apps         list the applications, show or delete one (over the REST API)
+    deploy       deploy a WebAssembly module to devices and show their results
+    firmware     build the device firmware image (`firmware build`)
+
+The REST commands find the API through --api/--token-file, --platform DIR (the --workdir of
+a running `up`) or $WASMBED_API/$WASMBED_TOKEN_FILE/$WASMBED_PLATFORM. See docs/cli.md.
 
 Exit codes: 0 success, 1 the command ran but what it checked failed, 2 bad usage,
 3 something it needs is missing (backend, port, API server). Colour only on a terminal.
@@ -17,7 +24,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import services, up
+from . import ops, services, up
 from .common import EXIT_USAGE, CliError, fail
 
 
@@ -32,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     up.add_parser(sub)
     services.add_parsers(sub)
+    ops.add_parsers(sub)
     return p
 
 

@@ -1,0 +1,200 @@
+"""`wasmbed-hil firmware build`: the device firmware image (make -C firmware), with progress.
+
+`wasmbed_hil.firmware.build.ensure_image()` runs make with its output captured, so it cannot
+report progress while it runs; this command runs the same make command under the same file
+lock (firmware/build/.lock, so it never builds at the same time as a test's `ensure_image`)
+and streams make's output, showing the current step (`CC file.c`, `LD ...`) on a terminal.
+The paths, the tool check and the footprint come from `wasmbed_hil.firmware.build`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from rich.markup import escape
+
+from ..firmware import build
+from .api import describe
+from .common import EXIT_OK, EXIT_USAGE, CliError, console
+
+MAKE_TIMEOUT = 900.0  # seconds, as build.run_make
+_STEP = re.compile(r"^\s*(CC|LD|AR|AS|CXX)\s+(\S.*)$")  # the Makefile's step lines
+_QUIET = re.compile(r"^(make(\[\d+\])?: |text\s|\d+\s)")  # make's chatter, size's table
+_MODE = re.compile(r"^footprint: .*\(mode ([\w-]+),")  # device, or selftest-tls
+
+EXIT_CODES = """\
+exit codes:
+  0  the image is built (or was already up to date)
+  1  make failed (the tail of its output is shown)
+  2  bad usage
+  3  the toolchain is missing (qemu-system-arm, arm-none-eabi-gcc, make; the message names
+     the Debian packages)
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("firmware", help="build the device firmware image",
+                       description="The firmware the qemu backend runs on each emulated "
+                       "device.", epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    p.set_defaults(run=lambda args: _usage(p))
+    b = actions.add_parser(
+        "build", help="build (or bring up to date) the firmware image",
+        description=describe(
+        "Build the firmware image with `make -C firmware` (incremental: only what "
+        "changed is rebuilt), showing the current step on a terminal, then print the ELF's "
+        "path, file size and footprint (flash = text + data; static RAM = data + bss, the "
+        "stack and heap come on top). Waits if another build holds firmware/build/.lock.\n\n"
+        "  wasmbed-hil firmware build\n"
+        "  wasmbed-hil firmware build --force -o json"),
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--board", default=build.MACHINE, choices=[build.MACHINE],
+                   help=f"target board (default: {build.MACHINE}, the only one so far)")
+    b.add_argument("--force", action="store_true",
+                   help="rebuild everything (make -B), also what is up to date")
+    b.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                   help="output format (default: table); json: {board, elf, fileBytes, "
+                   "footprint, mode, compiled, upToDate, seconds} on stdout")
+    b.set_defaults(run=run_build)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def toolchain_problem() -> str | None:
+    """Why the image cannot be built here (None: it can): the qemu backend's own check, which
+    names the Debian packages, and the tools `ensure_image` needs."""
+    from ..backends import get_backend
+
+    reason = get_backend("qemu").unavailable_reason()
+    if reason:
+        return reason
+    missing = build.missing_tools()
+    if missing:
+        return (f"{', '.join(missing)} not installed (Debian: qemu-system-arm "
+                "gcc-arm-none-eabi binutils-arm-none-eabi picolibc-arm-none-eabi)")
+    return None
+
+
+def make_command(force: bool) -> list[str]:
+    """What `build.run_make([])` runs (plus -B with --force)."""
+    return ["make", "-C", str(build.FIRMWARE_DIR), f"-j{os.cpu_count() or 2}",
+            *(["-B"] if force else [])]
+
+
+def run_make_streamed(cmd: list[str], on_line: Callable[[str], None],
+                      timeout: float = MAKE_TIMEOUT) -> tuple[int | None, list[str]]:
+    """Run `cmd` under build.run_make's lock, calling `on_line` for each output line;
+    returns make's exit status (None if it was killed at `timeout`) and its last 40 lines."""
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    build.BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with open(build.BUILD_DIR / ".lock", "w") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_line("waiting for another build to finish (firmware/build/.lock)")
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, text=True, errors="replace")
+            timed_out = threading.Event()
+
+            def kill() -> None:
+                timed_out.set()
+                proc.kill()
+
+            watchdog = threading.Timer(timeout, kill)
+            watchdog.start()
+            try:
+                assert proc.stdout is not None
+                with proc.stdout:
+                    for line in proc.stdout:
+                        tail.append(line.rstrip())
+                        on_line(line.rstrip())
+                code = proc.wait()
+            finally:
+                watchdog.cancel()
+                if proc.poll() is None:  # interrupted while reading
+                    proc.kill()
+                    proc.wait()
+            return (None if timed_out.is_set() else code), list(tail)
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    problem = toolchain_problem()
+    if problem:
+        raise CliError(f"cannot build the firmware: {problem}")
+    json_output = args.output == "json"
+    out = console()
+    err = console(stderr=True)
+    compiled = steps = 0
+    mode = None
+    started = time.monotonic()
+    status = (out.status("make -C firmware ...") if out.is_terminal and not json_output
+              else None)
+
+    def on_line(line: str) -> None:
+        nonlocal compiled, steps, mode
+        step = _STEP.match(line)
+        if step:
+            steps += 1
+            compiled += step.group(1) in ("CC", "CXX", "AS")
+        found = _MODE.search(line)
+        if found:
+            mode = found.group(1)
+        text = f"{step.group(1)} {step.group(2)}" if step else line.strip()
+        if status is not None and text and not _QUIET.match(text):
+            status.update(f"building the firmware ({compiled} compiled, "
+                          f"{time.monotonic() - started:.0f} s): {escape(text[:100])}")
+
+    cmd = make_command(args.force)
+    try:
+        with status or contextlib.nullcontext():
+            code, tail = run_make_streamed(cmd, on_line)
+    except OSError as exc:
+        raise CliError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        raise CliError("interrupted; the build stopped", 1) from None
+    elf = build.image_path()
+    if code != 0 or not elf.is_file():
+        reason = (f"killed after {MAKE_TIMEOUT:g} s" if code is None else
+                  f"exit {code}" if code else f"no {elf}")
+        err.print("\n".join(escape(line) for line in tail), soft_wrap=True)
+        raise CliError(f"{' '.join(cmd)} failed ({reason}); its last lines are above", 1)
+    seconds = time.monotonic() - started
+    try:
+        size = build.footprint(elf)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        raise CliError(f"cannot measure {elf}: {exc}") from None
+    file_bytes = elf.stat().st_size
+    if json_output:
+        sys.stdout.write(json.dumps({
+            "board": args.board, "elf": str(elf), "fileBytes": file_bytes, "footprint": size,
+            "mode": mode, "compiled": compiled, "upToDate": steps == 0,
+            "seconds": round(seconds, 2)}, indent=2) + "\n")
+        return EXIT_OK
+    out.print(f"firmware {escape(args.board)}" + (f" ({escape(mode)} image)" if mode else "")
+              + f": {escape(str(elf))}")
+    out.print(f"  file {file_bytes / 1024:,.0f} KiB (with debug info); "
+              f"flash {size['flash']:,} B (text {size['text']:,} + data {size['data']:,}); "
+              f"static RAM {size['ram']:,} B (data {size['data']:,} + bss {size['bss']:,}; "
+              "stack and heap on top)")
+    out.print(f"  {'built' if steps else 'up to date'} in {seconds:.1f} s"
+              + (f" ({compiled} files compiled)" if compiled else ""))
+    return EXIT_OK
