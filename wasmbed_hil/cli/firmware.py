@@ -1,24 +1,19 @@
 """`wasmbed-hil firmware build`: the device firmware image (make -C firmware), with progress.
 
-`wasmbed_hil.firmware.build.ensure_image()` runs make with its output captured, so it cannot
-report progress while it runs; this command runs the same make command under the same file
-lock (firmware/build/.lock, so it never builds at the same time as a test's `ensure_image`)
-and streams make's output, showing the current step (`CC file.c`, `LD ...`) on a terminal.
+It runs `wasmbed_hil.firmware.build.run_make`, the same make command and file lock
+(firmware/build/.lock) that tests' `ensure_image` uses, with `on_line` streaming make's
+output, and shows the current step (`CC file.c`, `LD ...`) on a terminal.
 The paths, the tool check and the footprint come from `wasmbed_hil.firmware.build`.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
-import fcntl
 import json
-import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -90,50 +85,13 @@ def toolchain_problem() -> str | None:
     return None
 
 
-def make_command(force: bool) -> list[str]:
-    """What `build.run_make([])` runs (plus -B with --force)."""
-    return ["make", "-C", str(build.FIRMWARE_DIR), f"-j{os.cpu_count() or 2}",
-            *(["-B"] if force else [])]
-
-
-def run_make_streamed(cmd: list[str], on_line: Callable[[str], None],
-                      timeout: float = MAKE_TIMEOUT) -> tuple[int | None, list[str]]:
-    """Run `cmd` under build.run_make's lock, calling `on_line` for each output line;
-    returns make's exit status (None if it was killed at `timeout`) and its last 40 lines."""
-    tail: collections.deque[str] = collections.deque(maxlen=40)
-    build.BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    with open(build.BUILD_DIR / ".lock", "w") as lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            on_line("waiting for another build to finish (firmware/build/.lock)")
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, text=True, errors="replace")
-            timed_out = threading.Event()
-
-            def kill() -> None:
-                timed_out.set()
-                proc.kill()
-
-            watchdog = threading.Timer(timeout, kill)
-            watchdog.start()
-            try:
-                assert proc.stdout is not None
-                with proc.stdout:
-                    for line in proc.stdout:
-                        tail.append(line.rstrip())
-                        on_line(line.rstrip())
-                code = proc.wait()
-            finally:
-                watchdog.cancel()
-                if proc.poll() is None:  # interrupted while reading
-                    proc.kill()
-                    proc.wait()
-            return (None if timed_out.is_set() else code), list(tail)
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+def run_make_streamed(force: bool, on_line: Callable[[str], None],
+                      timeout: float = MAKE_TIMEOUT) -> tuple[int | None, list[str], str]:
+    """`build.run_make` streaming its output to `on_line`; returns make's exit status (None
+    if it was killed at `timeout`), its last 40 lines and the command line."""
+    proc = build.run_make(["-B"] if force else [], timeout=timeout, on_line=on_line)
+    tail = proc.stdout.splitlines()[-40:]
+    return (None if proc.returncode == -9 else proc.returncode), tail, " ".join(proc.args)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -163,12 +121,11 @@ def run_build(args: argparse.Namespace) -> int:
             status.update(f"building the firmware ({compiled} compiled, "
                           f"{time.monotonic() - started:.0f} s): {escape(text[:100])}")
 
-    cmd = make_command(args.force)
     try:
         with status or contextlib.nullcontext():
-            code, tail = run_make_streamed(cmd, on_line)
+            code, tail, cmd = run_make_streamed(args.force, on_line)
     except OSError as exc:
-        raise CliError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot run make: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         raise CliError("interrupted; the build stopped", 1) from None
     elf = build.image_path()
@@ -176,7 +133,7 @@ def run_build(args: argparse.Namespace) -> int:
         reason = (f"killed after {MAKE_TIMEOUT:g} s" if code is None else
                   f"exit {code}" if code else f"no {elf}")
         err.print("\n".join(escape(line) for line in tail), soft_wrap=True)
-        raise CliError(f"{' '.join(cmd)} failed ({reason}); its last lines are above", 1)
+        raise CliError(f"{cmd} failed ({reason}); its last lines are above", 1)
     seconds = time.monotonic() - started
     try:
         size = build.footprint(elf)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from ..harness.errors import InfrastructureError
@@ -64,17 +65,58 @@ def ensure_image(rebuild: bool = False, *, selftest: str | None = None) -> Path:
         return elf
 
 
-def run_make(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def run_make(
+    args: list[str], timeout: float = 900, on_line: Callable[[str], None] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``make -C firmware -jN *args`` under an exclusive file lock (firmware/build/.lock),
-    so concurrent processes never build into the same directory at once."""
+    so concurrent processes never build into the same directory at once.
+
+    With ``on_line``, make's output (stdout and stderr merged) is passed on line by line as
+    it comes (the CLI's progress display) and returned as ``stdout``. A build killed at
+    ``timeout`` returns code -9 either way (``subprocess.run`` would raise instead).
+    """
     cmd = ["make", "-C", str(FIRMWARE_DIR), f"-j{os.cpu_count() or 2}", *args]
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     with open(BUILD_DIR / ".lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_line is not None:
+                on_line("waiting for another build to finish (firmware/build/.lock)")
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            if on_line is None:
+                try:
+                    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                          check=False)
+                except subprocess.TimeoutExpired as exc:
+                    return subprocess.CompletedProcess(cmd, -9, str(exc.stdout or ""),
+                                                       f"killed after {timeout:g}s")
+            return _streamed(cmd, timeout, on_line)
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _streamed(cmd: list[str], timeout: float,
+              on_line: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, errors="replace")
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                on_line(line.rstrip())
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:  # interrupted while reading
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, code, "\n".join(lines), "")
 
 
 def qemu_command(
