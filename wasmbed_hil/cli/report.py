@@ -1,0 +1,136 @@
+"""`wasmbed-hil report`: the regression report of a scenario run against a baseline.
+
+Reads the current run (Allure results, JUnit XML or a summary.json) and optionally a
+baseline, classifies every test (new failure, fixed, still failing, flaky, slower,
+infrastructure, quarantined, new, removed, skipped) and writes report.html, summary.md and
+summary.json (the next baseline) into --out. Exit 1 when there is a new product failure that
+is not quarantined, 0 otherwise; 2 for a bad option or quarantine file; 3 when an input
+cannot be read. See docs/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..report import (
+    Comparison,
+    QuarantineError,
+    RunReadError,
+    compare,
+    load_quarantine,
+    load_run,
+    write_report,
+)
+from ..report.compare import DEFAULT_MIN_DELTA, DEFAULT_THRESHOLD, NEEDS_BASELINE, SECTIONS
+from .common import EXIT_ENVIRONMENT, EXIT_USAGE, CliError, console
+
+DEFAULT_CURRENT = Path("reports/allure-results")
+DEFAULT_OUT = Path("reports")
+DEFAULT_QUARANTINE = Path("quarantine.yaml")
+SHOWN = 10
+STYLES = {"new_failures": "bold red", "infrastructure": "magenta", "flaky": "yellow",
+          "slower": "yellow", "fixed": "green", "still_failing": "red",
+          "quarantined": "dim", "new_tests": "cyan"}
+
+
+def _plain(message: str) -> str:
+    """A message that the console prints as it is (fail() reads rich markup: a test id's
+    `[param]` would vanish)."""
+    return escape(message)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report", help="regression report of a test run against a baseline",
+        description="Compare a scenario run (Allure results directory, JUnit XML or a "
+        "summary.json) with a baseline and write report.html, summary.md and summary.json "
+        "(keep it as the next baseline). Exit 1 when there is a new product failure that is "
+        "not quarantined, 3 when an input cannot be read.",
+    )
+    p.add_argument("--current", type=Path, default=DEFAULT_CURRENT, metavar="PATH",
+                   help=f"the run to report (default: {DEFAULT_CURRENT})")
+    p.add_argument("--baseline", type=Path, metavar="PATH",
+                   help="the run to compare with (default: none, the run alone)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                   help=f"where to write the report (default: {DEFAULT_OUT})")
+    p.add_argument("--quarantine", type=Path, metavar="PATH",
+                   help=f"quarantine file (default: ./{DEFAULT_QUARANTINE} if present)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="F",
+                   help="duration regression when slower than the baseline by more than this "
+                   f"fraction (default: {DEFAULT_THRESHOLD})")
+    p.add_argument("--min-delta", type=float, default=DEFAULT_MIN_DELTA, metavar="S",
+                   help="... and by more than this many seconds (default: "
+                   f"{DEFAULT_MIN_DELTA})")
+    p.add_argument("--title", default="Regression report", metavar="TEXT",
+                   help="title of the report (default: Regression report)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threshold < 0 or args.min_delta < 0:
+        raise CliError("--threshold and --min-delta must be >= 0", code=EXIT_USAGE)
+    quarantine = None
+    path = args.quarantine
+    if path is None and DEFAULT_QUARANTINE.is_file():
+        path = DEFAULT_QUARANTINE
+    if path is not None:
+        try:
+            quarantine = load_quarantine(path)
+        except OSError as exc:
+            raise CliError(_plain(f"cannot read the quarantine file {path}: "
+                                  f"{exc.strerror or exc}")) from None
+        except QuarantineError as exc:
+            raise CliError(_plain(f"invalid quarantine file: {exc}"), code=EXIT_USAGE) from None
+    try:
+        current = load_run(args.current)
+    except RunReadError as exc:
+        raise CliError(_plain(f"cannot read the current run: {exc}")) from None
+    baseline = None
+    if args.baseline is not None:
+        try:
+            baseline = load_run(args.baseline)
+        except RunReadError as exc:
+            raise CliError(_plain(f"cannot read the baseline: {exc}")) from None
+    comparison = compare(current, baseline, quarantine, args.threshold, args.min_delta)
+    try:
+        written = write_report(comparison, args.out, args.title)
+    except OSError as exc:
+        raise CliError(_plain(f"cannot write the report into {args.out}: "
+                              f"{exc.strerror or exc}"), code=EXIT_ENVIRONMENT) from None
+    _print(comparison, written["report.html"])
+    return comparison.exit_code
+
+
+def _print(comparison: Comparison, html: Path) -> None:
+    out = console()
+    counts = comparison.counts
+    totals = comparison.current.totals()
+    new = counts["new_failures"]
+    verdict = (f"[bold red]FAIL[/] {new} new product failure{'s' if new != 1 else ''}"
+               if new else "[bold green]PASS[/] no new product failures")
+    against = (f"against {escape(str(comparison.baseline.source))}" if comparison.baseline
+               else "without a baseline")
+    out.print(f"{verdict}: {totals['total']} tests in {escape(str(comparison.current.source))}"
+              f" {against}")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for name, heading in SECTIONS.items():
+        if name in NEEDS_BASELINE and comparison.baseline is None:
+            continue
+        style = STYLES.get(name, "") if counts[name] else "dim"
+        table.add_row(f"[{style}]{heading}[/]" if style else heading,
+                      f"[{style}]{counts[name]}[/]" if style else str(counts[name]))
+    out.print(table)
+    for item in comparison.sections["new_failures"][:SHOWN]:
+        message = item.test.message.strip().splitlines()[0] if item.test.message.strip() else ""
+        out.print(f"  [red]✗[/] {escape(item.test.display)}"
+                  + (f" [dim]{escape(message[:120])}[/]" if message else ""))
+    if new > SHOWN:
+        out.print(f"  ... and {new - SHOWN} more")
+    for entry, why in comparison.quarantine_notes:
+        if entry.expired:
+            out.print(f"[yellow]quarantine entry {escape(entry.test)} {escape(why)}[/]")
+    out.print(f"report: {escape(str(html))} (summary.md, summary.json beside it)")
