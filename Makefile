@@ -23,11 +23,18 @@ sysdeps:
 
 setup: sysdeps $(STAMP)
 
+# BASELINE: a summary.json of an earlier run (e.g. kept by CI from main) to compare against.
+BASELINE ?= reports/baseline/summary.json
+
 hil: setup
 	mkdir -p reports
-	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=$(BACKEND) \
-		--junitxml=reports/junit-suites.xml \
-		--alluredir=reports/allure-results --clean-alluredir
+	status=0; $(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=$(BACKEND) \
+		--hil-infra-retries=1 --junitxml=reports/junit-suites.xml \
+		--alluredir=reports/allure-results --clean-alluredir || status=$$?; \
+	$(BIN)/wasmbed-hil report --current reports/allure-results --out reports \
+		$$(test -f $(BASELINE) && echo --baseline $(BASELINE)) || status=$$?; \
+	echo "reports: reports/report.html reports/summary.md reports/allure-results"; \
+	exit $$status
 
 firmware: setup
 	$(MAKE) -C firmware PYTHON=$(abspath $(BIN)/python)

@@ -21,7 +21,8 @@ CLI = [sys.executable, "-m", "wasmbed_hil"]
 WAIT = 60
 
 
-@pytest.mark.parametrize("command", ["up", "apiserver", "controllers", "gateway", "rest"])
+@pytest.mark.parametrize("command", ["up", "apiserver", "controllers", "gateway", "rest",
+                                     "devices", "apps", "deploy", "report"])
 def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -153,3 +153,12 @@ def test_only_infrastructure_failures_are_retried(tmp_path: Path) -> None:
     assert labels(port)["infra_retries"] == ["2"]
     assert labels(port)["failure_category"] == [INFRASTRUCTURE]
     assert "infra_retries" not in labels(runs["test_product_failure"][-1])
+    junit = ET.parse(tmp_path / "junit.xml").getroot()
+    cases = [case.get("name") for case in junit.iter("testcase")]
+    assert sorted(cases) == sorted(set(cases)), cases  # one test case per test
+    assert len(cases) == 4
+    from wasmbed_hil.report import load_run
+
+    run = load_run(tmp_path / "allure")  # the regression report counts the retry as flaky
+    assert [t.name for t in run.tests.values() if t.flaky] == [
+        "test_emulator_that_does_not_start_once"]

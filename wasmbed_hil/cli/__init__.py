@@ -9,6 +9,7 @@
     apps         list the applications, show or delete one (over the REST API)
     deploy       deploy a WebAssembly module to devices and show their results
     firmware     build the device firmware image (`firmware build`)
+    report       compare a test run with a baseline: HTML and Markdown regression reports
 
 The REST commands find the API through --api/--token-file, --platform DIR (the --workdir of
 a running `up`) or $WASMBED_API/$WASMBED_TOKEN_FILE/$WASMBED_PLATFORM. See docs/cli.md.
@@ -24,7 +25,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import ops, services, up
+from . import ops, report, services, up
 from .common import EXIT_USAGE, CliError, fail
 
 
@@ -40,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_parser(sub)
     services.add_parsers(sub)
     ops.add_parsers(sub)
+    report.add_parser(sub)
     return p
 
 

@@ -81,6 +81,8 @@ def announce(line: str) -> None:
 
 
 def fail(message: str, code: int) -> int:
-    console(stderr=True).print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
     sys.stderr.flush()
     return code

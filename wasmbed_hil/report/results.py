@@ -66,9 +66,21 @@ class CaseResult:
         return self.status in FAILING
 
     @property
+    def infra_retries(self) -> int:
+        """Attempts the pytest plugin re-ran within one test for infrastructure failures
+        (`--hil-infra-retries`): Allure keeps only the last, labelled `infra_retries`."""
+        values = self.labels.get("infra_retries") or ["0"]
+        try:
+            return int(values[-1])
+        except ValueError:
+            return 0
+
+    @property
     def flaky(self) -> bool:
-        """Passed, but only after a failed attempt."""
-        return self.status == PASSED and any(a.status in FAILING for a in self.attempts[:-1])
+        """Passed, but only after a failed attempt (or an infrastructure retry)."""
+        return self.status == PASSED and (
+            self.infra_retries > 0
+            or any(a.status in FAILING for a in self.attempts[:-1]))
 
     @property
     def display(self) -> str:
