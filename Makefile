@@ -45,6 +45,8 @@ lint: setup
 test: lint
 	$(BIN)/pytest tests/ suites/ -n $(WORKERS)
 	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=qemu
+	VENV_BIN=$(BIN) bash scripts/run-robot.sh virtual reports/robot-virtual
+	VENV_BIN=$(BIN) bash scripts/run-robot.sh qemu reports/robot-qemu
 
 bench: setup
 	$(BIN)/python -m benchmarks.bench_gateway --quick

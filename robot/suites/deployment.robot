@@ -1,0 +1,52 @@
+*** Settings ***
+Documentation       Deployment: modules travel to devices, run under limits and report how
+...                 they end (mirrors suites/deployment/test_deployment.py).
+Resource            ../wasmbed.resource
+Suite Setup         Require Backend
+Test Setup          Start Gateway With One Device
+
+
+*** Test Cases ***
+Module Runs And Its Result Comes Back
+    ${outcome}    ${values}=    Run Module    add    40    2    app_id=adder
+    Should Be Equal    ${outcome}    RETURNED
+    Should Be Equal    ${values}    ${{[42]}}
+    ${result}=    Get Execution Result
+    Should Be True    ${result}[fuel_used] > 0
+
+Trap Is Reported As Trapped
+    Run Module    trap    app_id=trapper    outcome=TRAPPED    detail=unreachable
+    Run Module    trap    app_id=trapper    entry=divzero    outcome=TRAPPED    detail=divi
+
+Runaway Module Runs Out Of Fuel
+    Run Module    spin    app_id=spinner    fuel=200000    time_limit=10s
+    ...    outcome=OUT_OF_FUEL    detail=fuel
+
+Unknown Entry Point Fails To Load
+    Run Module    add    app_id=adder    entry=nope    outcome=LOAD_FAILED    detail=nope
+
+Oversized Module Is Refused
+    [Setup]    Start Gateway
+    Create Device    small    max_module_size=4096
+    Device Should Enroll And Connect
+    Deploy Module    data:10000    app_id=big    expected_error=MODULE_TOO_LARGE
+
+Module Larger Than A Frame Arrives In Chunks
+    [Setup]    Start Gateway
+    Create Device    narrow    max_frame_size=4096
+    Device Should Enroll And Connect
+    ${sum}=    Get Data Checksum    40000
+    Run Module    data:40000    entry=checksum    outcome=RETURNED    values=${sum}
+
+Deployment To An Offline Device Is Delivered When It Returns
+    Cut Power
+    Wait Until Disconnected
+    ${state}=    Deploy Module    add    20    22    app_id=adder    wait=${False}
+    Should Be Equal    ${state}    pending
+    Power On
+    Wait For Execution Result    adder    outcome=RETURNED    values=42
+
+A Fleet Of Three Runs The Same Module
+    [Setup]    Start Gateway
+    @{fleet}=    Start Fleet Of 3 Devices
+    Every Device Should Run Module    ${fleet}    fib    15    entry=fib    values=[610]
