@@ -1,0 +1,55 @@
+/* The Zephyr layer of the wasmbed device (firmware/zephyr/src): what its files give each other.
+ *
+ * The layer is thin on purpose. Everything else is code proven on the bare-metal MPS2-AN385
+ * image and reused unchanged: the portable core (firmware/core), the per-device blob parser,
+ * the device crypto and wb_platform_* functions, and the TLS 1.3 transport
+ * (firmware/targets/mps2-an385/{blob,platform,tls_transport}.c). Those files reach the board
+ * through the small API of targets/mps2-an385/board.h, which this layer implements on Zephyr:
+ *   board_now_ms, board_link_last_rx_ms   platform_zephyr.c / transport_uart_tls.c
+ *   uart_getc_nb, uart_write, uart_putc    transport_uart_tls.c (WB_UART1_BASE: the
+ *                                          "wasmbed,transport-uart" chosen UART; WB_UART0_BASE:
+ *                                          the "zephyr,console" UART)
+ *   board_halt, board_systick_value        platform_zephyr.c
+ * plus mbedtls_hardware_poll and wb_entropy_set_seed (crypto.h) in platform_zephyr.c. */
+#ifndef WB_ZEPHYR_PORT_H
+#define WB_ZEPHYR_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tls_transport.h"
+#include "wb/transport.h"
+
+/* transport_uart_tls.c ------------------------------------------------------------------------ */
+
+/* Interrupt-driven RX into a ring buffer on the transport UART, then wb_tls_transport_init().
+ * 0, or a negative errno / mbedTLS error (logged). */
+int wb_zephyr_transport_init(wb_transport_t *transport, wb_tls_t *tls);
+
+/* Sleep until a byte arrives on the transport UART or timeout_ms passes. */
+void wb_zephyr_wait_rx(uint32_t timeout_ms);
+
+/* Log how many received bytes the ring buffer had to drop since the last report (if any). */
+void wb_zephyr_link_report(void);
+
+/* platform_zephyr.c --------------------------------------------------------------------------- */
+
+/* Print "HALT: why" and stop here for good (the console stays alive for the harness). */
+void wb_zephyr_halt(const char *why) __attribute__((noreturn));
+
+/* Print "REBOOT: why" and reboot the SoC (sys_reboot). */
+void wb_zephyr_reboot(const char *why) __attribute__((noreturn));
+
+/* Microseconds since boot. */
+uint64_t wb_zephyr_now_us(void);
+
+/* runtime_wamr.c ------------------------------------------------------------------------------ */
+
+/* Start the WAMR worker thread and initialise WAMR on it (pool allocator on a static arena,
+ * env.log registered). 0 or -1 (logged). */
+int wb_wamr_start(void);
+
+/* Bytes of the static arena WAMR allocates from (= DeviceInfo memory_total). */
+size_t wb_wamr_pool_size(void);
+
+#endif

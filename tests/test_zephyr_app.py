@@ -1,0 +1,783 @@
+"""The Zephyr/WAMR application (firmware/zephyr): what can be checked without Zephyr or WAMR.
+
+Neither Zephyr nor WAMR can be installed here (../shared/notes/feasibility.md), so the
+application is never built by these tests. They check instead:
+
+- the west manifest pins Zephyr v4.3.0 and WAMR-2.4.3 and clones into an ignored directory;
+- prj.conf and boards/*.conf are well-formed Kconfig fragments with the required options, and
+  every application option they or the sources use is declared in the application's Kconfig;
+- the mbedTLS configuration the image names is the proven TLS 1.3-only one, and it passes
+  mbedTLS 3.6's own consistency checks (check_config.h) with the pinned mbedTLS sources;
+- CMakeLists.txt compiles exactly the core sources of firmware/core/core.mk, with its defines;
+- every function the core and the reused MPS2 code need (runtime.h, platform.h, transport.h
+  members, the board.h functions they call, crypto.h's entropy hooks) is defined in the
+  sources the application compiles;
+- the board overlays choose a transport UART (chosen node wasmbed,transport-uart) that exists,
+  is not the console, and is enabled; the per-device blob has a place on every board;
+- the portable half of the WAMR runtime (src/wamr_portable.c: module scan, argument
+  conversion, WAMR exception -> outcome mapping) compiles with -Wall -Wextra -Werror for the
+  host (ASan/UBSan) and for Cortex-M3, passes its C unit checks, and gives the wasm3 runtime's
+  answers on the project's test modules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wasmtime
+import yaml
+
+from wasmbed_hil import modules
+
+ROOT = Path(__file__).resolve().parents[1]
+FW = ROOT / "firmware"
+APP = FW / "zephyr"
+SRC = APP / "src"
+TARGET = FW / "targets" / "mps2-an385"
+CORE_INCLUDE = FW / "core" / "include"
+MBEDTLS_DIR = ROOT / ".cache" / "firmware-deps" / "mbedtls"
+
+# Outcome numbers of firmware/core/include/wb/types.h
+RETURNED, TRAPPED, OUT_OF_FUEL, OUT_OF_MEMORY, TIMED_OUT, STOPPED, LOAD_FAILED = range(7)
+
+# Zephyr board file stem -> (transport UART label, the console UART of the board's own .dts).
+# Consoles as read in Zephyr's board files: stm32f4_disco.dts (usart2), stm32f746g_disco.dts
+# (usart1), nrf52840dk_nrf52840.dts (uart0), mps2_an385.dts (uart0).
+BOARDS = {
+    "stm32f4_disco": ("usart3", "usart2"),
+    "stm32f746g_disco": ("usart6", "usart1"),
+    "nrf52840dk_nrf52840": ("uart1", "uart0"),
+    "mps2_an385": ("uart1", "uart0"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _strip_c_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    return re.sub(r"//[^\n]*", " ", text)
+
+
+def _conf_lines(path: Path) -> list[tuple[int, str]]:
+    lines = []
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            lines.append((number, line))
+    return lines
+
+
+def _conf(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for _, line in _conf_lines(path))
+
+
+def _cmake_list(name: str) -> list[str]:
+    text = (APP / "CMakeLists.txt").read_text()
+    match = re.search(rf"set\({name}\s+(.*?)\)", text, flags=re.S)
+    assert match, f"CMakeLists.txt sets no {name}"
+    return [item for item in match.group(1).split() if not item.startswith("#")]
+
+
+def _resolve(item: str) -> Path:
+    item = item.replace("${WB_FW}", str(FW)).replace("${WB_TARGET}", str(TARGET))
+    return Path(item) if Path(item).is_absolute() else APP / item
+
+
+def _compiled_sources() -> dict[str, list[Path]]:
+    return {
+        "core": [_resolve(i) for i in _cmake_list("WB_CORE_SRCS")],
+        "reused": [_resolve(i) for i in _cmake_list("WB_REUSED_SRCS")],
+        "zephyr": [_resolve(i) for i in _cmake_list("WB_ZEPHYR_SRCS")],
+    }
+
+
+def _declared_functions(header: Path) -> set[str]:
+    """Names of the functions a header declares (prototypes at file scope)."""
+    text = _strip_c_comments(header.read_text())
+    text = re.sub(r"^\s*#.*$", " ", text, flags=re.M)
+    names = set()
+    for match in re.finditer(r"\b([A-Za-z_]\w*)\s*\(([^;{}()]|\([^;{}()]*\))*\)\s*"
+                             r"(?:__attribute__\s*\(\(.*?\)\)\s*)?;", text, flags=re.S):
+        before = text[: match.start()].rstrip()
+        if before.endswith(("(", ",", "=")) or match.group(1) in {"sizeof", "return"}:
+            continue
+        if re.search(r"\(\s*\*\s*$", before):  # a function pointer member
+            continue
+        names.add(match.group(1))
+    return names
+
+
+def _defined_functions(paths: list[Path]) -> set[str]:
+    """Names of the functions defined in C sources: NAME(...) followed by a body."""
+    names = set()
+    for path in paths:
+        text = _strip_c_comments(path.read_text())
+        for match in re.finditer(r"\b([A-Za-z_]\w*)\s*\(", text):
+            depth, i = 1, match.end()
+            while i < len(text) and depth:
+                depth += {"(": 1, ")": -1}.get(text[i], 0)
+                i += 1
+            rest = text[i : i + 200]
+            rest = re.sub(r"^\s*__attribute__\s*\(\(.*?\)\)", "", rest, flags=re.S)
+            if re.match(r"\s*\{", rest) and match.group(1) not in {"if", "for", "while", "switch"}:
+                names.add(match.group(1))
+    return names
+
+
+def _called_functions(paths: list[Path]) -> set[str]:
+    names = set()
+    for path in paths:
+        text = _strip_c_comments(path.read_text())
+        names.update(re.findall(r"\b([A-Za-z_]\w*)\s*\(", text))
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# west manifest
+
+
+def _manifest() -> dict:
+    return yaml.safe_load((APP / "west.yml").read_text())["manifest"]
+
+
+def test_west_manifest_pins_zephyr_and_wamr() -> None:
+    manifest = _manifest()
+    remotes = {r["name"]: r["url-base"] for r in manifest["remotes"]}
+    projects = {p["name"]: p for p in manifest["projects"]}
+    assert set(projects) == {"zephyr", "wasm-micro-runtime"}
+
+    zephyr = projects["zephyr"]
+    assert zephyr["revision"] == "v4.3.0"
+    assert remotes[zephyr["remote"]] == "https://github.com/zephyrproject-rtos"
+    allow = set(zephyr["import"]["name-allowlist"])
+    assert {"mbedtls", "hal_stm32", "hal_nordic"} <= allow
+    assert allow & {"cmsis", "cmsis_6"}, "Cortex-M needs CMSIS"
+
+    wamr = projects["wasm-micro-runtime"]
+    assert wamr["revision"] == "WAMR-2.4.3"  # WAMR's tags are WAMR-X.Y.Z
+    assert remotes[wamr["remote"]] == "https://github.com/bytecodealliance"
+    # CMakeLists.txt finds WAMR next to the zephyr checkout: ${ZEPHYR_BASE}/../modules/lib/...
+    zephyr_parent = Path(zephyr["path"]).parent
+    assert Path(wamr["path"]) == zephyr_parent / "modules" / "lib" / "wasm-micro-runtime"
+    assert zephyr["import"]["path-prefix"] == str(zephyr_parent)
+
+
+def test_west_checkouts_stay_out_of_git() -> None:
+    """`west init -l firmware/zephyr` makes firmware/ the workspace: clones must be ignored."""
+    manifest = _manifest()
+    paths = [p["path"] for p in manifest["projects"]]
+    paths.append(manifest["projects"][0]["import"]["path-prefix"] + "/modules/hal/stm32")
+    for path in paths:
+        assert not Path(path).is_absolute() and ".." not in Path(path).parts
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    for path in paths:
+        probe = subprocess.run(["git", "check-ignore", "-q", str(FW / path / "x")], cwd=ROOT)
+        assert probe.returncode == 0, f"firmware/{path} would not be ignored by git"
+
+
+# ---------------------------------------------------------------------------------------------
+# Kconfig fragments
+
+CONF_LINE = re.compile(r'^CONFIG_[A-Z0-9_]+=(y|n|-?\d+|0x[0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$')
+CONF_FILES = [APP / "prj.conf", *sorted((APP / "boards").glob("*.conf"))]
+
+
+@pytest.mark.parametrize("path", CONF_FILES, ids=lambda p: p.name)
+def test_conf_fragments_are_well_formed(path: Path) -> None:
+    seen: dict[str, int] = {}
+    for number, line in _conf_lines(path):
+        assert CONF_LINE.match(line), f"{path.name}:{number}: malformed: {line}"
+        name = line.split("=", 1)[0]
+        assert name not in seen, f"{path.name}:{number}: {name} also set on line {seen[name]}"
+        seen[name] = number
+
+
+def test_prj_conf_has_what_the_sources_rely_on() -> None:
+    conf = _conf(APP / "prj.conf")
+    required = {
+        "CONFIG_SERIAL": "y",
+        "CONFIG_UART_INTERRUPT_DRIVEN": "y",  # uart_irq_* + uart_fifo_read in the ISR
+        "CONFIG_CONSOLE": "y",
+        "CONFIG_UART_CONSOLE": "y",
+        "CONFIG_RING_BUFFER": "y",  # ring_buf_* for the transport RX
+        "CONFIG_ENTROPY_GENERATOR": "y",  # sys_csrand_get on the board RNG
+        "CONFIG_MBEDTLS": "y",
+        "CONFIG_MBEDTLS_BUILTIN": "y",
+        "CONFIG_CUSTOM_MBEDTLS_CFG_FILE": "y",
+        "CONFIG_MBEDTLS_CFG_FILE": '"wb_zephyr_mbedtls_config.h"',
+        "CONFIG_THREAD_STACK_INFO": "y",  # WAMR's native stack bound on Zephyr
+        "CONFIG_REBOOT": "y",  # sys_reboot
+    }
+    for name, value in required.items():
+        assert conf.get(name) == value, f"prj.conf: {name} should be {value}"
+    # With a custom mbedTLS configuration file, Zephyr's generated configuration and its
+    # options are not used: setting them would only mislead.
+    generated = [n for n in conf if re.match(r"CONFIG_MBEDTLS_(SSL_PROTO|TLS_VERSION|ECP_|"
+                                              r"CIPHER_|MAC_|KEY_EXCHANGE)", n)]
+    assert generated == []
+
+
+def _kconfig_symbols() -> dict[str, str]:
+    text = (APP / "Kconfig").read_text()
+    symbols = {}
+    for match in re.finditer(r"^config (\w+)\n\t(bool|int|hex|string)", text, flags=re.M):
+        symbols[match.group(1)] = match.group(2)
+    return symbols
+
+
+def test_application_options_are_declared_in_kconfig() -> None:
+    symbols = _kconfig_symbols()
+    used: set[str] = set()
+    for path in CONF_FILES:
+        used.update(n[len("CONFIG_"):] for n in _conf(path) if n.startswith("CONFIG_WASMBED_"))
+    for path in [*SRC.glob("*.c"), *SRC.glob("*.h"), APP / "CMakeLists.txt"]:
+        used.update(re.findall(r"CONFIG_(WASMBED_[A-Z0-9_]*[A-Z0-9])\b", path.read_text()))
+    undeclared = sorted(used - set(symbols))
+    assert undeclared == [], f"used but not in Kconfig: {undeclared}"
+    unused = sorted(set(symbols) - used)
+    assert unused == [], f"declared in Kconfig but used nowhere: {unused}"
+    for path in CONF_FILES:  # values of the right kind
+        for name, value in _conf(path).items():
+            kind = symbols.get(name[len("CONFIG_"):])
+            if kind == "int":
+                assert re.fullmatch(r"-?\d+", value), f"{path.name}: {name}={value}"
+            elif kind == "hex":
+                assert re.fullmatch(r"0x[0-9a-fA-F]+", value), f"{path.name}: {name}={value}"
+            elif kind == "bool":
+                assert value in ("y", "n"), f"{path.name}: {name}={value}"
+    assert (APP / "Kconfig").read_text().rstrip().endswith('source "Kconfig.zephyr"')
+
+
+# ---------------------------------------------------------------------------------------------
+# mbedTLS configuration
+
+
+def _defines(path: Path) -> set[str]:
+    return set(re.findall(r"^\s*#define\s+(MBEDTLS_\w+)", path.read_text(), flags=re.M))
+
+
+def test_mbedtls_configuration_is_the_proven_tls13_client() -> None:
+    name = _conf(APP / "prj.conf")["CONFIG_MBEDTLS_CFG_FILE"].strip('"')
+    wrapper = SRC / "mbedtls" / name
+    proven = FW / "mbedtls" / "wb_mbedtls_config.h"
+    assert '#include "wb_mbedtls_config.h"' in wrapper.read_text()
+    defines = _defines(wrapper) | _defines(proven)
+    assert {
+        "MBEDTLS_SSL_PROTO_TLS1_3",
+        "MBEDTLS_SSL_CLI_C",
+        "MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL_ENABLED",
+        "MBEDTLS_ECDSA_C",
+        "MBEDTLS_X509_CRT_PARSE_C",
+        "MBEDTLS_PSA_CRYPTO_C",
+        "MBEDTLS_ENTROPY_HARDWARE_ALT",  # mbedtls_hardware_poll: src/platform_zephyr.c
+        "MBEDTLS_MEMORY_BUFFER_ALLOC_C",  # its heap: src/main.c
+        "MBEDTLS_PLATFORM_MEMORY",
+    } <= defines
+    assert not defines & {"MBEDTLS_SSL_PROTO_TLS1_2", "MBEDTLS_SSL_SRV_C", "MBEDTLS_NET_C"}
+
+
+@pytest.fixture(scope="session")
+def mbedtls_include() -> Path:
+    """The pinned mbedTLS 3.6 headers (firmware/deps.lock), fetched if needed."""
+    include = MBEDTLS_DIR / "include"
+    if not (include / "mbedtls" / "build_info.h").exists():
+        fetch = subprocess.run([sys.executable, str(FW / "scripts" / "fetch_deps.py")],
+                               capture_output=True, text=True, timeout=600)
+        if fetch.returncode != 0 or not (include / "mbedtls" / "build_info.h").exists():
+            pytest.skip(f"mbedTLS sources unavailable (fetch_deps.py): {fetch.stderr[-300:]}")
+    return include
+
+
+def test_mbedtls_configuration_passes_mbedtls_own_checks(tmp_path: Path,
+                                                         mbedtls_include: Path) -> None:
+    """check_config.h of the pinned mbedTLS 3.6 accepts the configuration (Zephyr 4.3 ships
+    mbedTLS 3.6 too)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    include = mbedtls_include
+    probe = tmp_path / "probe.c"
+    probe.write_text(
+        '#include "mbedtls/build_info.h"\n'
+        '#include "mbedtls/ssl.h"\n'
+        '#include "mbedtls/memory_buffer_alloc.h"\n'
+        '#include "psa/crypto.h"\n'
+        "#if !defined(MBEDTLS_SSL_PROTO_TLS1_3) || defined(MBEDTLS_SSL_PROTO_TLS1_2)\n"
+        '#error "not TLS 1.3 only"\n'
+        "#endif\n"
+        "int main(void) { return 0; }\n"
+    )
+    proc = subprocess.run(
+        ["gcc", "-std=c11", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+         "-DMBEDTLS_CONFIG_FILE=\"wb_zephyr_mbedtls_config.h\"",
+         f"-I{SRC / 'mbedtls'}", f"-I{FW / 'mbedtls'}", f"-I{include}", str(probe)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# CMake: the same core, the reused target code, the Zephyr layer
+
+
+def _core_mk() -> tuple[list[str], list[str]]:
+    text = (FW / "core" / "core.mk").read_text().replace("\\\n", " ")
+    srcs = re.search(r"^CORE_SRCS\s*:=(.*)$", text, flags=re.M)
+    cflags = re.search(r"^CORE_CFLAGS\s*:=(.*)$", text, flags=re.M)
+    assert srcs and cflags
+    return srcs.group(1).split(), cflags.group(1).split()
+
+
+def test_cmake_compiles_the_cores_sources_with_its_defines() -> None:
+    mk_srcs, mk_cflags = _core_mk()
+    cmake_srcs = _compiled_sources()["core"]
+    assert sorted(str(p.relative_to(FW)) for p in cmake_srcs) == sorted(mk_srcs)
+    text = (APP / "CMakeLists.txt").read_text()
+    defs = re.search(r'COMPILE_DEFINITIONS\s+"([^"]*)"', text)
+    assert defs, "the core's defines are not passed"
+    assert {f[2:] for f in mk_cflags if f.startswith("-D")} == set(defs.group(1).split(";"))
+
+
+def test_cmake_compiles_every_source_of_the_layer() -> None:
+    sources = _compiled_sources()
+    for group in sources.values():
+        for path in group:
+            assert path.is_file(), path
+    assert sorted(p.name for p in sources["zephyr"]) == sorted(p.name for p in SRC.glob("*.c"))
+    assert all(p.parent == TARGET for p in sources["reused"])
+    text = (APP / "CMakeLists.txt").read_text()
+    assert "find_package(Zephyr REQUIRED" in text
+    for option in ("WAMR_BUILD_INSTRUCTION_METERING 1", "WAMR_BUILD_THREAD_MGR 1",
+                   "WAMR_BUILD_INTERP 1", "WAMR_BUILD_FAST_INTERP 0", "WAMR_BUILD_AOT 0",
+                   'WAMR_BUILD_PLATFORM "zephyr"'):
+        assert f"set({option})" in text, option
+    assert "runtime_lib.cmake" in text and "${WAMR_RUNTIME_LIB_SOURCE}" in text
+
+
+def test_interface_functions_are_defined_in_the_compiled_sources() -> None:
+    sources = _compiled_sources()
+    app = sources["reused"] + sources["zephyr"]
+    defined = _defined_functions(app)
+    zephyr_defined = _defined_functions(sources["zephyr"])
+
+    runtime = _declared_functions(CORE_INCLUDE / "wb" / "runtime.h")
+    assert runtime == {"wb_runtime_validate", "wb_runtime_run"}
+    assert runtime <= zephyr_defined
+
+    platform = _declared_functions(CORE_INCLUDE / "wb" / "platform.h")
+    assert len(platform) == 8 and "wb_platform_sign" in platform
+    assert platform <= defined, sorted(platform - defined)
+
+    # the transport: every member of wb_transport_t is filled in by the compiled code
+    members = re.findall(r"\(\*(\w+)\)\(", (CORE_INCLUDE / "wb" / "transport.h").read_text())
+    assert set(members) == {"connect", "poll", "read", "write", "close", "last_rx_ms"}
+    assigned = set()
+    for path in app:
+        assigned.update(re.findall(r"->(\w+)\s*=\s*t_\w+;", path.read_text()))
+    assert set(members) <= assigned
+
+    # the board API the reused MPS2 code calls is implemented by the Zephyr layer
+    board = _declared_functions(TARGET / "board.h")
+    needed = board & _called_functions(sources["reused"] + [SRC / "main.c"])
+    assert {"board_now_ms", "uart_getc_nb", "uart_write", "board_link_last_rx_ms"} <= needed
+    assert needed <= zephyr_defined, sorted(needed - zephyr_defined)
+
+    # crypto.h hooks that the reused platform.c and mbedTLS expect from the board
+    assert "wb_entropy_set_seed" in _called_functions([TARGET / "platform.c"])
+    assert {"wb_entropy_set_seed", "mbedtls_hardware_poll"} <= zephyr_defined
+    assert "entropy.c" not in {p.name for p in app}  # replaced, not linked twice
+
+    # what the Zephyr files give each other
+    port = _declared_functions(SRC / "zephyr_port.h")
+    assert port <= zephyr_defined, sorted(port - zephyr_defined)
+    portable = _declared_functions(SRC / "wamr_portable.h")
+    assert portable <= _defined_functions([SRC / "wamr_portable.c"])
+
+    # heartbeats during a run: the guard hook is the core's service function
+    main = _strip_c_comments((SRC / "main.c").read_text())
+    hook = re.search(r"void wb_runtime_guard_hook\(void\)\s*\{(.*?)\}", main, flags=re.S)
+    assert hook and "wb_device_service_during_run()" in hook.group(1)
+    runtime_src = (SRC / "runtime_wamr.c").read_text()
+    for api in ("wasm_runtime_full_init", "Alloc_With_Pool", "wasm_runtime_load",
+                "wasm_runtime_instantiate_ex", "wasm_runtime_create_exec_env",
+                "wasm_runtime_lookup_function", "wasm_runtime_call_wasm_a",
+                "wasm_runtime_get_exception", "wasm_runtime_set_instruction_count_limit",
+                "wasm_runtime_terminate", "wasm_runtime_register_natives"):
+        assert api in runtime_src, api
+
+
+STUBS = APP / "tests" / "host" / "stubs"
+
+# Kconfig values of three builds: (blob source, CPU, entropy) as on stm32f4_disco,
+# mps2_an385 and stm32f746g_disco.
+STUB_BUILDS = {
+    "partition": ["WASMBED_BLOB_FROM_PARTITION=1", "CPU_CORTEX_M4=1", "CSPRNG_ENABLED=1"],
+    "ram": ["WASMBED_BLOB_FROM_RAM=1", "WASMBED_BLOB_RAM_ADDRESS=0x203FC000",
+            "CPU_CORTEX_M3=1", "TEST_RANDOM_GENERATOR=1", "WASMBED_USE_CCM=1"],
+    "builtin": ["WASMBED_BLOB_BUILTIN=1", "CPU_CORTEX_M7=1", "CSPRNG_ENABLED=1"],
+}  # fmt: skip
+
+
+def _kconfig_defaults() -> list[str]:
+    """CONFIG_WASMBED_* int/string options with their Kconfig defaults."""
+    text = (APP / "Kconfig").read_text()
+    values = []
+    for match in re.finditer(r"^config (\w+)\n\t(int|string) .*?\n(?:\t.*\n)*?\tdefault (\S+)",
+                             text, flags=re.M):
+        values.append(f"{match.group(1)}={match.group(3)}")
+    return values
+
+
+@pytest.mark.parametrize("build", sorted(STUB_BUILDS))
+def test_the_zephyr_layer_type_checks_against_stub_headers(tmp_path: Path, build: str,
+                                                           mbedtls_include: Path) -> None:
+    """arm-none-eabi-gcc -fsyntax-only -Werror over the layer and the reused MPS2 sources, with
+    stub Zephyr/WAMR headers (tests/host/stubs: the APIs as read, not the real headers). Catches
+    C errors in code that cannot be built here; says nothing about the real APIs."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed")
+    autoconf = tmp_path / "autoconf.h"
+    defines = [*_kconfig_defaults(), *STUB_BUILDS[build], 'BOARD="stub"', 'ARCH="arm"']
+    autoconf.write_text("".join(f"#define CONFIG_{d.replace('=', ' ', 1)}\n" for d in defines))
+    (tmp_path / "wb_blob.inc").write_text("0x57, 0x42, 0x4c, 0x42,\n")
+    sources = _compiled_sources()
+    flags = ["-std=gnu11", "-mcpu=cortex-m4", "-mthumb", "--specs=picolibc.specs",
+             "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-imacros", str(autoconf),
+             "-DWASM_ENABLE_INSTRUCTION_METERING=1", "-DWASM_ENABLE_THREAD_MGR=1",
+             '-DMBEDTLS_CONFIG_FILE="wb_zephyr_mbedtls_config.h"', f"-I{tmp_path}",
+             f"-I{STUBS}", f"-I{SRC}", f"-I{CORE_INCLUDE}", f"-I{TARGET}",
+             f"-I{SRC / 'mbedtls'}", f"-I{FW / 'mbedtls'}", f"-I{mbedtls_include}"]  # fmt: skip
+    if build != "partition":
+        flags.append("-DSTUB_NO_BLOB_PARTITION")
+    for path in sources["zephyr"] + sources["reused"]:
+        proc = subprocess.run(["arm-none-eabi-gcc", *flags, str(path)], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, f"{path.name}:\n{proc.stderr[-3000:]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# board overlays
+
+
+def _chosen(overlay: str) -> dict[str, str]:
+    block = re.search(r"chosen\s*\{(.*?)\};", overlay, flags=re.S)
+    assert block, "no /chosen block"
+    return dict(re.findall(r"([\w,-]+)\s*=\s*&(\w+)\s*;", block.group(1)))
+
+
+def _node_block(overlay: str, label: str) -> str | None:
+    match = re.search(rf"&{label}\s*\{{(.*?)\n\}};", overlay, flags=re.S)
+    return match.group(1) if match else None
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_board_overlay_chooses_a_transport_uart(board: str) -> None:
+    overlay_path = APP / "boards" / f"{board}.overlay"
+    overlay = _strip_c_comments(overlay_path.read_text())
+    assert overlay.count("{") == overlay.count("}"), "unbalanced braces"
+    for line in overlay.splitlines():  # every property ends with ';'
+        if "=" in line:
+            assert line.rstrip().endswith(";"), line
+    chosen = _chosen(overlay)
+    transport, console = BOARDS[board]
+    assert chosen.get("wasmbed,transport-uart") == transport
+    assert transport != console
+    assert "zephyr,console" not in chosen  # the console stays the board's own
+    if board != "mps2_an385":  # mps2's UARTs carry no status: enabled by default
+        block = _node_block(overlay, transport)
+        assert block and 'status = "okay"' in block, f"&{transport} is not enabled"
+        assert chosen.get("zephyr,entropy") == "rng"
+        rng = _node_block(overlay, "rng")
+        assert rng and 'status = "okay"' in rng
+    assert (APP / "boards" / f"{board}.conf").is_file()
+
+
+# STM32 flash sectors (offsets from the flash base, KiB) where a blob partition may start.
+STM32F4_SECTORS = [0, 16, 32, 48, 64, *range(128, 1024, 128)]
+STM32F7_SECTORS = [0, 32, 64, 96, 128, 256, 512, 768]
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_every_board_has_a_place_for_the_blob(board: str) -> None:
+    overlay = _strip_c_comments((APP / "boards" / f"{board}.overlay").read_text())
+    conf = _conf(APP / "boards" / f"{board}.conf")
+    chosen = _chosen(overlay)
+    board_h = (TARGET / "board.h").read_text()
+    blob_address = int(re.search(r"WB_BLOB_ADDRESS (0x[0-9A-Fa-f]+)u", board_h).group(1), 16)
+    blob_max = int(re.search(r"WB_BLOB_MAX_SIZE (0x[0-9A-Fa-f]+)u", board_h).group(1), 16)
+    if board == "mps2_an385":
+        # the bare-metal image's blob address, kept out of the RAM Zephyr links into
+        assert conf["CONFIG_WASMBED_BLOB_FROM_RAM"] == "y"
+        assert int(conf["CONFIG_WASMBED_BLOB_RAM_ADDRESS"], 16) == blob_address
+        sram = re.search(r"&sram0\s*\{\s*reg\s*=\s*<(0x[0-9a-f]+)\s+(0x[0-9a-f]+)>;", overlay)
+        assert sram, "sram0 must be shrunk to exclude the blob"
+        start, size = int(sram.group(1), 16), int(sram.group(2), 16)
+        assert start + size == blob_address and blob_address + blob_max == 0x20400000
+        assert conf["CONFIG_TEST_RANDOM_GENERATOR"] == "y"  # no TRNG, said at boot
+        return
+    assert "wasmbed,blob-partition" in chosen
+    assert "CONFIG_WASMBED_BLOB_FROM_RAM" not in conf
+    label = chosen["wasmbed,blob-partition"]
+    if board == "nrf52840dk_nrf52840":
+        assert label == "storage_partition"  # nrf52840_partition.dtsi: 0xf8000, 32 KiB
+        return
+    part = re.search(rf"{label}:\s*partition@([0-9a-f]+)\s*\{{.*?reg\s*=\s*<0x([0-9a-f]+)\s+"
+                     rf"DT_SIZE_K\((\d+)\)>;", overlay, flags=re.S)
+    assert part, f"partition {label} not defined"
+    offset = int(part.group(2), 16)
+    assert int(part.group(1), 16) == offset
+    assert int(part.group(3)) * 1024 >= blob_max
+    sectors = STM32F4_SECTORS if board == "stm32f4_disco" else STM32F7_SECTORS
+    assert offset // 1024 in sectors and offset + blob_max <= 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# the portable half of the WAMR runtime, compiled and run here
+
+PORTABLE_SRCS = [SRC / "wamr_portable.c", APP / "tests" / "host" / "test_wamr_portable.c"]
+WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+
+
+@pytest.fixture(scope="session")
+def portable(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed: the portable runtime code cannot be built here")
+    out = tmp_path_factory.mktemp("zephyr-portable") / "test_wamr_portable"
+    proc = subprocess.run(
+        ["gcc", *WARNINGS, "-O1", "-g", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", f"-I{CORE_INCLUDE}", f"-I{SRC}",
+         *map(str, PORTABLE_SRCS), "-o", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def _run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
+
+
+def _json(binary: Path, *args: str) -> dict:
+    proc = _run(binary, *args)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_portable_unit_checks_pass(portable: Path) -> None:
+    proc = _run(portable, "unit")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    match = re.search(r"wamr portable: (\d+) checks, 0 failed", proc.stdout)
+    assert match and int(match.group(1)) >= 100
+    assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr
+
+
+def test_portable_code_builds_for_cortex_m(tmp_path: Path) -> None:
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed")
+    proc = subprocess.run(
+        ["arm-none-eabi-gcc", *WARNINGS, "-mcpu=cortex-m3", "-mthumb", "-Os",
+         "--specs=picolibc.specs", f"-I{CORE_INCLUDE}", "-c", str(SRC / "wamr_portable.c"),
+         "-o", str(tmp_path / "wamr_portable.o")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# WAMR's exception messages (core/iwasm: exception_msgs[], wasm_runtime_terminate) and what a
+# run that raised them reports: outcome and detail (wasmtime's trap code first, as wasm3 does).
+EXCEPTIONS = [
+    ("unreachable", TRAPPED, "UNREACHABLE: unreachable"),
+    ("out of bounds memory access", TRAPPED, "MEMORY_OUT_OF_BOUNDS: out of bounds memory access"),
+    ("integer divide by zero", TRAPPED, "INTEGER_DIVISION_BY_ZERO: integer divide by zero"),
+    ("integer overflow", TRAPPED, "INTEGER_OVERFLOW: integer overflow"),
+    ("invalid conversion to integer", TRAPPED, "BAD_CONVERSION_TO_INTEGER: "),
+    ("indirect call type mismatch", TRAPPED, "BAD_SIGNATURE: indirect call type mismatch"),
+    ("undefined element", TRAPPED, "TABLE_OUT_OF_BOUNDS: undefined element"),
+    ("uninitialized element", TRAPPED, "INDIRECT_CALL_TO_NULL: uninitialized element"),
+    ("out of bounds table access", TRAPPED, "TABLE_OUT_OF_BOUNDS: "),
+    ("native stack overflow", TRAPPED, "STACK_OVERFLOW: native stack overflow"),
+    ("wasm operand stack overflow", TRAPPED, "STACK_OVERFLOW: wasm operand stack overflow"),
+    ("wasm auxiliary stack overflow", TRAPPED, "STACK_OVERFLOW: "),
+    ("unaligned atomic", TRAPPED, "HEAP_MISALIGNED: unaligned atomic"),
+    ("instruction limit exceeded", OUT_OF_FUEL, "fuel budget of 1000 exhausted"),
+    ("allocate memory failed", OUT_OF_MEMORY, "device heap of 131072 bytes exhausted"),
+    ("terminated by user", TRAPPED, "terminated by user"),  # nobody asked: not a stop
+    ("failed to call unlinked import function (env, x)", TRAPPED, "failed to call unlinked"),
+    ("something WAMR may add later", TRAPPED, "something WAMR may add later"),
+]
+
+
+@pytest.mark.parametrize(("message", "outcome", "detail"), EXCEPTIONS,
+                         ids=[e[0][:32] for e in EXCEPTIONS])
+def test_wamr_exceptions_map_to_outcomes(portable: Path, message: str, outcome: int,
+                                         detail: str) -> None:
+    result = _json(portable, "classify", f"exception=Exception: {message}", "fuel=1000")
+    assert result["outcome"] == outcome
+    assert result["detail"].startswith(detail)
+    assert result["fuel_used"] == (1000 if outcome == OUT_OF_FUEL else 0)
+
+
+def test_the_exception_table_has_one_entry_per_wamr_message(portable: Path) -> None:
+    proc = _run(portable, "traps")
+    table = [json.loads(line) for line in proc.stdout.splitlines()]
+    needles = [t["needle"] for t in table]
+    assert len(needles) == len(set(needles))
+    assert {t["outcome"] for t in table} == {TRAPPED, OUT_OF_FUEL, OUT_OF_MEMORY}
+    # the fuel and heap entries come before any trap whose needle they could contain
+    assert needles.index("instruction limit exceeded") == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "outcome", "detail"),
+    [
+        (["requested=4", "exception=Exception: terminated by user", "timeout_ms=200"], TIMED_OUT,
+         "wall-clock budget of 200 ms exhausted"),
+        (["requested=5", "exception=Exception: terminated by user"], STOPPED, "stopped on request"),
+        (["requested=5", "started=0"], STOPPED, "stopped on request"),
+        (["requested=4", "exception=Exception: unreachable"], TIMED_OUT, "wall-clock"),
+        (["call_ok=1", "requested=5"], RETURNED, ""),
+        (["exception=Exception: out of bounds memory access", "memory_exported=1",
+          "memory_bytes=131072", "memory_limit=131072"], OUT_OF_MEMORY,
+         "memory at 131072 bytes reached the limit of 131072, then MEMORY_OUT_OF_BOUNDS"),
+        (["exception=Exception: out of bounds memory access", "memory_exported=1",
+          "memory_bytes=65536", "memory_limit=1048576"], TRAPPED, "MEMORY_OUT_OF_BOUNDS"),
+        (["exception=Exception: unreachable", "grow_refused=1", "memory_bytes=65536"],
+         OUT_OF_MEMORY, "memory.grow beyond 65536 bytes failed: device heap"),
+        (["exception=Exception: instruction limit exceeded", "fuel=5000000000"], OUT_OF_FUEL,
+         "fuel budget of 5000000000 exhausted (WAMR counts at most 2147483647"),
+    ],
+)  # fmt: skip
+def test_classification_of_how_a_run_ended(portable: Path, args: list[str], outcome: int,
+                                           detail: str) -> None:
+    result = _json(portable, "classify", *args)
+    assert result["outcome"] == outcome
+    assert result["detail"].startswith(detail)
+
+
+@pytest.mark.parametrize(
+    ("stage", "error", "outcome", "detail"),
+    [
+        ("load", "WASM module load failed: allocate memory failed", OUT_OF_MEMORY,
+         "device heap of 65536 bytes exhausted loading the module"),
+        ("load", "WASM module load failed: type mismatch", LOAD_FAILED,
+         "invalid WebAssembly module: WASM module load failed: type mismatch"),
+        ("instantiate", "allocate memory failed", OUT_OF_MEMORY,
+         "device heap of 65536 bytes exhausted instantiating"),
+        ("instantiate", "data segment does not fit", LOAD_FAILED, "instantiation failed: "),
+    ],
+)  # fmt: skip
+def test_load_and_instantiation_failures(portable: Path, stage: str, error: str, outcome: int,
+                                         detail: str) -> None:
+    result = _json(portable, "load-failure", stage, error, "65536")
+    assert result["outcome"] == outcome and result["detail"].startswith(detail)
+
+
+def test_env_log_bounds(portable: Path) -> None:
+    assert _json(portable, "log", "1", "65536", "65000", "536")["allowed"] is True
+    out = _json(portable, "log", "1", "65536", "65000", "537")
+    assert out["detail"] == "env.log: range [65000, 65537) is outside the memory of 65536 bytes"
+    out = _json(portable, "log", "0", "65536", "0", "1")
+    assert out["detail"] == "env.log: the module exports no memory named 'memory'"
+
+
+@pytest.fixture(scope="session")
+def wasm_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("zephyr-wasm")
+    for name in modules.names():
+        (root / f"{name}.wasm").write_bytes(modules.build(name))
+    extra = {
+        "start": '(module (func $s unreachable) (start $s) (func (export "main")))',
+        "log1": '(module (import "env" "log" (func (param i32))) (func (export "main")))',
+        "envmem": '(module (import "env" "memory" (memory 1)) (func (export "main")))',
+        "wasilog": '(module (import "wasi" "log" (func (param i32 i32))) (func (export "main")))',
+        "table": '(module (import "env" "t" (table 1 funcref)) (func (export "main")))',
+        "v128": '(module (func (export "main") (param v128)))',
+    }
+    for name, wat in extra.items():
+        (root / f"{name}.wasm").write_bytes(wasmtime.wat2wasm(wat))
+    (root / "garbage.wasm").write_bytes(b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\x0f")
+    (root / "text.wasm").write_bytes(b"(module)")
+    (root / "empty.wasm").write_bytes(b"")
+    return root
+
+
+# The wasm3 runtime's load-failure cases (tests/test_firmware_runtime.py) give the same words.
+@pytest.mark.parametrize(
+    ("name", "entry", "args", "words"),
+    [
+        ("add", "nope", [], ["'nope'", "not exported", "main"]),
+        ("hello", "memory", [], ["'memory'", "memory", "not a function"]),
+        ("add", "main", ["1"], ["2 argument", "got 1"]),
+        ("add", "main", ["1", "2", "3"], ["2 argument", "got 3"]),
+        ("add", "main", ["f:1.5", "2"], ["argument 0", "int"]),
+        ("add", "main", [str(2**32), "0"], ["argument 0", "does not fit in i32"]),
+        ("imports_unknown", "main", [], ["env.nope", "unknown import"]),
+        ("log1", "main", [], ["env.log", "(i32) -> ()", "expected"]),
+        ("envmem", "main", [], ["env.memory", "memory", "unknown import"]),
+        ("wasilog", "main", [], ["wasi.log", "unknown import"]),
+        ("table", "main", [], ["env.t", "table", "unknown import"]),
+        ("v128", "main", ["1"], ["parameter 0", "unsupported type"]),
+        ("start", "main", [], ["start function"]),  # WAMR-specific, see README.md
+        ("garbage", "main", [], ["invalid WebAssembly module"]),
+        ("text", "main", [], ["WebAssembly", "text format"]),
+        ("empty", "main", [], ["WebAssembly"]),
+    ],
+)  # fmt: skip
+def test_load_failures_say_why_as_wasm3_does(portable: Path, wasm_files: Path, name: str,
+                                             entry: str, args: list[str],
+                                             words: list[str]) -> None:
+    plan = _json(portable, "prepare", str(wasm_files / f"{name}.wasm"), entry, *args)
+    assert plan["outcome"] == LOAD_FAILED
+    for word in words:
+        assert word in plan["detail"]
+
+
+def test_invalid_bytes_fail_framing(portable: Path, wasm_files: Path) -> None:
+    for name in ("garbage", "text", "empty"):
+        framing = _json(portable, "framing", str(wasm_files / f"{name}.wasm"))
+        assert framing["ok"] is False and framing["why"]
+    for name in modules.names():
+        assert _json(portable, "framing", str(wasm_files / f"{name}.wasm"))["ok"] is True
+
+
+def test_plans_for_the_test_modules(portable: Path, wasm_files: Path) -> None:
+    add = _json(portable, "prepare", str(wasm_files / "add.wasm"), "main", "1", "-1")
+    assert add["outcome"] == RETURNED and add["detail"] == ""
+    assert add["arg_types"] == [0, 0] and add["result_types"] == [0]
+    assert add["arg_i64"] == [1, -1] and add["has_memory"] is False
+    unsigned = _json(portable, "prepare", str(wasm_files / "add.wasm"), "main", str(2**32 - 1),
+                     "0")
+    assert unsigned["arg_i64"][0] == -1  # the unsigned form of an i32 is accepted
+
+    swap = _json(portable, "prepare", str(wasm_files / "add.wasm"), "swap", "1", "2")
+    assert swap["arg_types"] == [0, 1] and swap["result_types"] == [1, 0]
+
+    hello = _json(portable, "prepare", "--memory", "131072", str(wasm_files / "hello.wasm"),
+                  "main")
+    assert hello["outcome"] == RETURNED
+    assert hello["memory_exported"] and hello["imports_env_log"] and hello["has_memory"]
+    assert hello["max_memory_pages"] == 2
+
+    big = _json(portable, "prepare", "--memory", "65536", str(wasm_files / "big_memory.wasm"),
+                "main")
+    assert big["outcome"] == OUT_OF_MEMORY
+    assert big["detail"] == "module declares 2097152 bytes of memory, limit is 65536"
+
+    for fuel, limit in (("0", -1), ("1000", 1000), (str(2**40), 2**31 - 1)):
+        fib = _json(portable, "prepare", "--fuel", fuel, str(wasm_files / "fib.wasm"), "fib",
+                    "10")
+        assert fib["instruction_limit"] == limit
+
+    for name in modules.names():  # every test module's exports get a plan or a clear refusal
+        plan = _json(portable, "prepare", str(wasm_files / f"{name}.wasm"), "main")
+        assert plan["outcome"] in (RETURNED, LOAD_FAILED, OUT_OF_MEMORY)
+        if plan["outcome"] != RETURNED:
+            assert plan["detail"]
