@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import BACKENDS, Backend, BackendUnavailable, get_backend
 from .qemu import QemuBackend
+from .renode import RenodeBackend
 from .virtual import VirtualBackend
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Backend",
     "BackendUnavailable",
     "QemuBackend",
+    "RenodeBackend",
     "VirtualBackend",
     "get_backend",
 ]
