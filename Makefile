@@ -1,7 +1,8 @@
 # wasmbed-hil: two commands on a fresh machine, each doing its own set-up, safe to repeat.
 #   make hil   the scenario suites on the default backend, in parallel; results under reports/
-#   make test  every test: lint, the framework's own tests (firmware host tests included) and
-#              the scenario suites on the virtual and the qemu backends
+#   make test  every test: lint, the framework's own tests (firmware host tests included), the
+#              scenario suites on the virtual and qemu backends (renode: skipped where Renode
+#              is not installed) and the robot suites
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -47,6 +48,7 @@ test: lint
 	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=qemu
 	VENV_BIN=$(BIN) bash scripts/run-robot.sh virtual reports/robot-virtual
 	VENV_BIN=$(BIN) bash scripts/run-robot.sh qemu reports/robot-qemu
+	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=renode -rs -q  # skips without Renode
 
 bench: setup
 	$(BIN)/python -m benchmarks.bench_gateway --quick

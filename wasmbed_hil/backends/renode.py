@@ -29,7 +29,7 @@ from .qemu import DEVICE_OPTIONS, HARNESS_TIMING, QemuDeviceHandle
 
 RENODE_MISSING = (
     "renode not found on PATH (install Renode ≥1.15 from https://renode.io; "
-    "or pass --renode-binary)"
+    "or pass --renode-binary to pytest, or set WASMBED_RENODE)"
 )
 BUILD_TOOLS = ("arm-none-eabi-gcc", "make")
 

@@ -57,6 +57,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "failures are never retried (default: 0)",
     )
     group.addoption(
+        "--renode-binary",
+        default=None,
+        help="the renode executable for --hil-backend=renode (sets $WASMBED_RENODE; "
+        "default: $WASMBED_RENODE, else renode on PATH)",
+    )
+    group.addoption(
         "--hil-timeout",
         type=float,
         default=10.0,
@@ -65,6 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    renode = config.getoption("--renode-binary")
+    if renode:
+        os.environ["WASMBED_RENODE"] = str(renode)
     name = config.getoption("--hil-backend")
     if name not in BACKENDS:
         raise pytest.UsageError(
