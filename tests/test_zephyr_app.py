@@ -8,15 +8,17 @@ application is never built by these tests. They check instead:
   every application option they or the sources use is declared in the application's Kconfig;
 - the mbedTLS configuration the image names is the proven TLS 1.3-only one, and it passes
   mbedTLS 3.6's own consistency checks (check_config.h) with the pinned mbedTLS sources;
-- CMakeLists.txt compiles exactly the core sources of firmware/core/core.mk, with its defines;
+- CMakeLists.txt compiles exactly the core sources of firmware/core/core.mk, with its defines,
+  and the runtime-independent sources the wasm3 runtime compiles (wasm3.mk WASM3_COMMON_SRCS);
 - every function the core and the reused MPS2 code need (runtime.h, platform.h, transport.h
   members, the board.h functions they call, crypto.h's entropy hooks) is defined in the
   sources the application compiles;
 - the board overlays choose a transport UART (chosen node wasmbed,transport-uart) that exists,
   is not the console, and is enabled; the per-device blob has a place on every board;
-- the portable half of the WAMR runtime (src/wamr_portable.c: module scan, argument
-  conversion, WAMR exception -> outcome mapping) compiles with -Wall -Wextra -Werror for the
-  host (ASan/UBSan) and for Cortex-M3, passes its C unit checks, and gives the wasm3 runtime's
+- the portable half of the WAMR runtime (src/wamr_portable.c: WAMR exception -> outcome
+  mapping, on top of runtime/common/wb_wasm_scan.c: module scan, argument conversion, wording,
+  the unit the wasm3 runtime uses too) compiles with -Wall -Wextra -Werror for the host
+  (ASan/UBSan) and for Cortex-M3, passes its C unit checks, and gives the wasm3 runtime's
   answers on the project's test modules.
 """
 
@@ -40,6 +42,7 @@ FW = ROOT / "firmware"
 APP = FW / "zephyr"
 SRC = APP / "src"
 TARGET = FW / "targets" / "mps2-an385"
+COMMON = FW / "runtime" / "common"
 CORE_INCLUDE = FW / "core" / "include"
 MBEDTLS_DIR = ROOT / ".cache" / "firmware-deps" / "mbedtls"
 
@@ -95,6 +98,7 @@ def _compiled_sources() -> dict[str, list[Path]]:
     return {
         "core": [_resolve(i) for i in _cmake_list("WB_CORE_SRCS")],
         "reused": [_resolve(i) for i in _cmake_list("WB_REUSED_SRCS")],
+        "common": [_resolve(i) for i in _cmake_list("WB_RUNTIME_COMMON_SRCS")],
         "zephyr": [_resolve(i) for i in _cmake_list("WB_ZEPHYR_SRCS")],
     }
 
@@ -346,6 +350,17 @@ def test_cmake_compiles_the_cores_sources_with_its_defines() -> None:
     assert {f[2:] for f in mk_cflags if f.startswith("-D")} == set(defs.group(1).split(";"))
 
 
+def test_cmake_compiles_the_runtime_common_sources_of_wasm3_mk() -> None:
+    """The module scan both runtimes share: the same files on Zephyr as on the bare-metal image."""
+    text = (FW / "runtime" / "wasm3" / "wasm3.mk").read_text().replace("\\\n", " ")
+    mk = re.search(r"^WASM3_COMMON_SRCS\s*:=(.*)$", text, flags=re.M)
+    assert mk
+    mk_srcs = [i.replace("$(WASM3_COMMON_DIR)", str(COMMON)) for i in mk.group(1).split()]
+    cmake_srcs = _compiled_sources()["common"]
+    assert sorted(map(str, cmake_srcs)) == sorted(mk_srcs)
+    assert all(p.parent == COMMON and p.is_file() for p in cmake_srcs)
+
+
 def test_cmake_compiles_every_source_of_the_layer() -> None:
     sources = _compiled_sources()
     for group in sources.values():
@@ -400,11 +415,17 @@ def test_interface_functions_are_defined_in_the_compiled_sources() -> None:
     assert port <= zephyr_defined, sorted(port - zephyr_defined)
     portable = _declared_functions(SRC / "wamr_portable.h")
     assert portable <= _defined_functions([SRC / "wamr_portable.c"])
+    common = _declared_functions(COMMON / "wb_wasm_scan.h")
+    assert common <= _defined_functions(sources["common"]), sorted(common)
+    app_h = _declared_functions(TARGET / "app.h")
+    assert app_h <= _defined_functions([TARGET / "app.c"]), sorted(app_h)
 
-    # heartbeats during a run: the guard hook is the core's service function
-    main = _strip_c_comments((SRC / "main.c").read_text())
-    hook = re.search(r"void wb_runtime_guard_hook\(void\)\s*\{(.*?)\}", main, flags=re.S)
+    # heartbeats during a run: the guard hook (in the device loop both images share, app.c)
+    # is the core's service function
+    app_c = _strip_c_comments((TARGET / "app.c").read_text())
+    hook = re.search(r"void wb_runtime_guard_hook\(void\)\s*\{(.*?)\}", app_c, flags=re.S)
     assert hook and "wb_device_service_during_run()" in hook.group(1)
+    assert "wb_runtime_guard_hook" in _defined_functions(app)
     runtime_src = (SRC / "runtime_wamr.c").read_text()
     for api in ("wasm_runtime_full_init", "Alloc_With_Pool", "wasm_runtime_load",
                 "wasm_runtime_instantiate_ex", "wasm_runtime_create_exec_env",
@@ -453,11 +474,11 @@ def test_the_zephyr_layer_type_checks_against_stub_headers(tmp_path: Path, build
              "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-imacros", str(autoconf),
              "-DWASM_ENABLE_INSTRUCTION_METERING=1", "-DWASM_ENABLE_THREAD_MGR=1",
              '-DMBEDTLS_CONFIG_FILE="wb_zephyr_mbedtls_config.h"', f"-I{tmp_path}",
-             f"-I{STUBS}", f"-I{SRC}", f"-I{CORE_INCLUDE}", f"-I{TARGET}",
+             f"-I{STUBS}", f"-I{SRC}", f"-I{CORE_INCLUDE}", f"-I{COMMON}", f"-I{TARGET}",
              f"-I{SRC / 'mbedtls'}", f"-I{FW / 'mbedtls'}", f"-I{mbedtls_include}"]  # fmt: skip
     if build != "partition":
         flags.append("-DSTUB_NO_BLOB_PARTITION")
-    for path in sources["zephyr"] + sources["reused"]:
+    for path in sources["zephyr"] + sources["reused"] + sources["common"]:
         proc = subprocess.run(["arm-none-eabi-gcc", *flags, str(path)], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, f"{path.name}:\n{proc.stderr[-3000:]}"
@@ -542,7 +563,9 @@ def test_every_board_has_a_place_for_the_blob(board: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # the portable half of the WAMR runtime, compiled and run here
 
-PORTABLE_SRCS = [SRC / "wamr_portable.c", APP / "tests" / "host" / "test_wamr_portable.c"]
+# the WAMR runtime's portable half and the runtime-independent unit it shares with wasm3
+PORTABLE_SRCS = [COMMON / "wb_wasm_scan.c", SRC / "wamr_portable.c",
+                 APP / "tests" / "host" / "test_wamr_portable.c"]
 WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 
 
@@ -553,7 +576,7 @@ def portable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zephyr-portable") / "test_wamr_portable"
     proc = subprocess.run(
         ["gcc", *WARNINGS, "-O1", "-g", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", f"-I{CORE_INCLUDE}", f"-I{SRC}",
+         "-fno-sanitize-recover=all", f"-I{CORE_INCLUDE}", f"-I{COMMON}", f"-I{SRC}",
          *map(str, PORTABLE_SRCS), "-o", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -579,13 +602,15 @@ def test_portable_unit_checks_pass(portable: Path) -> None:
     assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr
 
 
-def test_portable_code_builds_for_cortex_m(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", [COMMON / "wb_wasm_scan.c", SRC / "wamr_portable.c"],
+                         ids=lambda p: p.name)
+def test_portable_code_builds_for_cortex_m(tmp_path: Path, source: Path) -> None:
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed")
     proc = subprocess.run(
         ["arm-none-eabi-gcc", *WARNINGS, "-mcpu=cortex-m3", "-mthumb", "-Os",
-         "--specs=picolibc.specs", f"-I{CORE_INCLUDE}", "-c", str(SRC / "wamr_portable.c"),
-         "-o", str(tmp_path / "wamr_portable.o")],
+         "--specs=picolibc.specs", f"-I{CORE_INCLUDE}", f"-I{COMMON}", "-c", str(source),
+         "-o", str(tmp_path / f"{source.stem}.o")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

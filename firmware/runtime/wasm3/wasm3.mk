@@ -32,9 +32,16 @@ WASM3_CORE_SRCS := $(addprefix $(WASM3_SRC_DIR)/, \
 
 WASM3_OWN_SRCS := $(WASM3_DIR)/wb_runtime_wasm3.c $(WASM3_DIR)/wb_wasm3_arena.c
 
-WASM3_SRCS := $(WASM3_CORE_SRCS) $(WASM3_OWN_SRCS)
+# The runtime-independent half (module scan, entry plan, wording), shared with the Zephyr/WAMR
+# runtime (firmware/zephyr/CMakeLists.txt compiles it there). It calls no allocator, so
+# WASM3_CFLAGS are harmless for it.
+WASM3_COMMON_DIR := $(WASM3_DIR)/../common
+WASM3_COMMON_SRCS := $(WASM3_COMMON_DIR)/wb_wasm_scan.c
 
-WASM3_INCLUDES := -I$(WASM3_SRC_DIR) -I$(WASM3_DIR) -I$(abspath $(WASM3_DIR)/../../core/include)
+WASM3_SRCS := $(WASM3_CORE_SRCS) $(WASM3_OWN_SRCS) $(WASM3_COMMON_SRCS)
+
+WASM3_INCLUDES := -I$(WASM3_SRC_DIR) -I$(WASM3_DIR) -I$(WASM3_COMMON_DIR) \
+	-I$(abspath $(WASM3_DIR)/../../core/include)
 
 # -include: the heap and operation hooks (wb_wasm3_hooks.h).
 # -Dd_m3HasWASI=0: no WASI (only env.log is offered). d_m3LogOutput off, no profiling/tracing.

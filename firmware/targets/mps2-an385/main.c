@@ -4,11 +4,14 @@
  * certificates, RNG) -> TLS transport over UART1 -> either
  *   - WB_SELFTEST_TLS: handshake, write a line, read a reply, print "selftest ok", halt; or
  *   - the device core: wb_device_init + for (;;) wb_device_poll().
- * A bad blob or bad credentials are reported on the console and the device halts cleanly. */
+ * A bad blob or bad credentials are reported on the console and the device halts cleanly.
+ * The blob, credentials, configuration and device loop are shared with the Zephyr image
+ * (app.c); this file keeps what is this board's: addresses, buffers, TLS, the idle wait. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "blob.h"
 #include "board.h"
 #include "crypto.h"
@@ -22,12 +25,6 @@
 static wb_blob_t blob;
 static wb_tls_t tls;
 static wb_transport_t transport;
-
-static void __attribute__((noreturn)) halt_with(const char *why)
-{
-    wb_platform_log("HALT: %s", why);
-    board_halt();
-}
 
 #ifdef WB_SELFTEST_TLS
 
@@ -76,11 +73,6 @@ static void __attribute__((noreturn)) selftest(void)
 
 #else /* the device core */
 
-#include "wb/device.h"
-#include "wb/device_service.h"
-
-static void console_poll(wb_device_t *dev);
-
 /* Device configuration (documented in firmware/README.md). */
 #define WB_MAX_FRAME_SIZE 8192u
 #define WB_MODULE_STORE_SIZE (256u * 1024u)
@@ -93,29 +85,11 @@ static void console_poll(wb_device_t *dev);
 static uint8_t module_store[WB_MODULE_STORE_SIZE] __attribute__((aligned(8)));
 static uint8_t frame_buffer[WB_MAX_FRAME_SIZE + 4] __attribute__((aligned(8)));
 
-static uint32_t clamp(uint32_t value, uint32_t lo, uint32_t hi)
+/* Between two polls: keep polling while bytes flow, sleep until the next tick once the UARTs
+ * have been quiet for 50 ms (board_idle). */
+static void idle(void)
 {
-    return value < lo ? lo : value > hi ? hi : value;
-}
-
-/* The blob's optional configuration entry, within what this image's buffers allow. */
-static void apply_blob_config(wb_device_config_t *c)
-{
-    const uint32_t *v = blob.config;
-    if (v[WB_CFG_MAX_FRAME_SIZE]) {
-        c->max_frame_size = clamp(v[WB_CFG_MAX_FRAME_SIZE], WB_MIN_FRAME, WB_MAX_FRAME_SIZE);
-    }
-    if (v[WB_CFG_MAX_MODULE_SIZE]) {
-        c->max_module_size = clamp(v[WB_CFG_MAX_MODULE_SIZE], 1, WB_MAX_MODULE_SIZE);
-    }
-    if (v[WB_CFG_WINDOW]) c->window = (uint16_t)clamp(v[WB_CFG_WINDOW], 1, 16);
-    if (v[WB_CFG_MAX_APPS]) c->max_apps = (uint16_t)clamp(v[WB_CFG_MAX_APPS], 1, WB_MAX_APPS);
-    c->backoff_initial_ms = v[WB_CFG_BACKOFF_INITIAL_MS];
-    c->backoff_max_ms = v[WB_CFG_BACKOFF_MAX_MS];
-    c->reject_backoff_ms = v[WB_CFG_REJECT_BACKOFF_MS];
-    wb_platform_log("config: max_frame_size %lu, max_module_size %lu, window %u, max_apps %u",
-                    (unsigned long)c->max_frame_size, (unsigned long)c->max_module_size,
-                    (unsigned)c->window, (unsigned)c->max_apps);
+    board_idle(50);
 }
 
 static void __attribute__((noreturn)) run_device(void)
@@ -134,50 +108,15 @@ static void __attribute__((noreturn)) run_device(void)
         .frame_buffer = frame_buffer,
         .frame_buffer_size = sizeof(frame_buffer),
     };
-    apply_blob_config(&config);
+    wb_app_apply_blob_config(&config, &blob);
     void *storage = aligned_alloc(8, (wb_device_state_size() + 7u) & ~(size_t)7u);
     if (!storage) {
-        halt_with("no memory for the device state");
+        wb_app_halt("no memory for the device state");
     }
-    wb_device_t *dev = wb_device_init(storage, &config, &transport);
-    if (!dev) {
-        halt_with("wb_device_init failed");
-    }
-    for (;;) {
-        wb_device_poll(dev);
-        console_poll(dev);
-        board_idle(50);
-    }
+    static const wb_app_ops_t ops = {.idle = idle};
+    wb_app_run_device(storage, &config, &transport, &ops);
 }
 
-#endif
-
-#ifndef WB_SELFTEST_TLS
-/* Console commands typed into UART0 ("silent 1", "silent 0", "forget"): test controls. */
-static void console_poll(wb_device_t *dev)
-{
-    static char line[32];
-    static size_t len;
-    uint8_t c;
-    while (uart_getc_nb(WB_UART0_BASE, &c)) {
-        if (c == '\r' || c == '\n') {
-            if (len == 0) continue;
-            line[len] = 0;
-            len = 0;
-            if (!wb_device_console_command(dev, line)) {
-                wb_platform_log("console: unknown command \"%s\"", line);
-            }
-        } else if (len < sizeof(line) - 1) {
-            line[len++] = (char)c;
-        }
-    }
-}
-
-/* wasm3's guard calls this every few ms of a run: keep heartbeats and StopApp served. */
-void wb_runtime_guard_hook(void)
-{
-    wb_device_service_during_run();
-}
 #endif
 
 int main(void)
@@ -188,19 +127,11 @@ int main(void)
     wb_platform_log("wasmbed firmware %s, board mps2-an385 (cortex-m3)", WB_FIRMWARE_VERSION);
     wb_platform_log("WARNING: no TRNG on this board: entropy = blob seed + SysTick. "
                     "FIT FOR TESTS ONLY.");
-    if (wb_blob_parse((const uint8_t *)WB_BLOB_ADDRESS, WB_BLOB_MAX_SIZE, &blob, err,
-                      sizeof(err)) != 0) {
-        wb_platform_log("blob error at 0x%08lx: %s", (unsigned long)WB_BLOB_ADDRESS, err);
-        halt_with("invalid per-device blob");
-    }
-    wb_platform_log("blob ok: device \"%s\", server name \"%s\"", blob.name, blob.server_name);
-    if (wb_crypto_init(&blob) != 0) {
-        halt_with("device credentials unusable");
-    }
+    wb_app_load_credentials((const uint8_t *)WB_BLOB_ADDRESS, WB_BLOB_MAX_SIZE, NULL, &blob);
     int ret = wb_tls_transport_init(&transport, &tls);
     if (ret != 0) {
         wb_platform_log("tls: init: %s", wb_crypto_strerror(ret, err, sizeof(err)));
-        halt_with("TLS configuration failed");
+        wb_app_halt("TLS configuration failed");
     }
 #ifdef WB_SELFTEST_TLS
     selftest();

@@ -5,7 +5,9 @@
  * -> mbedTLS heap -> device credentials and RNG (wb_crypto_init, reused) -> TLS 1.3 transport
  * on the "wasmbed,transport-uart" UART -> WAMR worker -> the portable device core:
  * wb_device_init + for (;;) wb_device_poll(). A bad blob or bad credentials are reported on
- * the console and the device halts, as the bare-metal image does. */
+ * the console and the device halts, as the bare-metal image does: the blob, credentials,
+ * configuration and device loop are the bare-metal image's (targets/mps2-an385/app.c); this
+ * file keeps what is Zephyr's: where the blob and buffers live, the transport, WAMR, waiting. */
 #include <stdio.h>
 #include <string.h>
 
@@ -14,13 +16,12 @@
 #include <zephyr/linker/section_tags.h>
 #include <zephyr/version.h>
 
+#include "app.h"
 #include "blob.h"
-#include "board.h"
-#include "crypto.h"
+#include "board.h" /* WB_BLOB_MAX_SIZE */
 #include "mbedtls/memory_buffer_alloc.h"
 #include "tls_transport.h"
 #include "wb/device.h"
-#include "wb/device_service.h"
 #include "wb/platform.h"
 #include "zephyr_port.h"
 
@@ -87,77 +88,22 @@ static const uint8_t builtin_blob[] = {
 #error "choose where the per-device blob comes from (CONFIG_WASMBED_BLOB_*)"
 #endif
 
-static void load_blob(void)
+/* ---- the device loop ----------------------------------------------------------------------- */
+
+/* Between two polls: report dropped link bytes, then sleep until a byte arrives (or 5 ms). */
+static void idle(void)
 {
-    char err[160];
-    if (wb_blob_parse(WB_BLOB_MEM, WB_BLOB_CAP, &blob, err, sizeof(err)) != 0) {
-        wb_platform_log("blob error at 0x%08lx (%s): %s", (unsigned long)(uintptr_t)WB_BLOB_MEM,
-                        WB_BLOB_WHERE, err);
-        wb_zephyr_halt("invalid per-device blob");
-    }
-    wb_platform_log("blob ok: device \"%s\", server name \"%s\"", blob.name, blob.server_name);
+    wb_zephyr_link_report();
+    wb_zephyr_wait_rx(5);
 }
 
-/* ---- device configuration ------------------------------------------------------------------ */
-
-static uint32_t clamp(uint32_t value, uint32_t lo, uint32_t hi)
+/* "reboot" on the console (test control, this image only): a cold reboot through Zephyr. */
+static bool console_command(const char *line)
 {
-    return value < lo ? lo : value > hi ? hi : value;
-}
-
-/* The blob's optional configuration entry, within what this image's buffers allow
- * (the same rules as targets/mps2-an385/main.c). */
-static void apply_blob_config(wb_device_config_t *c)
-{
-    const uint32_t *v = blob.config;
-    if (v[WB_CFG_MAX_FRAME_SIZE]) {
-        c->max_frame_size =
-            clamp(v[WB_CFG_MAX_FRAME_SIZE], WB_MIN_FRAME, CONFIG_WASMBED_MAX_FRAME_SIZE);
+    if (strcmp(line, "reboot") == 0) {
+        wb_zephyr_reboot("console command");
     }
-    if (v[WB_CFG_MAX_MODULE_SIZE]) {
-        c->max_module_size =
-            clamp(v[WB_CFG_MAX_MODULE_SIZE], 1, CONFIG_WASMBED_MODULE_STORE_SIZE);
-    }
-    if (v[WB_CFG_WINDOW]) c->window = (uint16_t)clamp(v[WB_CFG_WINDOW], 1, 16);
-    if (v[WB_CFG_MAX_APPS]) {
-        c->max_apps = (uint16_t)clamp(v[WB_CFG_MAX_APPS], 1, CONFIG_WASMBED_MAX_APPS);
-    }
-    c->backoff_initial_ms = v[WB_CFG_BACKOFF_INITIAL_MS];
-    c->backoff_max_ms = v[WB_CFG_BACKOFF_MAX_MS];
-    c->reject_backoff_ms = v[WB_CFG_REJECT_BACKOFF_MS];
-    wb_platform_log("config: max_frame_size %lu, max_module_size %lu, window %u, max_apps %u",
-                    (unsigned long)c->max_frame_size, (unsigned long)c->max_module_size,
-                    (unsigned)c->window, (unsigned)c->max_apps);
-}
-
-/* ---- console commands (test controls, as on the bare-metal image) -------------------------- */
-
-static void console_poll(wb_device_t *dev)
-{
-    static char line[32];
-    static size_t len;
-    uint8_t c;
-    while (uart_getc_nb(WB_UART0_BASE, &c)) {
-        if (c == '\r' || c == '\n') {
-            if (len == 0) continue;
-            line[len] = 0;
-            len = 0;
-            if (strcmp(line, "reboot") == 0) {
-                wb_zephyr_reboot("console command");
-            }
-            if (!wb_device_console_command(dev, line)) {
-                wb_platform_log("console: unknown command \"%s\"", line);
-            }
-        } else if (len < sizeof(line) - 1) {
-            line[len++] = (char)c;
-        }
-    }
-}
-
-/* The WAMR guard calls this every ~20 ms of a run: keep heartbeats and StopApp served. */
-void wb_runtime_guard_hook(void)
-{
-    wb_device_service_during_run();
+    return false;
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
@@ -173,17 +119,15 @@ int main(void)
     wb_platform_log("WARNING: CONFIG_TEST_RANDOM_GENERATOR: entropy = blob seed + a "
                     "non-cryptographic generator. FIT FOR TESTS ONLY.");
 #endif
-    load_blob();
-
+    /* mbedTLS allocates from its own static heap: set it up before anything uses mbedTLS
+     * (the blob check only hashes, the credentials parse keys and certificates). */
     mbedtls_memory_buffer_alloc_init(mbedtls_heap, sizeof(mbedtls_heap));
-    if (wb_crypto_init(&blob) != 0) {
-        wb_zephyr_halt("device credentials unusable");
-    }
+    wb_app_load_credentials(WB_BLOB_MEM, WB_BLOB_CAP, WB_BLOB_WHERE, &blob);
     if (wb_zephyr_transport_init(&transport, &tls) != 0) {
-        wb_zephyr_halt("transport initialisation failed (see above)");
+        wb_app_halt("transport initialisation failed (see above)");
     }
     if (wb_wamr_start() != 0) {
-        wb_zephyr_halt("WAMR did not start");
+        wb_app_halt("WAMR did not start");
     }
 
     static wb_device_config_t config = {
@@ -200,23 +144,14 @@ int main(void)
         .frame_buffer_size = sizeof(frame_buffer),
     };
     config.memory_total = (uint32_t)wb_wamr_pool_size();
-    apply_blob_config(&config);
+    wb_app_apply_blob_config(&config, &blob);
 
     size_t need = wb_device_state_size();
     if (need > sizeof(device_state)) {
         snprintf(err, sizeof(err), "device state needs %lu bytes, CONFIG_WASMBED_DEVICE_STATE_SIZE "
                  "is %lu", (unsigned long)need, (unsigned long)sizeof(device_state));
-        wb_zephyr_halt(err);
+        wb_app_halt(err);
     }
-    wb_device_t *dev = wb_device_init(device_state, &config, &transport);
-    if (!dev) {
-        wb_zephyr_halt("wb_device_init failed");
-    }
-    for (;;) {
-        wb_device_poll(dev);
-        console_poll(dev);
-        wb_zephyr_link_report();
-        wb_zephyr_wait_rx(5);
-    }
-    return 0;
+    static const wb_app_ops_t ops = {.idle = idle, .console_command = console_command};
+    wb_app_run_device(device_state, &config, &transport, &ops);
 }

@@ -1,5 +1,6 @@
 /* Time, entropy, halt and reboot on Zephyr: the board.h functions the reused MPS2 code calls
- * (board_now_ms, board_systick_value, board_halt) and mbedTLS's hardware entropy hook.
+ * (board_now_ms, board_systick_value, board_halt: wb_app_halt() of targets/mps2-an385/app.c
+ * logs "HALT: why" and then calls it) and mbedTLS's hardware entropy hook.
  *
  * wb_platform_* itself (log, SHA-256, device key, signatures, device id) is the unchanged
  * targets/mps2-an385/platform.c: it only needs board_now_ms() from here. Its log lines go
@@ -51,12 +52,6 @@ void board_halt(void)
     for (;;) {
         k_sleep(K_FOREVER);
     }
-}
-
-void wb_zephyr_halt(const char *why)
-{
-    wb_platform_log("HALT: %s", why);
-    board_halt();
 }
 
 void wb_zephyr_reboot(const char *why)

@@ -20,8 +20,9 @@
  * core expects to block until the run ends -- becomes the guard. It waits for the worker in
  * slices of CONFIG_WASMBED_WAMR_GUARD_PERIOD_MS and between two slices
  *   - checks *stop (STOPPED) and the deadline (TIMED_OUT) and asks WAMR to terminate;
- *   - every WB_RUNTIME_GUARD_HOOK_MS (20 ms) calls wb_runtime_guard_hook(), which main.c
- *     points at wb_device_service_during_run(): heartbeats, StopApp and the link are served
+ *   - every WB_RUNTIME_GUARD_HOOK_MS (20 ms) calls wb_runtime_guard_hook(), which the device
+ *     loop both images share (targets/mps2-an385/app.c) points at
+ *     wb_device_service_during_run(): heartbeats, StopApp and the link are served
  *     during a run exactly as with wasm3 (the core's code runs on the main thread only; the
  *     worker touches WAMR and the run result, nothing else).
  * A termination that has not landed after CONFIG_WASMBED_WAMR_TERMINATE_GRACE_MS (a runaway
@@ -31,8 +32,9 @@
  * All WAMR calls are made on the worker thread (it initialised WAMR), except
  * wasm_runtime_terminate(), which is meant to be called from another thread.
  *
- * Everything that needs neither WAMR nor Zephyr -- the module scan, the argument conversion,
- * the exception -> outcome mapping -- is in wamr_portable.c and tested on the host.
+ * Everything that needs neither WAMR nor Zephyr -- the module scan and argument conversion
+ * (runtime/common/wb_wasm_scan.c, shared with the wasm3 runtime), the exception -> outcome
+ * mapping (wamr_portable.c) -- is tested on the host.
  *
  * Differences from the wasm3 runtime (see README.md): modules with a start function are
  * LOAD_FAILED (WAMR runs it inside instantiation, before any guard exists); fuel counts
@@ -64,7 +66,7 @@
 #define POOL_BYTES ((size_t)CONFIG_WASMBED_WAMR_POOL_SIZE)
 #define WASM_STACK_BYTES ((uint32_t)CONFIG_WASMBED_WAMR_WASM_STACK_SIZE)
 
-/* Called every ~WB_RUNTIME_GUARD_HOOK_MS of a run; main.c serves the protocol from it. */
+/* Called every ~WB_RUNTIME_GUARD_HOOK_MS of a run; app.c serves the protocol from it. */
 __attribute__((weak)) void wb_runtime_guard_hook(void) {}
 
 /* ---- state --------------------------------------------------------------------------------- */
@@ -131,7 +133,7 @@ static void env_log(wasm_exec_env_t exec_env, uint32_t ptr, uint32_t len)
         wasm_runtime_set_exception(inst, "env.log: called outside of a run");
         return;
     }
-    if (!wb_wamr_log_allowed(ctl.memory_exported, memory_size(inst), ptr, len, res->detail,
+    if (!wb_wasm_log_allowed(ctl.memory_exported, memory_size(inst), ptr, len, res->detail,
                              sizeof(res->detail))) {
         ctl.host_fault = true;
         wasm_runtime_set_exception(inst, "env.log: out of range");
@@ -143,7 +145,7 @@ static void env_log(wasm_exec_env_t exec_env, uint32_t ptr, uint32_t len)
         const uint8_t *src = wasm_runtime_addr_app_to_native(inst, ptr);
         if (!src) {
             ctl.host_fault = true;
-            wb_wamr_log_allowed(ctl.memory_exported, 0, ptr, len, res->detail,
+            wb_wasm_log_allowed(ctl.memory_exported, 0, ptr, len, res->detail,
                                 sizeof(res->detail));
             wasm_runtime_set_exception(inst, "env.log: out of range");
             return;
@@ -241,6 +243,7 @@ static void fail_early(wb_outcome_t outcome)
 static void worker_run(void)
 {
     const wb_wamr_plan_t *plan = job.plan;
+    const wb_wasm_entry_t *e = &plan->entry;
     wb_run_result_t *res = ctl.res;
     char err[128] = "";
     wasm_module_t module = NULL;
@@ -288,16 +291,16 @@ static void worker_run(void)
     wasm_val_t results[WB_MAX_ARGS];
     memset(args, 0, sizeof(args));
     memset(results, 0, sizeof(results));
-    for (size_t i = 0; i < plan->n_args; i++) {
-        switch (plan->args[i].type) {
-        case WB_VAL_I32: args[i].kind = WASM_I32; args[i].of.i32 = plan->args[i].of.i32; break;
-        case WB_VAL_I64: args[i].kind = WASM_I64; args[i].of.i64 = plan->args[i].of.i64; break;
-        case WB_VAL_F32: args[i].kind = WASM_F32; args[i].of.f32 = plan->args[i].of.f32; break;
-        default: args[i].kind = WASM_F64; args[i].of.f64 = plan->args[i].of.f64; break;
+    for (size_t i = 0; i < e->n_args; i++) {
+        switch (e->args[i].type) {
+        case WB_VAL_I32: args[i].kind = WASM_I32; args[i].of.i32 = e->args[i].of.i32; break;
+        case WB_VAL_I64: args[i].kind = WASM_I64; args[i].of.i64 = e->args[i].of.i64; break;
+        case WB_VAL_F32: args[i].kind = WASM_F32; args[i].of.f32 = e->args[i].of.f32; break;
+        default: args[i].kind = WASM_F64; args[i].of.f64 = e->args[i].of.f64; break;
         }
     }
-    for (size_t i = 0; i < plan->n_results; i++) {
-        switch (plan->results[i]) {
+    for (size_t i = 0; i < e->n_results; i++) {
+        switch (e->results[i]) {
         case WB_VAL_I32: results[i].kind = WASM_I32; break;
         case WB_VAL_I64: results[i].kind = WASM_I64; break;
         case WB_VAL_F32: results[i].kind = WASM_F32; break;
@@ -315,8 +318,8 @@ static void worker_run(void)
 
     bool ok = false;
     if (go) {
-        ok = wasm_runtime_call_wasm_a(env, func, (uint32_t)plan->n_results, results,
-                                      (uint32_t)plan->n_args, args);
+        ok = wasm_runtime_call_wasm_a(env, func, (uint32_t)e->n_results, results,
+                                      (uint32_t)e->n_args, args);
     }
     k_mutex_lock(&ctl_mutex, K_FOREVER);
     ctl.inst = NULL;
@@ -331,16 +334,16 @@ static void worker_run(void)
         ctl.exception[sizeof(ctl.exception) - 1] = '\0';
     }
     if (ok) {
-        for (size_t i = 0; i < plan->n_results; i++) {
+        for (size_t i = 0; i < e->n_results; i++) {
             wb_value_t *v = &res->values[i];
-            switch (plan->results[i]) {
+            switch (e->results[i]) {
             case WB_VAL_I32: v->is_float = false; v->v.i = results[i].of.i32; break;
             case WB_VAL_I64: v->is_float = false; v->v.i = results[i].of.i64; break;
             case WB_VAL_F32: v->is_float = true; v->v.f = results[i].of.f32; break;
             default: v->is_float = true; v->v.f = results[i].of.f64; break;
             }
         }
-        res->n_values = plan->n_results;
+        res->n_values = e->n_results;
     }
 out:
     if (env) {
@@ -527,7 +530,7 @@ void wb_runtime_run(const uint8_t *wasm, size_t len, const char *entry, const wb
     memset(&ctl, 0, sizeof(ctl));
     ctl.requested = WB_OUTCOME_RETURNED;
     ctl.res = result;
-    ctl.memory_exported = plan.memory_exported;
+    ctl.memory_exported = plan.entry.memory_exported;
     /* As with wasm3: a stop already set, or a zero timeout, ends the run before the entry
      * runs, but after loading (load errors are reported first). */
     if (stop && *stop) {

@@ -1,63 +1,36 @@
-/* The portable half of the WAMR runtime (runtime_wamr.c): everything that needs neither WAMR
- * nor Zephyr, so that it is compiled and tested on the host (tests/test_zephyr_app.py builds
+/* The portable half of the WAMR runtime (runtime_wamr.c): what needs neither WAMR nor Zephyr,
+ * so that it is compiled and tested on the host (tests/test_zephyr_app.py builds
  * firmware/zephyr/tests/host/test_wamr_portable.c with gcc -Werror and ASan/UBSan).
  *
- *  - a bounds-checked reader of the module's sections: the entry's signature, the imports
- *    (only env.log (i32, i32) -> () is offered), the start section, the declared memory;
- *  - argument conversion (the semantics of runtime/wasm3 and wasmbed_hil/device/runtime.py);
- *  - the mapping from WAMR exception strings to the core's outcomes, with the wasmtime trap
- *    code in the detail ("UNREACHABLE: unreachable"), as the wasm3 runtime reports them.
+ *  - the plan for a run: the module scan and entry plan of runtime/common/wb_wasm_scan.h
+ *    (shared with the wasm3 runtime), then what is WAMR's own: start functions are refused,
+ *    the memory and instruction limits in WAMR's terms;
+ *  - the mapping from WAMR exception strings and load errors to the core's outcomes, with the
+ *    wasmtime trap code in the detail ("UNREACHABLE: unreachable"), as the wasm3 runtime
+ *    reports them.
  *
- * Messages are those of runtime/wasm3/wb_runtime_wasm3.c wherever the situation is the same,
- * so that the gateway and the tests see one vocabulary whatever runtime a device has. */
+ * The words are the shared unit's wherever the situation is the same as on wasm3, so that the
+ * gateway and the tests see one vocabulary whatever runtime a device has. */
 #ifndef WB_WAMR_PORTABLE_H
 #define WB_WAMR_PORTABLE_H
 
 #include "wb/types.h"
-
-#define WB_WASM_PAGE 65536u
-
-typedef enum {
-    WB_VAL_I32 = 0,
-    WB_VAL_I64,
-    WB_VAL_F32,
-    WB_VAL_F64,
-    WB_VAL_UNSUPPORTED, /* v128, references, anything a DeviceInfo value cannot carry */
-} wb_valtype_t;
-
-typedef struct {
-    wb_valtype_t type;
-    union {
-        int32_t i32;
-        int64_t i64;
-        float f32;
-        double f64;
-    } of;
-} wb_raw_value_t;
+#include "wb_wasm_scan.h"
 
 /* What wb_wamr_prepare() found and decided, for the WAMR calls that follow. */
 typedef struct {
-    size_t n_args;
-    wb_raw_value_t args[WB_MAX_ARGS];
-    size_t n_results;
-    wb_valtype_t results[WB_MAX_ARGS];
+    wb_wasm_entry_t entry;      /* arguments, result types, memory export, env.log import */
     bool has_memory;            /* a memory is defined (imported ones are refused) */
     uint32_t memory_min_pages;
-    bool memory_exported;       /* an export named "memory" that is a memory */
-    bool imports_env_log;
     uint32_t max_memory_pages;  /* floor(limit / 64 KiB): InstantiationArgs.max_memory_pages */
     int32_t instruction_limit;  /* for wasm_runtime_set_instruction_count_limit(); -1: none */
 } wb_wamr_plan_t;
 
-/* Section framing of a binary module (magic, version, section sizes). false with a reason
- * (no prefix) in why. This is what wb_runtime_validate() checks before WAMR's loader. */
-bool wb_wasm_check_framing(const uint8_t *wasm, size_t len, char *why, size_t cap);
-
 /* Everything decided before WAMR sees the module, in the order of the wasm3 runtime:
- * framing, entry export (kind, result count, parameter types), arguments, imports, start
- * section, declared memory against limits->memory_bytes. Returns WB_OUTCOME_RETURNED when the
- * run may proceed (plan filled), else LOAD_FAILED or OUT_OF_MEMORY with the reason in detail.
- * limits must not be NULL. */
+ * framing, the entry plan (wb_wasm_prepare_entry: export, signature, arguments, imports),
+ * start section, declared memory against limits->memory_bytes. Returns WB_OUTCOME_RETURNED
+ * when the run may proceed (plan filled), else LOAD_FAILED or OUT_OF_MEMORY with the reason in
+ * detail. limits must not be NULL. */
 wb_outcome_t wb_wamr_prepare(const uint8_t *wasm, size_t len, const char *entry,
                              const wb_value_t *args, size_t n_args, const wb_limits_t *limits,
                              wb_wamr_plan_t *plan, char *detail, size_t cap);
@@ -105,14 +78,5 @@ wb_outcome_t wb_wamr_classify(const wb_wamr_end_t *end, char *detail, size_t cap
  * LOAD_FAILED. */
 wb_outcome_t wb_wamr_load_failure(const char *stage, const char *error, size_t pool_bytes,
                                   char *detail, size_t cap);
-
-/* env.log(ptr, len): true when [ptr, ptr + len) lies in an exported memory of memory_bytes;
- * else false with the Python reference runtime's message in detail. */
-bool wb_wamr_log_allowed(bool memory_exported, uint64_t memory_bytes, uint32_t ptr,
-                         uint32_t len, char *detail, size_t cap);
-
-/* Decimal text of 64-bit integers (small libcs may lack %llu); buf holds at least 21 bytes. */
-const char *wb_u64_text(uint64_t v, char *buf);
-const char *wb_i64_text(int64_t v, char *buf);
 
 #endif

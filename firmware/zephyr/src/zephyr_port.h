@@ -2,8 +2,9 @@
  *
  * The layer is thin on purpose. Everything else is code proven on the bare-metal MPS2-AN385
  * image and reused unchanged: the portable core (firmware/core), the per-device blob parser,
- * the device crypto and wb_platform_* functions, and the TLS 1.3 transport
- * (firmware/targets/mps2-an385/{blob,platform,tls_transport}.c). Those files reach the board
+ * the device crypto and wb_platform_* functions, the TLS 1.3 transport, and the device
+ * application (blob and credentials at boot, configuration, the device loop, console commands)
+ * (firmware/targets/mps2-an385/{blob,platform,tls_transport,app}.c). Those files reach the board
  * through the small API of targets/mps2-an385/board.h, which this layer implements on Zephyr:
  *   board_now_ms, board_link_last_rx_ms   platform_zephyr.c / transport_uart_tls.c
  *   uart_getc_nb, uart_write, uart_putc    transport_uart_tls.c (WB_UART1_BASE: the
@@ -33,9 +34,6 @@ void wb_zephyr_wait_rx(uint32_t timeout_ms);
 void wb_zephyr_link_report(void);
 
 /* platform_zephyr.c --------------------------------------------------------------------------- */
-
-/* Print "HALT: why" and stop here for good (the console stays alive for the harness). */
-void wb_zephyr_halt(const char *why) __attribute__((noreturn));
 
 /* Print "REBOOT: why" and reboot the SoC (sys_reboot). */
 void wb_zephyr_reboot(const char *why) __attribute__((noreturn));

@@ -1,5 +1,6 @@
-/* Host driver for the portable half of the Zephyr/WAMR runtime (src/wamr_portable.c), built and
- * run by tests/test_zephyr_app.py with gcc -std=c11 -Wall -Wextra -Werror and ASan/UBSan.
+/* Host driver for the portable half of the Zephyr/WAMR runtime (src/wamr_portable.c and the
+ * runtime/common/wb_wasm_scan.c it builds on), built and run by tests/test_zephyr_app.py with
+ * gcc -std=c11 -Wall -Wextra -Werror and ASan/UBSan.
  *
  *   test_wamr_portable unit
  *       built-in checks of the exception table and the classification; prints
@@ -239,12 +240,12 @@ static void unit(void)
           WB_OUTCOME_LOAD_FAILED);
 
     /* env.log bounds */
-    CHECK(wb_wamr_log_allowed(true, 65536, 0, 65536, d, sizeof d));
-    CHECK(!wb_wamr_log_allowed(true, 65536, 65535, 2, d, sizeof d));
+    CHECK(wb_wasm_log_allowed(true, 65536, 0, 65536, d, sizeof d));
+    CHECK(!wb_wasm_log_allowed(true, 65536, 65535, 2, d, sizeof d));
     CHECK(strcmp(d, "env.log: range [65535, 65537) is outside the memory of 65536 bytes") == 0);
-    CHECK(!wb_wamr_log_allowed(true, 65536, UINT32_MAX, UINT32_MAX, d, sizeof d));
+    CHECK(!wb_wasm_log_allowed(true, 65536, UINT32_MAX, UINT32_MAX, d, sizeof d));
     CHECK(strstr(d, "8589934590"));
-    CHECK(!wb_wamr_log_allowed(false, 65536, 0, 1, d, sizeof d));
+    CHECK(!wb_wasm_log_allowed(false, 65536, 0, 1, d, sizeof d));
     CHECK(strstr(d, "exports no memory named 'memory'"));
 
     /* number texts */
@@ -340,24 +341,25 @@ static int cmd_prepare(int argc, char **argv)
     wb_outcome_t o = wb_wamr_prepare(wasm, len, entry, args, n_args, &limits, &plan, detail,
                                      sizeof detail);
     free(wasm);
+    const wb_wasm_entry_t *e = &plan.entry;
     printf("{\"outcome\": %d, \"detail\": ", (int)o);
     json_string(detail);
     printf(", \"n_args\": %lu, \"n_results\": %lu, \"has_memory\": %s, \"memory_min_pages\": %lu, "
            "\"memory_exported\": %s, \"imports_env_log\": %s, \"max_memory_pages\": %lu, "
            "\"instruction_limit\": %ld, \"arg_types\": [",
-           (unsigned long)plan.n_args, (unsigned long)plan.n_results,
+           (unsigned long)e->n_args, (unsigned long)e->n_results,
            plan.has_memory ? "true" : "false", (unsigned long)plan.memory_min_pages,
-           plan.memory_exported ? "true" : "false", plan.imports_env_log ? "true" : "false",
+           e->memory_exported ? "true" : "false", e->imports_env_log ? "true" : "false",
            (unsigned long)plan.max_memory_pages, (long)plan.instruction_limit);
-    for (size_t k = 0; k < plan.n_args; k++) printf("%s%d", k ? ", " : "", (int)plan.args[k].type);
+    for (size_t k = 0; k < e->n_args; k++) printf("%s%d", k ? ", " : "", (int)e->args[k].type);
     printf("], \"result_types\": [");
-    for (size_t k = 0; k < plan.n_results; k++) printf("%s%d", k ? ", " : "", (int)plan.results[k]);
+    for (size_t k = 0; k < e->n_results; k++) printf("%s%d", k ? ", " : "", (int)e->results[k]);
     printf("], \"arg_i64\": [");
-    for (size_t k = 0; k < plan.n_args; k++) {
+    for (size_t k = 0; k < e->n_args; k++) {
         char num[22];
-        int64_t v = plan.args[k].type == WB_VAL_I32   ? plan.args[k].of.i32
-                    : plan.args[k].type == WB_VAL_I64 ? plan.args[k].of.i64
-                                                      : 0;
+        int64_t v = e->args[k].type == WB_VAL_I32   ? e->args[k].of.i32
+                    : e->args[k].type == WB_VAL_I64 ? e->args[k].of.i64
+                                                    : 0;
         printf("%s%s", k ? ", " : "", wb_i64_text(v, num));
     }
     printf("]}\n");
@@ -400,7 +402,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "log") == 0 && argc == 6) {
         char detail[WB_MAX_REASON] = "";
-        bool ok = wb_wamr_log_allowed(strcmp(argv[2], "1") == 0, strtoull(argv[3], NULL, 0),
+        bool ok = wb_wasm_log_allowed(strcmp(argv[2], "1") == 0, strtoull(argv[3], NULL, 0),
                                       (uint32_t)strtoul(argv[4], NULL, 0),
                                       (uint32_t)strtoul(argv[5], NULL, 0), detail, sizeof detail);
         printf("{\"allowed\": %s, \"detail\": ", ok ? "true" : "false");
