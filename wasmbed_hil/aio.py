@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import Iterable
+from typing import Any
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], patience: float = 1.0) -> None:
@@ -18,3 +21,69 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], patience: float
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=patience)
+
+
+class AppServer:
+    """An aiohttp application served on a handed-over socket (its owner keeps it) or on an
+    OS-chosen port of 127.0.0.1 (ours to close). Shared by the emulated API server and the
+    REST API.
+
+    `stop()` leaves no connection behind: aiohttp's cleanup closes an idle TLS connection by
+    sending close_notify and waiting up to ssl_shutdown_timeout (30 s) for the peer's reply,
+    untracked; a client that keeps its connection would leave that socket to the garbage
+    collector. So what cleanup left is aborted, as a Go server does.
+    """
+
+    def __init__(self, app: Any, *, ssl_context: ssl.SSLContext | None = None,
+                 **runner_options: Any) -> None:
+        self.app = app
+        self.ssl_context = ssl_context
+        self.runner_options = {"access_log": None, "shutdown_timeout": 5, **runner_options}
+        self.url: str | None = None
+        self._runner: Any = None
+        self._own_socket: socket.socket | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._runner is not None
+
+    async def start(self, sock: socket.socket | None = None) -> str:
+        from aiohttp import web
+
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            self._own_socket = sock
+        runner = web.AppRunner(self.app, **self.runner_options)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
+        except BaseException:
+            await runner.cleanup()
+            self._close_own_socket()
+            raise
+        self._runner = runner
+        host, port = sock.getsockname()[:2]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        if ":" in host:
+            host = f"[{host}]"
+        self.url = f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            for site in list(runner.sites):
+                await site.stop()  # no new connection from here on
+            handlers = runner.server.connections if runner.server is not None else []
+            transports = [h.transport for h in handlers if h.transport is not None]
+            await runner.cleanup()
+            for transport in transports:
+                transport.abort()  # a no-op on one already closed
+        self._close_own_socket()
+
+    def _close_own_socket(self) -> None:
+        own, self._own_socket = self._own_socket, None
+        if own is not None:
+            own.close()

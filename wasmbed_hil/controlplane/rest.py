@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..aio import AppServer
 from ..kube.client import Kind, KubeClient, KubeError
 from ..kube.resources import (
     API_VERSION,
@@ -406,12 +407,13 @@ class RestApi:
         self.body_timeout = BODY_TIMEOUT
         self._token = token.encode()
         self._ssl_context = ssl_context
-        self._runner: web.AppRunner | None = None
-        self._own_socket: socket.socket | None = None
         self._url: str | None = None
         self.app = web.Application(middlewares=[self._errors, self._auth],
                                    client_max_size=max_body)
         self._routes()
+        # lingering_time=0: `_drain` reads what is left of a body instead; aiohttp's own
+        # lingering read is not ended when the client goes, and outlives stop().
+        self._server = AppServer(self.app, ssl_context=self._ssl_context, lingering_time=0)
 
     def __repr__(self) -> str:  # never the token
         return f"RestApi(namespace={self.namespace!r}, url={self._url!r})"
@@ -444,39 +446,13 @@ class RestApi:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Serve on ``sock`` (bound, handed over) or on an OS-chosen port of 127.0.0.1."""
-        if self._runner is not None:
+        if self._server.started:
             raise RuntimeError("the REST API is already started")
-        if sock is None:
-            sock = listen_socket("127.0.0.1", 0)
-            self._own_socket = sock  # ours to close; a handed-over one is its owner's
-        # lingering_time=0: `_drain` reads what is left of a body instead; aiohttp's own
-        # lingering read is not ended when the client goes, and outlives stop().
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5, lingering_time=0)
-        await runner.setup()
-        try:
-            await web.SockSite(runner, sock, ssl_context=self._ssl_context).start()
-        except BaseException:
-            await runner.cleanup()
-            self._close_own_socket()
-            raise
-        self._runner = runner
-        host, port = sock.getsockname()[:2]
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        if ":" in host:
-            host = f"[{host}]"
-        self._url = f"{'https' if self._ssl_context else 'http'}://{host}:{port}"
+        self._url = await self._server.start(sock)
 
     async def stop(self) -> None:
         """Close the listener and the connections (the KubeClient stays the caller's)."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._close_own_socket()
-
-    def _close_own_socket(self) -> None:
-        own, self._own_socket = self._own_socket, None
-        if own is not None:
-            own.close()
+        await self._server.stop()
 
     async def __aenter__(self) -> RestApi:
         await self.start()

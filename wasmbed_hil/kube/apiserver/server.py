@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiohttp import web
 
+from ...aio import AppServer
 from ...pki import FleetCA
 from ...pki._files import write_file
 from .handlers import ApiApplication
@@ -55,8 +55,7 @@ class ApiServer:
             bookmark_interval=bookmark_interval,
             default_watch_timeout=default_watch_timeout,
         )
-        self._runner: web.AppRunner | None = None
-        self._own_socket: socket.socket | None = None
+        self._server = AppServer(self._application.app)
         self._url: str | None = None
         self._ca_pem: bytes | None = None
 
@@ -86,27 +85,10 @@ class ApiServer:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Serve on ``sock`` (bound, handed over) or on an OS-chosen port of 127.0.0.1."""
-        if self._runner is not None:
+        if self._server.started:
             raise RuntimeError("the API server is already started")
-        if sock is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            self._own_socket = sock  # ours to close; a handed-over one is its owner's
-        context = self._ssl_context() if self.tls else None
-        runner = web.AppRunner(self._application.app, access_log=None, shutdown_timeout=5)
-        await runner.setup()
-        try:
-            await web.SockSite(runner, sock, ssl_context=context).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        host, port = sock.getsockname()[:2]
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        if ":" in host:
-            host = f"[{host}]"
-        self._url = f"{'https' if self.tls else 'http'}://{host}:{port}"
+        self._server.ssl_context = self._ssl_context() if self.tls else None
+        self._url = await self._server.start(sock)
 
     async def stop(self) -> None:
         """End every watch, close the listener and the connections.
@@ -123,18 +105,7 @@ class ApiServer:
         alive. So, as kube-apiserver (Go) does, send close_notify and close without waiting.
         """
         self.store.close()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            for site in list(runner.sites):
-                await site.stop()  # no new connection from here on
-            handlers = runner.server.connections if runner.server is not None else []
-            transports = [h.transport for h in handlers if h.transport is not None]
-            await runner.cleanup()
-            for transport in transports:
-                transport.abort()  # a no-op on one already closed
-        own, self._own_socket = self._own_socket, None
-        if own is not None:
-            own.close()
+        await self._server.stop()
 
     async def __aenter__(self) -> ApiServer:
         await self.start()
