@@ -11,7 +11,7 @@ import struct
 import pytest
 from qemu_console import Console
 
-from wasmbed_hil.firmware import (
+from wasmbed_hil.bench.firmware import (
     BLOB_ADDRESS,
     BlobError,
     build_blob,
@@ -20,7 +20,7 @@ from wasmbed_hil.firmware import (
     parse_blob,
     qemu_command,
 )
-from wasmbed_hil.firmware.build import missing_tools, run_make
+from wasmbed_hil.bench.firmware.build import missing_tools, run_make
 from wasmbed_hil.pki import FleetCA
 
 needs_toolchain = pytest.mark.skipif(

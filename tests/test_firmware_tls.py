@@ -16,8 +16,8 @@ import threading
 import pytest
 from qemu_console import Console
 
-from wasmbed_hil.firmware import build_blob, ensure_image, qemu_command
-from wasmbed_hil.firmware.build import missing_tools
+from wasmbed_hil.bench.firmware import build_blob, ensure_image, qemu_command
+from wasmbed_hil.bench.firmware.build import missing_tools
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 
 pytestmark = pytest.mark.skipif(

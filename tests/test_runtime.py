@@ -1,4 +1,4 @@
-"""Tests for wasmbed_hil.device.runtime: every outcome of a run, limits, host imports, threads."""
+"""Tests for the virtual device's runtime: every outcome of a run, limits, host imports, threads."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import wasmtime
 
-from wasmbed_hil import modules
-from wasmbed_hil.device.runtime import (
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.virtual.runtime import (
     CompiledModule,
     ModuleError,
     RunLimits,

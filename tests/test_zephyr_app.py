@@ -35,7 +35,7 @@ import pytest
 import wasmtime
 import yaml
 
-from wasmbed_hil import modules
+from wasmbed_hil.bench import modules
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"

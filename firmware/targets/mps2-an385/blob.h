@@ -2,7 +2,7 @@
  * WB_BLOB_ADDRESS by the emulator (QEMU: -device loader,file=blob.bin,addr=0x203FC000;
  * Renode: sysbus LoadBinary @blob.bin 0x203FC000). Nothing per device is compiled in.
  *
- * Layout version 1 (all integers little-endian; built by wasmbed_hil/firmware/blob.py):
+ * Layout version 1 (all integers little-endian; built by wasmbed_hil/bench/firmware/blob.py):
  *   off  size
  *   0    4    magic "WBLB"
  *   4    2    version = 1
