@@ -18,8 +18,8 @@ from wasmbed_hil.bench.firmware import build
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.platform import Platform, PlatformConfig
 from wasmbed_hil.cli import main
+from wasmbed_hil.cli.args import parse_selector
 from wasmbed_hil.cli.firmware import toolchain_problem
-from wasmbed_hil.cli.ops import parse_selector
 from wasmbed_hil.pki import FleetCA
 
 TIMEOUT = 30.0
