@@ -734,7 +734,7 @@ def wasm_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# The wasm3 runtime's load-failure cases (tests/test_firmware_runtime.py) give the same words.
+# The wasm3 runtime's load-failure cases (tests/test_runtime_contract.py) give the same words.
 @pytest.mark.parametrize(
     ("name", "entry", "args", "words"),
     [
