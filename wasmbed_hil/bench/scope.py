@@ -61,7 +61,7 @@ class BenchScope:
             raise BackendUnavailable(f"backend {name!r} is unavailable here: {reason}")
         backend = cls(self.loop, workdir or self.workdir / f"backend-{name}")
         self.backends[name] = backend
-        self.callback(f"backend {name}", backend.close)
+        self.callback(f"backend {name}", lambda: backend.close())
         return backend
 
     def gateway(
