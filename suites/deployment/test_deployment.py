@@ -141,7 +141,7 @@ def test_module_larger_than_a_frame_arrives_in_chunks(gateway, device_factory, w
     size = 40_000  # ten frames' worth; fits the smallest module store (the firmware's)
     result = gateway.run(dev, wasm.data(size), "data", entry="checksum")
     assert result.values == (wasm.data_checksum(size),)
-    dep = gateway.gateway.deployments.history[-1]
+    dep = gateway.deployments()[-1]
     assert dep.chunks_sent >= size // 4096
     assert dep.bytes_sent == len(wasm.data(size))
 
@@ -214,5 +214,5 @@ def test_queued_deployment_survives_a_gateway_restart(gateway, device, wasm):
     device.power_on()
     result = gateway.wait_result(device, "adder")
     assert result.values == (42,)
-    deps = gateway.gateway.deployments.history
+    deps = gateway.deployments()
     assert [(d.app_id, d.state) for d in deps] == [("adder", "installed")]

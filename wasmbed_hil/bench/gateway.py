@@ -1,5 +1,9 @@
 """A synchronous handle on an in-process gateway, for pytest fixtures and Robot keywords.
 
+This is the one synchronous API on a gateway: scenarios, the pytest fixtures and the Robot
+library call it and nothing below it. Everything the gateway owns (its status table, store,
+event log, deployments) lives on the loop thread, so every read goes through the loop too.
+
 The listening socket is created once (port chosen by the OS) and handed to every gateway
 incarnation, so `restart()` keeps the endpoint devices know without ever guessing a port.
 """
@@ -17,6 +21,7 @@ from ..gateway import (
     DeviceStatus,
     Gateway,
     GatewayConfig,
+    GatewayError,
     GatewayEvent,
     RunRequest,
     StoredResult,
@@ -31,12 +36,22 @@ DeviceRef = DeviceHandle | DeviceStatus | str
 
 
 def device_key(ref: DeviceRef) -> str:
-    """A device id, name or identity from whatever the caller holds."""
+    """A device id, name or identity from whatever the caller holds.
+
+    A DeviceHandle is looked up by its identity: the gateway enrolls one device id per
+    identity, and the identity (unlike the id the device keeps) is not state of the loop."""
     if isinstance(ref, DeviceHandle):
-        return ref.device_id or ref.identity
+        return ref.identity
     if isinstance(ref, DeviceStatus):
         return ref.device_id
     return ref
+
+
+def device_label(ref: DeviceRef) -> str:
+    """How a failed wait names the device."""
+    if isinstance(ref, DeviceHandle | DeviceStatus):
+        return ref.name
+    return ref if len(ref) < 32 else f"device {ref[:8]}"
 
 
 class GatewayHandle:
@@ -99,11 +114,15 @@ class GatewayHandle:
     # -- administration ------------------------------------------------------------------
     @property
     def pairing(self) -> bool:
-        return self.gateway.pairing
+        return self._call(lambda: self.gateway.pairing)
 
     @pairing.setter
     def pairing(self, enabled: bool) -> None:
-        self._call(self.gateway.set_pairing, enabled)
+        self.set_pairing(enabled)
+
+    def set_pairing(self, enabled: bool, duration: float | None = None) -> None:
+        """Pairing mode on or off; on with `duration`, it turns itself off after that long."""
+        self._call(self.gateway.set_pairing, enabled, duration)
 
     def revoke(self, identity: str) -> None:
         self._call(self.gateway.revoke, identity)
@@ -115,7 +134,19 @@ class GatewayHandle:
         return self._call(self.gateway.devices)
 
     def device(self, ref: DeviceRef) -> DeviceStatus:
+        """The device's status; GatewayError when it is not enrolled here."""
         return self._call(self.gateway.device, device_key(ref))
+
+    def enrolled(self, ref: DeviceRef) -> DeviceStatus | None:
+        """The device's status if it is enrolled here, else None."""
+        return self._call(self._lookup, self.gateway, ref)
+
+    @staticmethod
+    def _lookup(gateway: Gateway, ref: DeviceRef) -> DeviceStatus | None:  # on the loop
+        try:
+            return gateway.device(device_key(ref))
+        except GatewayError:
+            return None
 
     def device_info(self, ref: DeviceRef) -> DeviceInfo:
         """Ask the device for its DeviceInfo now (DeviceInfoRequest)."""
@@ -138,10 +169,56 @@ class GatewayHandle:
         device_id = self.device(ref).device_id if ref is not None else None
         return self._call(self.gateway.results, device_id, app_id)
 
+    def deployments(
+        self, ref: DeviceRef | None = None, app_id: str | None = None
+    ) -> list[Deployment]:
+        """The deployments this gateway incarnation accepted, oldest first (also the ones
+        it resumed from its local cache after a restart)."""
+        device_id = self.device(ref).device_id if ref is not None else None
+
+        def select() -> list[Deployment]:
+            return [
+                d for d in self.gateway.deployments.history
+                if (device_id is None or d.device_id == device_id)
+                and (app_id is None or d.app_id == app_id)
+            ]
+
+        return self._call(select)
+
     # -- waits -----------------------------------------------------------------------------
+    def wait_enrolled(self, ref: DeviceRef, timeout: float = 10.0) -> DeviceStatus:
+        """Wait until the device is enrolled here (in whatever phase)."""
+        return self._wait_device(ref, None, timeout)
+
     def wait_phase(self, ref: DeviceRef, phase: DevicePhase, timeout: float = 10.0) -> DeviceStatus:
-        device_id = self.device(ref).device_id
-        return self.loop.run(self.gateway.wait_phase(device_id, phase, timeout), timeout + 5)
+        """Wait until the device is enrolled here and in `phase`; a timeout says the phases
+        it went through and the last gateway events."""
+        return self._wait_device(ref, DevicePhase(phase), timeout)
+
+    def _wait_device(
+        self, ref: DeviceRef, phase: DevicePhase | None, timeout: float
+    ) -> DeviceStatus:
+        label = device_label(ref)
+        target = f"{label} {phase.value}" if phase else f"{label} to enroll"
+
+        async def wait() -> DeviceStatus:
+            gw = self.gateway
+
+            def check() -> DeviceStatus | None:
+                st = self._lookup(gw, ref)
+                return st if st is not None and (phase is None or st.phase is phase) else None
+
+            def seen() -> str:
+                st = self._lookup(gw, ref)
+                if st is None:
+                    where = f"gateway {gw.config.name}"
+                    return f"{label} is not enrolled at {where}; {gw.events.tail(8)}"
+                path = " -> ".join(p.value for p in st.history) or st.phase.value
+                return f"its phases were {path}; {gw.events.tail(6, st.device_id)}"
+
+            return await gw.events.wait_for(check, timeout, target, seen)
+
+        return self.loop.run(wait(), timeout + 5)
 
     def wait_event(
         self,
@@ -151,33 +228,42 @@ class GatewayHandle:
         since: int = 0,
     ) -> GatewayEvent:
         """The first event of `kind` (after seq `since`) that satisfies `predicate`."""
-        log = self.gateway.events
 
-        def check() -> GatewayEvent | None:
-            for event in log.events(kind, since=since):
-                if predicate is None or predicate(event):
-                    return event
-            return None
+        async def wait() -> GatewayEvent:
+            log = self.gateway.events
 
-        return self.loop.run(log.wait_for(check, timeout, f"a {kind!r} event"), timeout + 5)
+            def check() -> GatewayEvent | None:
+                for event in log.events(kind, since=since):
+                    if predicate is None or predicate(event):
+                        return event
+                return None
+
+            return await log.wait_for(check, timeout, f"a {kind!r} event")
+
+        return self.loop.run(wait(), timeout + 5)
 
     def wait_heartbeats(self, ref: DeviceRef, count: int, timeout: float = 10.0) -> DeviceStatus:
         """Wait until the gateway has acknowledged `count` more heartbeats from the device."""
-        gw = self.gateway
-        device_id = self.device(ref).device_id
-        target = gw.status[device_id].heartbeats + count
+        key = device_key(ref)
 
-        def check() -> DeviceStatus | None:
-            st = gw.status[device_id]
-            return st if st.heartbeats >= target else None
+        async def wait() -> DeviceStatus:
+            gw = self.gateway
+            device_id = gw.device(key).device_id
+            target = gw.status[device_id].heartbeats + count
 
-        def seen() -> str:
-            st = gw.status[device_id]
-            return f"{st.heartbeats} of {target} acknowledged, phase {st.phase.value}"
+            def check() -> DeviceStatus | None:
+                st = gw.status.get(device_id)
+                return st if st is not None and st.heartbeats >= target else None
 
-        return self.loop.run(
-            gw.events.wait_for(check, timeout, f"{count} heartbeats", seen), timeout + 5
-        )
+            def seen() -> str:
+                st = gw.status.get(device_id)
+                if st is None:
+                    return f"{device_label(ref)} is no longer enrolled"
+                return f"{st.heartbeats} of {target} acknowledged, phase {st.phase.value}"
+
+            return await gw.events.wait_for(check, timeout, f"{count} heartbeats", seen)
+
+        return self.loop.run(wait(), timeout + 5)
 
     def wait_result(
         self, ref: DeviceRef, app_id: str, run_id: int | None = None, timeout: float = 10.0
@@ -236,11 +322,23 @@ class GatewayHandle:
             raise AssertionError(
                 f"deployment of {app_id} {dep.state}: {dep.error_code} {dep.error}"
             )
-        dep_run = self.loop.run(self._wait_run_id(dep, timeout), timeout + 5)
-        return self.wait_result(ref, app_id, dep_run, timeout)
+        run_id = self.wait_run_started(dep, timeout)
+        return self.wait_result(ref, app_id, run_id, timeout)
 
-    async def _wait_run_id(self, dep: Deployment, timeout: float) -> int:
-        def check() -> int | None:
-            return dep.run_id
+    def wait_run_started(self, dep: Deployment, timeout: float = 20.0, label: str = "") -> int:
+        """Wait until the run a deployment asked for (`run=`) has started; returns its run
+        id. `label` names the device in a timeout's message."""
+        if dep.run is None:
+            raise ValueError(f"the deployment of {dep.app_id} starts no run")
+        where = f" on {label}" if label else ""
 
-        return await self.gateway.events.wait_for(check, timeout, f"start of {dep.app_id}")
+        async def wait() -> int:
+            def check() -> tuple[int] | None:  # a tuple: run id 0 is a run id too
+                return (dep.run_id,) if dep.run_id is not None else None
+
+            found = await self.gateway.events.wait_for(
+                check, timeout, f"the start of {dep.app_id}{where}"
+            )
+            return found[0]
+
+        return self.loop.run(wait(), timeout + 5)

@@ -3,18 +3,21 @@
 Fixture ladder (session -> function):
     hil_loop      one asyncio loop thread per worker hosting gateways and virtual devices
     fleet_ca      the fleet CA, created once per worker (issuing is then cheap)
+    hil_scope     what the test starts on the bench (backends, gateways, devices), stopped
+                  in reverse order at its teardown, pass or fail (bench.scope.BenchScope)
     hil_backend   the device backend chosen with --hil-backend
     gateway_config  GatewayConfig.for_tests(), overridable with @pytest.mark.hil_gateway(...)
     gateway       an in-process gateway on an OS-chosen port (handed over, never guessed)
-    device_factory  makes devices on the chosen backend; powers them all off at teardown
+    device_factory  makes devices on the chosen backend; they are closed at teardown
     device        one device, enrolled and online
     fleet         fleet(n) -> n devices, enrolled and online
     wasm          builds the test WebAssembly modules from source
     control_plane the whole platform: emulated API server, REST API, kopf controllers and
                   gateways with their agents (@pytest.mark.hil_platform(gateways=2, ...));
                   its Device resources get machines on the chosen backend
-Everything a test starts is stopped at its teardown, also when the test fails; under
-pytest-xdist each worker has its own loop, CA, ports and directories.
+Everything a test starts is stopped at its teardown, also when the test fails (the same
+BenchScope scopes the Robot library's tests); under pytest-xdist each worker has its own
+loop, CA, ports and directories.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ try:
     from ..bench.device import DeviceHandle
     from ..bench.gateway import GatewayHandle
     from ..bench.loop import LoopThread
+    from ..bench.scope import BenchScope
 except ModuleNotFoundError as exc:  # the product alone was installed, without the bench
     if exc.name and exc.name.startswith("wasmbed_hil"):
         raise
@@ -134,12 +138,22 @@ def hil_backend_name(pytestconfig: pytest.Config) -> str:
 
 
 @pytest.fixture
-def hil_backend(hil_backend_name: str, hil_loop: LoopThread, tmp_path: Path) -> Backend:
-    cls = get_backend(hil_backend_name)
-    reason = cls.unavailable_reason()
+def hil_scope(
+    hil_loop: LoopThread, fleet_ca: FleetCA, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[BenchScope]:
+    scope = BenchScope(hil_loop, fleet_ca, tmp_path, label=request.node.name)
+    yield scope
+    errors = scope.close()
+    if errors:
+        raise RuntimeError("wasmbed-hil teardown failed: " + "; ".join(errors))
+
+
+@pytest.fixture
+def hil_backend(hil_backend_name: str, hil_scope: BenchScope, tmp_path: Path) -> Backend:
+    reason = get_backend(hil_backend_name).unavailable_reason()
     if reason:
         pytest.skip(f"backend {hil_backend_name} unavailable here: {reason}")
-    return cls(hil_loop, tmp_path)
+    return hil_scope.backend(hil_backend_name, workdir=tmp_path)
 
 
 @pytest.fixture
@@ -152,16 +166,13 @@ def gateway_config(request: pytest.FixtureRequest) -> GatewayConfig:
 
 @pytest.fixture
 def gateway(
-    hil_loop: LoopThread, fleet_ca: FleetCA, gateway_config: GatewayConfig, tmp_path: Path,
+    hil_scope: BenchScope, gateway_config: GatewayConfig, tmp_path: Path,
     request: pytest.FixtureRequest,
-) -> Iterator[GatewayHandle]:
-    handle = GatewayHandle(hil_loop, fleet_ca, tmp_path / "gateway", gateway_config)
+) -> GatewayHandle:
+    handle = hil_scope.gateway(gateway_config, workdir=tmp_path / "gateway", start=False)
     evidence(request).gateways.append(handle)
     handle.start()
-    try:
-        yield handle
-    finally:
-        handle.close()
+    return handle
 
 
 DeviceFactory = Callable[..., DeviceHandle]
@@ -169,10 +180,9 @@ DeviceFactory = Callable[..., DeviceHandle]
 
 @pytest.fixture
 def device_factory(
-    hil_backend: Backend, gateway: GatewayHandle, fleet_ca: FleetCA, hil_timeout: float,
+    hil_scope: BenchScope, hil_backend: Backend, gateway: GatewayHandle, hil_timeout: float,
     request: pytest.FixtureRequest,
-) -> Iterator[DeviceFactory]:
-    made: list[DeviceHandle] = []
+) -> DeviceFactory:
     counter = iter(range(1_000_000))
 
     def make(
@@ -190,9 +200,8 @@ def device_factory(
         powered off. `options` go to the backend (e.g. max_frame_size, max_module_size).
         """
         name = name or f"device-{next(counter)}"
-        creds = credentials or fleet_ca.issue_device(name, key_type=key_type)  # type: ignore[arg-type]
-        handle = hil_backend.create(name, creds, gateway.endpoint, **options)
-        made.append(handle)
+        handle = hil_scope.device(hil_backend, name, gateway, credentials=credentials,
+                                  key_type=key_type, **options)
         evidence(request).devices.append(handle)
         if start:
             handle.power_on()
@@ -200,17 +209,7 @@ def device_factory(
                 handle.wait_online(hil_timeout)
         return handle
 
-    try:
-        yield make
-    finally:
-        errors = []
-        for handle in made:
-            try:
-                handle.close()
-            except Exception as exc:  # keep closing the others
-                errors.append(f"{handle.name}: {exc!r}")
-        if errors:
-            raise RuntimeError("device teardown failed: " + "; ".join(errors))
+    return make
 
 
 @pytest.fixture

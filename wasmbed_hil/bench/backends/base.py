@@ -31,3 +31,12 @@ class Backend(ABC):
         self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any
     ) -> DeviceHandle:
         """A powered-off device that will connect to the gateway at `endpoint`."""
+
+    def close(self) -> None:
+        """Release what the backend holds beside its devices (each device closes itself).
+
+        The default closes the TCP bridge of a firmware backend (attribute `bridge`), if it
+        has one and the loop still runs; safe to call twice."""
+        bridge = getattr(self, "bridge", None)
+        if bridge is not None and self.loop.alive:
+            self.loop.run(bridge.close())

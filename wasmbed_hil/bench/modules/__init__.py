@@ -13,7 +13,7 @@ from importlib import resources
 
 import wasmtime
 
-__all__ = ["UnknownModuleError", "build", "data_checksum", "data_module", "names"]
+__all__ = ["UnknownModuleError", "build", "data_checksum", "data_module", "from_wat", "names"]
 
 PAGE_SIZE = 65536
 
@@ -31,6 +31,11 @@ def names() -> list[str]:
     return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".wat"))
 
 
+def from_wat(source: str) -> bytes:
+    """The binary of a module given as WAT text (for modules that live outside this folder)."""
+    return bytes(wasmtime.wat2wasm(source))
+
+
 @functools.lru_cache(maxsize=64)
 def build(name: str) -> bytes:
     """The binary of module `name`, compiled from ``{name}.wat`` (cached)."""
@@ -38,7 +43,7 @@ def build(name: str) -> bytes:
     if name not in available:
         raise UnknownModuleError(f"unknown module {name!r}; available: {', '.join(available)}")
     source = resources.files(__name__).joinpath(f"{name}.wat").read_text(encoding="utf-8")
-    return bytes(wasmtime.wat2wasm(source))
+    return from_wat(source)
 
 
 def _data(size: int, seed: int) -> bytes:
