@@ -8,8 +8,13 @@ upstream connection is open, the link dials the gateway; when the gateway closes
 upstream side closes and the device notices through TLS (close_notify, an error, or missing
 heartbeat acks) and starts a new handshake, which opens a new upstream connection.
 
-Counters per link (bytes each way, upstream connections) and a hook to drop the link give
-the fault injection of later issues a place to live.
+The bytes move through the bench's byte pump (pump.py): a Pipe from the UART to the
+gateway side, whose sink here follows the TLS records and opens or replaces the upstream
+connection, and a Pipe per upstream connection back to the UART. So `Link.impairments`
+acts on a device's link as on any other: every chunk passes them each way, an impairment
+that severs cuts the gateway side (the UART has no connection to cut: the device notices
+through TLS, as after a gateway restart), and one that refuses connections keeps the link
+from dialling the gateway. Counters per link: bytes each way, upstream connections.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...aio import cancel_and_wait
+from .pump import DOWN, UP, Impairments, Pipe, Sever, abort
 
 Endpoint = tuple[str, int]
 READ_SIZE = 16 * 1024
@@ -101,6 +107,7 @@ class Link:
     listener: socket.socket
     stats: LinkStats = field(default_factory=LinkStats)
     on_event: Callable[[str, str], None] | None = None
+    impairments: Impairments = field(default_factory=Impairments)
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _up_writer: asyncio.StreamWriter | None = None
@@ -120,16 +127,36 @@ class Link:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._on_uart, sock=self.listener)
+        self.impairments.attach(self)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        self.impairments.detach(self)
         await self.drop_upstream()
         if self._down_writer is not None:
             self._down_writer.close()
         await cancel_and_wait(list(self._tasks))
         if self._server is not None:
             await self._server.wait_closed()
+
+    async def __aenter__(self) -> Link:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def sever(self, reset: bool = False) -> None:
+        """Cut the gateway side at once, as an impairment does (``reset``: with a RST). The
+        downstream pipe then sees the connection end and reports "upstream closed"."""
+        if self._up_writer is not None:
+            abort(self._up_writer, reset)
+
+    def _severed(self, cut: Sever) -> None:
+        self._event(f"{cut}: upstream cut")
+        self.sever(cut.reset)
 
     async def drop_upstream(self) -> None:
         """Close the gateway side now (the device sees its TLS session die)."""
@@ -152,10 +179,13 @@ class Link:
         self.stats.uart_connections += 1
         self.uart_connected.set()
         self._event("uart connected")
+        up = Pipe(reader, direction=UP, sink=self._forward_up, impairments=self.impairments,
+                  on_sever=self._severed, read_size=READ_SIZE)
         try:
-            while data := await reader.read(READ_SIZE):
-                await self._forward_up(data)
-        except (ConnectionError, OSError):
+            await up.run()
+        except asyncio.CancelledError:
+            # close() cancels the handler; it ends quietly, since on Python 3.11 the streams
+            # server logs a cancelled handler as an "exception in callback".
             pass
         finally:
             self._tasks.discard(task)
@@ -197,6 +227,13 @@ class Link:
             self._records.reset()
             data = b"".join(segment for _, segment in self._records.feed(data[start:]))
             try:
+                self.impairments.admit()
+            except Sever as cut:
+                self.stats.upstream_failures += 1
+                self.stats.dropped_bytes += len(data)
+                self._event(f"upstream refused: {cut}")
+                return
+            try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(*self.upstream), 5.0
                 )
@@ -221,21 +258,23 @@ class Link:
             await self.drop_upstream()
 
     async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        down = Pipe(reader, direction=DOWN, sink=self._to_uart, impairments=self.impairments,
+                    on_sever=self._severed, read_size=READ_SIZE)
         try:
-            while data := await reader.read(READ_SIZE):
-                down = self._down_writer
-                if down is None:
-                    break
-                down.write(data)
-                self.stats.bytes_down += len(data)
-                await down.drain()
-        except (ConnectionError, OSError):
-            pass
+            await down.run()
         finally:
             writer.close()
             if self._up_writer is writer:
                 self._up_writer = None
                 self._event("upstream closed")
+
+    async def _to_uart(self, data: bytes) -> None:
+        down = self._down_writer
+        if down is None:
+            raise ConnectionResetError("the emulator is gone")  # ends the downstream pipe
+        down.write(data)
+        self.stats.bytes_down += len(data)
+        await down.drain()
 
 
 class Bridge:
@@ -264,6 +303,12 @@ class Bridge:
     async def close(self) -> None:
         for name in list(self.links):
             await self.close_link(name)
+
+    async def __aenter__(self) -> Bridge:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
     def totals(self) -> LinkStats:
         total = LinkStats()

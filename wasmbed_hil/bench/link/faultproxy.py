@@ -4,15 +4,22 @@ The control-plane suite puts one between the platform's components and the API s
 `cut()` drops every open connection and refuses new ones (they are accepted and closed at
 once, as a dead server behind a load balancer looks), `restore()` lets traffic through
 again. The harness itself talks to the server directly, so it can watch during an outage.
+
+Each connection is a byte pump (pump.py) carrying the proxy's `impairments`; cut() is a
+`Partition` put on them, restore() takes it off. Any other impairment applies the same way:
+``proxy.impairments.impair(...)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 
 from ...aio import cancel_and_wait
+from .impairments import Partition
+from .pump import Impairments, Pump, Sever
+
+READ_SIZE = 64 * 1024
 
 
 class FaultProxy:
@@ -20,12 +27,16 @@ class FaultProxy:
         self.upstream = upstream
         self.host = host
         self.address: tuple[str, int] | None = None
-        self.is_cut = False
+        self.impairments = Impairments()
         self.refused = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._pumps: set[Pump] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def is_cut(self) -> bool:
+        return any(isinstance(i, Partition) for i in self.impairments)
 
     async def start(self) -> tuple[str, int]:
         sock = socket.create_server((self.host, 0))
@@ -37,51 +48,66 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
         await self._drop_all()
+        await cancel_and_wait(list(self._handlers))  # those still dialling the upstream
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
 
+    async def __aenter__(self) -> FaultProxy:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
     async def cut(self) -> None:
         """From now on no byte passes: open connections are closed, new ones refused."""
-        self.is_cut = True
+        if not self.is_cut:
+            self.impairments.add(Partition())  # cuts the open connections at once
         await self._drop_all()
 
     def restore(self) -> None:
-        self.is_cut = False
+        for impairment in self.impairments:
+            if isinstance(impairment, Partition):
+                self.impairments.remove(impairment)
 
     async def _drop_all(self) -> None:
-        for writer in list(self._writers):
-            writer.transport.abort()
-        await cancel_and_wait(list(self._pipes))
+        for pump in list(self._pumps):
+            await pump.abort()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.is_cut:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._carry(reader, writer)
+        except asyncio.CancelledError:
+            # stop() cancels a handler still dialling. It ends quietly: on Python 3.11 the
+            # streams server logs a cancelled handler as an "exception in callback".
+            writer.transport.abort()
+        finally:
+            self._handlers.discard(task)
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.impairments.admit()
+        except Sever:
             self.refused += 1
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            upstream = await asyncio.open_connection(*self.upstream)
         except OSError:
             writer.transport.abort()
             return
         self.connections += 1
-        self._writers.update((writer, up_writer))
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(self._pipe(reader, up_writer)),
-                 loop.create_task(self._pipe(up_reader, writer))]
-        self._pipes.update(tasks)
+        pump = Pump((reader, writer), upstream, impairments=self.impairments,
+                    read_size=READ_SIZE)
+        self._pumps.add(pump)
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            pump.start()
+            await pump.wait()
         finally:
-            for w in (writer, up_writer):
-                w.transport.abort()
-                self._writers.discard(w)
-            await cancel_and_wait(tasks)
-            self._pipes.difference_update(tasks)
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+            await pump.abort()  # the side still open goes at once, as it did from a dead server
+            self._pumps.discard(pump)

@@ -53,6 +53,7 @@ from typing import TextIO
 
 from ....aio import cancel_and_wait
 from ...errors import InfrastructureError
+from ...link.pump import Pump
 from .monitor import (
     MonitorClient,
     MonitorCommandError,
@@ -147,63 +148,46 @@ class UartPipe:
 
     Renode serves a UART as a TCP server; the bridge's link (wasmbed_hil.bench.link.bridge) is a
     listener that the emulator dials, as QEMU does. This pipe dials both and copies bytes
-    each way unchanged, so the bridge sees an emulator connect when the machine boots and
-    disconnect when it is powered off, exactly as with QEMU.
+    each way unchanged (a byte pump, wasmbed_hil.bench.link.pump: up is UART -> link), so the
+    bridge sees an emulator connect when the machine boots and disconnect when it is powered
+    off, exactly as with QEMU: when one side goes, the pump closes both.
     """
 
-    def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[None]] = []
-        self._writers: list[asyncio.StreamWriter] = []
-        self.closed = asyncio.Event()
-        self.bytes_from_uart = 0
-        self.bytes_to_uart = 0
+    def __init__(self, pump: Pump) -> None:
+        self.pump = pump
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self.pump.ended
+
+    @property
+    def bytes_from_uart(self) -> int:
+        return self.pump.up.bytes
+
+    @property
+    def bytes_to_uart(self) -> int:
+        return self.pump.down.bytes
 
     @classmethod
     async def open(cls, uart: Endpoint, link: Endpoint, timeout: float = 10.0) -> UartPipe:
-        pipe = cls()
+        opened: list[asyncio.StreamWriter] = []
         try:
             u_reader, u_writer = await asyncio.wait_for(asyncio.open_connection(*uart), timeout)
-            pipe._writers.append(u_writer)
+            opened.append(u_writer)
             l_reader, l_writer = await asyncio.wait_for(asyncio.open_connection(*link), timeout)
-            pipe._writers.append(l_writer)
+            opened.append(l_writer)
         except (OSError, TimeoutError) as exc:
-            await pipe.close()
+            for writer in opened:
+                writer.close()
             raise MachineError(f"cannot join UART {uart} to link {link}: {exc}") from exc
         u_sock = _nodelay(u_writer)
         _nodelay(l_writer)
-        pipe._tasks = [
-            asyncio.create_task(pipe._pump(u_reader, l_writer, u_sock, up=True)),
-            asyncio.create_task(pipe._pump(l_reader, u_writer, None, up=False)),
-        ]
-        return pipe
-
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        ack: socket.socket | None, *, up: bool,
-    ) -> None:
-        try:
-            while data := await reader.read(READ_SIZE):
-                _set_quickack(ack)
-                if up:
-                    self.bytes_from_uart += len(data)
-                else:
-                    self.bytes_to_uart += len(data)
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            # One side gone: close both, so the bridge sees the "emulator" disconnect.
-            for w in self._writers:
-                w.close()
-            self.closed.set()
+        pump = Pump((u_reader, u_writer), (l_reader, l_writer),
+                    on_read_up=lambda: _set_quickack(u_sock), read_size=READ_SIZE)
+        return cls(pump.start())
 
     async def close(self) -> None:
-        for w in self._writers:
-            w.close()
-        current = asyncio.current_task()
-        await cancel_and_wait([t for t in self._tasks if t is not current])
-        self.closed.set()
+        await self.pump.close()
 
 
 class ConsoleTerminal:
