@@ -21,7 +21,7 @@ from ..harness.loop import LoopThread
 from ..pki import Credentials
 from ..protocol import ErrorCode
 from ..qemu.bridge import Bridge, Link
-from ..qemu.machine import QemuMachine
+from ..qemu.machine import QemuMachine, qemu_command
 from .base import Backend, register
 
 # device_factory(**options) the firmware accepts, carried in the blob's configuration entry.
@@ -188,7 +188,6 @@ class QemuBackend(Backend):
         self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any
     ) -> QemuDeviceHandle:
         from ..firmware.blob import build_blob
-        from ..firmware.build import qemu_command
 
         unknown = set(options) - DEVICE_OPTIONS
         if unknown:
