@@ -42,6 +42,7 @@ firmware: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest tests/ suites/ -n $(WORKERS)

@@ -27,7 +27,7 @@ from typing import Any
 
 import _gw_common as common
 
-from wasmbed_hil.device.virtual import Lifecycle, VirtualDevice, VirtualDeviceConfig
+from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.gateway.events import WaitTimeout
 from wasmbed_hil.pki import FleetCA
 

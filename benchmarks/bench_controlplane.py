@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wasmbed_hil import modules
-from wasmbed_hil.controlplane.platform import Platform, PlatformConfig
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.platform import Platform, PlatformConfig
 from wasmbed_hil.gateway import GatewayConfig
-from wasmbed_hil.harness import LoopThread
 from wasmbed_hil.pki import FleetCA
 
 

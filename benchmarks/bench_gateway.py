@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from wasmbed_hil.device.virtual import Lifecycle, VirtualDevice, VirtualDeviceConfig
+from wasmbed_hil.bench.gateway import GatewayHandle
+from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.gateway import GatewayConfig
-from wasmbed_hil.harness import GatewayHandle, LoopThread
 from wasmbed_hil.pki import FleetCA
 from wasmbed_hil.protocol import DevicePhase
 

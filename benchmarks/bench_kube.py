@@ -1,6 +1,6 @@
 """Benchmark the emulated kube-apiserver: Device writes, reads and watch events per second.
 
-The server (wasmbed_hil.kube.apiserver.ApiServer, TLS on as the platform runs it, the
+The server (wasmbed_hil.bench.apiserver.ApiServer, TLS on as the platform runs it, the
 generated CRDs installed) runs in its own thread and event loop; the clients run in the main
 thread. Both share this process, hence one GIL: the figures are for the in-process set-up the
 tests and the platform use, not for a server on its own core. Per run, on a fresh namespace:
@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from wasmbed_hil.harness import LoopThread
-from wasmbed_hil.kube.apiserver import ApiServer
+from wasmbed_hil.bench.apiserver import ApiServer
+from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.kube.client import Kind, KubeClient, KubeConfig, install_crds
 from wasmbed_hil.kube.resources import API_VERSION, GROUP, VERSION, Device
 

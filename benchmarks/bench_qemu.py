@@ -40,13 +40,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wasmbed_hil import modules
-from wasmbed_hil.backends.qemu import QemuBackend, QemuDeviceHandle
-from wasmbed_hil.device.runtime import RunLimits, WasmRuntime
-from wasmbed_hil.device.virtual import Lifecycle
-from wasmbed_hil.firmware.build import ensure_image, footprint
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.backends.qemu import QemuBackend, QemuDeviceHandle
+from wasmbed_hil.bench.firmware.build import ensure_image, footprint
+from wasmbed_hil.bench.gateway import GatewayHandle
+from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.virtual.device import Lifecycle
+from wasmbed_hil.bench.virtual.runtime import RunLimits, WasmRuntime
 from wasmbed_hil.gateway import GatewayConfig, RunRequest, WaitTimeout
-from wasmbed_hil.harness import GatewayHandle, LoopThread
 from wasmbed_hil.pki import FleetCA
 from wasmbed_hil.protocol import DevicePhase, Limits
 

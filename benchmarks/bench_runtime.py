@@ -1,4 +1,4 @@
-"""Benchmark of the virtual device's WebAssembly runtime (wasmbed_hil.device.runtime).
+"""Benchmark of the virtual device's WebAssembly runtime (wasmbed_hil.bench.virtual.runtime).
 
 Prints medians over --repeats samples: compile time, fib(25), the per-run overhead of `add`,
 and the costs of the timeout/stop design (shared engine + epoch deadline callback + watchdog)
@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import wasmtime
 
-from wasmbed_hil import modules
-from wasmbed_hil.device import runtime
-from wasmbed_hil.device.runtime import RunLimits, StopToken, WasmRuntime
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.virtual import runtime
+from wasmbed_hil.bench.virtual.runtime import RunLimits, StopToken, WasmRuntime
 
 
 def median_us(samples_ns: list[int]) -> float:

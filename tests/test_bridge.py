@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from wasmbed_hil.qemu import Bridge
+from wasmbed_hil.bench.link.bridge import Bridge
 
 HELLO = b"\x16\x03\x01hello"  # starts like a TLS handshake record
 
@@ -153,7 +153,7 @@ def _record(kind: int, body: bytes) -> bytes:
 
 
 def test_record_cursor_finds_a_new_session_after_application_data():
-    from wasmbed_hil.qemu.bridge import RecordCursor
+    from wasmbed_hil.bench.link.bridge import RecordCursor
 
     cursor = RecordCursor()
     hello, app, hello2 = _record(0x16, b"hi"), _record(0x17, b"data"), _record(0x16, b"again")

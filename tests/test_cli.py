@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from wasmbed_hil.bench.apiserver import ApiServer
+from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.cli import main
-from wasmbed_hil.harness import LoopThread
-from wasmbed_hil.kube.apiserver import ApiServer
 
 CLI = [sys.executable, "-m", "wasmbed_hil"]
 WAIT = 60
@@ -193,8 +193,8 @@ def test_services_as_separate_processes_run_an_application(apiserver: Path, tmp_
     API against one API server; a device joins the gateway and runs an Application."""
     import base64
 
-    from wasmbed_hil import modules
-    from wasmbed_hil.backends import VirtualBackend
+    from wasmbed_hil.bench import modules
+    from wasmbed_hil.bench.backends.virtual import VirtualBackend
     from wasmbed_hil.pki import FleetCA
 
     ca = FleetCA.create("cli topology CA")

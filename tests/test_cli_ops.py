@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from wasmbed_hil import modules
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.firmware import build
+from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.platform import Platform, PlatformConfig
 from wasmbed_hil.cli import main
+from wasmbed_hil.cli.args import parse_selector
 from wasmbed_hil.cli.firmware import toolchain_problem
-from wasmbed_hil.cli.ops import parse_selector
-from wasmbed_hil.controlplane.platform import Platform, PlatformConfig
-from wasmbed_hil.firmware import build
-from wasmbed_hil.harness import LoopThread
 from wasmbed_hil.pki import FleetCA
 
 TIMEOUT = 30.0
@@ -191,7 +191,7 @@ def test_deploy_wat_by_selector_as_json(cli: Cli, tmp_path: Path) -> None:
     from importlib import resources
 
     wat = tmp_path / "add.wat"
-    wat.write_text(resources.files("wasmbed_hil.modules").joinpath("add.wat").read_text())
+    wat.write_text(resources.files("wasmbed_hil.bench.modules").joinpath("add.wat").read_text())
     try:
         code, out, err = cli("deploy", str(wat), "--name", "cli-wat", "--selector",
                              "zone in (lab,field),!broken",

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from wasmbed_hil import modules
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.devicemanager import DeviceManager, DeviceManagerError
+from wasmbed_hil.bench.link.faultproxy import FaultProxy
+from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.controlplane.agent import GatewayAgent, dns_name
 from wasmbed_hil.controlplane.controllers import (
     application_phase,
     application_status,
     device_app_statuses,
 )
-from wasmbed_hil.controlplane.devicemanager import DeviceManager, DeviceManagerError
-from wasmbed_hil.harness import LoopThread
-from wasmbed_hil.harness.faultproxy import FaultProxy
 from wasmbed_hil.kube.resources import Application, DeploymentPhase
 from wasmbed_hil.pki import FleetCA
 from wasmbed_hil.protocol import AppState, Outcome

@@ -9,15 +9,15 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from wasmbed_hil.harness.errors import InfrastructureError
+from wasmbed_hil.bench.errors import InfrastructureError
+from wasmbed_hil.bench.machines.qemu import MachineError
 from wasmbed_hil.pytest_plugin.evidence import INFRASTRUCTURE, PRODUCT, classify, format_trace
-from wasmbed_hil.qemu.machine import MachineError
 
 SCENARIOS = '''
 import errno
 from pathlib import Path
 
-from wasmbed_hil.qemu.machine import MachineError
+from wasmbed_hil.bench.machines.qemu import MachineError
 
 COUNTER = Path(__file__).with_name("attempts")
 

@@ -13,8 +13,8 @@ import subprocess
 import pytest
 from qemu_console import Console
 
-from wasmbed_hil.backends import get_backend
-from wasmbed_hil.firmware import (
+from wasmbed_hil.bench.backends import get_backend
+from wasmbed_hil.bench.firmware import (
     BLOB_ADDRESS,
     BlobError,
     build_blob,
@@ -22,7 +22,7 @@ from wasmbed_hil.firmware import (
     footprint,
     parse_blob,
 )
-from wasmbed_hil.firmware.build import (
+from wasmbed_hil.bench.firmware.build import (
     BUILD_DIR,
     FIRMWARE_DIR,
     boards,
@@ -30,8 +30,8 @@ from wasmbed_hil.firmware.build import (
     missing_tools,
     run_make,
 )
+from wasmbed_hil.bench.machines.qemu import QEMU, qemu_command
 from wasmbed_hil.pki import FleetCA
-from wasmbed_hil.qemu.machine import QEMU, qemu_command
 
 MISSING = missing_tools() + ([QEMU] if shutil.which(QEMU) is None else [])
 needs_toolchain = pytest.mark.skipif(

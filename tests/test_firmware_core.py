@@ -1,5 +1,8 @@
 """The C device core (firmware/core) against the Python reference.
 
+- firmware/core/include/wb/msg_catalogue.h (tags, directions, phases, field tables, handshake
+  transitions) is generated from the Python catalogue: the committed file must be what
+  `python -m wasmbed_hil.protocol.cgen` writes.
 - `make -C firmware/tests test` (ASan/UBSan): every vector of vectors.json through the C codec
   and sessions, and the C unit tests of the device core.
 - Differential: firmware/tests/build/wbdecode feeds bytes to a C session (receiver and state as
@@ -17,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import random
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from message_strategies import message_strategy
 
-from wasmbed_hil.protocol import vectors
+from wasmbed_hil.protocol import cgen, vectors
+from wasmbed_hil.protocol.fields import ListOf, Optional, Struct, Text, UInt, kinds
 from wasmbed_hil.protocol.framing import MIN_FRAME_LIMIT, FrameBuffer, frame
 from wasmbed_hil.protocol.messages import (
     CATALOGUE,
@@ -38,11 +43,13 @@ from wasmbed_hil.protocol.messages import (
     Error,
     Hello,
     Message,
+    Phase,
     ProtocolError,
+    StopApp,
     Welcome,
     encode_envelope,
 )
-from wasmbed_hil.protocol.session import Received, Violation
+from wasmbed_hil.protocol.session import Received, State, Violation
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = ROOT / "firmware" / "tests"  # the host build: core + ports/host + C tests
@@ -296,3 +303,75 @@ def test_c_types_match_python() -> None:
         for member in enum:
             name = prefix + member.name
             assert f"{name} = {int(member)}," in text, name
+
+
+# ----------------------------------------------------------------------------- the generated header
+
+def test_generated_catalogue_header_is_up_to_date() -> None:
+    """msg_catalogue.h is what `python -m wasmbed_hil.protocol.cgen` writes from messages.py."""
+    header = ROOT / "firmware/core/include/wb/msg_catalogue.h"
+    assert header == cgen.HEADER_PATH
+    assert header.read_text(encoding="utf-8") == cgen.render(), (
+        "msg_catalogue.h drifted from the catalogue: run python -m wasmbed_hil.protocol.cgen")
+    assert "GENERATED" in header.read_text(encoding="utf-8").splitlines()[0]
+
+
+def test_cgen_check_mode(tmp_path: Path) -> None:
+    path = tmp_path / "msg_catalogue.h"
+    lines: list[str] = []
+    assert cgen.main(["--check", "--path", str(path)], out=lines.append) == 1
+    assert cgen.main(["--path", str(path)], out=lines.append) == 0
+    assert cgen.main(["--check", "--path", str(path)], out=lines.append) == 0
+    path.write_text(path.read_text(encoding="utf-8").replace("WB_TAG_HELLO = 1,",
+                                                             "WB_TAG_HELLO = 2,"))
+    assert cgen.main(["--check", "--path", str(path)], out=lines.append) == 1
+    assert "differs" in lines[-1]
+
+
+def test_the_header_follows_the_catalogue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to a message's declared facts changes the header (so the drift test fails)."""
+    before = cgen.render()
+    assert 'X(WB_TAG_STOP_APP, "StopApp", stop_app, WB_DIR_G2D, WB_PHASE_ESTABLISHED, ' in before
+    assert "X(stop_app, BOOL, remove, 0, 0)" in before
+    assert "X(WB_ROLE_GATEWAY, WB_ST_DECIDING, WB_TAG_WELCOME, WB_ST_ESTABLISHED)" in before
+    monkeypatch.setattr(StopApp, "DIRECTION", Direction.BOTH)
+    assert "stop_app, WB_DIR_BOTH, WB_PHASE_ESTABLISHED" in cgen.render()
+    monkeypatch.setattr(StopApp, "PHASE", Phase.ANY)
+    assert "stop_app, WB_DIR_BOTH, WB_PHASE_ANY" in cgen.render()
+    assert cgen.render() != before
+
+
+def test_every_field_kind_has_a_c_kind_and_unknown_ones_are_refused() -> None:
+    seen = {cgen.c_kind(kind)[0] for cls in [*CATALOGUE.values(), *cgen.RECORDS]
+            for _, kind in kinds(cls)}
+    assert seen == {"U16", "U32", "U64", "BOOL", "TEXT", "BYTES", "FIXED", "OPT_FIXED",
+                    "ERRCODE", "OUTCOME", "APPSTATE", "INFO", "LIMITS", "APPS", "VALUES"}
+    codec = (ROOT / "firmware/core/src/codec.c").read_text(encoding="utf-8")
+    for name in seen:  # each one is a kind of the C codec, with its C type
+        assert f"K_{name}," in codec and f"#define CTYPE_{name} " in codec, name
+    for kind in (UInt(8), ListOf(Text(4), 2), Optional(Text(4)), Struct(Hello)):
+        with pytest.raises(TypeError, match="no C codec kind"):
+            cgen.c_kind(kind)
+
+
+def test_c_states_match_python() -> None:
+    """session.h's wb_state_t lists the states of session.py in order (WB_STATES names them)."""
+    text = (ROOT / "firmware/core/include/wb/session.h").read_text(encoding="utf-8")
+    block = re.search(r"typedef enum \{(.*?)\} wb_state_t;", text, re.S)
+    assert block is not None
+    names = re.findall(r"WB_ST_(\w+)", block.group(1))
+    assert names == [state.name for state in State]
+    assert "WB_ST_IDLE = 0," in block.group(1)
+
+
+def test_c_size_limits_match_python() -> None:
+    """types.h's size limits (hand-written, not generated) equal messages.py's."""
+    from wasmbed_hil.protocol import messages
+    text = (ROOT / "firmware/core/include/wb/types.h").read_text(encoding="utf-8")
+    expected = {"WB_DEVICE_ID_LEN": messages.DEVICE_ID_LEN, "WB_DIGEST_LEN": messages.DIGEST_LEN,
+                "WB_NONCE_LEN": messages.NONCE_LEN, "WB_MIN_FRAME": MIN_FRAME_LIMIT,
+                "WB_MAX_APP_ID": messages.MAX_APP_ID, "WB_MAX_NAME": messages.MAX_NAME,
+                "WB_MAX_ENTRY": messages.MAX_ENTRY, "WB_MAX_REASON": messages.MAX_REASON,
+                "WB_MAX_ARGS": messages.MAX_ARGS, "WB_MAX_LOG": messages.MAX_LOG}
+    for name, value in expected.items():
+        assert f"#define {name} {value}\n" in text, name

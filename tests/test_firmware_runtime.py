@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from wasmbed_hil import modules
-from wasmbed_hil.device.runtime import RunLimits, WasmRuntime
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.virtual.runtime import RunLimits, WasmRuntime
 from wasmbed_hil.protocol.types import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,10 @@ import threading
 import pytest
 from qemu_console import Console
 
-from wasmbed_hil.firmware import build_blob, ensure_image
-from wasmbed_hil.firmware.build import missing_tools
+from wasmbed_hil.bench.firmware import build_blob, ensure_image
+from wasmbed_hil.bench.firmware.build import missing_tools
+from wasmbed_hil.bench.machines.qemu import QEMU, qemu_command
 from wasmbed_hil.pki import FleetCA, server_ssl_context
-from wasmbed_hil.qemu.machine import QEMU, qemu_command
 
 MISSING = missing_tools() + ([QEMU] if shutil.which(QEMU) is None else [])
 pytestmark = pytest.mark.skipif(

@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from wasmbed_hil.device.flash import Flash, InstalledApp
+from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.virtual.flash import Flash, InstalledApp
 from wasmbed_hil.gateway import EventLog, GatewayConfig, GatewayStore, StoredResult, WaitTimeout
-from wasmbed_hil.harness import LoopThread
 from wasmbed_hil.protocol import Outcome
 
 

@@ -22,8 +22,8 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
-from wasmbed_hil.harness.loop import LoopThread
-from wasmbed_hil.kube.apiserver import ApiServer
+from wasmbed_hil.bench.apiserver import ApiServer
+from wasmbed_hil.bench.loop import LoopThread
 
 TOKEN = "test-token-1234"
 GROUP, VERSION, PLURAL = "example.com", "v1", "widgets"
@@ -307,7 +307,7 @@ def test_plain_http_and_cli_entry(loop: LoopThread, tmp_path: Path) -> None:
         loop.run(api_server.stop())
     kubeconfig = tmp_path / "cli-kubeconfig"
     process = subprocess.Popen(
-        [sys.executable, "-m", "wasmbed_hil.kube.apiserver", "--port", "0", "--token", TOKEN,
+        [sys.executable, "-m", "wasmbed_hil.bench.apiserver", "--port", "0", "--token", TOKEN,
          "--kubeconfig", str(kubeconfig)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )

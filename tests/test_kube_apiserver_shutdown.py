@@ -22,8 +22,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-from wasmbed_hil.harness.loop import LoopThread
-from wasmbed_hil.kube.apiserver import ApiServer
+from wasmbed_hil.bench.apiserver import ApiServer
+from wasmbed_hil.bench.loop import LoopThread
 
 TOKEN = "shutdown-test-token"
 

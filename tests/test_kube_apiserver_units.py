@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from wasmbed_hil.kube.apiserver.errors import ApiError
-from wasmbed_hil.kube.apiserver.jsoncopy import json_copy
-from wasmbed_hil.kube.apiserver.objects import ObjectApi
-from wasmbed_hil.kube.apiserver.patch import apply_patch, json_patch, merge_patch
-from wasmbed_hil.kube.apiserver.registry import Registry, crd_to_type
-from wasmbed_hil.kube.apiserver.schema import prune_and_default, validate
-from wasmbed_hil.kube.apiserver.selectors import object_filter, parse_label_selector
-from wasmbed_hil.kube.apiserver.store import Store
-from wasmbed_hil.kube.apiserver.watch import watch_events
+from wasmbed_hil.bench.apiserver.errors import ApiError
+from wasmbed_hil.bench.apiserver.jsoncopy import json_copy
+from wasmbed_hil.bench.apiserver.objects import ObjectApi
+from wasmbed_hil.bench.apiserver.patch import apply_patch, json_patch, merge_patch
+from wasmbed_hil.bench.apiserver.registry import Registry, crd_to_type
+from wasmbed_hil.bench.apiserver.schema import prune_and_default, validate
+from wasmbed_hil.bench.apiserver.selectors import object_filter, parse_label_selector
+from wasmbed_hil.bench.apiserver.store import Store
+from wasmbed_hil.bench.apiserver.watch import watch_events
 
 # -- selectors -------------------------------------------------------------------------------
 
@@ -331,7 +331,7 @@ def test_watch_selector_transitions_and_bookmarks() -> None:
 
 
 def test_pruning_never_touches_root_metadata_even_if_the_schema_names_it() -> None:
-    from wasmbed_hil.kube.apiserver.schema import prune_and_default
+    from wasmbed_hil.bench.apiserver.schema import prune_and_default
 
     schema = {"type": "object", "properties": {"metadata": {"type": "object"},
                                                "spec": {"type": "object"}}}

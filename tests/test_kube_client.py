@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from wasmbed_hil.kube.apiserver import ApiServer
+from wasmbed_hil.bench.apiserver import ApiServer
 from wasmbed_hil.kube.client import (
     MERGE_PATCH,
     Informer,
@@ -160,7 +160,7 @@ async def _informer(tmp_path: Path) -> None:
 def test_large_bodies_are_streamed(tmp_path: Path) -> None:
     import base64
 
-    from wasmbed_hil import modules
+    from wasmbed_hil.bench import modules
 
     module = modules.data_module(1_000_000)
 

@@ -12,9 +12,9 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from wasmbed_hil import modules
-from wasmbed_hil.harness import LoopThread
-from wasmbed_hil.kube.apiserver import ApiServer
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.apiserver import ApiServer
+from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.kube.resources import Application, Device
 
 CRDS = Path(__file__).resolve().parent.parent / "deploy" / "crds"

@@ -35,12 +35,9 @@ from wasmbed_hil.kube.resources import (
     ResourceError,
     SelectorOperator,
     TargetDevices,
-    enum_values,
-    hints,
-    json_name,
     rfc3339,
-    unwrap_optional,
 )
+from wasmbed_hil.kube.schema import enum_values, hints, json_name, unwrap_optional
 from wasmbed_hil.pki import device_identity
 from wasmbed_hil.protocol.messages import Limits
 from wasmbed_hil.protocol.types import AppState, DevicePhase, Outcome

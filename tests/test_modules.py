@@ -1,4 +1,4 @@
-"""Tests for wasmbed_hil.modules: WAT sources, building, and the generated data modules."""
+"""Tests for wasmbed_hil.bench.modules: WAT sources, building, and the generated data modules."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from importlib import resources
 
 import pytest
 
-from wasmbed_hil import modules
-from wasmbed_hil.device.runtime import ModuleError, RunLimits, WasmRuntime
+from wasmbed_hil.bench import modules
+from wasmbed_hil.bench.virtual.runtime import ModuleError, RunLimits, WasmRuntime
 from wasmbed_hil.protocol.types import Outcome
 
 pytestmark = pytest.mark.filterwarnings("error")

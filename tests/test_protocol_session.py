@@ -37,6 +37,7 @@ from wasmbed_hil.protocol.messages import (
     Hello,
     Limits,
     Message,
+    Phase,
     ProtocolError,
     StartAck,
     StartApp,
@@ -47,11 +48,14 @@ from wasmbed_hil.protocol.messages import (
     encode_envelope,
 )
 from wasmbed_hil.protocol.session import (
+    INITIAL_STATE,
+    TRANSITIONS,
     DeviceSession,
     Event,
     GatewaySession,
     LocalProtocolError,
     Received,
+    Role,
     Session,
     State,
     Violation,
@@ -241,6 +245,76 @@ def test_enroll_reject_closes_both_sides_without_an_error() -> None:
     assert device.data_to_send() == b""
     with pytest.raises(LocalProtocolError):
         device.send(Hello(None, INFO))
+
+
+# ----------------------------------------------------------------------------- the tables
+
+
+def test_derived_tables_say_what_the_written_out_rules_say() -> None:
+    """session.TRANSITIONS, derived from each message's DIRECTION and PHASE and the handshake
+    rows, is the four tables above (what the hand-written session tables said), plus Error."""
+    written = {Role.GATEWAY: (GATEWAY_SENDS, GATEWAY_RECEIVES),
+               Role.DEVICE: (DEVICE_SENDS, DEVICE_RECEIVES)}
+    for role, (sends, receives) in written.items():
+        got_sends: dict[State, dict[type[Message], State]] = {state: {} for state in sends}
+        got_receives: dict[State, dict[type[Message], State]] = {state: {} for state in receives}
+        for (state, cls), after in TRANSITIONS[role].items():
+            if cls is Error:
+                assert after is State.CLOSED and state in sends, (role, state)
+                continue
+            table = got_sends if role.may_send(cls) else got_receives
+            table[state][cls] = after
+        assert got_sends == sends, role
+        assert got_receives == receives, role
+        # Error: in every state of the role but CLOSED, whichever side sends it
+        assert {s for s, c in TRANSITIONS[role] if c is Error} == set(sends)
+    assert INITIAL_STATE == {Role.GATEWAY: State.AWAIT_HELLO, Role.DEVICE: State.IDLE}
+
+
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
+def test_each_message_moves_a_session_only_in_its_declared_direction(role: Role) -> None:
+    table = TRANSITIONS[role]
+    assert {cls for _, cls in table} == set(CATALOGUE.values())  # every role sees every message
+    for (state, cls), after in table.items():
+        if cls.DIRECTION is Direction.BOTH:
+            assert role.may_send(cls) and role.may_receive(cls)
+        else:  # exactly one of the two, as DIRECTION says
+            assert role.may_send(cls) != role.may_receive(cls), cls
+            assert role.may_send(cls) == (cls.DIRECTION is role.sends), cls
+        if cls.PHASE is Phase.ESTABLISHED:
+            assert (state, after) == (State.ESTABLISHED, State.ESTABLISHED), cls
+        elif cls.PHASE is Phase.HANDSHAKE:
+            assert state is not State.ESTABLISHED and state is not State.CLOSED, cls
+        else:
+            assert cls.PHASE is Phase.ANY and after is State.CLOSED, cls
+    established = {cls for state, cls in table if state is State.ESTABLISHED}
+    assert established == {c for c in CATALOGUE.values() if c.PHASE is not Phase.HANDSHAKE}
+    outbound = {c for c in established if c.DIRECTION is role.sends}
+    assert outbound == (DEVICE_OPS if role is Role.DEVICE else GATEWAY_OPS)
+    assert role.sends is not role.receives
+    assert {role.sends, role.receives} == {Direction.DEVICE_TO_GATEWAY,
+                                            Direction.GATEWAY_TO_DEVICE}
+
+
+def test_a_handshake_message_without_a_transition_is_refused(monkeypatch: Any) -> None:
+    from dataclasses import dataclass as _dataclass
+
+    from wasmbed_hil.protocol import session as session_module
+
+    @_dataclass(frozen=True)
+    class Goodbye(Message):
+        TAG = 11
+        DIRECTION = Direction.DEVICE_TO_GATEWAY
+        PHASE = Phase.HANDSHAKE
+
+    monkeypatch.setattr(session_module, "CATALOGUE", {**CATALOGUE, Goodbye.TAG: Goodbye})
+    with pytest.raises(TypeError, match="Goodbye is a handshake message without a transition"):
+        session_module._derive(Role.DEVICE)
+    Goodbye.PHASE = Phase.ESTABLISHED  # type: ignore[misc]
+    assert session_module._derive(Role.DEVICE)[State.ESTABLISHED, Goodbye] is State.ESTABLISHED
+    monkeypatch.setattr(Hello, "PHASE", Phase.ESTABLISHED)
+    with pytest.raises(TypeError, match="another phase"):
+        session_module._derive(Role.GATEWAY)
 
 
 # ----------------------------------------------------------------------------- receive rules

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wasmbed_hil.backends.qemu import QemuBackend
-from wasmbed_hil.device.virtual import Lifecycle
+from wasmbed_hil.bench.backends.qemu import QemuBackend
+from wasmbed_hil.bench.virtual.device import Lifecycle
 from wasmbed_hil.protocol import DevicePhase
 
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmbed_hil.qemu.machine import _LIVE, MachineError, QemuMachine
+from wasmbed_hil.bench.machines.qemu import _LIVE, MachineError, QemuMachine
 
 FAKE = textwrap.dedent("""
     import subprocess, sys

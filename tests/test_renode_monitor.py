@@ -29,17 +29,17 @@ from typing import Any
 
 import pytest
 
-from wasmbed_hil.harness.loop import LoopThread
-from wasmbed_hil.qemu.bridge import Bridge
-from wasmbed_hil.renode import machine as renode_machine
-from wasmbed_hil.renode.machine import (
+from wasmbed_hil.bench.link.bridge import Bridge
+from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.machines.renode import machine as renode_machine
+from wasmbed_hil.bench.machines.renode.machine import (
     MachineError,
     RenodeMachine,
     RenodeProcess,
     UartPipe,
     _PortLost,
 )
-from wasmbed_hil.renode.monitor import (
+from wasmbed_hil.bench.machines.renode.monitor import (
     PROMPT,
     MonitorClient,
     MonitorCommandError,
@@ -56,7 +56,7 @@ from wasmbed_hil.renode.monitor import (
     reply_from_block,
     unescape,
 )
-from wasmbed_hil.renode.scripts import render_device_script
+from wasmbed_hil.bench.machines.renode.scripts import render_device_script
 
 DATA = Path(__file__).parent / "data" / "renode"
 TOKEN = "wasmbed_sync_test"
@@ -782,8 +782,8 @@ def test_the_uart_pipe_copies_both_ways_and_closes_both_sides_together():
 
 
 def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_path):
-    from wasmbed_hil.backends.renode import RenodeDeviceHandle
-    from wasmbed_hil.device.virtual import Lifecycle
+    from wasmbed_hil.bench.backends.renode import RenodeDeviceHandle
+    from wasmbed_hil.bench.virtual.device import Lifecycle
     from wasmbed_hil.pki import FleetCA
 
     loop = LoopThread("renode-test-loop")

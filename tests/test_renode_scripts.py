@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from wasmbed_hil.backends import BACKENDS
-from wasmbed_hil.backends.renode import RENODE_MISSING, RenodeBackend
-from wasmbed_hil.firmware.blob import BLOB_ADDRESS, BLOB_MAX_SIZE
-from wasmbed_hil.renode import machine as renode_machine
-from wasmbed_hil.renode.repl import ReplError, parse_repl
-from wasmbed_hil.renode.scripts import (
+from wasmbed_hil.bench.backends import get_backend
+from wasmbed_hil.bench.backends.renode import RENODE_MISSING, RenodeBackend
+from wasmbed_hil.bench.firmware.blob import BLOB_ADDRESS, BLOB_MAX_SIZE
+from wasmbed_hil.bench.machines.renode import machine as renode_machine
+from wasmbed_hil.bench.machines.renode.repl import ReplError, parse_repl
+from wasmbed_hil.bench.machines.renode.scripts import (
     BOARDS,
     DEVICE_TEMPLATE,
     MPS2_AN385,
@@ -364,7 +364,7 @@ def test_parser_names_the_bad_line(text, message):
 
 
 def test_renode_is_registered_and_unavailable_here_with_the_stated_reason(monkeypatch, tmp_path):
-    assert BACKENDS["renode"] is RenodeBackend
+    assert get_backend("renode") is RenodeBackend
     monkeypatch.delenv("WASMBED_RENODE", raising=False)
     monkeypatch.delenv("PYRENODE_PKG", raising=False)
     monkeypatch.delenv("PYRENODE_BUILD_DIR", raising=False)

@@ -264,7 +264,7 @@ def test_junit_xml_input(tmp_path: Path) -> None:
  <testcase classname="{MODULE}" name="test_assert" time="0.1">
   <failure message="AssertionError: 1 != 2">def test_assert(): ...</failure></testcase>
  <testcase classname="{MODULE}" name="test_crash" time="0.1">
-  <failure message="wasmbed_hil.backends.BackendUnavailable: qemu gone">trace</failure>
+  <failure message="wasmbed_hil.bench.backends.BackendUnavailable: qemu gone">trace</failure>
  </testcase>
  <testcase classname="{MODULE}" name="test_setup" time="0.1">
   <properties><property name="failure_category" value="product"/></properties>

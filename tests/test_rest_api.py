@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wasmbed_hil.bench.apiserver import ApiServer
+from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.controlplane.openapi import OPERATIONS, openapi_document
 from wasmbed_hil.controlplane.rest import (
     APPLICATION_FIELDS,
@@ -36,8 +38,6 @@ from wasmbed_hil.controlplane.rest import (
     RestApi,
     from_kube_error,
 )
-from wasmbed_hil.harness.loop import LoopThread
-from wasmbed_hil.kube.apiserver import ApiServer
 from wasmbed_hil.kube.client import Kind, KubeClient, KubeConfig, KubeError, install_crds
 from wasmbed_hil.kube.crdgen import object_schema, openapi_schema, schema_errors
 from wasmbed_hil.kube.resources import (

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from robot.api import ExecutionResult, SkipExecution
 
-from wasmbed_hil.backends import BackendUnavailable, QemuBackend
-from wasmbed_hil.device.virtual import Lifecycle
+from wasmbed_hil.bench.backends import BackendUnavailable
+from wasmbed_hil.bench.backends.qemu import QemuBackend
+from wasmbed_hil.bench.virtual.device import Lifecycle
 from wasmbed_hil.gateway.events import WaitTimeout
 from wasmbed_hil.robot import WasmbedLibrary
 

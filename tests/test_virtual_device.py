@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from wasmbed_hil.device.virtual import Lifecycle, VirtualDevice, VirtualDeviceConfig
+from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 from wasmbed_hil.protocol import GatewaySession, Hello, Received, Welcome
 

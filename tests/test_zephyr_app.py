@@ -39,7 +39,7 @@ import pytest
 import wasmtime
 import yaml
 
-from wasmbed_hil import modules
+from wasmbed_hil.bench import modules
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
@@ -877,7 +877,7 @@ def wasm_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# The wasm3 runtime's load-failure cases (tests/test_firmware_runtime.py) give the same words.
+# The wasm3 runtime's load-failure cases (tests/test_runtime_contract.py) give the same words.
 @pytest.mark.parametrize(
     ("name", "entry", "args", "words"),
     [

@@ -4,7 +4,7 @@
  * @blob.bin 0x203FC000); on Zephyr see ports/zephyr/README.md. Nothing per device is compiled
  * in.
  *
- * Layout version 1 (all integers little-endian; built by wasmbed_hil/firmware/blob.py):
+ * Layout version 1 (all integers little-endian; built by wasmbed_hil/bench/firmware/blob.py):
  *   off  size
  *   0    4    magic "WBLB"
  *   4    2    version = 1

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from wasmbed_hil.device.virtual import Lifecycle
+from wasmbed_hil.bench.virtual.device import Lifecycle
 from wasmbed_hil.pki import FleetCA
 from wasmbed_hil.protocol import DevicePhase, ErrorCode
 

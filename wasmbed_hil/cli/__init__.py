@@ -25,7 +25,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import ops, report, services, up
+from . import apps, deploy, devices, firmware, report, services, up
 from .common import EXIT_USAGE, CliError, fail
 
 
@@ -40,7 +40,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     up.add_parser(sub)
     services.add_parsers(sub)
-    ops.add_parsers(sub)
+    devices.add_parser(sub)
+    apps.add_parser(sub)
+    deploy.add_parser(sub)
+    firmware.add_parser(sub)
     report.add_parser(sub)
     return p
 

@@ -1,5 +1,5 @@
-"""A small synchronous client of the control plane's REST API (docs/rest-api.md), and where
-the CLI finds it.
+"""A small synchronous client of the control plane's REST API (docs/rest-api.md), where
+the CLI finds it, and how a command calls it (`call`: an error answer becomes one CliError).
 
 The API and its token come, first found wins, from:
 
@@ -21,7 +21,7 @@ import json
 import os
 import secrets
 import socket
-import textwrap
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,12 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_USAGE, CliError
+from .common import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_USAGE, CliError, describe
 
 ENV_API = "WASMBED_API"
 ENV_TOKEN_FILE = "WASMBED_TOKEN_FILE"
 ENV_PLATFORM = "WASMBED_PLATFORM"
 REQUEST_TIMEOUT = 30.0  # seconds one request may take
+DEVICES = "/api/v1/devices"
+APPLICATIONS = "/api/v1/applications"
+POLL_S = 0.25  # how often `deploy --wait` and `apps delete --wait` ask the REST API
 
 HOW_TO_CONNECT = (
     f"pass --api URL and --token-file PATH (or set ${ENV_API} and ${ENV_TOKEN_FILE}), or "
@@ -126,6 +129,35 @@ class Api:
         return self.request("GET", path, query=query or None)
 
 
+def call(api: Api, method: str, path: str, *, what: str | None = None,
+         query: dict[str, str] | None = None, timeout: float = REQUEST_TIMEOUT) -> Any:
+    """One request whose error answer ends the command: ApiError becomes `cli_error`'s
+    CliError."""
+    try:
+        return api.request(method, path, query=query, timeout=timeout)
+    except ApiError as exc:
+        raise cli_error(exc, what) from None
+
+
+def cli_error(exc: ApiError, what: str | None = None) -> CliError:
+    """The one-line error for an error answer: `no WHAT` (exit 1) for a 404 about `what`,
+    else the API's message, field and status, with ApiError.exit_code."""
+    if exc.status == 404 and what:
+        return CliError(f"no {what}", EXIT_FAILED)
+    where = f" ({exc.field})" if exc.field else ""
+    return CliError(f"{exc.message}{where} [{exc.status} {exc.reason}]", exc.exit_code)
+
+
+def quote(name: str) -> str:
+    """A resource name as one path segment."""
+    return urllib.parse.quote(name, safe="")
+
+
+def request_timeout(deadline: float) -> float:
+    """The timeout of one polling request before `deadline` (time.monotonic): 5 to 30 s."""
+    return max(5.0, min(30.0, deadline - time.monotonic() + 5.0))
+
+
 def encode_multipart(parts: list[tuple[str, str | None, str, bytes]]) -> tuple[bytes, str]:
     """A multipart/form-data body of (name, filename, content type, data) parts, and its
     Content-Type."""
@@ -145,14 +177,6 @@ def encode_multipart(parts: list[tuple[str, str | None, str, bytes]]) -> tuple[b
 
 
 # ----------------------------------------------------------------------------- options
-
-
-def describe(text: str, width: int = 88) -> str:
-    """Help text for RawDescriptionHelpFormatter: paragraphs wrapped, indented lines (the
-    examples) kept as they are."""
-    return "\n\n".join(
-        block if block.startswith(" ") else textwrap.fill(" ".join(block.split()), width)
-        for block in text.strip("\n").split("\n\n"))
 
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:

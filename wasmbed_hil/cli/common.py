@@ -1,5 +1,7 @@
 """What every `wasmbed-hil` subcommand shares: exit codes, the Kubernetes connection
-options, the console (colour only on a terminal) and running until a signal."""
+options, the console (colour only on a terminal), running until a signal; and the parser
+helpers of the REST commands (`devices`, `apps`, `deploy`): help text, exit-code epilog and
+the -o/--output option."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import asyncio
 import contextlib
 import signal
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -19,6 +23,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and what it checked did not hold
 EXIT_USAGE = 2  # bad arguments (argparse's own code)
 EXIT_ENVIRONMENT = 3  # something needed is missing: a backend, a port, the API server
+
+EXIT_CODES = """\
+exit codes:
+  0  done (deploy: every target device ran the module and it returned)
+  1  what was checked failed: no such object, a target failed or trapped, the timeout passed
+  2  bad usage: options, selector, module, or a request the API refused as invalid
+  3  environment: the REST API unreachable or not configured, token refused, file missing
+"""  # the epilog of the REST commands' --help
 
 
 class CliError(Exception):
@@ -86,3 +98,36 @@ def fail(message: str, code: int) -> int:
     console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
     sys.stderr.flush()
     return code
+
+
+# ----------------------------------------------------------------------------- parsers
+
+
+def describe(text: str, width: int = 88) -> str:
+    """Help text for RawDescriptionHelpFormatter: paragraphs wrapped, indented lines (the
+    examples) kept as they are."""
+    return "\n\n".join(
+        block if block.startswith(" ") else textwrap.fill(" ".join(block.split()), width)
+        for block in text.strip("\n").split("\n\n"))
+
+
+def command_parser(sub: Any, name: str, description: str, **kwargs: Any
+                   ) -> argparse.ArgumentParser:
+    """A REST command's (or sub-action's) parser: `description` as `describe` lays it out,
+    EXIT_CODES as the epilog."""
+    return sub.add_parser(name, epilog=EXIT_CODES,
+                          description=describe(description),
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def add_output_option(parser: argparse.ArgumentParser, choices: tuple[str, ...],
+                      extra: str = "") -> None:
+    # SUPPRESS: the option may come before or after a sub-action without one overriding the
+    # other with its default; the default is applied in `output_format`.
+    parser.add_argument("-o", "--output", choices=choices, default=argparse.SUPPRESS,
+                        help=f"output format: {', '.join(choices)} (default: table); json is "
+                        f"the REST API's JSON, for scripts{extra}")
+
+
+def output_format(args: argparse.Namespace) -> str:
+    return str(getattr(args, "output", "table"))

@@ -1,10 +1,10 @@
 """`wasmbed-hil firmware build`: the device firmware image (make -C firmware BOARD=<board>),
 with progress.
 
-It runs `wasmbed_hil.firmware.build.run_make`, the same make command and file lock
+It runs `wasmbed_hil.bench.firmware.build.run_make`, the same make command and file lock
 (firmware/build/.lock) that tests' `ensure_image` uses, with `on_line` streaming make's
 output, and shows the current step (`CC file.c`, `LD ...`) on a terminal.
-The paths, the tool check and the footprint come from `wasmbed_hil.firmware.build`.
+The paths, the tool check and the footprint come from `wasmbed_hil.bench.firmware.build`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from rich.markup import escape
 
-from ..firmware import build
+from ..bench.firmware import build
 from .api import describe
 from .common import EXIT_OK, EXIT_USAGE, CliError, console
 
@@ -75,7 +75,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def toolchain_problem() -> str | None:
     """Why the image cannot be built here (None: it can): the qemu backend's own check, which
     names the Debian packages, and the tools `ensure_image` needs."""
-    from ..backends import get_backend
+    from ..bench.backends import get_backend
 
     reason = get_backend("qemu").unavailable_reason()
     if reason:

@@ -167,7 +167,7 @@ def run_rest(args: argparse.Namespace) -> int:
 def run_apiserver(args: argparse.Namespace) -> int:
     import tempfile
 
-    from ..kube.apiserver import ApiServer
+    from ..bench.apiserver import ApiServer
     from ..kube.client import KubeConfig, install_crds
 
     sock = _bind(args.host, args.port)

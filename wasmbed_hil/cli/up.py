@@ -24,11 +24,10 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..backends import BACKENDS, get_backend
+from ..bench.backends.registry import backend_names, get_backend
+from ..bench.loop import LoopThread
 from ..gateway import GatewayConfig
-from ..harness.loop import LoopThread
-from ..pki import FleetCA
-from ..pki._files import write_file
+from ..pki import FleetCA, write_file
 from .common import EXIT_FAILED, EXIT_OK, CliError, announce, console
 
 BATCH = 100  # the REST API creates at most this many devices per request
@@ -42,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "show their progress, then a live status table until Ctrl-C.",
     )
     p.add_argument("-n", "--devices", type=int, default=3, help="emulated devices (default: 3)")
-    p.add_argument("--backend", default="virtual", choices=sorted(BACKENDS),
+    p.add_argument("--backend", default="virtual", choices=backend_names(),
                    help="device backend (default: virtual)")
     p.add_argument("--gateways", type=int, default=1, help="gateway instances (default: 1)")
     p.add_argument("--port", type=int, default=8080,
@@ -115,7 +114,7 @@ def _counts(platform: Any) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..controlplane.platform import Platform, PlatformConfig
+    from ..bench.platform import Platform, PlatformConfig
     from ..controlplane.rest import listen_socket
 
     if args.devices < 0 or args.gateways < 1:

@@ -51,7 +51,7 @@ from ..kube.resources import (
     ResourceError,
     rfc3339,
 )
-from .devicemanager import DeviceManager, DeviceManagerError
+from .emulation import EmulationError, MachineManager
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class _Shared:
 def build_registry(
     kube_config: KubeConfig,
     settings: ControllerSettings,
-    manager: DeviceManager | None,
+    manager: MachineManager | None,
     kube_for_loop: Callable[[], KubeClient],
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
@@ -255,14 +255,14 @@ def build_registry(
                 model = Device.from_dict(dict(body))
                 options = json.loads(body.metadata.annotations.get(EMULATION_OPTIONS, "{}"))
                 if not isinstance(options, dict):
-                    raise DeviceManagerError(f"{EMULATION_OPTIONS} must be a JSON object")
+                    raise EmulationError(f"{EMULATION_OPTIONS} must be a JSON object")
                 machine = manager.start(name, model.spec.device_identity,
                                         emulation["backend"], emulation.get("board"),
                                         spec.get("preferredGateway"), options)
                 cond = _condition("Emulated", True, "MachineStarted",
                                   f"{machine.backend} machine wired to gateway "
                                   f"{machine.gateway}", previous)
-            except (DeviceManagerError, ResourceError, ValueError) as exc:
+            except (EmulationError, ResourceError, ValueError) as exc:
                 cond = _condition("Emulated", False, "MachineFailed", str(exc), previous)
                 kopf.warn(body, reason="MachineFailed", message=str(exc)[:512])
         others = [c for c in previous if c.get("type") != "Emulated"]
@@ -391,7 +391,7 @@ class Controllers:
         self,
         kube_config: KubeConfig,
         settings: ControllerSettings | None = None,
-        manager: DeviceManager | None = None,
+        manager: MachineManager | None = None,
     ) -> None:
         self.kube_config = kube_config
         self.settings = settings or ControllerSettings()

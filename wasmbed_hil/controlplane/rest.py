@@ -36,7 +36,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -56,6 +56,7 @@ from ..kube.resources import (
     ResourceError,
     json_name,
 )
+from .emulation import Provisioner
 from .openapi import API_PREFIX, MAX_COUNT, openapi_document
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,6 @@ _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 _DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN.strip("^$"))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Provisioner(Protocol):
-    """Issues credentials for an emulated device (the device manager implements it)."""
-
-    async def provision(self, name: str, backend: str, board: str | None) -> str:
-        """Credentials for Device `name`; returns its SubjectPublicKeyInfo DER, base64."""
-        ...
 
 
 # ----------------------------------------------------------------------------- errors

@@ -29,11 +29,8 @@ from typing import Any
 
 import yaml
 
-from .resources import (
-    GROUP,
-    RESOURCES,
-    VERSION,
-    Resource,
+from .resources import GROUP, RESOURCES, VERSION, Resource
+from .schema import (
     enum_values,
     field_prop,
     has_default,

@@ -5,6 +5,7 @@ A device identity is the lowercase hex SHA-256 of its certificate's SubjectPubli
 
 from __future__ import annotations
 
+from ._files import write_file
 from .ca import FleetCA, revoked_serials_from_crl
 from .credentials import Credentials
 from .errors import PkiError
@@ -31,4 +32,5 @@ __all__ = [
     "server_ssl_context",
     "spki_der",
     "verify_signature",
+    "write_file",
 ]

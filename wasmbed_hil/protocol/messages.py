@@ -58,6 +58,14 @@ class Direction(_Enum):
     BOTH = "both"
 
 
+class Phase(_Enum):
+    """When in a connection a message may travel (session.py derives its tables from it)."""
+
+    HANDSHAKE = "handshake"  # before the session is established: session.py says which state
+    ESTABLISHED = "established"  # only once established, and leaves it established
+    ANY = "any"  # in every state but closed, and closes the session (Error)
+
+
 class ProtocolError(Exception):
     """Bytes or a message that violate the protocol; `code` is the ErrorCode to report."""
 
@@ -107,10 +115,11 @@ class AppSummary:
 
 
 class Message:
-    """Base of every message. Subclasses declare TAG, DIRECTION and fields."""
+    """Base of every message. Subclasses declare TAG, DIRECTION, PHASE and fields."""
 
     TAG: ClassVar[int]
     DIRECTION: ClassVar[Direction]
+    PHASE: ClassVar[Phase]
     REPLY_TO: ClassVar[tuple[str, ...]] = ()  # names of the requests whose message_id it copies
 
     def to_cbor_obj(self) -> list[Any]:
@@ -123,6 +132,7 @@ class Error(Message):
 
     TAG = 0
     DIRECTION = Direction.BOTH
+    PHASE = Phase.ANY
     code: ErrorCode = field(Enum(ErrorCode))
     reason: str = field(Text(MAX_REASON))
 
@@ -133,6 +143,7 @@ class Hello(Message):
 
     TAG = 1
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.HANDSHAKE
     device_id: bytes | None = field(Optional(Bytes(DEVICE_ID_LEN, DEVICE_ID_LEN)))
     info: DeviceInfo = field(Struct(DeviceInfo))
 
@@ -143,6 +154,7 @@ class EnrollProof(Message):
 
     TAG = 2
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.HANDSHAKE
     REPLY_TO = ("EnrollChallenge",)
     public_key: bytes = field(Bytes(MAX_KEY))  # SubjectPublicKeyInfo, DER
     signature: bytes = field(Bytes(MAX_SIGNATURE))
@@ -152,6 +164,7 @@ class EnrollProof(Message):
 class Heartbeat(Message):
     TAG = 3
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     uptime_ms: int = field(UInt())
     memory_free: int = field(UInt())
     apps: tuple[AppSummary, ...] = field(ListOf(Struct(AppSummary), MAX_APPS))
@@ -161,6 +174,7 @@ class Heartbeat(Message):
 class DeviceInfoReport(Message):
     TAG = 4
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("DeviceInfoRequest",)
     info: DeviceInfo = field(Struct(DeviceInfo))
 
@@ -171,6 +185,7 @@ class DeployReady(Message):
 
     TAG = 5
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("DeployBegin",)
     app_id: str = field(Text(MAX_APP_ID, 1))
     offset: int = field(UInt(32))
@@ -180,6 +195,7 @@ class DeployReady(Message):
 class ChunkAck(Message):
     TAG = 6
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("DeployChunk",)
     app_id: str = field(Text(MAX_APP_ID, 1))
     next_offset: int = field(UInt(32))
@@ -191,6 +207,7 @@ class DeployAck(Message):
 
     TAG = 7
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("DeployBegin",)
     app_id: str = field(Text(MAX_APP_ID, 1))
     code: int = field(UInt(16))
@@ -201,6 +218,7 @@ class DeployAck(Message):
 class StartAck(Message):
     TAG = 8
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("StartApp",)
     app_id: str = field(Text(MAX_APP_ID, 1))
     run_id: int = field(UInt(32))
@@ -212,6 +230,7 @@ class StartAck(Message):
 class StopAck(Message):
     TAG = 9
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("StopApp",)
     app_id: str = field(Text(MAX_APP_ID, 1))
     code: int = field(UInt(16))
@@ -224,6 +243,7 @@ class ExecutionResult(Message):
 
     TAG = 10
     DIRECTION = Direction.DEVICE_TO_GATEWAY
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("StartApp",)
     app_id: str = field(Text(MAX_APP_ID, 1))
     run_id: int = field(UInt(32))
@@ -241,6 +261,7 @@ class Welcome(Message):
 
     TAG = 32
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.HANDSHAKE
     REPLY_TO = ("Hello", "EnrollProof")
     device_id: bytes = field(Bytes(DEVICE_ID_LEN, DEVICE_ID_LEN))
     heartbeat_interval_ms: int = field(UInt(32))
@@ -252,6 +273,7 @@ class Welcome(Message):
 class EnrollChallenge(Message):
     TAG = 33
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.HANDSHAKE
     REPLY_TO = ("Hello",)
     nonce: bytes = field(Bytes(NONCE_LEN, NONCE_LEN))
 
@@ -262,6 +284,7 @@ class EnrollReject(Message):
 
     TAG = 34
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.HANDSHAKE
     REPLY_TO = ("Hello", "EnrollProof")
     code: ErrorCode = field(Enum(ErrorCode))
     reason: str = field(Text(MAX_REASON))
@@ -271,6 +294,7 @@ class EnrollReject(Message):
 class HeartbeatAck(Message):
     TAG = 35
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.ESTABLISHED
     REPLY_TO = ("Heartbeat",)
 
 
@@ -278,6 +302,7 @@ class HeartbeatAck(Message):
 class DeviceInfoRequest(Message):
     TAG = 36
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.ESTABLISHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +311,7 @@ class DeployBegin(Message):
 
     TAG = 37
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.ESTABLISHED
     app_id: str = field(Text(MAX_APP_ID, 1))
     name: str = field(Text(MAX_NAME))
     digest: bytes = field(Bytes(DIGEST_LEN, DIGEST_LEN))
@@ -298,6 +324,7 @@ class DeployBegin(Message):
 class DeployChunk(Message):
     TAG = 38
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.ESTABLISHED
     app_id: str = field(Text(MAX_APP_ID, 1))
     offset: int = field(UInt(32))
     data: bytes = field(Bytes(MAX_CHUNK))
@@ -307,6 +334,7 @@ class DeployChunk(Message):
 class StartApp(Message):
     TAG = 39
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.ESTABLISHED
     app_id: str = field(Text(MAX_APP_ID, 1))
     run_id: int = field(UInt(32))
     entry: str = field(Text(MAX_ENTRY, 1))
@@ -319,6 +347,7 @@ class StopApp(Message):
 
     TAG = 40
     DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.ESTABLISHED
     app_id: str = field(Text(MAX_APP_ID, 1))
     remove: bool = field(Bool())
 

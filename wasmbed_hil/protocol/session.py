@@ -19,29 +19,18 @@ from enum import Enum
 
 from .framing import HEADER, MIN_FRAME_LIMIT, FrameBuffer, frame
 from .messages import (
+    CATALOGUE,
     MAX_MESSAGE_ID,
-    ChunkAck,
-    DeployAck,
-    DeployBegin,
-    DeployChunk,
-    DeployReady,
     DeviceInfoReport,
-    DeviceInfoRequest,
     Direction,
     EnrollChallenge,
     EnrollProof,
     EnrollReject,
     Error,
-    ExecutionResult,
-    Heartbeat,
-    HeartbeatAck,
     Hello,
     Message,
+    Phase,
     ProtocolError,
-    StartAck,
-    StartApp,
-    StopAck,
-    StopApp,
     Welcome,
     decode_envelope,
     decode_message,
@@ -85,45 +74,94 @@ class Violation:
 Event = Received | Violation
 TraceHook = Callable[[str, int, Message], None]
 
-_DEVICE_SESSION_OUT = frozenset(
-    {Heartbeat, DeviceInfoReport, DeployReady, ChunkAck, DeployAck, StartAck, StopAck,
-     ExecutionResult}
-)
-_GATEWAY_SESSION_OUT = frozenset(
-    {HeartbeatAck, DeviceInfoRequest, DeployBegin, DeployChunk, StartApp, StopApp}
-)
 
-# (state, message class) -> next state; one table per side for what it sends and receives.
-_GATEWAY_RECV: dict[tuple[State, type[Message]], State] = {
-    (State.AWAIT_HELLO, Hello): State.DECIDING,
-    (State.AWAIT_PROOF, EnrollProof): State.DECIDING,
-    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _DEVICE_SESSION_OUT},
+
+class Role(Enum):
+    """The side of the connection a session plays."""
+
+    DEVICE = "device"
+    GATEWAY = "gateway"
+
+    @property
+    def sends(self) -> Direction:
+        """The direction of the messages this role sends (it receives the other one)."""
+        return Direction.DEVICE_TO_GATEWAY if self is Role.DEVICE else Direction.GATEWAY_TO_DEVICE
+
+    @property
+    def receives(self) -> Direction:
+        return Direction.GATEWAY_TO_DEVICE if self is Role.DEVICE else Direction.DEVICE_TO_GATEWAY
+
+    def may_send(self, message: type[Message]) -> bool:
+        return message.DIRECTION in (self.sends, Direction.BOTH)
+
+    def may_receive(self, message: type[Message]) -> bool:
+        return message.DIRECTION in (self.receives, Direction.BOTH)
+
+
+Transitions = dict[tuple[State, type[Message]], State]
+
+# The handshake, the only transitions written out: (state, message) -> next state, one table per
+# role, consulted whether the role sends or receives the message (the message's DIRECTION says
+# which). The messages of Phase.ESTABLISHED and Phase.ANY are added below from their PHASE.
+_HANDSHAKE: dict[Role, Transitions] = {
+    Role.DEVICE: {
+        (State.IDLE, Hello): State.AWAIT_WELCOME,
+        (State.AWAIT_WELCOME, Welcome): State.ESTABLISHED,
+        (State.AWAIT_WELCOME, EnrollChallenge): State.PROVING,
+        (State.AWAIT_WELCOME, EnrollReject): State.CLOSED,
+        (State.PROVING, EnrollProof): State.AWAIT_WELCOME,
+    },
+    Role.GATEWAY: {
+        (State.AWAIT_HELLO, Hello): State.DECIDING,
+        (State.DECIDING, Welcome): State.ESTABLISHED,
+        (State.DECIDING, EnrollChallenge): State.AWAIT_PROOF,
+        (State.DECIDING, EnrollReject): State.CLOSED,
+        (State.AWAIT_PROOF, EnrollProof): State.DECIDING,
+    },
 }
-_GATEWAY_SEND: dict[tuple[State, type[Message]], State] = {
-    (State.DECIDING, Welcome): State.ESTABLISHED,
-    (State.DECIDING, EnrollChallenge): State.AWAIT_PROOF,
-    (State.DECIDING, EnrollReject): State.CLOSED,
-    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _GATEWAY_SESSION_OUT},
-}
-_DEVICE_SEND: dict[tuple[State, type[Message]], State] = {
-    (State.IDLE, Hello): State.AWAIT_WELCOME,
-    (State.PROVING, EnrollProof): State.AWAIT_WELCOME,
-    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _DEVICE_SESSION_OUT},
-}
-_DEVICE_RECV: dict[tuple[State, type[Message]], State] = {
-    (State.AWAIT_WELCOME, Welcome): State.ESTABLISHED,
-    (State.AWAIT_WELCOME, EnrollChallenge): State.PROVING,
-    (State.AWAIT_WELCOME, EnrollReject): State.CLOSED,
-    **{(State.ESTABLISHED, m): State.ESTABLISHED for m in _GATEWAY_SESSION_OUT},
-}
+INITIAL_STATE = {Role.DEVICE: State.IDLE, Role.GATEWAY: State.AWAIT_HELLO}
+
+
+def _states(role: Role) -> list[State]:
+    """The states a role's session can be in (CLOSED last)."""
+    rows = _HANDSHAKE[role]
+    found = {INITIAL_STATE[role], State.ESTABLISHED, State.CLOSED}
+    found |= {state for state, _ in rows} | set(rows.values())
+    return [state for state in State if state in found]
+
+
+def _derive(role: Role) -> Transitions:
+    """The whole table of a role: its handshake, then every message by its PHASE."""
+    table: Transitions = {}
+    for cls in CATALOGUE.values():
+        phase = cls.PHASE
+        if phase is Phase.HANDSHAKE:
+            rows = {key: nxt for key, nxt in _HANDSHAKE[role].items() if key[1] is cls}
+            if not rows:
+                raise TypeError(f"{cls.__name__} is a handshake message without a transition")
+            table.update(rows)
+        elif phase is Phase.ESTABLISHED:
+            table[State.ESTABLISHED, cls] = State.ESTABLISHED
+        elif phase is Phase.ANY:
+            table.update({(state, cls): State.CLOSED
+                          for state in _states(role) if state is not State.CLOSED})
+        else:
+            raise TypeError(f"{cls.__name__}: unknown phase {phase!r}")
+    stray = {cls for _, cls in _HANDSHAKE[role]} - {
+        cls for cls in CATALOGUE.values() if cls.PHASE is Phase.HANDSHAKE}
+    if stray:
+        raise TypeError(f"handshake rows for messages of another phase: {stray}")
+    return table
+
+
+# (state, message) -> next state, per role, for what the role sends and what it receives.
+TRANSITIONS: dict[Role, Transitions] = {role: _derive(role) for role in Role}
 
 
 class Session:
     """Common machinery; use DeviceSession or GatewaySession."""
 
-    _recv_table: dict[tuple[State, type[Message]], State]
-    _send_table: dict[tuple[State, type[Message]], State]
-    _inbound: Direction
+    role: Role
     initial_state: State
 
     def __init__(self, max_frame_size: int, trace: TraceHook | None = None) -> None:
@@ -141,14 +179,11 @@ class Session:
         """Queue a message; returns its message_id (reply_to's id for replies)."""
         if self.state is State.CLOSED:
             raise LocalProtocolError(f"cannot send {type(message).__name__}: session closed")
-        if isinstance(message, Error):
-            next_state = State.CLOSED
-        else:
-            next_state = self._send_table.get((self.state, type(message)))  # type: ignore[assignment]
-            if next_state is None:
-                raise LocalProtocolError(
-                    f"cannot send {type(message).__name__} in state {self.state.value}"
-                )
+        next_state = self._next(type(message), sending=True)
+        if next_state is None:
+            raise LocalProtocolError(
+                f"cannot send {type(message).__name__} in state {self.state.value}"
+            )
         try:  # what the peer would refuse is refused here, as the caller's bug
             decode_message(message.to_cbor_obj())
         except ProtocolError as exc:
@@ -193,12 +228,12 @@ class Session:
                     self._traced_in(envelope.message_id, message)
                     events.append(Received(envelope.message_id, message))
                     return events
-                if message.DIRECTION is not self._inbound:
+                if not self.role.may_receive(type(message)):
                     raise ProtocolError(
                         ErrorCode.UNKNOWN_MESSAGE,
-                        f"{type(message).__name__} does not travel {self._inbound.value}",
+                        f"{type(message).__name__} does not travel {self.role.receives.value}",
                     )
-                next_state = self._recv_table.get((self.state, type(message)))
+                next_state = self._next(type(message), sending=False)
                 if next_state is None:
                     raise ProtocolError(
                         ErrorCode.UNEXPECTED_MESSAGE,
@@ -235,15 +270,19 @@ class Session:
         if self._trace is not None:
             self._trace("in", message_id, message)
 
+    def _next(self, message: type[Message], *, sending: bool) -> State | None:
+        """The state after sending (or receiving) `message` now, None when not allowed."""
+        if not (self.role.may_send(message) if sending else self.role.may_receive(message)):
+            return None
+        return TRANSITIONS[self.role].get((self.state, message))
+
     def _on_receive(self, message: Message) -> None:
         """Hook for side-specific checks of a valid, allowed message."""
 
 
 class GatewaySession(Session):
-    initial_state = State.AWAIT_HELLO
-    _recv_table = _GATEWAY_RECV
-    _send_table = _GATEWAY_SEND
-    _inbound = Direction.DEVICE_TO_GATEWAY
+    role = Role.GATEWAY
+    initial_state = INITIAL_STATE[Role.GATEWAY]
 
     def _on_receive(self, message: Message) -> None:
         if isinstance(message, Hello | DeviceInfoReport):
@@ -265,10 +304,8 @@ class GatewaySession(Session):
 
 
 class DeviceSession(Session):
-    initial_state = State.IDLE
-    _recv_table = _DEVICE_RECV
-    _send_table = _DEVICE_SEND
-    _inbound = Direction.GATEWAY_TO_DEVICE
+    role = Role.DEVICE
+    initial_state = INITIAL_STATE[Role.DEVICE]
 
     def _on_receive(self, message: Message) -> None:
         if isinstance(message, Welcome):

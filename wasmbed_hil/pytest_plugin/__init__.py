@@ -26,10 +26,21 @@ from typing import Any
 
 import pytest
 
-from .. import modules
-from ..backends import BACKENDS, Backend, BackendUnavailable, get_backend
+try:
+    from ..bench import modules
+    from ..bench.backends import BackendUnavailable, backend_names, get_backend
+    from ..bench.backends.base import Backend
+    from ..bench.device import DeviceHandle
+    from ..bench.gateway import GatewayHandle
+    from ..bench.loop import LoopThread
+except ModuleNotFoundError as exc:  # the product alone was installed, without the bench
+    if exc.name and exc.name.startswith("wasmbed_hil"):
+        raise
+    raise ImportError(
+        f"the wasmbed-hil pytest plugin needs the test bench ({exc.name} is missing): "
+        "pip install 'wasmbed-hil[bench]'"
+    ) from exc
 from ..gateway import GatewayConfig
-from ..harness import DeviceHandle, GatewayHandle, LoopThread
 from ..pki import Credentials, FleetCA
 from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     evidence,
@@ -75,9 +86,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if renode:
         os.environ["WASMBED_RENODE"] = str(renode)
     name = config.getoption("--hil-backend")
-    if name not in BACKENDS:
+    if name not in backend_names():
         raise pytest.UsageError(
-            f"--hil-backend={name}: unknown backend; available: {', '.join(sorted(BACKENDS))}"
+            f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
 
 
@@ -227,7 +238,7 @@ def control_plane(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[Any]:
-    from ..controlplane.platform import Platform, PlatformConfig
+    from ..bench.platform import Platform, PlatformConfig
 
     reason = get_backend(hil_backend_name).unavailable_reason()
     if reason:
@@ -247,7 +258,7 @@ def control_plane(
 
 
 class WasmModules:
-    """Test modules built from the WAT sources in wasmbed_hil/modules/."""
+    """Test modules built from the WAT sources in wasmbed_hil/bench/modules/."""
 
     def __call__(self, name: str) -> bytes:
         return modules.build(name)

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from ..harness.errors import InfrastructureError
+from ..bench.errors import InfrastructureError
 
 INFRASTRUCTURE = "infrastructure"
 PRODUCT = "product"
@@ -241,7 +241,7 @@ def firmware_digest() -> str | None:
     """sha256 of the built firmware image, if built."""
     if "digest" not in _FIRMWARE:
         try:
-            from ..firmware.build import image_path
+            from ..bench.firmware.build import image_path
 
             path = image_path()
             _FIRMWARE["digest"] = (f"wasmbed.elf sha256:"

@@ -39,10 +39,13 @@ from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from robot.utils import is_truthy, timestr_to_secs
 
-from .. import modules
-from ..backends import Backend, BackendUnavailable, get_backend
+from ..bench import modules
+from ..bench.backends import BackendUnavailable, get_backend
+from ..bench.backends.base import Backend
+from ..bench.device import DeviceHandle
+from ..bench.gateway import GatewayHandle
+from ..bench.loop import LoopThread
 from ..gateway import Deployment, DeviceStatus, GatewayConfig, RunRequest, StoredResult
-from ..harness import DeviceHandle, GatewayHandle, LoopThread
 from ..pki import FleetCA
 from ..protocol import DevicePhase, ErrorCode, Limits, Outcome
 
@@ -777,7 +780,7 @@ class WasmbedLibrary:
                 data = bytes(wasmtime.wat2wasm(data.decode("utf-8")))
             return data, _slug(path.stem)
         raise AssertionError(
-            f"unknown module {module!r}: a name from wasmbed_hil/modules "
+            f"unknown module {module!r}: a name from wasmbed_hil/bench/modules "
             f"({', '.join(modules.names())}), data:SIZE[:SEED] or a path to a .wasm or .wat file"
         )
 
@@ -810,7 +813,7 @@ class WasmbedLibrary:
         """Deploys a WebAssembly module to a device and, with ``entry`` (or ``args``, then
         entry ``main``), starts one run once it is installed.
 
-        ``module``: a name from wasmbed_hil/modules (``add``, ``trap``, ``spin``, ``fib``...)
+        ``module``: a name from wasmbed_hil/bench/modules (``add``, ``trap``, ``spin``, ``fib``...)
         or a path to a .wasm or .wat file, or ``data:SIZE[:SEED]``: a module carrying SIZE
         bytes whose ``checksum`` entry returns their sum (`Get Data Checksum`).
         ``args``: the entry's arguments. ``app_id`` defaults to the module's name.

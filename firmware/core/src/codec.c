@@ -26,130 +26,64 @@ typedef struct {
     const field_t *f;
 } record_t;
 
+/* The tables come from msg_catalogue.h (generated from messages.py): one row per field. */
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 #define UOFF(m) ((uint16_t)(offsetof(wb_msg_t, u.m) - offsetof(wb_msg_t, u)))
-#define F(k, o, lo, hi) {k, o, lo, hi}
+#define MSG_FIELD(m, k, f, lo, hi) {K_##k, UOFF(m.f), lo, hi},
+#define REC_FIELD(t, k, f, lo, hi) {K_##k, (uint16_t)offsetof(t, f), lo, hi},
 
-static const field_t f_info[] = {
-    F(K_TEXT, offsetof(wb_device_info_t, architecture), 1, 32),
-    F(K_TEXT, offsetof(wb_device_info_t, runtime), 1, 32),
-    F(K_TEXT, offsetof(wb_device_info_t, firmware), 0, 64),
-    F(K_U64, offsetof(wb_device_info_t, memory_total), 0, 0),
-    F(K_U64, offsetof(wb_device_info_t, memory_free), 0, 0),
-    F(K_U32, offsetof(wb_device_info_t, max_module_size), 0, 0),
-    F(K_U32, offsetof(wb_device_info_t, max_frame_size), 0, 0),
-    F(K_U16, offsetof(wb_device_info_t, max_apps), 0, 0),
-    F(K_U16, offsetof(wb_device_info_t, window), 0, 0),
-};
-static const field_t f_limits[] = {
-    F(K_U32, offsetof(wb_limits_t, memory_bytes), 0, 0),
-    F(K_U64, offsetof(wb_limits_t, fuel), 0, 0),
-    F(K_U32, offsetof(wb_limits_t, timeout_ms), 0, 0),
-};
-static const field_t f_summary[] = {
-    F(K_TEXT, offsetof(wb_app_summary_t, app_id), 1, WB_MAX_APP_ID),
-    F(K_FIXED, offsetof(wb_app_summary_t, digest), WB_DIGEST_LEN, WB_DIGEST_LEN),
-    F(K_APPSTATE, offsetof(wb_app_summary_t, state), 0, 0),
-};
-static const record_t r_info = {9, f_info};
-static const record_t r_limits = {3, f_limits};
-static const record_t r_summary = {3, f_summary};
+static const field_t f_info[] = {WB_DEVICE_INFO_FIELDS(REC_FIELD)};
+static const field_t f_limits[] = {WB_LIMITS_FIELDS(REC_FIELD)};
+static const field_t f_summary[] = {WB_APP_SUMMARY_FIELDS(REC_FIELD)};
+static const record_t r_info = {COUNT(f_info), f_info};
+static const record_t r_limits = {COUNT(f_limits), f_limits};
+static const record_t r_summary = {COUNT(f_summary), f_summary};
 
-static const field_t m_error[] = {
-    F(K_ERRCODE, UOFF(error.code), 0, 0), F(K_TEXT, UOFF(error.reason), 0, WB_MAX_REASON)};
-static const field_t m_hello[] = {
-    F(K_OPT_FIXED, UOFF(hello.device_id), WB_DEVICE_ID_LEN, WB_DEVICE_ID_LEN),
-    F(K_INFO, UOFF(hello.info), 0, 0)};
-static const field_t m_proof[] = {
-    F(K_BYTES, UOFF(enroll_proof.public_key), 0, WB_MAX_KEY),
-    F(K_BYTES, UOFF(enroll_proof.signature), 0, WB_MAX_SIGNATURE)};
-static const field_t m_heartbeat[] = {
-    F(K_U64, UOFF(heartbeat.uptime_ms), 0, 0), F(K_U64, UOFF(heartbeat.memory_free), 0, 0),
-    F(K_APPS, UOFF(heartbeat.apps), 0, WB_MAX_APPS_WIRE)};
-static const field_t m_report[] = {F(K_INFO, UOFF(device_info_report.info), 0, 0)};
-static const field_t m_ready[] = {
-    F(K_TEXT, UOFF(deploy_ready.app_id), 1, WB_MAX_APP_ID),
-    F(K_U32, UOFF(deploy_ready.offset), 0, 0)};
-static const field_t m_chunk_ack[] = {
-    F(K_TEXT, UOFF(chunk_ack.app_id), 1, WB_MAX_APP_ID),
-    F(K_U32, UOFF(chunk_ack.next_offset), 0, 0)};
-static const field_t m_deploy_ack[] = {
-    F(K_TEXT, UOFF(deploy_ack.app_id), 1, WB_MAX_APP_ID), F(K_U16, UOFF(deploy_ack.code), 0, 0),
-    F(K_TEXT, UOFF(deploy_ack.reason), 0, WB_MAX_REASON)};
-static const field_t m_start_ack[] = {
-    F(K_TEXT, UOFF(start_ack.app_id), 1, WB_MAX_APP_ID), F(K_U32, UOFF(start_ack.run_id), 0, 0),
-    F(K_U16, UOFF(start_ack.code), 0, 0), F(K_TEXT, UOFF(start_ack.reason), 0, WB_MAX_REASON)};
-static const field_t m_stop_ack[] = {
-    F(K_TEXT, UOFF(stop_ack.app_id), 1, WB_MAX_APP_ID), F(K_U16, UOFF(stop_ack.code), 0, 0),
-    F(K_TEXT, UOFF(stop_ack.reason), 0, WB_MAX_REASON)};
-static const field_t m_result[] = {
-    F(K_TEXT, UOFF(execution_result.app_id), 1, WB_MAX_APP_ID),
-    F(K_U32, UOFF(execution_result.run_id), 0, 0),
-    F(K_OUTCOME, UOFF(execution_result.outcome), 0, 0),
-    F(K_VALUES, UOFF(execution_result.values), 0, WB_MAX_ARGS),
-    F(K_BYTES, UOFF(execution_result.log), 0, WB_MAX_LOG),
-    F(K_U64, UOFF(execution_result.fuel_used), 0, 0),
-    F(K_U64, UOFF(execution_result.duration_us), 0, 0),
-    F(K_TEXT, UOFF(execution_result.detail), 0, WB_MAX_REASON)};
-static const field_t m_welcome[] = {
-    F(K_FIXED, UOFF(welcome.device_id), WB_DEVICE_ID_LEN, WB_DEVICE_ID_LEN),
-    F(K_U32, UOFF(welcome.heartbeat_interval_ms), 0, 0),
-    F(K_U32, UOFF(welcome.max_frame_size), 0, 0), F(K_BOOL, UOFF(welcome.enrolled_now), 0, 0)};
-static const field_t m_challenge[] = {
-    F(K_FIXED, UOFF(enroll_challenge.nonce), WB_NONCE_LEN, WB_NONCE_LEN)};
-static const field_t m_reject[] = {
-    F(K_ERRCODE, UOFF(enroll_reject.code), 0, 0),
-    F(K_TEXT, UOFF(enroll_reject.reason), 0, WB_MAX_REASON)};
-static const field_t m_begin[] = {
-    F(K_TEXT, UOFF(deploy_begin.app_id), 1, WB_MAX_APP_ID),
-    F(K_TEXT, UOFF(deploy_begin.name), 0, WB_MAX_NAME),
-    F(K_FIXED, UOFF(deploy_begin.digest), WB_DIGEST_LEN, WB_DIGEST_LEN),
-    F(K_U32, UOFF(deploy_begin.size), 0, 0), F(K_U32, UOFF(deploy_begin.chunk_size), 0, 0),
-    F(K_LIMITS, UOFF(deploy_begin.limits), 0, 0)};
-static const field_t m_chunk[] = {
-    F(K_TEXT, UOFF(deploy_chunk.app_id), 1, WB_MAX_APP_ID),
-    F(K_U32, UOFF(deploy_chunk.offset), 0, 0),
-    F(K_BYTES, UOFF(deploy_chunk.data), 0, WB_MAX_CHUNK)};
-static const field_t m_start[] = {
-    F(K_TEXT, UOFF(start_app.app_id), 1, WB_MAX_APP_ID), F(K_U32, UOFF(start_app.run_id), 0, 0),
-    F(K_TEXT, UOFF(start_app.entry), 1, WB_MAX_ENTRY),
-    F(K_VALUES, UOFF(start_app.args), 0, WB_MAX_ARGS)};
-static const field_t m_stop[] = {
-    F(K_TEXT, UOFF(stop_app.app_id), 1, WB_MAX_APP_ID), F(K_BOOL, UOFF(stop_app.remove), 0, 0)};
+static const field_t msg_fields[] = {WB_MESSAGE_FIELDS(MSG_FIELD)};
 
 typedef struct {
-    uint8_t tag, dir, n;
-    const field_t *f;
+    uint8_t tag, dir, phase, n;
+    const field_t *f; /* n rows of msg_fields */
     const char *name;
 } msgdef_t;
 
-#define BOTH (WB_DIR_D2G | WB_DIR_G2D)
-#define M(t, d, arr, nm) {t, d, sizeof(arr) / sizeof(arr[0]), arr, nm}
-static const msgdef_t catalogue[] = {
-    M(WB_TAG_ERROR, BOTH, m_error, "Error"),
-    M(WB_TAG_HELLO, WB_DIR_D2G, m_hello, "Hello"),
-    M(WB_TAG_ENROLL_PROOF, WB_DIR_D2G, m_proof, "EnrollProof"),
-    M(WB_TAG_HEARTBEAT, WB_DIR_D2G, m_heartbeat, "Heartbeat"),
-    M(WB_TAG_DEVICE_INFO_REPORT, WB_DIR_D2G, m_report, "DeviceInfoReport"),
-    M(WB_TAG_DEPLOY_READY, WB_DIR_D2G, m_ready, "DeployReady"),
-    M(WB_TAG_CHUNK_ACK, WB_DIR_D2G, m_chunk_ack, "ChunkAck"),
-    M(WB_TAG_DEPLOY_ACK, WB_DIR_D2G, m_deploy_ack, "DeployAck"),
-    M(WB_TAG_START_ACK, WB_DIR_D2G, m_start_ack, "StartAck"),
-    M(WB_TAG_STOP_ACK, WB_DIR_D2G, m_stop_ack, "StopAck"),
-    M(WB_TAG_EXECUTION_RESULT, WB_DIR_D2G, m_result, "ExecutionResult"),
-    M(WB_TAG_WELCOME, WB_DIR_G2D, m_welcome, "Welcome"),
-    M(WB_TAG_ENROLL_CHALLENGE, WB_DIR_G2D, m_challenge, "EnrollChallenge"),
-    M(WB_TAG_ENROLL_REJECT, WB_DIR_G2D, m_reject, "EnrollReject"),
-    {WB_TAG_HEARTBEAT_ACK, WB_DIR_G2D, 0, NULL, "HeartbeatAck"},
-    {WB_TAG_DEVICE_INFO_REQUEST, WB_DIR_G2D, 0, NULL, "DeviceInfoRequest"},
-    M(WB_TAG_DEPLOY_BEGIN, WB_DIR_G2D, m_begin, "DeployBegin"),
-    M(WB_TAG_DEPLOY_CHUNK, WB_DIR_G2D, m_chunk, "DeployChunk"),
-    M(WB_TAG_START_APP, WB_DIR_G2D, m_start, "StartApp"),
-    M(WB_TAG_STOP_APP, WB_DIR_G2D, m_stop, "StopApp"),
-};
+#define MSGDEF(t, nm, m, d, ph, first, n) {t, d, ph, n, &msg_fields[first], nm},
+static const msgdef_t catalogue[] = {WB_MESSAGES(MSGDEF)};
+
+/* What the generated tables say must hold in the hand-written structs (msg.h, types.h): each
+ * field exists with the C type of its kind, and lists fit their arrays. */
+#define CTYPE_U16 uint16_t
+#define CTYPE_U32 uint32_t
+#define CTYPE_U64 uint64_t
+#define CTYPE_BOOL bool
+#define CTYPE_TEXT wb_str_t
+#define CTYPE_BYTES wb_str_t
+#define CTYPE_FIXED const uint8_t *
+#define CTYPE_OPT_FIXED const uint8_t * /* NULL: null */
+#define CTYPE_ERRCODE uint16_t
+#define CTYPE_OUTCOME uint8_t
+#define CTYPE_APPSTATE uint8_t
+#define CTYPE_INFO wb_device_info_t
+#define CTYPE_LIMITS wb_limits_t
+#define CTYPE_APPS wb_apps_t
+#define CTYPE_VALUES wb_values_t
+#define IS_A(expr, k) _Generic((expr), CTYPE_##k: 1, default: 0)
+#define CHECK_MSG_FIELD(m, k, f, lo, hi) \
+    _Static_assert(IS_A(((wb_msg_t *)0)->u.m.f, k), "wb_msg_t u." #m "." #f " is not " #k);
+#define CHECK_REC_FIELD(t, k, f, lo, hi) \
+    _Static_assert(IS_A(((t *)0)->f, k), #t " ." #f " is not " #k);
+WB_MESSAGE_FIELDS(CHECK_MSG_FIELD)
+WB_DEVICE_INFO_FIELDS(CHECK_REC_FIELD)
+WB_LIMITS_FIELDS(CHECK_REC_FIELD)
+WB_APP_SUMMARY_FIELDS(CHECK_REC_FIELD)
+#define CHECK_LIST(m, k, f, lo, hi) \
+    _Static_assert(K_##k != K_APPS || (hi) <= COUNT(((wb_apps_t *)0)->items), #m "." #f); \
+    _Static_assert(K_##k != K_VALUES || (hi) <= COUNT(((wb_values_t *)0)->items), #m "." #f);
+WB_MESSAGE_FIELDS(CHECK_LIST)
 
 static const msgdef_t *lookup(uint64_t tag)
 {
-    for (size_t i = 0; i < sizeof(catalogue) / sizeof(catalogue[0]); i++) {
+    for (size_t i = 0; i < COUNT(catalogue); i++) {
         if (catalogue[i].tag == tag) {
             return &catalogue[i];
         }
@@ -163,17 +97,26 @@ int wb_msg_direction(uint32_t tag)
     return d ? d->dir : 0;
 }
 
+int wb_msg_phase(uint32_t tag)
+{
+    const msgdef_t *d = lookup(tag);
+    return d ? d->phase : 0;
+}
+
 const char *wb_msg_name(uint32_t tag)
 {
     const msgdef_t *d = lookup(tag);
     return d ? d->name : NULL;
 }
 
+/* Outcome and AppState are numbered 0 .. count - 1 (cgen checks it). */
+#define ENUM_COUNT(kind) ((kind) == K_OUTCOME ? WB_OUTCOME_COUNT : WB_APP_STATE_COUNT)
+
+#define ERROR_CODE(c) c,
 static bool error_code_valid(uint64_t v)
 {
-    static const uint16_t codes[] = {100, 101, 102, 103, 104, 105, 200, 201, 202, 203, 204,
-                                     205, 300, 301, 302, 303, 304, 305, 306, 500, 501};
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    static const uint16_t codes[] = {WB_ERROR_CODES(ERROR_CODE)};
+    for (size_t i = 0; i < COUNT(codes); i++) {
         if (codes[i] == v) {
             return true;
         }
@@ -373,7 +316,7 @@ static bool dec_field(zcbor_state_t *zs, uint8_t *base, const field_t *f)
         return true;
     case K_OUTCOME:
     case K_APPSTATE:
-        if (!dec_uint(zs, f->kind == K_OUTCOME ? 6 : 4, &v)) return false;
+        if (!dec_uint(zs, ENUM_COUNT(f->kind) - 1, &v)) return false;
         *(uint8_t *)dst = (uint8_t)v;
         return true;
     case K_TEXT:
@@ -405,8 +348,8 @@ static bool dec_field(zcbor_state_t *zs, uint8_t *base, const field_t *f)
         wb_apps_t *apps = dst;
         if (!dec_list_start(zs, 0, f->max, &apps->n)) return false;
         for (size_t i = 0; i < apps->n; i++) {
-            if (!dec_list_start(zs, 3, 3, &n) ||
-                !dec_record(zs, (uint8_t *)&apps->items[i], r_summary.f, 3) ||
+            if (!dec_list_start(zs, r_summary.n, r_summary.n, &n) ||
+                !dec_record(zs, (uint8_t *)&apps->items[i], r_summary.f, r_summary.n) ||
                 !zcbor_list_end_decode(zs)) {
                 return false;
             }
@@ -538,7 +481,7 @@ static bool enc_field(zcbor_state_t *zs, const uint8_t *base, const field_t *f)
                zcbor_uint64_put(zs, *(const uint16_t *)src);
     case K_OUTCOME:
     case K_APPSTATE:
-        return *(const uint8_t *)src <= (f->kind == K_OUTCOME ? 6 : 4) &&
+        return *(const uint8_t *)src < ENUM_COUNT(f->kind) &&
                zcbor_uint64_put(zs, *(const uint8_t *)src);
     case K_TEXT:
     case K_BYTES:
@@ -561,9 +504,9 @@ static bool enc_field(zcbor_state_t *zs, const uint8_t *base, const field_t *f)
         const wb_apps_t *apps = src;
         if (apps->n > f->max || !zcbor_list_start_encode(zs, apps->n)) return false;
         for (size_t i = 0; i < apps->n; i++) {
-            if (!zcbor_list_start_encode(zs, 3) ||
-                !enc_record(zs, (const uint8_t *)&apps->items[i], r_summary.f, 3) ||
-                !zcbor_list_end_encode(zs, 3)) {
+            if (!zcbor_list_start_encode(zs, r_summary.n) ||
+                !enc_record(zs, (const uint8_t *)&apps->items[i], r_summary.f, r_summary.n) ||
+                !zcbor_list_end_encode(zs, r_summary.n)) {
                 return false;
             }
         }
@@ -701,14 +644,14 @@ static void print_field(outbuf_t *o, const uint8_t *base, const field_t *f)
         else put_hex(o, "b:", p, f->min);
         break;
     }
-    case K_INFO: print_record(o, src, f_info, 9); break;
-    case K_LIMITS: print_record(o, src, f_limits, 3); break;
+    case K_INFO: print_record(o, src, r_info.f, r_info.n); break;
+    case K_LIMITS: print_record(o, src, r_limits.f, r_limits.n); break;
     case K_APPS: {
         const wb_apps_t *a = src;
         put(o, "[");
         for (size_t i = 0; i < a->n; i++) {
             if (i) put(o, ",");
-            print_record(o, (const uint8_t *)&a->items[i], f_summary, 3);
+            print_record(o, (const uint8_t *)&a->items[i], r_summary.f, r_summary.n);
         }
         put(o, "]");
         break;

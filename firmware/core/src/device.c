@@ -1,5 +1,5 @@
 /* The device core: connection lifecycle, enrollment, heartbeats, deployment, runs.
- * Reference model: wasmbed_hil/device/virtual.py. Design notes: core/README.md. */
+ * Reference model: wasmbed_hil/bench/virtual/device.py. Design notes: core/README.md. */
 #include <stdio.h>
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* Names of the error codes, for console lines (tests parse them: see
- * wasmbed_hil/device/console.py). Kept equal to wasmbed_hil/protocol/types.py by a test. */
+ * wasmbed_hil/bench/console.py). Kept equal to wasmbed_hil/protocol/types.py by a test. */
 #include "wb/types.h"
 
 const char *wb_error_name(uint32_t code)

@@ -56,51 +56,35 @@ void wb_session_init(wb_session_t *s, wb_role_t role, uint32_t max_frame)
     s->peer_max_frame = WB_MIN_FRAME;
 }
 
-static bool is_d2g_app(uint32_t tag)
-{
-    return tag >= WB_TAG_HEARTBEAT && tag <= WB_TAG_EXECUTION_RESULT;
-}
+/* The handshake transitions of both roles (msg_catalogue.h, generated from session.py). */
+typedef struct {
+    uint8_t role, state, tag, next;
+} transition_t;
 
-static bool is_g2d_app(uint32_t tag)
-{
-    return tag >= WB_TAG_HEARTBEAT_ACK && tag <= WB_TAG_STOP_APP;
-}
+#define TRANSITION(r, st, t, nx) {r, st, t, nx},
+static const transition_t handshake[] = {WB_HANDSHAKE(TRANSITION)};
 
-/* Next state when `role` in `st` receives `tag`, or WB_ST_IDLE meaning "not allowed"
- * (IDLE is never a target). */
-static wb_state_t recv_next(wb_role_t role, wb_state_t st, uint32_t tag)
+/* Next state when `role` in `st` (not CLOSED) sends or receives `tag`, whose direction the
+ * caller checked, or WB_ST_IDLE meaning "not allowed" (IDLE is never a target). The phase of
+ * the message says where to look, as in session.py. */
+static wb_state_t next_state(wb_role_t role, wb_state_t st, uint32_t tag)
 {
-    if (role == WB_ROLE_DEVICE) {
-        if (st == WB_ST_AWAIT_WELCOME) {
-            if (tag == WB_TAG_WELCOME) return WB_ST_ESTABLISHED;
-            if (tag == WB_TAG_ENROLL_CHALLENGE) return WB_ST_PROVING;
-            if (tag == WB_TAG_ENROLL_REJECT) return WB_ST_CLOSED;
-        } else if (st == WB_ST_ESTABLISHED && is_g2d_app(tag)) {
-            return WB_ST_ESTABLISHED;
+    switch (wb_msg_phase(tag)) {
+    case WB_PHASE_ANY:
+        return WB_ST_CLOSED;
+    case WB_PHASE_ESTABLISHED:
+        return st == WB_ST_ESTABLISHED ? WB_ST_ESTABLISHED : WB_ST_IDLE;
+    case WB_PHASE_HANDSHAKE:
+        for (size_t i = 0; i < sizeof(handshake) / sizeof(handshake[0]); i++) {
+            const transition_t *t = &handshake[i];
+            if (t->role == role && t->state == st && t->tag == tag) {
+                return (wb_state_t)t->next;
+            }
         }
-    } else {
-        if (st == WB_ST_AWAIT_HELLO && tag == WB_TAG_HELLO) return WB_ST_DECIDING;
-        if (st == WB_ST_AWAIT_PROOF && tag == WB_TAG_ENROLL_PROOF) return WB_ST_DECIDING;
-        if (st == WB_ST_ESTABLISHED && is_d2g_app(tag)) return WB_ST_ESTABLISHED;
+        return WB_ST_IDLE;
+    default:
+        return WB_ST_IDLE;
     }
-    return WB_ST_IDLE;
-}
-
-static wb_state_t send_next(wb_role_t role, wb_state_t st, uint32_t tag)
-{
-    if (role == WB_ROLE_DEVICE) {
-        if (st == WB_ST_IDLE && tag == WB_TAG_HELLO) return WB_ST_AWAIT_WELCOME;
-        if (st == WB_ST_PROVING && tag == WB_TAG_ENROLL_PROOF) return WB_ST_AWAIT_WELCOME;
-        if (st == WB_ST_ESTABLISHED && is_d2g_app(tag)) return WB_ST_ESTABLISHED;
-    } else {
-        if (st == WB_ST_DECIDING) {
-            if (tag == WB_TAG_WELCOME) return WB_ST_ESTABLISHED;
-            if (tag == WB_TAG_ENROLL_CHALLENGE) return WB_ST_AWAIT_PROOF;
-            if (tag == WB_TAG_ENROLL_REJECT) return WB_ST_CLOSED;
-        }
-        if (st == WB_ST_ESTABLISHED && is_g2d_app(tag)) return WB_ST_ESTABLISHED;
-    }
-    return WB_ST_IDLE;
 }
 
 void wb_session_fail(wb_session_t *s, wb_error_t code)
@@ -139,7 +123,7 @@ wb_error_t wb_session_receive(wb_session_t *s, const uint8_t *payload, size_t le
     if (!(wb_msg_direction(msg->tag) & inbound)) {
         VIOLATION(WB_ERR_UNKNOWN_MESSAGE, "message of the other direction");
     }
-    wb_state_t next = recv_next(s->role, s->state, msg->tag);
+    wb_state_t next = next_state(s->role, s->state, msg->tag);
     if (next == WB_ST_IDLE) {
         VIOLATION(WB_ERR_UNEXPECTED_MESSAGE, "message not allowed in this state");
     }
@@ -176,12 +160,13 @@ size_t wb_session_send(wb_session_t *s, wb_msg_t *msg, int64_t reply_to, uint8_t
     if (s->state == WB_ST_CLOSED) {
         return 0;
     }
-    wb_state_t next = WB_ST_CLOSED;
-    if (msg->tag != WB_TAG_ERROR) {
-        next = send_next(s->role, s->state, msg->tag);
-        if (next == WB_ST_IDLE) {
-            return 0;
-        }
+    int outbound = s->role == WB_ROLE_DEVICE ? WB_DIR_D2G : WB_DIR_G2D;
+    if (!(wb_msg_direction(msg->tag) & outbound)) {
+        return 0;
+    }
+    wb_state_t next = next_state(s->role, s->state, msg->tag); /* Error: CLOSED */
+    if (next == WB_ST_IDLE) {
+        return 0;
     }
     msg->message_id = reply_to < 0 ? s->next_id : (uint32_t)reply_to;
     size_t n = wb_msg_encode_frame(msg, out, cap);
@@ -212,9 +197,9 @@ size_t wb_error_frame(wb_error_t code, const char *reason, uint8_t *out, size_t 
     return wb_msg_encode_frame(&m, out, cap);
 }
 
+#define STATE_NAME(st, text) [st] = text,
 const char *wb_state_name(wb_state_t st)
 {
-    static const char *const names[] = {"idle", "await-hello", "deciding", "await-proof",
-                                        "await-welcome", "proving", "established", "closed"};
-    return (unsigned)st < 8 ? names[st] : "?";
+    static const char *const names[] = {WB_STATES(STATE_NAME)};
+    return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }

@@ -9,7 +9,7 @@ BOARD_CPU := cortex-m3
 BOARD_CPU_FLAGS := -mcpu=cortex-m3 -mthumb
 
 # Memory map for picolibc's linker script. The per-device blob sits in the top 16 KiB of RAM
-# at 0x203FC000 (board_port.h WB_BLOB_ADDRESS, wasmbed_hil/firmware/blob.py BLOB_ADDRESS),
+# at 0x203FC000 (board_port.h WB_BLOB_ADDRESS, wasmbed_hil/bench/firmware/blob.py BLOB_ADDRESS),
 # outside what the linker may use: __ram + __ram_size ends where the blob starts.
 BOARD_LDFLAGS := -Wl,--defsym=__flash=0 -Wl,--defsym=__flash_size=0x400000 \
 	-Wl,--defsym=__ram=0x20000000 -Wl,--defsym=__ram_size=0x3FC000 \

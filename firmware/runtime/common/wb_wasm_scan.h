@@ -5,7 +5,7 @@
  *    runtime-specific form): framing, exports, the entry's signature, imports (only env.log
  *    (i32, i32) -> () is offered), the start section, the declared memory;
  *  - the entry plan: export lookup, result count, argument conversion (the semantics of
- *    wasmbed_hil/device/runtime.py _convert_args), imports, memory export;
+ *    wasmbed_hil/bench/virtual/runtime.py _convert_args), imports, memory export;
  *  - the wording of load failures, guard interruptions, traps and env.log faults.
  *
  * One copy, so that the gateway and the tests see one vocabulary whatever runtime a device

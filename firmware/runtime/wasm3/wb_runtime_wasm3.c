@@ -1,6 +1,6 @@
 /* wb_runtime_validate / wb_runtime_run on wasm3 (firmware/core/include/wb/runtime.h).
  *
- * Semantics follow the Python reference runtime (wasmbed_hil/device/runtime.py); what differs on
+ * Semantics follow the Python reference runtime (wasmbed_hil/bench/virtual/runtime.py); what differs on
  * wasm3 is documented in README.md next to this file ("fuel" in particular). The module scan,
  * the entry plan (argument conversion, imports) and the wording of outcomes are shared with the
  * Zephyr/WAMR runtime: runtime/common/wb_wasm_scan.c. This file keeps what needs wasm3.

@@ -1,6 +1,9 @@
 /* The message catalogue in C: one struct per message, a validating decoder and a canonical
  * encoder (definite lengths, shortest integers, float64 except NaN/inf as half floats), built
- * on zcbor primitives. Mirrors wasmbed_hil/protocol/messages.py; docs/protocol.md is the spec.
+ * on zcbor primitives. The catalogue itself (tags, fields, directions) is msg_catalogue.h,
+ * generated from wasmbed_hil/protocol/messages.py; the structs below hold each message's
+ * fields, named as in Python (codec.c checks them against the generated field tables at
+ * compile time). docs/protocol.md is the spec.
  *
  * Decoded strings and byte strings point INTO the decoded payload (zero copy): the payload
  * must outlive the message. Nothing is allocated. */
@@ -9,33 +12,10 @@
 
 #include "types.h"
 
-enum {
-    WB_TAG_ERROR = 0,
-    WB_TAG_HELLO = 1,
-    WB_TAG_ENROLL_PROOF = 2,
-    WB_TAG_HEARTBEAT = 3,
-    WB_TAG_DEVICE_INFO_REPORT = 4,
-    WB_TAG_DEPLOY_READY = 5,
-    WB_TAG_CHUNK_ACK = 6,
-    WB_TAG_DEPLOY_ACK = 7,
-    WB_TAG_START_ACK = 8,
-    WB_TAG_STOP_ACK = 9,
-    WB_TAG_EXECUTION_RESULT = 10,
-    WB_TAG_WELCOME = 32,
-    WB_TAG_ENROLL_CHALLENGE = 33,
-    WB_TAG_ENROLL_REJECT = 34,
-    WB_TAG_HEARTBEAT_ACK = 35,
-    WB_TAG_DEVICE_INFO_REQUEST = 36,
-    WB_TAG_DEPLOY_BEGIN = 37,
-    WB_TAG_DEPLOY_CHUNK = 38,
-    WB_TAG_START_APP = 39,
-    WB_TAG_STOP_APP = 40,
-};
+/* The tags, the direction and phase of each message, the field tables and the size limits
+ * (WB_MAX_KEY, WB_MAX_APPS_WIRE...) are generated from the Python catalogue. */
+#include "msg_catalogue.h"
 
-#define WB_MAX_APPS_WIRE 64
-#define WB_MAX_KEY 512
-#define WB_MAX_SIGNATURE 160
-#define WB_MAX_CHUNK (16u * 1024u * 1024u)
 #define WB_FRAME_HEADER 4
 #define WB_MAX_FRAME_LIMIT (16u * 1024u * 1024u)
 #define WB_ENROLL_CONTEXT_LEN 18
@@ -129,10 +109,10 @@ typedef struct {
     } u;
 } wb_msg_t;
 
-/* Direction of a known tag: 1 device->gateway, 2 gateway->device, 3 both (Error), 0 unknown. */
-#define WB_DIR_D2G 1
-#define WB_DIR_G2D 2
+/* Direction of a known tag: WB_DIR_D2G, WB_DIR_G2D or WB_DIR_BOTH (Error), 0 unknown. */
 int wb_msg_direction(uint32_t tag);
+/* Phase of a known tag: WB_PHASE_HANDSHAKE, WB_PHASE_ESTABLISHED or WB_PHASE_ANY, 0 unknown. */
+int wb_msg_phase(uint32_t tag);
 const char *wb_msg_name(uint32_t tag); /* "Hello", ...; NULL for an unknown tag */
 
 /* Decode one envelope (the frame's payload, without the length prefix). Returns WB_OK and

@@ -1,5 +1,6 @@
 /* Host runner for the wasm3 runtime: runs one module and prints the wb_run_result_t as one JSON
- * line. Used by tests/test_firmware_runtime.py.
+ * line. Used by the tests' wasm3 adapter (tests/runtime_adapters.py), which passes the module
+ * as FILE /dev/stdin.
  *
  *   wb_run_host [options] FILE.wasm ENTRY [ARG...]
  *     ARG: an integer (i:N or N) or a float (f:X, X in any strtod syntax, e.g. 0x1.8p+1)

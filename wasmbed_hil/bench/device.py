@@ -1,0 +1,136 @@
+"""The backend-agnostic device handle every scenario uses (pytest-embedded's `dut`, ours).
+
+A backend (virtual now; qemu and renode later) implements it; scenarios never see which.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ..gateway.events import EventLog, WaitTimeout
+from ..pki import Credentials
+from ..protocol import ErrorCode
+from .loop import LoopThread
+from .virtual.device import Faults, Lifecycle
+
+
+class DeviceHandle(ABC):
+    backend: str = "?"
+
+    def __init__(self, name: str, credentials: Credentials) -> None:
+        self.name = name
+        self.credentials = credentials
+
+    @property
+    def identity(self) -> str:
+        return self.credentials.identity
+
+    # -- what every backend offers ----------------------------------------------------------
+    @property
+    @abstractmethod
+    def device_id(self) -> str | None:
+        """The id the gateway gave this device (None before enrollment)."""
+
+    @property
+    @abstractmethod
+    def lifecycle(self) -> Lifecycle: ...
+
+    @property
+    @abstractmethod
+    def console(self) -> list[str]:
+        """The device's console log (UART0 on emulated boards)."""
+
+    @property
+    @abstractmethod
+    def last_reject(self) -> tuple[ErrorCode, str] | None:
+        """The last enrollment refusal (code, reason), if any."""
+
+    @property
+    @abstractmethod
+    def faults(self) -> Faults: ...
+
+    @abstractmethod
+    def power_on(self) -> None: ...
+
+    @abstractmethod
+    def power_off(self) -> None:
+        """Cut power now: the connection drops, persistent storage is kept."""
+
+    @abstractmethod
+    def set_silent(self, silent: bool) -> None:
+        """Stop (or resume) sending heartbeats without dropping the connection."""
+
+    @abstractmethod
+    def forget_enrollment(self) -> None:
+        """Erase the stored device id (keep the identity), as a factory reset of state would."""
+
+    @property
+    @abstractmethod
+    def lifecycle_events(self) -> EventLog:
+        """The event log on which lifecycle changes are emitted (on the harness loop)."""
+
+    @property
+    @abstractmethod
+    def loop(self) -> LoopThread: ...
+
+    def extra_seen(self) -> str:
+        """Backend-specific detail for a failed wait ("" when none)."""
+        return ""
+
+    def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None:
+        """Wait (on lifecycle events, not polling) until the device reaches `state`."""
+        log = self.lifecycle_events
+
+        async def wait() -> None:
+            await log.wait_for(lambda: self.lifecycle is state, timeout,
+                               f"{self.name} {state.value}")
+
+        try:
+            self.loop.run(wait(), timeout + 5)
+        except AssertionError:
+            seen = f"lifecycle is {self.lifecycle.value}"
+            if self.last_reject:
+                seen += f", last rejection {self.last_reject[0].name}: {self.last_reject[1]}"
+            seen += self.extra_seen()
+            raise self._timeout(state.value, timeout, seen) from None
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Counters the backend keeps (connections, chunks received, heartbeat RTTs...)."""
+
+    def close(self) -> None:
+        self.power_off()
+
+    # -- conveniences -------------------------------------------------------------------------
+    def reboot(self) -> None:
+        self.power_off()
+        self.power_on()
+
+    def reset(self) -> None:
+        """A reset without a power cut (the CPU restarts; on boards RAM may survive).
+        Backends without a distinct reset reboot."""
+        self.reboot()
+
+    def wait_online(self, timeout: float = 10.0) -> str:
+        self.wait_lifecycle(Lifecycle.ONLINE, timeout)
+        assert self.device_id is not None
+        return self.device_id
+
+    def wait_rejected(self, timeout: float = 10.0) -> tuple[ErrorCode, str]:
+        self.wait_lifecycle(Lifecycle.REJECTED, timeout)
+        assert self.last_reject is not None
+        return self.last_reject
+
+    def console_tail(self, n: int = 15) -> str:
+        lines = self.console[-n:]
+        return "\n".join(lines) if lines else "(console empty)"
+
+    def _timeout(self, what: str, timeout: float, seen: str) -> WaitTimeout:
+        return WaitTimeout(
+            f"{self.name} ({self.backend}): {what} not reached within {timeout:g}s; {seen}\n"
+            f"console tail:\n{self.console_tail()}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.lifecycle.value}>"

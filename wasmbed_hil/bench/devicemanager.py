@@ -1,0 +1,215 @@
+"""The device manager (the seed's "QEMU manager"): emulated machines for Device resources.
+
+A Device whose spec asks for emulation (`spec.emulation.backend`, optional board) gets a
+machine on that backend (virtual, qemu; renode where installed), wired to one of the
+platform's gateways: the one the Device prefers, else the one serving the fewest machines.
+The qemu backend wires the machine's UART to the gateway through the TCP bridge.
+
+Credentials: `provision()` issues a device certificate from the fleet CA and keeps it under
+`workdir/credentials/<name>/`; its public key goes into the Device resource. `start()`
+finds the credentials whose public key matches the Device's (a Device made elsewhere, whose
+private key the manager never held, cannot be emulated and gets a clear error).
+
+Calls are synchronous and thread-safe: the kopf controllers call them from worker threads,
+the machines themselves live on the harness loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..controlplane.emulation import EmulationError
+from ..pki import Credentials, FleetCA, PkiError
+from .backends import BackendUnavailable, get_backend
+from .backends.base import Backend
+from .device import DeviceHandle
+from .loop import LoopThread
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class DeviceManagerError(EmulationError):
+    """A machine that cannot be started (unknown backend, no credentials, no gateway)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    backend: str
+    board: str | None
+    gateway: str
+    handle: DeviceHandle
+
+
+Endpoints = Callable[[], dict[str, tuple[str, int]]]
+
+
+class DeviceManager:
+    """Starts and stops emulated machines.
+
+    ``endpoints()`` returns the gateways machines may connect to, by Gateway name.
+    ``backend_options`` are passed to every machine of that backend (e.g. qemu timing).
+    """
+
+    def __init__(
+        self,
+        loop: LoopThread,
+        ca: FleetCA,
+        workdir: Path,
+        endpoints: Endpoints,
+        *,
+        backend_options: dict[str, dict[str, Any]] | None = None,
+        max_machines: int = 256,
+    ) -> None:
+        self.loop = loop
+        self.ca = ca
+        self.workdir = workdir
+        self.endpoints = endpoints
+        self.backend_options = backend_options or {}
+        self.max_machines = max_machines
+        self.machines: dict[str, Machine] = {}
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.RLock()
+
+    # -- credentials ------------------------------------------------------------------------
+    def _cred_dir(self, name: str) -> Path:
+        if not NAME.match(name):
+            raise DeviceManagerError(f"device name {name!r} is not a lowercase DNS name")
+        return self.workdir / "credentials" / name
+
+    def provision(self, name: str, key_type: str = "p256") -> str:
+        """Issue credentials for `name` (kept for start()); returns the SPKI DER, base64.
+
+        Provisioning the same name again returns the key issued before.
+        """
+        with self._lock:
+            directory = self._cred_dir(name)
+            if (directory / "cert.pem").exists():
+                creds = Credentials.read(directory)
+            else:
+                creds = self.ca.issue_device(name, key_type=key_type)  # type: ignore[arg-type]
+                creds.write(directory)
+            return base64.b64encode(creds.spki_der).decode()
+
+    async def aprovision(self, name: str, backend: str, board: str | None) -> str:
+        """The REST API's Provisioner interface."""
+        self.backend(backend)  # refuse an unusable backend before the Device exists
+        return self.provision(name)
+
+    def credentials_for(self, name: str, identity: str) -> Credentials:
+        directory = self._cred_dir(name)
+        try:
+            creds = Credentials.read(directory)
+        except (OSError, PkiError) as exc:
+            raise DeviceManagerError(
+                f"no credentials for {name!r}: create emulated Devices through the REST API "
+                f"(which provisions them) or `wasmbed-hil up` ({exc})"
+            ) from None
+        if creds.identity != identity:
+            raise DeviceManagerError(
+                f"the credentials kept for {name!r} do not match the Device's key "
+                f"(identity {identity[:12]}..., kept {creds.identity[:12]}...)"
+            )
+        return creds
+
+    # -- backends -------------------------------------------------------------------------
+    def backend(self, name: str) -> Backend:
+        with self._lock:
+            if name in self._backends:
+                return self._backends[name]
+            try:
+                cls = get_backend(name)
+            except BackendUnavailable as exc:
+                raise DeviceManagerError(str(exc)) from None
+            reason = cls.unavailable_reason()
+            if reason:
+                raise DeviceManagerError(f"backend {name} unavailable here: {reason}")
+            backend = cls(self.loop, self.workdir / "backends" / name)
+            self._backends[name] = backend
+            return backend
+
+    def _choose_gateway(self, preferred: str | None) -> tuple[str, tuple[str, int]]:
+        endpoints = self.endpoints()
+        if not endpoints:
+            raise DeviceManagerError("no gateway is running")
+        if preferred:
+            if preferred not in endpoints:
+                raise DeviceManagerError(
+                    f"preferred gateway {preferred!r} is not running "
+                    f"(running: {', '.join(sorted(endpoints))})"
+                )
+            return preferred, endpoints[preferred]
+        load = {gw: 0 for gw in endpoints}
+        for machine in self.machines.values():
+            if machine.gateway in load:
+                load[machine.gateway] += 1
+        name = min(sorted(load), key=lambda gw: load[gw])
+        return name, endpoints[name]
+
+    # -- machines -------------------------------------------------------------------------
+    def start(
+        self,
+        name: str,
+        identity: str,
+        backend: str,
+        board: str | None = None,
+        preferred_gateway: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Machine:
+        """Start (power on) the machine of Device `name`; idempotent. `options` go to the
+        backend (e.g. max_module_size), over the manager's per-backend defaults."""
+        with self._lock:
+            existing = self.machines.get(name)
+            if existing is not None:
+                return existing
+            if len(self.machines) >= self.max_machines:
+                raise DeviceManagerError(f"at most {self.max_machines} machines are allowed")
+            creds = self.credentials_for(name, identity)
+            driver = self.backend(backend)
+            gateway, endpoint = self._choose_gateway(preferred_gateway)
+            merged = {**self.backend_options.get(backend, {}), **(options or {})}
+            try:
+                handle = driver.create(name, creds, endpoint, **merged)
+            except (TypeError, ValueError) as exc:
+                raise DeviceManagerError(f"machine options refused: {exc}") from None
+            try:
+                handle.power_on()
+            except BaseException:
+                handle.close()
+                raise
+            machine = Machine(name, backend, board, gateway, handle)
+            self.machines[name] = machine
+            log.info("machine %s started on %s, gateway %s", name, backend, gateway)
+            return machine
+
+    def stop(self, name: str, *, forget: bool = True) -> bool:
+        """Power off and discard the machine of `name`; with `forget`, also its credentials.
+        Returns whether a machine was running."""
+        with self._lock:
+            machine = self.machines.pop(name, None)
+        if machine is not None:
+            machine.handle.close()
+        if forget:
+            shutil.rmtree(self._cred_dir(name), ignore_errors=True)
+        return machine is not None
+
+    def close(self) -> None:
+        """Power off every machine (credentials stay)."""
+        errors: list[str] = []
+        for name in list(self.machines):
+            try:
+                self.stop(name, forget=False)
+            except Exception as exc:  # keep closing the others
+                errors.append(f"{name}: {exc!r}")
+        if errors:
+            raise DeviceManagerError("machines did not stop cleanly: " + "; ".join(errors))

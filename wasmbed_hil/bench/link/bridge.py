@@ -1,0 +1,273 @@
+"""The TCP bridge between emulated UARTs and gateways (the seed's "TCP bridge").
+
+Each device gets a link: a listener on an OS-chosen port that its emulator's UART1 dials
+(`-serial tcp:127.0.0.1:PORT,nodelay=on`). Bytes are forwarded unchanged (the TLS session
+runs end to end between the firmware and the gateway). A UART has no notion of a
+connection, so the upstream side is opened on demand: when the device sends bytes and no
+upstream connection is open, the link dials the gateway; when the gateway closes, only the
+upstream side closes and the device notices through TLS (close_notify, an error, or missing
+heartbeat acks) and starts a new handshake, which opens a new upstream connection.
+
+Counters per link (bytes each way, upstream connections) and a hook to drop the link give
+the fault injection of later issues a place to live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ...aio import cancel_and_wait
+
+Endpoint = tuple[str, int]
+READ_SIZE = 16 * 1024
+TLS_HANDSHAKE_RECORD = b"\x16\x03"  # record type 22 (handshake), version major 3
+TLS_APPLICATION_DATA = 0x17
+
+
+class RecordCursor:
+    """Follows TLS record boundaries in the device -> gateway byte stream.
+
+    After the handshake TLS 1.3 sends only application-data records (type 23), so a
+    handshake record (type 22) after application data is a ClientHello of a new session:
+    the device rebooted or reset without the bridge seeing a disconnect (a UART has none).
+    A record header split across reads is held back until its type is known.
+    """
+
+    HEADER = 5
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._header = bytearray()
+        self._remaining = 0
+        self._app_data_seen = False
+
+    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
+        """Split data into (starts_new_session, bytes) segments, in order."""
+        segments: list[tuple[bool, bytes]] = []
+        current = bytearray()
+        restart = False
+        i = 0
+        while i < len(data):
+            if self._remaining:
+                n = min(self._remaining, len(data) - i)
+                current += data[i : i + n]
+                self._remaining -= n
+                i += n
+                continue
+            piece = data[i : i + self.HEADER - len(self._header)]
+            self._header += piece
+            i += len(piece)
+            if len(self._header) < self.HEADER:
+                break  # the rest of the header comes with the next read
+            kind = self._header[0]
+            if kind == TLS_HANDSHAKE_RECORD[0] and self._app_data_seen:
+                if current or restart:
+                    segments.append((restart, bytes(current)))
+                current, restart = bytearray(), True
+                self._app_data_seen = False
+            elif kind == TLS_APPLICATION_DATA:
+                self._app_data_seen = True
+            current += self._header
+            self._remaining = int.from_bytes(self._header[3:5], "big")
+            self._header.clear()
+        if current or restart:
+            segments.append((restart, bytes(current)))
+        return segments
+
+
+@dataclass
+class LinkStats:
+    bytes_up: int = 0  # device -> gateway
+    bytes_down: int = 0  # gateway -> device
+    uart_connections: int = 0  # times the emulator connected
+    upstream_connections: int = 0  # connections opened to the gateway
+    upstream_failures: int = 0
+    dropped_bytes: int = 0  # device bytes that could not be delivered
+    session_restarts: int = 0  # new TLS sessions seen without a disconnect (device reset)
+
+
+@dataclass
+class Link:
+    """One device's path: emulator UART <-> bridge <-> gateway."""
+
+    name: str
+    upstream: Endpoint
+    listener: socket.socket
+    stats: LinkStats = field(default_factory=LinkStats)
+    on_event: Callable[[str, str], None] | None = None
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _up_writer: asyncio.StreamWriter | None = None
+    _down_writer: asyncio.StreamWriter | None = None
+    _pump_down: asyncio.Task[None] | None = None
+    _held: bytes = b""  # the start of a split handshake header, while no upstream is open
+    _records: RecordCursor = field(default_factory=RecordCursor)
+    uart_connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.getsockname()[1])
+
+    def _event(self, what: str) -> None:
+        if self.on_event is not None:
+            self.on_event(self.name, what)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_uart, sock=self.listener)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self.drop_upstream()
+        if self._down_writer is not None:
+            self._down_writer.close()
+        await cancel_and_wait(list(self._tasks))
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def drop_upstream(self) -> None:
+        """Close the gateway side now (the device sees its TLS session die)."""
+        writer, self._up_writer = self._up_writer, None
+        pump, self._pump_down = self._pump_down, None
+        self._records.reset()
+        if writer is not None:
+            writer.close()
+        if pump is not None:
+            await cancel_and_wait([pump])
+
+    async def _on_uart(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        if self._down_writer is not None:  # a new emulator process replaces the old link
+            self._down_writer.close()
+            await self.drop_upstream()
+        self._down_writer = writer
+        self.stats.uart_connections += 1
+        self.uart_connected.set()
+        self._event("uart connected")
+        try:
+            while data := await reader.read(READ_SIZE):
+                await self._forward_up(data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            if self._down_writer is writer:
+                self._down_writer = None
+                self.uart_connected.clear()
+                await self.drop_upstream()
+            writer.close()
+            self._event("uart closed")
+
+    async def _forward_up(self, data: bytes) -> None:
+        if self._up_writer is not None and not self._up_writer.is_closing():
+            for restart, segment in self._records.feed(data):
+                if restart:
+                    self.stats.session_restarts += 1
+                    self._event("new TLS session from the device: upstream replaced")
+                    await self.drop_upstream()
+                if segment:
+                    await self._send_up(segment)
+            return
+        await self._send_up(data)
+
+    async def _send_up(self, data: bytes) -> None:
+        if self._up_writer is None or self._up_writer.is_closing():
+            # Leftovers of a dead session (an alert, a late record) are dropped: a new
+            # upstream connection starts at a TLS handshake record header (the ClientHello).
+            # A UART delivers bytes one by one, so a header may arrive split.
+            data = self._held + data
+            start = data.find(TLS_HANDSHAKE_RECORD)
+            if start < 0:
+                keep = 1 if data.endswith(TLS_HANDSHAKE_RECORD[:1]) else 0
+                self.stats.dropped_bytes += len(data) - keep
+                self._held = data[len(data) - keep :]
+                return
+            self.stats.dropped_bytes += start
+            self._held = b""
+            # From here on the cursor follows this session's records (a partial header at
+            # the end is held back by it and sent with the next read).
+            self._records.reset()
+            data = b"".join(segment for _, segment in self._records.feed(data[start:]))
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.upstream), 5.0
+                )
+            except (OSError, TimeoutError) as exc:
+                self.stats.upstream_failures += 1
+                self.stats.dropped_bytes += len(data)
+                self._event(f"upstream connect failed: {exc}")
+                return
+            with contextlib.suppress(OSError):
+                writer.get_extra_info("socket").setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+                )
+            self._up_writer = writer
+            self.stats.upstream_connections += 1
+            self._event("upstream opened")
+            self._pump_down = asyncio.create_task(self._downstream(reader, writer))
+        self._up_writer.write(data)
+        self.stats.bytes_up += len(data)
+        try:
+            await self._up_writer.drain()
+        except (ConnectionError, OSError):
+            await self.drop_upstream()
+
+    async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(READ_SIZE):
+                down = self._down_writer
+                if down is None:
+                    break
+                down.write(data)
+                self.stats.bytes_down += len(data)
+                await down.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            if self._up_writer is writer:
+                self._up_writer = None
+                self._event("upstream closed")
+
+
+class Bridge:
+    """Many links at once, one per emulated device, all on the harness loop."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.links: dict[str, Link] = {}
+
+    async def open_link(
+        self, name: str, upstream: Endpoint, on_event: Callable[[str, str], None] | None = None
+    ) -> Link:
+        if name in self.links:
+            raise ValueError(f"a link named {name!r} exists already")
+        listener = socket.create_server((self.host, 0))
+        link = Link(name, upstream, listener, on_event=on_event)
+        await link.start()
+        self.links[name] = link
+        return link
+
+    async def close_link(self, name: str) -> None:
+        link = self.links.pop(name, None)
+        if link is not None:
+            await link.close()
+
+    async def close(self) -> None:
+        for name in list(self.links):
+            await self.close_link(name)
+
+    def totals(self) -> LinkStats:
+        total = LinkStats()
+        for link in self.links.values():
+            for f in total.__dataclass_fields__:
+                setattr(total, f, getattr(total, f) + getattr(link.stats, f))
+        return total

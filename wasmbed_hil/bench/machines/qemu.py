@@ -1,0 +1,223 @@
+"""One emulated machine: a qemu-system-arm process with its console and its controls.
+
+UART0 is the console: QEMU's stdio, read line by line into `console` (and console.log).
+Reset goes through QMP (a unix socket in the machine's directory: no port to pick). A power
+cut kills the process at once, as pulling the plug would; `start()` again boots afresh.
+
+No process outlives its harness: each is killed explicitly on stop, is started under
+`setpriv --pdeathsig KILL` where available (the kernel kills it if the harness thread dies),
+and an atexit hook kills whatever is still registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ...aio import cancel_and_wait
+from ..errors import InfrastructureError
+from ..firmware.blob import BLOB_ADDRESS
+from ..firmware.build import DEFAULT_BOARD
+
+_LIVE: set[int] = set()  # pids of running machines, for the atexit safety net
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pid in list(_LIVE):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class MachineError(InfrastructureError):
+    """The emulator could not be started or controlled (an infrastructure problem)."""
+
+
+UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
+
+QEMU = "qemu-system-arm"
+#: QEMU's machine (-M) for each firmware board (firmware/ports/<board>) it can run.
+QEMU_MACHINES = {"mps2-an385": "mps2-an385"}
+
+
+def qemu_command(
+    elf: Path,
+    blob: Path,
+    uart1_port: int,
+    qmp_socket: Path | None = None,
+    *,
+    board: str = DEFAULT_BOARD,
+    qemu: str = QEMU,
+) -> list[str]:
+    """The qemu-system-arm argv running the ``board``'s ``elf`` with the per-device ``blob``.
+
+    UART0 (console) is the process's stdin/stdout; UART1 dials out to
+    127.0.0.1:``uart1_port`` (the harness listens first; nodelay avoids 40 ms Nagle stalls).
+    ``qmp_socket``: a unix socket path on which QEMU serves QMP (server, no wait).
+    """
+    if board not in QEMU_MACHINES:
+        raise ValueError(f"no QEMU machine for board {board!r} (QEMU runs {sorted(QEMU_MACHINES)})")
+    # fmt: off
+    argv = [
+        qemu,
+        "-M", QEMU_MACHINES[board],
+        "-nographic",
+        "-kernel", str(elf),
+        "-device", f"loader,file={blob},addr={BLOB_ADDRESS:#x},force-raw=on",
+        "-chardev", "stdio,id=uart0,signal=off",
+        "-serial", "chardev:uart0",
+        "-serial", f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on",
+        "-monitor", "none",
+    ]
+    # fmt: on
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    return argv
+
+
+class QemuMachine:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        workdir: Path,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.workdir = workdir
+        self.on_line = on_line
+        self.console: list[str] = []
+        self.stderr = b""
+        self.boots = 0
+        self.started_at = 0.0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.qmp_path = workdir / "qmp.sock"
+        self._short_dir: Path | None = None
+        if len(str(self.qmp_path)) > UNIX_PATH_MAX:
+            # A UNIX socket path is limited to 107 bytes; deep work directories exceed it.
+            self._short_dir = Path(tempfile.mkdtemp(prefix="wbqmp-"))
+            self.qmp_path = self._short_dir / "qmp.sock"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._console_file = (workdir / "console.log").open("a", buffering=1)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        if shutil.which(self.argv[0]) is None:
+            raise MachineError(f"{self.name}: cannot start {self.argv[0]}: not found")
+        wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+        argv = [*wrapper, *self.argv]
+        if "-qmp" not in self.argv:
+            self.qmp_path.unlink(missing_ok=True)
+            argv += ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise MachineError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
+        _LIVE.add(self._proc.pid)
+        self.boots += 1
+        self.started_at = time.monotonic()
+        self._line(f"[harness] power on (boot {self.boots}, pid {self._proc.pid})")
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._tasks = [
+            asyncio.create_task(self._read_console(self._proc.stdout)),
+            asyncio.create_task(self._read_stderr(self._proc.stderr)),
+        ]
+
+    def _line(self, text: str) -> None:
+        self.console.append(text)
+        self._console_file.write(text + "\n")
+        if self.on_line is not None:
+            self.on_line(text)
+
+    async def _read_console(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self._line(line.decode("utf-8", "replace").rstrip("\r\n"))
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(4096):
+            self.stderr = (self.stderr + chunk)[-8192:]
+
+    async def write_console(self, text: str) -> None:
+        """Type text into UART0 (the firmware's console input)."""
+        if not self.running or self._proc is None or self._proc.stdin is None:
+            raise MachineError(f"{self.name}: not running")
+        self._proc.stdin.write(text.encode())
+        await self._proc.stdin.drain()
+
+    async def power_cut(self) -> None:
+        """Kill the emulator now; RAM is lost, the blob is loaded again on the next boot."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        _LIVE.discard(proc.pid)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
+        self._tasks = []
+        self._line(f"[harness] power off (exit {proc.returncode})")
+
+    async def close(self) -> None:
+        await self.power_cut()
+        self._console_file.close()
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
+
+    async def reset(self, timeout: float = 5.0) -> None:
+        """A system reset through QMP (CPU and devices reset, the blob loaded again)."""
+        if not self.running:
+            raise MachineError(f"{self.name}: cannot reset, not running")
+        try:
+            await asyncio.wait_for(self._qmp("system_reset"), timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise MachineError(f"{self.name}: QMP system_reset failed: {exc}") from exc
+        self._line("[harness] reset")
+
+    async def _qmp(self, command: str) -> dict[str, object]:
+        reader, writer = await asyncio.open_unix_connection(str(self.qmp_path))
+        try:
+            json.loads(await reader.readline())  # greeting
+            for cmd in ("qmp_capabilities", command):
+                writer.write(json.dumps({"execute": cmd}).encode() + b"\n")
+                await writer.drain()
+                while True:
+                    reply = json.loads(await reader.readline())
+                    if "return" in reply or "error" in reply:
+                        break
+                if "error" in reply:
+                    raise ValueError(f"{cmd}: {reply['error']}")
+            return reply
+        finally:
+            writer.close()
+
+    def exit_report(self) -> str:
+        """What the emulator said on stderr (for errors that say why it died)."""
+        return self.stderr.decode("utf-8", "replace").strip()[-2000:]

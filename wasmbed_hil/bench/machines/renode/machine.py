@@ -1,0 +1,665 @@
+"""One emulated device in Renode: its process (or pyrenode3), its monitor, console and UART.
+
+Control, chosen per machine (``control=``):
+
+- ``"socket"``: one ``renode --disable-xwt --port P`` process per boot, driven through its
+  monitor's telnet port (monitor.MonitorClient). A power cut sends ``pause`` and ``quit``
+  and kills the process group if it has not exited in a few seconds; the next power-on
+  starts a new process, so RAM is lost and the blob and image are loaded afresh.
+- ``"pyrenode3"``: Renode inside this Python process through pyrenode3 (used by "auto"
+  when pyrenode3 is importable and configured: PYRENODE_PKG or PYRENODE_BUILD_DIR). All
+  machines of the process share one emulation; a power cut pauses and removes the
+  machine. Each boot uses a new machine name (``<name>_b<N>``), because the socket
+  terminals of a removed machine keep their names (and ports) until the process exits.
+
+Boot (both): render the script (renode/wasmbed-device.resc or a board template) with fresh
+ports, ``include @<script>`` (the script loads the platform, the image and the blob, opens
+the two socket terminals and starts), then connect to the console terminal (lines go to
+``console`` and console.log, as with QemuMachine) and pipe the link terminal into the
+bridge's link listener (UartPipe). Reset is ``machine Reset``: Renode resets the CPU and the
+peripherals and runs the script's ``reset`` macro, which loads the image and blob again.
+
+Ports. Renode binds its monitor port and its terminal ports itself (on 0.0.0.0), so a free
+port can only be proposed, not handed over: pick_free_ports has the kernel choose one
+(bind to port 0) and releases it for Renode to bind. Another process can take it in
+between. For the monitor port that window is Renode's start-up (seconds: it binds the port
+once its runtime is up); the terminal ports are picked only once the monitor answers,
+right before ``include``, and the script creates the terminals first, so theirs is one
+monitor round trip. When it happens Renode says so (it exits before announcing its
+monitor, the monitor does not answer as Renode does, or CreateServerSocketTerminal fails
+with an address-in-use error): the boot is torn down and retried with new ports,
+``attempts`` times in all.
+
+No process outlives the harness: each runs in its own process group under
+``setpriv --pdeathsig KILL`` where available, is killed as a group when it does not quit,
+and an atexit hook kills whatever is still registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from ....aio import cancel_and_wait
+from ...errors import InfrastructureError
+from .monitor import (
+    MonitorClient,
+    MonitorCommandError,
+    MonitorError,
+    MonitorTransport,
+    Pyrenode3Monitor,
+)
+from .scripts import check_name, include_command
+
+Endpoint = tuple[str, int]
+#: (machine name, link port, console port) -> the script's text
+ScriptFactory = Callable[[str, int, int], str]
+
+MIN_VERSION = (1, 15, 0)
+READY = re.compile(r"Monitor available in telnet mode on port (\d+)")
+PORT_IN_USE = re.compile(
+    r"address already in use|EADDRINUSE|only one usage of each socket address"
+    r"|could not bind|SocketException",
+    re.IGNORECASE,
+)
+MISSING_MODEL = re.compile(r"Arm_CMSDK_Timer|CMSDK_APB_UART|Could not find (?:a )?type", re.I)
+ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[@-~]|.)")
+READ_SIZE = 16 * 1024
+
+_LIVE: set[int] = set()  # process groups of running Renode processes
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pgid in list(_LIVE):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+class MachineError(InfrastructureError):
+    """Renode could not be started or controlled (an infrastructure problem)."""
+
+
+class _PortLost(Exception):
+    """A port picked for Renode was taken before Renode bound it: retry with new ports."""
+
+
+def pick_free_ports(count: int, host: str = "0.0.0.0") -> list[int]:
+    """``count`` distinct ports that are free now (bound together, then all released).
+
+    Renode binds its ports on all interfaces, so they are probed there too."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def find_renode(explicit: str | None = None) -> str | None:
+    """The renode executable: ``explicit``, else $WASMBED_RENODE, else ``renode`` on PATH."""
+    candidate = explicit or os.environ.get("WASMBED_RENODE") or "renode"
+    if os.sep in candidate:
+        return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+    return shutil.which(candidate)
+
+
+def pyrenode3_configured() -> bool:
+    """pyrenode3 is importable and told where Renode is (it needs one of these variables)."""
+    if importlib.util.find_spec("pyrenode3") is None:
+        return False
+    return bool(os.environ.get("PYRENODE_PKG") or os.environ.get("PYRENODE_BUILD_DIR"))
+
+
+def _set_quickack(sock: socket.socket | None) -> None:
+    # Renode's terminal socket leaves Nagle on and writes byte by byte: answering each
+    # segment at once keeps a reply from stalling on our delayed ACK (about 40 ms).
+    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
+def _nodelay(writer: asyncio.StreamWriter) -> socket.socket | None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock  # type: ignore[no-any-return]
+
+
+class UartPipe:
+    """Joins a Renode socket terminal to the bridge's link listener.
+
+    Renode serves a UART as a TCP server; the bridge's link (wasmbed_hil.bench.link.bridge) is a
+    listener that the emulator dials, as QEMU does. This pipe dials both and copies bytes
+    each way unchanged, so the bridge sees an emulator connect when the machine boots and
+    disconnect when it is powered off, exactly as with QEMU.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self.closed = asyncio.Event()
+        self.bytes_from_uart = 0
+        self.bytes_to_uart = 0
+
+    @classmethod
+    async def open(cls, uart: Endpoint, link: Endpoint, timeout: float = 10.0) -> UartPipe:
+        pipe = cls()
+        try:
+            u_reader, u_writer = await asyncio.wait_for(asyncio.open_connection(*uart), timeout)
+            pipe._writers.append(u_writer)
+            l_reader, l_writer = await asyncio.wait_for(asyncio.open_connection(*link), timeout)
+            pipe._writers.append(l_writer)
+        except (OSError, TimeoutError) as exc:
+            await pipe.close()
+            raise MachineError(f"cannot join UART {uart} to link {link}: {exc}") from exc
+        u_sock = _nodelay(u_writer)
+        _nodelay(l_writer)
+        pipe._tasks = [
+            asyncio.create_task(pipe._pump(u_reader, l_writer, u_sock, up=True)),
+            asyncio.create_task(pipe._pump(l_reader, u_writer, None, up=False)),
+        ]
+        return pipe
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        ack: socket.socket | None, *, up: bool,
+    ) -> None:
+        try:
+            while data := await reader.read(READ_SIZE):
+                _set_quickack(ack)
+                if up:
+                    self.bytes_from_uart += len(data)
+                else:
+                    self.bytes_to_uart += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            # One side gone: close both, so the bridge sees the "emulator" disconnect.
+            for w in self._writers:
+                w.close()
+            self.closed.set()
+
+    async def close(self) -> None:
+        for w in self._writers:
+            w.close()
+        current = asyncio.current_task()
+        await cancel_and_wait([t for t in self._tasks if t is not current])
+        self.closed.set()
+
+
+class ConsoleTerminal:
+    """The console UART's socket terminal: lines in, text out."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        on_line: Callable[[str], None],
+    ) -> None:
+        self._writer = writer
+        self._on_line = on_line
+        self._task = asyncio.create_task(self._read(reader))
+
+    @classmethod
+    async def open(
+        cls, endpoint: Endpoint, on_line: Callable[[str], None], timeout: float = 10.0
+    ) -> ConsoleTerminal:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(*endpoint, limit=1 << 20), timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise MachineError(f"cannot connect to the console terminal {endpoint}: {exc}") from exc
+        _nodelay(writer)
+        return cls(reader, writer, on_line)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError, OSError, ValueError):
+            while line := await reader.readline():
+                self._on_line(line.decode("utf-8", "replace").rstrip("\r\n"))
+
+    async def write(self, text: str) -> None:
+        self._writer.write(text.encode())
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._writer.close()
+        await cancel_and_wait([self._task])
+
+
+class RenodeProcess:
+    """``renode --disable-xwt --port P``: started, watched for its monitor, stopped."""
+
+    def __init__(self, binary: str, log: Path, on_log: Callable[[str], None] | None = None):
+        self.binary = binary
+        self.log_path = log
+        self.on_log = on_log
+        self.output: list[str] = []  # the last lines of Renode's log (stdout and stderr)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[int] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def argv(self, port: int) -> list[str]:
+        wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+        return [*wrapper, self.binary, "--disable-xwt", "--port", str(port)]
+
+    async def start(self, port: int, timeout: float) -> int:
+        """Launch and wait for "Monitor available in telnet mode on port P"; returns P.
+        Raises _PortLost when Renode could not bind the port, MachineError otherwise."""
+        argv = self.argv(port)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            raise MachineError(f"cannot start {argv[0]}: {exc}") from exc
+        _LIVE.add(self._proc.pid)
+        self._ready = asyncio.get_running_loop().create_future()
+        assert self._proc.stdout is not None
+        self._reader = asyncio.create_task(self._read_log(self._proc.stdout, port))
+        exited = asyncio.ensure_future(self._proc.wait())
+        try:
+            done, _ = await asyncio.wait({self._ready, exited}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if self._ready in done:
+            return self._ready.result()
+        await self.kill()
+        tail = self.report()
+        if not done:
+            raise MachineError(f"renode did not open its monitor within {timeout:g}s:\n{tail}")
+        if PORT_IN_USE.search(tail):
+            raise _PortLost(f"monitor port {port}: {tail.splitlines()[-1] if tail else ''}")
+        raise MachineError(
+            f"renode exited (code {self._proc.returncode}) before opening its monitor:\n{tail}"
+        )
+
+    async def _read_log(self, stream: asyncio.StreamReader, port: int) -> None:
+        with self.log_path.open("a") as log:
+            while raw := await stream.readline():
+                line = ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r\n")
+                log.write(line + "\n")
+                log.flush()
+                self.output = [*self.output[-199:], line]
+                if self.on_log is not None:
+                    self.on_log(line)
+                m = READY.search(line)
+                ready = self._ready
+                if m and int(m.group(1)) == port and ready is not None and not ready.done():
+                    ready.set_result(port)
+
+    def report(self) -> str:
+        return "\n".join(self.output[-40:]).strip()
+
+    async def wait(self, timeout: float) -> bool:
+        """True when the process exited within timeout."""
+        if self._proc is None:
+            return True
+        try:
+            await asyncio.wait_for(self._proc.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        else:  # the leader exited on its own; children left in its group die with it here
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        _LIVE.discard(proc.pid)
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._reader), 2)
+            await cancel_and_wait([self._reader])
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+
+class _SocketControl:
+    """One Renode process per boot, driven through the monitor's telnet port."""
+
+    kind = "socket"
+
+    def __init__(self, machine: RenodeMachine) -> None:
+        self.m = machine
+        self.process: RenodeProcess | None = None
+        self.monitor: MonitorTransport | None = None
+        self._record: TextIO | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    @property
+    def has_state(self) -> bool:
+        """Something of an earlier boot is left (a Renode that died on its own)."""
+        return self.process is not None or self.monitor is not None
+
+    async def boot(self, name: str, prepare: Callable[[], Path], monitor_port: int) -> None:
+        m = self.m
+        binary = m.binary or find_renode()
+        if binary is None:
+            raise MachineError(
+                "renode not found on PATH (install Renode >= 1.15 from https://renode.io, "
+                "or set WASMBED_RENODE)"
+            )
+        self.process = m.process_factory(binary, m.workdir / "renode.log")
+        await self.process.start(monitor_port, m.start_timeout)
+        self._record = (m.workdir / "monitor.transcript").open("a", buffering=1)
+        self._record.write(f"# boot {m.boots + 1}: {' '.join(self.process.argv(monitor_port))}\n")
+        try:
+            client = await MonitorClient.connect(
+                "127.0.0.1", monitor_port, timeout=m.start_timeout, record=self._record,
+                sync_token=m.sync_token,
+            )
+        except MonitorError as exc:
+            # Refused or not Renode's answers: another process may own the port.
+            raise _PortLost(f"monitor port {monitor_port}: {exc}") from exc
+        self.monitor = client
+        if client.version is not None and client.version < MIN_VERSION:
+            found = ".".join(map(str, client.version))
+            raise MachineError(f"Renode {found} found; 1.15 or newer is needed")
+        await m.run(self.monitor, include_command(prepare()), m.include_timeout)
+
+    async def reset(self) -> None:
+        await self.m.run(self._need_monitor(), "machine Reset", 30)
+
+    def _need_monitor(self) -> MonitorTransport:
+        if self.monitor is None:
+            raise MachineError(f"{self.m.name}: not running")
+        return self.monitor
+
+    async def power_cut(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        process, self.process = self.process, None
+        if monitor is not None:
+            if process is None or process.running:
+                with contextlib.suppress(MonitorError):
+                    self.m.history.append("pause")
+                    await monitor.execute("pause", timeout=5, check=False)
+                    self.m.history.append("quit")
+                    await monitor.quit(timeout=5)
+            monitor.close()
+        if process is not None:
+            await process.wait(5)
+            await process.kill()
+            self.m.last_report = process.report()
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+    def report(self) -> str:
+        return self.process.report() if self.process else self.m.last_report
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+
+class _Pyrenode3Control:
+    """Renode inside this process (pyrenode3): one shared emulation, a machine per boot."""
+
+    kind = "pyrenode3"
+    _shared: MonitorTransport | None = None  # one Renode per Python process
+
+    def __init__(self, machine: RenodeMachine, monitor: MonitorTransport | None = None) -> None:
+        self.m = machine
+        self._monitor = monitor
+        self.current: str | None = None
+
+    @property
+    def monitor(self) -> MonitorTransport:
+        if self._monitor is None:
+            if _Pyrenode3Control._shared is None:
+                _Pyrenode3Control._shared = Pyrenode3Monitor.load()
+            self._monitor = _Pyrenode3Control._shared
+        return self._monitor
+
+    @property
+    def running(self) -> bool:
+        return self.current is not None
+
+    has_state = running
+
+    async def boot(self, name: str, prepare: Callable[[], Path], monitor_port: int) -> None:
+        self.current = name
+        await self.m.run(self.monitor, include_command(prepare()), self.m.include_timeout)
+
+    async def reset(self) -> None:
+        if self.current is None:
+            raise MachineError(f"{self.m.name}: not running")
+        await self.m.run(self.monitor, f'mach set "{check_name(self.current)}"', 10)
+        await self.m.run(self.monitor, "machine Reset", 30)
+
+    async def power_cut(self) -> None:
+        current, self.current = self.current, None
+        if current is None:
+            return
+        for command in (f'mach set "{current}"', "machine Pause", f'mach rem "{current}"'):
+            self.m.history.append(command)
+            with contextlib.suppress(MonitorError):
+                await self.monitor.execute(command, timeout=10, check=False)
+
+    def report(self) -> str:
+        return self.m.last_report
+
+    @property
+    def pid(self) -> int | None:
+        return os.getpid() if self.current else None
+
+
+class RenodeMachine:
+    """A Renode machine with the interface of QemuMachine (start, power_cut, reset, close,
+    console, write_console), so the device handle and the harness treat both alike.
+
+    ``script(machine_name, link_port, console_port)`` renders the script for one boot;
+    ``link`` is the bridge link's listener that the UART pipe joins (None: no pipe).
+    ``sync_token``, ``monitor`` (a pyrenode3 transport) and ``process_factory`` let tests
+    stand in for Renode; ``history`` lists every monitor command sent, over all boots.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        script: ScriptFactory,
+        *,
+        link: Endpoint | None = None,
+        on_line: Callable[[str], None] | None = None,
+        binary: str | None = None,
+        control: str = "auto",
+        attempts: int = 3,
+        start_timeout: float = 40.0,
+        include_timeout: float = 60.0,
+        sync_token: str | None = None,
+        monitor: MonitorTransport | None = None,
+        process_factory: Callable[[str, Path], RenodeProcess] = RenodeProcess,
+    ) -> None:
+        self.name = check_name(name, "machine name")
+        self.workdir = workdir
+        self.script = script
+        self.link = link
+        self.on_line = on_line
+        self.binary = binary
+        self.attempts = attempts
+        self.start_timeout = start_timeout
+        self.include_timeout = include_timeout
+        self.sync_token = sync_token
+        self.process_factory = process_factory
+        self.console: list[str] = []
+        self.boots = 0
+        self.started_at = 0.0
+        self.last_report = ""
+        self.ports: dict[str, int] = {}
+        self.history: list[str] = []  # every monitor command sent, over all boots
+        self.pipe: UartPipe | None = None
+        self._console: ConsoleTerminal | None = None
+        if control == "auto":
+            control = "pyrenode3" if pyrenode3_configured() else "socket"
+        if control == "socket":
+            self._control: _SocketControl | _Pyrenode3Control = _SocketControl(self)
+        elif control == "pyrenode3":
+            self._control = _Pyrenode3Control(self, monitor)
+        else:
+            raise ValueError(f"control must be auto, socket or pyrenode3, not {control!r}")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._console_file = (workdir / "console.log").open("a", buffering=1)
+
+    @property
+    def control(self) -> str:
+        return self._control.kind
+
+    @property
+    def running(self) -> bool:
+        return self._control.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._control.pid
+
+    def _line(self, text: str) -> None:
+        self.console.append(text)
+        self._console_file.write(text + "\n")
+        if self.on_line is not None:
+            self.on_line(text)
+
+    async def run(self, monitor: MonitorTransport, command: str, timeout: float) -> None:
+        """One command through ``monitor``; Renode's errors become MachineError (or a retry
+        when a port was taken)."""
+        self.history.append(command)
+        try:
+            await monitor.execute(command, timeout=timeout)
+        except MonitorCommandError as exc:
+            text = "\n".join([*exc.reply.errors, exc.reply.output])
+            if PORT_IN_USE.search(text):
+                raise _PortLost(text) from exc
+            hint = ""
+            if MISSING_MODEL.search(text):
+                hint = (
+                    "\nThis Renode build lacks a peripheral model that renode/mps2-an385.repl "
+                    "uses (Timers.Arm_CMSDK_Timer is recent in Renode's sources): use a newer "
+                    "build (see renode/README.md)."
+                )
+            raise MachineError(f"{self.name}: Renode refused {command!r}:\n{text}{hint}") from exc
+        except MonitorError as exc:
+            raise MachineError(f"{self.name}: {exc}") from exc
+
+    def _boot_name(self) -> str:
+        if self._control.kind == "pyrenode3":
+            return check_name(f"{self.name[:40]}_b{self.boots + 1}", "machine name")
+        return self.name
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        if self._console is not None or self.pipe is not None or self._control.has_state:
+            await self.power_cut()  # Renode ended on its own: clear what is left of it
+        name = self._boot_name()
+        script = self.workdir / "device.resc"
+        terminal_ports: list[int] = []
+
+        def prepare() -> Path:
+            # Called right before `include`: the terminal ports' window is one round trip.
+            terminal_ports[:] = pick_free_ports(2)
+            script.write_text(self.script(name, *terminal_ports))
+            return script
+
+        problems: list[str] = []
+        for _ in range(self.attempts):
+            monitor_port = pick_free_ports(1)[0]
+            try:
+                await self._control.boot(name, prepare, monitor_port)
+                break
+            except _PortLost as exc:
+                problems.append(str(exc))
+                await self._control.power_cut()
+            except BaseException:
+                await self._control.power_cut()
+                raise
+        else:
+            raise MachineError(
+                f"{self.name}: ports taken before Renode could bind them, {self.attempts} "
+                "times:\n" + "\n".join(problems)
+            )
+        link_port, console_port = terminal_ports
+        self.ports = {"monitor": monitor_port, "link": link_port, "console": console_port}
+        self.boots += 1
+        self.started_at = time.monotonic()
+        self._line(f"[harness] power on (boot {self.boots}, renode {self._control.kind}, "
+                   f"pid {self.pid})")
+        try:
+            self._console = await ConsoleTerminal.open(("127.0.0.1", console_port), self._line)
+            if self.link is not None:
+                self.pipe = await UartPipe.open(("127.0.0.1", link_port), self.link)
+        except BaseException:
+            await self.power_cut()
+            raise
+
+    async def power_cut(self) -> None:
+        """Stop the machine now (pause, then quit or remove it); RAM is lost."""
+        was_running = self.running or self._console is not None
+        await self._control.power_cut()
+        if self.pipe is not None:
+            await self.pipe.close()
+            self.pipe = None
+        if self._console is not None:
+            await self._console.close()
+            self._console = None
+        if was_running:
+            self._line("[harness] power off")
+
+    async def reset(self) -> None:
+        """``machine Reset``: CPU and peripherals reset, the reset macro reloads image and blob."""
+        if not self.running:
+            raise MachineError(f"{self.name}: cannot reset, not running")
+        await self._control.reset()
+        self._line("[harness] reset")
+
+    async def write_console(self, text: str) -> None:
+        """Type text into the console UART."""
+        if self._console is None:
+            raise MachineError(f"{self.name}: not running")
+        await self._console.write(text)
+
+    async def close(self) -> None:
+        await self.power_cut()
+        self._console_file.close()
+
+    def exit_report(self) -> str:
+        """Renode's last log lines (for errors that say why it stopped)."""
+        return self._control.report()[-2000:]

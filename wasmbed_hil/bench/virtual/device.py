@@ -1,0 +1,559 @@
+"""The virtual device: the firmware's reference model in Python.
+
+It speaks the protocol through the same DeviceSession the firmware's C core mirrors, over a
+real TLS 1.3 connection with its own client certificate; keeps identity, modules and
+applications in a Flash directory that survives reboots; runs modules with wasmtime under a
+memory limit, a fuel budget and a wall-clock budget; and reconnects with backoff when the
+connection drops. Results produced while disconnected are kept and sent after reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from ...aio import cancel_and_wait
+from ...gateway.events import EventLog
+from ...pki import Credentials, client_ssl_context
+from ...protocol import (
+    ENROLL_CONTEXT,
+    AppState,
+    AppSummary,
+    ChunkAck,
+    DeployAck,
+    DeployBegin,
+    DeployChunk,
+    DeployReady,
+    DeviceInfo,
+    DeviceInfoReport,
+    DeviceInfoRequest,
+    DeviceSession,
+    EnrollChallenge,
+    EnrollProof,
+    EnrollReject,
+    Error,
+    ErrorCode,
+    ExecutionResult,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Message,
+    Received,
+    StartAck,
+    StartApp,
+    State,
+    StopAck,
+    StopApp,
+    Violation,
+    Welcome,
+)
+from .flash import Flash, InstalledApp
+from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
+
+FIRMWARE_VERSION = "wasmbed-virtual 0.1"
+UNMETERED_FUEL = 1 << 62  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
+DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without any frame before the link is dropped
+
+
+class Lifecycle(Enum):
+    """Where a device is, from power to running applications (labgrid-style strategy states)."""
+
+    OFF = "off"
+    CONNECTING = "connecting"  # TCP + TLS to the gateway
+    ENROLLING = "enrolling"  # Hello sent / proving its key
+    ONLINE = "online"  # Welcome received: session established
+    REJECTED = "rejected"  # enrollment refused; retrying later
+    BACKOFF = "backoff"  # disconnected, waiting before reconnecting
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to inject, for scenarios that need a flaky device."""
+
+    drop_after_chunks: int | None = None  # close the link after receiving N chunks (once)
+    silent: bool = False  # stop sending heartbeats (connection stays up)
+    enroll_with: Credentials | None = None  # prove enrollment with another key than the TLS one
+    corrupt_proof: bool = False  # send an enrollment signature that does not verify
+
+
+@dataclass
+class VirtualDeviceConfig:
+    name: str
+    flash_dir: Path
+    gateway_host: str
+    gateway_port: int
+    server_name: str = "localhost"
+    max_frame_size: int = 16 * 1024
+    max_module_size: int = 256 * 1024
+    memory_total: int = 4 * 1024 * 1024
+    max_apps: int = 8
+    window: int = 4
+    connect_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0
+    architecture: str = "x86_64"
+
+
+@dataclass
+class _Run:
+    app_id: str
+    run_id: int
+    reply_to: int
+    token: StopToken = field(default_factory=StopToken)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Transfer:
+    begin_id: int
+    digest: bytes
+    size: int
+    chunk_size: int
+    app: InstalledApp
+
+
+class VirtualDevice:
+    _shared_runtime: WasmRuntime | None = None
+
+    def __init__(
+        self,
+        config: VirtualDeviceConfig,
+        credentials: Credentials | None = None,
+        runtime: WasmRuntime | None = None,
+    ) -> None:
+        self.config = config
+        self.flash = Flash(config.flash_dir)
+        if credentials is not None:
+            credentials.write(self.flash.identity_dir)
+        self.credentials = credentials or Credentials.read(self.flash.identity_dir)
+        self._runtime = runtime
+        self.faults = Faults()
+        self.events = EventLog()
+        self.console: list[str] = []
+        self.lifecycle = Lifecycle.OFF
+        self.last_reject: tuple[ErrorCode, str] | None = None
+        self.last_error: str = ""
+        self.heartbeat_rtts: list[float] = []  # seconds, acknowledged heartbeats
+        self.chunks_received = 0
+        self.connections = 0
+        self._tls: ssl.SSLContext | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._booted_at = 0.0
+        self._session: DeviceSession | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._hb_sent: dict[int, float] = {}
+        self._last_ack = 0.0
+        self._runs: dict[str, _Run] = {}
+        self._outbox: list[tuple[int, ExecutionResult]] = []
+        self._transfers: dict[str, _Transfer] = {}
+        self.apps: dict[str, InstalledApp] = self.flash.apps()
+        self.app_states: dict[str, AppState] = {a: AppState.INSTALLED for a in self.apps}
+
+    # ================================================================== power
+    @property
+    def runtime(self) -> WasmRuntime:
+        if self._runtime is None:
+            if VirtualDevice._shared_runtime is None:
+                VirtualDevice._shared_runtime = WasmRuntime()
+            self._runtime = VirtualDevice._shared_runtime
+        return self._runtime
+
+    @property
+    def device_id(self) -> str | None:
+        raw = self.flash.device_id
+        return raw.hex() if raw else None
+
+    @property
+    def identity(self) -> str:
+        return self.credentials.identity
+
+    def power_on(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._booted_at = time.monotonic()
+        self._log(f"boot {FIRMWARE_VERSION} name={self.config.name}")
+        self._task = asyncio.create_task(self._main(), name=f"device-{self.config.name}")
+
+    async def power_off(self) -> None:
+        """Cut power: connection dropped, runs abandoned, flash kept."""
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait([task])
+        await self._abandon_runs()
+        self._set_lifecycle(Lifecycle.OFF)
+
+    async def reboot(self) -> None:
+        await self.power_off()
+        self.power_on()
+
+    def set_silent(self, silent: bool) -> None:
+        self.faults.silent = silent
+        self._log(f"heartbeats {'silenced' if silent else 'resumed'}")
+
+    # ================================================================== internals
+    def _log(self, line: str) -> None:
+        self.console.append(f"[{time.monotonic() - self._booted_at:9.3f}] {line}")
+
+    def _set_lifecycle(self, state: Lifecycle, **data: object) -> None:
+        if self.lifecycle is not state:
+            self.lifecycle = state
+            self.events.emit("lifecycle", None, state=state.value, **data)
+
+    def _info(self) -> DeviceInfo:
+        free = max(0, self.config.memory_total - self.flash.used_bytes())
+        return DeviceInfo(
+            self.config.architecture,
+            "wasmtime",
+            FIRMWARE_VERSION,
+            self.config.memory_total,
+            free,
+            self.config.max_module_size,
+            self.config.max_frame_size,
+            self.config.max_apps,
+            self.config.window,
+        )
+
+    async def _main(self) -> None:
+        backoff = self.config.backoff_initial_s
+        while True:
+            try:
+                established = await self._connect_once()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+                established = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._log(f"connection failed: {self.last_error}")
+                self.events.emit("connect_failed", None, reason=self.last_error)
+            except Exception as exc:  # a firmware bug: log it like a crash dump, then retry
+                established = False
+                self.last_error = f"firmware fault {type(exc).__name__}: {exc}"
+                self._log(self.last_error)
+                self.events.emit("fault", None, reason=self.last_error)
+            if established:
+                backoff = self.config.backoff_initial_s
+            if self.lifecycle is not Lifecycle.REJECTED:
+                self._set_lifecycle(Lifecycle.BACKOFF)
+            # Backoff is the device's own retry policy, not test synchronisation.
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.backoff_max_s)
+
+    async def _connect_once(self) -> bool:
+        """One connection's life; True when a session was established on it."""
+        self._set_lifecycle(Lifecycle.CONNECTING)
+        self._log(f"connecting to {self.config.gateway_host}:{self.config.gateway_port}")
+        if self._tls is None:
+            self._tls = client_ssl_context(self.flash.identity_dir)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                self.config.gateway_host,
+                self.config.gateway_port,
+                ssl=self._tls,
+                server_hostname=self.config.server_name,
+                ssl_handshake_timeout=self.config.connect_timeout_s,
+            ),
+            self.config.connect_timeout_s,
+        )
+        self.connections += 1
+        session = DeviceSession(self.config.max_frame_size)
+        self._session, self._writer = session, writer
+        heartbeat: asyncio.Task[None] | None = None
+        established = False
+        try:
+            self._set_lifecycle(Lifecycle.ENROLLING)
+            self._send(Hello(self.flash.device_id, self._info()))
+            while True:
+                data = await reader.read(65536)
+                self._last_ack = time.monotonic()  # any byte proves the link alive
+                if not data:
+                    self._log("link down: gateway closed the connection")
+                    break
+                for event in session.receive_data(data):
+                    if isinstance(event, Violation):
+                        self.last_error = str(event.error)
+                        self._log(f"protocol violation by gateway: {event.error}")
+                        continue
+                    if isinstance(event.message, Welcome):
+                        established = True
+                        heartbeat = asyncio.create_task(
+                            self._heartbeats(event.message.heartbeat_interval_ms / 1000)
+                        )
+                    await self._handle(event)
+                self._flush()
+                if session.state is State.CLOSED:
+                    break
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()  # not awaited: awaiting here could swallow our own cancel
+            self._session = self._writer = None
+            self._transfers.clear()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            self.events.emit("disconnected", None)
+        return established
+
+    def _send(self, message: Message, reply_to: int | None = None) -> int | None:
+        if self._session is None or self._session.state is State.CLOSED:
+            return None
+        message_id = self._session.send(message, reply_to)
+        self._flush()
+        return message_id
+
+    def _flush(self) -> None:
+        if self._session is not None and self._writer is not None:
+            data = self._session.data_to_send()
+            if data and not self._writer.is_closing():
+                self._writer.write(data)
+
+    async def _heartbeats(self, interval: float) -> None:
+        """Send heartbeats; nothing from the gateway (no HeartbeatAck, no other frame) for
+        DEAD_AFTER_INTERVALS intervals means the link is dead (half-open): drop it so the main
+        loop reconnects. Any frame counts, since acks can queue behind a large transfer."""
+        self._last_ack = time.monotonic()
+        while True:
+            if self.faults.silent:  # no heartbeat sent, so no ack owed
+                self._last_ack = time.monotonic()
+            silence = time.monotonic() - self._last_ack
+            if not self.faults.silent and silence > DEAD_AFTER_INTERVALS * interval:
+                self._log(f"nothing from the gateway for {silence:.2f}s: link presumed dead")
+                self.events.emit("dead_link", None, silence_s=silence)
+                if self._writer is not None:
+                    self._writer.transport.abort()
+                return
+            if not self.faults.silent:
+                summary = tuple(
+                    AppSummary(
+                        a.app_id, a.digest, self.app_states.get(a.app_id, AppState.INSTALLED)
+                    )
+                    for a in self.apps.values()
+                )
+                uptime = int((time.monotonic() - self._booted_at) * 1000)
+                mid = self._send(Heartbeat(uptime, self._info().memory_free, summary))
+                if mid is not None:
+                    self._hb_sent[mid] = time.perf_counter()
+            await asyncio.sleep(interval)  # the device's own heartbeat period
+
+    async def _handle(self, event: Received) -> None:
+        msg, mid = event.message, event.message_id
+        self._last_ack = time.monotonic()  # any frame from the gateway proves the link alive
+        if isinstance(msg, Welcome):
+            self.flash.device_id = msg.device_id
+            self.last_reject = None
+            self._set_lifecycle(Lifecycle.ONLINE, assigned_id=msg.device_id.hex())
+            self._log(f"online as {msg.device_id.hex()} (enrolled_now={msg.enrolled_now})")
+            for reply_to, result in self._outbox:
+                self._send(result, reply_to)
+            self._outbox.clear()
+        elif isinstance(msg, EnrollChallenge):
+            prover = self.faults.enroll_with or self.credentials
+            signature = prover.sign(ENROLL_CONTEXT + msg.nonce)
+            if self.faults.corrupt_proof:
+                signature = bytes([signature[0] ^ 0xFF]) + signature[1:]
+            self._send(EnrollProof(prover.spki_der, signature), reply_to=mid)
+        elif isinstance(msg, EnrollReject):
+            self.last_reject = (msg.code, msg.reason)
+            self._log(f"enrollment rejected: {msg.code.name}: {msg.reason}")
+            self._set_lifecycle(Lifecycle.REJECTED, code=msg.code.name, reason=msg.reason)
+        elif isinstance(msg, Error):
+            self.last_error = f"{msg.code.name}: {msg.reason}"
+            self._log(f"gateway error {self.last_error}")
+            if msg.code in (ErrorCode.REVOKED, ErrorCode.PAIRING_DISABLED):
+                self.last_reject = (msg.code, msg.reason)
+                self._set_lifecycle(Lifecycle.REJECTED, code=msg.code.name, reason=msg.reason)
+        elif isinstance(msg, HeartbeatAck):
+            sent = self._hb_sent.pop(mid, None)
+            self._last_ack = time.monotonic()
+            if sent is not None:
+                self.heartbeat_rtts.append(time.perf_counter() - sent)
+        elif isinstance(msg, DeviceInfoRequest):
+            self._send(DeviceInfoReport(self._info()), reply_to=mid)
+        elif isinstance(msg, DeployBegin):
+            self._deploy_begin(msg, mid)
+        elif isinstance(msg, DeployChunk):
+            self._deploy_chunk(msg, mid)
+        elif isinstance(msg, StartApp):
+            self._start(msg, mid)
+        elif isinstance(msg, StopApp):
+            await self._stop(msg, mid)
+
+    # ---------------------------------------------------------------- deployment
+    def _refuse(self, app_id: str, reply_to: int, code: ErrorCode, reason: str) -> None:
+        self._log(f"deploy {app_id} refused: {code.name}: {reason}")
+        self._send(DeployAck(app_id, int(code), reason), reply_to=reply_to)
+
+    def _deploy_begin(self, msg: DeployBegin, mid: int) -> None:
+        if msg.size > self.config.max_module_size:
+            self._refuse(
+                msg.app_id,
+                mid,
+                ErrorCode.MODULE_TOO_LARGE,
+                f"{msg.size} bytes exceeds {self.config.max_module_size}",
+            )
+            return
+        if msg.app_id not in self.apps and len(self.apps) >= self.config.max_apps:
+            self._refuse(msg.app_id, mid, ErrorCode.NO_SPACE, f"{self.config.max_apps} apps held")
+            return
+        if msg.chunk_size == 0 or msg.size == 0:
+            self._refuse(msg.app_id, mid, ErrorCode.INVALID_MODULE, "empty module or chunk size")
+            return
+        limits = (msg.limits.memory_bytes, msg.limits.fuel, msg.limits.timeout_ms)
+        app = InstalledApp(msg.app_id, msg.digest, msg.name, limits)
+        self.app_states[msg.app_id] = AppState.DEPLOYING
+        if self.flash.has_module(msg.digest):
+            self._send(DeployReady(msg.app_id, msg.size), reply_to=mid)
+            self._install(app, mid)
+            return
+        offset = self.flash.partial_size(msg.digest)
+        if offset >= msg.size:  # a stale partial of the wrong length: start again
+            self.flash.drop_partial(msg.digest)
+            offset = 0
+        self._transfers[msg.app_id] = _Transfer(mid, msg.digest, msg.size, msg.chunk_size, app)
+        self._log(f"deploy {msg.app_id} {msg.size} bytes from offset {offset}")
+        self._send(DeployReady(msg.app_id, offset), reply_to=mid)
+
+    def _deploy_chunk(self, msg: DeployChunk, mid: int) -> None:
+        t = self._transfers.get(msg.app_id)
+        if t is None:
+            self._send(Error(ErrorCode.UNKNOWN_APP, f"no transfer for {msg.app_id}"))
+            return
+        if len(msg.data) > t.chunk_size or msg.offset + len(msg.data) > t.size:
+            self._send(Error(ErrorCode.BAD_OFFSET, "chunk beyond the announced size"))
+            return
+        try:
+            held = self.flash.append_partial(t.digest, msg.offset, msg.data)
+        except ValueError as exc:
+            self._send(Error(ErrorCode.BAD_OFFSET, str(exc)))
+            return
+        self.chunks_received += 1
+        self._send(ChunkAck(msg.app_id, held), reply_to=mid)
+        if (
+            self.faults.drop_after_chunks is not None
+            and self.chunks_received >= self.faults.drop_after_chunks
+        ):
+            self.faults.drop_after_chunks = None
+            self._log("fault: dropping the link mid-transfer")
+            if self._writer is not None:
+                self._writer.transport.abort()
+            return
+        if held == t.size:
+            del self._transfers[msg.app_id]
+            if not self.flash.finish_partial(t.digest):
+                self.app_states[msg.app_id] = AppState.FAILED
+                self._refuse(
+                    msg.app_id,
+                    t.begin_id,
+                    ErrorCode.DIGEST_MISMATCH,
+                    "SHA-256 of the received module differs from the announced digest",
+                )
+                return
+            self._install(t.app, t.begin_id)
+
+    def _install(self, app: InstalledApp, reply_to: int) -> None:
+        try:
+            self.runtime.validate(self.flash.read_module(app.digest))
+        except Exception as exc:
+            self.flash.remove_module_if_unused(app.digest)
+            self.app_states[app.app_id] = AppState.FAILED
+            self._refuse(app.app_id, reply_to, ErrorCode.INVALID_MODULE, str(exc)[:200])
+            return
+        old = self.apps.get(app.app_id)
+        self.apps[app.app_id] = app
+        self.flash.save_apps(self.apps)
+        if old is not None and old.digest != app.digest:
+            self.flash.remove_module_if_unused(old.digest)
+        self.app_states[app.app_id] = AppState.INSTALLED
+        self._log(f"installed {app.app_id} sha256={app.digest.hex()[:16]}")
+        self._send(DeployAck(app.app_id, 0, ""), reply_to=reply_to)
+
+    # ---------------------------------------------------------------- runs
+    def _start(self, msg: StartApp, mid: int) -> None:
+        app = self.apps.get(msg.app_id)
+        if app is None:
+            self._send(
+                StartAck(msg.app_id, msg.run_id, int(ErrorCode.UNKNOWN_APP), "not installed"),
+                reply_to=mid,
+            )
+            return
+        if msg.app_id in self._runs:
+            self._send(
+                StartAck(msg.app_id, msg.run_id, int(ErrorCode.BUSY), "already running"),
+                reply_to=mid,
+            )
+            return
+        run = _Run(msg.app_id, msg.run_id, mid)
+        self._runs[msg.app_id] = run
+        self.app_states[msg.app_id] = AppState.RUNNING
+        self._send(StartAck(msg.app_id, msg.run_id, 0, ""), reply_to=mid)
+        run.task = asyncio.create_task(self._execute(run, app, msg.entry, msg.args))
+
+    async def _execute(
+        self, run: _Run, app: InstalledApp, entry: str, args: tuple[int | float, ...]
+    ) -> None:
+        memory, fuel, timeout_ms = app.limits
+        limits = RunLimits(
+            memory_bytes=memory, fuel=fuel or UNMETERED_FUEL, timeout_s=timeout_ms / 1000
+        )
+        module = self.flash.read_module(app.digest)
+        self._log(f"run {app.app_id}#{run.run_id} {entry}{tuple(args)}")
+        result: RunResult = await asyncio.to_thread(
+            self.runtime.run, module, entry, args, limits, run.token
+        )
+        self._runs.pop(app.app_id, None)
+        self.app_states[app.app_id] = (
+            AppState.STOPPED
+            if result.outcome.name == "STOPPED"
+            else AppState.INSTALLED
+            if result.outcome.name == "RETURNED"
+            else AppState.FAILED
+        )
+        self._log(
+            f"run {app.app_id}#{run.run_id} -> {result.outcome.name} {result.values}"
+            f" {result.detail}".rstrip()
+        )
+        message = ExecutionResult(
+            app.app_id,
+            run.run_id,
+            result.outcome,
+            result.values,
+            result.log[:4096],
+            result.fuel_used,
+            result.duration_us,
+            result.detail[:256],
+        )
+        if self._send(message, run.reply_to) is None:
+            self._outbox.append((run.reply_to, message))  # delivered after reconnecting
+
+    async def _stop(self, msg: StopApp, mid: int) -> None:
+        if msg.app_id not in self.apps:
+            self._send(
+                StopAck(msg.app_id, int(ErrorCode.UNKNOWN_APP), "not installed"), reply_to=mid
+            )
+            return
+        run = self._runs.get(msg.app_id)
+        if run is not None and run.task is not None:
+            run.token.stop()
+            await asyncio.shield(run.task)  # its result (STOPPED) goes out first
+        self.app_states[msg.app_id] = AppState.STOPPED
+        if msg.remove:
+            app = self.apps.pop(msg.app_id)
+            self.app_states.pop(msg.app_id, None)
+            self.flash.save_apps(self.apps)
+            self.flash.remove_module_if_unused(app.digest)
+        self._send(StopAck(msg.app_id, 0, ""), reply_to=mid)
+
+    async def _abandon_runs(self) -> None:
+        """Power is gone: stop every run (its thread ends promptly) and lose what was in RAM."""
+        runs = list(self._runs.values())
+        for run in runs:
+            run.token.stop()
+        tasks = [r.task for r in runs if r.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        self._runs.clear()
+        self._outbox.clear()
