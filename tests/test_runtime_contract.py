@@ -2,8 +2,8 @@
 values, env.log, load failures and validation.
 
 `runtime` is the virtual device's runtime on wasmtime (`wasmbed_hil/bench/virtual/runtime.py`)
-or the firmware's on wasm3 (`firmware/runtime/wasm3`, host build under ASan + UBSan); the adapters are
-in `runtime_adapters.py`. Where the two genuinely differ the test says so per runtime; what only
+or the firmware's on wasm3 (`firmware/runtime/wasm3`, host build under ASan + UBSan); the adapters
+are in `runtime_adapters.py`. Where the two genuinely differ the test says so per runtime; what only
 one of them has is in `test_runtime_wasmtime.py` or `test_runtime_wasm3.py`.
 """
 
@@ -26,7 +26,7 @@ from runtime_adapters import (
     threads_joined,
 )
 
-from wasmbed_hil import modules
+from wasmbed_hil.bench import modules
 from wasmbed_hil.protocol.types import Outcome
 
 pytestmark = pytest.mark.filterwarnings("error")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from runtime_adapters import PAGE, SHORT, Wasm3Result, Wasm3Runtime, WasmtimeRuntime
 
-from wasmbed_hil import modules
+from wasmbed_hil.bench import modules
 from wasmbed_hil.protocol.types import Outcome
 
 

@@ -25,7 +25,7 @@ from runtime_adapters import (
     threads_joined,
 )
 
-from wasmbed_hil import modules
+from wasmbed_hil.bench import modules
 from wasmbed_hil.bench.virtual.runtime import (
     CompiledModule,
     ModuleError,
