@@ -1,5 +1,6 @@
-"""The firmware image for QEMU mps2-an385: per-device blob, build, footprint, and a booted
-image that meets a corrupted blob (reports it on UART0 and halts without crashing)."""
+"""The firmware image for QEMU mps2-an385: per-device blob, the board as a build parameter,
+build, footprint, and a booted image that meets a corrupted blob (reports it on UART0 and
+halts without crashing)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import hashlib
 import shutil
 import socket
 import struct
+import subprocess
 
 import pytest
 from qemu_console import Console
 
+from wasmbed_hil.bench.backends import get_backend
 from wasmbed_hil.bench.firmware import (
     BLOB_ADDRESS,
     BlobError,
@@ -18,14 +21,22 @@ from wasmbed_hil.bench.firmware import (
     ensure_image,
     footprint,
     parse_blob,
-    qemu_command,
 )
-from wasmbed_hil.bench.firmware.build import missing_tools, run_make
+from wasmbed_hil.bench.firmware.build import (
+    BUILD_DIR,
+    FIRMWARE_DIR,
+    boards,
+    image_path,
+    missing_tools,
+    run_make,
+)
+from wasmbed_hil.bench.machines.qemu import QEMU, qemu_command
 from wasmbed_hil.pki import FleetCA
 
+MISSING = missing_tools() + ([QEMU] if shutil.which(QEMU) is None else [])
 needs_toolchain = pytest.mark.skipif(
-    bool(missing_tools()),
-    reason=f"firmware tests need {', '.join(missing_tools())} (qemu-system-arm, "
+    bool(MISSING),
+    reason=f"firmware tests need {', '.join(MISSING)} (qemu-system-arm, "
     "arm-none-eabi-gcc/size, make) on PATH",
 )
 
@@ -99,6 +110,32 @@ def test_qemu_command_shape(tmp_path):
     # UART0 first (console on stdio), UART1 second (the TLS byte stream)
     serials = [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"]
     assert serials == ["chardev:uart0", "tcp:127.0.0.1:4321,nodelay=on"]
+    assert qemu_command(tmp_path / "fw.elf", tmp_path / "blob.bin", 4321,
+                        board="mps2-an385") == argv[:-2]
+    with pytest.raises(ValueError, match="no QEMU machine"):
+        qemu_command(tmp_path / "fw.elf", tmp_path / "blob.bin", 4321, board="nrf52840dk")
+
+
+# -- boards ---------------------------------------------------------------------------------
+
+
+def test_the_board_is_a_build_parameter():
+    """A bare-metal board is a port directory with a board.mk; make builds it into its own
+    build directory, and refuses a board without one."""
+    assert boards() == ["mps2-an385"]
+    assert image_path() == BUILD_DIR / "mps2-an385" / "wasmbed.elf"
+    assert image_path("mps2-an385", selftest="tls") == (
+        BUILD_DIR / "mps2-an385-selftest-tls" / "wasmbed.elf")
+    with pytest.raises(ValueError, match=r"unknown board 'nope'.*mps2-an385"):
+        image_path("nope")
+    with pytest.raises(ValueError, match="unknown board"):
+        ensure_image(board="nope")
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    refused = subprocess.run(["make", "-C", str(FIRMWARE_DIR), "BOARD=nope"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "BOARD=nope: no ports/nope/board.mk (bare-metal boards: mps2-an385)" in refused.stderr
 
 
 # -- image ----------------------------------------------------------------------------------
@@ -156,4 +193,6 @@ def test_booted_image_reports_a_corrupted_blob_and_halts(device, tmp_path, how):
 
 def test_tools_reported_when_missing(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda tool: None)
-    assert "qemu-system-arm" in missing_tools()
+    # the build's tools; QEMU is the qemu backend's to check, and it does
+    assert missing_tools() == ["arm-none-eabi-gcc", "arm-none-eabi-size", "make"]
+    assert "qemu-system-arm" in get_backend("qemu").unavailable_reason()

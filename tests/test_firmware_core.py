@@ -3,9 +3,9 @@
 - firmware/core/include/wb/msg_catalogue.h (tags, directions, phases, field tables, handshake
   transitions) is generated from the Python catalogue: the committed file must be what
   `python -m wasmbed_hil.protocol.cgen` writes.
-- `make -C firmware/host test` (ASan/UBSan): every vector of vectors.json through the C codec
+- `make -C firmware/tests test` (ASan/UBSan): every vector of vectors.json through the C codec
   and sessions, and the C unit tests of the device core.
-- Differential: firmware/host/build/wbdecode feeds bytes to a C session (receiver and state as
+- Differential: firmware/tests/build/wbdecode feeds bytes to a C session (receiver and state as
   in vectors.session_in) and prints its events; the same bytes go to the Python session. Inputs:
   hypothesis messages built from the catalogue's field kinds, and mutated frames.
 
@@ -52,11 +52,11 @@ from wasmbed_hil.protocol.messages import (
 from wasmbed_hil.protocol.session import Received, State, Violation
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST = ROOT / "firmware" / "host"
+HOST = ROOT / "firmware" / "tests"  # the host build: core + ports/host + C tests
 WBDECODE = HOST / "build" / "wbdecode"
 BIG = 1 << 20
 
-_spec = importlib.util.spec_from_file_location("wbcanon", HOST / "scripts" / "wbcanon.py")
+_spec = importlib.util.spec_from_file_location("wbcanon", HOST / "wbcanon.py")
 assert _spec is not None and _spec.loader is not None
 wbcanon = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(wbcanon)
@@ -65,7 +65,7 @@ _spec.loader.exec_module(wbcanon)
 # ----------------------------------------------------------------------------- the C side
 
 def _make(*targets: str) -> subprocess.CompletedProcess[str]:
-    """make in firmware/host, one at a time across test workers (they share its build dir)."""
+    """make in firmware/tests, one at a time across test workers (they share its build dir)."""
     (HOST / "build").mkdir(exist_ok=True)
     with (HOST / "build" / ".make.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -74,7 +74,7 @@ def _make(*targets: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_host_build_and_unit_tests_pass() -> None:
-    """`make -C firmware/host test`: vectors + device unit tests, under ASan/UBSan."""
+    """`make -C firmware/tests test`: vectors + device unit tests, under ASan/UBSan."""
     result = _make("test")
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]

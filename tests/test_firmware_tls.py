@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import selectors
+import shutil
 import socket
 import ssl
 import statistics
@@ -16,13 +17,15 @@ import threading
 import pytest
 from qemu_console import Console
 
-from wasmbed_hil.bench.firmware import build_blob, ensure_image, qemu_command
+from wasmbed_hil.bench.firmware import build_blob, ensure_image
 from wasmbed_hil.bench.firmware.build import missing_tools
+from wasmbed_hil.bench.machines.qemu import QEMU, qemu_command
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 
+MISSING = missing_tools() + ([QEMU] if shutil.which(QEMU) is None else [])
 pytestmark = pytest.mark.skipif(
-    bool(missing_tools()),
-    reason=f"firmware tests need {', '.join(missing_tools())} (qemu-system-arm, "
+    bool(MISSING),
+    reason=f"firmware tests need {', '.join(MISSING)} (qemu-system-arm, "
     "arm-none-eabi-gcc/size, make) on PATH",
 )
 

@@ -2,7 +2,7 @@
 
 Golden checks of every rendered script (each command, in order, placeholders filled),
 refusal of any value that could smuggle monitor syntax in, the .repl read by a structural
-parser and compared with the firmware's own constants (board.h, board.c, the Makefile's
+parser and compared with the firmware's own constants (board_port.h, board.c, board.mk's
 memory map, blob.py), and the backend's unavailable reason. None of this needs Renode.
 """
 
@@ -37,7 +37,7 @@ from wasmbed_hil.bench.machines.renode.scripts import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET = ROOT / "firmware" / "targets" / "mps2-an385"
+PORT = ROOT / "firmware" / "ports" / "mps2-an385"  # the bare-metal port
 
 
 @pytest.fixture
@@ -128,10 +128,10 @@ def test_templates_use_exactly_the_documented_placeholders(board):
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
 def test_board_scripts_agree_with_the_zephyr_apps_overlays(board):
-    """The Zephyr app (firmware/zephyr/, written separately) names its transport UART and
+    """The Zephyr app (firmware/ports/zephyr/, written separately) names its transport UART and
     its blob partition in its board overlays; the scripts must wire and load the same."""
     spec = BOARDS[board]
-    overlay = ROOT / "firmware" / "zephyr" / "boards" / f"{spec.overlay}.overlay"
+    overlay = ROOT / "firmware" / "ports" / "zephyr" / "boards" / f"{spec.overlay}.overlay"
     if not overlay.is_file():
         pytest.skip(f"{overlay.relative_to(ROOT)} not in this checkout")
     text = overlay.read_text()
@@ -140,7 +140,7 @@ def test_board_scripts_agree_with_the_zephyr_apps_overlays(board):
 
 
 def test_blob_address_agrees_with_blob_py_and_board_h():
-    board_h = (TARGET / "board.h").read_text()
+    board_h = (PORT / "board_port.h").read_text()
     assert int(re.search(r"#define WB_BLOB_ADDRESS (0x[0-9A-Fa-f]+)u", board_h)[1], 16) == (
         BLOB_ADDRESS
     )
@@ -245,7 +245,7 @@ def _define(path: Path, name: str) -> int:
 
 
 def _defsym(name: str) -> int:
-    makefile = (ROOT / "firmware" / "Makefile").read_text()
+    makefile = (PORT / "board.mk").read_text()
     value = re.search(rf"--defsym={name}=(\S+?)\s", makefile)[1]
     if value.startswith("$("):
         value = re.search(rf"^{value[2:-1]} := (\S+)$", makefile, re.M)[1]
@@ -267,9 +267,9 @@ def test_every_peripheral_has_a_model_type_and_every_bus_device_an_address(repl)
 
 
 def test_addresses_are_those_of_board_h_and_board_c(repl):
-    assert repl["uart0"].address == _define(TARGET / "board.h", "WB_UART0_BASE")
-    assert repl["uart1"].address == _define(TARGET / "board.h", "WB_UART1_BASE")
-    assert repl["timer0"].address == _define(TARGET / "board.c", "TIMER0_BASE")
+    assert repl["uart0"].address == _define(PORT / "board_port.h", "WB_UART0_BASE")
+    assert repl["uart1"].address == _define(PORT / "board_port.h", "WB_UART1_BASE")
+    assert repl["timer0"].address == _define(PORT / "board.c", "TIMER0_BASE")
     assert repl["nvic"].address == 0xE000E000  # SysTick at 0xE000E010 (board.c SYST_CSR)
     assert {repl[n].type for n in ("uart0", "uart1")} == {"UART.CMSDK_APB_UART"}
     assert repl["timer0"].type == "Timers.Arm_CMSDK_Timer"
@@ -280,15 +280,15 @@ def test_memory_covers_the_linker_map_and_the_blob(repl):
     assert flash.address == _defsym("__flash")
     assert flash.end() == _defsym("__flash") + _defsym("__flash_size")
     ram_end = _defsym("__ram") + _defsym("__ram_size")
-    blob_at = _define(TARGET / "board.h", "WB_BLOB_ADDRESS")
-    blob_end = blob_at + _define(TARGET / "board.h", "WB_BLOB_MAX_SIZE")
+    blob_at = _define(PORT / "board_port.h", "WB_BLOB_ADDRESS")
+    blob_end = blob_at + _define(PORT / "board_port.h", "WB_BLOB_MAX_SIZE")
     assert (blob_at, blob_end - blob_at) == (BLOB_ADDRESS, BLOB_MAX_SIZE)
     assert sram.address == _defsym("__ram") and ram_end <= blob_at
     assert sram.end() == blob_end  # the blob is the top of the RAM Renode maps
 
 
 def test_clocks_and_interrupts_are_the_an385_ones(repl):
-    cpu_hz = _define(TARGET / "board.h", "WB_CPU_HZ")
+    cpu_hz = _define(PORT / "board_port.h", "WB_CPU_HZ")
     assert int(repl["nvic"].attributes["systickFrequency"]) == cpu_hz
     for name in ("timer0", "uart0", "uart1"):
         assert int(repl[name].attributes["frequency"]) == cpu_hz, name

@@ -1,4 +1,5 @@
-"""The Zephyr/WAMR application (firmware/zephyr): what can be checked without Zephyr or WAMR.
+"""The Zephyr/WAMR application (firmware/ports/zephyr): what can be checked without Zephyr or
+WAMR.
 
 Neither Zephyr nor WAMR can be installed here (../shared/notes/feasibility.md), so the
 application is never built by these tests. They check instead:
@@ -8,14 +9,17 @@ application is never built by these tests. They check instead:
   every application option they or the sources use is declared in the application's Kconfig;
 - the mbedTLS configuration the image names is the proven TLS 1.3-only one, and it passes
   mbedTLS 3.6's own consistency checks (check_config.h) with the pinned mbedTLS sources;
-- CMakeLists.txt compiles exactly the core sources of firmware/core/core.mk, with its defines,
-  and the runtime-independent sources the wasm3 runtime compiles (wasm3.mk WASM3_COMMON_SRCS);
-- every function the core and the reused MPS2 code need (runtime.h, platform.h, transport.h
-  members, the board.h functions they call, crypto.h's entropy hooks) is defined in the
-  sources the application compiles;
+- the core is a Zephyr module (firmware/core/zephyr/module.yml) that the application adds and
+  enables, and the source lists exist once: core/, app/ and runtime/common/ each have a
+  sources.txt that make (sources.mk) and CMake (sources.cmake) read the same way (both are
+  run here on them), and no build file lists those sources again;
+- every function the core and the board-independent application (firmware/app) need
+  (runtime.h, platform.h, transport.h members, the app/board.h functions they call, crypto.h's
+  entropy hooks) is defined in the sources the application compiles, and no bare-metal port
+  source is among them;
 - the board overlays choose a transport UART (chosen node wasmbed,transport-uart) that exists,
   is not the console, and is enabled; the per-device blob has a place on every board;
-- the portable half of the WAMR runtime (src/wamr_portable.c: WAMR exception -> outcome
+- the portable half of the WAMR runtime (runtime/wamr/wamr_portable.c: WAMR exception -> outcome
   mapping, on top of runtime/common/wb_wasm_scan.c: module scan, argument conversion, wording,
   the unit the wasm3 runtime uses too) compiles with -Wall -Wextra -Werror for the host
   (ASan/UBSan) and for Cortex-M3, passes its C unit checks, and gives the wasm3 runtime's
@@ -39,11 +43,15 @@ from wasmbed_hil.bench import modules
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
-APP = FW / "zephyr"
+APP = FW / "ports" / "zephyr"  # the Zephyr application
 SRC = APP / "src"
-TARGET = FW / "targets" / "mps2-an385"
+FW_APP = FW / "app"  # the board-independent application both images compile
+MPS2 = FW / "ports" / "mps2-an385"  # the bare-metal port
 COMMON = FW / "runtime" / "common"
-CORE_INCLUDE = FW / "core" / "include"
+WAMR = FW / "runtime" / "wamr"
+CORE = FW / "core"
+MODULE = CORE / "zephyr"  # the core's Zephyr module files
+CORE_INCLUDE = CORE / "include"
 MBEDTLS_DIR = ROOT / ".cache" / "firmware-deps" / "mbedtls"
 
 # Outcome numbers of firmware/core/include/wb/types.h
@@ -82,23 +90,42 @@ def _conf(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for _, line in _conf_lines(path))
 
 
+def _cmake_text(path: Path) -> str:
+    return re.sub(r"#[^\n]*", " ", path.read_text())
+
+
 def _cmake_list(name: str) -> list[str]:
-    text = (APP / "CMakeLists.txt").read_text()
-    match = re.search(rf"set\({name}\s+(.*?)\)", text, flags=re.S)
+    match = re.search(rf"set\({name}\s+(.*?)\)", _cmake_text(APP / "CMakeLists.txt"),
+                      flags=re.S)
     assert match, f"CMakeLists.txt sets no {name}"
-    return [item for item in match.group(1).split() if not item.startswith("#")]
+    return match.group(1).split()
 
 
 def _resolve(item: str) -> Path:
-    item = item.replace("${WB_FW}", str(FW)).replace("${WB_TARGET}", str(TARGET))
+    for var, value in {"${WB_FW}": FW, "${WB_APP}": FW_APP, "${WB_WAMR}": WAMR}.items():
+        item = item.replace(var, str(value))
     return Path(item) if Path(item).is_absolute() else APP / item
+
+
+def _list_file(directory: Path) -> list[Path]:
+    """The sources of directory/sources.txt, read as sources.mk and sources.cmake read it."""
+    lines = [line.strip() for line in (directory / "sources.txt").read_text().splitlines()]
+    return [directory / line for line in lines if line and not line.startswith("#")]
+
+
+def _listed_sources(name: str) -> list[Path]:
+    """The sources CMakeLists.txt reads with wasmbed_sources(name <dir>) (sources.cmake)."""
+    match = re.search(rf"wasmbed_sources\({name}\s+(\S+)\)", _cmake_text(APP / "CMakeLists.txt"))
+    assert match, f"CMakeLists.txt reads no list into {name}"
+    return _list_file(_resolve(match.group(1)))
 
 
 def _compiled_sources() -> dict[str, list[Path]]:
     return {
-        "core": [_resolve(i) for i in _cmake_list("WB_CORE_SRCS")],
-        "reused": [_resolve(i) for i in _cmake_list("WB_REUSED_SRCS")],
-        "common": [_resolve(i) for i in _cmake_list("WB_RUNTIME_COMMON_SRCS")],
+        "core": _list_file(CORE),  # through the module (module.yml, CONFIG_WASMBED_CORE)
+        "app": _listed_sources("WB_APP_SRCS"),
+        "common": _listed_sources("WB_RUNTIME_COMMON_SRCS"),
+        "wamr": [_resolve(i) for i in _cmake_list("WB_WAMR_SRCS")],
         "zephyr": [_resolve(i) for i in _cmake_list("WB_ZEPHYR_SRCS")],
     }
 
@@ -175,7 +202,8 @@ def test_west_manifest_pins_zephyr_and_wamr() -> None:
 
 
 def test_west_checkouts_stay_out_of_git() -> None:
-    """`west init -l firmware/zephyr` makes firmware/ the workspace: clones must be ignored."""
+    """`west init -l firmware/ports/zephyr` makes firmware/ports/ the workspace: clones must be
+    ignored."""
     manifest = _manifest()
     paths = [p["path"] for p in manifest["projects"]]
     paths.append(manifest["projects"][0]["import"]["path-prefix"] + "/modules/hal/stm32")
@@ -184,8 +212,12 @@ def test_west_checkouts_stay_out_of_git() -> None:
     if shutil.which("git") is None:
         pytest.skip("git not installed")
     for path in paths:
-        probe = subprocess.run(["git", "check-ignore", "-q", str(FW / path / "x")], cwd=ROOT)
-        assert probe.returncode == 0, f"firmware/{path} would not be ignored by git"
+        probe = subprocess.run(["git", "check-ignore", "-q", str(APP.parent / path / "x")],
+                               cwd=ROOT)
+        assert probe.returncode == 0, f"firmware/ports/{path} would not be ignored by git"
+    probe = subprocess.run(["git", "check-ignore", "-q", str(APP.parent / ".west" / "config")],
+                           cwd=ROOT)
+    assert probe.returncode == 0, "west's firmware/ports/.west/ would not be ignored by git"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +263,8 @@ def test_prj_conf_has_what_the_sources_rely_on() -> None:
 
 
 def _kconfig_symbols() -> dict[str, str]:
-    text = (APP / "Kconfig").read_text()
+    """The application's options and the core module's (CONFIG_WASMBED_CORE)."""
+    text = (APP / "Kconfig").read_text() + (MODULE / "Kconfig").read_text()
     symbols = {}
     for match in re.finditer(r"^config (\w+)\n\t(bool|int|hex|string)", text, flags=re.M):
         symbols[match.group(1)] = match.group(2)
@@ -243,7 +276,8 @@ def test_application_options_are_declared_in_kconfig() -> None:
     used: set[str] = set()
     for path in CONF_FILES:
         used.update(n[len("CONFIG_"):] for n in _conf(path) if n.startswith("CONFIG_WASMBED_"))
-    for path in [*SRC.glob("*.c"), *SRC.glob("*.h"), APP / "CMakeLists.txt"]:
+    for path in [*SRC.glob("*.c"), *SRC.glob("*.h"), *WAMR.glob("*.c"), APP / "CMakeLists.txt",
+                 MODULE / "CMakeLists.txt"]:
         used.update(re.findall(r"CONFIG_(WASMBED_[A-Z0-9_]*[A-Z0-9])\b", path.read_text()))
     undeclared = sorted(used - set(symbols))
     assert undeclared == [], f"used but not in Kconfig: {undeclared}"
@@ -329,47 +363,137 @@ def test_mbedtls_configuration_passes_mbedtls_own_checks(tmp_path: Path,
 
 
 # ---------------------------------------------------------------------------------------------
-# CMake: the same core, the reused target code, the Zephyr layer
+# CMake: the core as a Zephyr module, every source list once, the application's sources
 
 
-def _core_mk() -> tuple[list[str], list[str]]:
-    text = (FW / "core" / "core.mk").read_text().replace("\\\n", " ")
-    srcs = re.search(r"^CORE_SRCS\s*:=(.*)$", text, flags=re.M)
+def test_the_core_is_a_zephyr_module_the_application_adds() -> None:
+    """core/zephyr/module.yml in the format Zephyr's scripts/zephyr_module.py validates (name;
+    build.cmake: a directory holding a CMakeLists.txt; build.kconfig: a file), built only when
+    enabled, added by the application before find_package(Zephyr) and enabled in prj.conf."""
+    meta = yaml.safe_load((MODULE / "module.yml").read_text())
+    assert set(meta) <= {"name", "build"} and set(meta["build"]) <= {"cmake", "kconfig"}
+    assert isinstance(meta["name"], str) and re.fullmatch(r"[a-z][a-z0-9-]*", meta["name"])
+    module_cmake = CORE / meta["build"]["cmake"] / "CMakeLists.txt"
+    assert module_cmake.is_file()
+    kconfig = (CORE / meta["build"]["kconfig"]).read_text()
+    assert re.search(r"^config WASMBED_CORE\n\tbool ", kconfig, flags=re.M)
+
+    text = _cmake_text(module_cmake)
+    assert re.match(r"\s*if\(NOT CONFIG_WASMBED_CORE\)\s*return\(\)\s*endif\(\)", text)
+    assert "zephyr_library_named(wasmbed_core)" in text
+    assert "zephyr_library_sources(${WB_CORE_SRCS})" in text
+    # the public headers reach the application; zcbor stays the library's
+    assert "zephyr_include_directories(${WB_CORE_DIR}/include)" in text
+    for header in CORE_INCLUDE.glob("wb/*.h"):
+        assert not re.search(r'#include\s*[<"]zcbor', header.read_text()), header.name
+
+    app = _cmake_text(APP / "CMakeLists.txt")
+    assert "get_filename_component(WB_FW ${CMAKE_CURRENT_SOURCE_DIR}/../.. ABSOLUTE)" in app
+    added = re.search(r"list\(APPEND EXTRA_ZEPHYR_MODULES (\S+)\)", app)
+    assert added and _resolve(added.group(1)) == CORE
+    assert added.start() < app.index("find_package(Zephyr REQUIRED")  # modules are found there
+    assert _conf(APP / "prj.conf")["CONFIG_WASMBED_CORE"] == "y"
+
+
+def test_the_module_passes_the_cores_defines() -> None:
+    text = (CORE / "core.mk").read_text()
     cflags = re.search(r"^CORE_CFLAGS\s*:=(.*)$", text, flags=re.M)
-    assert srcs and cflags
-    return srcs.group(1).split(), cflags.group(1).split()
-
-
-def test_cmake_compiles_the_cores_sources_with_its_defines() -> None:
-    mk_srcs, mk_cflags = _core_mk()
-    cmake_srcs = _compiled_sources()["core"]
-    assert sorted(str(p.relative_to(FW)) for p in cmake_srcs) == sorted(mk_srcs)
-    text = (APP / "CMakeLists.txt").read_text()
-    defs = re.search(r'COMPILE_DEFINITIONS\s+"([^"]*)"', text)
+    assert cflags
+    defs = re.search(r"zephyr_library_compile_definitions\(([^)]*)\)",
+                     _cmake_text(MODULE / "CMakeLists.txt"))
     assert defs, "the core's defines are not passed"
-    assert {f[2:] for f in mk_cflags if f.startswith("-D")} == set(defs.group(1).split(";"))
+    assert {f[2:] for f in cflags.group(1).split() if f.startswith("-D")} == set(
+        defs.group(1).split())
 
 
-def test_cmake_compiles_the_runtime_common_sources_of_wasm3_mk() -> None:
-    """The module scan both runtimes share: the same files on Zephyr as on the bare-metal image."""
-    text = (FW / "runtime" / "wasm3" / "wasm3.mk").read_text().replace("\\\n", " ")
-    mk = re.search(r"^WASM3_COMMON_SRCS\s*:=(.*)$", text, flags=re.M)
-    assert mk
-    mk_srcs = [i.replace("$(WASM3_COMMON_DIR)", str(COMMON)) for i in mk.group(1).split()]
-    cmake_srcs = _compiled_sources()["common"]
-    assert sorted(map(str, cmake_srcs)) == sorted(mk_srcs)
-    assert all(p.parent == COMMON and p.is_file() for p in cmake_srcs)
+LISTED = [CORE, FW_APP, COMMON]  # the portable directories with a sources.txt
+BUILD_FILES = [CORE / "core.mk", MODULE / "CMakeLists.txt", APP / "CMakeLists.txt",
+               FW / "Makefile", FW / "runtime" / "wasm3" / "wasm3.mk", FW / "sources.mk",
+               FW / "sources.cmake", *sorted(FW.glob("ports/*/board.mk"))]
 
 
-def test_cmake_compiles_every_source_of_the_layer() -> None:
+def test_no_build_file_lists_a_listed_source_again() -> None:
+    """The lists exist once, in sources.txt: no Makefile or CMake file names their sources
+    (the core's list used to be in core.mk and the Zephyr CMakeLists.txt, held equal by a
+    test)."""
+    listed = {p.name for directory in LISTED for p in _list_file(directory)}
+    assert {"codec.c", "app.c", "wb_wasm_scan.c"} <= listed
+    for path in BUILD_FILES:
+        named = set(re.findall(r"[\w.-]+\.c\b", re.sub(r"#[^\n]*", " ", path.read_text())))
+        assert not named & listed, f"{path.relative_to(ROOT)} names {sorted(named & listed)}"
+    assert re.search(r"^CORE_SRCS := \$\(call wb_sources,\$\(WB_CORE_DIR\)\)$",
+                     (CORE / "core.mk").read_text(), flags=re.M)
+    assert "wasmbed_sources(WB_CORE_SRCS ${WB_CORE_DIR})" in _cmake_text(MODULE / "CMakeLists.txt")
+
+
+def _make_values(tmp_path: Path, makefile_args: list[str], names: list[str]) -> dict[str, str]:
+    """Variables as make sees them after reading the given makefiles (printed by a last -f)."""
+    probe = tmp_path / "probe.mk"
+    probe.write_text("wb-probe:\n" + "".join(f"\t@echo '{n}=$({n})'\n" for n in names))
+    proc = subprocess.run(["make", "-s", *makefile_args, "-f", str(probe), "wb-probe"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines())
+
+
+def _cmake_lists(tmp_path: Path, directories: list[Path]) -> list[list[Path]]:
+    script = tmp_path / "probe.cmake"
+    script.write_text(f"include({FW / 'sources.cmake'})\n" + "".join(
+        f'wasmbed_sources(s {d})\nmessage("${{s}}")\n' for d in directories))
+    proc = subprocess.run(["cmake", "-P", str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [[Path(p) for p in line.split(";")] for line in proc.stderr.splitlines()]
+
+
+def test_make_and_cmake_read_the_same_lists(tmp_path: Path) -> None:
+    """sources.mk (make) and sources.cmake (the Zephyr module and application) run on every
+    sources.txt give the same files, and so do the variables the makefiles build from."""
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    for directory in LISTED:
+        assert all(p.is_file() for p in _list_file(directory)), directory
+    quirks = tmp_path / "quirks"  # comment lines, blank lines, indentation, a subdirectory
+    quirks.mkdir()
+    (quirks / "sources.txt").write_text("# a comment\n\n  a.c\n\t# b.c\nsub/c.c  \n#d.c\n")
+    expected = [*map(_list_file, LISTED), [quirks / "a.c", quirks / "sub" / "c.c"]]
+
+    probe = tmp_path / "lists.mk"
+    probe.write_text(f"include {FW / 'sources.mk'}\n" + "".join(
+        f"L{i} := $(call wb_sources,{d})\n" for i, d in enumerate([*LISTED, quirks])))
+    made = _make_values(tmp_path, ["-f", str(probe)], [f"L{i}" for i in range(len(expected))])
+    assert [[Path(p) for p in made[f"L{i}"].split()] for i in range(len(expected))] == expected
+
+    core = _make_values(tmp_path, ["-f", str(CORE / "core.mk")], ["CORE_SRCS"])
+    assert [Path(p) for p in core["CORE_SRCS"].split()] == _list_file(CORE)
+    wasm3 = _make_values(tmp_path, ["DEPS=/nowhere", "-f", str(FW / "runtime/wasm3/wasm3.mk")],
+                         ["WASM3_COMMON_SRCS"])
+    assert [Path(p).resolve() for p in wasm3["WASM3_COMMON_SRCS"].split()] == _list_file(COMMON)
+    image = _make_values(tmp_path, ["-C", str(FW), "-f", "Makefile", "WB_DEPS_DONE=1",
+                                    f"BUILD_DIR={tmp_path / 'build'}"], ["TARGET_SRCS"])
+    board = _make_values(tmp_path, ["-f", str(MPS2 / "board.mk")], ["BOARD_SRCS"])
+    ported = [MPS2 / name for name in board["BOARD_SRCS"].split()]
+    assert {p.name for p in ported} == {"main.c", "board.c", "entropy.c"}
+    assert [Path(p) for p in image["TARGET_SRCS"].split()] == ported + _list_file(FW_APP)
+
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not installed: sources.cmake not run")
+    assert _cmake_lists(tmp_path, [*LISTED, quirks]) == expected
+
+
+def test_cmake_compiles_every_source_of_the_application() -> None:
     sources = _compiled_sources()
     for group in sources.values():
         for path in group:
             assert path.is_file(), path
     assert sorted(p.name for p in sources["zephyr"]) == sorted(p.name for p in SRC.glob("*.c"))
-    assert all(p.parent == TARGET for p in sources["reused"])
-    text = (APP / "CMakeLists.txt").read_text()
+    assert sorted(p.name for p in sources["wamr"]) == sorted(p.name for p in WAMR.glob("*.c"))
+    assert all(p.parent == FW_APP for p in sources["app"])
+    assert all(p.parent == COMMON for p in sources["common"])
+    text = _cmake_text(APP / "CMakeLists.txt")
     assert "find_package(Zephyr REQUIRED" in text
+    assert re.search(r"target_sources\(app PRIVATE \$\{WB_APP_SRCS\} \$\{WB_RUNTIME_COMMON_SRCS\}"
+                     r" \$\{WB_WAMR_SRCS\}\s+\$\{WB_ZEPHYR_SRCS\}\)", text)
     for option in ("WAMR_BUILD_INSTRUCTION_METERING 1", "WAMR_BUILD_THREAD_MGR 1",
                    "WAMR_BUILD_INTERP 1", "WAMR_BUILD_FAST_INTERP 0", "WAMR_BUILD_AOT 0",
                    'WAMR_BUILD_PLATFORM "zephyr"'):
@@ -377,15 +501,22 @@ def test_cmake_compiles_every_source_of_the_layer() -> None:
     assert "runtime_lib.cmake" in text and "${WAMR_RUNTIME_LIB_SOURCE}" in text
 
 
+def _macros(header: Path) -> set[str]:
+    return set(re.findall(r"^#define (WB_\w+)", header.read_text(), flags=re.M))
+
+
 def test_interface_functions_are_defined_in_the_compiled_sources() -> None:
     sources = _compiled_sources()
-    app = sources["reused"] + sources["zephyr"]
+    port_srcs = sources["zephyr"] + sources["wamr"]
+    app = sources["app"] + port_srcs
+    compiled = [p.resolve() for group in sources.values() for p in group]
+    assert not [p for p in compiled if MPS2 in p.parents], "a bare-metal port source"
     defined = _defined_functions(app)
-    zephyr_defined = _defined_functions(sources["zephyr"])
+    zephyr_defined = _defined_functions(port_srcs)
 
     runtime = _declared_functions(CORE_INCLUDE / "wb" / "runtime.h")
     assert runtime == {"wb_runtime_validate", "wb_runtime_run"}
-    assert runtime <= zephyr_defined
+    assert runtime <= _defined_functions(sources["wamr"])
 
     platform = _declared_functions(CORE_INCLUDE / "wb" / "platform.h")
     assert len(platform) == 8 and "wb_platform_sign" in platform
@@ -399,34 +530,40 @@ def test_interface_functions_are_defined_in_the_compiled_sources() -> None:
         assigned.update(re.findall(r"->(\w+)\s*=\s*t_\w+;", path.read_text()))
     assert set(members) <= assigned
 
-    # the board API the reused MPS2 code calls is implemented by the Zephyr layer
-    board = _declared_functions(TARGET / "board.h")
-    needed = board & _called_functions(sources["reused"] + [SRC / "main.c"])
+    # the board API the application calls (app/board.h) is implemented by the Zephyr port,
+    # and the port names what app/board.h asks of every port's board_port.h
+    board = _declared_functions(FW_APP / "board.h")
+    needed = board & _called_functions(sources["app"] + [SRC / "main.c"])
     assert {"board_now_ms", "uart_getc_nb", "uart_write", "board_link_last_rx_ms"} <= needed
     assert needed <= zephyr_defined, sorted(needed - zephyr_defined)
+    asked = {"WB_UART0_BASE", "WB_UART1_BASE", "WB_BLOB_MAX_SIZE"}
+    assert asked <= set(re.findall(r"\b(WB_\w+)\s{2,}", (FW_APP / "board.h").read_text()))
+    for port in (SRC, MPS2):
+        assert asked <= _macros(port / "board_port.h"), port
 
-    # crypto.h hooks that the reused platform.c and mbedTLS expect from the board
-    assert "wb_entropy_set_seed" in _called_functions([TARGET / "platform.c"])
+    # crypto.h hooks that the application's platform.c and mbedTLS expect from the port
+    assert "wb_entropy_set_seed" in _called_functions([FW_APP / "platform.c"])
     assert {"wb_entropy_set_seed", "mbedtls_hardware_poll"} <= zephyr_defined
-    assert "entropy.c" not in {p.name for p in app}  # replaced, not linked twice
 
-    # what the Zephyr files give each other
+    # what the Zephyr port and the WAMR runtime give each other
     port = _declared_functions(SRC / "zephyr_port.h")
-    assert port <= zephyr_defined, sorted(port - zephyr_defined)
-    portable = _declared_functions(SRC / "wamr_portable.h")
-    assert portable <= _defined_functions([SRC / "wamr_portable.c"])
+    assert port <= _defined_functions(sources["zephyr"]), sorted(port)
+    wamr = _declared_functions(WAMR / "runtime_wamr.h")
+    assert wamr <= _defined_functions([WAMR / "runtime_wamr.c"]), sorted(wamr)
+    portable = _declared_functions(WAMR / "wamr_portable.h")
+    assert portable <= _defined_functions([WAMR / "wamr_portable.c"])
     common = _declared_functions(COMMON / "wb_wasm_scan.h")
     assert common <= _defined_functions(sources["common"]), sorted(common)
-    app_h = _declared_functions(TARGET / "app.h")
-    assert app_h <= _defined_functions([TARGET / "app.c"]), sorted(app_h)
+    app_h = _declared_functions(FW_APP / "app.h")
+    assert app_h <= _defined_functions([FW_APP / "app.c"]), sorted(app_h)
 
     # heartbeats during a run: the guard hook (in the device loop both images share, app.c)
     # is the core's service function
-    app_c = _strip_c_comments((TARGET / "app.c").read_text())
+    app_c = _strip_c_comments((FW_APP / "app.c").read_text())
     hook = re.search(r"void wb_runtime_guard_hook\(void\)\s*\{(.*?)\}", app_c, flags=re.S)
     assert hook and "wb_device_service_during_run()" in hook.group(1)
     assert "wb_runtime_guard_hook" in _defined_functions(app)
-    runtime_src = (SRC / "runtime_wamr.c").read_text()
+    runtime_src = (WAMR / "runtime_wamr.c").read_text()
     for api in ("wasm_runtime_full_init", "Alloc_With_Pool", "wasm_runtime_load",
                 "wasm_runtime_instantiate_ex", "wasm_runtime_create_exec_env",
                 "wasm_runtime_lookup_function", "wasm_runtime_call_wasm_a",
@@ -435,7 +572,7 @@ def test_interface_functions_are_defined_in_the_compiled_sources() -> None:
         assert api in runtime_src, api
 
 
-STUBS = APP / "tests" / "host" / "stubs"
+STUBS = APP / "tests" / "stubs"
 
 # Kconfig values of three builds: (blob source, CPU, entropy) as on stm32f4_disco,
 # mps2_an385 and stm32f746g_disco.
@@ -460,9 +597,11 @@ def _kconfig_defaults() -> list[str]:
 @pytest.mark.parametrize("build", sorted(STUB_BUILDS))
 def test_the_zephyr_layer_type_checks_against_stub_headers(tmp_path: Path, build: str,
                                                            mbedtls_include: Path) -> None:
-    """arm-none-eabi-gcc -fsyntax-only -Werror over the layer and the reused MPS2 sources, with
-    stub Zephyr/WAMR headers (tests/host/stubs: the APIs as read, not the real headers). Catches
-    C errors in code that cannot be built here; says nothing about the real APIs."""
+    """arm-none-eabi-gcc -fsyntax-only -Werror over every source the application compiles
+    but the core (the port, the WAMR runtime, the board-independent application, the runtimes'
+    common half), with stub Zephyr/WAMR headers (tests/stubs: the APIs as read, not the real
+    headers) and the include path of CMakeLists.txt. Catches C errors in code that cannot be
+    built here; says nothing about the real APIs."""
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed")
     autoconf = tmp_path / "autoconf.h"
@@ -474,11 +613,12 @@ def test_the_zephyr_layer_type_checks_against_stub_headers(tmp_path: Path, build
              "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-imacros", str(autoconf),
              "-DWASM_ENABLE_INSTRUCTION_METERING=1", "-DWASM_ENABLE_THREAD_MGR=1",
              '-DMBEDTLS_CONFIG_FILE="wb_zephyr_mbedtls_config.h"', f"-I{tmp_path}",
-             f"-I{STUBS}", f"-I{SRC}", f"-I{CORE_INCLUDE}", f"-I{COMMON}", f"-I{TARGET}",
-             f"-I{SRC / 'mbedtls'}", f"-I{FW / 'mbedtls'}", f"-I{mbedtls_include}"]  # fmt: skip
+             f"-I{STUBS}", f"-I{SRC}", f"-I{FW_APP}", f"-I{COMMON}", f"-I{WAMR}",
+             f"-I{CORE_INCLUDE}", f"-I{SRC / 'mbedtls'}", f"-I{FW / 'mbedtls'}",
+             f"-I{mbedtls_include}"]  # fmt: skip
     if build != "partition":
         flags.append("-DSTUB_NO_BLOB_PARTITION")
-    for path in sources["zephyr"] + sources["reused"] + sources["common"]:
+    for path in sources["zephyr"] + sources["wamr"] + sources["app"] + sources["common"]:
         proc = subprocess.run(["arm-none-eabi-gcc", *flags, str(path)], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0, f"{path.name}:\n{proc.stderr[-3000:]}"
@@ -531,9 +671,12 @@ def test_every_board_has_a_place_for_the_blob(board: str) -> None:
     overlay = _strip_c_comments((APP / "boards" / f"{board}.overlay").read_text())
     conf = _conf(APP / "boards" / f"{board}.conf")
     chosen = _chosen(overlay)
-    board_h = (TARGET / "board.h").read_text()
-    blob_address = int(re.search(r"WB_BLOB_ADDRESS (0x[0-9A-Fa-f]+)u", board_h).group(1), 16)
-    blob_max = int(re.search(r"WB_BLOB_MAX_SIZE (0x[0-9A-Fa-f]+)u", board_h).group(1), 16)
+    mps2_h = (MPS2 / "board_port.h").read_text()
+    blob_address = int(re.search(r"WB_BLOB_ADDRESS (0x[0-9A-Fa-f]+)u", mps2_h).group(1), 16)
+    # what the Zephyr image reads at most: the bare-metal image's blob region
+    blob_max = int(re.search(r"WB_BLOB_MAX_SIZE (0x[0-9A-Fa-f]+)u",
+                             (SRC / "board_port.h").read_text()).group(1), 16)
+    assert blob_max == int(re.search(r"WB_BLOB_MAX_SIZE (0x[0-9A-Fa-f]+)u", mps2_h).group(1), 16)
     if board == "mps2_an385":
         # the bare-metal image's blob address, kept out of the RAM Zephyr links into
         assert conf["CONFIG_WASMBED_BLOB_FROM_RAM"] == "y"
@@ -564,8 +707,8 @@ def test_every_board_has_a_place_for_the_blob(board: str) -> None:
 # the portable half of the WAMR runtime, compiled and run here
 
 # the WAMR runtime's portable half and the runtime-independent unit it shares with wasm3
-PORTABLE_SRCS = [COMMON / "wb_wasm_scan.c", SRC / "wamr_portable.c",
-                 APP / "tests" / "host" / "test_wamr_portable.c"]
+PORTABLE_SRCS = [COMMON / "wb_wasm_scan.c", WAMR / "wamr_portable.c",
+                 WAMR / "tests" / "test_wamr_portable.c"]
 WARNINGS = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 
 
@@ -576,7 +719,7 @@ def portable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zephyr-portable") / "test_wamr_portable"
     proc = subprocess.run(
         ["gcc", *WARNINGS, "-O1", "-g", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", f"-I{CORE_INCLUDE}", f"-I{COMMON}", f"-I{SRC}",
+         "-fno-sanitize-recover=all", f"-I{CORE_INCLUDE}", f"-I{COMMON}", f"-I{WAMR}",
          *map(str, PORTABLE_SRCS), "-o", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -602,7 +745,7 @@ def test_portable_unit_checks_pass(portable: Path) -> None:
     assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr
 
 
-@pytest.mark.parametrize("source", [COMMON / "wb_wasm_scan.c", SRC / "wamr_portable.c"],
+@pytest.mark.parametrize("source", [COMMON / "wb_wasm_scan.c", WAMR / "wamr_portable.c"],
                          ids=lambda p: p.name)
 def test_portable_code_builds_for_cortex_m(tmp_path: Path, source: Path) -> None:
     if shutil.which("arm-none-eabi-gcc") is None:

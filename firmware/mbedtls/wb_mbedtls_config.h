@@ -7,7 +7,7 @@
  * links on the host links on the board).
  *
  * ENTROPY: the MPS2-AN385 (and its QEMU model) has no TRNG. MBEDTLS_ENTROPY_HARDWARE_ALT is
- * implemented by targets/mps2-an385/entropy.c from the per-device blob's 32-byte seed mixed
+ * implemented by ports/mps2-an385/entropy.c from the per-device blob's 32-byte seed mixed
  * with the SysTick counter. FIT FOR TESTS ONLY: do not ship devices with this.
  *
  * No MBEDTLS_HAVE_TIME: the board has no real-time clock, so certificate validity dates are

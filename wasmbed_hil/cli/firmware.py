@@ -1,4 +1,5 @@
-"""`wasmbed-hil firmware build`: the device firmware image (make -C firmware), with progress.
+"""`wasmbed-hil firmware build`: the device firmware image (make -C firmware BOARD=<board>),
+with progress.
 
 It runs `wasmbed_hil.bench.firmware.build.run_make`, the same make command and file lock
 (firmware/build/.lock) that tests' `ensure_image` uses, with `on_line` streaming make's
@@ -55,8 +56,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "  wasmbed-hil firmware build\n"
         "  wasmbed-hil firmware build --force -o json"),
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--board", default=build.MACHINE, choices=[build.MACHINE],
-                   help=f"target board (default: {build.MACHINE}, the only one so far)")
+    b.add_argument("--board", default=build.DEFAULT_BOARD, choices=build.boards(),
+                   help=f"target board: a bare-metal port, firmware/ports/<board>/board.mk "
+                   f"(default: {build.DEFAULT_BOARD})")
     b.add_argument("--force", action="store_true",
                    help="rebuild everything (make -B), also what is up to date")
     b.add_argument("-o", "--output", choices=("table", "json"), default="table",
@@ -86,10 +88,12 @@ def toolchain_problem() -> str | None:
 
 
 def run_make_streamed(force: bool, on_line: Callable[[str], None],
-                      timeout: float = MAKE_TIMEOUT) -> tuple[int | None, list[str], str]:
-    """`build.run_make` streaming its output to `on_line`; returns make's exit status (None
-    if it was killed at `timeout`), its last 40 lines and the command line."""
-    proc = build.run_make(["-B"] if force else [], timeout=timeout, on_line=on_line)
+                      timeout: float = MAKE_TIMEOUT, board: str = build.DEFAULT_BOARD,
+                      ) -> tuple[int | None, list[str], str]:
+    """`build.run_make` for `board` streaming its output to `on_line`; returns make's exit
+    status (None if it was killed at `timeout`), its last 40 lines and the command line."""
+    proc = build.run_make([f"BOARD={board}", *(["-B"] if force else [])], timeout=timeout,
+                          on_line=on_line)
     tail = proc.stdout.splitlines()[-40:]
     return (None if proc.returncode == -9 else proc.returncode), tail, " ".join(proc.args)
 
@@ -123,12 +127,12 @@ def run_build(args: argparse.Namespace) -> int:
 
     try:
         with status or contextlib.nullcontext():
-            code, tail, cmd = run_make_streamed(args.force, on_line)
+            code, tail, cmd = run_make_streamed(args.force, on_line, board=args.board)
     except OSError as exc:
         raise CliError(f"cannot run make: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         raise CliError("interrupted; the build stopped", 1) from None
-    elf = build.image_path()
+    elf = build.image_path(args.board)
     if code != 0 or not elf.is_file():
         reason = (f"killed after {MAKE_TIMEOUT:g} s" if code is None else
                   f"exit {code}" if code else f"no {elf}")

@@ -1,6 +1,6 @@
 /* The runtime-independent half of the firmware runtimes: module scan, entry plan, wording.
  * See wb_wasm_scan.h. Used by runtime/wasm3/wb_runtime_wasm3.c and
- * zephyr/src/wamr_portable.c, which keep only what needs their runtime. */
+ * runtime/wamr/wamr_portable.c, which keep only what needs their runtime. */
 #include "wb_wasm_scan.h"
 
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* What both firmware runtimes (runtime/wasm3 and zephyr/src/runtime_wamr.c) decide about a
+/* What both firmware runtimes (runtime/wasm3 and runtime/wamr) decide about a
  * module without the runtime itself, and the words they say it in.
  *
  *  - a bounds-checked scan of the module's sections (what neither runtime keeps, or keeps in
@@ -13,7 +13,8 @@
  * Plain C11, no runtime, OS or libc extension headers, no allocation; 64-bit numbers are
  * written with wb_u64_text (small libcs, e.g. Zephyr's, may lack %llu). Built for the
  * bare-metal image and the wasm3 host tests by runtime/wasm3/wasm3.mk, for Zephyr by
- * firmware/zephyr/CMakeLists.txt, and on the host by tests/test_zephyr_app.py. */
+ * ports/zephyr/CMakeLists.txt (both read sources.txt here), and on the host by
+ * tests/test_zephyr_app.py. */
 #ifndef WB_WASM_SCAN_H
 #define WB_WASM_SCAN_H
 

@@ -33,10 +33,11 @@ WASM3_CORE_SRCS := $(addprefix $(WASM3_SRC_DIR)/, \
 WASM3_OWN_SRCS := $(WASM3_DIR)/wb_runtime_wasm3.c $(WASM3_DIR)/wb_wasm3_arena.c
 
 # The runtime-independent half (module scan, entry plan, wording), shared with the Zephyr/WAMR
-# runtime (firmware/zephyr/CMakeLists.txt compiles it there). It calls no allocator, so
-# WASM3_CFLAGS are harmless for it.
+# runtime: the files of runtime/common/sources.txt, which ports/zephyr/CMakeLists.txt reads
+# too. It calls no allocator, so WASM3_CFLAGS are harmless for it.
 WASM3_COMMON_DIR := $(WASM3_DIR)/../common
-WASM3_COMMON_SRCS := $(WASM3_COMMON_DIR)/wb_wasm_scan.c
+include $(WASM3_DIR)/../../sources.mk
+WASM3_COMMON_SRCS := $(call wb_sources,$(WASM3_COMMON_DIR))
 
 WASM3_SRCS := $(WASM3_CORE_SRCS) $(WASM3_OWN_SRCS) $(WASM3_COMMON_SRCS)
 

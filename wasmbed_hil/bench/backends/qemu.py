@@ -20,7 +20,7 @@ from ..console import parse_line
 from ..device import DeviceHandle
 from ..link.bridge import Bridge, Link
 from ..loop import LoopThread
-from ..machines.qemu import QemuMachine
+from ..machines.qemu import QemuMachine, qemu_command
 from ..virtual.device import Faults, Lifecycle
 from .base import Backend, register
 
@@ -188,7 +188,6 @@ class QemuBackend(Backend):
         self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any
     ) -> QemuDeviceHandle:
         from ..firmware.blob import build_blob
-        from ..firmware.build import qemu_command
 
         unknown = set(options) - DEVICE_OPTIONS
         if unknown:

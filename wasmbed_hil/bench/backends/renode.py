@@ -15,7 +15,6 @@ any of them the backend is unavailable and the scenarios skip, saying so.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ RENODE_MISSING = (
     "renode not found on PATH (install Renode ≥1.15 from https://renode.io; "
     "or pass --renode-binary to pytest, or set WASMBED_RENODE)"
 )
-BUILD_TOOLS = ("arm-none-eabi-gcc", "make")
 
 
 class RenodeFaults(Faults):
@@ -79,28 +77,18 @@ class RenodeDeviceHandle(QemuDeviceHandle):
 
 
 def firmware_image() -> Path:
-    """The MPS2-AN385 image, built if the toolchain is here (QEMU itself is not needed)."""
-    from ..firmware.build import (
-        FirmwareBuildError,
-        ensure_image,
-        image_path,
-        missing_tools,
-        run_make,
-    )
+    """The MPS2-AN385 image, built if the toolchain is here (QEMU itself is not needed), else
+    one built earlier."""
+    from ..firmware.build import FirmwareBuildError, ensure_image, image_path, missing_tools
 
-    if not missing_tools():
+    missing = missing_tools()
+    if not missing:
         return ensure_image()
     elf = image_path()
-    if all(shutil.which(t) for t in BUILD_TOOLS):
-        proc = run_make([])
-        if proc.returncode == 0 and elf.is_file():
-            return elf
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
-        raise FirmwareBuildError(f"make -C firmware failed (exit {proc.returncode}):\n{tail}")
     if elf.is_file():
         return elf
     raise FirmwareBuildError(
-        f"no firmware image at {elf} and {', '.join(BUILD_TOOLS)} not installed to build it"
+        f"no firmware image at {elf} and {', '.join(missing)} not installed to build it"
     )
 
 
@@ -115,11 +103,12 @@ class RenodeBackend(Backend):
             if configured:
                 return f"WASMBED_RENODE={configured!r} is not an executable renode"
             return RENODE_MISSING
-        from ..firmware.build import image_path
+        from ..firmware.build import image_path, missing_tools
 
-        if not image_path().is_file() and not all(shutil.which(t) for t in BUILD_TOOLS):
+        missing = missing_tools()
+        if missing and not image_path().is_file():
             return (
-                f"{', '.join(BUILD_TOOLS)} not installed and no firmware image at "
+                f"{', '.join(missing)} not installed and no firmware image at "
                 f"{image_path()} (Debian: gcc-arm-none-eabi picolibc-arm-none-eabi make)"
             )
         return None

@@ -1,9 +1,10 @@
-"""The bare-metal firmware image for QEMU mps2-an385: per-device blob and build helpers."""
+"""The bare-metal firmware image: per-device blob and build helpers (the QEMU command line
+that runs it is wasmbed_hil.bench.machines.qemu.qemu_command)."""
 
 from __future__ import annotations
 
 from .blob import BLOB_ADDRESS, BLOB_MAX_SIZE, BlobError, build_blob, parse_blob
-from .build import FirmwareBuildError, ensure_image, footprint, qemu_command
+from .build import FirmwareBuildError, ensure_image, footprint
 
 __all__ = [
     "BLOB_ADDRESS",
@@ -14,5 +15,4 @@ __all__ = [
     "ensure_image",
     "footprint",
     "parse_blob",
-    "qemu_command",
 ]

@@ -1,6 +1,6 @@
 """The per-device blob: what differs between devices, loaded into guest RAM at boot.
 
-Layout version 1 (little-endian; the C parser is firmware/targets/mps2-an385/blob.c and
+Layout version 1 (little-endian; the C parser is firmware/app/blob.c and
 the layout is documented in firmware/README.md)::
 
     0   4  magic b"WBLB"
@@ -37,7 +37,7 @@ MAX_NAME = 64
 MAX_SERVER_NAME = 253
 
 KEY, CERT, CA, SEED, NAME, SERVER_NAME, CONFIG = 1, 2, 3, 4, 5, 6, 7
-# Keys of the optional configuration entry (firmware/targets/mps2-an385/blob.h); the firmware
+# Keys of the optional configuration entry (firmware/app/blob.h); the firmware
 # clamps each value to what its buffers allow.
 CONFIG_KEYS = {
     "max_frame_size": 1,

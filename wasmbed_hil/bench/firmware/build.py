@@ -1,4 +1,8 @@
-"""Build the firmware image (make -C firmware) and describe how to run it under QEMU."""
+"""Build the bare-metal firmware image of a board (make -C firmware BOARD=<board>).
+
+A board is a port directory with a board.mk (firmware/ports/<board>/); `boards()` lists them.
+How an emulator runs the image is the emulator's business (wasmbed_hil/bench/machines/qemu.py).
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InfrastructureError
-from .blob import BLOB_ADDRESS
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[3] / "firmware"
 BUILD_DIR = FIRMWARE_DIR / "build"
-MACHINE = "mps2-an385"
-QEMU = "qemu-system-arm"
+PORTS_DIR = FIRMWARE_DIR / "ports"
+DEFAULT_BOARD = "mps2-an385"  # the make default too (firmware/Makefile BOARD ?=)
 ARM_GCC = "arm-none-eabi-gcc"
 ARM_SIZE = "arm-none-eabi-size"
 
-_built: dict[str, Path] = {}
+_built: dict[tuple[str, str], Path] = {}
 _lock = threading.Lock()
 
 
@@ -28,34 +31,48 @@ class FirmwareBuildError(InfrastructureError):
     """`make -C firmware` failed; the message ends with the tail of its output."""
 
 
-def image_path(selftest: str | None = None) -> Path:
-    """Where `make -C firmware [SELFTEST=...]` puts the ELF."""
-    name = MACHINE if selftest is None else f"{MACHINE}-selftest-{selftest}"
+def boards() -> list[str]:
+    """The bare-metal boards make can build: the port directories with a board.mk."""
+    return sorted(path.parent.name for path in PORTS_DIR.glob("*/board.mk"))
+
+
+def _check_board(board: str) -> None:
+    if board not in boards():
+        raise ValueError(f"unknown board {board!r}: the bare-metal boards are {boards()} "
+                         f"(firmware/ports/<board>/board.mk)")
+
+
+def image_path(board: str = DEFAULT_BOARD, *, selftest: str | None = None) -> Path:
+    """Where `make -C firmware BOARD=<board> [SELFTEST=...]` puts the ELF."""
+    _check_board(board)
+    name = board if selftest is None else f"{board}-selftest-{selftest}"
     return BUILD_DIR / name / "wasmbed.elf"
 
 
 def missing_tools() -> list[str]:
-    """Tools needed to build and run the image that are not on PATH."""
-    return [tool for tool in (QEMU, ARM_GCC, ARM_SIZE, "make") if shutil.which(tool) is None]
+    """Tools needed to build the image that are not on PATH (running it is the emulator
+    backend's concern: the qemu backend checks for qemu-system-arm itself)."""
+    return [tool for tool in (ARM_GCC, ARM_SIZE, "make") if shutil.which(tool) is None]
 
 
-def ensure_image(rebuild: bool = False, *, selftest: str | None = None) -> Path:
-    """Build the image once per process (make is incremental) and return the ELF path.
+def ensure_image(rebuild: bool = False, *, board: str = DEFAULT_BOARD,
+                 selftest: str | None = None) -> Path:
+    """Build the board's image once per process (make is incremental) and return the ELF path.
 
     ``selftest="tls"`` builds the TLS self-test image in its own build directory.
     ``rebuild`` runs make again even if this process already built the image.
     Concurrent callers (threads, pytest-xdist workers) are serialised with a file lock.
     Raises FirmwareBuildError with the tail of make's output on failure.
     """
-    key = selftest or ""
+    elf = image_path(board, selftest=selftest)
+    key = (board, selftest or "")
     with _lock:
         if not rebuild and key in _built and _built[key].is_file():
             return _built[key]
         missing = missing_tools()
         if missing:
             raise FirmwareBuildError(f"cannot build the firmware: missing {', '.join(missing)}")
-        proc = run_make([f"SELFTEST={selftest}"] if selftest else [])
-        elf = image_path(selftest)
+        proc = run_make([f"BOARD={board}", *([f"SELFTEST={selftest}"] if selftest else [])])
         if proc.returncode != 0 or not elf.is_file():
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
             raise FirmwareBuildError(
@@ -117,38 +134,6 @@ def _streamed(cmd: list[str], timeout: float,
             proc.kill()
             proc.wait()
     return subprocess.CompletedProcess(cmd, code, "\n".join(lines), "")
-
-
-def qemu_command(
-    elf: Path,
-    blob: Path,
-    uart1_port: int,
-    qmp_socket: Path | None = None,
-    *,
-    qemu: str = QEMU,
-) -> list[str]:
-    """The qemu-system-arm argv running ``elf`` with the per-device ``blob``.
-
-    UART0 (console) is the process's stdin/stdout; UART1 dials out to
-    127.0.0.1:``uart1_port`` (the harness listens first; nodelay avoids 40 ms Nagle stalls).
-    ``qmp_socket``: a unix socket path on which QEMU serves QMP (server, no wait).
-    """
-    # fmt: off
-    argv = [
-        qemu,
-        "-M", MACHINE,
-        "-nographic",
-        "-kernel", str(elf),
-        "-device", f"loader,file={blob},addr={BLOB_ADDRESS:#x},force-raw=on",
-        "-chardev", "stdio,id=uart0,signal=off",
-        "-serial", "chardev:uart0",
-        "-serial", f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on",
-        "-monitor", "none",
-    ]
-    # fmt: on
-    if qmp_socket is not None:
-        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
-    return argv
 
 
 def footprint(elf: Path) -> dict[str, int]:

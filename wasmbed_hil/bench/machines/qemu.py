@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ...aio import cancel_and_wait
 from ..errors import InfrastructureError
+from ..firmware.blob import BLOB_ADDRESS
+from ..firmware.build import DEFAULT_BOARD
 
 _LIVE: set[int] = set()  # pids of running machines, for the atexit safety net
 
@@ -41,6 +43,45 @@ class MachineError(InfrastructureError):
 
 
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
+
+QEMU = "qemu-system-arm"
+#: QEMU's machine (-M) for each firmware board (firmware/ports/<board>) it can run.
+QEMU_MACHINES = {"mps2-an385": "mps2-an385"}
+
+
+def qemu_command(
+    elf: Path,
+    blob: Path,
+    uart1_port: int,
+    qmp_socket: Path | None = None,
+    *,
+    board: str = DEFAULT_BOARD,
+    qemu: str = QEMU,
+) -> list[str]:
+    """The qemu-system-arm argv running the ``board``'s ``elf`` with the per-device ``blob``.
+
+    UART0 (console) is the process's stdin/stdout; UART1 dials out to
+    127.0.0.1:``uart1_port`` (the harness listens first; nodelay avoids 40 ms Nagle stalls).
+    ``qmp_socket``: a unix socket path on which QEMU serves QMP (server, no wait).
+    """
+    if board not in QEMU_MACHINES:
+        raise ValueError(f"no QEMU machine for board {board!r} (QEMU runs {sorted(QEMU_MACHINES)})")
+    # fmt: off
+    argv = [
+        qemu,
+        "-M", QEMU_MACHINES[board],
+        "-nographic",
+        "-kernel", str(elf),
+        "-device", f"loader,file={blob},addr={BLOB_ADDRESS:#x},force-raw=on",
+        "-chardev", "stdio,id=uart0,signal=off",
+        "-serial", "chardev:uart0",
+        "-serial", f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on",
+        "-monitor", "none",
+    ]
+    # fmt: on
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    return argv
 
 
 class QemuMachine:

@@ -1,6 +1,7 @@
-/* What the portable core needs from the board. Implemented once per target
- * (targets/mps2-an385/, host/ for tests, zephyr/ later). No function here may block
- * longer than its documented bound. */
+/* What the portable core needs from the board. Implemented by app/platform.c for the
+ * bare-metal and the Zephyr images (over the board API of app/board.h) and by
+ * ports/host/platform_host.c for the host tests. No function here may block longer than its
+ * documented bound. */
 #ifndef WB_PLATFORM_H
 #define WB_PLATFORM_H
 

@@ -55,29 +55,29 @@ class Board:
     link_uart: str  # sysbus peripheral with the wasmbed byte stream
     blob_address: int  # where the script loads the per-device blob (RAM or a flash partition)
     firmware: str  # what runs there
-    overlay: str = ""  # firmware/zephyr/boards/<overlay>.overlay, the app's side of the contract
+    overlay: str = ""  # firmware/ports/zephyr/boards/<overlay>.overlay: the app's side
 
 
 MPS2_AN385 = Board(
     "mps2_an385", DEVICE_TEMPLATE, str(PLATFORM), "uart0", "uart1", BLOB_ADDRESS,
-    "firmware/targets/mps2-an385 (the image the qemu backend runs)",
+    "firmware/ports/mps2-an385 (the image the qemu backend runs)",
 )
 #: The upstream boards Renode ships platform files for, for the Zephyr/WAMR image.
 BOARDS: dict[str, Board] = {
     "stm32f4_discovery": Board(
         "stm32f4_discovery", BOARDS_DIR / "stm32f4_discovery.resc",
         "platforms/boards/stm32f4_discovery-kit.repl", "usart2", "usart3", 0x080E0000,
-        "firmware/zephyr, west build -b stm32f4_disco", "stm32f4_disco",
+        "firmware/ports/zephyr, west build -b stm32f4_disco", "stm32f4_disco",
     ),
     "nrf52840dk": Board(
         "nrf52840dk", BOARDS_DIR / "nrf52840dk.resc",
         "platforms/cpus/nrf52840.repl", "uart0", "uart1", 0x000F8000,
-        "firmware/zephyr, west build -b nrf52840dk/nrf52840", "nrf52840dk_nrf52840",
+        "firmware/ports/zephyr, west build -b nrf52840dk/nrf52840", "nrf52840dk_nrf52840",
     ),
     "stm32f746g_disco": Board(
         "stm32f746g_disco", BOARDS_DIR / "stm32f746g_disco.resc",
         "platforms/boards/stm32f7_discovery-bb.repl", "usart1", "usart6", 0x080C0000,
-        "firmware/zephyr, west build -b stm32f746g_disco", "stm32f746g_disco",
+        "firmware/ports/zephyr, west build -b stm32f746g_disco", "stm32f746g_disco",
     ),
 }
 

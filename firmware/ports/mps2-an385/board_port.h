@@ -1,0 +1,28 @@
+/* MPS2-AN385 (Cortex-M3): what this port adds to the application's board API (app/board.h).
+ *
+ * Memory map (QEMU mps2-an385):
+ *   0x00000000 .. 0x003FFFFF  code (4 MiB): image
+ *   0x20000000 .. 0x203FBFFF  RAM given to the linker (data, bss, heap, 64 KiB stack on top)
+ *   0x203FC000 .. 0x203FFFFF  per-device blob (16 KiB, WB_BLOB_ADDRESS), written by the
+ *                             emulator's loader before reset; never written by the firmware
+ *   0x40004000 UART0 (console)   0x40005000 UART1 (raw byte stream to the bridge)
+ * The linker's side of the same map is board.mk (keep the two in step).
+ */
+#ifndef WB_BOARD_PORT_H
+#define WB_BOARD_PORT_H
+
+#include <stdint.h>
+
+#define WB_CPU_HZ 25000000u
+#define WB_BLOB_ADDRESS 0x203FC000u
+#define WB_BLOB_MAX_SIZE 0x4000u
+
+#define WB_UART0_BASE 0x40004000u
+#define WB_UART1_BASE 0x40005000u
+
+/* Called by this port's main.c only (board.c). */
+void board_init(void);                 /* UARTs, console stdio, SysTick */
+void board_idle(uint32_t quiet_ms);    /* wfi until the next tick once UARTs are quiet */
+void uart_init(uint32_t base);         /* CMSDK APB UART */
+
+#endif
