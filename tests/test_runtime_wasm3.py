@@ -42,7 +42,9 @@ def test_a_spin_without_fuel_budget_is_counted_and_calls_the_guard_hook(
     assert result.outcome is Outcome.TIMED_OUT
     assert result.fuel_used > 0  # taken back-edges; wasmtime's loop without calls reports 0
     assert isinstance(result, Wasm3Result)
-    assert result.hooks >= 5  # the guard hook ran about every 20 ms
+    # The guard hook runs about every 20 ms of the run: more than once, however few time
+    # slices a loaded machine gave the run before its deadline (5 failed at load 8).
+    assert result.hooks >= 2
 
 
 # ---------------------------------------------------------------------------------------------
