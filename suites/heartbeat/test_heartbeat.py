@@ -16,9 +16,9 @@ def test_heartbeats_are_acknowledged_with_telemetry(gateway, device):
 
 def test_silenced_device_becomes_unreachable_then_recovers(gateway, device):
     gateway.wait_heartbeats(device, 1)
-    device.set_silent(True)
+    device.faults.silence(True)
     gateway.wait_phase(device, DevicePhase.UNREACHABLE)
-    device.set_silent(False)
+    device.faults.silence(False)
     status = gateway.wait_phase(device, DevicePhase.CONNECTED)
     assert status.history[-2:] == [DevicePhase.UNREACHABLE, DevicePhase.CONNECTED]
     assert gateway.metrics()["heartbeat_timeouts"] >= 1
@@ -63,7 +63,7 @@ def test_heartbeat_lists_installed_applications(gateway, device, wasm):
 
 def test_each_device_of_a_fleet_is_watched_separately(gateway, fleet):
     quiet, *others = fleet(3)
-    quiet.set_silent(True)
+    quiet.faults.silence(True)
     gateway.wait_phase(quiet, DevicePhase.UNREACHABLE)
     for dev in others:
         gateway.wait_heartbeats(dev, 1)

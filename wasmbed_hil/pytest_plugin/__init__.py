@@ -3,7 +3,7 @@
 Fixture ladder (session -> function):
     hil_loop      one asyncio loop thread per worker hosting gateways and virtual devices
     fleet_ca      the fleet CA, created once per worker (issuing is then cheap)
-    hil_backend   the device backend chosen with --hil-backend
+    hil_backend   the device backend chosen with --hil-backend (closed at teardown)
     gateway_config  GatewayConfig.for_tests(), overridable with @pytest.mark.hil_gateway(...)
     gateway       an in-process gateway on an OS-chosen port (handed over, never guessed)
     device_factory  makes devices on the chosen backend; powers them all off at teardown
@@ -28,7 +28,13 @@ import pytest
 
 try:
     from ..bench import modules
-    from ..bench.backends import BackendUnavailable, backend_names, get_backend
+    from ..bench.backends import (
+        DEFAULT_BACKEND,
+        BackendUnavailable,
+        backend_classes,
+        backend_names,
+        get_backend,
+    )
     from ..bench.backends.base import Backend
     from ..bench.device import DeviceHandle
     from ..bench.gateway import GatewayHandle
@@ -50,8 +56,6 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     pytest_sessionfinish,
 )
 
-DEFAULT_BACKEND = "virtual"
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("wasmbed-hil")
@@ -68,23 +72,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "failures are never retried (default: 0)",
     )
     group.addoption(
-        "--renode-binary",
-        default=None,
-        help="the renode executable for --hil-backend=renode (sets $WASMBED_RENODE; "
-        "default: $WASMBED_RENODE, else renode on PATH)",
-    )
-    group.addoption(
         "--hil-timeout",
         type=float,
         default=10.0,
         help="default seconds that device and gateway waits allow (default: 10)",
     )
+    for backend in backend_classes():  # each backend declares its own settings
+        backend.add_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    renode = config.getoption("--renode-binary")
-    if renode:
-        os.environ["WASMBED_RENODE"] = str(renode)
+    for backend in backend_classes():
+        backend.apply_options(config.getoption)
     name = config.getoption("--hil-backend")
     if name not in backend_names():
         raise pytest.UsageError(
@@ -134,12 +133,16 @@ def hil_backend_name(pytestconfig: pytest.Config) -> str:
 
 
 @pytest.fixture
-def hil_backend(hil_backend_name: str, hil_loop: LoopThread, tmp_path: Path) -> Backend:
+def hil_backend(hil_backend_name: str, hil_loop: LoopThread, tmp_path: Path) -> Iterator[Backend]:
     cls = get_backend(hil_backend_name)
     reason = cls.unavailable_reason()
     if reason:
         pytest.skip(f"backend {hil_backend_name} unavailable here: {reason}")
-    return cls(hil_loop, tmp_path)
+    backend = cls(hil_loop, tmp_path)
+    try:
+        yield backend
+    finally:
+        backend.close()  # after device_factory's teardown, which depends on this fixture
 
 
 @pytest.fixture

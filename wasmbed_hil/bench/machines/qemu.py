@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...aio import cancel_and_wait
-from ..errors import InfrastructureError
+from ..errors import MachineError
 
 _LIVE: set[int] = set()  # pids of running machines, for the atexit safety net
 
@@ -36,14 +36,14 @@ def _kill_leftovers() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-class MachineError(InfrastructureError):
-    """The emulator could not be started or controlled (an infrastructure problem)."""
-
-
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
 
 
 class QemuMachine:
+    """A bench.machines.base.Machine: one qemu-system-arm process per boot."""
+
+    label = "emulator"
+
     def __init__(
         self,
         name: str,
@@ -180,3 +180,6 @@ class QemuMachine:
     def exit_report(self) -> str:
         """What the emulator said on stderr (for errors that say why it died)."""
         return self.stderr.decode("utf-8", "replace").strip()[-2000:]
+
+    def stats(self) -> dict[str, object]:
+        return {"boots": self.boots}
