@@ -31,8 +31,8 @@ from typing import Any
 from ..controlplane.emulation import EmulationError
 from ..pki import Credentials, FleetCA, PkiError
 from .backends import BackendUnavailable, get_backend
-from .backends.registry import require_known
 from .backends.base import Backend
+from .backends.registry import require_known
 from .device import DeviceHandle
 from .loop import LoopThread
 
