@@ -289,6 +289,11 @@ def test_a_firmware_backend_is_its_machine_and_closes_its_links(loop: LoopThread
         writer.close()
 
     loop.run(dial())
+    handle.close()  # frees the name: a device of the same name can be made again
+    assert backend.bridge.links == {}
+    again = backend.create("d", ca.issue_device("d"), ("127.0.0.1", 9))
+    link = backend.bridge.links["d"]
+    assert again.link is link
     backend.close()
     assert backend.bridge.links == {}
     with pytest.raises(OSError):

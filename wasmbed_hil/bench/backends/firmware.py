@@ -13,10 +13,12 @@ check and board label); option checks, the blob and the link live here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 from abc import abstractmethod
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,12 +70,16 @@ class FirmwareDeviceHandle(DeviceHandle):
         link: Link,
         *,
         backend: str,
+        release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`release()` closes the link for good when the device is closed (default:
+        `link.close`; a backend that keeps its links by name also forgets this one)."""
         super().__init__(name, credentials)
         self.backend = backend
         self._loop = loop
         self.machine = machine
         self.link = link
+        self._release = release or link.close
         self.events = EventLog()
         self._lifecycle = Lifecycle.OFF
         self._device_id: str | None = None
@@ -143,7 +149,7 @@ class FirmwareDeviceHandle(DeviceHandle):
     def close(self) -> None:
         if self._loop.alive:
             self._loop.run(self.machine.close())
-            self._loop.run(self.link.close())
+            self._loop.run(self._release())
             self._loop.call(self._set, Lifecycle.OFF)
 
     def write_line(self, line: str) -> None:
@@ -291,8 +297,11 @@ class FirmwareBackend(Backend):
         except BaseException:
             self.loop.run(self.bridge.close_link(name))
             raise
+        # Closing the device frees its name on the bridge: a device of the same name (a
+        # Device resource deleted and made again) gets a new link.
         return FirmwareDeviceHandle(self.loop, name, credentials, machine, link,
-                                    backend=self.name)
+                                    backend=self.name,
+                                    release=functools.partial(self.bridge.close_link, name))
 
     def close(self) -> None:
         if self.loop.alive:
