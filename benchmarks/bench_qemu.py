@@ -41,7 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wasmbed_hil.bench import modules
-from wasmbed_hil.bench.backends.qemu import QemuBackend, QemuDeviceHandle
+from wasmbed_hil.bench.backends.firmware import FirmwareDeviceHandle
+from wasmbed_hil.bench.backends.qemu import QemuBackend
 from wasmbed_hil.bench.firmware.build import ensure_image, footprint
 from wasmbed_hil.bench.gateway import GatewayHandle
 from wasmbed_hil.bench.loop import LoopThread
@@ -139,7 +140,7 @@ class Bench:
         self.loop = LoopThread("bench-qemu-loop")
         self.ca = FleetCA.create("bench_qemu fleet CA")
         self.backend = QemuBackend(self.loop, self.tmp / "devices")
-        self.handles: list[QemuDeviceHandle] = []
+        self.handles: list[FirmwareDeviceHandle] = []
         self.gateways: list[GatewayHandle] = []
         self.pids: set[int] = set()  # every emulator pid this run started
         self.elf = self.backend.elf
@@ -155,18 +156,18 @@ class Bench:
         gw.start()
         return gw
 
-    def device(self, gw: GatewayHandle, name: str, **options: Any) -> QemuDeviceHandle:
+    def device(self, gw: GatewayHandle, name: str, **options: Any) -> FirmwareDeviceHandle:
         creds = self.ca.issue_device(name)
         handle = self.backend.create(name, creds, gw.endpoint, **options)
         self.handles.append(handle)
         return handle
 
-    def power_on(self, handle: QemuDeviceHandle) -> None:
+    def power_on(self, handle: FirmwareDeviceHandle) -> None:
         handle.power_on()
         if handle.machine.pid is not None:
             self.pids.add(handle.machine.pid)
 
-    def retire(self, handle: QemuDeviceHandle) -> None:
+    def retire(self, handle: FirmwareDeviceHandle) -> None:
         try:
             handle.close()
         finally:
@@ -197,7 +198,7 @@ class Bench:
 
     # -- helpers --------------------------------------------------------------------------
     def boot_online(
-        self, handle: QemuDeviceHandle, timeout: float = ONLINE_TIMEOUT_S
+        self, handle: FirmwareDeviceHandle, timeout: float = ONLINE_TIMEOUT_S
     ) -> tuple[float, int | None]:
         """power_on -> ONLINE in seconds, and the firmware's 'tls: up in N ms' of this boot."""
         mark = len(handle.machine.console)
@@ -432,7 +433,7 @@ class Bench:
             steps.append(steps[-1] + 4)
         steps = sorted({min(n, max_devices) for n in steps})
         gw = self.gateway("gateway-ramp", **HEARTBEAT)
-        devices: list[QemuDeviceHandle] = []
+        devices: list[FirmwareDeviceHandle] = []
         on_time, held, first_late = 0, 0, None
         print(
             f"  {'N':>3} {'online in':>9} {'hb min/med':>10} {'hb t/o':>6} {'late':>5} "

@@ -166,6 +166,30 @@ def test_device_manager_refuses_what_it_cannot_start(ca: FleetCA, tmp_path: Path
         loop.close()
 
 
+def test_device_manager_refuses_an_unknown_backend_as_a_bad_request(ca: FleetCA,
+                                                                    tmp_path: Path) -> None:
+    """The Device resource takes any backend name; the manager resolves it in the registry.
+    An unknown one is the request's fault: a ValueError, which the REST API answers with 422
+    (and the controllers put in the Emulated condition), before any credentials exist."""
+    loop = LoopThread("dm-test-unknown")
+    try:
+        manager = DeviceManager(loop, ca, tmp_path, dict)
+        with pytest.raises(ValueError, match=r"unknown backend 'bochs'; available: .*virtual"
+                           ) as info:
+            loop.run(manager.aprovision("d1", "bochs", None))
+        assert isinstance(info.value, DeviceManagerError)
+        assert not (tmp_path / "credentials" / "d1").exists()
+        closed: list[str] = []
+        backend = manager.backend("virtual")
+        backend.close = lambda: closed.append("virtual")  # type: ignore[method-assign]
+        manager.close()
+        assert closed == ["virtual"]
+        assert manager.backend("virtual") is not backend  # a closed backend is not reused
+        manager.close()
+    finally:
+        loop.close()
+
+
 def test_fault_proxy_cuts_and_restores() -> None:
     async def main() -> None:
         async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

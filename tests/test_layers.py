@@ -47,7 +47,7 @@ def test_product_module_loads_nothing_of_the_bench(module: str) -> None:
 
 
 def test_the_probe_sees_bench_modules() -> None:
-    """The check above can fail: the bench's device handle does load the virtual device."""
+    """The check above can fail: the virtual backend does load the virtual device."""
     loaded = _loaded_after("import wasmbed_hil.bench.backends.virtual")
     assert "wasmtime" in loaded and "wasmbed_hil.bench.virtual.device" in loaded
 

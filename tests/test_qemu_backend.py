@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wasmbed_hil.bench.backends.qemu import QemuBackend
-from wasmbed_hil.bench.virtual.device import Lifecycle
+from wasmbed_hil.bench.device import Lifecycle
 from wasmbed_hil.protocol import DevicePhase
 
 pytestmark = pytest.mark.skipif(

@@ -782,8 +782,8 @@ def test_the_uart_pipe_copies_both_ways_and_closes_both_sides_together():
 
 
 def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_path):
-    from wasmbed_hil.bench.backends.renode import RenodeDeviceHandle
-    from wasmbed_hil.bench.virtual.device import Lifecycle
+    from wasmbed_hil.bench.backends.firmware import FirmwareDeviceHandle
+    from wasmbed_hil.bench.device import FaultUnsupported, Lifecycle
     from wasmbed_hil.pki import FleetCA
 
     loop = LoopThread("renode-test-loop")
@@ -819,8 +819,7 @@ def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_p
             binary="renode", control="socket", sync_token=TOKEN, process_factory=factory,
         )
         creds = FleetCA.create("t").issue_device("device-0")
-        handle = RenodeDeviceHandle(types.SimpleNamespace(loop=loop), "device-0", creds, link,
-                                    machine)  # type: ignore[arg-type]
+        handle = FirmwareDeviceHandle(loop, "device-0", creds, machine, link, backend="renode")
         assert handle.backend == "renode" and handle.lifecycle is Lifecycle.OFF
         handle.power_on()
         assert handle.wait_online(10) == ONLINE_ID
@@ -829,7 +828,9 @@ def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_p
         handle.reset()
         assert handle.lifecycle is Lifecycle.CONNECTING
         with pytest.raises(NotImplementedError, match="renode backend"):
-            handle.faults.drop_after_chunks = 1
+            handle.faults.drop_link_after_chunks(1)
+        with pytest.raises(FaultUnsupported, match="renode backend"):
+            handle.faults.enroll_with(creds)
         handle.power_off()
         assert handle.lifecycle is Lifecycle.OFF and "renode not running" in handle.extra_seen()
         assert handle.stats()["control"] == "socket" and handle.stats()["boots"] == 1

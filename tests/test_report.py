@@ -472,3 +472,18 @@ def test_real_allure_pytest_output(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["comparison"]["sections"]["new_failures"] == [f"{prefix}#test_fails"]
     assert summary["comparison"]["sections"]["infrastructure"] == [f"{prefix}#test_crashes"]
+
+
+def test_the_run_box_shows_what_the_backend_recorded_without_knowing_it(tmp_path: Path) -> None:
+    """The bench's keys (hil.*) come first, whichever backend wrote them; the page names no
+    backend itself."""
+    from wasmbed_hil.report.render_html import _run_box
+    from wasmbed_hil.report.results import Run
+
+    env = {"python": "3.11.7", "hil.emulator": "Bochs 2.8", "host": "Linux",
+           "hil.board": "pc (Bochs)", "hil.backend": "bochs", "commit": "abc1234"}
+    box = _run_box("Current run", Run(tmp_path, "allure", {}, env))
+    shown = re.search(r'<div class="env">(.*?)</div>', box)
+    assert shown is not None
+    assert shown.group(1) == ("backend bochs · board pc (Bochs) · emulator Bochs 2.8 · "
+                              "commit abc1234 · python 3.11.7")

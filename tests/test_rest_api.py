@@ -74,6 +74,15 @@ class FakeProvisioner:
         self.keys: dict[str, str] = {}
         self.fail: Exception | None = None
 
+    def check_backend(self, backend: str) -> None:
+        from wasmbed_hil.bench.backends import BackendUnavailable
+        from wasmbed_hil.bench.backends.registry import require_known
+
+        try:
+            require_known(backend)  # as the bench's device manager does
+        except BackendUnavailable as exc:
+            raise ValueError(str(exc)) from None
+
     async def provision(self, name: str, backend: str, board: str | None) -> str:
         self.calls.append((name, backend, board))
         if self.fail is not None:
@@ -374,7 +383,8 @@ def test_emulated_device_gets_credentials_from_the_provisioner(env: Env) -> None
     assert_error(bad, 422, "spec.deviceType")
     bad_backend = env.call("POST", "/api/v1/devices", json={
         "name": "emu3", "emulation": {"backend": "bochs"}})
-    assert_error(bad_backend, 422, "spec.emulation.backend")
+    error = assert_error(bad_backend, 422, "spec.emulation.backend")
+    assert "unknown backend 'bochs'; available: " in error["message"]  # the registry's list
     assert len(env.provisioner.calls) == 1
     assert [d["metadata"]["name"] for d in env.kube_list(DEVICES)] == ["emu", "emu2"]
 

@@ -152,7 +152,7 @@ def test_module_larger_than_a_frame_arrives_in_chunks(gateway, device_factory, w
 )
 def test_interrupted_transfer_resumes_where_it_stopped(gateway, device_factory, wasm):
     dev = device_factory("flaky", max_frame_size=4096, start=False)
-    dev.faults.drop_after_chunks = 5
+    dev.faults.drop_link_after_chunks(5)
     dev.power_on()
     dev.wait_online()
     module = wasm.data(60_000, seed=7)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from wasmbed_hil.bench.virtual.device import Lifecycle
+from wasmbed_hil.bench.device import Lifecycle
 from wasmbed_hil.pki import FleetCA
 from wasmbed_hil.protocol import DevicePhase, ErrorCode
 
@@ -120,7 +120,7 @@ LYING_DEVICE = "needs a device that lies during enrollment (a virtual-device fau
 @pytest.mark.backend_specific("virtual", reason=LYING_DEVICE)
 def test_public_key_differing_from_certificate_is_refused(gateway, device_factory, fleet_ca):
     dev = device_factory("impostor", start=False)
-    dev.faults.enroll_with = fleet_ca.issue_device("someone-else")
+    dev.faults.enroll_with(fleet_ca.issue_device("someone-else"))
     dev.power_on()
     code, reason = dev.wait_rejected()
     assert code is ErrorCode.KEY_MISMATCH
@@ -131,7 +131,7 @@ def test_public_key_differing_from_certificate_is_refused(gateway, device_factor
 @pytest.mark.backend_specific("virtual", reason=LYING_DEVICE)
 def test_bad_enrollment_signature_is_refused(gateway, device_factory):
     dev = device_factory("forger", start=False)
-    dev.faults.corrupt_proof = True
+    dev.faults.corrupt_proof()
     dev.power_on()
     code, _ = dev.wait_rejected()
     assert code is ErrorCode.BAD_PROOF

@@ -16,9 +16,9 @@ def test_heartbeats_are_acknowledged_with_telemetry(gateway, device):
 
 def test_silenced_device_becomes_unreachable_then_recovers(gateway, device):
     gateway.wait_heartbeats(device, 1)
-    device.set_silent(True)
+    device.faults.silence(True)
     gateway.wait_phase(device, DevicePhase.UNREACHABLE)
-    device.set_silent(False)
+    device.faults.silence(False)
     status = gateway.wait_phase(device, DevicePhase.CONNECTED)
     assert status.history[-2:] == [DevicePhase.UNREACHABLE, DevicePhase.CONNECTED]
     assert gateway.metrics()["heartbeat_timeouts"] >= 1
@@ -63,11 +63,28 @@ def test_heartbeat_lists_installed_applications(gateway, device, wasm):
 
 def test_each_device_of_a_fleet_is_watched_separately(gateway, fleet):
     quiet, *others = fleet(3)
-    quiet.set_silent(True)
+    quiet.faults.silence(True)
     gateway.wait_phase(quiet, DevicePhase.UNREACHABLE)
     for dev in others:
         gateway.wait_heartbeats(dev, 1)
         assert gateway.device(dev).phase is DevicePhase.CONNECTED
+
+
+def test_a_cut_link_is_noticed_and_the_device_comes_back_as_itself(gateway, device):
+    """faults.cut_link() drops the connection under a powered device (on firmware backends
+    the bridge drops the gateway side): the gateway closes the session, the device notices
+    its session is dead and reconnects on its own, as the same device."""
+    device_id = device.device_id
+    gateway.wait_heartbeats(device, 1)
+    device.faults.cut_link()
+    closed = gateway.wait_event("connection", lambda e: e.device_id == device_id
+                                and e.data.get("state") == "closed", timeout=20)
+    gateway.wait_event("connection", lambda e: e.device_id == device_id
+                       and e.data.get("state") == "open", since=closed.seq, timeout=30)
+    assert device.wait_online(30) == device_id
+    gateway.wait_phase(device, DevicePhase.CONNECTED)
+    gateway.wait_heartbeats(device, 1)
+    assert len(gateway.devices()) == 1
 
 
 def test_reset_device_comes_back_as_itself(gateway, device):

@@ -1,6 +1,10 @@
 """The backend-agnostic device handle every scenario uses (pytest-embedded's `dut`, ours).
 
-A backend (virtual now; qemu and renode later) implements it; scenarios never see which.
+Each backend (bench.backends) implements it; scenarios never see which. A handle offers the
+seams of bench.seams: `Power` (power_on, power_off, reboot), `Reset`, `Console` (console,
+write_line) and `Faults` (faults.silence(), faults.cut_link()...), plus the lifecycle waits
+built on them. Firmware backends share one implementation
+(bench.backends.firmware.FirmwareDeviceHandle); the virtual device has its own.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from ..gateway.events import EventLog, WaitTimeout
 from ..pki import Credentials
 from ..protocol import ErrorCode
 from .loop import LoopThread
-from .virtual.device import Faults, Lifecycle
+from .seams import Faults, FaultUnsupported, Lifecycle
+
+__all__ = ["DeviceHandle", "FaultUnsupported", "Faults", "Lifecycle"]
 
 
 class DeviceHandle(ABC):
@@ -48,7 +54,8 @@ class DeviceHandle(ABC):
 
     @property
     @abstractmethod
-    def faults(self) -> Faults: ...
+    def faults(self) -> Faults:
+        """The faults this device can be made to show (actions; see bench.seams.Faults)."""
 
     @abstractmethod
     def power_on(self) -> None: ...
@@ -57,9 +64,15 @@ class DeviceHandle(ABC):
     def power_off(self) -> None:
         """Cut power now: the connection drops, persistent storage is kept."""
 
-    @abstractmethod
     def set_silent(self, silent: bool) -> None:
-        """Stop (or resume) sending heartbeats without dropping the connection."""
+        """Stop (or resume) sending heartbeats without dropping the connection (the
+        `faults.silence` action, kept under the name the Robot library uses)."""
+        self.faults.silence(silent)
+
+    def write_line(self, line: str) -> None:
+        """Type one line into the device's console input (the firmware's test commands:
+        ``silent 1``, ``forget``...)."""
+        raise NotImplementedError(f"{self.name}: the {self.backend} backend has no console input")
 
     @abstractmethod
     def forget_enrollment(self) -> None:

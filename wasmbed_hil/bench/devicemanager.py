@@ -1,9 +1,11 @@
 """The device manager (the seed's "QEMU manager"): emulated machines for Device resources.
 
 A Device whose spec asks for emulation (`spec.emulation.backend`, optional board) gets a
-machine on that backend (virtual, qemu; renode where installed), wired to one of the
-platform's gateways: the one the Device prefers, else the one serving the fewest machines.
-The qemu backend wires the machine's UART to the gateway through the TCP bridge.
+machine on that backend, wired to one of the platform's gateways: the one the Device
+prefers, else the one serving the fewest machines. The resource only checks that the
+backend is a name; the manager resolves it in the backend registry (bench.backends) and
+refuses an unknown or unavailable one with a message that lists the backends there, which
+the controllers put in the Device's `Emulated` condition and the REST API in its 422.
 
 Credentials: `provision()` issues a device certificate from the fleet CA and keeps it under
 `workdir/credentials/<name>/`; its public key goes into the Device resource. `start()`
@@ -30,6 +32,7 @@ from ..controlplane.emulation import EmulationError
 from ..pki import Credentials, FleetCA, PkiError
 from .backends import BackendUnavailable, get_backend
 from .backends.base import Backend
+from .backends.registry import require_known
 from .device import DeviceHandle
 from .loop import LoopThread
 
@@ -40,6 +43,11 @@ NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 class DeviceManagerError(EmulationError):
     """A machine that cannot be started (unknown backend, no credentials, no gateway)."""
+
+
+class UnknownBackend(DeviceManagerError, ValueError):
+    """The Device names a backend the registry does not have: a mistake in the request
+    (the REST API answers 422), not a failure of the bench."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class DeviceManager:
             return base64.b64encode(creds.spki_der).decode()
 
     async def aprovision(self, name: str, backend: str, board: str | None) -> str:
-        """The REST API's Provisioner interface."""
+        """The REST API's Provisioner interface (a ValueError is the request's fault)."""
         self.backend(backend)  # refuse an unusable backend before the Device exists
         return self.provision(name)
 
@@ -123,6 +131,14 @@ class DeviceManager:
         return creds
 
     # -- backends -------------------------------------------------------------------------
+    def check_backend(self, name: str) -> None:
+        """Raise UnknownBackend (a ValueError) when the registry has no backend `name`
+        (nothing is imported: whether it can run here is start()'s business)."""
+        try:
+            require_known(name)
+        except BackendUnavailable as exc:
+            raise UnknownBackend(str(exc)) from None
+
     def backend(self, name: str) -> Backend:
         with self._lock:
             if name in self._backends:
@@ -130,7 +146,7 @@ class DeviceManager:
             try:
                 cls = get_backend(name)
             except BackendUnavailable as exc:
-                raise DeviceManagerError(str(exc)) from None
+                raise UnknownBackend(str(exc)) from None
             reason = cls.unavailable_reason()
             if reason:
                 raise DeviceManagerError(f"backend {name} unavailable here: {reason}")
@@ -204,12 +220,19 @@ class DeviceManager:
         return machine is not None
 
     def close(self) -> None:
-        """Power off every machine (credentials stay)."""
+        """Power off every machine, then close the backends (credentials stay)."""
         errors: list[str] = []
         for name in list(self.machines):
             try:
                 self.stop(name, forget=False)
             except Exception as exc:  # keep closing the others
                 errors.append(f"{name}: {exc!r}")
+        with self._lock:
+            backends, self._backends = dict(self._backends), {}
+        for name, backend in backends.items():
+            try:
+                backend.close()
+            except Exception as exc:
+                errors.append(f"backend {name}: {exc!r}")
         if errors:
             raise DeviceManagerError("machines did not stop cleanly: " + "; ".join(errors))

@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class InfrastructureError(RuntimeError):
     """The harness could not provide what the test needs (emulator, toolchain, port...)."""
+
+
+class MachineError(InfrastructureError):
+    """A machine (an emulator, later a board) could not be started or controlled."""

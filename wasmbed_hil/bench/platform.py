@@ -36,6 +36,7 @@ from ..kube.client import Informer, Kind, KubeClient, KubeConfig, install_crds
 from ..kube.resources import API_VERSION, Application, Device, Gateway
 from ..pki import FleetCA
 from .apiserver import ApiServer
+from .backends.registry import DEFAULT_BACKEND
 from .devicemanager import DeviceManager
 from .gateway import GatewayHandle
 from .link.faultproxy import FaultProxy
@@ -62,6 +63,9 @@ class PlatformConfig:
 class _Provisioner:
     def __init__(self, manager: DeviceManager) -> None:
         self.manager = manager
+
+    def check_backend(self, backend: str) -> None:
+        self.manager.check_backend(backend)
 
     async def provision(self, name: str, backend: str, board: str | None) -> str:
         return await self.manager.aprovision(name, backend, board)
@@ -316,7 +320,7 @@ class Platform:
         return self.loop.run(self.harness_kube.create(APPLICATIONS, body, self.namespace))
 
     def create_device(self, name: str, *, labels: dict[str, str] | None = None,
-                      backend: str = "virtual", board: str | None = None,
+                      backend: str = DEFAULT_BACKEND, board: str | None = None,
                       preferred_gateway: str | None = None,
                       options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Provision credentials and create an emulated Device directly through the API

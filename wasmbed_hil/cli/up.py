@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..bench.backends.registry import backend_names, get_backend
+from ..bench.backends.registry import DEFAULT_BACKEND, backend_names, get_backend
 from ..bench.loop import LoopThread
 from ..gateway import GatewayConfig
 from ..pki import FleetCA, write_file
@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "show their progress, then a live status table until Ctrl-C.",
     )
     p.add_argument("-n", "--devices", type=int, default=3, help="emulated devices (default: 3)")
-    p.add_argument("--backend", default="virtual", choices=backend_names(),
-                   help="device backend (default: virtual)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend_names(),
+                   help=f"device backend (default: {DEFAULT_BACKEND})")
     p.add_argument("--gateways", type=int, default=1, help="gateway instances (default: 1)")
     p.add_argument("--port", type=int, default=8080,
                    help="REST API port (default: 8080; 0: any free port)")

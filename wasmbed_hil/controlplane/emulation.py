@@ -51,6 +51,11 @@ class MachineManager(Protocol):
 class Provisioner(Protocol):
     """Issues credentials for an emulated device (the device manager implements it)."""
 
+    def check_backend(self, backend: str) -> None:
+        """Raise ValueError when no backend is called `backend` (the product cannot list
+        them: they are the bench's); the REST API answers 422 with the message."""
+        ...
+
     async def provision(self, name: str, backend: str, board: str | None) -> str:
         """Credentials for Device `name`; returns its SubjectPublicKeyInfo DER, base64."""
         ...

@@ -378,7 +378,9 @@ class RestApi:
 
     ``token`` is the bearer token callers present (compared in constant time, never logged).
     ``provisioner`` issues credentials when a Device asks for emulation without a key; none
-    means such requests get 422. ``max_body`` bounds a request body (413 above it).
+    means such requests get 422. With one, a Device naming a backend the provisioner does
+    not know gets 422 too (the resource only checks that it is a name). ``max_body`` bounds
+    a request body (413 above it).
     """
 
     def __init__(
@@ -705,6 +707,13 @@ class RestApi:
                 devices.append(Device.from_dict(obj))
             except ResourceError as exc:
                 raise _from_resource_error(exc) from None
+        emulation = devices[0].spec.emulation if devices else None
+        if emulation is not None and self.provisioner is not None:
+            try:
+                self.provisioner.check_backend(emulation.backend)
+            except ValueError as exc:
+                raise invalid("spec.emulation.backend",
+                              f"spec.emulation.backend: {exc}") from None
         if provision:
             devices = [await self._provisioned(d, labels, spec) for d in devices]
         created = await self._create_all(DEVICES, [d.to_dict() for d in devices])

@@ -76,6 +76,7 @@ HEX64 = f"^[0-9a-f]{{{2 * DIGEST_LEN}}}$"
 HEX_DEVICE_ID = f"^[0-9a-f]{{{2 * DEVICE_ID_LEN}}}$"
 BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CONDITION_REASON = r"^([A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?)?$"
 
 __all__ = [
@@ -83,7 +84,7 @@ __all__ = [
     "ApplicationLimits", "ApplicationPhase", "ApplicationSpec", "ApplicationStatistics",
     "ApplicationStatus", "Condition", "ConditionStatus", "DeploymentPhase", "Device",
     "DeviceApp", "DeviceAppStatus", "DeviceGatewayRef", "DevicePhase", "DeviceSpec",
-    "DeviceStatus", "Emulation", "EmulationBackend", "Gateway", "GatewayPhase",
+    "DeviceStatus", "Emulation", "Gateway", "GatewayPhase",
     "GatewaySettings", "GatewaySpec", "GatewayStatus", "LabelSelector",
     "LabelSelectorRequirement", "ObjectMeta", "Outcome", "Resource", "ResourceError",
     "SelectorOperator", "TargetDevices", "json_name", "rfc3339",
@@ -139,14 +140,6 @@ class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
-
-
-class EmulationBackend(StrEnum):
-    """Which emulated machine the device manager starts for a Device."""
-
-    VIRTUAL = "virtual"
-    QEMU = "qemu"
-    RENODE = "renode"
 
 
 class SelectorOperator(StrEnum):
@@ -226,7 +219,12 @@ class LabelSelector:
 class Emulation:
     """Asks the device manager to start an emulated machine for this Device."""
 
-    backend: EmulationBackend = prop(doc="virtual, qemu or renode.")
+    backend: str = prop(
+        doc="The device backend that runs the machine, by name. The device manager resolves "
+        "it in the test bench's backend registry and reports an unknown one in the Device's "
+        "Emulated condition.",
+        pattern=DNS_LABEL, max_length=63,
+    )
     board: str | None = prop(None, doc="Board or machine, e.g. mps2-an385.", min_length=1,
                              max_length=MAX_NAME)
 

@@ -31,7 +31,13 @@ import pytest
 
 try:
     from ..bench import modules
-    from ..bench.backends import BackendUnavailable, backend_names, get_backend
+    from ..bench.backends import (
+        DEFAULT_BACKEND,
+        BackendUnavailable,
+        backend_classes,
+        backend_names,
+        get_backend,
+    )
     from ..bench.backends.base import Backend
     from ..bench.device import DeviceHandle
     from ..bench.gateway import GatewayHandle
@@ -54,8 +60,6 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     pytest_sessionfinish,
 )
 
-DEFAULT_BACKEND = "virtual"
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("wasmbed-hil")
@@ -72,23 +76,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "failures are never retried (default: 0)",
     )
     group.addoption(
-        "--renode-binary",
-        default=None,
-        help="the renode executable for --hil-backend=renode (sets $WASMBED_RENODE; "
-        "default: $WASMBED_RENODE, else renode on PATH)",
-    )
-    group.addoption(
         "--hil-timeout",
         type=float,
         default=10.0,
         help="default seconds that device and gateway waits allow (default: 10)",
     )
+    for backend in backend_classes():  # each backend declares its own settings
+        backend.add_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    renode = config.getoption("--renode-binary")
-    if renode:
-        os.environ["WASMBED_RENODE"] = str(renode)
+    for backend in backend_classes():
+        backend.apply_options(config.getoption)
     name = config.getoption("--hil-backend")
     if name not in backend_names():
         raise pytest.UsageError(

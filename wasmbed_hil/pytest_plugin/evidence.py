@@ -19,7 +19,6 @@ when, and only when, it failed for an infrastructure reason.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import platform as host_platform
 import subprocess
@@ -221,35 +220,16 @@ def _without_wasm(obj: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- provenance
 
 
+def _backend(config: pytest.Config) -> Any:
+    from ..bench.backends import get_backend
+
+    return get_backend(str(config.getoption("--hil-backend")))
+
+
 def backend_labels(config: pytest.Config) -> dict[str, str]:
-    backend = str(config.getoption("--hil-backend"))
-    labels = {"backend": backend}
-    if backend == "qemu":
-        labels["board"] = "mps2-an385 (Cortex-M3, QEMU)"
-        image = firmware_digest()
-        if image:
-            labels["firmware"] = image
-    elif backend == "virtual":
-        labels["board"] = f"virtual ({host_platform.machine()}, wasmtime)"
-    return labels
-
-
-_FIRMWARE: dict[str, str | None] = {}
-
-
-def firmware_digest() -> str | None:
-    """sha256 of the built firmware image, if built."""
-    if "digest" not in _FIRMWARE:
-        try:
-            from ..bench.firmware.build import image_path
-
-            path = image_path()
-            _FIRMWARE["digest"] = (f"wasmbed.elf sha256:"
-                                   f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
-                                   if path.exists() else None)
-        except Exception:
-            _FIRMWARE["digest"] = None
-    return _FIRMWARE["digest"]
+    """The backend's name and the provenance labels it gives (board, firmware digest...)."""
+    backend = _backend(config)
+    return {"backend": backend.name, **backend.provenance()}
 
 
 def environment_properties(config: pytest.Config) -> dict[str, str]:
@@ -259,6 +239,7 @@ def environment_properties(config: pytest.Config) -> dict[str, str]:
         "python": sys.version.split()[0],
         "host": f"{host_platform.system()} {host_platform.machine()}",
         **{f"hil.{k}": v for k, v in backend_labels(config).items()},
+        **{f"hil.{k}": v for k, v in _backend(config).environment().items()},
     }
     for package in ("wasmtime", "kopf", "aiohttp", "cryptography"):
         try:
@@ -267,12 +248,6 @@ def environment_properties(config: pytest.Config) -> dict[str, str]:
             props[package] = version(package)
         except Exception:
             continue
-    try:
-        out = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True,
-                             timeout=10)
-        props["qemu"] = out.stdout.splitlines()[0] if out.returncode == 0 else "not installed"
-    except (OSError, subprocess.TimeoutExpired):
-        props["qemu"] = "not installed"
     try:
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],

@@ -338,9 +338,10 @@ def _run_box(title: str, run: Run | None) -> str:
         f"{status}</span>"
         for status, colour in (("passed", "#1a7f37"), ("failed", "#cf222e"),
                                ("broken", "#bc4c00"), ("skipped", "#8c959f")))
-    env_keys = ["hil.backend", "hil.board", "hil.firmware", "commit", "python"]
-    if run.environment.get("hil.backend") == "qemu":
-        env_keys.append("qemu")
+    # The bench's keys first (hil.*: the backend, its labels and the tools it recorded).
+    first = ["hil.backend", "hil.board", "hil.firmware"]
+    env_keys = [*first, *(k for k in run.environment if k.startswith("hil.") and k not in first),
+                "commit", "python"]
     env = " · ".join(f"{h(k.removeprefix('hil.'))} {h(run.environment[k])}"
                      for k in env_keys if run.environment.get(k))
     return (f'<div class="run"><h3>{h(title)} · {h(run.kind)}</h3>'

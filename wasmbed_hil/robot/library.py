@@ -36,7 +36,7 @@ from robot.api import logger
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from robotlibcore import DynamicCore
 
-from ..bench.backends import BackendUnavailable, get_backend
+from ..bench.backends import DEFAULT_BACKEND, BackendUnavailable, get_backend
 from ..bench.backends.base import Backend
 from ..bench.device import DeviceHandle
 from ..bench.gateway import GatewayHandle
@@ -56,7 +56,6 @@ from .keywords import (
 
 __all__ = ["WasmbedLibrary"]
 
-DEFAULT_BACKEND = "virtual"
 
 
 @dataclass

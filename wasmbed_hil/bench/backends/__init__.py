@@ -6,6 +6,20 @@ module itself, so naming the backends costs nothing.
 
 from __future__ import annotations
 
-from .registry import BackendUnavailable, backend_names, get_backend, register
+from .registry import (
+    DEFAULT_BACKEND,
+    BackendUnavailable,
+    backend_classes,
+    backend_names,
+    get_backend,
+    register,
+)
 
-__all__ = ["BackendUnavailable", "backend_names", "get_backend", "register"]
+__all__ = [
+    "DEFAULT_BACKEND",
+    "BackendUnavailable",
+    "backend_classes",
+    "backend_names",
+    "get_backend",
+    "register",
+]

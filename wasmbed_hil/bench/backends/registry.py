@@ -2,9 +2,10 @@
 
 Listing names imports nothing: a backend's module (and what it needs: wasmtime, emulators'
 drivers) is imported the first time the backend is asked for. Every other place that needs
-backend names (command-line choices, the pytest option, the Robot library, the device
-manager) asks here. A backend of another package registers through the entry-point group
-`wasmbed_hil.backends` (`name = "package.module:Class"`).
+backend names asks here: command-line choices, the pytest option, the Robot library, and
+the device manager, which resolves a Device's `spec.emulation.backend` here (the resource
+itself only checks that it is a name). A backend of another package registers through the
+entry-point group `wasmbed_hil.backends` (`name = "package.module:Class"`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ BUILTIN: dict[str, str] = {
     "qemu": "wasmbed_hil.bench.backends.qemu:QemuBackend",
     "renode": "wasmbed_hil.bench.backends.renode:RenodeBackend",
 }
+# The backend used when none is asked for (pytest, Robot, `wasmbed-hil up`, the platform).
+DEFAULT_BACKEND = "virtual"
 
 _loaded: dict[str, type[Backend]] = {}
 
@@ -49,15 +52,35 @@ def register(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+def backend_classes() -> list[type[Backend]]:
+    """Every backend's class, importing each module (for the settings they declare); a
+    plug-in backend that cannot be imported is left out (asking for it by name says why)."""
+    classes = []
+    for name in backend_names():
+        try:
+            classes.append(get_backend(name))
+        except Exception as exc:  # a broken plug-in must not stop the others' options
+            import warnings
+
+            warnings.warn(f"wasmbed-hil: backend {name!r} cannot be imported: {exc!r}",
+                          stacklevel=2)
+    return classes
+
+
+def require_known(name: str) -> None:
+    """Raise BackendUnavailable unless a backend is called `name` (nothing is imported)."""
+    if name not in _loaded and name not in _declared():
+        raise BackendUnavailable(
+            f"unknown backend {name!r}; available: {', '.join(backend_names())}"
+        )
+
+
 def get_backend(name: str) -> type[Backend]:
     """The class of backend `name`, importing its module on first use."""
     if name in _loaded:
         return _loaded[name]
-    target = _declared().get(name)
-    if target is None:
-        raise BackendUnavailable(
-            f"unknown backend {name!r}; available: {', '.join(backend_names())}"
-        )
+    require_known(name)
+    target = _declared()[name]
     module, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module), attr)
     _loaded.setdefault(name, cls)

@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
+import platform as host_platform
 from dataclasses import fields
 from typing import Any
 
 from ...gateway.events import EventLog
 from ...pki import Credentials
 from ...protocol import ErrorCode
-from ..device import DeviceHandle
+from ..device import DeviceHandle, Faults, Lifecycle
 from ..loop import LoopThread
-from ..virtual.device import Faults, Lifecycle, VirtualDevice, VirtualDeviceConfig
+from ..virtual.device import VirtualDevice, VirtualDeviceConfig
 from .base import Backend, register
 
 
-class VirtualDeviceHandle(DeviceHandle):
-    backend = "virtual"
+class VirtualFaults(Faults):
+    """Every fault: the virtual device is the reference model, with a hook for each."""
 
+    def __init__(self, backend: str, device: VirtualDevice, loop: LoopThread) -> None:
+        super().__init__(backend)
+        self._device = device
+        self._loop = loop
+
+    def silence(self, silent: bool = True) -> None:
+        self._loop.call(self._device.set_silent, silent)
+
+    def enroll_with(self, credentials: Credentials | None) -> None:
+        self._device.faults.enroll_with = credentials
+
+    def corrupt_proof(self, corrupt: bool = True) -> None:
+        self._device.faults.corrupt_proof = corrupt
+
+    def drop_link_after_chunks(self, chunks: int | None) -> None:
+        self._device.faults.drop_after_chunks = chunks
+
+    def cut_link(self) -> None:
+        self._loop.call(self._device.drop_link)
+
+
+class VirtualDeviceHandle(DeviceHandle):
     def __init__(self, backend: VirtualBackend, device: VirtualDevice) -> None:
         super().__init__(device.config.name, device.credentials)
+        self.backend = backend.name
         self._loop = backend.loop
         self.device = device
+        self._faults = VirtualFaults(backend.name, device, backend.loop)
 
     @property
     def device_id(self) -> str | None:
@@ -40,7 +65,7 @@ class VirtualDeviceHandle(DeviceHandle):
 
     @property
     def faults(self) -> Faults:
-        return self.device.faults
+        return self._faults
 
     def power_on(self) -> None:
         self._loop.call(self.device.power_on)
@@ -49,8 +74,8 @@ class VirtualDeviceHandle(DeviceHandle):
         if self._loop.alive:
             self._loop.run(self.device.power_off())
 
-    def set_silent(self, silent: bool) -> None:
-        self._loop.call(self.device.set_silent, silent)
+    def write_line(self, line: str) -> None:
+        self._loop.call(self.device.console_command, line)
 
     def forget_enrollment(self) -> None:
         self.device.flash.device_id = None
@@ -79,6 +104,10 @@ class VirtualDeviceHandle(DeviceHandle):
 @register
 class VirtualBackend(Backend):
     name = "virtual"
+
+    @classmethod
+    def provenance(cls) -> dict[str, str]:
+        return {"board": f"virtual ({host_platform.machine()}, wasmtime)"}
 
     def create(
         self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any

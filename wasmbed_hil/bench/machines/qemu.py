@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...aio import cancel_and_wait
-from ..errors import InfrastructureError
+from ..errors import MachineError
 from ..firmware.blob import BLOB_ADDRESS
 from ..firmware.build import DEFAULT_BOARD
 
@@ -36,10 +36,6 @@ def _kill_leftovers() -> None:
     for pid in list(_LIVE):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-
-
-class MachineError(InfrastructureError):
-    """The emulator could not be started or controlled (an infrastructure problem)."""
 
 
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
@@ -85,6 +81,10 @@ def qemu_command(
 
 
 class QemuMachine:
+    """A bench.machines.base.Machine: one qemu-system-arm process per boot."""
+
+    label = "emulator"
+
     def __init__(
         self,
         name: str,
@@ -221,3 +221,6 @@ class QemuMachine:
     def exit_report(self) -> str:
         """What the emulator said on stderr (for errors that say why it died)."""
         return self.stderr.decode("utf-8", "replace").strip()[-2000:]
+
+    def stats(self) -> dict[str, object]:
+        return {"boots": self.boots}

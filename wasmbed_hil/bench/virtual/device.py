@@ -14,7 +14,6 @@ import contextlib
 import ssl
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from ...aio import cancel_and_wait
@@ -52,6 +51,7 @@ from ...protocol import (
     Violation,
     Welcome,
 )
+from ..seams import Lifecycle
 from .flash import Flash, InstalledApp
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
@@ -60,20 +60,10 @@ UNMETERED_FUEL = 1 << 62  # Limits.fuel == 0 means "no fuel budget": only the cl
 DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without any frame before the link is dropped
 
 
-class Lifecycle(Enum):
-    """Where a device is, from power to running applications (labgrid-style strategy states)."""
-
-    OFF = "off"
-    CONNECTING = "connecting"  # TCP + TLS to the gateway
-    ENROLLING = "enrolling"  # Hello sent / proving its key
-    ONLINE = "online"  # Welcome received: session established
-    REJECTED = "rejected"  # enrollment refused; retrying later
-    BACKOFF = "backoff"  # disconnected, waiting before reconnecting
-
-
 @dataclass
-class Faults:
-    """Misbehaviour to inject, for scenarios that need a flaky device."""
+class FaultState:
+    """Misbehaviour to show, for scenarios that need a flaky device (set through the
+    handle's fault actions, bench.backends.virtual.VirtualFaults)."""
 
     drop_after_chunks: int | None = None  # close the link after receiving N chunks (once)
     silent: bool = False  # stop sending heartbeats (connection stays up)
@@ -132,7 +122,7 @@ class VirtualDevice:
             credentials.write(self.flash.identity_dir)
         self.credentials = credentials or Credentials.read(self.flash.identity_dir)
         self._runtime = runtime
-        self.faults = Faults()
+        self.faults = FaultState()
         self.events = EventLog()
         self.console: list[str] = []
         self.lifecycle = Lifecycle.OFF
@@ -194,6 +184,24 @@ class VirtualDevice:
     def set_silent(self, silent: bool) -> None:
         self.faults.silent = silent
         self._log(f"heartbeats {'silenced' if silent else 'resumed'}")
+
+    def drop_link(self) -> None:
+        """Abort the connection to the gateway now, as a lost link would (no goodbye)."""
+        if self._writer is not None:
+            self._log("fault: dropping the link")
+            self._writer.transport.abort()
+
+    def console_command(self, line: str) -> None:
+        """The firmware's console test commands (wb_device_console_command in
+        firmware/core/src/device.c), answered as the firmware answers them."""
+        line = line.strip()
+        if line in ("silent 1", "silent 0"):
+            self.set_silent(line == "silent 1")
+        elif line == "forget":
+            self.flash.device_id = None
+            self._log("device id forgotten")
+        else:
+            self._log(f'console: unknown command "{line}"')
 
     # ================================================================== internals
     def _log(self, line: str) -> None:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ....aio import cancel_and_wait
-from ...errors import InfrastructureError
+from ...errors import MachineError
 from ...link.pump import Pump
 from .monitor import (
     MonitorClient,
@@ -86,10 +86,6 @@ def _kill_leftovers() -> None:
     for pgid in list(_LIVE):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-
-
-class MachineError(InfrastructureError):
-    """Renode could not be started or controlled (an infrastructure problem)."""
 
 
 class _PortLost(Exception):
@@ -468,14 +464,16 @@ class _Pyrenode3Control:
 
 
 class RenodeMachine:
-    """A Renode machine with the interface of QemuMachine (start, power_cut, reset, close,
-    console, write_console), so the device handle and the harness treat both alike.
+    """A Renode machine: a bench.machines.base.Machine, as QemuMachine is, so the firmware
+    device handle and the harness treat both alike.
 
     ``script(machine_name, link_port, console_port)`` renders the script for one boot;
     ``link`` is the bridge link's listener that the UART pipe joins (None: no pipe).
     ``sync_token``, ``monitor`` (a pyrenode3 transport) and ``process_factory`` let tests
     stand in for Renode; ``history`` lists every monitor command sent, over all boots.
     """
+
+    label = "renode"
 
     def __init__(
         self,
@@ -647,3 +645,6 @@ class RenodeMachine:
     def exit_report(self) -> str:
         """Renode's last log lines (for errors that say why it stopped)."""
         return self._control.report()[-2000:]
+
+    def stats(self) -> dict[str, object]:
+        return {"boots": self.boots, "control": self.control}
