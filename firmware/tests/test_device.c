@@ -622,6 +622,32 @@ static void test_stop_during_run_and_heartbeats(void)
     CHECK(last()->tag == WB_TAG_STOP_ACK && last()->u.stop_ack.code == WB_ERR_UNKNOWN_APP);
 }
 
+/* A StopApp that arrives while the run is accepted but not started yet: the run ends
+ * STOPPED at once, saying why as a stopped run does ("stopped on request"), then the StopAck. */
+static void test_stop_of_a_queued_run(void)
+{
+    setup();
+    make_module(2);
+    connect_established(1000);
+    CHECK(deploy("app") == 0);
+    int from = n_got;
+    wb_msg_t s = start_msg("app", 3);
+    wb_msg_t st = M(WB_TAG_STOP_APP);
+    st.u.stop_app.app_id = S("app");
+    gw_send(&s, -1);
+    gw_send(&st, -1); /* in the same read: the run is still queued when it is handled */
+    poll_n(1);
+    take();
+    CHECK(stub_rt.runs == 0);
+    const wb_msg_t *r = find_tag(WB_TAG_EXECUTION_RESULT, from);
+    CHECK(r && r->message_id == s.message_id && r->u.execution_result.run_id == 3 &&
+          r->u.execution_result.outcome == WB_OUTCOME_STOPPED &&
+          str_is(r->u.execution_result.detail, "stopped on request"));
+    const wb_msg_t *a = find_tag(WB_TAG_STOP_ACK, from);
+    CHECK(a && a->u.stop_ack.code == 0 && a > r);
+    CHECK(dev->apps[0].state == WB_APP_STOPPED);
+}
+
 static void ack_all(uint32_t ms)
 {
     (void)ms;
@@ -889,6 +915,7 @@ int main(void)
     RUN(test_deploy_violations);
     RUN(test_start_result);
     RUN(test_stop_during_run_and_heartbeats);
+    RUN(test_stop_of_a_queued_run);
     RUN(test_long_run_acked_stays_up);
     RUN(test_result_outbox_after_reconnect);
     RUN(test_device_info_request);

@@ -224,6 +224,8 @@ static void send_result(wb_device_t *d, wb_str_t app_id, uint32_t run_id, uint32
                           : 0;
         m->u.execution_result.log.ptr = r->log;
         m->u.execution_result.log.len = log_len < room ? log_len : room;
+    } else { /* stopped before it started: the runtimes' words for a stopped run */
+        m->u.execution_result.detail = cstr("stopped on request");
     }
     send_out(d, reply_to);
 }
