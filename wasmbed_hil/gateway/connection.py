@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..protocol import (
     ChunkAck,
@@ -19,9 +19,8 @@ from ..protocol import (
     Received,
     message_fields,
 )
-
-if TYPE_CHECKING:
-    from .store import EnrolledDevice
+from .errors import ConnectionLost
+from .store import EnrolledDevice
 
 READ_SIZE = 64 * 1024
 
@@ -79,8 +78,6 @@ class DeviceConnection:
     # -- output --------------------------------------------------------------------------
     def send(self, message: Message, reply_to: int | None = None) -> int:
         if self.closed.is_set():
-            from .deployment import ConnectionLost
-
             raise ConnectionLost()
         message_id = self.session.send(message, reply_to)
         self.flush()
@@ -94,8 +91,6 @@ class DeviceConnection:
                 self.close("device stopped reading (write buffer over limit)")
 
     async def drain(self) -> None:
-        from .deployment import ConnectionLost
-
         try:
             await self.writer.drain()
         except (ConnectionError, RuntimeError) as exc:
@@ -117,8 +112,6 @@ class DeviceConnection:
         self.closed.set()
         for queue in self._transfers.values():
             queue.put_nowait(None)
-        from .deployment import ConnectionLost
-
         for fut in self.waiters.values():
             if not fut.done():
                 fut.set_exception(ConnectionLost())
@@ -146,11 +139,15 @@ class DeviceConnection:
     def expect(self, key: tuple[str, Any]) -> asyncio.Future[Message]:
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         if self.closed.is_set():
-            from .deployment import ConnectionLost
-
             fut.set_exception(ConnectionLost())
         self.waiters[key] = fut
         return fut
+
+    async def request(self, key: tuple[str, Any], message: Message, timeout: float) -> Message:
+        """Send `message` and wait for the reply the session handler resolves under `key`."""
+        fut = self.expect(key)
+        self.send(message)
+        return await asyncio.wait_for(fut, timeout)
 
     def resolve(self, key: tuple[str, Any], message: Message) -> bool:
         fut = self.waiters.pop(key, None)

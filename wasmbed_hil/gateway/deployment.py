@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import astuple, dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..aio import cancel_and_wait
 from ..protocol import (
@@ -21,15 +22,14 @@ from ..protocol import (
     DeployBegin,
     DeployChunk,
     DeployReady,
+    DeviceInfo,
     ErrorCode,
     Limits,
     Message,
 )
+from .errors import ConnectionLost, DeploymentFailed
+from .events import EventLog
 from .store import StoredDeployment
-
-if TYPE_CHECKING:
-    from .connection import DeviceConnection
-    from .server import Gateway
 
 # Upper bound of the bytes a DeployChunk adds around its data (length prefix, envelope, tag,
 # offset, byte-string header), plus the app id itself.
@@ -44,17 +44,6 @@ class RunRequest:
 
     entry: str = "main"
     args: tuple[int | float, ...] = ()
-
-
-class ConnectionLost(Exception):
-    """The device's connection closed in the middle of an exchange."""
-
-
-class DeploymentFailed(Exception):
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(f"{code.name}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(eq=False)
@@ -89,9 +78,69 @@ class Deployment:
         return hashlib.sha256(self.module).digest()
 
 
+# ---------------------------------------------------------------- collaborators
+# The engine sees the gateway through these narrow seams only (GatewayStore, DeviceConnection,
+# DeviceRegistry.wait_connection and Gateway.start_app in production; fakes in the tests).
+
+
+class DeploymentRecords(Protocol):
+    """The deployments table of the gateway's local cache (GatewayStore)."""
+
+    def add_deployment(self, record: StoredDeployment) -> int: ...
+
+    def update_deployment(self, row_id: int, state: str, error: str = "") -> None: ...
+
+    def unfinished_deployments(self) -> list[StoredDeployment]: ...
+
+
+class TransferChannel(Protocol):
+    """What a transfer uses of a device's connection (DeviceConnection)."""
+
+    @property
+    def info(self) -> DeviceInfo | None: ...
+
+    def open_transfer(self, app_id: str) -> asyncio.Queue[Message | None]: ...
+
+    def close_transfer(self, app_id: str) -> None: ...
+
+    def send(self, message: Message, reply_to: int | None = None) -> int: ...
+
+    async def drain(self) -> None: ...
+
+    def fail(self, code: ErrorCode, reason: str) -> None: ...
+
+
+class ConnectionFor(Protocol):
+    """Wait for the device's live connection (DeviceRegistry.wait_connection)."""
+
+    def __call__(self, device_id: str) -> Awaitable[TransferChannel]: ...
+
+
+class AppStarter(Protocol):
+    """Start a run of an installed application, returning its run id (Gateway.start_app)."""
+
+    def __call__(
+        self, device_id: str, app_id: str, entry: str, args: tuple[int | float, ...]
+    ) -> Awaitable[int]: ...
+
+
 class DeploymentEngine:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        records: DeploymentRecords,
+        events: EventLog,
+        metrics: Counter[str],
+        *,
+        reply_timeout_s: float,
+        connection_for: ConnectionFor,
+        start_app: AppStarter,
+    ) -> None:
+        self.records = records
+        self.events = events
+        self.metrics = metrics
+        self.reply_timeout_s = reply_timeout_s  # for each answer of the device to a step
+        self.connection_for = connection_for
+        self.start_app = start_app
         self._queues: dict[str, deque[Deployment]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.history: list[Deployment] = []
@@ -100,7 +149,7 @@ class DeploymentEngine:
         """Queue a deployment; it is recorded in the local cache first, so a gateway restart
         resumes it instead of losing it."""
         if not dep.row_id:
-            dep.row_id = self.gateway.store.add_deployment(
+            dep.row_id = self.records.add_deployment(
                 StoredDeployment(
                     dep.device_id,
                     dep.app_id,
@@ -120,13 +169,31 @@ class DeploymentEngine:
             self._workers[dep.device_id] = asyncio.create_task(
                 self._worker(dep.device_id), name=f"deploy-{dep.device_id[:8]}"
             )
-        self.gateway.events.emit("deploy", dep.device_id, app_id=dep.app_id, state="pending")
+        self.events.emit("deploy", dep.device_id, app_id=dep.app_id, state="pending")
+        return dep
+
+    def refuse(self, dep: Deployment, code: ErrorCode, reason: str) -> Deployment:
+        """Record a deployment refused before it was queued: it ends failed at once, is kept in
+        the history, and is neither persisted nor counted in the metrics."""
+        dep.state = "failed"
+        dep.error_code = code
+        dep.error = reason
+        dep.done.set_result(None)
+        self.history.append(dep)
+        self.events.emit(
+            "deploy",
+            dep.device_id,
+            app_id=dep.app_id,
+            state="failed",
+            code=code.name,
+            reason=reason,
+        )
         return dep
 
     def resume_unfinished(self) -> list[Deployment]:
         """Requeue what a previous incarnation accepted and did not finish."""
         resumed = []
-        for rec in self.gateway.store.unfinished_deployments():
+        for rec in self.records.unfinished_deployments():
             run = RunRequest(rec.run[0], rec.run[1]) if rec.run else None
             dep = Deployment(
                 rec.device_id,
@@ -172,11 +239,11 @@ class DeploymentEngine:
         persist: bool = True,
     ) -> None:
         if persist and dep.row_id:
-            self.gateway.store.update_deployment(dep.row_id, state, reason)
+            self.records.update_deployment(dep.row_id, state, reason)
         dep.state = state
         dep.error_code = code
         dep.error = reason
-        self.gateway.events.emit(
+        self.events.emit(
             "deploy",
             dep.device_id,
             app_id=dep.app_id,
@@ -187,13 +254,13 @@ class DeploymentEngine:
             chunks=dep.chunks_sent,
             run_id=dep.run_id,
         )
-        self.gateway.metrics["deployments_" + state] += 1
+        self.metrics["deployments_" + state] += 1
         if not dep.done.done():
             dep.done.set_result(None)
 
     async def _deploy(self, dep: Deployment) -> None:
         while True:
-            conn = await self.gateway.wait_connection(dep.device_id)
+            conn = await self.connection_for(dep.device_id)
             dep.attempts += 1
             if dep.attempts > MAX_ATTEMPTS:
                 raise DeploymentFailed(
@@ -203,7 +270,7 @@ class DeploymentEngine:
                 await self._transfer(conn, dep)
                 break
             except ConnectionLost:
-                self.gateway.events.emit(
+                self.events.emit(
                     "deploy",
                     dep.device_id,
                     app_id=dep.app_id,
@@ -214,12 +281,12 @@ class DeploymentEngine:
         self._finish(dep, "installed")
         if dep.run is not None:
             try:
-                dep.run_id = await self.gateway.start_app(
+                dep.run_id = await self.start_app(
                     dep.device_id, dep.app_id, dep.run.entry, dep.run.args
                 )
             except (RuntimeError, ConnectionLost, TimeoutError) as exc:
                 dep.error = f"installed, but the run did not start: {exc}"
-                self.gateway.events.emit(
+                self.events.emit(
                     "deploy",
                     dep.device_id,
                     app_id=dep.app_id,
@@ -227,11 +294,11 @@ class DeploymentEngine:
                     reason=dep.error,
                 )
                 return
-            self.gateway.events.emit(
+            self.events.emit(
                 "deploy", dep.device_id, app_id=dep.app_id, state="started", run_id=dep.run_id
             )
 
-    async def _transfer(self, conn: DeviceConnection, dep: Deployment) -> None:
+    async def _transfer(self, conn: TransferChannel, dep: Deployment) -> None:
         info = conn.info
         assert info is not None  # an established connection always has it
         limit = info.max_frame_size - CHUNK_OVERHEAD - len(dep.app_id.encode())
@@ -250,7 +317,7 @@ class DeploymentEngine:
             acked = first.offset
             if acked:
                 dep.resumed_from.append(acked)
-            self.gateway.events.emit(
+            self.events.emit(
                 "deploy", dep.device_id, app_id=dep.app_id, state="transferring", offset=acked
             )
             next_send = acked
@@ -292,10 +359,10 @@ class DeploymentEngine:
             raise DeploymentFailed(code, ack.reason or code.name)
 
     async def _reply(
-        self, conn: DeviceConnection, replies: asyncio.Queue[Message | None]
+        self, conn: TransferChannel, replies: asyncio.Queue[Message | None]
     ) -> Message:
         try:
-            reply = await asyncio.wait_for(replies.get(), self.gateway.config.reply_timeout_s)
+            reply = await asyncio.wait_for(replies.get(), self.reply_timeout_s)
         except TimeoutError:
             conn.fail(ErrorCode.TIMEOUT, "no answer to a deployment step")
             raise ConnectionLost() from None

@@ -1,0 +1,260 @@
+"""The deployment engine on its own, with fake collaborators instead of a gateway.
+
+The engine sees the gateway through narrow seams (a deployments table, the event log, the
+metrics, `connection_for(device_id)` and `start_app(...)`); here each is a few lines of fake, and
+the device is a scripted TransferChannel that acknowledges chunks the way firmware does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from wasmbed_hil.gateway import ConnectionLost, Deployment, EventLog, GatewayError, RunRequest
+from wasmbed_hil.gateway.deployment import DeploymentEngine
+from wasmbed_hil.gateway.store import StoredDeployment
+from wasmbed_hil.protocol import (
+    ChunkAck,
+    DeployAck,
+    DeployBegin,
+    DeployChunk,
+    DeployReady,
+    DeviceInfo,
+    ErrorCode,
+    Limits,
+    Message,
+)
+
+DEVICE = "d" * 32
+INFO = DeviceInfo("x86_64", "fake", "test", 1 << 20, 1 << 20, 1 << 16, 16384, 4, 3)
+MODULE = bytes(range(256)) * 4  # 1,024 bytes
+
+
+class Records:
+    """The deployments table, in memory."""
+
+    def __init__(self, unfinished: tuple[StoredDeployment, ...] = ()) -> None:
+        self.rows: dict[int, StoredDeployment] = {}
+        self.states: dict[int, tuple[str, str]] = {}
+        for rec in unfinished:
+            self.rows[rec.row_id] = rec
+
+    def add_deployment(self, record: StoredDeployment) -> int:
+        row_id = len(self.rows) + 1
+        self.rows[row_id] = replace(record, row_id=row_id)
+        return row_id
+
+    def update_deployment(self, row_id: int, state: str, error: str = "") -> None:
+        self.states[row_id] = (state, error)
+
+    def unfinished_deployments(self) -> list[StoredDeployment]:
+        return [r for r in self.rows.values() if r.row_id not in self.states]
+
+
+class Device:
+    """A TransferChannel whose device holds `held` bytes already and takes chunks until
+    `cut_after` chunks, when its connection drops."""
+
+    def __init__(self, held: bytes = b"", cut_after: int | None = None, refuse: int = 0) -> None:
+        self.info = INFO
+        self.data = bytearray(held)
+        self.cut_after = cut_after
+        self.refuse = refuse  # an ErrorCode for DeployAck at DeployBegin
+        self.chunks = 0
+        self.failed: tuple[ErrorCode, str] | None = None
+        self.replies: asyncio.Queue[Message | None] | None = None
+
+    def open_transfer(self, app_id: str) -> asyncio.Queue[Message | None]:
+        self.replies = asyncio.Queue()
+        return self.replies
+
+    def close_transfer(self, app_id: str) -> None:
+        self.replies = None
+
+    def send(self, message: Message, reply_to: int | None = None) -> int:
+        assert self.replies is not None
+        if isinstance(message, DeployBegin):
+            self.size, self.digest = message.size, message.digest
+            if self.refuse:
+                self.replies.put_nowait(DeployAck(message.app_id, self.refuse, "no"))
+            else:
+                self.replies.put_nowait(DeployReady(message.app_id, len(self.data)))
+        elif isinstance(message, DeployChunk):
+            if self.cut_after is not None and self.chunks == self.cut_after:
+                self.replies.put_nowait(None)  # the connection dropped
+                return 0
+            assert message.offset == len(self.data)
+            self.data += message.data
+            self.chunks += 1
+            self.replies.put_nowait(ChunkAck(message.app_id, len(self.data)))
+            if len(self.data) == self.size:
+                ok = hashlib.sha256(self.data).digest() == self.digest
+                code = 0 if ok else int(ErrorCode.DIGEST_MISMATCH)
+                self.replies.put_nowait(DeployAck(message.app_id, code, ""))
+        return 0
+
+    async def drain(self) -> None:
+        pass
+
+    def fail(self, code: ErrorCode, reason: str) -> None:
+        self.failed = (code, reason)
+
+
+class Fixture:
+    def __init__(self, devices: list[Device], records: Records | None = None) -> None:
+        self.devices = list(devices)
+        self.records = records or Records()
+        self.events = EventLog()
+        self.metrics: Counter[str] = Counter()
+        self.started: list[tuple[str, str, str, tuple[int | float, ...]]] = []
+        self.start_error: Exception | None = None
+        self.engine = DeploymentEngine(
+            self.records,
+            self.events,
+            self.metrics,
+            reply_timeout_s=5.0,
+            connection_for=self.connection_for,
+            start_app=self.start_app,
+        )
+
+    async def connection_for(self, device_id: str) -> Device:
+        assert device_id == DEVICE
+        return self.devices.pop(0)
+
+    async def start_app(
+        self, device_id: str, app_id: str, entry: str, args: tuple[int | float, ...]
+    ) -> int:
+        if self.start_error is not None:
+            raise self.start_error
+        self.started.append((device_id, app_id, entry, args))
+        return 41
+
+    def states(self) -> list[str]:
+        return [e.data["state"] for e in self.events.events("deploy")]
+
+
+def _deployment(chunk_size: int | None = 100, run: RunRequest | None = None) -> Deployment:
+    return Deployment(DEVICE, "app", "app", MODULE, hashlib.sha256(MODULE).digest(), Limits(),
+                      run, chunk_size)
+
+
+def test_a_deployment_travels_in_acknowledged_chunks_and_starts():
+    async def scenario() -> None:
+        device = Device()
+        fx = Fixture([device])
+        dep = fx.engine.submit(_deployment(run=RunRequest("main", (1, 2))))
+        await asyncio.wait_for(dep.done, 5)
+        assert dep.state == "installed" and bytes(device.data) == MODULE
+        assert (dep.chunks_sent, dep.bytes_sent, dep.attempts) == (11, 1024, 1)
+        assert fx.started == [(DEVICE, "app", "main", (1, 2))]
+        await asyncio.sleep(0)  # the worker emits "started" after `done`
+        assert dep.run_id == 41
+        assert fx.states() == ["pending", "transferring", "installed", "started"]
+        assert fx.records.states[dep.row_id] == ("installed", "")
+        assert fx.metrics == Counter({"deployments_installed": 1})
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_connection_resumes_from_what_the_device_holds():
+    async def scenario() -> None:
+        first = Device(cut_after=3)  # drops on the fourth chunk, holding three
+        second = Device(held=MODULE[:300])  # the same device, reconnected, flash kept
+        fx = Fixture([first, second])
+        dep = fx.engine.submit(_deployment())
+        await asyncio.wait_for(dep.done, 5)
+        assert bytes(first.data) == MODULE[:300]
+        assert dep.state == "installed" and bytes(second.data) == MODULE
+        assert dep.attempts == 2 and dep.resumed_from == [300]
+        # Before the cut: three chunks held and three more sent into the dead link (the window
+        # refills as acknowledgements arrive); after it, only the 724 bytes the device lacks.
+        assert dep.bytes_sent == 600 + 724
+        assert fx.states() == ["pending", "transferring", "interrupted", "transferring",
+                               "installed"]
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_refusal_by_the_device_fails_the_deployment():
+    async def scenario() -> None:
+        fx = Fixture([Device(refuse=int(ErrorCode.NO_SPACE))])
+        dep = fx.engine.submit(_deployment(run=RunRequest()))
+        await asyncio.wait_for(dep.done, 5)
+        assert (dep.state, dep.error_code, dep.error) == ("failed", ErrorCode.NO_SPACE, "no")
+        assert fx.records.states[dep.row_id] == ("failed", "no")
+        assert fx.metrics == Counter({"deployments_failed": 1})
+        assert fx.started == []
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("error", [GatewayError("refused"), ConnectionLost(), TimeoutError()])
+def test_a_run_that_does_not_start_leaves_the_module_installed(error):
+    async def scenario() -> None:
+        fx = Fixture([Device()])
+        fx.start_error = error
+        dep = fx.engine.submit(_deployment(chunk_size=None, run=RunRequest()))
+        await asyncio.wait_for(dep.done, 5)
+        await asyncio.sleep(0)
+        assert dep.state == "installed" and dep.chunks_sent == 1  # one chunk: frame limit
+        assert dep.error.startswith("installed, but the run did not start")
+        assert fx.states()[-1] == "start_failed"
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_unfinished_deployments_are_resumed_from_the_records():
+    async def scenario() -> None:
+        stored = StoredDeployment(DEVICE, "app", "app", MODULE, hashlib.sha256(MODULE).digest(),
+                                  (1 << 20, 0, 1000), None, 512, "pending", row_id=7)
+        fx = Fixture([Device()], Records((stored,)))
+        [dep] = fx.engine.resume_unfinished()
+        assert dep.row_id == 7 and dep.limits == Limits(1 << 20, 0, 1000)
+        await asyncio.wait_for(dep.done, 5)
+        assert dep.state == "installed" and dep.chunks_sent == 2
+        assert fx.records.states == {7: ("installed", "")}
+        assert len(fx.records.rows) == 1  # resumed, not recorded a second time
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_deployment_is_kept_but_neither_recorded_nor_counted():
+    async def scenario() -> None:
+        fx = Fixture([])
+        dep = fx.engine.refuse(_deployment(), ErrorCode.MODULE_TOO_LARGE, "too big")
+        assert dep.done.done() and dep.state == "failed"
+        assert fx.engine.history == [dep]
+        assert fx.records.rows == {} and fx.metrics == Counter()
+        [event] = fx.events.events("deploy")
+        assert event.data == {"app_id": "app", "state": "failed", "code": "MODULE_TOO_LARGE",
+                              "reason": "too big"}
+
+    asyncio.run(scenario())
+
+
+def test_stopping_the_engine_leaves_the_transfer_pending_in_the_records():
+    async def scenario() -> None:
+        never = asyncio.Event()
+
+        async def connection_for(device_id: str) -> Device:
+            await never.wait()
+            raise AssertionError("unreachable")
+
+        fx = Fixture([])
+        fx.engine.connection_for = connection_for
+        dep = fx.engine.submit(_deployment())
+        await asyncio.sleep(0)
+        await fx.engine.close()
+        assert (dep.state, dep.error_code) == ("failed", ErrorCode.SHUTTING_DOWN)
+        assert fx.records.unfinished_deployments()[0].row_id == dep.row_id
+
+    asyncio.run(scenario())

@@ -1,0 +1,353 @@
+"""The per-connection handler: its dispatch table, and a Violation for what a phase refuses.
+
+The table must cover the catalogue: every device->gateway message type (and Error) has an
+entry, and the entries that refuse are exactly the types the established session refuses. Each
+entry is then exercised on a handler with a fake connection.
+
+A raw TLS client drives a real gateway into each of the gateway's receiving phases (waiting for
+Hello, waiting for the enrollment proof, established) and then sends every device->gateway
+message that phase does not allow. Each must end the same way: an Error(UNEXPECTED_MESSAGE)
+frame, a closed connection, a "violation" event and one more `protocol_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wasmbed_hil.gateway import EventLog, GatewayConfig, GatewayStore
+from wasmbed_hil.gateway.handler import ConnectionHandler, SessionServices
+from wasmbed_hil.gateway.registry import DeviceRegistry
+from wasmbed_hil.pki import Credentials, FleetCA, client_ssl_context
+from wasmbed_hil.protocol import (
+    CATALOGUE,
+    ENROLL_CONTEXT,
+    AppState,
+    AppSummary,
+    ChunkAck,
+    DeployAck,
+    DeployReady,
+    DeviceInfo,
+    DeviceInfoReport,
+    DeviceSession,
+    Direction,
+    EnrollChallenge,
+    EnrollProof,
+    Error,
+    ErrorCode,
+    ExecutionResult,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    Message,
+    Outcome,
+    ProtocolError,
+    Received,
+    StartAck,
+    StopAck,
+    Violation,
+    Welcome,
+    decode_envelope,
+    encode_envelope,
+    frame,
+)
+from wasmbed_hil.protocol.types import DevicePhase
+from wasmbed_hil.protocol.vectors import session_in, valid_messages
+
+INFO = DeviceInfo("x86_64", "raw", "test", 1 << 20, 1 << 20, 1 << 16, 16384, 4, 1)
+
+DEVICE_TO_GATEWAY = [
+    cls for cls in CATALOGUE.values() if cls.DIRECTION is Direction.DEVICE_TO_GATEWAY
+]
+
+
+def _sample(cls: type[Message]) -> Message:
+    """One valid instance of a message class, from the protocol's test vectors."""
+    return next(msg for _, _, msg in valid_messages() if type(msg) is cls)
+
+
+# ====================================================================== the dispatch table
+def test_every_device_to_gateway_message_has_an_entry():
+    expected = set(DEVICE_TO_GATEWAY) | {Error}  # Error travels both ways
+    assert set(ConnectionHandler.DISPATCH) == expected
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in CATALOGUE.values() if c in ConnectionHandler.DISPATCH],
+    ids=lambda c: c.__name__,
+)
+def test_entries_refuse_exactly_what_the_established_session_refuses(cls):
+    session = session_in("gateway", "established", 16384)
+    [event] = session.receive_data(frame(encode_envelope(3, _sample(cls))))
+    refused = ConnectionHandler.DISPATCH[cls] is ConnectionHandler._refuse
+    if refused:  # the session never hands it over, and the table would refuse it anyway
+        assert isinstance(event, Violation)
+        assert event.error.code is ErrorCode.UNEXPECTED_MESSAGE
+    else:
+        assert isinstance(event, Received) and type(event.message) is cls
+
+
+class FakeConnection:
+    """What a ConnectionHandler's session methods use of a DeviceConnection."""
+
+    def __init__(self) -> None:
+        self.name = "fake"
+        self.identity = "f" * 64
+        self.device = None
+        self.info = None
+        self.sent: list[tuple[Message, int | None]] = []
+        self.transfers: set[str] = set()  # app ids with a transfer open
+        self.waiting: dict[tuple[str, Any], Message | None] = {}  # expect()ed replies
+        self.close_reason = ""
+
+    def send(self, message: Message, reply_to: int | None = None) -> int:
+        self.sent.append((message, reply_to))
+        return 0 if reply_to is None else reply_to
+
+    def route_transfer(self, message: Message) -> bool:
+        return message.app_id in self.transfers  # type: ignore[attr-defined]
+
+    def resolve(self, key: tuple[str, Any], message: Message) -> bool:
+        if key not in self.waiting:
+            return False
+        self.waiting[key] = message
+        return True
+
+    def close(self, reason: str) -> None:
+        self.close_reason = reason
+
+
+def _handler() -> tuple[ConnectionHandler, FakeConnection, SessionServices]:
+    config = GatewayConfig.for_tests()
+    events, metrics = EventLog(), Counter[str]()
+    services = SessionServices(
+        config, ssl.create_default_context(), GatewayStore(None), events, metrics,
+        DeviceRegistry(events, metrics, config.trace_limit),
+        is_revoked=lambda identity, serial: False, may_enroll=lambda identity: True,
+    )
+    conn = FakeConnection()
+    dev, _ = services.store.enroll(conn.identity, conn.name)
+    services.registry.attach(conn, dev)  # type: ignore[arg-type]
+    conn.info = _sample(Hello).info  # type: ignore[attr-defined]
+    services.registry.connected(conn, dev)  # type: ignore[arg-type]
+    handler = ConnectionHandler(conn, None, services)  # type: ignore[arg-type]
+    handler._status = services.registry.status[dev.device_id]
+    return handler, conn, services
+
+
+def _dispatch(handler: ConnectionHandler, message: Message, message_id: int = 5) -> bool:
+    return ConnectionHandler.DISPATCH[type(message)](handler, Received(message_id, message))
+
+
+def test_heartbeat_updates_the_status_answers_and_rearms_liveness():
+    async def scenario() -> None:
+        handler, conn, services = _handler()
+        st = handler._status
+        assert st is not None
+        services.registry.set_phase(st, DevicePhase.UNREACHABLE)
+        apps = (AppSummary("a", bytes(32), AppState.RUNNING),)
+        assert _dispatch(handler, Heartbeat(1234, 99, apps), 9)
+        assert conn.sent == [(HeartbeatAck(), 9)]
+        assert (st.heartbeats, st.uptime_ms, st.memory_free, st.apps) == (1, 1234, 99, apps)
+        assert st.phase is DevicePhase.CONNECTED  # a heartbeat brings it back
+        assert services.metrics["heartbeats"] == 1
+        assert [e.data for e in services.events.events("heartbeat")] == [{"count": 1}]
+        assert handler._liveness is not None
+        handler._disarm_liveness()
+
+    asyncio.run(scenario())
+
+
+def test_replies_go_to_their_waiters_or_count_as_unmatched():
+    handler, conn, services = _handler()
+    conn.transfers.add("mine")
+    conn.waiting.update({("start", ("mine", 1)): None, ("stop", "mine"): None})
+    replies = [DeployReady("mine", 0), ChunkAck("mine", 16), DeployAck("mine", 0, ""),
+               StartAck("mine", 1, 0, ""), StopAck("mine", 0, "")]
+    strays = [DeployReady("other", 0), ChunkAck("other", 16), DeployAck("other", 0, ""),
+              StartAck("mine", 2, 0, ""), StopAck("other", 0, "")]
+    assert all(_dispatch(handler, m) for m in replies)
+    assert services.metrics["unmatched_replies"] == 0
+    assert conn.waiting[("start", ("mine", 1))] == replies[3]
+    assert all(_dispatch(handler, m) for m in strays)
+    assert services.metrics["unmatched_replies"] == len(strays)
+    assert conn.sent == []  # replies are never answered
+
+
+def test_device_info_report_updates_connection_and_status():
+    handler, conn, _services = _handler()
+    conn.waiting[("info", None)] = None
+    report = _sample(DeviceInfoReport)
+    assert _dispatch(handler, report)
+    assert handler._status is not None
+    assert conn.info == report.info == handler._status.info
+    assert conn.waiting[("info", None)] == report
+
+
+def test_an_execution_result_is_stored_once():
+    handler, _conn, services = _handler()
+    result = ExecutionResult("app", 3, Outcome.RETURNED, (42,), b"", 1, 2, "")
+    assert _dispatch(handler, result) and _dispatch(handler, result)
+    [stored] = services.store.results()
+    assert handler._status is not None
+    assert (stored.device_id, stored.run_id, stored.values) == (handler._status.device_id, 3, (42,))
+    assert (services.metrics["results"], services.metrics["duplicate_results"]) == (1, 1)
+    assert services.metrics["outcome_returned"] == 1
+    assert len(services.events.events("result")) == 1
+
+
+def test_an_error_from_the_device_ends_the_session():
+    handler, conn, _ = _handler()
+    assert not _dispatch(handler, Error(ErrorCode.SHUTTING_DOWN, "bye"))
+    assert conn.close_reason == "device error SHUTTING_DOWN: bye"
+
+
+@pytest.mark.parametrize("cls", [Hello, EnrollProof], ids=lambda c: c.__name__)
+def test_a_refused_entry_raises_unexpected_message(cls):
+    handler, conn, _ = _handler()
+    with pytest.raises(ProtocolError) as info:
+        _dispatch(handler, _sample(cls))
+    assert info.value.code is ErrorCode.UNEXPECTED_MESSAGE
+    assert cls.__name__ in info.value.reason
+    assert conn.sent == []
+
+
+# ====================================================================== a phase refuses
+class ProtocolClient:
+    """A blocking TLS client that speaks the protocol through a DeviceSession where it obeys
+    the rules, and writes raw frames where it means to break them."""
+
+    def __init__(self, endpoint: tuple[str, int], creds: Credentials, creds_dir: Path) -> None:
+        creds.write(creds_dir)
+        self.creds = creds
+        raw = socket.create_connection(endpoint, timeout=10)
+        self.sock = client_ssl_context(creds_dir).wrap_socket(raw, server_hostname="localhost")
+        self.session = DeviceSession(16384)
+        self.inbox: list[Message] = []
+
+    def send(self, message: Message) -> None:
+        self.session.send(message)
+        self.sock.sendall(self.session.data_to_send())
+
+    def send_raw(self, message: Message, message_id: int = 7) -> None:
+        """Frame a message the session would refuse to send in its state."""
+        self.sock.sendall(frame(encode_envelope(message_id, message)))
+
+    def receive(self) -> Message:
+        while not self.inbox:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError("the gateway closed the connection")
+            for event in self.session.receive_data(data):
+                assert isinstance(event, Received), event
+                self.inbox.append(event.message)
+        return self.inbox.pop(0)
+
+    def enroll_or_welcome(self) -> Welcome:
+        self.send(Hello(None, INFO))
+        reply = self.receive()
+        if isinstance(reply, EnrollChallenge):
+            signature = self.creds.sign(ENROLL_CONTEXT + reply.nonce)
+            self.send(EnrollProof(self.creds.spki_der, signature))
+            reply = self.receive()
+        assert isinstance(reply, Welcome), reply
+        return reply
+
+    def read_error(self) -> Error:
+        """Frames until an Error (raw: the session may already count the phase as broken)."""
+        buf = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"closed without an Error frame (had {buf!r})")
+            buf += chunk
+            while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                n = int.from_bytes(buf[:4], "big")
+                env = decode_envelope(buf[4 : 4 + n])
+                buf = buf[4 + n :]
+                if isinstance(env.message, Error):
+                    return env.message
+
+    def assert_closed(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionError, ssl.SSLError):
+            return
+        assert data == b"", f"expected the gateway to close, got {data!r}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def client(gateway, fleet_ca: FleetCA, tmp_path: Path) -> Iterator:
+    made: list[ProtocolClient] = []
+
+    def make(name: str, creds: Credentials | None = None) -> ProtocolClient:
+        creds = creds or fleet_ca.issue_device(name)
+        made.append(ProtocolClient(gateway.endpoint, creds, tmp_path / f"{name}-{len(made)}"))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _assert_violation(gateway, client: ProtocolClient, before: int, cls: type[Message]) -> None:
+    error = client.read_error()
+    assert error.code is ErrorCode.UNEXPECTED_MESSAGE, error
+    assert cls.__name__ in error.reason
+    client.assert_closed()
+    event = gateway.wait_event(
+        "violation", lambda e: e.data.get("code") == "UNEXPECTED_MESSAGE", timeout=5
+    )
+    assert cls.__name__ in event.data["reason"]
+    assert gateway.metrics()["protocol_errors"] == before + 1
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in DEVICE_TO_GATEWAY if c is not Hello], ids=lambda c: c.__name__
+)
+def test_awaiting_hello_anything_but_hello_is_a_violation(gateway, client, cls):
+    before = gateway.metrics().get("protocol_errors", 0)
+    raw = client("early")
+    raw.send_raw(_sample(cls))
+    _assert_violation(gateway, raw, before, cls)
+    assert gateway.devices() == []
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in DEVICE_TO_GATEWAY if c is not EnrollProof], ids=lambda c: c.__name__
+)
+def test_awaiting_the_proof_anything_but_the_proof_is_a_violation(gateway, client, cls):
+    before = gateway.metrics().get("protocol_errors", 0)
+    raw = client("prover")
+    raw.send(Hello(None, INFO))
+    assert isinstance(raw.receive(), EnrollChallenge)
+    raw.send_raw(_sample(cls))
+    _assert_violation(gateway, raw, before, cls)
+    assert gateway.devices() == []  # nothing enrolled
+
+
+@pytest.mark.parametrize("cls", [Hello, EnrollProof], ids=lambda c: c.__name__)
+def test_established_a_handshake_message_is_a_violation(gateway, client, fleet_ca, cls):
+    creds = fleet_ca.issue_device("settled")
+    first = client("settled", creds)
+    welcome = first.enroll_or_welcome()
+    device_id = welcome.device_id.hex()
+    gateway.wait_phase(device_id, DevicePhase.CONNECTED)
+    before = gateway.metrics().get("protocol_errors", 0)
+    first.send_raw(_sample(cls))
+    _assert_violation(gateway, first, before, cls)
+    gateway.wait_phase(device_id, DevicePhase.DISCONNECTED)
+    # The device stays enrolled: the next connection is welcomed without a challenge.
+    again = client("settled", creds)
+    assert again.enroll_or_welcome().enrolled_now is False
+    gateway.wait_phase(device_id, DevicePhase.CONNECTED)

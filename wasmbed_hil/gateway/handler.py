@@ -1,0 +1,433 @@
+"""One device connection's session at the gateway, from Hello to close.
+
+The shape is aiohttp's (`web_runner` listens, `web_protocol.RequestHandler` serves one
+connection): the Gateway listens; `serve_connection` admits what it accepts (TLS 1.3 handshake
+with a client certificate verified against the fleet CA, identity = SHA-256 of the certificate's
+SubjectPublicKeyInfo, not revoked), then a ConnectionHandler serves it:
+
+  Hello -> Welcome for an enrolled identity, or challenge-response enrollment when pairing mode
+  (or the control plane's pre-approval) allows it -> session: every message the device sends is
+  dispatched through DISPATCH, keyed by message type -> teardown (the registry marks the device
+  Disconnected unless a newer connection superseded this one).
+
+What a phase does not allow never reaches a handler method: the sans-I/O GatewaySession turns
+it into a Violation, which ends the connection with an Error frame. The handler also watches the
+connection's liveness: no heartbeat within the timeout makes the device Unreachable; the next
+heartbeat makes it Connected again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ..pki import device_identity, load_certificate, spki_der
+from ..pki import verify_signature as verify_proof
+from ..protocol import (
+    ENROLL_CONTEXT,
+    ChunkAck,
+    DeployAck,
+    DeployReady,
+    DeviceInfoReport,
+    DevicePhase,
+    EnrollChallenge,
+    EnrollProof,
+    EnrollReject,
+    Error,
+    ErrorCode,
+    ExecutionResult,
+    Heartbeat,
+    HeartbeatAck,
+    Hello,
+    LocalProtocolError,
+    Message,
+    ProtocolError,
+    Received,
+    StartAck,
+    State,
+    StopAck,
+    Violation,
+    Welcome,
+)
+from .config import GatewayConfig
+from .connection import DeviceConnection
+from .errors import ConnectionLost
+from .events import EventLog
+from .registry import DeviceRegistry, DeviceStatus
+from .store import EnrolledDevice, GatewayStore, StoredResult
+
+
+@dataclass(frozen=True)
+class SessionServices:
+    """What the connection handlers of one gateway share."""
+
+    config: GatewayConfig
+    tls: ssl.SSLContext
+    store: GatewayStore
+    events: EventLog
+    metrics: Counter[str]
+    registry: DeviceRegistry
+    is_revoked: Callable[[str, int], bool]  # (identity, certificate serial): refused
+    may_enroll: Callable[[str], bool]  # pairing mode on, or the identity is pre-approved
+
+
+async def serve_connection(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    peer: object,
+    services: SessionServices,
+) -> None:
+    """Admit one accepted connection (TLS, identity, revocation), then serve its session."""
+    config, metrics, events = services.config, services.metrics, services.events
+    try:
+        await writer.start_tls(services.tls, ssl_handshake_timeout=config.handshake_timeout_s)
+    except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
+        metrics["handshake_failures"] += 1
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        events.emit("handshake_failed", None, peer=str(peer), reason=str(reason))
+        return
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    cert = load_certificate(der)
+    identity = device_identity(cert)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(cns[0].value) if cns else identity[:16]
+    conn = DeviceConnection(
+        reader,
+        writer,
+        identity=identity,
+        name=name,
+        max_frame_size=config.max_frame_size,
+        write_buffer_limit=config.write_buffer_limit,
+        trace_limit=config.trace_limit,
+    )
+    if services.is_revoked(identity, cert.serial_number):
+        metrics["refused_revoked"] += 1
+        events.emit("rejected", None, name=name, code="REVOKED")
+        conn.fail(ErrorCode.REVOKED, "certificate revoked")
+        return
+    await ConnectionHandler(conn, cert, services).run()
+
+
+# A session message handler: returns whether the session goes on.
+MessageHandler = Callable[["ConnectionHandler", Received], bool]
+
+
+class ConnectionHandler:
+    """Serves one admitted device connection: enrollment handshake, session, liveness."""
+
+    def __init__(
+        self, conn: DeviceConnection, cert: x509.Certificate, services: SessionServices
+    ) -> None:
+        self.conn = conn
+        self.cert = cert
+        self.config = services.config
+        self.store = services.store
+        self.events = services.events
+        self.metrics = services.metrics
+        self.registry = services.registry
+        self.may_enroll = services.may_enroll
+        self._status: DeviceStatus | None = None  # set once the session is established
+        self._liveness: asyncio.TimerHandle | None = None
+
+    async def run(self) -> None:
+        conn = self.conn
+        try:
+            await self._handshake()
+            if conn.device is not None and not conn.closed.is_set():
+                await self._session()
+        except ProtocolError as exc:
+            self.metrics["protocol_errors"] += 1
+            self.events.emit(
+                "violation",
+                conn.device.device_id if conn.device else None,
+                name=conn.name,
+                code=exc.code.name,
+                reason=exc.reason,
+            )
+            conn.fail(exc.code, exc.reason)
+        except (ConnectionError, ConnectionLost, LocalProtocolError) as exc:
+            conn.close(f"{type(exc).__name__}: {exc}")
+        finally:
+            conn.close(conn.close_reason or "connection ended")
+            self._disarm_liveness()
+            self.registry.detach(conn)
+
+    # ================================================================== input
+    async def _next_message(self, timeout: float | None) -> Received | None:
+        """Read until one event; None on EOF. Raises ProtocolError on violation or timeout."""
+        conn = self.conn
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if conn.pending:
+                return conn.pending.pop(0)
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise ProtocolError(ErrorCode.TIMEOUT, f"no message within {timeout:g}s")
+            try:
+                data = await asyncio.wait_for(conn.read(self.config.frame_timeout_s), remaining)
+            except TimeoutError:
+                raise ProtocolError(ErrorCode.TIMEOUT, f"no message within {timeout:g}s") from None
+            if not data:
+                return None
+            self.metrics["bytes_in"] += len(data)
+            events = conn.session.receive_data(data)
+            conn.flush()
+            received: list[Received] = []
+            for ev in events:
+                if isinstance(ev, Violation):
+                    self.metrics["protocol_errors"] += 1
+                    self.events.emit(
+                        "violation",
+                        conn.device.device_id if conn.device else None,
+                        name=conn.name,
+                        code=ev.error.code.name,
+                        reason=ev.error.reason,
+                    )
+                    conn.close(f"violation: {ev.error}")
+                else:
+                    received.append(ev)
+            conn.pending = received
+            if not received and conn.session.state is State.CLOSED:
+                return None
+
+    # ================================================================== handshake
+    async def _handshake(self) -> None:
+        conn = self.conn
+        event = await self._next_message(self.config.hello_timeout_s)
+        if event is None:
+            return
+        if isinstance(event.message, Error):
+            return
+        hello = event.message
+        assert isinstance(hello, Hello)  # the session allows nothing else first
+        conn.info = hello.info
+        known = self.store.by_identity(conn.identity)
+        if known is not None:
+            self._welcome(known, event.message_id, enrolled_now=False)
+            return
+        if not self.may_enroll(conn.identity):
+            self._reject(
+                event.message_id,
+                ErrorCode.PAIRING_DISABLED,
+                "unknown device and pairing mode is off",
+            )
+            return
+        if self.store.count() >= self.config.max_devices:
+            self._reject(
+                event.message_id,
+                ErrorCode.CAPACITY,
+                f"gateway holds its maximum of {self.config.max_devices} devices",
+            )
+            return
+        nonce = os.urandom(32)
+        conn.send(EnrollChallenge(nonce), reply_to=event.message_id)
+        self.events.emit("enrolling", None, name=conn.name, identity=conn.identity)
+        proof_event = await self._next_message(self.config.enrollment_timeout_s)
+        if proof_event is None or isinstance(proof_event.message, Error):
+            return
+        proof = proof_event.message
+        assert isinstance(proof, EnrollProof)
+        if proof.public_key != spki_der(self.cert):
+            self._reject(
+                proof_event.message_id,
+                ErrorCode.KEY_MISMATCH,
+                "enrollment public key differs from the TLS certificate's",
+            )
+            return
+        if not verify_proof(proof.public_key, proof.signature, ENROLL_CONTEXT + nonce):
+            self._reject(
+                proof_event.message_id,
+                ErrorCode.BAD_PROOF,
+                "enrollment signature does not verify",
+            )
+            return
+        if not self.may_enroll(conn.identity):  # turned off while this device was proving
+            self._reject(
+                proof_event.message_id,
+                ErrorCode.PAIRING_DISABLED,
+                "pairing mode turned off during enrollment",
+            )
+            return
+        dev, new = self.store.enroll(conn.identity, conn.name)
+        if new:
+            self.metrics["enrollments"] += 1
+            st = self.registry.status_for(dev, DevicePhase.ENROLLING)
+            self.registry.set_phase(st, DevicePhase.ENROLLED, "enrollment proof verified")
+        self.events.emit("enrolled", dev.device_id, name=dev.name, new=new)
+        self._welcome(dev, proof_event.message_id, enrolled_now=True)
+
+    def _reject(self, reply_to: int, code: ErrorCode, reason: str) -> None:
+        conn = self.conn
+        self.metrics["enrollments_rejected"] += 1
+        self.events.emit("rejected", None, name=conn.name, code=code.name, reason=reason)
+        conn.send(EnrollReject(code, reason), reply_to=reply_to)
+        conn.close(f"enrollment rejected: {code.name}")
+
+    def _welcome(self, dev: EnrolledDevice, reply_to: int, enrolled_now: bool) -> None:
+        conn = self.conn
+        self.registry.attach(conn, dev)
+        conn.send(
+            Welcome(
+                bytes.fromhex(dev.device_id),
+                int(self.config.heartbeat_interval_s * 1000),
+                self.config.max_frame_size,
+                enrolled_now,
+            ),
+            reply_to=reply_to,
+        )
+        self._arm_liveness()
+        self.registry.connected(conn, dev)
+
+    # ================================================================== session
+    async def _session(self) -> None:
+        assert self.conn.device is not None
+        self._status = self.registry.status[self.conn.device.device_id]
+        dispatch = self.DISPATCH
+        while True:
+            event = await self._next_message(None)
+            if event is None:
+                return
+            if not dispatch[type(event.message)](self, event):
+                return
+
+    def _on_heartbeat(self, event: Received) -> bool:
+        msg = event.message
+        assert isinstance(msg, Heartbeat) and self._status is not None
+        st = self._status
+        self.metrics["heartbeats"] += 1
+        st.heartbeats += 1
+        st.last_heartbeat = time.time()
+        st.uptime_ms, st.memory_free, st.apps = msg.uptime_ms, msg.memory_free, msg.apps
+        self.conn.send(HeartbeatAck(), reply_to=event.message_id)
+        self._arm_liveness()
+        self.events.emit("heartbeat", st.device_id, count=st.heartbeats)
+        if st.phase != DevicePhase.CONNECTED:
+            self.registry.set_phase(st, DevicePhase.CONNECTED, "heartbeat received")
+        return True
+
+    def _on_transfer_reply(self, event: Received) -> bool:
+        msg = event.message
+        assert isinstance(msg, DeployReady | ChunkAck | DeployAck)
+        if not self.conn.route_transfer(msg):
+            self.metrics["unmatched_replies"] += 1
+        return True
+
+    def _on_start_ack(self, event: Received) -> bool:
+        msg = event.message
+        assert isinstance(msg, StartAck)
+        if not self.conn.resolve(("start", (msg.app_id, msg.run_id)), msg):
+            self.metrics["unmatched_replies"] += 1
+        return True
+
+    def _on_stop_ack(self, event: Received) -> bool:
+        msg = event.message
+        assert isinstance(msg, StopAck)
+        if not self.conn.resolve(("stop", msg.app_id), msg):
+            self.metrics["unmatched_replies"] += 1
+        return True
+
+    def _on_info_report(self, event: Received) -> bool:
+        msg = event.message
+        assert isinstance(msg, DeviceInfoReport) and self._status is not None
+        self.conn.info = self._status.info = msg.info
+        self.conn.resolve(("info", None), msg)
+        return True
+
+    def _on_result(self, event: Received) -> bool:
+        msg = event.message
+        assert isinstance(msg, ExecutionResult) and self._status is not None
+        device_id = self._status.device_id
+        result = StoredResult(
+            device_id,
+            msg.app_id,
+            msg.run_id,
+            msg.outcome,
+            msg.values,
+            msg.log,
+            msg.fuel_used,
+            msg.duration_us,
+            msg.detail,
+            time.time(),
+        )
+        if self.store.add_result(result):
+            self.metrics["results"] += 1
+            self.metrics[f"outcome_{msg.outcome.name.lower()}"] += 1
+            self.events.emit(
+                "result",
+                device_id,
+                app_id=msg.app_id,
+                run_id=msg.run_id,
+                outcome=msg.outcome.name,
+                values=list(msg.values),
+            )
+        else:
+            self.metrics["duplicate_results"] += 1
+        return True
+
+    def _on_error(self, event: Received) -> bool:
+        msg = event.message
+        assert isinstance(msg, Error)
+        self.conn.close(f"device error {msg.code.name}: {msg.reason}")
+        return False
+
+    def _refuse(self, event: Received) -> bool:
+        # Unreachable while the session works: GatewaySession already refuses handshake
+        # messages once established. Kept so that every device->gateway type has an entry.
+        raise ProtocolError(
+            ErrorCode.UNEXPECTED_MESSAGE,
+            f"{type(event.message).__name__} not allowed in an established session",
+        )
+
+    # Every device->gateway message type, and Error, has an entry (tests/test_gateway_handler.py
+    # holds the table to the catalogue).
+    DISPATCH: ClassVar[dict[type[Message], MessageHandler]] = {
+        Heartbeat: _on_heartbeat,
+        DeployReady: _on_transfer_reply,
+        ChunkAck: _on_transfer_reply,
+        DeployAck: _on_transfer_reply,
+        StartAck: _on_start_ack,
+        StopAck: _on_stop_ack,
+        DeviceInfoReport: _on_info_report,
+        ExecutionResult: _on_result,
+        Error: _on_error,
+        Hello: _refuse,
+        EnrollProof: _refuse,
+    }
+
+    # ================================================================== liveness
+    def _arm_liveness(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+        loop = asyncio.get_running_loop()
+        self._liveness = loop.call_later(self.config.heartbeat_timeout_s, self._liveness_missed)
+
+    def _disarm_liveness(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            self._liveness = None
+
+    def _liveness_missed(self) -> None:
+        self._liveness = None
+        dev = self.conn.device
+        if dev is None:
+            return
+        st = self.registry.status.get(dev.device_id)
+        # A superseded connection's timer says nothing about the device: its newer connection
+        # has a timer of its own.
+        if st is not None and self.registry.is_current(self.conn):
+            self.metrics["heartbeat_timeouts"] += 1
+            self.registry.set_phase(
+                st,
+                DevicePhase.UNREACHABLE,
+                f"no heartbeat for {self.config.heartbeat_timeout_s:g}s",
+            )
