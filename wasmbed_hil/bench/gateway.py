@@ -103,6 +103,11 @@ class GatewayHandle:
         self.listener.close()
 
     @property
+    def running(self) -> bool:
+        """Whether a gateway incarnation is started (between start() and stop())."""
+        return self._gateway is not None
+
+    @property
     def gateway(self) -> Gateway:
         if self._gateway is None:
             raise RuntimeError("the gateway is stopped")

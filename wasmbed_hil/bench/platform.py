@@ -149,7 +149,7 @@ class Platform:
         self._http: aiohttp.ClientSession | None = None
 
     def _endpoints(self) -> dict[str, tuple[str, int]]:
-        return {name: gw.endpoint for name, gw in self.gateways.items() if gw._gateway}
+        return {name: gw.endpoint for name, gw in self.gateways.items() if gw.running}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Platform:

@@ -100,8 +100,7 @@ class Gateway:
         # enroll while pairing mode is off; the proof of key possession is still required.
         self.preapproved: Callable[[str], bool] | None = None
 
-    # The registry's tables, read by the control-plane agent, the harness and the evidence
-    # collector (pytest_plugin/evidence.py reads `_traces`).
+    # The registry's tables, read by the control-plane agent and the harness.
     @property
     def status(self) -> dict[str, DeviceStatus]:
         return self.registry.status
@@ -109,10 +108,6 @@ class Gateway:
     @property
     def connections(self) -> dict[str, DeviceConnection]:
         return self.registry.connections
-
-    @property
-    def _traces(self) -> dict[str, list[TraceEntry]]:
-        return self.registry.traces
 
     # ================================================================== lifecycle
     async def start(
@@ -202,6 +197,10 @@ class Gateway:
     def trace(self, device_id: str) -> list[TraceEntry]:
         """Protocol messages exchanged with a device, over all its connections, live one last."""
         return self.registry.trace(device_id)
+
+    def traced_devices(self) -> list[str]:
+        """The ids of every device with a protocol trace (connected now or earlier)."""
+        return sorted(set(self.registry.traces) | set(self.registry.connections))
 
     def results(
         self, device_id: str | None = None, app_id: str | None = None

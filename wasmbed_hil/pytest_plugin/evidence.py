@@ -151,11 +151,11 @@ def attach_evidence(item: pytest.Item) -> None:
         except Exception as exc:  # evidence must never hide the test's own outcome
             _attach(f"console {device.name}", f"(not available: {exc!r})")
     for handle in gateways:
-        gw = getattr(handle, "_gateway", None)
-        if gw is None:
+        if not handle.running:
             continue
+        gw = handle.gateway
         names = _device_names(handle)
-        for device_id in sorted(set(gw._traces) | set(gw.connections)):
+        for device_id in gw.traced_devices():
             name = names.get(device_id, device_id[:8])
             _attach(f"protocol {name} via {gw.config.name}", format_trace(gw.trace(device_id)))
         events = gw.events.events()
