@@ -12,49 +12,61 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 # What only the bench, the pytest plugin and the Robot library may load.
 BENCH_ONLY = ("wasmbed_hil.bench", "wasmbed_hil.pytest_plugin", "wasmbed_hil.robot",
               "wasmtime", "pytest", "_pytest", "xdist", "allure", "allure_commons", "robot")
 # Third-party packages that only the bench or the tests need: not in the container image.
 NOT_IN_IMAGE = ("wasmtime", "pytest", "xdist", "allure", "allure_commons", "allure_pytest",
                 "robot", "kubernetes", "hypothesis")
+PRODUCT = ("wasmbed_hil.gateway", "wasmbed_hil.controlplane.controllers",
+           "wasmbed_hil.controlplane.rest", "wasmbed_hil.controlplane.agent",
+           "wasmbed_hil.kube.crdgen")
+DEPLOYED_COMMANDS = ("gateway", "controllers", "rest", "devices", "deploy")
 
 
-def _loaded_after(code: str) -> list[str]:
-    probe = textwrap.dedent(code) + textwrap.dedent("""
-        import json, sys
-        print(json.dumps(sorted(sys.modules)))
-    """)
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         timeout=120, check=True)
+def _python(code: str) -> object:
+    """Run `code` in a fresh interpreter; it prints one JSON value last."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", [
-    "wasmbed_hil.gateway",
-    "wasmbed_hil.controlplane.controllers",
-    "wasmbed_hil.controlplane.rest",
-    "wasmbed_hil.controlplane.agent",
-    "wasmbed_hil.kube.crdgen",
-])
-def test_product_module_loads_nothing_of_the_bench(module: str) -> None:
-    loaded = _loaded_after(f"import {module}")
-    assert module in loaded
-    leaked = [m for m in loaded if m.split(".")[0] in BENCH_ONLY or m.startswith(BENCH_ONLY)]
-    assert leaked == [], f"importing {module} loads bench modules: {leaked[:10]}"
+def _newly_loaded(modules: tuple[str, ...]) -> dict[str, list[str]]:
+    """For each module imported in turn: the modules its import added to sys.modules."""
+    return _python(f"""
+        import importlib, json, sys
+        added = {{}}
+        for name in {modules!r}:
+            before = set(sys.modules)
+            importlib.import_module(name)
+            added[name] = sorted(set(sys.modules) - before)
+        print(json.dumps(added))
+    """)  # type: ignore[return-value]
+
+
+def _bench(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.split(".")[0] in BENCH_ONLY or m.startswith(BENCH_ONLY)]
+
+
+def test_product_modules_load_nothing_of_the_bench() -> None:
+    added = _newly_loaded(PRODUCT)
+    assert all(added[m] for m in PRODUCT[:1])  # the probe saw the first import happen
+    leaks = {m: _bench(loaded)[:10] for m, loaded in added.items() if _bench(loaded)}
+    assert leaks == {}, f"importing the product loads bench modules: {leaks}"
 
 
 def test_the_probe_sees_bench_modules() -> None:
-    """The check above can fail: the virtual backend does load the virtual device."""
-    loaded = _loaded_after("import wasmbed_hil.bench.backends.virtual")
+    """The check above can fail: the virtual backend does load wasmtime and the device."""
+    added = _newly_loaded(("wasmbed_hil.bench.backends.virtual",))
+    loaded = added["wasmbed_hil.bench.backends.virtual"]
     assert "wasmtime" in loaded and "wasmbed_hil.bench.virtual.device" in loaded
+    assert _bench(loaded)
 
 
-# Runs the deployed services' commands as the image has them: the bench's packages absent.
+# The deployed services' commands as the image has them: the bench's packages absent.
 _WITHOUT_BENCH = """
-import importlib.abc, sys
+import contextlib, importlib.abc, io, json, sys
 BLOCKED = {blocked!r}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -62,28 +74,34 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 sys.meta_path.insert(0, Block())
-from wasmbed_hil.cli import main
-try:
-    main({argv!r})
-except SystemExit as exc:
-    sys.exit(exc.code)
+{body}
 """
 
 
-@pytest.mark.parametrize("command", ["gateway", "controllers", "rest", "devices", "deploy"])
-def test_deployed_commands_run_without_the_bench_packages(command: str) -> None:
-    code = _WITHOUT_BENCH.format(blocked=NOT_IN_IMAGE, argv=[command, "--help"])
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "usage: wasmbed-hil " + command in out.stdout
+def test_deployed_commands_run_without_the_bench_packages() -> None:
+    body = f"""
+from wasmbed_hil.cli import main
+seen = {{}}
+for command in {DEPLOYED_COMMANDS!r}:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main([command, "--help"])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    seen[command] = [code, out.getvalue()[:200]]
+print(json.dumps(seen))
+"""
+    seen = _python(_WITHOUT_BENCH.format(blocked=NOT_IN_IMAGE, body=body))
+    assert isinstance(seen, dict)
+    for command in DEPLOYED_COMMANDS:
+        code, usage = seen[command]
+        assert code == 0 and usage.startswith(f"usage: wasmbed-hil {command}"), (command, usage)
 
 
 def test_plugin_without_the_bench_says_which_extra() -> None:
-    code = _WITHOUT_BENCH.replace("from wasmbed_hil.cli import main", "").replace(
-        "try:\n    main({argv!r})\nexcept SystemExit as exc:\n    sys.exit(exc.code)\n",
-        "import wasmbed_hil.pytest_plugin\n",
-    ).format(blocked=("wasmtime",))
+    code = _WITHOUT_BENCH.format(blocked=("wasmtime",), body="import wasmbed_hil.pytest_plugin")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode != 0
