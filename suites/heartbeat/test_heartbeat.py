@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from wasmbed_hil.bench.link.impairments import Partition
 from wasmbed_hil.protocol import AppState, DevicePhase
 
 
@@ -85,6 +86,27 @@ def test_a_cut_link_is_noticed_and_the_device_comes_back_as_itself(gateway, devi
     gateway.wait_phase(device, DevicePhase.CONNECTED)
     gateway.wait_heartbeats(device, 1)
     assert len(gateway.devices()) == 1
+
+
+@pytest.mark.backend_specific(
+    "qemu", "renode",
+    reason="link impairments act on the byte pump a firmware UART's bytes cross; virtual "
+           "devices connect to the gateway directly",
+)
+def test_a_partitioned_link_keeps_the_device_out_until_it_heals(gateway, device):
+    """An impairment on the device's link (bench.link.impairments): a partition cuts the
+    connection and refuses new ones; once it is lifted the device comes back as itself."""
+    device_id = device.device_id
+    gateway.wait_heartbeats(device, 1)
+    with device.faults.impair(Partition()):
+        closed = gateway.wait_event("connection", lambda e: e.device_id == device_id
+                                    and e.data.get("state") == "closed", timeout=20)
+        gateway.wait_phase(device, DevicePhase.DISCONNECTED)
+    gateway.wait_event("connection", lambda e: e.device_id == device_id
+                       and e.data.get("state") == "open", since=closed.seq, timeout=30)
+    assert device.wait_online(30) == device_id
+    gateway.wait_heartbeats(device, 1)
+    assert device.stats()["connections"] >= 2
 
 
 def test_reset_device_comes_back_as_itself(gateway, device):

@@ -25,7 +25,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from ..pki import Credentials
+    from .link.pump import Impairment, Impairments
 
 
 class Lifecycle(Enum):
@@ -87,7 +90,8 @@ class Faults:
     """Misbehaviour to inject, as actions. Every action raises FaultUnsupported here; a
     backend overrides the ones it implements, which makes them `supported`."""
 
-    ACTIONS = ("silence", "enroll_with", "corrupt_proof", "drop_link_after_chunks", "cut_link")
+    ACTIONS = ("silence", "enroll_with", "corrupt_proof", "drop_link_after_chunks", "cut_link",
+               "impair")
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
@@ -123,6 +127,11 @@ class Faults:
         reconnects as it would after any outage."""
         raise self._unsupported("cut_link")
 
+    def impair(self, impairment: Impairment) -> AbstractContextManager[Impairment]:
+        """Apply a link impairment (bench.link.impairments) to the device's byte path for
+        the `with` block: `with device.faults.impair(Partition()): ...`."""
+        raise self._unsupported("impair")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.backend}: {', '.join(sorted(self.supported))}>"
 
@@ -147,6 +156,10 @@ class Link(Protocol):
 
     @property
     def stats(self) -> LinkStats: ...
+
+    @property
+    def impairments(self) -> Impairments:
+        """What is in force on the link: every chunk each way passes through them."""
 
     async def drop_upstream(self) -> None:
         """Close the gateway side now (the device sees its TLS session die)."""

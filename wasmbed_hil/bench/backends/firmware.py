@@ -13,11 +13,12 @@ check and board label); option checks, the blob and the link live here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from ...protocol import ErrorCode
 from ..console import parse_line
 from ..device import DeviceHandle, Faults, Lifecycle
 from ..link.bridge import Bridge
+from ..link.pump import Impairment
 from ..loop import LoopThread
 from ..machines.base import Machine
 from ..seams import Link
@@ -53,6 +55,16 @@ class FirmwareFaults(Faults):
 
     def cut_link(self) -> None:
         self._handle.loop.run(self._handle.link.drop_upstream())
+
+    @contextlib.contextmanager
+    def impair(self, impairment: Impairment) -> Iterator[Impairment]:
+        impairments, loop = self._handle.link.impairments, self._handle.loop
+        loop.call(impairments.add, impairment)  # the link's loop owns its impairments
+        try:
+            yield impairment
+        finally:
+            if loop.alive:
+                loop.call(impairments.remove, impairment)
 
 
 class FirmwareDeviceHandle(DeviceHandle):
