@@ -69,6 +69,23 @@ def test_blob_round_trip(device):
     assert BLOB_ADDRESS == 0x203FC000
 
 
+def test_the_blob_address_is_the_ports_own(tmp_path, monkeypatch):
+    from wasmbed_hil.bench.firmware import build
+
+    assert build.blob_address("mps2-an385") == BLOB_ADDRESS  # board_port.h says the same
+    port = tmp_path / "ports" / "other-board"
+    port.mkdir(parents=True)
+    (port / "board.mk").write_text("BOARD_CPU := cortex-m4\n")
+    (port / "board_port.h").write_text("#define WB_BLOB_ADDRESS 0x2003C000u\n")
+    monkeypatch.setattr(build, "PORTS_DIR", tmp_path / "ports")
+    assert build.blob_address("other-board") == 0x2003C000
+    with pytest.raises(ValueError, match="unknown board 'nope'"):
+        build.blob_address("nope")
+    (port / "board_port.h").write_text("/* no address */\n")
+    with pytest.raises(build.FirmwareBuildError, match="defines no WB_BLOB_ADDRESS"):
+        build.blob_address("other-board")
+
+
 def test_blob_seed_is_random_by_default(device):
     a = parse_blob(build_blob(device, "d", "gw"))["seed"]
     b = parse_blob(build_blob(device, "d", "gw"))["seed"]

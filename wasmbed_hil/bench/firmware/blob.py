@@ -26,7 +26,8 @@ from ...pki import Credentials
 
 MAGIC = b"WBLB"
 VERSION = 1
-#: Guest address of the blob (top 16 KiB of the mps2-an385 RAM, outside the linker's RAM).
+#: Guest address of the blob on mps2-an385 (top 16 KiB of RAM, outside the linker's RAM); a
+#: board's own is build.blob_address(board), read from its port's board_port.h.
 BLOB_ADDRESS = 0x203FC000
 BLOB_MAX_SIZE = 0x4000
 HEADER = struct.Struct("<4sHHI")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -40,6 +41,20 @@ def _check_board(board: str) -> None:
     if board not in boards():
         raise ValueError(f"unknown board {board!r}: the bare-metal boards are {boards()} "
                          f"(firmware/ports/<board>/board.mk)")
+
+
+_BLOB_DEFINE = re.compile(r"^#define\s+WB_BLOB_ADDRESS\s+(0x[0-9A-Fa-f]+)u?\b", re.M)
+
+
+def blob_address(board: str = DEFAULT_BOARD) -> int:
+    """Where the board's firmware reads its per-device blob: WB_BLOB_ADDRESS of the port's
+    board_port.h, the one statement of it (a machine loads or flashes the blob there)."""
+    _check_board(board)
+    header = PORTS_DIR / board / "board_port.h"
+    found = _BLOB_DEFINE.search(header.read_text())
+    if found is None:
+        raise FirmwareBuildError(f"{header} defines no WB_BLOB_ADDRESS")
+    return int(found[1], 16)
 
 
 def image_path(board: str = DEFAULT_BOARD, *, selftest: str | None = None) -> Path:

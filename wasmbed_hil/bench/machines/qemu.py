@@ -25,8 +25,7 @@ from pathlib import Path
 
 from ...aio import cancel_and_wait
 from ..errors import MachineError
-from ..firmware.blob import BLOB_ADDRESS
-from ..firmware.build import DEFAULT_BOARD
+from ..firmware.build import DEFAULT_BOARD, blob_address
 
 _LIVE: set[int] = set()  # pids of running machines, for the atexit safety net
 
@@ -68,7 +67,7 @@ def qemu_command(
         "-M", QEMU_MACHINES[board],
         "-nographic",
         "-kernel", str(elf),
-        "-device", f"loader,file={blob},addr={BLOB_ADDRESS:#x},force-raw=on",
+        "-device", f"loader,file={blob},addr={blob_address(board):#x},force-raw=on",
         "-chardev", "stdio,id=uart0,signal=off",
         "-serial", "chardev:uart0",
         "-serial", f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on",
