@@ -13,57 +13,16 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from gateway_clients import INFO, RawClient
 
 from wasmbed_hil.pki import FleetCA, client_ssl_context
 from wasmbed_hil.protocol import (
-    DeviceInfo,
     DeviceSession,
-    Error,
     ErrorCode,
     Hello,
-    decode_envelope,
     frame,
 )
 from wasmbed_hil.protocol.types import DevicePhase
-
-INFO = DeviceInfo("x86_64", "raw", "test", 1 << 20, 1 << 20, 1 << 16, 16384, 4, 1)
-
-
-class RawClient:
-    """A blocking TLS client that speaks bytes, not the protocol."""
-
-    def __init__(self, endpoint: tuple[str, int], creds_dir: Path) -> None:
-        ctx = client_ssl_context(creds_dir)
-        raw = socket.create_connection(endpoint, timeout=10)
-        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read_error(self) -> tuple[ErrorCode, str]:
-        """Read frames until an Error arrives; the connection must then close."""
-        buf = b""
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"closed without an Error frame (had {buf!r})")
-            buf += chunk
-            while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
-                n = int.from_bytes(buf[:4], "big")
-                env = decode_envelope(buf[4 : 4 + n])
-                buf = buf[4 + n :]
-                if isinstance(env.message, Error):
-                    return env.message.code, env.message.reason
-
-    def assert_closed(self) -> None:
-        try:
-            data = self.sock.recv(65536)
-        except (ConnectionError, ssl.SSLError):
-            return
-        assert data == b"", f"expected the gateway to close, got {data!r}"
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -118,7 +77,8 @@ def hello_frame() -> bytes:
 def test_bad_input_gets_an_error_and_a_closed_connection(gateway, raw_client, payload, code):
     client = raw_client()
     client.send(payload)
-    got, reason = client.read_error()
+    error = client.read_error()
+    got, reason = error.code, error.reason
     assert got is code, reason
     client.assert_closed()
     assert gateway.metrics()["protocol_errors"] >= 1
@@ -141,7 +101,8 @@ def test_a_client_trickling_bytes_is_cut_off(gateway, raw_client):
     client = raw_client()
     data = hello_frame()
     client.send(data[:3])  # a frame started, never finished in time
-    code, reason = client.read_error()
+    error = client.read_error()
+    code, reason = error.code, error.reason
     assert code is ErrorCode.TIMEOUT
     assert "incomplete" in reason
 
@@ -149,7 +110,7 @@ def test_a_client_trickling_bytes_is_cut_off(gateway, raw_client):
 @pytest.mark.hil_gateway(hello_timeout_s=0.3)
 def test_a_silent_client_is_dropped_after_the_hello_timeout(gateway, raw_client):
     client = raw_client()
-    code, _ = client.read_error()
+    code = client.read_error().code
     assert code is ErrorCode.TIMEOUT
 
 

@@ -14,13 +14,13 @@ every field the tables name exists there with the C type its kind needs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
 
 from .fields import Bool, Bytes, Enum, Kind, ListOf, Number, Optional, Struct, Text, UInt, kinds
+from .generated import generator_main
 from .messages import (
     CATALOGUE,
     MAX_APPS,
@@ -222,18 +222,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], object] = print) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare, do not write")
-    parser.add_argument("--path", type=Path, default=HEADER_PATH)
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        same = args.path.exists() and args.path.read_text(encoding="utf-8") == text
-        out(f"{args.path}: {'up to date' if same else 'differs from the generator'}")
-        return 0 if same else 1
-    args.path.write_text(text, encoding="utf-8")
-    out(f"wrote {args.path}")
-    return 0
+    return generator_main(__doc__.splitlines()[0], HEADER_PATH, render, argv, out)
 
 
 if __name__ == "__main__":

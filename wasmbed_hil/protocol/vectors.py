@@ -22,7 +22,6 @@ rewrites it, ``--check`` exits 1 when it differs from what this module builds.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -47,6 +46,7 @@ from .fields import (
     kinds,
 )
 from .framing import MIN_FRAME_LIMIT, frame
+from .generated import generator_main
 from .messages import (
     CATALOGUE,
     ENROLL_CONTEXT,
@@ -573,18 +573,7 @@ def load(path: Path = VECTORS_PATH) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], object] = print) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare, do not write")
-    parser.add_argument("--path", type=Path, default=VECTORS_PATH)
-    args = parser.parse_args(argv)
-    text = render(build())
-    if args.check:
-        same = args.path.exists() and args.path.read_text(encoding="utf-8") == text
-        out(f"{args.path}: {'up to date' if same else 'differs from the generator'}")
-        return 0 if same else 1
-    args.path.write_text(text, encoding="utf-8")
-    out(f"wrote {args.path}")
-    return 0
+    return generator_main(__doc__.splitlines()[0], VECTORS_PATH, lambda: render(build()), argv, out)
 
 
 if __name__ == "__main__":

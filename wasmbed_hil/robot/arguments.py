@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from robot.utils import timestr_to_secs
 
 from ..protocol import DevicePhase, ErrorCode, Outcome
+
+E = TypeVar("E", bound=Enum)
 
 Timeout = str | float | None
 
@@ -29,26 +32,23 @@ def enum_name(text: str) -> str:
     return re.sub(r"[\s-]+", "_", str(text).strip()).upper()
 
 
-def outcome(value: Outcome | str) -> Outcome:
-    if isinstance(value, Outcome):
+def _member(enum: type[E], value: E | str, what: str) -> E:
+    if isinstance(value, enum):
         return value
     try:
-        return Outcome[enum_name(value)]
+        return enum[enum_name(str(value))]
     except KeyError:
         raise ValueError(
-            f"unknown outcome {value!r}; one of {', '.join(o.name for o in Outcome)}"
+            f"unknown {what} {value!r}; one of {', '.join(m.name for m in enum)}"
         ) from None
+
+
+def outcome(value: Outcome | str) -> Outcome:
+    return _member(Outcome, value, "outcome")
 
 
 def error_code(value: ErrorCode | str) -> ErrorCode:
-    if isinstance(value, ErrorCode):
-        return value
-    try:
-        return ErrorCode[enum_name(value)]
-    except KeyError:
-        raise ValueError(
-            f"unknown error code {value!r}; one of {', '.join(c.name for c in ErrorCode)}"
-        ) from None
+    return _member(ErrorCode, value, "error code")
 
 
 def phase(value: DevicePhase | str) -> DevicePhase:

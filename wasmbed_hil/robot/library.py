@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from robot.api import logger
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
@@ -77,6 +77,21 @@ class Gateway:
     name: str
     handle: GatewayHandle
     scope: BenchScope
+
+
+R = TypeVar("R", Device, Gateway)
+
+
+def _named(records: dict[str, R], name: str | None, kind: str, keyword: str) -> R:
+    """The record called `name` (the current one's name when none was given)."""
+    if name is None:
+        raise AssertionError(f"no {kind}: {'start' if kind == 'gateway' else 'create'} one "
+                             f"with '{keyword}'")
+    record = records.get(name)
+    if record is None:
+        known = ", ".join(records) or "none"
+        raise AssertionError(f"no {kind} named {name!r} ({kind}s: {known})")
+    return record
 
 
 class _Cleanup:
@@ -212,14 +227,8 @@ class WasmbedLibrary(DynamicCore):
         return list(self._gateways)
 
     def gateway(self, name: str | None) -> tuple[str, GatewayHandle]:
-        name = name or self.current_gateway
-        if name is None:
-            raise AssertionError("no gateway: start one with 'Start Gateway'")
-        record = self._gateways.get(name)
-        if record is None:
-            known = ", ".join(self._gateways) or "none"
-            raise AssertionError(f"no gateway named {name!r} (gateways: {known})")
-        return name, record.handle
+        record = _named(self._gateways, name or self.current_gateway, "gateway", "Start Gateway")
+        return record.name, record.handle
 
     def add_gateway(self, config: GatewayConfig) -> GatewayHandle:
         """Make gateway `config.name` in the current scope (not started) and make it current."""
@@ -230,14 +239,7 @@ class WasmbedLibrary(DynamicCore):
         return handle
 
     def device(self, name: str | None) -> Device:
-        name = name or self.current_device
-        if name is None:
-            raise AssertionError("no device: create one with 'Create Device'")
-        record = self._devices.get(name)
-        if record is None:
-            known = ", ".join(self._devices) or "none"
-            raise AssertionError(f"no device named {name!r} (devices: {known})")
-        return record
+        return _named(self._devices, name or self.current_device, "device", "Create Device")
 
     def new_device_name(self) -> str:
         return next(n for n in (f"device-{i}" for i in self._device_serial)
