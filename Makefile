@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.bench_runtime
 	$(BIN)/python -m benchmarks.bench_kube --quick
 	$(BIN)/python -m benchmarks.bench_controlplane --quick
+	$(BIN)/python -m benchmarks.bench_link --runs 3 --mib 16
 
 clean:
 	rm -rf $(VENV) reports/allure-results reports/*.xml .hypothesis
