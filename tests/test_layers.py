@@ -100,6 +100,22 @@ print(json.dumps(seen))
         assert code == 0 and usage.startswith(f"usage: wasmbed-hil {command}"), (command, usage)
 
 
+def test_bench_commands_without_the_bench_say_which_extra(tmp_path) -> None:
+    argv = ["up", "-n", "1", "--exit-after-ready", "--workdir", str(tmp_path / "up")]
+    body = f"""
+from wasmbed_hil.cli import main
+print(json.dumps(main({argv!r})))
+"""
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_BENCH.format(blocked=NOT_IN_IMAGE,
+                                                                      body=body)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines()[-1] == "3", out.stderr[-2000:]
+    assert "wasmbed-hil up needs wasmtime, which is not installed" in out.stderr
+    assert "pip install 'wasmbed-hil[bench]'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "up").exists()  # refused before anything was made
+
+
 def test_plugin_without_the_bench_says_which_extra() -> None:
     code = _WITHOUT_BENCH.format(blocked=("wasmtime",), body="import wasmbed_hil.pytest_plugin")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from . import apps, deploy, devices, firmware, report, services, up
-from .common import EXIT_USAGE, CliError, fail
+from .common import EXIT_ENVIRONMENT, EXIT_USAGE, CliError, fail
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except CliError as exc:
         return fail(str(exc), exc.code)
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.startswith("wasmbed_hil"):
+            raise
+        # The services and REST commands run with the [controlplane] extra alone (as in the
+        # container image); the bench's commands need the bench's packages too.
+        return fail(f"wasmbed-hil {args.command} needs {exc.name}, which is not installed: "
+                    "pip install 'wasmbed-hil[bench]'", EXIT_ENVIRONMENT)
 
 
 if __name__ == "__main__":
