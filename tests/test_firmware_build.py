@@ -213,3 +213,18 @@ def test_tools_reported_when_missing(monkeypatch):
     # the build's tools; QEMU is the qemu backend's to check, and it does
     assert missing_tools() == ["arm-none-eabi-gcc", "arm-none-eabi-size", "make"]
     assert "qemu-system-arm" in get_backend("qemu").unavailable_reason()
+
+
+def test_without_firmware_sources_the_build_says_so(tmp_path, monkeypatch):
+    """An installed wheel has no firmware/ beside the package: an infrastructure error that
+    says why, and reports that describe no image (never a crash of the run)."""
+    from wasmbed_hil.bench.backends.firmware import firmware_digest
+    from wasmbed_hil.bench.errors import InfrastructureError
+    from wasmbed_hil.bench.firmware import build
+
+    monkeypatch.setattr(build, "FIRMWARE_DIR", tmp_path / "firmware")
+    monkeypatch.setattr(build, "PORTS_DIR", tmp_path / "firmware" / "ports")
+    with pytest.raises(build.FirmwareBuildError, match="no firmware sources at") as info:
+        build.image_path()
+    assert isinstance(info.value, InfrastructureError)
+    assert firmware_digest() is None

@@ -229,7 +229,10 @@ def _backend(config: pytest.Config) -> Any:
 def backend_labels(config: pytest.Config) -> dict[str, str]:
     """The backend's name and the provenance labels it gives (board, firmware digest...)."""
     backend = _backend(config)
-    return {"backend": backend.name, **backend.provenance()}
+    try:
+        return {"backend": backend.name, **backend.provenance()}
+    except Exception as exc:  # evidence must never turn a test's outcome into a crash
+        return {"backend": backend.name, "provenance": f"unavailable: {exc}"}
 
 
 def environment_properties(config: pytest.Config) -> dict[str, str]:

@@ -27,6 +27,7 @@ from ...pki import Credentials
 from ...protocol import ErrorCode
 from ..console import parse_line
 from ..device import DeviceHandle, Faults, Lifecycle
+from ..errors import InfrastructureError
 from ..link.bridge import Bridge
 from ..link.pump import Impairment
 from ..loop import LoopThread
@@ -203,7 +204,11 @@ def firmware_digest(path: Path | None = None) -> str | None:
     """A short sha256 of the built firmware image (None when there is none), for reports."""
     from ..firmware.build import image_path
 
-    path = path or image_path()
+    if path is None:
+        try:
+            path = image_path()
+        except (ValueError, InfrastructureError):  # no such board, or no sources at all
+            return None
     if path not in _DIGESTS:
         try:
             data = path.read_bytes()

@@ -38,6 +38,11 @@ def boards() -> list[str]:
 
 
 def _check_board(board: str) -> None:
+    if not PORTS_DIR.is_dir():
+        raise FirmwareBuildError(
+            f"no firmware sources at {FIRMWARE_DIR}: the image is built from a checkout of "
+            "wasmbed-hil (an installed wheel does not carry the firmware sources yet)"
+        )
     if board not in boards():
         raise ValueError(f"unknown board {board!r}: the bare-metal boards are {boards()} "
                          f"(firmware/ports/<board>/board.mk)")
