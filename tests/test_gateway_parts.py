@@ -120,7 +120,11 @@ def test_loop_thread_runs_coroutines_and_joins_on_close():
     async def forever() -> None:
         await asyncio.Event().wait()
 
-    loop.loop.call_soon_threadsafe(lambda: loop.loop.create_task(forever(), name="stray"))
+    # asyncio keeps only weak references to tasks: hold the stray one, or a garbage
+    # collection between here and close() could destroy it while pending.
+    stray: list[asyncio.Task[None]] = []
+    loop.loop.call_soon_threadsafe(
+        lambda: stray.append(loop.loop.create_task(forever(), name="stray")))
     loop.call(lambda: None)  # the stray task has been created by now
     assert loop.close() == ["stray"]
     assert not loop.alive
