@@ -9,10 +9,8 @@ client does exactly that after a refused request (see ApiServer.stop).
 
 from __future__ import annotations
 
-import gc
 import http.client
 import ssl
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
+from leakcheck import own_garbage, resource_warnings
 
 from wasmbed_hil.bench.apiserver import ApiServer
 from wasmbed_hil.bench.loop import LoopThread
@@ -31,14 +30,9 @@ TOKEN = "shutdown-test-token"
 @contextmanager
 def no_resource_warning() -> Iterator[None]:
     """Fail if a ResourceWarning is emitted inside the block (any thread, or the GC)."""
-    with warnings.catch_warnings():  # garbage of earlier tests is not this test's
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
+    with own_garbage() as caught:
         yield
-        gc.collect()
-    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    leaks = resource_warnings(caught)
     assert not leaks, leaks
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from leakcheck import own_garbage, resource_warnings
 
 from wasmbed_hil.bench.link.bridge import Bridge
 from wasmbed_hil.bench.link.faultproxy import FaultProxy
@@ -47,18 +46,9 @@ def run(scenario: Callable[[], Awaitable[Any]], timeout: float = 20) -> Any:
         assert not left, f"tasks left running: {left}"
         return result
 
-    # What earlier tests left, garbage included, is not this test's: frozen, it is out of
-    # the collection below, which then looks only at what this test made (and so is quick
-    # even late in a long run, where a full collection costs a tenth of a second).
-    gc.freeze()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ResourceWarning)
-            result = asyncio.run(main())
-            gc.collect()
-    finally:
-        gc.unfreeze()
-    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    with own_garbage() as caught:
+        result = asyncio.run(main())
+    leaks = resource_warnings(caught)
     assert not leaks, leaks
     assert not problems, problems
     return result
