@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import http.client
 import json
+import logging
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -446,3 +449,27 @@ def test_kopf_operator(server: ApiServer, custom: k8s.CustomObjectsApi) -> None:
         thread.join(timeout=WAIT)
     assert not thread.is_alive(), "kopf did not stop"
     assert not errors, errors
+
+
+@pytest.mark.parametrize("token", [b"\xff\xfe", b"caf\xc3", TOKEN.encode() + b"\x80"],
+                         ids=["ff-fe", "truncated-utf8", "valid-prefix"])
+def test_non_utf8_bearer_token_is_401_without_a_traceback(
+    server: ApiServer, token: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token that is not UTF-8 is a wrong token (401), as the REST API answers it, not a
+    server error (it was 500 with a traceback: encoding the decoded header failed)."""
+    assert server.ca_pem is not None
+    context = ssl.create_default_context(cadata=server.ca_pem.decode())
+    host, port = server.url.removeprefix("https://").rsplit(":", 1)
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=WAIT)
+    try:
+        connection.putrequest("GET", "/api/v1/namespaces")
+        connection.putheader("Authorization", b"Bearer " + token)
+        connection.endheaders()
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 401, body
+    assert body["reason"] == "Unauthorized"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

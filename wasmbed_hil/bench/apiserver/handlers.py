@@ -108,8 +108,15 @@ class ApiApplication:
         if request.path not in UNAUTHENTICATED_PATHS:
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
+            # aiohttp decodes header bytes that are not UTF-8 as lone surrogates
+            # (surrogateescape): give those bytes back, so such a token is merely wrong (401)
+            # rather than a failed encode (500), as in the REST API's middleware.
+            try:
+                presented = given.strip().encode("utf-8", "surrogateescape")
+            except UnicodeError:
+                presented = b""
             if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), self._token.encode()
+                presented, self._token.encode()
             ):
                 raise ApiError(401, "Unauthorized", "Unauthorized")
         return await handler(request)
