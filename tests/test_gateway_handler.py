@@ -186,14 +186,41 @@ def test_device_info_report_updates_connection_and_status():
 
 def test_an_execution_result_is_stored_once():
     handler, _conn, services = _handler()
-    result = ExecutionResult("app", 3, Outcome.RETURNED, (42,), b"", 1, 2, "")
+    assert handler._status is not None
+    run_id = services.store.new_run(handler._status.device_id, "app")
+    result = ExecutionResult("app", run_id, Outcome.RETURNED, (42,), b"", 1, 2, "")
     assert _dispatch(handler, result) and _dispatch(handler, result)
     [stored] = services.store.results()
     assert handler._status is not None
-    assert (stored.device_id, stored.run_id, stored.values) == (handler._status.device_id, 3, (42,))
+    assert (stored.device_id, stored.run_id, stored.values) == (
+        handler._status.device_id, run_id, (42,))
     assert (services.metrics["results"], services.metrics["duplicate_results"]) == (1, 1)
     assert services.metrics["outcome_returned"] == 1
     assert len(services.events.events("result")) == 1
+
+
+@pytest.mark.parametrize(("app_id", "run_id"), [("app", 0xFFFFFFFF), ("other", 1), ("app", 2)],
+                         ids=["forged-run", "other-app", "next-run"])
+def test_a_result_for_a_run_the_gateway_did_not_start_is_refused(app_id, run_id):
+    handler, conn, services = _handler()
+    assert handler._status is not None
+    assert services.store.new_run(handler._status.device_id, "app") == 1
+    with pytest.raises(ProtocolError) as info:
+        _dispatch(handler, ExecutionResult(app_id, run_id, Outcome.RETURNED, (1,), b"", 1, 2, ""))
+    assert info.value.code is ErrorCode.UNEXPECTED_MESSAGE
+    assert f"run {run_id} of {app_id}" in info.value.reason
+    assert services.store.results() == []
+    assert services.metrics["results"] == 0 and services.metrics["unstarted_results"] == 1
+    assert services.events.events("result") == [] and conn.sent == []
+
+
+def test_a_result_for_a_run_started_on_another_device_is_refused():
+    handler, _conn, services = _handler()
+    other, _ = services.store.enroll("e" * 64, "other")
+    run_id = services.store.new_run(other.device_id, "app")
+    with pytest.raises(ProtocolError):
+        _dispatch(handler, ExecutionResult("app", run_id, Outcome.RETURNED, (), b"", 1, 2, ""))
+    assert services.store.results() == []
 
 
 def test_an_error_from_the_device_ends_the_session():
@@ -278,3 +305,22 @@ def test_established_a_handshake_message_is_a_violation(gateway, client, fleet_c
     again = client("settled", creds)
     assert again.enroll_or_welcome().enrolled_now is False
     gateway.wait_phase(device_id, DevicePhase.CONNECTED)
+
+
+def test_a_forged_result_gets_an_error_and_a_closed_connection(gateway, client):
+    """An enrolled device sends a result for a run the gateway never started (the issue's
+    run_id 2^32-1): Error(UNEXPECTED_MESSAGE), closed, nothing stored."""
+    forger = client("forger")
+    device_id = forger.enroll_or_welcome().device_id.hex()
+    gateway.wait_phase(device_id, DevicePhase.CONNECTED)
+    before = gateway.metrics().get("protocol_errors", 0)
+    forger.send_message(
+        ExecutionResult("app", 0xFFFFFFFF, Outcome.RETURNED, (1,), b"", 1, 2, ""))
+    error = forger.read_error()
+    assert error.code is ErrorCode.UNEXPECTED_MESSAGE, error
+    assert "did not start" in error.reason
+    forger.assert_closed()
+    event = gateway.wait_event("violation", lambda e: e.device_id == device_id, timeout=5)
+    assert event.data["code"] == "UNEXPECTED_MESSAGE"
+    assert gateway.metrics()["protocol_errors"] == before + 1
+    assert gateway.results(device_id) == []

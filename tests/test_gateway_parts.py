@@ -11,6 +11,7 @@ import pytest
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.virtual.flash import Flash, InstalledApp
 from wasmbed_hil.gateway import EventLog, GatewayConfig, GatewayStore, StoredResult, WaitTimeout
+from wasmbed_hil.gateway.store import MAX_RUN_ID, RunIdsExhausted
 from wasmbed_hil.protocol import Outcome
 
 
@@ -32,9 +33,34 @@ def test_store_keeps_enrollments_and_results_across_reopen(tmp_path):
     assert reopened.by_identity("identity-a") == dev
     assert reopened.by_id(dev.device_id) == dev
     assert [r.values for r in reopened.results("dev")] == [(1, -2, 3.5)]
-    assert reopened.max_run_id() == 7
     assert "identity-b" in reopened.revoked
     reopened.close()
+
+
+def test_run_ids_come_from_a_kept_counter_per_device_and_never_repeat(tmp_path):
+    path = tmp_path / "gw.sqlite3"
+    store = GatewayStore(path)
+    assert store.add_result(_result(7))  # written by a gateway without counters
+    assert [store.new_run("dev", "app") for _ in range(2)] == [8, 9]  # above what it holds
+    assert store.new_run("other", "app") == 1  # each device counts for itself
+    assert store.run_started("dev", "app", 8) and not store.run_started("dev", "x", 8)
+    assert not store.run_started("dev", "app", 7) and not store.run_started("other", "app", 8)
+    assert store.add_result(_result(MAX_RUN_ID))  # results never move the counter
+    store.close()
+    reopened = GatewayStore(path)
+    assert reopened.new_run("dev", "app") == 10  # the counter survives a restart
+    assert reopened.run_started("dev", "app", 9)
+    reopened.close()
+
+
+def test_a_device_whose_run_ids_are_used_up_gets_no_repeated_one(tmp_path):
+    store = GatewayStore(tmp_path / "gw.sqlite3")
+    store.add_result(_result(MAX_RUN_ID - 1))
+    assert store.new_run("dev", "app") == MAX_RUN_ID
+    with pytest.raises(RunIdsExhausted, match="every run id"):
+        store.new_run("dev", "app")
+    assert store.new_run("dev2", "app") == 1
+    store.close()
 
 
 def test_flash_tracks_partial_modules_and_verifies_digests(tmp_path):

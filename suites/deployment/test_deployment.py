@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 
@@ -204,6 +205,25 @@ def test_fleet_deployment_reaches_every_device(gateway, fleet, wasm):
         assert gateway.wait_result(dev, "fib", dep.run_id).values == (610,)
     states = {a.state for d in devices for a in gateway.device(d).apps}
     assert states <= {AppState.INSTALLED, AppState.RUNNING}
+
+
+def test_run_ids_never_repeat_across_gateway_restarts(gateway, device, wasm):
+    """Run ids come from a counter the gateway keeps in its state, not from the results it
+    holds: a result with run id 2^32-1 in the state (as a forged one could get there) made a
+    restarted gateway number runs from 0 again, and a new run's result was then dropped as a
+    duplicate of an old one."""
+    first = gateway.run(device, wasm("add"), "adder", args=(1, 2))
+    assert first.values == (3,)
+    stale = replace(first, run_id=0xFFFFFFFF, received_at=first.received_at + 1)
+    assert gateway.loop.call(gateway.gateway.store.add_result, stale)
+    seen = {first.run_id, stale.run_id}
+    for args in ((20, 22), (100, 1)):
+        gateway.restart()
+        gateway.wait_phase(device, DevicePhase.CONNECTED)
+        run_id = gateway.start_app(device, "adder", args=args)
+        assert run_id not in seen
+        seen.add(run_id)
+        assert gateway.wait_result(device, "adder", run_id).values == (sum(args),)
 
 
 def test_queued_deployment_survives_a_gateway_restart(gateway, device, wasm):

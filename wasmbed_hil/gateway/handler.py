@@ -347,6 +347,16 @@ class ConnectionHandler:
         msg = event.message
         assert isinstance(msg, ExecutionResult) and self._status is not None
         device_id = self._status.device_id
+        # Only a run this gateway started (recorded in the store, so across restarts) may have
+        # a result: anything else would be a device writing results of its own choosing, and
+        # taking the place of the genuine result of a later run with that id.
+        if not self.store.run_started(device_id, msg.app_id, msg.run_id):
+            self.metrics["unstarted_results"] += 1
+            raise ProtocolError(
+                ErrorCode.UNEXPECTED_MESSAGE,
+                f"ExecutionResult for run {msg.run_id} of {msg.app_id}, which this gateway"
+                " did not start on this device",
+            )
         result = StoredResult(
             device_id,
             msg.app_id,

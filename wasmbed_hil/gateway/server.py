@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import logging
 import socket
 import ssl
@@ -44,7 +43,7 @@ from .errors import GatewayError
 from .events import EventLog, WaitTimeout
 from .handler import SessionServices, serve_connection
 from .registry import DeviceRegistry, DeviceStatus
-from .store import GatewayStore, StoredResult
+from .store import GatewayStore, RunIdsExhausted, StoredResult
 
 # DeviceStatus and GatewayError live in registry.py and errors.py; controlplane/agent.py imports
 # them from here.
@@ -85,7 +84,6 @@ class Gateway:
         self._pairing_timer: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._run_ids = itertools.count(self.store.max_run_id() + 1)
         self._services = SessionServices(
             config,
             tls,
@@ -262,7 +260,12 @@ class Gateway:
     ) -> int:
         """Start a run of an installed application; returns its run id."""
         conn = self.registry.connection(device_id)
-        run_id = next(self._run_ids) & 0xFFFFFFFF
+        try:
+            # Recorded before the StartApp goes out: its result may come on a later connection,
+            # to a later incarnation of the gateway, and is accepted only for a run started here.
+            run_id = self.store.new_run(device_id, app_id)
+        except RunIdsExhausted as exc:
+            raise GatewayError(f"cannot start {app_id}: {exc}") from None
         start = StartApp(app_id, run_id, entry, tuple(args))
         ack = await conn.request(("start", (app_id, run_id)), start, self.config.reply_timeout_s)
         assert isinstance(ack, StartAck)

@@ -1,7 +1,9 @@
-"""The gateway's local cache: enrolled devices, deployments and execution results in SQLite.
+"""The gateway's local cache: enrolled devices, deployments, the runs it started and their
+execution results in SQLite.
 
-It survives a gateway restart, so enrolled identities reconnect without pairing and no
-execution result is lost. Liveness (heartbeats, phases) lives in memory only.
+It survives a gateway restart, so enrolled identities reconnect without pairing, no execution
+result is lost, a result for a run started by an earlier incarnation is still accepted and run
+ids are never handed out twice. Liveness (heartbeats, phases) lives in memory only.
 """
 
 from __future__ import annotations
@@ -50,7 +52,24 @@ CREATE TABLE IF NOT EXISTS results (
     received_at REAL NOT NULL,
     PRIMARY KEY (device_id, app_id, run_id)
 );
+CREATE TABLE IF NOT EXISTS runs (
+    device_id TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    app_id TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    PRIMARY KEY (device_id, run_id)
+);
+CREATE TABLE IF NOT EXISTS run_counters (
+    device_id TEXT PRIMARY KEY,
+    next_run_id INTEGER NOT NULL
+);
 """
+
+MAX_RUN_ID = 0xFFFFFFFF  # run ids are u32 on the wire
+
+
+class RunIdsExhausted(Exception):
+    """Every run id of a device has been used: a new run would repeat one."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +262,49 @@ class GatewayStore:
             for r in rows
         ]
 
-    def max_run_id(self) -> int:
-        row = self._db.execute("SELECT MAX(run_id) FROM results").fetchone()
-        return int(row[0] or 0)
+    # -- runs ---------------------------------------------------------------------------
+    def new_run(self, device_id: str, app_id: str) -> int:
+        """Allocate the device's next run id and record the run as started by this gateway.
+
+        Each device has its own counter, kept here and never derived from the results held
+        (a device chooses what its results say); it only goes up. A device without one (a
+        cache written before counters existed) starts above its highest stored run id.
+        Raises RunIdsExhausted rather than repeat an id.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT next_run_id FROM run_counters WHERE device_id = ?", (device_id,)
+            ).fetchone()
+            if row is None:
+                row = db.execute(
+                    "SELECT MAX(m) + 1 FROM (SELECT MAX(run_id) AS m FROM results"
+                    " WHERE device_id = ?1 UNION ALL SELECT MAX(run_id) FROM runs"
+                    " WHERE device_id = ?1 UNION ALL SELECT 0)",
+                    (device_id,),
+                ).fetchone()
+            run_id = int(row[0])
+            if run_id > MAX_RUN_ID:
+                raise RunIdsExhausted(
+                    f"device {device_id[:8]} has used every run id up to {MAX_RUN_ID}")
+            db.execute(
+                "INSERT OR REPLACE INTO run_counters VALUES (?, ?)", (device_id, run_id + 1)
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+                (device_id, run_id, app_id, time.time()),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return run_id
+
+    def run_started(self, device_id: str, app_id: str, run_id: int) -> bool:
+        """Whether this gateway started run `run_id` of `app_id` on the device."""
+        row = self._db.execute(
+            "SELECT 1 FROM runs WHERE device_id = ? AND run_id = ? AND app_id = ?",
+            (device_id, run_id, app_id),
+        ).fetchone()
+        return row is not None
