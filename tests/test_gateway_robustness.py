@@ -9,13 +9,18 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cbor2
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gateway_clients import INFO, RawClient
 
-from wasmbed_hil.pki import FleetCA, client_ssl_context
+from wasmbed_hil.pki import Credentials, FleetCA, client_ssl_context
 from wasmbed_hil.protocol import (
     DeviceSession,
     ErrorCode,
@@ -168,3 +173,94 @@ def test_second_connection_of_an_identity_supersedes_the_first(gateway, device, 
     assert len(gateway.devices()) == 1
     twin.power_off()
     gateway.wait_phase(device, DevicePhase.CONNECTED)
+
+
+def _crafted(ca: FleetCA, name: str, *, is_ca: bool | None, usages: list | None) -> Credentials:
+    """A leaf the fleet CA signs as no issuer of this repository would: BasicConstraints
+    CA:TRUE (or none), and the extended key usages given (None: no such extension)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+    )
+    if is_ca is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+    if usages is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return Credentials(name, key, builder.sign(ca.key, hashes.SHA256()), ca.cert)
+
+
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+
+
+@pytest.mark.parametrize(
+    ("is_ca", "usages", "why"),
+    [
+        (True, [CLIENT_AUTH], "CA:TRUE"),
+        (None, None, "clientAuth"),
+        (False, None, "clientAuth"),
+        (True, None, "CA:TRUE"),
+    ],
+    ids=["ca-true", "no-extensions", "no-eku", "ca-true-no-eku"],
+)
+@pytest.mark.hil_gateway(pairing=True)
+def test_a_fleet_signed_certificate_unfit_for_a_device_is_refused(
+    gateway, fleet_ca, tmp_path, is_ca, usages, why
+):
+    creds_dir = tmp_path / "unfit"
+    _crafted(fleet_ca, "unfit", is_ca=is_ca, usages=usages).write(creds_dir)
+    before = gateway.metrics().get("refused_certificate", 0)
+    client = RawClient(gateway.endpoint, creds_dir)
+    try:
+        client.send(hello_frame())
+        error = client.read_error()
+        assert error.code is ErrorCode.BAD_CERTIFICATE, error
+        assert why in error.reason
+        client.assert_closed()
+    finally:
+        client.close()
+    event = gateway.wait_event("rejected", lambda e: e.data.get("code") == "BAD_CERTIFICATE")
+    assert why in event.data["reason"] and event.data["name"] == "unfit"
+    assert gateway.metrics()["refused_certificate"] == before + 1
+    assert gateway.devices() == []  # pairing was on: nothing enrolled all the same
+
+
+@pytest.mark.hil_gateway(pairing=True)
+def test_usages_without_client_auth_fail_the_tls_handshake(gateway, fleet_ca, tmp_path):
+    """An extended key usage without clientAuth OpenSSL refuses itself (it is the missing
+    extension, and CA:TRUE, that it lets through)."""
+    creds_dir = tmp_path / "signer"
+    _crafted(fleet_ca, "signer", is_ca=False,
+             usages=[ExtendedKeyUsageOID.CODE_SIGNING]).write(creds_dir)
+    client = RawClient(gateway.endpoint, creds_dir)
+    try:
+        with pytest.raises((AssertionError, ssl.SSLError, ConnectionError)):
+            client.send(hello_frame())
+            client.read_error()
+    finally:
+        client.close()
+    gateway.wait_event("handshake_failed")
+    assert gateway.devices() == []
+
+
+@pytest.mark.hil_gateway(pairing=True)
+def test_a_device_certificate_as_the_fleet_ca_issues_it_is_admitted(gateway, fleet_ca, tmp_path):
+    crafted = _crafted(fleet_ca, "fit", is_ca=False, usages=[CLIENT_AUTH])
+    for creds in (fleet_ca.issue_device("issued"), crafted):
+        creds_dir = tmp_path / creds.name
+        creds.write(creds_dir)
+        client = RawClient(gateway.endpoint, creds_dir)
+        try:
+            client.send(hello_frame())
+            frame_len = int.from_bytes(client.sock.recv(4), "big")
+            assert frame_len > 0  # an EnrollChallenge, not an Error and a close
+        finally:
+            client.close()
+    assert gateway.metrics().get("refused_certificate", 0) == 0

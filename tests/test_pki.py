@@ -25,6 +25,7 @@ from wasmbed_hil.pki import (
     FleetCA,
     PkiError,
     client_ssl_context,
+    device_certificate_problem,
     device_identity,
     load_certificate,
     revoked_serials_from_crl,
@@ -599,3 +600,12 @@ def test_client_refuses_gateway_of_another_ca_or_wrong_host(
         assert isinstance(client_side.error, ssl.SSLCertVerificationError), client_side.error
         assert server_side.error is not None
         assert server_side.request is None
+
+
+def test_device_certificate_problem_accepts_issued_devices_only(ca: FleetCA) -> None:
+    for key_type in KEY_TYPES:
+        assert device_certificate_problem(ca.issue_device("d", key_type=key_type).cert) is None
+    gateway = device_certificate_problem(ca.issue_gateway("gw").cert)
+    assert gateway is not None and "serverAuth" in gateway and "lacks clientAuth" in gateway
+    ca_problem = device_certificate_problem(ca.cert)
+    assert ca_problem is not None and "CA:TRUE" in ca_problem

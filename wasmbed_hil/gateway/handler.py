@@ -3,7 +3,8 @@
 The shape is aiohttp's (`web_runner` listens, `web_protocol.RequestHandler` serves one
 connection): the Gateway listens; `serve_connection` admits what it accepts (TLS 1.3 handshake
 with a client certificate verified against the fleet CA, identity = SHA-256 of the certificate's
-SubjectPublicKeyInfo, not revoked), then a ConnectionHandler serves it:
+SubjectPublicKeyInfo, not revoked, a device certificate: not a CA, for clientAuth), then a
+ConnectionHandler serves it:
 
   Hello -> Welcome for an enrolled identity, or challenge-response enrollment when pairing mode
   (or the control plane's pre-approval) allows it -> session: every message the device sends is
@@ -19,6 +20,7 @@ heartbeat makes it Connected again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import ssl
 import time
@@ -30,7 +32,7 @@ from typing import ClassVar
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ..pki import device_identity, load_certificate, spki_der
+from ..pki import device_certificate_problem, device_identity, load_certificate, spki_der
 from ..pki import verify_signature as verify_proof
 from ..protocol import (
     ENROLL_CONTEXT,
@@ -64,6 +66,8 @@ from .errors import ConnectionLost
 from .events import EventLog
 from .registry import DeviceRegistry, DeviceStatus
 from .store import EnrolledDevice, GatewayStore, StoredResult
+
+log = logging.getLogger("wasmbed_hil.gateway")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,14 @@ async def serve_connection(
         metrics["refused_revoked"] += 1
         events.emit("rejected", None, name=name, code="REVOKED")
         conn.fail(ErrorCode.REVOKED, "certificate revoked")
+        return
+    problem = device_certificate_problem(cert)
+    if problem is not None:  # signed by the fleet CA, but no device certificate
+        metrics["refused_certificate"] += 1
+        events.emit("rejected", None, name=name, code="BAD_CERTIFICATE", reason=problem,
+                    identity=identity, serial=f"{cert.serial_number:x}")
+        log.warning("refused %s (%s): %s", name, peer, problem)
+        conn.fail(ErrorCode.BAD_CERTIFICATE, problem)
         return
     await ConnectionHandler(conn, cert, services).run()
 

@@ -11,6 +11,7 @@ from .credentials import Credentials
 from .errors import PkiError
 from .identity import (
     PrivateKey,
+    device_certificate_problem,
     device_identity,
     load_certificate,
     load_private_key,
@@ -25,6 +26,7 @@ __all__ = [
     "PkiError",
     "PrivateKey",
     "client_ssl_context",
+    "device_certificate_problem",
     "device_identity",
     "load_certificate",
     "load_private_key",

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .errors import PkiError
 
@@ -61,6 +62,33 @@ def device_identity(cert_or_spki: x509.Certificate | bytes) -> str:
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise PkiError(f"not a DER SubjectPublicKeyInfo: {exc}") from exc
     return hashlib.sha256(der).hexdigest()
+
+
+def device_certificate_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` is no device certificate, or None when it is one.
+
+    TLS verification only says the fleet CA signed it; a device certificate must also be an
+    end entity (BasicConstraints absent or CA:FALSE) for TLS client authentication (an
+    ExtendedKeyUsage that names clientAuth), as ``FleetCA.issue_device`` issues them.
+    OpenSSL lets both through: it checks the usages only when the extension is there, and
+    never asks whether a leaf is a CA.
+    """
+    if not isinstance(cert, x509.Certificate):
+        raise PkiError(f"expected an x509.Certificate, not {type(cert).__name__}")
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if constraints.ca:
+            return "certificate is a CA certificate (BasicConstraints CA:TRUE), not a device's"
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "certificate has no extended key usage: a device's must name clientAuth"
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        names = ", ".join(getattr(u, "_name", u.dotted_string) for u in usages) or "none"
+        return f"certificate's extended key usage ({names}) lacks clientAuth"
+    return None
 
 
 def load_certificate(data: bytes) -> x509.Certificate:

@@ -38,6 +38,7 @@ class ErrorCode(IntEnum):
     REVOKED = 203  # the certificate or identity has been revoked
     NOT_ENROLLED = 204  # the device claimed an id the gateway does not know for it
     CAPACITY = 205  # the gateway holds its maximum number of devices
+    BAD_CERTIFICATE = 206  # a CA-signed certificate unfit for a device (CA:TRUE, no clientAuth)
     # 3xx: deployment and applications
     MODULE_TOO_LARGE = 300  # module above the device's (or gateway's) limit
     DIGEST_MISMATCH = 301  # the received bytes do not hash to the announced digest

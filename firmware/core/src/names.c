@@ -18,6 +18,7 @@ const char *wb_error_name(uint32_t code)
     case 203: return "REVOKED";
     case 204: return "NOT_ENROLLED";
     case 205: return "CAPACITY";
+    case 206: return "BAD_CERTIFICATE";
     case 300: return "MODULE_TOO_LARGE";
     case 301: return "DIGEST_MISMATCH";
     case 302: return "INVALID_MODULE";

@@ -160,7 +160,7 @@ enum {
 /* Enum values the codec accepts: ErrorCode (a list), Outcome and AppState (0 .. n-1). */
 #define WB_ERROR_CODES(X) \
     X(100) X(101) X(102) X(103) X(104) X(105) \
-    X(200) X(201) X(202) X(203) X(204) X(205) \
+    X(200) X(201) X(202) X(203) X(204) X(205) X(206) \
     X(300) X(301) X(302) X(303) X(304) X(305) X(306) \
     X(500) X(501)
 #define WB_OUTCOME_COUNT 7
