@@ -21,6 +21,7 @@ from wasmbed_hil.protocol.messages import (
     ProtocolError,
     decode_envelope,
     encode_envelope,
+    find_tag,
 )
 from wasmbed_hil.protocol.session import LocalProtocolError, State, Violation
 from wasmbed_hil.protocol.types import ErrorCode, Outcome
@@ -41,6 +42,46 @@ def test_bignum_within_range_decodes_as_the_integer() -> None:
     big = cbor2.dumps([0, 0, [3, cbor2.CBORTag(2, b"\x01"), 0, []]])
     message = decode_envelope(big).message
     assert message == Heartbeat(1, 0, ())
+
+
+T = cbor2.CBORTag
+INDEFINITE_HB = b"\x9f\x00\x00\x9f\x03\x00\x00\x80\xff\xff"  # [_ 0, 0, [_ 3, 0, 0, []]]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(cbor2.dumps(T(55799, [0, 0, HB])), id="envelope-55799"),
+        pytest.param(cbor2.dumps(T(28, [0, 0, HB])), id="envelope-28"),
+        pytest.param(cbor2.dumps(T(256, [0, 0, HB])), id="envelope-256"),
+        pytest.param(cbor2.dumps([0, 0, T(28, HB)]), id="message-28"),
+        pytest.param(cbor2.dumps([0, 0, T(55799, HB)]), id="message-55799"),
+        pytest.param(cbor2.dumps([T(55799, 0), 0, HB]), id="version"),
+        pytest.param(cbor2.dumps([0, T(256, 0), HB]), id="message-id"),
+        pytest.param(cbor2.dumps([0, 0, [T(28, 3), 0, 0, []]]), id="message-tag"),
+        pytest.param(cbor2.dumps([0, 0, [3, 0, 0, [T(1 << 40, 1)]]]), id="nested-big-tag"),
+        pytest.param(cbor2.dumps([0, 0, [3, T(2, T(28, b"\x01")), 0, []]]), id="in-bignum"),
+        pytest.param(b"\x9f\x00\x00\x9f\x03\x00\x00\x80\xd8\x1c\x00\xff\xff",
+                     id="indefinite-arrays"),
+    ],
+)
+def test_a_cbor_tag_anywhere_is_malformed(data: bytes) -> None:
+    """The spec allows no CBOR tags; cbor2 drops tags 28, 256 and 55799 by itself, so these
+    envelopes decoded as if untagged (bignums, tags 2 and 3, stay the documented leniency)."""
+    with pytest.raises(ProtocolError) as info:
+        decode_envelope(data)
+    assert info.value.code is ErrorCode.MALFORMED
+    assert "CBOR tag" in info.value.reason
+
+
+def test_untagged_leniencies_stay() -> None:
+    assert decode_envelope(INDEFINITE_HB).message == Heartbeat(0, 0, ())
+    data = cbor2.dumps([0, 0, [3, T(2, b"\x01"), T(2, b""), []]])
+    assert decode_envelope(data).message == Heartbeat(1, 0, ())
+    assert find_tag(INDEFINITE_HB) is None
+    assert find_tag(b"\x5f\x41\x00\x41\x01\xff") is None  # an indefinite byte string
+    assert find_tag(b"\xa1\x00\xc1\x00") == (2, 1)  # a map's value
+    assert find_tag(b"\x9b" + b"\xff" * 8) is None  # nonsense: the decoder's to report
 
 
 def test_every_nan_encodes_as_the_canonical_half_float() -> None:

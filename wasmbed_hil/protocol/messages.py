@@ -395,8 +395,71 @@ def encode_envelope(message_id: int, message: Message) -> bytes:
     return cbor2.dumps([PROTOCOL_VERSION, message_id, message.to_cbor_obj()])
 
 
+_BIGNUM_TAGS = (2, 3)
+
+
+def find_tag(data: bytes) -> tuple[int, int] | None:
+    """(offset, number) of the first CBOR tag in `data` other than a bignum's, or None.
+
+    The protocol has no CBOR tags (section 3 of docs/protocol.md), but a generic decoder
+    gives some of them meaning and drops them (cbor2: 28 shareable, 256 string references,
+    55799 self-described CBOR), so a tagged envelope, message or field would pass as if
+    untagged. Only bignums (tags 2 and 3, an integer's other form) are kept, as documented
+    leniency. The walk needs no well-formed input: where the bytes stop making sense it stops
+    with None and the CBOR decoder reports them. It is iterative: each step consumes a byte
+    or closes a level, so it ends within the length of `data`.
+    """
+    pos, end = 0, len(data)
+    levels = [1]  # items still to read at each open level; -1: until a break
+    while levels and pos < end:
+        if levels[-1] == 0:
+            levels.pop()
+            continue
+        head = data[pos]
+        start, pos = pos, pos + 1
+        if head == 0xFF:  # break: ends an indefinite level
+            if levels[-1] != -1:
+                return None
+            levels.pop()
+            continue
+        if levels[-1] > 0:
+            levels[-1] -= 1
+        major, info = head >> 5, head & 0x1F
+        arg: int | None
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            size = 1 << (info - 24)
+            arg = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        elif info == 31 and major in (2, 3, 4, 5):
+            arg = None  # indefinite length
+        else:
+            return None  # reserved, or a break where none can be
+        if major == 6:
+            if arg not in _BIGNUM_TAGS:
+                return start, int(arg or 0)
+            levels.append(1)  # the tagged item is part of this one
+        elif major in (2, 3):
+            if arg is None:
+                levels.append(-1)  # definite chunks until a break
+            else:
+                pos += arg
+        elif major in (4, 5):
+            count = -1 if arg is None else arg * (2 if major == 5 else 1)
+            if count:
+                levels.append(count)
+    return None
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Decode and validate one envelope. Raises ProtocolError, never anything else."""
+    tagged = find_tag(data)
+    if tagged is not None:
+        offset, number = tagged
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"CBOR tag {show_int(number)} at byte {offset}: no tags allowed"
+        )
     try:
         stream = io.BytesIO(data)
         obj = cbor2.CBORDecoder(stream).decode()
