@@ -926,3 +926,56 @@ def test_handed_over_socket_and_tls(env: Env) -> None:
         sock.close()
     with pytest.raises(ValueError):
         RestApi(env.kube, namespace=NS, token="")
+
+
+# ----------------------------------------------------------------------------- not HTTP we take
+
+SECRET = "Bearer " + TOKEN
+
+
+def _raw_exchange(env: Env, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes to the REST API, read the answer until the server closes."""
+    host, port = env.api.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip()
+               for k, _, v in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+OVERLONG = {
+    "request-line": f"GET /api/v1/devices?x={'a' * 9000} HTTP/1.1\r\nHost: h\r\n"
+                    f"Authorization: {SECRET}\r\n\r\n",
+    "header-value": f"GET /api/v1/devices HTTP/1.1\r\nHost: h\r\nAuthorization: {SECRET}\r\n"
+                    f"X-Long: {'b' * 9000}\r\n\r\n",
+    "header-name": f"GET /api/v1/devices HTTP/1.1\r\nHost: h\r\n{'c' * 9000}: 1\r\n\r\n",
+    "too-many-headers": "GET /api/v1/devices HTTP/1.1\r\nHost: h\r\n"
+                        + "".join(f"X-H{i}: {i}\r\n" for i in range(200)) + "\r\n",
+    "authorization-too-long": f"GET /api/v1/devices HTTP/1.1\r\nHost: h\r\n"
+                              f"Authorization: {SECRET}{'d' * 9000}\r\n\r\n",
+    "not-http": "\x16\x03\x01 garbage\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_text", OVERLONG.values(), ids=OVERLONG.keys())
+def test_a_request_aiohttp_cannot_parse_gets_the_json_error_body_and_no_traceback(
+    env: Env, request_text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    status, headers, body = _raw_exchange(env, request_text.encode("latin-1"))
+    reply = Reply(status, json.loads(body), headers, headers["content-type"].split(";")[0])
+    error = assert_error(reply, 400, None, "BadRequest")
+    for echoed in ("aaaa", "bbbb", "cccc", "dddd", TOKEN, "garbage"):
+        assert echoed not in error["message"]  # nothing of the request comes back
+    records = [r for r in caplog.records if r.name.startswith("aiohttp")
+               or r.name.startswith("wasmbed_hil")]
+    assert not [r for r in records if r.levelno >= logging.WARNING or r.exc_info], [
+        r.getMessage() for r in records]
+    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+    # the server goes on serving
+    assert env.call("GET", "/api/v1/devices").status == 200

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# What answers a request aiohttp's HTTP parser refused (request line or header over its
+# limits, not HTTP at all): given the exception, a response (aiohttp then closes the
+# connection).
+ParseErrorResponder = Callable[[BaseException], Any]
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], patience: float = 1.0) -> None:
@@ -35,9 +44,14 @@ class AppServer:
     """
 
     def __init__(self, app: Any, *, ssl_context: ssl.SSLContext | None = None,
+                 parse_error: ParseErrorResponder | None = None,
                  **runner_options: Any) -> None:
+        """``parse_error``: the answer to a request aiohttp cannot parse, instead of its
+        plain-text 400 and an ERROR log with a traceback per such request (see
+        `_parse_error_classes`)."""
         self.app = app
         self.ssl_context = ssl_context
+        self.parse_error = parse_error
         self.runner_options = {"access_log": None, "shutdown_timeout": 5, **runner_options}
         self.url: str | None = None
         self._runner: Any = None
@@ -57,6 +71,10 @@ class AppServer:
             self._own_socket = sock
         runner = web.AppRunner(self.app, **self.runner_options)
         await runner.setup()
+        if self.parse_error is not None and runner.server is not None:
+            server_class, _ = _parse_error_classes()
+            runner.server.__class__ = server_class  # the same object, handing out our handler
+            runner.server.parse_error = self.parse_error
         try:
             await web.SockSite(runner, sock, ssl_context=self.ssl_context).start()
         except BaseException:
@@ -87,3 +105,44 @@ class AppServer:
         own, self._own_socket = self._own_socket, None
         if own is not None:
             own.close()
+
+
+@functools.cache
+def _parse_error_classes() -> tuple[type, type]:
+    """A web.Server whose connections' handlers answer parser errors with `parse_error`.
+
+    aiohttp turns a request its parser refuses into a call of `RequestHandler.handle_error`
+    (status 400), past the application and its middlewares: that logs the error with a
+    traceback at ERROR level and answers in plain text. The subclass logs one line at DEBUG
+    (the request's bytes are the client's: they are not logged, nor echoed) and answers with
+    what `parse_error` makes of the exception; every other error keeps aiohttp's handling.
+    Built on first use: the product's lower layers use this module without aiohttp.
+    """
+    from aiohttp import web, web_protocol
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    class ParseErrorHandler(web_protocol.RequestHandler):
+        parse_error: ParseErrorResponder
+
+        def handle_error(self, request: Any, status: int = 500,
+                         exc: BaseException | None = None,
+                         message: str | None = None) -> web.StreamResponse:
+            if status != 400 or not isinstance(exc, HttpProcessingError):
+                return super().handle_error(request, status, exc, message)
+            log.debug("refused a request that is not well-formed HTTP from %s: %s",
+                      request.remote, type(exc).__name__)
+            if request.writer.output_size > 0:  # as aiohttp: too late for an answer
+                raise ConnectionError("response already started, cannot answer the error")
+            response = self.parse_error(exc)
+            response.force_close()
+            return response
+
+    class ParseErrorServer(web.Server):
+        parse_error: ParseErrorResponder
+
+        def __call__(self) -> web_protocol.RequestHandler:
+            handler = ParseErrorHandler(self, loop=self._loop, **self._kwargs)
+            handler.parse_error = self.parse_error
+            return handler
+
+    return ParseErrorServer, ParseErrorHandler

@@ -39,7 +39,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from ..aio import AppServer
 from ..kube.client import Kind, KubeClient, KubeError
@@ -161,6 +161,19 @@ def _reason_of(status: int) -> str:
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
                         content_type="application/json", headers=headers)
+
+
+def _unparsable(exc: BaseException) -> web.Response:
+    """The error body for a request aiohttp's parser refused, before any route or middleware
+    saw it. Nothing of the request is echoed (its bytes may hold the bearer token)."""
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 else "the"
+        message = f"request line or header field over the limit of {limit} bytes"
+    elif "too many headers" in str(getattr(exc, "message", "")).lower():
+        message = "more request header fields than the server's limit"
+    else:
+        message = "not a well-formed HTTP/1.1 request"
+    return RestError(400, "BadRequest", message).response()
 
 
 # ----------------------------------------------------------------------------- input
@@ -408,7 +421,8 @@ class RestApi:
         self._routes()
         # lingering_time=0: `_drain` reads what is left of a body instead; aiohttp's own
         # lingering read is not ended when the client goes, and outlives stop().
-        self._server = AppServer(self.app, ssl_context=self._ssl_context, lingering_time=0)
+        self._server = AppServer(self.app, ssl_context=self._ssl_context, lingering_time=0,
+                                 parse_error=_unparsable)
 
     def __repr__(self) -> str:  # never the token
         return f"RestApi(namespace={self.namespace!r}, url={self._url!r})"
