@@ -117,8 +117,8 @@ class FakeConnection:
         self.close_reason = reason
 
 
-def _handler() -> tuple[ConnectionHandler, FakeConnection, SessionServices]:
-    config = GatewayConfig.for_tests()
+def _handler(**config: Any) -> tuple[ConnectionHandler, FakeConnection, SessionServices]:
+    config = GatewayConfig.for_tests(**config)
     events, metrics = EventLog(), Counter[str]()
     services = SessionServices(
         config, ssl.create_default_context(), GatewayStore(None), events, metrics,
@@ -212,6 +212,20 @@ def test_a_result_for_a_run_the_gateway_did_not_start_is_refused(app_id, run_id)
     assert services.store.results() == []
     assert services.metrics["results"] == 0 and services.metrics["unstarted_results"] == 1
     assert services.events.events("result") == [] and conn.sent == []
+
+
+def test_results_kept_per_device_and_app_are_capped_oldest_dropped():
+    handler, _conn, services = _handler(max_results_per_app=3)
+    assert handler._status is not None
+    device_id = handler._status.device_id
+    for app_id, runs in (("app", 5), ("other", 2)):
+        for i in range(runs):
+            run_id = services.store.new_run(device_id, app_id)
+            assert _dispatch(handler, ExecutionResult(app_id, run_id, Outcome.RETURNED, (i,),
+                                                      b"", 1, 2, ""))
+    assert [r.values for r in services.store.results(device_id, "app")] == [(2,), (3,), (4,)]
+    assert [r.values for r in services.store.results(device_id, "other")] == [(0,), (1,)]
+    assert services.metrics["results"] == 7 and services.metrics["results_dropped"] == 2
 
 
 def test_a_result_for_a_run_started_on_another_device_is_refused():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -51,6 +52,26 @@ def test_run_ids_come_from_a_kept_counter_per_device_and_never_repeat(tmp_path):
     assert reopened.new_run("dev", "app") == 10  # the counter survives a restart
     assert reopened.run_started("dev", "app", 9)
     reopened.close()
+
+
+def test_results_beyond_the_cap_drop_the_oldest_of_that_device_and_app(tmp_path):
+    store = GatewayStore(tmp_path / "gw.sqlite3")
+    for run_id in range(1, 6):
+        assert store.add_result(replace(_result(run_id), received_at=float(10 - run_id % 2)))
+    assert store.add_result(replace(_result(9), device_id="dev2"))
+    assert store.add_result(replace(_result(9), app_id="app2"))
+    assert store.trim_results("dev", "app", 2) == 3
+    # kept: the two received last (received_at 10.0 for runs 2 and 4; ties: the higher run)
+    assert [r.run_id for r in store.results("dev", "app")] == [2, 4]
+    assert len(store.results()) == 4  # other devices and apps keep theirs
+    assert store.trim_results("dev", "app", 2) == 0
+    assert not store.add_result(_result(4))  # a repeat is still a repeat
+    assert store.add_result(_result(6))
+    assert store.trim_results("dev", "app", 0) == 0  # 0: no cap
+    assert [r.run_id for r in store.results("dev", "app")] == [6, 2, 4]
+    store.close()
+    with pytest.raises(ValueError, match="max_results_per_app"):
+        GatewayConfig(max_results_per_app=-1)
 
 
 def test_a_device_whose_run_ids_are_used_up_gets_no_repeated_one(tmp_path):

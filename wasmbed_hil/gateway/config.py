@@ -25,12 +25,18 @@ class GatewayConfig:
     reply_timeout_s: float = 30.0  # a device's answer to a deployment step
     write_buffer_limit: int = 4 * 1024 * 1024  # a device that stops reading is dropped
     trace_limit: int = 2000  # protocol messages kept per device for reports (0: off)
+    # Execution results kept per (device, application) in the local cache; beyond it the
+    # oldest are dropped (0: no limit).
+    max_results_per_app: int = 1000
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("heartbeat_timeout_s must exceed heartbeat_interval_s")
         if self.max_frame_size < MIN_FRAME_LIMIT:
             raise ValueError(f"max_frame_size must be at least {MIN_FRAME_LIMIT}")
+        if self.max_results_per_app < 0:
+            raise ValueError(
+                f"max_results_per_app must be 0 (no limit) or more, got {self.max_results_per_app}")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_s") and value is not None and value <= 0:

@@ -382,6 +382,10 @@ class ConnectionHandler:
             time.time(),
         )
         if self.store.add_result(result):
+            dropped = self.store.trim_results(
+                device_id, msg.app_id, self.config.max_results_per_app)
+            if dropped:
+                self.metrics["results_dropped"] += dropped
             self.metrics["results"] += 1
             self.metrics[f"outcome_{msg.outcome.name.lower()}"] += 1
             self.events.emit(

@@ -3,7 +3,9 @@ execution results in SQLite.
 
 It survives a gateway restart, so enrolled identities reconnect without pairing, no execution
 result is lost, a result for a run started by an earlier incarnation is still accepted and run
-ids are never handed out twice. Liveness (heartbeats, phases) lives in memory only.
+ids are never handed out twice. Results are kept up to a number per (device, application)
+(`trim_results`, GatewayConfig.max_results_per_app), the oldest dropped. Liveness
+(heartbeats, phases) lives in memory only.
 """
 
 from __future__ import annotations
@@ -240,11 +242,25 @@ class GatewayStore:
         )
         return cur.rowcount == 1
 
+    def trim_results(self, device_id: str, app_id: str, keep: int) -> int:
+        """Keep the `keep` results of (device, app) received last (0: all); returns how many
+        older ones were dropped. Their runs stay recorded (see `new_run`): a late repeat of a
+        dropped result is accepted again rather than refused."""
+        if keep <= 0:
+            return 0
+        cur = self._db.execute(
+            "DELETE FROM results WHERE device_id = ?1 AND app_id = ?2 AND run_id NOT IN"
+            " (SELECT run_id FROM results WHERE device_id = ?1 AND app_id = ?2"
+            " ORDER BY received_at DESC, run_id DESC LIMIT ?3)",
+            (device_id, app_id, keep),
+        )
+        return cur.rowcount
+
     def results(
         self, device_id: str | None = None, app_id: str | None = None
     ) -> list[StoredResult]:
         query = "SELECT * FROM results WHERE (?1 IS NULL OR device_id = ?1)"
-        query += " AND (?2 IS NULL OR app_id = ?2) ORDER BY received_at"
+        query += " AND (?2 IS NULL OR app_id = ?2) ORDER BY received_at, run_id"
         rows = self._db.execute(query, (device_id, app_id)).fetchall()
         return [
             StoredResult(
