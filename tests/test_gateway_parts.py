@@ -183,3 +183,19 @@ def test_loop_thread_runs_coroutines_and_joins_on_close():
     with pytest.raises(KeyError):
         loop2.run(boom())
     loop2.close()
+
+
+def test_store_keeps_crl_serials_across_reopen_and_replaces_them_whole(tmp_path):
+    path = tmp_path / "gw.sqlite3"
+    store = GatewayStore(path)
+    assert store.crl_serials == frozenset()
+    big = (1 << 159) - 1  # serials go up to 20 octets, beyond SQLite's integers
+    store.set_crl_serials({5, big})
+    store.close()
+    reopened = GatewayStore(path)
+    assert reopened.crl_serials == {5, big}
+    reopened.set_crl_serials({7})  # a CRL lists every revoked serial: it replaces the last
+    reopened.close()
+    again = GatewayStore(path)
+    assert again.crl_serials == {7}
+    again.close()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from wasmbed_hil.bench.device import Lifecycle
-from wasmbed_hil.pki import FleetCA
+from wasmbed_hil.pki import FleetCA, PkiError
 from wasmbed_hil.protocol import DevicePhase, ErrorCode
 
 
@@ -99,6 +99,38 @@ def test_certificate_listed_in_crl_is_refused(gateway, device_factory, fleet_ca)
     code, _ = dev.wait_rejected()
     assert code is ErrorCode.REVOKED
     assert gateway.devices() == []
+
+
+def test_crl_revocations_survive_a_gateway_restart(gateway, device_factory, fleet_ca):
+    creds = fleet_ca.issue_device("listed-then-restarted")
+    dev = device_factory("listed-then-restarted", credentials=creds)
+    fleet_ca.revoke(creds)
+    gateway.load_crl(fleet_ca.crl_pem())
+    gateway.wait_phase(dev, DevicePhase.DISCONNECTED)  # its live session is dropped
+    gateway.restart()
+    # The restarted gateway (same local cache) still refuses it.
+    gateway.wait_event("rejected", lambda e: e.data["code"] == "REVOKED")
+    code, _ = dev.wait_rejected()
+    assert code is ErrorCode.REVOKED
+    assert DevicePhase.CONNECTED not in gateway.device(dev).history
+
+
+def test_a_crl_not_signed_by_the_fleet_ca_is_refused_and_changes_nothing(
+    gateway, device_factory, fleet_ca
+):
+    creds = fleet_ca.issue_device("kept")
+    fleet_ca.revoke(creds)
+    gateway.load_crl(fleet_ca.crl_pem())
+    other = FleetCA.create("other")
+    other.revoke(other.issue_device("stranger"))
+    with pytest.raises(PkiError, match="not signed by"):
+        gateway.load_crl(other.crl_pem())
+    with pytest.raises(PkiError, match="not a PEM or DER CRL"):
+        gateway.load_crl(b"garbage")
+    gateway.restart()
+    dev = device_factory("kept", credentials=creds, online=False)
+    code, _ = dev.wait_rejected()
+    assert code is ErrorCode.REVOKED
 
 
 def test_enrolling_twice_is_idempotent(gateway, device):

@@ -70,7 +70,6 @@ class Gateway:
         self.registry = DeviceRegistry(self.events, self.metrics, config.trace_limit)
         for dev in self.store.devices():
             self.registry.status_for(dev, DevicePhase.ENROLLED)
-        self.revoked_serials: frozenset[int] = frozenset()
         self.deployments = DeploymentEngine(
             self.store,
             self.events,
@@ -181,9 +180,23 @@ class Gateway:
         self.events.emit("forgotten", dev.device_id, identity=identity)
         return True
 
-    def load_crl(self, crl: bytes, ca_cert: x509.Certificate) -> None:
-        """Refuse every certificate whose serial the (CA-signed) CRL lists."""
-        self.revoked_serials = revoked_serials_from_crl(crl, ca_cert)
+    @property
+    def revoked_serials(self) -> frozenset[int]:
+        """The serials of the last CRL loaded (kept in the local cache)."""
+        return self.store.crl_serials
+
+    def load_crl(self, crl: bytes, ca_cert: x509.Certificate) -> frozenset[int]:
+        """Refuse every certificate whose serial the CRL lists, from now on and after a restart
+        on the same state directory, and drop their live connections. The CRL replaces the one
+        loaded before. PkiError, and nothing changes, unless it parses and `ca_cert` (the
+        fleet CA) signed it. Returns the serials listed."""
+        serials = revoked_serials_from_crl(crl, ca_cert)  # validates before any change
+        self.store.set_crl_serials(serials)
+        for conn in list(self.connections.values()):
+            if _peer_serial(conn) in serials:
+                conn.fail(ErrorCode.REVOKED, "certificate revoked")
+        self.events.emit("crl_loaded", None, serials=len(serials))
+        return serials
 
     def devices(self) -> list[DeviceStatus]:
         return self.registry.devices()
@@ -333,7 +346,7 @@ class Gateway:
         return self._pairing or (self.preapproved is not None and self.preapproved(identity))
 
     def _is_revoked(self, identity: str, serial: int) -> bool:
-        return identity in self.store.revoked or serial in self.revoked_serials
+        return identity in self.store.revoked or serial in self.store.crl_serials
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -355,3 +368,10 @@ class Gateway:
             # handler task that ends cancelled is logged as an error by asyncio's streams.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def _peer_serial(conn: DeviceConnection) -> int | None:
+    """The serial of the certificate a live connection's device presented."""
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return x509.load_der_x509_certificate(der).serial_number if der else None

@@ -1,7 +1,8 @@
 """The gateway's local cache: enrolled devices, deployments, the runs it started and their
 execution results in SQLite.
 
-It survives a gateway restart, so enrolled identities reconnect without pairing, no execution
+It survives a gateway restart, so enrolled identities reconnect without pairing, revoked
+identities and the serials of the last CRL loaded stay refused, no execution
 result is lost, a result for a run started by an earlier incarnation is still accepted and run
 ids are never handed out twice. Results are kept up to a number per (device, application)
 (`trim_results`, GatewayConfig.max_results_per_app), the oldest dropped. Liveness
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS revoked (identity TEXT PRIMARY KEY, revoked_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS crl_serials (serial TEXT PRIMARY KEY, loaded_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     device_id TEXT NOT NULL,
     app_id TEXT NOT NULL,
@@ -126,6 +128,9 @@ class GatewayStore:
         for row in self._db.execute("SELECT device_id, identity, name, enrolled_at FROM devices"):
             self._index(EnrolledDevice(*row))
         self.revoked: set[str] = {r[0] for r in self._db.execute("SELECT identity FROM revoked")}
+        self.crl_serials: frozenset[int] = frozenset(
+            int(r[0], 16) for r in self._db.execute("SELECT serial FROM crl_serials")
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -169,6 +174,24 @@ class GatewayStore:
     def revoke(self, identity: str) -> None:
         self.revoked.add(identity)
         self._db.execute("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (identity, time.time()))
+
+    def set_crl_serials(self, serials: frozenset[int] | set[int]) -> None:
+        """Replace the serials of the last CRL loaded (a CRL lists every revoked serial), in
+        one transaction. Kept as hex text: a serial may have 20 octets, beyond SQLite's
+        integers."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM crl_serials")
+            now = time.time()
+            db.executemany(
+                "INSERT INTO crl_serials VALUES (?, ?)", [(f"{s:x}", now) for s in serials]
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self.crl_serials = frozenset(serials)
 
     # -- deployments ---------------------------------------------------------------------
     def add_deployment(self, record: StoredDeployment) -> int:
