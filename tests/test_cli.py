@@ -162,6 +162,64 @@ def test_gateway_service_registers_its_gateway(apiserver: Path, tmp_path: Path) 
     assert (tmp_path / "st" / "gateway.sqlite3").exists()
 
 
+def test_gateway_service_loads_a_crl_and_revokes_identities_at_start(apiserver: Path,
+                                                                     tmp_path: Path) -> None:
+    from wasmbed_hil.gateway import GatewayStore
+    from wasmbed_hil.pki import FleetCA
+
+    ca = FleetCA.create("cli crl CA")
+    ca.issue_gateway("gw-crl", hosts=("localhost", "127.0.0.1")).write(tmp_path / "pki")
+    listed, banned = ca.issue_device("listed"), ca.issue_device("banned")
+    ca.revoke(listed)
+    (tmp_path / "fleet.crl").write_bytes(ca.crl_pem())
+    service = Service("gateway", "--kubeconfig", str(apiserver), "--name", "gw-crl",
+                      "--tls-port", "0", "--host", "127.0.0.1",
+                      "--pki-dir", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "st"),
+                      "--crl", str(tmp_path / "fleet.crl"), "--revoke", banned.identity)
+    assert service.stop() == 0
+    store = GatewayStore(tmp_path / "st" / "gateway.sqlite3")
+    try:
+        assert store.crl_serials == {listed.serial}
+        assert store.revoked == {banned.identity}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("crl", "code", "says"), [
+    ("garbage", 2, "not a PEM or DER CRL"),
+    ("another CA's", 2, "not signed by"),
+    ("missing", 3, "No such file"),
+])
+def test_gateway_service_refuses_a_bad_crl_before_serving(apiserver: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           crl: str, code: int, says: str
+                                                           ) -> None:
+    from wasmbed_hil.pki import FleetCA
+
+    FleetCA.create("cli bad crl CA").issue_gateway("gw-bad", hosts=("127.0.0.1",)).write(
+        tmp_path / "pki")
+    if crl == "garbage":
+        (tmp_path / "fleet.crl").write_bytes(b"not a CRL")
+    elif crl == "another CA's":
+        (tmp_path / "fleet.crl").write_bytes(FleetCA.create("another CA").crl_pem())
+    assert main(["gateway", "--kubeconfig", str(apiserver), "--name", "gw-bad",
+                 "--tls-port", "0", "--host", "127.0.0.1", "--pki-dir", str(tmp_path / "pki"),
+                 "--state-dir", str(tmp_path / "st"), "--crl", str(tmp_path / "fleet.crl")]
+                ) == code
+    err = capsys.readouterr().err
+    assert "--crl" in err and says in err
+    assert not (tmp_path / "st").exists()  # refused before the local cache was touched
+
+
+def test_gateway_service_refuses_a_malformed_identity(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gateway", "--name", "g", "--pki-dir", "p", "--state-dir", "s",
+              "--revoke", "not-an-identity"])
+    assert exit_info.value.code == 2
+    assert "64 lowercase hex digits" in capsys.readouterr().err
+
+
 def test_up_starts_devices_and_exits_when_ready(tmp_path: Path) -> None:
     done = subprocess.run(
         [*CLI, "up", "-n", "2", "--port", "0", "--exit-after-ready", "--timeout", "60",

@@ -15,10 +15,20 @@ import ssl
 import threading
 from pathlib import Path
 
+from cryptography import x509
+
 from ..gateway import Gateway, GatewayConfig
 from ..kube.client import KubeClient, KubeError
-from ..pki import PkiError, server_ssl_context
-from .common import EXIT_OK, CliError, add_kube_options, announce, kube_config, until_signal
+from ..pki import PkiError, revoked_serials_from_crl, server_ssl_context
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_kube_options,
+    announce,
+    kube_config,
+    until_signal,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,6 +59,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--heartbeat", type=float, default=30.0, metavar="SECONDS",
                    help="heartbeat interval told to devices (default: 30)")
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
+    p.add_argument("--crl", type=Path, metavar="PATH",
+                   help="a CRL (PEM or DER) signed by the fleet CA (--pki-dir's ca.pem), loaded "
+                   "at start: certificates whose serial it lists are refused; it replaces the "
+                   "CRL loaded before and is kept in the local cache")
+    p.add_argument("--revoke", action="append", default=[], type=_identity, metavar="IDENTITY",
+                   help="refuse this device identity (SHA-256 of its certificate's public key) "
+                   "from now on, kept in the local cache; repeatable. A running gateway revokes "
+                   "through the control plane (Device spec.revoked)")
     p.set_defaults(run=run_gateway)
 
     p = sub.add_parser("rest", help="serve the REST API (port 8080)",
@@ -70,6 +88,27 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--crds", action="store_true",
                    help="install the Device, Application and Gateway CRDs at start")
     p.set_defaults(run=run_apiserver)
+
+
+def _identity(value: str) -> str:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is no device identity (64 lowercase hex digits)")
+    return value
+
+
+def _read_crl(path: Path, pki_dir: Path) -> tuple[bytes, x509.Certificate]:
+    """The CRL's bytes and the fleet CA certificate, the CRL checked against it."""
+    try:
+        crl = path.read_bytes()
+        ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
+    except OSError as exc:
+        raise CliError(f"--crl {path}: {exc}") from None
+    try:
+        revoked_serials_from_crl(crl, ca_cert)
+    except PkiError as exc:
+        raise CliError(f"--crl {path}: {exc}", EXIT_USAGE) from None
+    return crl, ca_cert
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -104,6 +143,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         tls = server_ssl_context(args.pki_dir)
     except (OSError, ssl.SSLError, ValueError, PkiError) as exc:
         raise CliError(f"--pki-dir {args.pki_dir}: {exc}") from None
+    crl = _read_crl(args.crl, args.pki_dir) if args.crl else None
     sock = _bind(args.host, args.tls_port)
     port = sock.getsockname()[1]
     endpoint = args.endpoint or f"{socket.gethostname()}:{port}"
@@ -112,6 +152,10 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         gateway = Gateway(gw_config, tls, args.state_dir)
+        if crl is not None:
+            gateway.load_crl(*crl)
+        for identity in args.revoke:
+            gateway.revoke(identity)
         await gateway.start(sock)
         kube = KubeClient(config)
         agent = GatewayAgent(gateway, kube, namespace=args.namespace, endpoint=endpoint,
