@@ -79,6 +79,7 @@ def device_full() -> dict[str, Any]:
             "architecture": "armv7m",
             "preferredGateway": "gw-1",
             "emulation": {"backend": "qemu", "board": "mps2-an385"},
+            "revoked": False,
         },
         "status": {
             "phase": "Connected",
@@ -309,7 +310,8 @@ def test_every_model_field_is_in_the_schema_and_back(kind: type[Resource]) -> No
 
 REQUIRED_FIELDS = {
     Device: """spec.publicKey spec.identity spec.deviceType spec.mcuType spec.architecture
-        spec.preferredGateway spec.emulation.backend spec.emulation.board status.phase
+        spec.preferredGateway spec.emulation.backend spec.emulation.board spec.revoked
+        status.phase
         status.deviceId status.gateway.name status.gateway.endpoint status.gateway.connectedAt
         status.connectedSince status.lastHeartbeat status.uptimeMs status.memoryFree
         status.apps[].appId status.apps[].digest status.apps[].state status.conditions[].type

@@ -583,6 +583,23 @@ def test_application_validation(env: Env) -> None:
 # ----------------------------------------------------------------------------- gateways
 
 
+def test_revoking_a_device_sets_spec_revoked(env: Env) -> None:
+    assert env.call("POST", "/api/v1/devices", json=device_body("d1")).status == 201
+    assert "revoked" not in env.call("GET", "/api/v1/devices/d1").body["spec"]
+    reply = env.call("POST", "/api/v1/devices/d1/revoke")  # no body needed
+    assert reply.status == 200, reply.body
+    assert reply.body["name"] == "d1" and reply.body["spec"]["revoked"] is True
+    stored = env.loop.run(env.kube.get(DEVICES, "d1", NS))
+    assert stored["spec"] == {"identity": IDENTITY, "revoked": True}  # merged, not replaced
+    again = env.call("POST", "/api/v1/devices/d1/revoke", json={})  # idempotent
+    assert again.status == 200 and again.body["spec"]["revoked"] is True
+    assert_error(env.call("POST", "/api/v1/devices/d1/revoke", json={"revoked": False}), 422,
+                 "revoked")
+    assert_error(env.call("POST", "/api/v1/devices/d1/revoke", json=[1]), 422, None)
+    assert_error(env.call("POST", "/api/v1/devices/nope/revoke"), 404)
+    assert env.loop.run(env.kube.get_or_none(DEVICES, "nope", NS)) is None
+
+
 def test_gateways_and_pairing(env: Env) -> None:
     env.loop.run(env.kube.create(GATEWAYS, gateway_object("gw1"), NS))
     env.loop.run(env.kube.create(GATEWAYS, gateway_object("gw2"), NS))

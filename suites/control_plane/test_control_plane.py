@@ -203,6 +203,27 @@ def test_deleting_a_device_stops_its_machine_and_its_enrollment(control_plane):
     assert all(st.device_id != device_id for st in gw.devices())
 
 
+def test_a_device_revoked_through_rest_is_dropped_and_refused(control_plane):
+    cp = control_plane
+    code, created = cp.request("POST", "/api/v1/devices", {
+        "name": "turncoat", "emulation": {"backend": cp.backend}})
+    assert code == 201, created
+    dev = cp.wait_phase("devices", "turncoat", "Connected", TIMEOUT)
+    device_id = status(dev)["deviceId"]
+    gw = cp.gateways["gateway-0"]
+    code, view = cp.request("POST", "/api/v1/devices/turncoat/revoke")
+    assert code == 200, view
+    assert view["spec"]["revoked"] is True
+    identity = gw.device(device_id).identity
+    gw.wait_event("revoked", lambda e: e.data["identity"] == identity, timeout=TIMEOUT)
+    gw.wait_phase(device_id, "Disconnected", timeout=TIMEOUT)
+    # The machine keeps reconnecting and is refused each time, before any message is read.
+    gw.wait_event("rejected", lambda e: e.data["name"] == "turncoat"
+                  and e.data["code"] == "REVOKED", timeout=TIMEOUT)
+    cp.wait_phase("devices", "turncoat", "Disconnected", TIMEOUT)
+    assert gw.device(device_id).phase.value == "Disconnected"
+
+
 @pytest.mark.hil_platform(rest=False, agent_refresh_s=0.5)
 def test_api_server_outage_loses_no_status_and_no_result(control_plane, wasm):
     cp = control_plane

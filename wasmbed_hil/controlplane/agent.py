@@ -250,6 +250,10 @@ class GatewayAgent:
             else:
                 self._identities[identity] = name
                 self._deleting.discard(identity)
+            if model.spec.revoked and identity not in self.gateway.store.revoked:
+                # One-way, as on the gateway: spec.revoked set back to false reinstates nothing.
+                self.gateway.revoke(identity)
+                log.info("gateway %s: revoked %s (Device spec.revoked)", self.name, name)
         enrolled = self.gateway.store.by_identity(identity) if identity else None
         if enrolled is not None:
             self.wake(enrolled.device_id)

@@ -280,6 +280,18 @@ def _op(
     return op
 
 
+def _revoke_op() -> dict[str, Any]:
+    op = _op(
+        "revokeDevice", "Revoke a Device's identity: sets spec.revoked to true (one-way); the "
+        "gateways drop its session and refuse it from then on, across restarts.",
+        (200, ref("DeviceView"), "The Device as now set."), 400, 404, 408, 413, 415, 422,
+        body={"application/json": {"schema": _strict({}, [], "No fields; the body may be "
+                                                      "left out.")}},
+        parameters=_NAME)
+    op["requestBody"]["required"] = False
+    return op
+
+
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 _SELECTOR = [{"name": "labelSelector", "in": "query", "required": False,
               "schema": {"type": "string"},
@@ -309,6 +321,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", f"{API_PREFIX}/devices/{{name}}"): _op(
         "deleteDevice", "Delete a Device (finalizers run first).",
         (202, ref("Deletion"), "Deletion accepted."), 404, parameters=_NAME),
+    ("POST", f"{API_PREFIX}/devices/{{name}}/revoke"): _revoke_op(),
     ("GET", f"{API_PREFIX}/applications"): _op(
         "listApplications", "List Applications.",
         (200, ref("ApplicationList"), "The Applications."), 400, parameters=_SELECTOR),

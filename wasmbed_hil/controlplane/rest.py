@@ -436,6 +436,7 @@ class RestApi:
         add.add_post(f"{p}/devices", self._create_devices)
         add.add_get(f"{p}/devices/{{name}}", self._get_device)
         add.add_delete(f"{p}/devices/{{name}}", self._delete_device)
+        add.add_post(f"{p}/devices/{{name}}/revoke", self._revoke_device)
         add.add_get(f"{p}/applications", self._list_applications)
         add.add_post(f"{p}/applications", self._create_application)
         add.add_get(f"{p}/applications/{{name}}", self._get_application)
@@ -697,6 +698,17 @@ class RestApi:
 
     async def _delete_device(self, request: web.Request) -> web.Response:
         return await self._delete(request, DEVICES, "Device")
+
+    async def _revoke_device(self, request: web.Request) -> web.Response:
+        """spec.revoked = true (a merge patch); the gateways' agents revoke the identity.
+        The body is optional: nothing or an empty JSON object."""
+        self._query(request)
+        name = self._name_or_404(request, "Device")
+        if request.body_exists:
+            _unknown(await self._json_body(request), frozenset())
+        patched = await self.kube.patch(DEVICES, name, {"spec": {"revoked": True}},
+                                        self.namespace)
+        return _json(device_view(patched))
 
     async def _create_devices(self, request: web.Request) -> web.Response:
         self._query(request)

@@ -249,6 +249,10 @@ class DeviceSpec:
     preferred_gateway: str | None = prop(None, doc="Name of the Gateway to prefer.",
                                          max_length=253)
     emulation: Emulation | None = prop(None, doc="Start an emulated machine for this device.")
+    revoked: bool | None = prop(None, doc="true revokes the device's identity: every gateway "
+                                "drops its session and refuses it from then on, across "
+                                "restarts. One-way: setting it back to false (or removing it) "
+                                "does not reinstate the identity.")
 
     def __post_init__(self) -> None:
         if self.public_key is None and self.identity is None:
