@@ -26,7 +26,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from cryptography import x509
@@ -70,6 +70,34 @@ from .store import EnrolledDevice, GatewayStore, StoredResult
 log = logging.getLogger("wasmbed_hil.gateway")
 
 
+class AdmissionSlot:
+    """One connection's place among those not yet authenticated; released once, when the
+    connection is welcomed or ends, whichever comes first."""
+
+    def __init__(self, slots: UnauthenticatedSlots) -> None:
+        self._slots: UnauthenticatedSlots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.in_use -= 1
+            self._slots = None
+
+
+class UnauthenticatedSlots:
+    """Counts the connections accepted but not yet welcomed (GatewayConfig.max_unauthenticated).
+
+    Only the loop touches it, so a plain counter will do."""
+
+    def __init__(self) -> None:
+        self.in_use = 0
+
+    def acquire(self, limit: int) -> AdmissionSlot | None:
+        if self.in_use >= limit:
+            return None
+        self.in_use += 1
+        return AdmissionSlot(self)
+
+
 @dataclass(frozen=True)
 class SessionServices:
     """What the connection handlers of one gateway share."""
@@ -82,6 +110,7 @@ class SessionServices:
     registry: DeviceRegistry
     is_revoked: Callable[[str, int], bool]  # (identity, certificate serial): refused
     may_enroll: Callable[[str], bool]  # pairing mode on, or the identity is pre-approved
+    unauthenticated: UnauthenticatedSlots = field(default_factory=UnauthenticatedSlots)
 
 
 async def serve_connection(
@@ -90,7 +119,32 @@ async def serve_connection(
     peer: object,
     services: SessionServices,
 ) -> None:
-    """Admit one accepted connection (TLS, identity, revocation), then serve its session."""
+    """Admit one accepted connection (TLS, identity, revocation), then serve its session.
+
+    Until it is welcomed the connection holds one of `max_unauthenticated` slots; with none
+    free it is closed at once, before the TLS handshake allocates its buffers. The handshake,
+    Hello and enrollment timeouts bound how long anyone holds a slot.
+    """
+    config, metrics, events = services.config, services.metrics, services.events
+    slot = services.unauthenticated.acquire(config.max_unauthenticated)
+    if slot is None:
+        metrics["refused_unauthenticated"] += 1
+        events.emit("connection_refused", None, peer=str(peer),
+                    reason=f"{config.max_unauthenticated} connections not yet authenticated")
+        return  # the caller closes the socket
+    try:
+        await _admit(reader, writer, peer, services, slot)
+    finally:
+        slot.release()
+
+
+async def _admit(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    peer: object,
+    services: SessionServices,
+    slot: AdmissionSlot,
+) -> None:
     config, metrics, events = services.config, services.metrics, services.events
     try:
         await writer.start_tls(services.tls, ssl_handshake_timeout=config.handshake_timeout_s)
@@ -126,7 +180,7 @@ async def serve_connection(
         log.warning("refused %s (%s): %s", name, peer, problem)
         conn.fail(ErrorCode.BAD_CERTIFICATE, problem)
         return
-    await ConnectionHandler(conn, cert, services).run()
+    await ConnectionHandler(conn, cert, services, slot).run()
 
 
 # A session message handler: returns whether the session goes on.
@@ -137,7 +191,11 @@ class ConnectionHandler:
     """Serves one admitted device connection: enrollment handshake, session, liveness."""
 
     def __init__(
-        self, conn: DeviceConnection, cert: x509.Certificate, services: SessionServices
+        self,
+        conn: DeviceConnection,
+        cert: x509.Certificate,
+        services: SessionServices,
+        slot: AdmissionSlot | None = None,
     ) -> None:
         self.conn = conn
         self.cert = cert
@@ -149,6 +207,7 @@ class ConnectionHandler:
         self.may_enroll = services.may_enroll
         self._status: DeviceStatus | None = None  # set once the session is established
         self._liveness: asyncio.TimerHandle | None = None
+        self._slot = slot  # released at Welcome: an authenticated device holds no slot
 
     async def run(self) -> None:
         conn = self.conn
@@ -287,6 +346,8 @@ class ConnectionHandler:
 
     def _welcome(self, dev: EnrolledDevice, reply_to: int, enrolled_now: bool) -> None:
         conn = self.conn
+        if self._slot is not None:
+            self._slot.release()
         self.registry.attach(conn, dev)
         conn.send(
             Welcome(
