@@ -29,10 +29,10 @@ class GatewayConfig:
     # oldest are dropped (0: no limit).
     max_results_per_app: int = 1000
     # Connections accepted but not yet welcomed (TLS handshake, Hello, enrollment proof). Each
-    # costs about 280 KiB before anyone is authenticated (the TLS read buffer); beyond the cap
+    # costs about 300 KiB before anyone is authenticated (the TLS read buffer); beyond the cap
     # a new connection is closed before its TLS handshake. 128 exceeds the default max_devices
     # (100), so a whole fleet reconnecting at once after a gateway restart is admitted in one
-    # go, and bounds that memory at about 35 MiB. Welcomed devices do not count.
+    # go, and bounds that memory at about 40 MiB. Welcomed devices do not count.
     max_unauthenticated: int = 128
 
     def __post_init__(self) -> None:
