@@ -16,6 +16,7 @@ import asyncio
 import ssl
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,7 @@ class FakeConnection:
         self.sent: list[tuple[Message, int | None]] = []
         self.transfers: set[str] = set()  # app ids with a transfer open
         self.waiting: dict[tuple[str, Any], Message | None] = {}  # expect()ed replies
+        self.asked: set[tuple[str, Any]] = set()  # asked on this connection, waiter or not
         self.close_reason = ""
 
     def send(self, message: Message, reply_to: int | None = None) -> int:
@@ -112,6 +114,9 @@ class FakeConnection:
             return False
         self.waiting[key] = message
         return True
+
+    def was_asked(self, key: tuple[str, Any]) -> bool:
+        return key in self.asked
 
     def close(self, reason: str) -> None:
         self.close_reason = reason
@@ -158,20 +163,79 @@ def test_heartbeat_updates_the_status_answers_and_rearms_liveness():
     asyncio.run(scenario())
 
 
-def test_replies_go_to_their_waiters_or_count_as_unmatched():
+def test_replies_go_to_their_waiters():
     handler, conn, services = _handler()
     conn.transfers.add("mine")
     conn.waiting.update({("start", ("mine", 1)): None, ("stop", "mine"): None})
     replies = [DeployReady("mine", 0), ChunkAck("mine", 16), DeployAck("mine", 0, ""),
                StartAck("mine", 1, 0, ""), StopAck("mine", 0, "")]
-    strays = [DeployReady("other", 0), ChunkAck("other", 16), DeployAck("other", 0, ""),
-              StartAck("mine", 2, 0, ""), StopAck("other", 0, "")]
     assert all(_dispatch(handler, m) for m in replies)
-    assert services.metrics["unmatched_replies"] == 0
+    assert services.metrics["late_replies"] == services.metrics["unsolicited_replies"] == 0
     assert conn.waiting[("start", ("mine", 1))] == replies[3]
-    assert all(_dispatch(handler, m) for m in strays)
-    assert services.metrics["unmatched_replies"] == len(strays)
     assert conn.sent == []  # replies are never answered
+
+
+def test_late_replies_are_counted_and_ignored():
+    """A reply to a request this connection sent, after its wait gave up (timeout, transfer
+    ended): harmless, the session goes on."""
+    handler, conn, services = _handler()
+    assert handler._status is not None
+    info = conn.info
+    run_id = services.store.new_run(handler._status.device_id, "late")
+    conn.asked.update({("deploy", "late"), ("stop", "late"), ("info", None)})
+    late = [DeployReady("late", 0), ChunkAck("late", 16), DeployAck("late", 0, ""),
+            StartAck("late", run_id, 0, ""), StopAck("late", 0, ""),
+            DeviceInfoReport(replace(info, firmware="changed"))]
+    assert all(_dispatch(handler, m) for m in late)
+    assert services.metrics["late_replies"] == len(late)
+    assert services.metrics["unsolicited_replies"] == 0
+    assert conn.info == info and handler._status.info == info  # a late report changes nothing
+    assert conn.sent == [] and conn.close_reason == ""
+
+
+def test_a_reply_to_a_request_of_an_earlier_connection_is_late():
+    """The firmware may validate a module, and send its DeployAck, after a reconnect."""
+    handler, conn, services = _handler()
+    assert conn.device is not None
+    services.asked_before[conn.device.device_id] = {("deploy", "old"), ("stop", "old")}
+    assert _dispatch(handler, DeployAck("old", 0, "")) and _dispatch(handler, StopAck("old", 0, ""))
+    assert services.metrics["late_replies"] == 2 and conn.close_reason == ""
+
+
+def test_what_a_connection_asked_is_remembered_for_the_next():
+    async def scenario() -> None:
+        handler, conn, services = _handler()
+        assert conn.device is not None
+        conn.asked.add(("deploy", "app"))
+        conn.closed = asyncio.Event()
+        conn.pending = []
+        conn.trace = []
+        handler._handshake = _no_handshake  # type: ignore[method-assign]
+        await handler.run()
+        assert services.asked_before[conn.device.device_id] == {("deploy", "app")}
+
+    async def _no_handshake() -> None:
+        raise ConnectionError("gone")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("message", [
+    DeployReady("never", 0), ChunkAck("never", 16), DeployAck("never", 0, ""),
+    StartAck("never", 1, 0, ""), StopAck("never", 0, ""), "info-report",
+], ids=lambda m: m if isinstance(m, str) else type(m).__name__)
+def test_replies_to_requests_never_sent_are_violations(message):
+    handler, _conn, services = _handler()
+    assert handler._status is not None
+    if message == "info-report":
+        message = _sample(DeviceInfoReport)
+    services.store.new_run(handler._status.device_id, "other")  # run 1 of another app
+    with pytest.raises(ProtocolError) as info:
+        _dispatch(handler, message)
+    assert info.value.code is ErrorCode.UNEXPECTED_MESSAGE
+    assert type(message).__name__ in info.value.reason and "never asked" in info.value.reason
+    assert services.metrics["unsolicited_replies"] == 1
+    assert services.metrics["late_replies"] == 0
 
 
 def test_device_info_report_updates_connection_and_status():
@@ -338,3 +402,37 @@ def test_a_forged_result_gets_an_error_and_a_closed_connection(gateway, client):
     assert event.data["code"] == "UNEXPECTED_MESSAGE"
     assert gateway.metrics()["protocol_errors"] == before + 1
     assert gateway.results(device_id) == []
+
+
+@pytest.mark.hil_gateway(reply_timeout_s=0.3)
+def test_a_late_reply_leaves_the_session_up(gateway, client):
+    """The device answers a DeviceInfoRequest after the gateway gave up: counted, ignored."""
+    late = client("late")
+    device_id = late.enroll_or_welcome().device_id.hex()
+    gateway.wait_phase(device_id, DevicePhase.CONNECTED)
+    with pytest.raises(TimeoutError):
+        gateway.device_info(device_id)
+    request = late.receive()
+    while isinstance(request, HeartbeatAck):
+        request = late.receive()
+    assert type(request).__name__ == "DeviceInfoRequest"
+    late.send_raw(DeviceInfoReport(INFO), message_id=0)
+    late.send_message(Heartbeat(1, 2, ()))
+    while not isinstance(late.receive(), HeartbeatAck):  # answered after the late reply
+        pass
+    assert gateway.metrics()["late_replies"] == 1
+    assert gateway.metrics().get("protocol_errors", 0) == 0
+
+
+def test_an_unsolicited_reply_gets_an_error_and_a_closed_connection(gateway, client):
+    stray = client("stray")
+    device_id = stray.enroll_or_welcome().device_id.hex()
+    gateway.wait_phase(device_id, DevicePhase.CONNECTED)
+    stray.send_message(StopAck("never-stopped", 0, ""))
+    error = stray.read_error()
+    assert error.code is ErrorCode.UNEXPECTED_MESSAGE, error
+    assert "never asked" in error.reason
+    stray.assert_closed()
+    event = gateway.wait_event("violation", lambda e: e.device_id == device_id, timeout=5)
+    assert event.data["code"] == "UNEXPECTED_MESSAGE"
+    assert gateway.metrics()["unsolicited_replies"] == 1

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from wasmbed_hil.gateway import RunRequest
+from wasmbed_hil.gateway import GatewayError, RunRequest
 from wasmbed_hil.protocol import AppState, DevicePhase, ErrorCode, Limits, Outcome
 
 
@@ -236,3 +236,22 @@ def test_queued_deployment_survives_a_gateway_restart(gateway, device, wasm):
     assert result.values == (42,)
     deps = gateway.deployments()
     assert [(d.app_id, d.state) for d in deps] == [("adder", "installed")]
+
+
+def test_every_reply_of_the_device_answers_a_request(gateway, device, wasm):
+    """The gateway refuses replies to requests it never sent (protocol section 12): a device
+    that follows the protocol, firmware or virtual, never sends one, refusals included."""
+    module = wasm.data(20_000)  # several chunks, whatever the device's frame limit
+    assert gateway.deploy(device, module, "data").state == "installed"
+    assert gateway.run(device, wasm("add"), "adder", args=(1, 2)).values == (3,)
+    gateway.stop_app(device, "adder")
+    with pytest.raises(GatewayError):
+        gateway.stop_app(device, "never-installed")  # StopAck UNKNOWN_APP
+    with pytest.raises(GatewayError):
+        gateway.start_app(device, "never-installed")  # StartAck UNKNOWN_APP
+    assert gateway.device_info(device).max_frame_size >= 1024
+    gateway.wait_heartbeats(device, 1)
+    metrics = gateway.metrics()
+    assert metrics.get("unsolicited_replies", 0) == metrics.get("late_replies", 0) == 0
+    assert metrics.get("protocol_errors", 0) == 0
+    assert gateway.device(device).phase is DevicePhase.CONNECTED

@@ -28,6 +28,12 @@ class GatewayConfig:
     # Execution results kept per (device, application) in the local cache; beyond it the
     # oldest are dropped (0: no limit).
     max_results_per_app: int = 1000
+    # Connections accepted but not yet welcomed (TLS handshake, Hello, enrollment proof). Each
+    # costs about 300 KiB before anyone is authenticated (the TLS read buffer); beyond the cap
+    # a new connection is closed before its TLS handshake. 128 exceeds the default max_devices
+    # (100), so a whole fleet reconnecting at once after a gateway restart is admitted in one
+    # go, and bounds that memory at about 40 MiB. Welcomed devices do not count.
+    max_unauthenticated: int = 128
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
@@ -37,6 +43,9 @@ class GatewayConfig:
         if self.max_results_per_app < 0:
             raise ValueError(
                 f"max_results_per_app must be 0 (no limit) or more, got {self.max_results_per_app}")
+        cap = self.max_unauthenticated
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"max_unauthenticated must be an integer of 1 or more, got {cap!r}")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_s") and value is not None and value <= 0:

@@ -66,6 +66,11 @@ class DeviceConnection:
         self._write_limit = write_buffer_limit
         self._transfers: dict[str, asyncio.Queue[Message | None]] = {}
         self.waiters: dict[tuple[str, Any], asyncio.Future[Message]] = {}
+        # What this connection ever asked the device, so that a reply with no waiter can be
+        # told apart: late (asked, its wait gave up) or unsolicited (never asked). Keys of
+        # kind "start" are not kept: every run is recorded in the store already, and one key
+        # per run would grow without bound on a long-lived connection.
+        self.asked: set[tuple[str, Any]] = set()
         self._frame_deadline: float | None = None
         self.pending: list[Received] = []  # decoded, not yet handled
 
@@ -122,6 +127,7 @@ class DeviceConnection:
     def open_transfer(self, app_id: str) -> asyncio.Queue[Message | None]:
         queue: asyncio.Queue[Message | None] = asyncio.Queue()
         self._transfers[app_id] = queue
+        self.asked.add(("deploy", app_id))
         if self.closed.is_set():
             queue.put_nowait(None)
         return queue
@@ -146,8 +152,18 @@ class DeviceConnection:
     async def request(self, key: tuple[str, Any], message: Message, timeout: float) -> Message:
         """Send `message` and wait for the reply the session handler resolves under `key`."""
         fut = self.expect(key)
+        if key[0] != "start":
+            self.asked.add(key)
         self.send(message)
-        return await asyncio.wait_for(fut, timeout)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            if self.waiters.get(key) is fut:  # gave up: a reply now is late, not awaited
+                del self.waiters[key]
+
+    def was_asked(self, key: tuple[str, Any]) -> bool:
+        """Whether this connection ever asked for a reply under `key` (not for "start")."""
+        return key in self.asked
 
     def resolve(self, key: tuple[str, Any], message: Message) -> bool:
         fut = self.waiters.pop(key, None)

@@ -26,8 +26,8 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -70,6 +70,34 @@ from .store import EnrolledDevice, GatewayStore, StoredResult
 log = logging.getLogger("wasmbed_hil.gateway")
 
 
+class AdmissionSlot:
+    """One connection's place among those not yet authenticated; released once, when the
+    connection is welcomed or ends, whichever comes first."""
+
+    def __init__(self, slots: UnauthenticatedSlots) -> None:
+        self._slots: UnauthenticatedSlots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.in_use -= 1
+            self._slots = None
+
+
+class UnauthenticatedSlots:
+    """Counts the connections accepted but not yet welcomed (GatewayConfig.max_unauthenticated).
+
+    Only the loop touches it, so a plain counter will do."""
+
+    def __init__(self) -> None:
+        self.in_use = 0
+
+    def acquire(self, limit: int) -> AdmissionSlot | None:
+        if self.in_use >= limit:
+            return None
+        self.in_use += 1
+        return AdmissionSlot(self)
+
+
 @dataclass(frozen=True)
 class SessionServices:
     """What the connection handlers of one gateway share."""
@@ -82,6 +110,11 @@ class SessionServices:
     registry: DeviceRegistry
     is_revoked: Callable[[str, int], bool]  # (identity, certificate serial): refused
     may_enroll: Callable[[str], bool]  # pairing mode on, or the identity is pre-approved
+    unauthenticated: UnauthenticatedSlots = field(default_factory=UnauthenticatedSlots)
+    # Per device id, what its earlier connections asked of it (DeviceConnection.asked), so that
+    # a reply the device carries over to a later connection counts as late, not unsolicited:
+    # the firmware may validate a module, and send its DeployAck, after a reconnect.
+    asked_before: dict[str, set[tuple[str, Any]]] = field(default_factory=dict)
 
 
 async def serve_connection(
@@ -90,7 +123,32 @@ async def serve_connection(
     peer: object,
     services: SessionServices,
 ) -> None:
-    """Admit one accepted connection (TLS, identity, revocation), then serve its session."""
+    """Admit one accepted connection (TLS, identity, revocation), then serve its session.
+
+    Until it is welcomed the connection holds one of `max_unauthenticated` slots; with none
+    free it is closed at once, before the TLS handshake allocates its buffers. The handshake,
+    Hello and enrollment timeouts bound how long anyone holds a slot.
+    """
+    config, metrics, events = services.config, services.metrics, services.events
+    slot = services.unauthenticated.acquire(config.max_unauthenticated)
+    if slot is None:
+        metrics["refused_unauthenticated"] += 1
+        events.emit("connection_refused", None, peer=str(peer),
+                    reason=f"{config.max_unauthenticated} connections not yet authenticated")
+        return  # the caller closes the socket
+    try:
+        await _admit(reader, writer, peer, services, slot)
+    finally:
+        slot.release()
+
+
+async def _admit(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    peer: object,
+    services: SessionServices,
+    slot: AdmissionSlot,
+) -> None:
     config, metrics, events = services.config, services.metrics, services.events
     try:
         await writer.start_tls(services.tls, ssl_handshake_timeout=config.handshake_timeout_s)
@@ -126,7 +184,7 @@ async def serve_connection(
         log.warning("refused %s (%s): %s", name, peer, problem)
         conn.fail(ErrorCode.BAD_CERTIFICATE, problem)
         return
-    await ConnectionHandler(conn, cert, services).run()
+    await ConnectionHandler(conn, cert, services, slot).run()
 
 
 # A session message handler: returns whether the session goes on.
@@ -137,7 +195,11 @@ class ConnectionHandler:
     """Serves one admitted device connection: enrollment handshake, session, liveness."""
 
     def __init__(
-        self, conn: DeviceConnection, cert: x509.Certificate, services: SessionServices
+        self,
+        conn: DeviceConnection,
+        cert: x509.Certificate,
+        services: SessionServices,
+        slot: AdmissionSlot | None = None,
     ) -> None:
         self.conn = conn
         self.cert = cert
@@ -147,8 +209,10 @@ class ConnectionHandler:
         self.metrics = services.metrics
         self.registry = services.registry
         self.may_enroll = services.may_enroll
+        self.asked_before = services.asked_before
         self._status: DeviceStatus | None = None  # set once the session is established
         self._liveness: asyncio.TimerHandle | None = None
+        self._slot = slot  # released at Welcome: an authenticated device holds no slot
 
     async def run(self) -> None:
         conn = self.conn
@@ -169,6 +233,8 @@ class ConnectionHandler:
         except (ConnectionError, ConnectionLost, LocalProtocolError) as exc:
             conn.close(f"{type(exc).__name__}: {exc}")
         finally:
+            if conn.device is not None and conn.asked:
+                self.asked_before.setdefault(conn.device.device_id, set()).update(conn.asked)
             conn.close(conn.close_reason or "connection ended")
             self._disarm_liveness()
             self.registry.detach(conn)
@@ -287,6 +353,8 @@ class ConnectionHandler:
 
     def _welcome(self, dev: EnrolledDevice, reply_to: int, enrolled_now: bool) -> None:
         conn = self.conn
+        if self._slot is not None:
+            self._slot.release()
         self.registry.attach(conn, dev)
         conn.send(
             Welcome(
@@ -327,33 +395,58 @@ class ConnectionHandler:
             self.registry.set_phase(st, DevicePhase.CONNECTED, "heartbeat received")
         return True
 
+    # A reply nobody waits for (section 12 of docs/protocol.md): one to a request this gateway
+    # sent the device, on this connection or an earlier one, is late (its wait gave up, or the
+    # transfer ended) and is counted and ignored; one to a request never sent is a violation.
+    def _was_asked(self, key: tuple[str, Any]) -> bool:
+        if self.conn.was_asked(key):
+            return True
+        dev = self.conn.device
+        return dev is not None and key in self.asked_before.get(dev.device_id, ())
+
+    def _unmatched(self, asked: bool, msg: Message, what: str) -> bool:
+        if asked:
+            self.metrics["late_replies"] += 1
+            log.debug("%s: late %s ignored", self.conn.name, type(msg).__name__)
+            return True
+        self.metrics["unsolicited_replies"] += 1
+        raise ProtocolError(
+            ErrorCode.UNEXPECTED_MESSAGE,
+            f"{type(msg).__name__} for {what}, which this gateway never asked for",
+        )
+
     def _on_transfer_reply(self, event: Received) -> bool:
         msg = event.message
         assert isinstance(msg, DeployReady | ChunkAck | DeployAck)
-        if not self.conn.route_transfer(msg):
-            self.metrics["unmatched_replies"] += 1
-        return True
+        if self.conn.route_transfer(msg):
+            return True
+        return self._unmatched(self._was_asked(("deploy", msg.app_id)), msg,
+                               f"a deployment of {msg.app_id}")
 
     def _on_start_ack(self, event: Received) -> bool:
         msg = event.message
-        assert isinstance(msg, StartAck)
-        if not self.conn.resolve(("start", (msg.app_id, msg.run_id)), msg):
-            self.metrics["unmatched_replies"] += 1
-        return True
+        assert isinstance(msg, StartAck) and self._status is not None
+        if self.conn.resolve(("start", (msg.app_id, msg.run_id)), msg):
+            return True
+        # Every run started is recorded in the store (section 11), on this connection or not.
+        started = self.store.run_started(self._status.device_id, msg.app_id, msg.run_id)
+        return self._unmatched(started, msg, f"run {msg.run_id} of {msg.app_id}")
 
     def _on_stop_ack(self, event: Received) -> bool:
         msg = event.message
         assert isinstance(msg, StopAck)
-        if not self.conn.resolve(("stop", msg.app_id), msg):
-            self.metrics["unmatched_replies"] += 1
-        return True
+        if self.conn.resolve(("stop", msg.app_id), msg):
+            return True
+        return self._unmatched(self._was_asked(("stop", msg.app_id)), msg,
+                               f"a stop of {msg.app_id}")
 
     def _on_info_report(self, event: Received) -> bool:
         msg = event.message
         assert isinstance(msg, DeviceInfoReport) and self._status is not None
-        self.conn.info = self._status.info = msg.info
-        self.conn.resolve(("info", None), msg)
-        return True
+        if self.conn.resolve(("info", None), msg):
+            self.conn.info = self._status.info = msg.info
+            return True
+        return self._unmatched(self._was_asked(("info", None)), msg, "device information")
 
     def _on_result(self, event: Received) -> bool:
         msg = event.message
