@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wasmbed_hil.bench.link.bridge import Bridge
 from wasmbed_hil.bench.link.faultproxy import FaultProxy
+from wasmbed_hil.bench.link.pump import Streams
 
 RECORD_BODY = 16 * 1024 - 5
 
@@ -57,6 +59,33 @@ async def _source(writer: asyncio.StreamWriter, total: int, chunk: bytes) -> Non
         await writer.drain()
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def _through(far_end: Handler, via: str) -> AsyncIterator[Streams]:
+    """A server running `far_end`, reached through a bridge link or a fault proxy; yields
+    the near end's streams and closes everything after."""
+    server = await asyncio.start_server(far_end, "127.0.0.1", 0)
+    upstream = server.sockets[0].getsockname()[:2]
+    if via == "link":
+        bridge = Bridge()
+        port = (await bridge.open_link("bench", upstream)).port
+        stop = bridge.close
+    else:
+        proxy = FaultProxy(upstream)
+        port = (await proxy.start())[1]
+        stop = proxy.stop
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        await stop()
+        server.close()
+        await server.wait_closed()
+
+
 async def link_up(total: int) -> float:
     done = asyncio.get_running_loop().create_future()
 
@@ -67,23 +96,13 @@ async def link_up(total: int) -> float:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(gateway, "127.0.0.1", 0)
-    bridge = Bridge()
-    link = await bridge.open_link("bench", server.sockets[0].getsockname()[:2])
-    _reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
-    try:
+    async with _through(gateway, "link") as (_reader, writer):
         start = time.perf_counter()
         writer.write(HELLO)
         count = -(-total // len(APP))
         await _source(writer, count * len(APP), APP)
-        total = count * len(APP)
         end = await asyncio.wait_for(done, 120)
-        return total / (end - start) / 1e6
-    finally:
-        writer.close()
-        await bridge.close()
-        server.close()
-        await server.wait_closed()
+        return count * len(APP) / (end - start) / 1e6
 
 
 async def link_down(total: int) -> float:
@@ -96,20 +115,11 @@ async def link_down(total: int) -> float:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(gateway, "127.0.0.1", 0)
-    bridge = Bridge()
-    link = await bridge.open_link("bench", server.sockets[0].getsockname()[:2])
-    reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
-    try:
+    async with _through(gateway, "link") as (reader, writer):
         start = time.perf_counter()
         writer.write(HELLO)
         await asyncio.wait_for(_sink(reader, total), 120)
         return total / (time.perf_counter() - start) / 1e6
-    finally:
-        writer.close()
-        await bridge.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def proxy(total: int, up: bool) -> float:
@@ -127,11 +137,7 @@ async def proxy(total: int, up: bool) -> float:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(server_side, "127.0.0.1", 0)
-    fp = FaultProxy(server.sockets[0].getsockname()[:2])
-    host, port = await fp.start()
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
+    async with _through(server_side, "proxy") as (reader, writer):
         start = time.perf_counter()
         if up:
             await _source(writer, total, APP)
@@ -140,11 +146,6 @@ async def proxy(total: int, up: bool) -> float:
             await asyncio.wait_for(_sink(reader, total), 120)
             end = time.perf_counter()
         return total / (end - start) / 1e6
-    finally:
-        writer.close()
-        await fp.stop()
-        server.close()
-        await server.wait_closed()
 
 
 def main() -> None:

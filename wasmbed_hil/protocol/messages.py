@@ -9,6 +9,7 @@ docs/protocol.md explains each message; protocol.cddl is the same catalogue as a
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from enum import Enum as _Enum
 from typing import Any, ClassVar
@@ -398,6 +399,10 @@ def encode_envelope(message_id: int, message: Message) -> bytes:
 _BIGNUM_TAGS = (2, 3)
 
 
+# The initial bytes of a tag (major type 6, argument in the head or 1-8 bytes after it).
+_TAG_HEAD = re.compile(rb"[\xc0-\xdb]")
+
+
 def find_tag(data: bytes) -> tuple[int, int] | None:
     """(offset, number) of the first CBOR tag in `data` other than a bignum's, or None.
 
@@ -409,6 +414,8 @@ def find_tag(data: bytes) -> tuple[int, int] | None:
     with None and the CBOR decoder reports them. It is iterative: each step consumes a byte
     or closes a level, so it ends within the length of `data`.
     """
+    if _TAG_HEAD.search(data) is None:  # no byte could start a tag: skip the walk (hot path)
+        return None
     pos, end = 0, len(data)
     levels = [1]  # items still to read at each open level; -1: until a break
     while levels and pos < end:
