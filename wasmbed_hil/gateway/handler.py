@@ -65,7 +65,7 @@ from .connection import DeviceConnection
 from .errors import ConnectionLost
 from .events import EventLog
 from .registry import DeviceRegistry, DeviceStatus
-from .store import EnrolledDevice, GatewayStore, StoredResult
+from .store import EnrolledDevice, GatewayStore, RunRecord, StoredResult
 
 log = logging.getLogger("wasmbed_hil.gateway")
 
@@ -429,8 +429,9 @@ class ConnectionHandler:
         if self.conn.resolve(("start", (msg.app_id, msg.run_id)), msg):
             return True
         # Every run started is recorded in the store (section 11), on this connection or not.
-        started = self.store.run_started(self._status.device_id, msg.app_id, msg.run_id)
-        return self._unmatched(started, msg, f"run {msg.run_id} of {msg.app_id}")
+        started = self.store.run_record(self._status.device_id, msg.app_id, msg.run_id)
+        return self._unmatched(started is not RunRecord.UNKNOWN, msg,
+                               f"run {msg.run_id} of {msg.app_id}")
 
     def _on_stop_ack(self, event: Received) -> bool:
         msg = event.message
@@ -455,7 +456,14 @@ class ConnectionHandler:
         # Only a run this gateway started (recorded in the store, so across restarts) may have
         # a result: anything else would be a device writing results of its own choosing, and
         # taking the place of the genuine result of a later run with that id.
-        if not self.store.run_started(device_id, msg.app_id, msg.run_id):
+        record = self.store.run_record(device_id, msg.app_id, msg.run_id)
+        if record is RunRecord.FORGOTTEN:
+            # Started long ago, its record dropped for newer runs (max_results_per_app): a
+            # result that late is acknowledged and not stored, as a result dropped by the
+            # bound would have been.
+            self.metrics["forgotten_run_results"] += 1
+            return True
+        if record is RunRecord.UNKNOWN:
             self.metrics["unstarted_results"] += 1
             raise ProtocolError(
                 ErrorCode.UNEXPECTED_MESSAGE,
