@@ -10,13 +10,17 @@ built on them. Firmware backends share one implementation
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..gateway.events import EventLog, WaitTimeout
 from ..pki import Credentials
 from ..protocol import ErrorCode
 from .loop import LoopThread
 from .seams import Faults, FaultUnsupported, Lifecycle
+
+if TYPE_CHECKING:
+    from .link.pump import Impairments
+    from .points import DeviceAction
 
 __all__ = ["DeviceHandle", "FaultUnsupported", "Faults", "Lifecycle"]
 
@@ -63,6 +67,18 @@ class DeviceHandle(ABC):
     @abstractmethod
     def power_off(self) -> None:
         """Cut power now: the connection drops, persistent storage is kept."""
+
+    @abstractmethod
+    async def on_loop(self, action: DeviceAction) -> None:
+        """Do `action` ("power_off", "power_on", "reset", "reboot", "cut_link") on the
+        harness loop, from a coroutine there: what a protocol-point trigger runs
+        (bench.points). The synchronous power_on/power_off/reset go through it too."""
+
+    @property
+    def link_impairments(self) -> Impairments | None:
+        """The impairments in force on the device's link (bench.link.pump), when its bytes
+        go through a link the bench owns; None otherwise. Use them on the loop."""
+        return None
 
     def set_silent(self, silent: bool) -> None:
         """Stop (or resume) sending heartbeats without dropping the connection (the

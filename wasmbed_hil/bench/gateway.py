@@ -31,6 +31,15 @@ from ..pki import FleetCA, server_ssl_context
 from ..protocol import DeviceInfo, DevicePhase, Limits
 from .device import DeviceHandle
 from .loop import LoopThread
+from .points import (
+    DeviceAction,
+    HandshakePoint,
+    Point,
+    ProtocolPoint,
+    Trigger,
+    arm_on_handshake,
+    arm_on_trace,
+)
 
 DeviceRef = DeviceHandle | DeviceStatus | str
 
@@ -189,6 +198,22 @@ class GatewayHandle:
             ]
 
         return self._call(select)
+
+    # -- actions at protocol points (bench.points) -------------------------------------------
+    def when(self, device: DeviceHandle, point: Point, action: DeviceAction) -> Trigger:
+        """Arm a one-shot trigger: do `action` to `device` the moment `point` is seen
+        (bench.points: after_chunk_acked(n), after_start(), result_in_flight(),
+        during_handshake(), message(...)). A trace point needs the device enrolled here.
+        `trigger.wait()` waits until it has fired and the action is done."""
+        trigger = Trigger(device, point, action)
+        if isinstance(point, ProtocolPoint):
+            device_id = self.device(device).device_id
+            self._call(arm_on_trace, self.gateway, device_id, trigger)
+        elif isinstance(point, HandshakePoint):
+            self._call(arm_on_handshake, trigger)
+        else:
+            raise TypeError(f"not a protocol point: {point!r}")
+        return trigger
 
     # -- waits -----------------------------------------------------------------------------
     def wait_enrolled(self, ref: DeviceRef, timeout: float = 10.0) -> DeviceStatus:

@@ -29,9 +29,10 @@ from ..console import parse_line
 from ..device import DeviceHandle, Faults, Lifecycle
 from ..errors import InfrastructureError
 from ..link.bridge import Bridge
-from ..link.pump import Impairment
+from ..link.pump import Impairment, Impairments
 from ..loop import LoopThread
 from ..machines.base import Machine
+from ..points import DeviceAction
 from ..seams import Link
 from .base import Backend
 
@@ -55,7 +56,7 @@ class FirmwareFaults(Faults):
         self._handle.write_line(f"silent {int(silent)}")
 
     def cut_link(self) -> None:
-        self._handle.loop.run(self._handle.link.drop_upstream())
+        self._handle.loop.run(self._handle.on_loop("cut_link"))
 
     @contextlib.contextmanager
     def impair(self, impairment: Impairment) -> Iterator[Impairment]:
@@ -142,20 +143,40 @@ class FirmwareDeviceHandle(DeviceHandle):
     def faults(self) -> Faults:
         return self._faults
 
+    async def on_loop(self, action: DeviceAction) -> None:
+        if action == "power_on":
+            await self.machine.start()
+        elif action == "power_off":
+            await self.machine.power_cut()
+            self._set(Lifecycle.OFF)
+        elif action == "reset":
+            # The machine's reset (QMP system_reset, Renode's machine Reset...): the same
+            # machine, the firmware boots again.
+            await self.machine.reset()
+            self._set(Lifecycle.CONNECTING)
+        elif action == "reboot":
+            await self.on_loop("power_off")
+            await self.on_loop("power_on")
+        elif action == "cut_link":
+            await self.link.drop_upstream()
+        else:
+            raise ValueError(f"unknown device action {action!r}")
+
+    @property
+    def link_impairments(self) -> Impairments:
+        return self.link.impairments
+
     def power_on(self) -> None:
-        self._loop.run(self.machine.start())
+        self._loop.run(self.on_loop("power_on"))
 
     def power_off(self) -> None:
         if self._loop.alive:
-            self._loop.run(self.machine.power_cut())
-            self._loop.call(self._set, Lifecycle.OFF)
+            self._loop.run(self.on_loop("power_off"))
 
     def reset(self) -> None:
-        """The machine's reset (QMP system_reset, Renode's machine Reset...): the same
-        machine, the firmware boots again (a following wait_online() waits for the new
-        session)."""
-        self._loop.run(self.machine.reset())
-        self._loop.call(self._set, Lifecycle.CONNECTING)
+        """The machine's reset: the firmware boots again (a following wait_online() waits
+        for the new session)."""
+        self._loop.run(self.on_loop("reset"))
 
     def close(self) -> None:
         if self._loop.alive:

@@ -11,6 +11,7 @@ from ...pki import Credentials
 from ...protocol import ErrorCode
 from ..device import DeviceHandle, Faults, Lifecycle
 from ..loop import LoopThread
+from ..points import DeviceAction
 from ..virtual.device import VirtualDevice, VirtualDeviceConfig
 from .base import Backend, register
 
@@ -36,7 +37,7 @@ class VirtualFaults(Faults):
         self._device.faults.drop_after_chunks = chunks
 
     def cut_link(self) -> None:
-        self._loop.call(self._device.drop_link)
+        self._loop.call(self._device.drop_link)  # DeviceHandle.on_loop("cut_link") likewise
 
 
 class VirtualDeviceHandle(DeviceHandle):
@@ -67,12 +68,24 @@ class VirtualDeviceHandle(DeviceHandle):
     def faults(self) -> Faults:
         return self._faults
 
+    async def on_loop(self, action: DeviceAction) -> None:
+        if action == "power_on":
+            self.device.power_on()
+        elif action == "power_off":
+            await self.device.power_off()
+        elif action in ("reset", "reboot"):  # no reset distinct from a power cycle here
+            await self.device.reboot()
+        elif action == "cut_link":
+            self.device.drop_link()
+        else:
+            raise ValueError(f"unknown device action {action!r}")
+
     def power_on(self) -> None:
-        self._loop.call(self.device.power_on)
+        self._loop.run(self.on_loop("power_on"))
 
     def power_off(self) -> None:
         if self._loop.alive:
-            self._loop.run(self.device.power_off())
+            self._loop.run(self.on_loop("power_off"))
 
     def write_line(self, line: str) -> None:
         self._loop.call(self.device.console_command, line)
