@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,8 @@ class GatewayHandle:
         self.config = config
         self.workdir = workdir
         self.tls_dir = workdir / "tls"
-        ca.issue_gateway(config.name, hosts=("localhost", host)).write(self.tls_dir)
+        self.hosts: tuple[str, ...] = ("localhost", host)
+        ca.issue_gateway(config.name, hosts=self.hosts).write(self.tls_dir)
         self.listener = socket.create_server((host, 0), backlog=1024)
         self.endpoint: tuple[str, int] = self.listener.getsockname()[:2]
         self._gateway: Gateway | None = None
@@ -110,6 +112,19 @@ class GatewayHandle:
     def close(self) -> None:
         self.stop()
         self.listener.close()
+
+    def reissue_certificate(
+        self,
+        hosts: tuple[str, ...] | None = None,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> None:
+        """Give the gateway a new certificate from its CA (other host names, other dates:
+        a wrong name, an expired one...) and restart it on it. None: the usual ones."""
+        creds = self.ca.issue_gateway(self.config.name, hosts=hosts or self.hosts,
+                                      not_before=not_before, not_after=not_after)
+        creds.write(self.tls_dir)
+        self.restart()
 
     @property
     def running(self) -> bool:

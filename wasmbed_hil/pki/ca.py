@@ -288,8 +288,14 @@ class FleetCA:
         hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
         *,
         valid_days: int = 825,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
     ) -> Credentials:
-        """Issue a P-256 serverAuth certificate, CN=name, SAN = DNS names and IP literals."""
+        """Issue a P-256 serverAuth certificate, CN=name, SAN = DNS names and IP literals.
+
+        Validity: now-5min for ``valid_days``, unless ``not_before``/``not_after`` say
+        otherwise (as for issue_device; tests use them for expired or future certificates).
+        """
         if isinstance(hosts, str | bytes):
             raise PkiError("hosts must be a sequence of host names, not a single string")
         if not isinstance(valid_days, int) or valid_days <= 0:
@@ -308,7 +314,7 @@ class FleetCA:
         if not names:
             raise PkiError("a gateway certificate needs at least one host")
         names = list(dict.fromkeys(names))
-        not_before, not_after = _validity(None, None, timedelta(days=valid_days))
+        not_before, not_after = _validity(not_before, not_after, timedelta(days=valid_days))
         key = ec.generate_private_key(ec.SECP256R1())
         return self._issue(
             self._gateway_base,

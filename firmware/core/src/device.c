@@ -183,6 +183,7 @@ static void close_link(wb_device_t *d)
 static void link_up(wb_device_t *d)
 {
     d->link = WB_L_UP;
+    d->link_up_ms = wb_platform_now_ms();
     d->stats_connects++;
     wb_session_init(&d->sess, WB_ROLE_DEVICE, d->cfg.max_frame_size);
     wb_framer_init(&d->fr, d->cfg.frame_buffer, d->cfg.frame_buffer_size, d->cfg.max_frame_size);
@@ -677,6 +678,13 @@ static void service(wb_device_t *d)
             wb_framer_consume(&d->fr);
         }
         now = wb_platform_now_ms();
+        if (!d->established && d->link == WB_L_UP && !d->link_broken &&
+            now - d->link_up_ms > (uint64_t)d->cfg.setup_timeout_ms) {
+            wb_platform_log("wb: no Welcome within %u ms of the link coming up: giving up",
+                            (unsigned)d->cfg.setup_timeout_ms);
+            close_link(d);
+            break;
+        }
         if (d->established && d->sess.state == WB_ST_ESTABLISHED && !d->link_broken) {
             if (d->silent) { /* nothing sent, nothing owed */
                 d->last_ack_ms = now;
@@ -780,6 +788,7 @@ wb_device_t *wb_device_init(void *storage, const wb_device_config_t *config,
     if (d->cfg.backoff_initial_ms == 0) d->cfg.backoff_initial_ms = WB_BACKOFF_INITIAL_MS;
     if (d->cfg.backoff_max_ms == 0) d->cfg.backoff_max_ms = WB_BACKOFF_MAX_MS;
     if (d->cfg.reject_backoff_ms == 0) d->cfg.reject_backoff_ms = WB_REJECT_BACKOFF_MS;
+    if (d->cfg.setup_timeout_ms == 0) d->cfg.setup_timeout_ms = WB_SETUP_TIMEOUT_MS;
     if (d->cfg.backoff_max_ms < d->cfg.backoff_initial_ms) {
         d->cfg.backoff_max_ms = d->cfg.backoff_initial_ms;
     }

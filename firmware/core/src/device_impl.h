@@ -25,6 +25,10 @@
 #define WB_REJECT_BACKOFF_MS WB_BACKOFF_MAX_MS /* after EnrollReject, REVOKED, ... */
 #endif
 #define WB_DEAD_AFTER_INTERVALS 3
+/* Transport up -> Welcome (or a refusal) within this long, else the connection is given up:
+ * a gateway that refuses the device's certificate after the TLS 1.3 handshake closes its
+ * socket without an alert, and a UART bridge cannot pass a TCP close on. */
+#define WB_SETUP_TIMEOUT_MS 30000
 #define WB_MAX_FRAMES_PER_POLL 8
 #define WB_NO_SLOT 0xFF
 
@@ -82,6 +86,7 @@ struct wb_device {
     bool rejected;    /* enrollment refused / revoked: long backoff */
     uint32_t backoff_ms;
     uint64_t next_connect_ms;
+    uint64_t link_up_ms; /* when the transport came up (the setup deadline counts from it) */
     uint32_t hb_interval_ms;
     uint64_t next_hb_ms, last_ack_ms;
     uint32_t slot_size;

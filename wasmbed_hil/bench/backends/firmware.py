@@ -40,7 +40,8 @@ from .base import Backend
 DEVICE_OPTIONS = {"max_frame_size", "max_module_size", "window", "max_apps"}
 # Reconnect timing like the virtual device's (the firmware's own defaults suit a fleet in the
 # field: 30 s after a refusal), so scenarios need not wait half a minute.
-HARNESS_TIMING = {"backoff_initial_ms": 50, "backoff_max_ms": 1000, "reject_backoff_ms": 1000}
+HARNESS_TIMING = {"backoff_initial_ms": 50, "backoff_max_ms": 1000, "reject_backoff_ms": 1000,
+                  "setup_timeout_ms": 5000}
 # What building the image needs (an emulator is not needed to build it).
 
 

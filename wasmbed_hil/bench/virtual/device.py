@@ -86,6 +86,9 @@ class VirtualDeviceConfig:
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 1.0
+    # After a refusal (EnrollReject, Error REVOKED or PAIRING_DISABLED) the device waits this
+    # long before its next attempt, as the firmware's reject_backoff_ms (1 s in the harness).
+    reject_backoff_s: float = 1.0
     architecture: str = "x86_64"
 
 
@@ -245,9 +248,12 @@ class VirtualDevice:
                 self.events.emit("fault", None, reason=self.last_error)
             if established:
                 backoff = self.config.backoff_initial_s
-            if self.lifecycle is not Lifecycle.REJECTED:
-                self._set_lifecycle(Lifecycle.BACKOFF)
             # Backoff is the device's own retry policy, not test synchronisation.
+            if self.lifecycle is Lifecycle.REJECTED:  # pairing is an operator action
+                backoff = self.config.backoff_initial_s
+                await asyncio.sleep(self.config.reject_backoff_s)
+                continue
+            self._set_lifecycle(Lifecycle.BACKOFF)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.backoff_max_s)
 
