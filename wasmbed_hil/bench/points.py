@@ -142,6 +142,37 @@ def during_handshake(nth: int = 1) -> HandshakePoint:
     return HandshakePoint(nth)
 
 
+POINTS: dict[str, Callable[..., Point]] = {
+    "after_chunk_acked": after_chunk_acked,
+    "after_start": lambda n=1, app_id=None: after_start(app_id),
+    "result_in_flight": lambda n=1, app_id=None: result_in_flight(app_id),
+    "during_handshake": lambda n=1, app_id=None: during_handshake(n),
+}
+
+
+def _words(text: str) -> str:
+    return "_".join(str(text).replace("-", " ").replace("_", " ").lower().split())
+
+
+def named_point(name: str, n: int = 1, app_id: str | None = None) -> Point:
+    """A point by its name, as Robot keywords give it: "after chunk acked" (n: which
+    ChunkAck), "after start", "result in flight", "during handshake" (n: which handshake)."""
+    make = POINTS.get(_words(name))
+    if make is None:
+        raise ValueError(f"unknown protocol point {name!r} (one of: "
+                         f"{', '.join(k.replace('_', ' ') for k in POINTS)})")
+    return make(int(n), app_id)
+
+
+def action_named(name: str) -> DeviceAction:
+    """"power off", "Power_Off", "cut link"... -> the DeviceAction."""
+    action = _words(name)
+    if action not in ACTIONS:
+        raise ValueError(f"unknown device action {name!r} (one of: "
+                         f"{', '.join(a.replace('_', ' ') for a in ACTIONS)})")
+    return action  # type: ignore[return-value]
+
+
 # ------------------------------------------------------------------------------ triggers
 
 
