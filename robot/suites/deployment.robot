@@ -47,7 +47,7 @@ Deployment To An Offline Device Is Delivered When It Returns
     Wait For Execution Result    adder    outcome=RETURNED    values=42
 
 Power Cut After A Chunk Is Acknowledged Then The Deployment Completes
-    [Documentation]    Mirrors suites/power/test_protocol_points.py (docs/faults.md).
+    [Documentation]    Mirrors suites/power/test_power_at_protocol_points.py (docs/faults.md).
     [Setup]    Start Gateway
     Create Device    narrow    max_frame_size=4096
     Device Should Enroll And Connect
