@@ -277,6 +277,33 @@ static void test_reject_backoff(void)
     CHECK(mt.connects == 2);
 }
 
+/* No Welcome (nor a refusal) within setup_timeout_ms of the link coming up: the connection is
+ * given up and retried after the backoff. A gateway that refuses the device's certificate
+ * after the TLS 1.3 handshake closes without an alert, which a UART bridge cannot pass on. */
+static void test_setup_deadline(void)
+{
+    setup();
+    gw_reset();
+    poll_n(3);
+    take();
+    CHECK(last() && last()->tag == WB_TAG_HELLO && dev->link == WB_L_UP);
+    advance(WB_SETUP_TIMEOUT_MS);
+    CHECK(dev->link == WB_L_UP && mt.closes == 0);
+    advance(1);
+    CHECK(dev->link == WB_L_DOWN && mt.closes == 1);
+    advance(WB_BACKOFF_INITIAL_MS);
+    CHECK(mt.connects == 2 && dev->link == WB_L_UP);
+    /* once welcomed, the deadline no longer applies (the heartbeat rules do) */
+    gw_reset();
+    n_got = 0;
+    take();
+    CHECK(last() && last()->tag == WB_TAG_HELLO);
+    welcome(100000);
+    poll_n(1);
+    advance(WB_SETUP_TIMEOUT_MS + 1);
+    CHECK(dev->link == WB_L_UP && mt.closes == 1 && dev->established);
+}
+
 static void test_connect_backoff_doubles(void)
 {
     setup();
@@ -907,6 +934,7 @@ int main(void)
     RUN(test_ciphertext_keeps_the_link_alive);
     RUN(test_console_silence_and_forget);
     RUN(test_reject_backoff);
+    RUN(test_setup_deadline);
     RUN(test_connect_backoff_doubles);
     RUN(test_deploy_install_and_idempotent);
     RUN(test_deploy_refusals);

@@ -89,6 +89,9 @@ class VirtualDeviceConfig:
     # After a refusal (EnrollReject, Error REVOKED or PAIRING_DISABLED) the device waits this
     # long before its next attempt, as the firmware's reject_backoff_ms (1 s in the harness).
     reject_backoff_s: float = 1.0
+    # No Welcome (nor a refusal) this long after the link came up: give the connection up, as
+    # the firmware's setup_timeout_ms (docs/protocol.md section 1).
+    setup_timeout_s: float = 30.0
     architecture: str = "x86_64"
 
 
@@ -278,6 +281,8 @@ class VirtualDevice:
         self._session, self._writer = session, writer
         heartbeat: asyncio.Task[None] | None = None
         established = False
+        setup_deadline = asyncio.get_running_loop().call_later(
+            self.config.setup_timeout_s, self._setup_expired, writer)
         try:
             self._set_lifecycle(Lifecycle.ENROLLING)
             self._send(Hello(self.flash.device_id, self._info()))
@@ -294,6 +299,7 @@ class VirtualDevice:
                         continue
                     if isinstance(event.message, Welcome):
                         established = True
+                        setup_deadline.cancel()
                         heartbeat = asyncio.create_task(
                             self._heartbeats(event.message.heartbeat_interval_ms / 1000)
                         )
@@ -302,6 +308,7 @@ class VirtualDevice:
                 if session.state is State.CLOSED:
                     break
         finally:
+            setup_deadline.cancel()
             if heartbeat is not None:
                 heartbeat.cancel()  # not awaited: awaiting here could swallow our own cancel
             self._session = self._writer = None
@@ -311,6 +318,12 @@ class VirtualDevice:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             self.events.emit("disconnected", None)
         return established
+
+    def _setup_expired(self, writer: asyncio.StreamWriter) -> None:
+        self._log(f"no Welcome within {self.config.setup_timeout_s:g} s of the link coming up:"
+                  " giving up")
+        self.events.emit("setup_timeout", None)
+        writer.transport.abort()
 
     def _send(self, message: Message, reply_to: int | None = None) -> int | None:
         if self._session is None or self._session.state is State.CLOSED:
