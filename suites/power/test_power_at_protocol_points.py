@@ -89,6 +89,8 @@ def test_power_cut_during_the_handshake_then_the_device_enrolls(gateway, device_
     cut = gateway.when(dev, during_handshake(), "power_off")
     dev.power_on()
     cut.wait()
+    if dev.link_impairments is not None:  # seen on the link: the gateway was mid-handshake
+        gateway.wait_event("handshake_failed")
     assert gateway.enrolled(dev) is None  # nothing got as far as Hello
     dev.power_on()
     device_id = dev.wait_online()
