@@ -57,7 +57,8 @@ Power Cut After A Chunk Is Acknowledged Then The Deployment Completes
     Wait For Protocol Point    ${cut}
     Wait Until Disconnected
     Power On
-    Wait For Execution Result    outcome=RETURNED    values=${sum}
+    # Two transfers of 40 kB over an emulated UART (about 10 KiB/s) on a loaded machine.
+    Wait For Execution Result    outcome=RETURNED    values=${sum}    timeout=60s
 
 A Fleet Of Three Runs The Same Module
     [Setup]    Start Gateway

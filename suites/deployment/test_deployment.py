@@ -157,7 +157,7 @@ def test_interrupted_transfer_resumes_where_it_stopped(gateway, device_factory, 
     module = wasm.data(40_000, seed=7)
     dep = gateway.deploy(dev, module, "data", run=RunRequest("checksum"), wait=False)
     acked = cut.wait().entry[4]["next_offset"]
-    gateway.wait_deployment(dep)
+    gateway.wait_deployment(dep, 60)
     assert dep.state == "installed", dep.error
     assert dep.attempts == 2
     assert len(dep.resumed_from) == 1 and acked <= dep.resumed_from[0] < len(module)
