@@ -137,6 +137,11 @@ class DeviceConnection:
             )
         return self._fault_io
 
+    def _faults_start(self) -> bool:
+        """Whether a test installed message faults; they start between two frames."""
+        return (self._faults is not None and self._faults.interceptor is not None
+                and not self.session.buffered)
+
     def _names(self) -> tuple[str, ...]:
         device_id = self.device.device_id if self.device is not None else ""
         return (self.name, self.identity, device_id)
@@ -268,13 +273,15 @@ class DeviceConnection:
         A frame must arrive whole within `frame_timeout` of its first byte, however the peer
         spaces its bytes, so a client trickling one byte a second is cut off.
         """
-        if self._fault_io is not None or (  # tests only: faults start between frames
-                self._faults is not None and self._faults.interceptor is not None
-                and not self.session.buffered):
+        if self._fault_io is not None or self._faults_start():
             return await self._read_faulted()
         if not self.session.buffered:
             self._frame_deadline = None
-            return await self.reader.read(READ_SIZE)
+            data = await self.reader.read(READ_SIZE)
+            if data and self._faults_start():  # installed while this read waited
+                self._fault_machinery().receive(data)
+                return await self._read_faulted()
+            return data
         loop = asyncio.get_running_loop()
         if self._frame_deadline is None:
             self._frame_deadline = loop.time() + frame_timeout

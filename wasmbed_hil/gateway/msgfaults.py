@@ -34,7 +34,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from ..protocol import CATALOGUE, HEADER, Direction, Message, ProtocolError, decode_envelope
@@ -63,6 +63,7 @@ class MessageFault:
     """A rule: which messages (selector) and what happens to them (the subclass)."""
 
     message: str | None = None  # a message type, e.g. "DeployChunk"
+    _: KW_ONLY
     nth: int | None = None  # only the nth match per device (1-based); None: every match
     rate: float | None = None  # each match with this probability (seeded); None: always
     reply_to: str | None = None  # instead of `message`: the reply to this request type
