@@ -85,6 +85,12 @@ class MessageFaults:
         self.remove()
 
     @property
+    def active(self) -> bool:
+        """Whether the rules are still installed on a running gateway."""
+        handle = self._handle
+        return self._gateway is not None and handle.running and handle.gateway is self._gateway
+
+    @property
     def seed(self) -> int:
         return self._seed
 
