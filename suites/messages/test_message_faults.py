@@ -11,7 +11,7 @@ import pytest
 
 from wasmbed_hil.bench.message_faults import Corrupt, Delay, Drop, Duplicate, Reorder
 from wasmbed_hil.gateway import RunRequest
-from wasmbed_hil.protocol import DevicePhase, ErrorCode, Outcome
+from wasmbed_hil.protocol import DevicePhase, ErrorCode
 
 # A lost message costs one reply timeout before the gateway gives up the connection and the
 # device reconnects; short here so that those scenarios stay quick.
@@ -164,6 +164,11 @@ def test_duplicated_start_runs_once(gateway, device, wasm):
         # the repeat is answered with a second StartAck of code 0 (a late reply)
         gateway.wait_heartbeats(device, 2)
     assert faults.count("duplicate", "StartApp") == 1
+    # the fault is in the protocol trace and the event log, where a failure report shows it
+    marks = [(e[3], e[4]["action"]) for e in gateway.trace(device) if e[1] == "fault"]
+    assert marks == [("StartApp", "duplicate")]
+    assert [e.data["message"] for e in gateway.events("message_fault")] == ["StartApp"]
+    assert gateway.metrics()["message_faults"] == 1
     acks = [e for e in gateway.trace(device) if e[1] == "in" and e[3] == "StartAck"]
     assert [a[4]["code"] for a in acks] == [0, 0]
     assert len(gateway.results(device, "adder")) == 1
@@ -191,11 +196,11 @@ def test_delayed_result_arrives(gateway, device, wasm):
 
 def test_dropped_start_ack_still_records_the_result(gateway, device, wasm):
     _install(gateway, device, wasm)
-    with gateway.message_faults(Drop("StartAck", nth=1)) as faults:
-        # The StartAck never comes: the start is reported failed after the reply timeout,
-        # but the device did start the run, and its result is recorded (section 11).
-        with pytest.raises(TimeoutError):
-            gateway.start_app(device, "adder", "main", (1, 1))
+    # The StartAck never comes: the start is reported failed after the reply timeout, but
+    # the device did start the run, and its result is recorded (section 11).
+    with gateway.message_faults(Drop("StartAck", nth=1)) as faults, \
+            pytest.raises(TimeoutError):
+        gateway.start_app(device, "adder", "main", (1, 1))
     assert faults.count() == 1
     result = gateway.wait_event("result")
     assert result.data["values"] == [2]

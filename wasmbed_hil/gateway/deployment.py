@@ -357,8 +357,8 @@ class DeploymentEngine:
                 final = await self._reply(conn, replies)
                 if isinstance(final, DeployAck):
                     break
-                if isinstance(final, DeployReady) or isinstance(final, ChunkAck) and (
-                        final.next_offset <= acked):
+                if isinstance(final, DeployReady) or (isinstance(final, ChunkAck) and (
+                        final.next_offset <= acked)):
                     self.metrics["late_replies"] += 1  # a repeat: acknowledged already
                     continue
                 conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "expected DeployAck after last chunk")
