@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from wasmbed_hil.bench.message_faults import Corrupt, Delay, Drop, Duplicate, Reorder
-from wasmbed_hil.gateway import RunRequest
+from wasmbed_hil.gateway import ConnectionLost, RunRequest
 from wasmbed_hil.protocol import DevicePhase, ErrorCode
 
 # A lost message costs one reply timeout before the gateway gives up the connection and the
@@ -59,6 +59,8 @@ DEPLOY_CASES = {
     "dropped-deploy-ack": (Drop("DeployAck", nth=1), 2),
     "duplicated-deploy-ack": (Duplicate("DeployAck", nth=1), 1),
     "dropped-reply-to-begin": (Drop(reply_to="DeployBegin", nth=1), 2),
+    "duplicated-begin": (Duplicate("DeployBegin", nth=1), 1),
+    "dropped-begin": (Drop("DeployBegin", nth=1), 2),
 }
 
 
@@ -205,6 +207,25 @@ def test_dropped_start_ack_still_records_the_result(gateway, device, wasm):
     result = gateway.wait_event("result")
     assert result.data["values"] == [2]
     assert len(gateway.results(device, "adder")) == 1
+
+
+@pytest.mark.parametrize("rule", [Drop("StartApp", nth=1), Corrupt("StartApp", nth=1)],
+                         ids=["dropped", "corrupt"])
+def test_lost_start_fails_and_nothing_runs(gateway, device, wasm, rule):
+    _install(gateway, device, wasm)
+    # Dropped: no StartAck within the reply timeout. Corrupt: the device answers
+    # Error(MALFORMED) and the connection ends. Either way the start fails.
+    with gateway.message_faults(rule) as faults, \
+            pytest.raises((TimeoutError, ConnectionLost)):
+        gateway.start_app(device, "adder", "main", (1, 1))
+    assert faults.count() == 1
+    if isinstance(rule, Corrupt):  # the device comes back on a new connection
+        fault = gateway.wait_event("message_fault")
+        gateway.wait_event("connection", lambda e: e.data["state"] == "open", since=fault.seq,
+                           timeout=20)
+    run_id = gateway.start_app(device, "adder", "main", (3, 3))
+    assert gateway.wait_result(device, "adder", run_id).values == (6,)
+    assert [r.run_id for r in gateway.results(device, "adder")] == [run_id]  # nothing else ran
 
 
 def test_dropped_result_is_lost(gateway, device, wasm):
