@@ -137,11 +137,6 @@ class DeviceConnection:
             )
         return self._fault_io
 
-    def _faults_start(self) -> bool:
-        """Whether a test installed message faults; they start between two frames."""
-        return (self._faults is not None and self._faults.interceptor is not None
-                and not self.session.buffered)
-
     def _names(self) -> tuple[str, ...]:
         device_id = self.device.device_id if self.device is not None else ""
         return (self.name, self.identity, device_id)
@@ -273,12 +268,15 @@ class DeviceConnection:
         A frame must arrive whole within `frame_timeout` of its first byte, however the peer
         spaces its bytes, so a client trickling one byte a second is cut off.
         """
-        if self._fault_io is not None or self._faults_start():
-            return await self._read_faulted()
+        faults = self._faults
+        if self._fault_io is not None or (faults is not None and faults.interceptor is not None
+                                          and not self.session.buffered):
+            return await self._read_faulted()  # tests only: faults start between frames
         if not self.session.buffered:
             self._frame_deadline = None
             data = await self.reader.read(READ_SIZE)
-            if data and self._faults_start():  # installed while this read waited
+            if faults is not None and faults.interceptor is not None and data:
+                # installed while this read waited: these bytes are the first it sees
                 self._fault_machinery().receive(data)
                 return await self._read_faulted()
             return data
