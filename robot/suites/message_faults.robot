@@ -40,8 +40,8 @@ Dropped Heartbeat Ack Leaves The Device Connected
 
 *** Keywords ***
 Start Gateway With A Narrow Device
-    [Documentation]    A gateway whose replies time out after 4 s (a lost message costs one
+    [Documentation]    A gateway whose replies time out after 8 s (a lost message costs one
     ...    timeout) and a device with 4 KiB frames, so that a 20 kB module needs five chunks.
-    Start Gateway    reply_timeout=4s
+    Start Gateway    reply_timeout=8s
     Create Device    narrow    max_frame_size=4096
     Device Should Enroll And Connect
