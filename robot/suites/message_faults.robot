@@ -12,24 +12,24 @@ Test Teardown       Clear Message Faults
 Duplicated Chunk Is Ignored And The Module Runs
     Inject Message Fault    duplicate    DeployChunk    nth=2
     ${sum}=    Get Data Checksum    20000
-    Run Module    data:20000    entry=checksum    outcome=RETURNED    values=${sum}
+    Run Module    data:20000    entry=checksum    outcome=RETURNED    values=${sum}    timeout=40s
     Message Faults Applied Should Be    1    action=duplicate    message=DeployChunk
 
 Dropped Chunk Is Resumed On The Next Connection
     Inject Message Fault    drop    DeployChunk    nth=2
     ${sum}=    Get Data Checksum    20000
-    Run Module    data:20000    entry=checksum    outcome=RETURNED    values=${sum}
+    Run Module    data:20000    entry=checksum    outcome=RETURNED    values=${sum}    timeout=40s
     Message Faults Applied Should Be    1    action=drop
 
 Reordered Chunk Acks Are Cumulative
     Inject Message Fault    reorder    ChunkAck    nth=1    hold=500ms
     ${sum}=    Get Data Checksum    20000
-    Run Module    data:20000    entry=checksum    outcome=RETURNED    values=${sum}
+    Run Module    data:20000    entry=checksum    outcome=RETURNED    values=${sum}    timeout=40s
     Message Faults Applied Should Be    1
 
 Corrupted Chunk Data Fails With A Digest Mismatch
     Inject Message Fault    corrupt    DeployChunk    nth=2    mode=last-byte
-    Deploy Module    data:20000    expected_error=DIGEST_MISMATCH
+    Deploy Module    data:20000    expected_error=DIGEST_MISMATCH    timeout=40s
 
 Dropped Heartbeat Ack Leaves The Device Connected
     Inject Message Fault    drop    reply to Heartbeat    nth=2
