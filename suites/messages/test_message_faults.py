@@ -139,6 +139,16 @@ def test_heartbeat_faults_leave_the_session_up(gateway, device, case):
     assert gateway.events("violation") == []
 
 
+def test_duplicates_at_a_seeded_rate_leave_the_session_up(gateway, device):
+    accepted = gateway.metrics().get("connections_accepted", 0)
+    rule = Duplicate("HeartbeatAck", rate=0.5, limit=4)
+    with gateway.message_faults(rule, seed=7) as faults:
+        gateway.wait_heartbeats(device, 12)
+    assert 1 <= faults.count("duplicate") <= 4  # about half of the acks, at most `limit`
+    assert gateway.metrics().get("connections_accepted", 0) == accepted
+    assert gateway.device(device).phase is DevicePhase.CONNECTED
+
+
 @pytest.mark.parametrize("rule", [Corrupt("Heartbeat", nth=2), Corrupt("HeartbeatAck", nth=2)],
                          ids=["corrupt-heartbeat", "corrupt-ack"])
 def test_corrupt_heartbeat_ends_the_connection_and_the_device_returns(gateway, device, rule):
