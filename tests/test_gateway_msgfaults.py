@@ -269,3 +269,17 @@ def test_corrupt_last_byte_of_a_chunk_keeps_it_valid_with_other_data():
     assert isinstance(received.message, DeployChunk)
     assert received.message.data == b"\x01\x02\xfc"
     assert not isinstance(received, Received)
+
+
+def test_the_product_has_no_switch_for_message_faults():
+    from dataclasses import fields
+
+    from wasmbed_hil.gateway import GatewayConfig
+
+    assert not [f.name for f in fields(GatewayConfig) if "fault" in f.name]
+    assert FaultHook().interceptor is None
+    hook = FaultHook()
+    hook.install([Drop("Heartbeat")])
+    with pytest.raises(RuntimeError, match="already"):
+        hook.install([Drop("Heartbeat")])
+    assert hook.remove() is not None and hook.interceptor is None

@@ -85,8 +85,8 @@ class DeviceConnection:
         self._faults = faults
         self._on_fault = on_fault
         self._fault_io: ConnectionFaults | None = None
-        self._inbox: deque[bytes] = deque()  # inbound bytes past the faults, for the session
-        self._inbox_ready = asyncio.Event()
+        self._inbox: deque[bytes] | None = None  # inbound bytes past the faults, for the session
+        self._inbox_ready: asyncio.Event | None = None
         self._read_task: asyncio.Task[bytes] | None = None
 
     def _record(self, direction: str, message_id: int, message: Message) -> None:
@@ -126,6 +126,7 @@ class DeviceConnection:
     def _fault_machinery(self) -> ConnectionFaults:
         if self._fault_io is None:
             assert self._faults is not None
+            self._inbox, self._inbox_ready = deque(), asyncio.Event()
             self._fault_io = ConnectionFaults(
                 self._faults,
                 self.identity,
@@ -155,6 +156,7 @@ class DeviceConnection:
             self.close("device stopped reading (write buffer over limit)")
 
     def _to_inbox(self, data: bytes) -> None:
+        assert self._inbox is not None and self._inbox_ready is not None
         self._inbox.append(data)
         self._inbox_ready.set()
 
@@ -168,15 +170,18 @@ class DeviceConnection:
 
     async def _read_faulted(self) -> bytes:
         """Inbound bytes once message faults are in play: the device's bytes go through the
-        fault machinery, which hands them on (now, or later for a delay) to the inbox."""
+        fault machinery, which hands them on (now, or later for a delay) to the inbox. The
+        per-frame timeout does not apply on this path (tests only)."""
         faults = self._fault_machinery()
+        inbox, inbox_ready = self._inbox, self._inbox_ready
+        assert inbox is not None and inbox_ready is not None
         while True:
-            if self._inbox:
-                return self._inbox.popleft()
+            if inbox:
+                return inbox.popleft()
             if self._read_task is None:
                 self._read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
-            self._inbox_ready.clear()
-            ready = asyncio.ensure_future(self._inbox_ready.wait())
+            inbox_ready.clear()
+            ready = asyncio.ensure_future(inbox_ready.wait())
             try:
                 await asyncio.wait({self._read_task, ready},
                                    return_when=asyncio.FIRST_COMPLETED)
