@@ -254,3 +254,16 @@ def test_dropped_result_is_lost(gateway, device, wasm):
     assert gateway.results(device, "adder") == []
     run_id = gateway.start_app(device, "adder", "main", (2, 2))  # the next run is unaffected
     assert gateway.wait_result(device, "adder", run_id).values == (4,)
+
+
+def test_duplicated_stop_with_remove_is_harmless(gateway, device, wasm):
+    _install(gateway, device, wasm)
+    with gateway.message_faults(Duplicate("StopApp", nth=1)) as faults:
+        gateway.stop_app(device, "adder", remove=True)
+        # the copy finds nothing installed: StopAck(UNKNOWN_APP), a late reply at the gateway
+        gateway.wait_heartbeats(device, 2)
+    assert faults.count() == 1
+    acks = [e[4]["code"] for e in gateway.trace(device) if e[1] == "in" and e[3] == "StopAck"]
+    assert acks == [0, int(ErrorCode.UNKNOWN_APP)]
+    assert gateway.device(device).apps == ()
+    assert gateway.events("violation") == []
