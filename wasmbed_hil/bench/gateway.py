@@ -32,6 +32,7 @@ from ..pki import FleetCA, server_ssl_context
 from ..protocol import DeviceInfo, DevicePhase, Limits
 from .device import DeviceHandle
 from .loop import LoopThread
+from .message_faults import MessageFault, MessageFaults
 from .points import (
     DeviceAction,
     HandshakePoint,
@@ -139,6 +140,13 @@ class GatewayHandle:
 
     def _call(self, fn: Any, *args: Any) -> Any:
         return self.loop.call(fn, *args)
+
+    # -- message faults (tests only) ---------------------------------------------------------
+    def message_faults(self, *rules: MessageFault, seed: int = 0) -> MessageFaults:
+        """Install message fault rules (Drop, Delay, Duplicate, Reorder, Corrupt) on this
+        gateway; use as a context manager, which removes them on exit. `seed` drives the
+        rules given a `rate`. See docs/faults.md, "Message faults at the gateway"."""
+        return MessageFaults(self, rules, seed).install()
 
     # -- administration ------------------------------------------------------------------
     @property

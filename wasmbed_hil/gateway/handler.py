@@ -64,6 +64,7 @@ from .config import GatewayConfig
 from .connection import DeviceConnection
 from .errors import ConnectionLost
 from .events import EventLog
+from .msgfaults import AppliedFault, FaultHook
 from .registry import DeviceRegistry, DeviceStatus
 from .store import EnrolledDevice, GatewayStore, RunRecord, StoredResult
 
@@ -115,6 +116,23 @@ class SessionServices:
     # a reply the device carries over to a later connection counts as late, not unsolicited:
     # the firmware may validate a module, and send its DeployAck, after a reconnect.
     asked_before: dict[str, set[tuple[str, Any]]] = field(default_factory=dict)
+    # Message faults a test installed (gateway/msgfaults.py); the product never installs any.
+    faults: FaultHook = field(default_factory=FaultHook)
+
+    def fault_applied(self, conn: DeviceConnection, fault: AppliedFault) -> None:
+        """Count a message fault and record it in the event log, where failures show it."""
+        self.metrics["message_faults"] += 1
+        self.events.emit(
+            "message_fault",
+            conn.device.device_id if conn.device else None,
+            name=conn.name,
+            action=fault.action,
+            message=fault.message,
+            message_id=fault.message_id,
+            direction=fault.direction.value,
+            ordinal=fault.ordinal,
+            rule=fault.rule,
+        )
 
 
 async def serve_connection(
@@ -170,6 +188,8 @@ async def _admit(
         max_frame_size=config.max_frame_size,
         write_buffer_limit=config.write_buffer_limit,
         trace_limit=config.trace_limit,
+        faults=services.faults,
+        on_fault=services.fault_applied,
     )
     if services.is_revoked(identity, cert.serial_number):
         metrics["refused_revoked"] += 1

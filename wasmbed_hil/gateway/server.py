@@ -42,6 +42,7 @@ from .deployment import Deployment, DeploymentEngine, RunRequest
 from .errors import GatewayError
 from .events import EventLog, WaitTimeout
 from .handler import SessionServices, serve_connection
+from .msgfaults import FaultHook
 from .registry import DeviceRegistry, DeviceStatus
 from .store import GatewayStore, RunIdsExhausted, StoredResult
 
@@ -93,6 +94,9 @@ class Gateway:
             is_revoked=self._is_revoked,
             may_enroll=self._may_enroll,
         )
+        # Test-only message faults (gateway/msgfaults.py): empty unless a test bench installs
+        # rules on this in-process gateway; no configuration or CLI switch reaches it.
+        self.faults: FaultHook = self._services.faults
         # Identities the control plane already knows (a Device resource names them) may
         # enroll while pairing mode is off; the proof of key possession is still required.
         self.preapproved: Callable[[str], bool] | None = None

@@ -103,7 +103,7 @@ def format_trace(entries: list[Any]) -> str:
     start = entries[0][0]
     lines = []
     for at, direction, message_id, kind, fields in entries:
-        arrow = "gw -> dev" if direction == "out" else "dev -> gw"
+        arrow = {"out": "gw -> dev", "in": "dev -> gw"}.get(direction, "FAULT    ")
         body = json.dumps(fields, default=str, sort_keys=True)
         lines.append(f"+{at - start:9.3f}s  {arrow}  #{message_id:<5} {kind:<18} {body}")
     return "\n".join(lines)

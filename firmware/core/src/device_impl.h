@@ -53,6 +53,8 @@ typedef struct {
     uint8_t slot;
     uint8_t state; /* wb_app_state_t */
     wb_limits_t limits;
+    bool ran;             /* last_run_id is set */
+    uint32_t last_run_id; /* the last StartApp accepted: a repeat of it starts nothing */
 } wb_app_t;
 
 typedef struct {
@@ -63,6 +65,7 @@ typedef struct {
     uint8_t slot;
     uint32_t size, chunk_size;
     wb_limits_t limits;
+    bool done; /* completed on this connection: a repeated chunk of it is ignored */
 } wb_transfer_t;
 
 typedef struct {

@@ -111,6 +111,7 @@ class _Transfer:
     size: int
     chunk_size: int
     app: InstalledApp
+    done: bool = False  # completed on this connection: a repeated chunk of it is ignored
 
 
 class VirtualDevice:
@@ -147,6 +148,9 @@ class VirtualDevice:
         self._runs: dict[str, _Run] = {}
         self._outbox: list[tuple[int, ExecutionResult]] = []
         self._transfers: dict[str, _Transfer] = {}
+        self._last_run: dict[str, int] = {}  # app_id -> run id of the last StartApp accepted
+        self.chunks_repeated = 0  # duplicated DeployChunks ignored
+        self.starts_repeated = 0  # duplicated StartApps answered without a second run
         self.apps: dict[str, InstalledApp] = self.flash.apps()
         self.app_states: dict[str, AppState] = {a: AppState.INSTALLED for a in self.apps}
 
@@ -429,6 +433,7 @@ class VirtualDevice:
         if msg.chunk_size == 0 or msg.size == 0:
             self._refuse(msg.app_id, mid, ErrorCode.INVALID_MODULE, "empty module or chunk size")
             return
+        self._transfers.pop(msg.app_id, None)  # a new begin replaces the old transfer
         limits = (msg.limits.memory_bytes, msg.limits.fuel, msg.limits.timeout_ms)
         app = InstalledApp(msg.app_id, msg.digest, msg.name, limits)
         self.app_states[msg.app_id] = AppState.DEPLOYING
@@ -446,7 +451,14 @@ class VirtualDevice:
 
     def _deploy_chunk(self, msg: DeployChunk, mid: int) -> None:
         t = self._transfers.get(msg.app_id)
-        if t is None:
+        if t is not None:
+            # A repeat of bytes already held (a duplicated chunk) is ignored, not acknowledged
+            # (docs/protocol.md, section 10).
+            held = t.size if t.done else self.flash.partial_size(t.digest)
+            if msg.offset < held and msg.offset + len(msg.data) <= held:
+                self.chunks_repeated += 1
+                return
+        if t is None or t.done:
             self._send(Error(ErrorCode.UNKNOWN_APP, f"no transfer for {msg.app_id}"))
             return
         if len(msg.data) > t.chunk_size or msg.offset + len(msg.data) > t.size:
@@ -469,7 +481,7 @@ class VirtualDevice:
                 self._writer.transport.abort()
             return
         if held == t.size:
-            del self._transfers[msg.app_id]
+            t.done = True
             if not self.flash.finish_partial(t.digest):
                 self.app_states[msg.app_id] = AppState.FAILED
                 self._refuse(
@@ -507,6 +519,12 @@ class VirtualDevice:
                 reply_to=mid,
             )
             return
+        if self._last_run.get(msg.app_id) == msg.run_id:
+            # A repeat of the StartApp already accepted (docs/protocol.md, section 11):
+            # answered again; nothing runs twice, its one ExecutionResult goes (or went) out.
+            self.starts_repeated += 1
+            self._send(StartAck(msg.app_id, msg.run_id, 0, ""), reply_to=mid)
+            return
         if msg.app_id in self._runs:
             self._send(
                 StartAck(msg.app_id, msg.run_id, int(ErrorCode.BUSY), "already running"),
@@ -515,6 +533,7 @@ class VirtualDevice:
             return
         run = _Run(msg.app_id, msg.run_id, mid)
         self._runs[msg.app_id] = run
+        self._last_run[msg.app_id] = msg.run_id
         self.app_states[msg.app_id] = AppState.RUNNING
         self._send(StartAck(msg.app_id, msg.run_id, 0, ""), reply_to=mid)
         run.task = asyncio.create_task(self._execute(run, app, msg.entry, msg.args))
@@ -584,3 +603,4 @@ class VirtualDevice:
             await asyncio.wait(tasks, timeout=10)
         self._runs.clear()
         self._outbox.clear()
+        self._last_run.clear()
