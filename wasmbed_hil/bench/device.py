@@ -108,6 +108,13 @@ class DeviceHandle(ABC):
             seen += self.extra_seen()
             raise self._timeout(state.value, timeout, seen) from None
 
+    def installed_modules(self) -> dict[str, bytes] | None:
+        """The applications the device holds, as the device itself knows them (app id ->
+        SHA-256 of the module), read from the device rather than through the protocol; None
+        when the backend cannot tell that way (the firmware reports them in heartbeats).
+        Call it on the harness loop (the convergence check does): the device lives there."""
+        return None
+
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counters the backend keeps (connections, chunks received, heartbeat RTTs...)."""

@@ -91,6 +91,9 @@ class VirtualDeviceHandle(DeviceHandle):
     def extra_seen(self) -> str:
         return f", last error: {self.device.last_error}" if self.device.last_error else ""
 
+    def installed_modules(self) -> dict[str, bytes]:
+        return {a.app_id: a.digest for a in self.device.apps.values()}
+
     def stats(self) -> dict[str, Any]:
         rtts = sorted(self.device.heartbeat_rtts)
         return {
