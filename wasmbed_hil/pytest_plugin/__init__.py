@@ -98,9 +98,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for backend in backend_classes():
         backend.apply_options(config.getoption)
-    if not hasattr(config, "workerinput") and config.getoption("--hil-fault-seed") is None:
-        # Chosen once, by the controller: xdist hands its options to every worker.
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "hil_fault_seed" in workerinput:
+        config.option.hil_fault_seed = workerinput["hil_fault_seed"]  # the controller's
+    elif config.getoption("--hil-fault-seed") is None:
         config.option.hil_fault_seed = random.SystemRandom().randrange(1 << 31)
+    if workerinput is None and config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_SeedToWorkers(), "wasmbed-hil-fault-seed")
     config.addinivalue_line(
         "markers", "hil_fault(name): the scenario injects fault `name` (the Allure label "
         "`fault` and a JUnit property of the same name; reports group by it)")
@@ -109,6 +113,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
+
+
+class _SeedToWorkers:
+    """Under pytest-xdist, every worker uses the fault seed the controller chose."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["hil_fault_seed"] = node.config.getoption("--hil-fault-seed")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,0 +1,107 @@
+"""The fault matrix: every fault kind (bench.faultkinds) during every operation of a device's
+life, healed, then the convergence oracle (bench.convergence) must pass within the bound.
+
+Operations: `enroll` (a new device's first session), `heartbeat` (an established session),
+`deploy_small` (a module in one chunk), `deploy_large` (a 40 kB module in about ten 4 KiB
+chunks), `run` (a deployment that starts a run). A sustained fault is applied and held until
+the gateway notices it, the operation is started under it, then it is healed; an instant one
+strikes at the operation's moment of flight (`enroll`: the gateway has just enrolled the
+device; `heartbeat`: a heartbeat was just acknowledged; `deploy_*`: the transfer began; `run`:
+the run started). A combination a backend or an operation cannot do is skipped, saying why.
+
+Each scenario carries its fault as the Allure label `fault` (reports group by it); random
+choices come from `--hil-fault-seed` (printed in the run's header).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from wasmbed_hil.bench.convergence import DesiredState
+from wasmbed_hil.bench.faultkinds import FAULT_KINDS, FaultContext, healed
+from wasmbed_hil.gateway import RunRequest
+from wasmbed_hil.gateway.deployment import CHUNK_OVERHEAD
+
+# Every scenario must converge within this many seconds of the fault being healed.
+CONVERGENCE_BOUND_S = 30.0
+OPERATIONS = ("enroll", "heartbeat", "deploy_small", "deploy_large", "run")
+FRAME = 4096  # the large module's device takes frames of this size: ~10 chunks
+LARGE = 40_000  # fits the smallest module store (the firmware's)
+APP = "app"
+
+
+def _chunks(size: int, frame: int) -> int:
+    return math.ceil(size / (frame - CHUNK_OVERHEAD - len(APP)))
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize(
+    "fault", [pytest.param(name, marks=pytest.mark.hil_fault(name)) for name in FAULT_KINDS])
+def test_fault_during_operation_converges(fault, operation, gateway, device_factory, wasm,
+                                          fault_rng, converged, hil_timeout):
+    kind = FAULT_KINDS[fault]
+    large = operation == "deploy_large"
+    dev = device_factory("dut", start=False, **({"max_frame_size": FRAME} if large else {}))
+    module = wasm.data(LARGE, seed=3) if large else wasm("add")
+    chunks = _chunks(len(module), FRAME) if operation.startswith("deploy") or operation == "run" \
+        else 0
+    reason = kind.unsupported(dev, operation, chunks)
+    if reason:
+        pytest.skip(reason)
+    ctx = FaultContext(gateway, dev, fault_rng, timeout=hil_timeout * 2, chunks=chunks)
+    if operation != "enroll":
+        dev.power_on()
+        dev.wait_online(hil_timeout * 2)
+        gateway.wait_heartbeats(dev, 1, hil_timeout)
+    kind.arm(ctx)
+    since = gateway.loop.call(lambda: gateway.gateway.events.last_seq)
+    dep = None
+    with healed(kind, ctx):
+        if operation == "enroll":
+            dev.power_on()
+            gateway.wait_event("enrolled", lambda e: e.data.get("name") == dev.name,
+                               ctx.timeout, since)
+            kind.apply(ctx)
+            if kind.sustained:
+                kind.wait_effect(ctx)
+        elif operation == "heartbeat":
+            gateway.wait_event("heartbeat", lambda e: e.device_id == dev.device_id,
+                               ctx.timeout, since)
+            kind.apply(ctx)
+            if kind.sustained:
+                kind.wait_effect(ctx)
+        else:
+            run = RunRequest("main", (40, 2)) if operation == "run" else None
+            if kind.sustained:
+                kind.apply(ctx)
+                kind.wait_effect(ctx)
+            dep = gateway.deploy(dev, module, APP, wait=False, run=run)
+            if not kind.sustained:
+                moment = "started" if run is not None else "transferring"
+                gateway.wait_event(
+                    "deploy", lambda e: e.device_id == dep.device_id
+                    and e.data.get("app_id") == APP and e.data.get("state") == moment,
+                    ctx.timeout, since)
+                kind.apply(ctx)
+    desired = DesiredState()
+    excused: list[tuple[str, int]] = []
+    if dep is None:
+        desired.holds_nothing(dev)
+    else:
+        desired.install(dev, APP, module)
+        if operation != "run":
+            desired.run(dev, APP, 0)
+        elif kind.loses_runs and not kind.sustained:
+            excused = [(dev.name, dep.run_id)] if dep.run_id is not None else []
+        else:
+            desired.run(dev, APP, 1)
+    done = converged(desired, timeout=CONVERGENCE_BOUND_S, excused=excused)
+    print(f"{fault} during {operation}: converged {done.elapsed_s:.2f}s after healing "
+          f"{ctx.choices or ''}".rstrip())
+    if operation == "run" and not done.excused:
+        assert [r.values for r in gateway.results(dev, APP)] == [(42,)]
+    if dep is not None:  # this gateway incarnation's view (a restart resumes it anew)
+        states = [(d.state, d.error) for d in gateway.deployments(dev, APP)]
+        assert all(state == "installed" for state, _ in states), states
