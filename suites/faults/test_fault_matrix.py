@@ -32,6 +32,18 @@ LARGE = 40_000  # fits the smallest module store (the firmware's)
 APP = "app"
 
 
+# Defects the oracle finds today, kept visible (xfail, not skipped) until they are fixed:
+# (fault, operation, backends) -> why.
+KNOWN_GAPS = {
+    ("cut_link", "run", ("qemu", "renode")): (
+        "a result the firmware sends as its link dies is lost: ExecutionResult has no "
+        "acknowledgement, and the firmware keeps only results produced while disconnected"),
+    ("gateway_restart", "run", ("qemu", "renode")): (
+        "a result the firmware sends as the gateway stops is lost: ExecutionResult has no "
+        "acknowledgement, and the firmware keeps only results produced while disconnected"),
+}
+
+
 def _chunks(size: int, frame: int) -> int:
     return math.ceil(size / (frame - CHUNK_OVERHEAD - len(APP)))
 
@@ -40,7 +52,7 @@ def _chunks(size: int, frame: int) -> int:
 @pytest.mark.parametrize(
     "fault", [pytest.param(name, marks=pytest.mark.hil_fault(name)) for name in FAULT_KINDS])
 def test_fault_during_operation_converges(fault, operation, gateway, device_factory, wasm,
-                                          fault_rng, converged, hil_timeout):
+                                          fault_rng, converged, hil_timeout, request):
     kind = FAULT_KINDS[fault]
     large = operation == "deploy_large"
     dev = device_factory("dut", start=False, **({"max_frame_size": FRAME} if large else {}))
@@ -50,6 +62,10 @@ def test_fault_during_operation_converges(fault, operation, gateway, device_fact
     reason = kind.unsupported(dev, operation, chunks)
     if reason:
         pytest.skip(reason)
+    for (gap_fault, gap_operation, backends), why in KNOWN_GAPS.items():
+        if (gap_fault, gap_operation) == (fault, operation) and dev.backend in backends:
+            # Not strict: the fault races the result, which sometimes arrives first.
+            request.applymarker(pytest.mark.xfail(reason=why, strict=False))
     ctx = FaultContext(gateway, dev, fault_rng, timeout=hil_timeout * 2, chunks=chunks)
     if operation != "enroll":
         dev.power_on()
