@@ -6,6 +6,7 @@ call GatewayHandle and DeviceHandle, the bench's synchronous API.
 """
 
 from .console import ConsoleKeywords
+from .convergence import ConvergenceKeywords
 from .deployment import DeploymentKeywords
 from .devices import DeviceKeywords
 from .gateways import GatewayKeywords
@@ -13,6 +14,7 @@ from .waits import WaitKeywords
 
 __all__ = [
     "ConsoleKeywords",
+    "ConvergenceKeywords",
     "DeploymentKeywords",
     "DeviceKeywords",
     "GatewayKeywords",
