@@ -182,3 +182,8 @@ def test_the_control_plane_is_compared_with_the_gateway(control_plane, wasm):
         found = kinds(oracle.check())
         assert ("result_count", (CONTROL_PLANE, GATEWAY)) in found
     oracle.wait(BOUND)  # the agent catches up after the outage
+
+
+def test_a_desired_device_that_does_not_exist_is_caught(gateway, device):
+    found = oracle_for(gateway, device).check(DesiredState().holds_nothing("ghost"))
+    assert kinds(found) == {("missing_device", (DESIRED, DEVICE))}

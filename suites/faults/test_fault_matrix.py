@@ -48,9 +48,12 @@ def _chunks(size: int, frame: int) -> int:
     return math.ceil(size / (frame - CHUNK_OVERHEAD - len(APP)))
 
 
+DEVICE_FAULTS = [name for name, kind in FAULT_KINDS.items() if not kind.needs_platform]
+
+
 @pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize(
-    "fault", [pytest.param(name, marks=pytest.mark.hil_fault(name)) for name in FAULT_KINDS])
+    "fault", [pytest.param(name, marks=pytest.mark.hil_fault(name)) for name in DEVICE_FAULTS])
 def test_fault_during_operation_converges(fault, operation, gateway, device_factory, wasm,
                                           fault_rng, converged, hil_timeout, request):
     kind = FAULT_KINDS[fault]
@@ -121,3 +124,51 @@ def test_fault_during_operation_converges(fault, operation, gateway, device_fact
     if dep is not None:  # this gateway incarnation's view (a restart resumes it anew)
         states = [(d.state, d.error) for d in gateway.deployments(dev, APP)]
         assert all(state == "installed" for state, _ in states), states
+
+
+PLATFORM_FAULTS = [name for name, kind in FAULT_KINDS.items() if kind.needs_platform]
+
+
+@pytest.mark.hil_platform(rest=False, agent_refresh_s=0.5)
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize(
+    "fault", [pytest.param(name, marks=pytest.mark.hil_fault(name)) for name in PLATFORM_FAULTS])
+def test_control_plane_fault_during_operation_converges(fault, operation, control_plane, wasm,
+                                                        fault_rng, converged, hil_timeout):
+    """The same operations driven through the control plane (Device and Application
+    resources), for the faults that strike the control plane itself: the fault is applied
+    before the operation's resources are written, held while the gateway carries on, then
+    healed; the resources, the gateway and the device must then agree."""
+    cp = control_plane
+    kind = FAULT_KINDS[fault]
+    large = operation == "deploy_large"
+    options = {"max_frame_size": FRAME} if large else None
+    gateway = cp.gateways["gateway-0"]
+    if operation != "enroll":
+        cp.create_device("dut", backend=cp.backend, options=options)
+        cp.wait_phase("devices", "dut", "Connected", hil_timeout * 2)
+    ctx = FaultContext(gateway, None, fault_rng, timeout=hil_timeout * 2, platform=cp)
+    desired = DesiredState()
+    with healed(kind, ctx):
+        kind.apply(ctx)
+        kind.wait_effect(ctx)
+        if operation == "enroll":
+            cp.create_device("dut", backend=cp.backend)
+            desired.holds_nothing("dut")
+        elif operation == "heartbeat":
+            device_id = (cp.get("devices", "dut")["status"])["deviceId"]
+            gateway.wait_heartbeats(device_id, 2, hil_timeout)  # heartbeats nobody records
+            desired.holds_nothing("dut")
+        else:
+            module, entry, args = {
+                "deploy_small": (wasm("hello"), "main", []),
+                "deploy_large": (wasm.data(LARGE, seed=3), "checksum", []),
+                "run": (wasm("add"), "main", [40, 2]),
+            }[operation]
+            cp.create_application(APP, module, device_names=["dut"], entry=entry, args=args)
+            desired.install("dut", APP, module).run("dut", APP, 1)
+    done = converged(desired, timeout=CONVERGENCE_BOUND_S)
+    print(f"{fault} during {operation}: converged {done.elapsed_s:.2f}s after healing")
+    if operation not in ("enroll", "heartbeat"):
+        app = cp.get("applications", APP)
+        assert app["status"]["phase"] == "Running", app["status"]

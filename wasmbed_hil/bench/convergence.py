@@ -288,6 +288,12 @@ class _Look:
             if not handle.running:
                 out.append(Disagreement("gateway_down", handle.config.name, DESIRED, GATEWAY,
                                         "the gateway is stopped"))
+        if self.desired is not None:
+            known = {d.name for d in self.devices}
+            named = set(self.desired.modules) | {name for name, _ in self.desired.runs}
+            for name in sorted(named - known):
+                out.append(Disagreement("missing_device", name, DESIRED, DEVICE,
+                                        "the desired state names a device that does not exist"))
         for device in self.devices:
             out += self._session(device)
         for _, gw in self._gateways():

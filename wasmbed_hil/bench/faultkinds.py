@@ -38,12 +38,20 @@ class FaultContext:
     """What a fault acts on during one scenario."""
 
     gateway: GatewayHandle
-    device: DeviceHandle
+    device: DeviceHandle | None  # None: the control plane makes it (a platform scenario)
     rng: random.Random
     timeout: float = 10.0
+    platform: Any = None  # the Platform (bench.platform) of a control-plane scenario
     chunks: int = 0  # chunks the operation's transfer takes (0: it transfers nothing)
     choices: dict[str, Any] = field(default_factory=dict)  # what the rng chose, for the report
     _held: list[AbstractContextManager[Any]] = field(default_factory=list)
+
+    @property
+    def dut(self) -> DeviceHandle:
+        """The device the fault acts on."""
+        if self.device is None:
+            raise RuntimeError("this fault acts on a device, and the scenario has none")
+        return self.device
 
 
 class FaultKind:
@@ -51,6 +59,7 @@ class FaultKind:
     summary: str = ""
     requires: frozenset[str] = frozenset()  # Faults actions (bench.seams) it uses
     sustained: bool = False
+    needs_platform: bool = False  # acts on the control plane: runs in platform scenarios
     needs_transfer: bool = False  # only meaningful while chunks travel
     loses_runs: bool = False  # a run in flight when it strikes may end without a result
     # Backends where it wipes what a board keeps in RAM (modules): a strike after an install
@@ -59,6 +68,8 @@ class FaultKind:
 
     def unsupported(self, device: DeviceHandle, operation: str, chunks: int) -> str | None:
         """Why this fault cannot be shown on this device during this operation, or None."""
+        if self.needs_platform:
+            return None  # acts on the control plane, whatever the device
         missing = self.requires - device.faults.supported
         if missing:
             return (f"the {device.backend} backend offers no {', '.join(sorted(missing))} "
@@ -105,13 +116,13 @@ class Silence(FaultKind):
     sustained = True
 
     def apply(self, ctx: FaultContext) -> None:
-        ctx.device.faults.silence(True)
+        ctx.dut.faults.silence(True)
 
     def wait_effect(self, ctx: FaultContext) -> None:
-        ctx.gateway.wait_phase(ctx.device, DevicePhase.UNREACHABLE, ctx.timeout)
+        ctx.gateway.wait_phase(ctx.dut, DevicePhase.UNREACHABLE, ctx.timeout)
 
     def heal(self, ctx: FaultContext) -> None:
-        ctx.device.faults.silence(False)
+        ctx.dut.faults.silence(False)
 
 
 @fault_kind
@@ -122,12 +133,12 @@ class LinkPartition(FaultKind):
     sustained = True
 
     def apply(self, ctx: FaultContext) -> None:
-        held = ctx.device.faults.impair(Partition())
+        held = ctx.dut.faults.impair(Partition())
         held.__enter__()
         ctx._held.append(held)
 
     def wait_effect(self, ctx: FaultContext) -> None:
-        ctx.gateway.wait_phase(ctx.device, DevicePhase.DISCONNECTED, ctx.timeout)
+        ctx.gateway.wait_phase(ctx.dut, DevicePhase.DISCONNECTED, ctx.timeout)
 
     def heal(self, ctx: FaultContext) -> None:
         while ctx._held:
@@ -142,13 +153,13 @@ class PowerCut(FaultKind):
     loses_runs = True
 
     def apply(self, ctx: FaultContext) -> None:
-        ctx.device.power_off()
+        ctx.dut.power_off()
 
     def wait_effect(self, ctx: FaultContext) -> None:
-        ctx.gateway.wait_phase(ctx.device, DevicePhase.DISCONNECTED, ctx.timeout)
+        ctx.gateway.wait_phase(ctx.dut, DevicePhase.DISCONNECTED, ctx.timeout)
 
     def heal(self, ctx: FaultContext) -> None:
-        ctx.device.power_on()
+        ctx.dut.power_on()
 
 
 @fault_kind
@@ -158,7 +169,7 @@ class CutLink(FaultKind):
     requires = frozenset({"cut_link"})
 
     def apply(self, ctx: FaultContext) -> None:
-        ctx.device.faults.cut_link()
+        ctx.dut.faults.cut_link()
 
 
 @fault_kind
@@ -171,7 +182,7 @@ class DropAfterChunks(FaultKind):
     def arm(self, ctx: FaultContext) -> None:
         chunk = ctx.rng.randint(1, ctx.chunks - 1)
         ctx.choices["chunk"] = chunk
-        ctx.device.faults.drop_link_after_chunks(chunk)
+        ctx.dut.faults.drop_link_after_chunks(chunk)
 
 
 @fault_kind
@@ -182,7 +193,7 @@ class Reboot(FaultKind):
     volatile_backends = frozenset({"qemu", "renode"})
 
     def apply(self, ctx: FaultContext) -> None:
-        ctx.device.reboot()
+        ctx.dut.reboot()
 
 
 @fault_kind
@@ -192,6 +203,23 @@ class GatewayRestart(FaultKind):
 
     def apply(self, ctx: FaultContext) -> None:
         ctx.gateway.restart()
+
+
+@fault_kind
+class ApiOutage(FaultKind):
+    name = "api_outage"
+    summary = "the platform's components lose the API server (the harness still sees it)"
+    sustained = True
+    needs_platform = True
+
+    def apply(self, ctx: FaultContext) -> None:
+        held = ctx.platform.api_outage()
+        held.__enter__()  # the proxy is cut before this returns: the effect is immediate
+        ctx._held.append(held)
+
+    def heal(self, ctx: FaultContext) -> None:
+        while ctx._held:
+            ctx._held.pop().__exit__(None, None, None)
 
 
 @contextlib.contextmanager
