@@ -187,3 +187,23 @@ def test_the_control_plane_is_compared_with_the_gateway(control_plane, wasm):
 def test_a_desired_device_that_does_not_exist_is_caught(gateway, device):
     found = oracle_for(gateway, device).check(DesiredState().holds_nothing("ghost"))
     assert kinds(found) == {("missing_device", (DESIRED, DEVICE))}
+
+
+def test_a_device_powered_on_but_not_yet_up_is_waited_for(gateway, device):
+    """Power, not the lifecycle, says whether a device must be up: a board that was just
+    powered on is still OFF in its lifecycle until its firmware prints its first line."""
+    from wasmbed_hil.bench.convergence import _Look
+
+    device.power_off()
+    gateway.wait_phase(device, DevicePhase.DISCONNECTED)
+    oracle = oracle_for(gateway, device)
+    assert oracle.check() == []
+
+    def power_on_and_look():  # one loop callback: the device has not run a step yet
+        device.device.power_on()
+        return device.lifecycle, device.powered, _Look(oracle, None, 0.0, set()).run()
+
+    lifecycle, powered, found = gateway.loop.call(power_on_and_look)
+    assert lifecycle.value == "off" and powered
+    assert kinds(found) == {("stuck_session", (DEVICE, GATEWAY))}
+    oracle.wait(BOUND)

@@ -307,7 +307,7 @@ class _Look:
     def _session(self, device: DeviceHandle) -> list[Disagreement]:
         home = self._home(device)
         name = device.name
-        if device.lifecycle is Lifecycle.OFF:
+        if not device.powered:
             if home is not None and home[1].phase is DevicePhase.CONNECTED:
                 return [Disagreement("stuck_session", name, DEVICE, GATEWAY,
                                      "the device is powered off, the gateway shows it Connected")]
@@ -449,7 +449,7 @@ class _Look:
         out: list[Disagreement] = []
         desired = self._desired_modules()
         for device in self.devices:
-            if device.lifecycle is Lifecycle.OFF:
+            if not device.powered:
                 continue
             home = self._home(device)
             telemetry = ({a.app_id: a.digest for a in home[1].apps}
@@ -531,7 +531,8 @@ class _Look:
         for device in self.oracle.devices:
             held = device.installed_modules()
             lines.append(
-                f"{device.name} ({device.backend}): {device.lifecycle.value}, id "
+                f"{device.name} ({device.backend}): {device.lifecycle.value}"
+                f"{'' if device.powered else ' (no power)'}, id "
                 f"{device.device_id}, holds "
                 f"{_modules(held) if held is not None else '(not readable on this backend)'}")
             lines += [f"    {line}" for line in device.console[-12:]]

@@ -142,6 +142,10 @@ class FirmwareDeviceHandle(DeviceHandle):
     def faults(self) -> Faults:
         return self._faults
 
+    @property
+    def powered(self) -> bool:
+        return self.machine.running
+
     def power_on(self) -> None:
         self._loop.run(self.machine.start())
 

@@ -67,6 +67,10 @@ class VirtualDeviceHandle(DeviceHandle):
     def faults(self) -> Faults:
         return self._faults
 
+    @property
+    def powered(self) -> bool:
+        return self.device.powered
+
     def power_on(self) -> None:
         self._loop.call(self.device.power_on)
 
