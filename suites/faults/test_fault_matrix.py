@@ -78,7 +78,12 @@ def test_fault_during_operation_converges(fault, operation, gateway, device_fact
     since = gateway.loop.call(lambda: gateway.gateway.events.last_seq)
     dep = None
     with healed(kind, ctx):
-        if operation == "enroll":
+        if operation == "enroll" and kind.before_power_on:
+            kind.apply(ctx)
+            dev.power_on()
+            if kind.sustained:
+                kind.wait_effect(ctx)
+        elif operation == "enroll":
             dev.power_on()
             gateway.wait_event("enrolled", lambda e: e.data.get("name") == dev.name,
                                ctx.timeout, since)

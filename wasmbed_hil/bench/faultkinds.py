@@ -29,6 +29,7 @@ from ..protocol import DevicePhase
 from .device import DeviceHandle
 from .gateway import GatewayHandle
 from .link.impairments import Partition
+from .seams import Lifecycle
 
 __all__ = ["FAULT_KINDS", "FaultContext", "FaultKind", "fault_kind"]
 
@@ -61,6 +62,13 @@ class FaultKind:
     sustained: bool = False
     needs_platform: bool = False  # acts on the control plane: runs in platform scenarios
     needs_transfer: bool = False  # only meaningful while chunks travel
+    # The operations it can strike (None: all); a fault of enrollment has no effect on a
+    # device that is enrolled already.
+    only_operations: tuple[str, ...] | None = None
+    only_why: str = ""  # why not the others
+    # During `enroll`, applied before the device is powered on (the enrollment happens
+    # under it) rather than once the gateway has enrolled it.
+    before_power_on: bool = False
     loses_runs: bool = False  # a run in flight when it strikes may end without a result
     # Backends where it wipes what a board keeps in RAM (modules): a strike after an install
     # leaves the device without the module and nothing redeploys it.
@@ -68,6 +76,9 @@ class FaultKind:
 
     def unsupported(self, device: DeviceHandle, operation: str, chunks: int) -> str | None:
         """Why this fault cannot be shown on this device during this operation, or None."""
+        if self.only_operations is not None and operation not in self.only_operations:
+            return (f"{self.name} strikes only during {', '.join(self.only_operations)}: "
+                    f"{self.only_why}")
         if self.needs_platform:
             return None  # acts on the control plane, whatever the device
         missing = self.requires - device.faults.supported
@@ -194,6 +205,85 @@ class Reboot(FaultKind):
 
     def apply(self, ctx: FaultContext) -> None:
         ctx.dut.reboot()
+
+
+@fault_kind
+class Reset(FaultKind):
+    name = "reset"
+    summary = "a reset without a power cut (QMP system_reset on qemu; a reboot elsewhere)"
+    loses_runs = True
+    volatile_backends = frozenset({"qemu", "renode"})
+
+    def apply(self, ctx: FaultContext) -> None:
+        ctx.dut.reset()
+
+
+@fault_kind
+class CorruptProof(FaultKind):
+    name = "corrupt_proof"
+    summary = "the device's enrollment signature does not verify: it is refused, then heals"
+    requires = frozenset({"corrupt_proof"})
+    sustained = True
+    only_operations = ("enroll",)
+    only_why = "an enrolled device proves nothing when it connects again"
+    before_power_on = True
+
+    def apply(self, ctx: FaultContext) -> None:
+        ctx.dut.faults.corrupt_proof(True)
+
+    def wait_effect(self, ctx: FaultContext) -> None:
+        ctx.dut.wait_rejected(ctx.timeout)
+
+    def heal(self, ctx: FaultContext) -> None:
+        ctx.dut.faults.corrupt_proof(False)
+
+
+@fault_kind
+class WrongKeyProof(FaultKind):
+    name = "wrong_key_proof"
+    summary = "the device proves enrollment with another key than its certificate's"
+    requires = frozenset({"enroll_with"})
+    sustained = True
+    only_operations = ("enroll",)
+    only_why = "an enrolled device proves nothing when it connects again"
+    before_power_on = True
+
+    def apply(self, ctx: FaultContext) -> None:
+        other = ctx.gateway.ca.issue_device(f"{ctx.dut.name}-impostor")
+        ctx.dut.faults.enroll_with(other)
+
+    def wait_effect(self, ctx: FaultContext) -> None:
+        ctx.dut.wait_rejected(ctx.timeout)
+
+    def heal(self, ctx: FaultContext) -> None:
+        ctx.dut.faults.enroll_with(None)
+
+
+@fault_kind
+class GatewayOutage(FaultKind):
+    name = "gateway_outage"
+    summary = "the gateway is down until the device notices, then starts on the same state"
+    sustained = True
+    only_operations = ("enroll", "heartbeat")
+    only_why = "a stopped gateway takes no deployment to start one under it"
+    before_power_on = True
+
+    def apply(self, ctx: FaultContext) -> None:
+        ctx.gateway.stop()
+
+    def wait_effect(self, ctx: FaultContext) -> None:
+        device = ctx.dut
+        log = device.lifecycle_events
+
+        async def noticed() -> None:
+            # Not online, and tried at least once since (the lifecycle left OFF).
+            await log.wait_for(lambda: device.lifecycle not in (Lifecycle.ONLINE, Lifecycle.OFF),
+                               ctx.timeout, f"{device.name} to notice the gateway is down")
+
+        device.loop.run(noticed(), ctx.timeout + 5)
+
+    def heal(self, ctx: FaultContext) -> None:
+        ctx.gateway.start()
 
 
 @fault_kind
