@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wasmbed_hil.bench.convergence import ConvergenceOracle, DesiredState
-from wasmbed_hil.bench.faultkinds import FAULT_KINDS, FaultContext
+from wasmbed_hil.bench.faultkinds import FAULT_KINDS, FaultContext, strike
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.scope import BenchScope
 from wasmbed_hil.gateway import GatewayConfig
@@ -50,7 +50,7 @@ def one(loop: LoopThread, ca: FleetCA, workdir: Path, backend: str, name: str,
         gateway.wait_heartbeats(device, 1, 10)
         ctx = FaultContext(gateway, device, rng, timeout=20)
         kind.arm(ctx)
-        kind.apply(ctx)
+        strike(kind, ctx)
         if kind.sustained:
             kind.wait_effect(ctx)
             kind.heal(ctx)
@@ -86,7 +86,7 @@ def main() -> None:
                         break
                     times.append(got)
                 if skipped:
-                    print(f"{name:<18}  not on {args.backend}: {skipped}")
+                    print(f"{name:<18}  skipped: {skipped}")
                     continue
                 print(f"{name:<18}{statistics.median(times):>10.3f}{min(times):>9.3f}"
                       f"{max(times):>9.3f}")

@@ -20,7 +20,7 @@ import math
 import pytest
 
 from wasmbed_hil.bench.convergence import DesiredState
-from wasmbed_hil.bench.faultkinds import FAULT_KINDS, FaultContext, healed
+from wasmbed_hil.bench.faultkinds import FAULT_KINDS, FaultContext, healed, strike
 from wasmbed_hil.gateway import RunRequest
 from wasmbed_hil.gateway.deployment import CHUNK_OVERHEAD
 
@@ -79,7 +79,7 @@ def test_fault_during_operation_converges(fault, operation, gateway, device_fact
     dep = None
     with healed(kind, ctx):
         if operation == "enroll" and kind.before_power_on:
-            kind.apply(ctx)
+            strike(kind, ctx)
             dev.power_on()
             if kind.sustained:
                 kind.wait_effect(ctx)
@@ -87,19 +87,19 @@ def test_fault_during_operation_converges(fault, operation, gateway, device_fact
             dev.power_on()
             gateway.wait_event("enrolled", lambda e: e.data.get("name") == dev.name,
                                ctx.timeout, since)
-            kind.apply(ctx)
+            strike(kind, ctx)
             if kind.sustained:
                 kind.wait_effect(ctx)
         elif operation == "heartbeat":
             gateway.wait_event("heartbeat", lambda e: e.device_id == dev.device_id,
                                ctx.timeout, since)
-            kind.apply(ctx)
+            strike(kind, ctx)
             if kind.sustained:
                 kind.wait_effect(ctx)
         else:
             run = RunRequest("main", (40, 2)) if operation == "run" else None
             if kind.sustained:
-                kind.apply(ctx)
+                strike(kind, ctx)
                 kind.wait_effect(ctx)
             dep = gateway.deploy(dev, module, APP, wait=False, run=run)
             if not kind.sustained:
@@ -108,7 +108,7 @@ def test_fault_during_operation_converges(fault, operation, gateway, device_fact
                     "deploy", lambda e: e.device_id == dep.device_id
                     and e.data.get("app_id") == APP and e.data.get("state") == moment,
                     ctx.timeout, since)
-                kind.apply(ctx)
+                strike(kind, ctx)
     desired = DesiredState()
     excused: list[tuple[str, int]] = []
     if dep is None:
@@ -155,7 +155,7 @@ def test_control_plane_fault_during_operation_converges(fault, operation, contro
     ctx = FaultContext(gateway, None, fault_rng, timeout=hil_timeout * 2, platform=cp)
     desired = DesiredState()
     with healed(kind, ctx):
-        kind.apply(ctx)
+        strike(kind, ctx)
         kind.wait_effect(ctx)
         if operation == "enroll":
             cp.create_device("dut", backend=cp.backend)

@@ -31,7 +31,7 @@ from .gateway import GatewayHandle
 from .link.impairments import Partition
 from .seams import Lifecycle
 
-__all__ = ["FAULT_KINDS", "FaultContext", "FaultKind", "fault_kind"]
+__all__ = ["FAULT_KINDS", "FaultContext", "FaultKind", "fault_kind", "healed", "strike"]
 
 
 @dataclass
@@ -45,6 +45,7 @@ class FaultContext:
     platform: Any = None  # the Platform (bench.platform) of a control-plane scenario
     chunks: int = 0  # chunks the operation's transfer takes (0: it transfers nothing)
     choices: dict[str, Any] = field(default_factory=dict)  # what the rng chose, for the report
+    applied: bool = False  # strike() was called: healed() heals
     _held: list[AbstractContextManager[Any]] = field(default_factory=list)
 
     @property
@@ -312,12 +313,19 @@ class ApiOutage(FaultKind):
             ctx._held.pop().__exit__(None, None, None)
 
 
+def strike(kind: FaultKind, ctx: FaultContext) -> None:
+    """Apply the fault now (and remember it, so that `healed` heals it)."""
+    ctx.applied = True
+    kind.apply(ctx)
+
+
 @contextlib.contextmanager
 def healed(kind: FaultKind, ctx: FaultContext) -> Iterator[None]:
-    """Heal a sustained fault when the block ends, also when it fails (the scenario's
-    teardown must find the device and the gateway as it can close them)."""
+    """Heal a sustained fault struck in the block when the block ends, also when it fails
+    (the scenario's teardown must find the device and the gateway as it can close them)."""
     try:
         yield
     finally:
-        if kind.sustained:
+        if kind.sustained and ctx.applied:
+            ctx.applied = False
             kind.heal(ctx)
