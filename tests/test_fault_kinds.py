@@ -75,3 +75,42 @@ def test_healed_heals_a_struck_fault_also_when_the_block_fails():
     with healed(kind, ctx):  # nothing struck: nothing to heal
         pass
     assert len(device.faults.calls) == 2
+
+
+SEED_PROBE = '''
+import os
+from pathlib import Path
+
+def test_a(hil_fault_seed, fault_rng):
+    Path(os.environ["SEEDS"], "a").write_text(f"{hil_fault_seed} {fault_rng.random()}")
+
+def test_b(hil_fault_seed):
+    Path(os.environ["SEEDS"], "b").write_text(str(hil_fault_seed))
+'''
+
+
+def _run_probe(tmp_path, *args: str) -> tuple[str, str, str]:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_probe.py").write_text(SEED_PROBE)
+    seeds = tmp_path / "seeds"
+    seeds.mkdir(exist_ok=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         str(tmp_path / "test_probe.py"), *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "SEEDS": str(seeds)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout, (seeds / "a").read_text(), (seeds / "b").read_text()
+
+
+def test_the_run_prints_its_seed_and_every_worker_uses_it(tmp_path):
+    header, a, b = _run_probe(tmp_path, "-n", "2", "-v")
+    seed = a.split()[0]
+    assert f"fault seed={seed} (replay with --hil-fault-seed={seed})" in header
+    assert b == seed  # both workers: the controller's seed
+    # Replayed, without workers this time: the same seed and the same choices.
+    _, a2, _ = _run_probe(tmp_path, "-p", "no:xdist", f"--hil-fault-seed={seed}")
+    assert a2 == a
