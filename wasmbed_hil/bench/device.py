@@ -124,6 +124,19 @@ class DeviceHandle(ABC):
             seen += self.extra_seen()
             raise self._timeout(state.value, timeout, seen) from None
 
+    @property
+    def powered(self) -> bool:
+        """Whether the device has power now (between power_on and a power cut). A device
+        just powered on is powered before its lifecycle leaves OFF (a board boots first)."""
+        return self.lifecycle is not Lifecycle.OFF
+
+    def installed_modules(self) -> dict[str, bytes] | None:
+        """The applications the device holds, as the device itself knows them (app id ->
+        SHA-256 of the module), read from the device rather than through the protocol; None
+        when the backend cannot tell that way (the firmware reports them in heartbeats).
+        Call it on the harness loop (the convergence check does): the device lives there."""
+        return None
+
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counters the backend keeps (connections, chunks received, heartbeat RTTs...)."""

@@ -392,6 +392,16 @@ class GatewayStore:
         db.execute("COMMIT")
         return run_id
 
+    def started_runs(self, device_id: str | None = None) -> list[tuple[str, int, str]]:
+        """The runs this gateway (any incarnation) started: (device id, run id, app id), in
+        the order they were started. Read by the harness's convergence check."""
+        rows = self._db.execute(
+            "SELECT device_id, run_id, app_id FROM runs WHERE (?1 IS NULL OR device_id = ?1)"
+            " ORDER BY started_at, run_id",
+            (device_id,),
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
     def _trim_runs(self, device_id: str, app_id: str, keep: int) -> None:
         floor = self._db.execute(
             "SELECT run_id FROM runs WHERE device_id = ?1 AND app_id = ?2"

@@ -48,6 +48,7 @@ from . import arguments
 from .arguments import Timeout
 from .keywords import (
     ConsoleKeywords,
+    ConvergenceKeywords,
     DeploymentKeywords,
     DeviceKeywords,
     GatewayKeywords,
@@ -186,6 +187,7 @@ class WasmbedLibrary(DynamicCore):
             DeploymentKeywords(self),
             ConsoleKeywords(self),
             MessageFaultKeywords(self),
+            ConvergenceKeywords(self),
         ])
 
     # ================================================================ for the keywords
@@ -227,6 +229,9 @@ class WasmbedLibrary(DynamicCore):
 
     def gateway_names(self) -> list[str]:
         return list(self._gateways)
+
+    def device_names(self) -> list[str]:
+        return list(self._devices)
 
     def gateway(self, name: str | None) -> tuple[str, GatewayHandle]:
         record = _named(self._gateways, name or self.current_gateway, "gateway", "Start Gateway")

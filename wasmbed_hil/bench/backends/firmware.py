@@ -166,6 +166,9 @@ class FirmwareDeviceHandle(DeviceHandle):
     @property
     def link_impairments(self) -> Impairments:
         return self.link.impairments
+    @property
+    def powered(self) -> bool:
+        return self.machine.running
 
     def power_on(self) -> None:
         self._loop.run(self.on_loop("power_on"))

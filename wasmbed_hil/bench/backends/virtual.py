@@ -79,6 +79,9 @@ class VirtualDeviceHandle(DeviceHandle):
             self.device.drop_link()
         else:
             raise ValueError(f"unknown device action {action!r}")
+    @property
+    def powered(self) -> bool:
+        return self.device.powered
 
     def power_on(self) -> None:
         self._loop.run(self.on_loop("power_on"))
@@ -103,6 +106,9 @@ class VirtualDeviceHandle(DeviceHandle):
 
     def extra_seen(self) -> str:
         return f", last error: {self.device.last_error}" if self.device.last_error else ""
+
+    def installed_modules(self) -> dict[str, bytes]:
+        return {a.app_id: a.digest for a in self.device.apps.values()}
 
     def stats(self) -> dict[str, Any]:
         rtts = sorted(self.device.heartbeat_rtts)

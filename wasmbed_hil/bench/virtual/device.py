@@ -172,6 +172,11 @@ class VirtualDevice:
     def identity(self) -> str:
         return self.credentials.identity
 
+    @property
+    def powered(self) -> bool:
+        """Between power_on() and power_off()."""
+        return self._task is not None and not self._task.done()
+
     def power_on(self) -> None:
         if self._task is not None and not self._task.done():
             return

@@ -6,6 +6,7 @@ call GatewayHandle and DeviceHandle, the bench's synchronous API.
 """
 
 from .console import ConsoleKeywords
+from .convergence import ConvergenceKeywords
 from .deployment import DeploymentKeywords
 from .devices import DeviceKeywords
 from .gateways import GatewayKeywords
@@ -14,6 +15,7 @@ from .waits import WaitKeywords
 
 __all__ = [
     "ConsoleKeywords",
+    "ConvergenceKeywords",
     "DeploymentKeywords",
     "DeviceKeywords",
     "GatewayKeywords",
