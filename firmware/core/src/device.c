@@ -340,8 +340,9 @@ static void on_deploy_begin(wb_device_t *d, const wb_msg_t *in)
         m->u.deploy_ready.offset = b->size;
         send_out(d, mid);
         if (d->run.active) { /* the runtime is busy: validate after the run */
-            d->xfer = (wb_transfer_t){false, true, id, mid, (uint8_t)slot, b->size,
-                                      b->chunk_size, b->limits};
+            d->xfer = (wb_transfer_t){.validate_pending = true, .id = id, .begin_id = mid,
+                                      .slot = (uint8_t)slot, .size = b->size,
+                                      .chunk_size = b->chunk_size, .limits = b->limits};
             return;
         }
         install(d, &id, (uint8_t)slot, &b->limits, mid);
@@ -366,8 +367,9 @@ static void on_deploy_begin(wb_device_t *d, const wb_msg_t *in)
     offset = d->slots[slot].held;
     d->slots[slot].size = b->size;
     d->slots[slot].age = ++d->age;
-    d->xfer = (wb_transfer_t){true, false, id, mid, (uint8_t)slot, b->size, b->chunk_size,
-                              b->limits};
+    d->xfer = (wb_transfer_t){.active = true, .id = id, .begin_id = mid,
+                              .slot = (uint8_t)slot, .size = b->size,
+                              .chunk_size = b->chunk_size, .limits = b->limits};
     wb_msg_t *m = new_msg(d, WB_TAG_DEPLOY_READY);
     m->u.deploy_ready.app_id = b->app_id;
     m->u.deploy_ready.offset = offset;
