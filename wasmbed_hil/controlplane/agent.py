@@ -24,6 +24,7 @@ device's status is the gateway's own store.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -39,15 +40,18 @@ from ..gateway.server import GatewayError
 from ..kube.client import Informer, Kind, KubeClient, KubeError
 from ..kube.resources import (
     API_VERSION,
+    MAX_OPEN_RUNS,
     Application,
     DeploymentPhase,
     Device,
+    DeviceEnrollment,
     GatewayPhase,
     ResourceError,
 )
 from ..kube.resources import (
     Gateway as GatewayResource,
 )
+from ..kube.schema import decode_dataclass
 from ..protocol import AppState, DevicePhase, Outcome
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,15 @@ def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def dns_name(text: str, fallback: str) -> str:
@@ -154,6 +167,7 @@ class GatewayAgent:
         self._app_models = _Cache(Application)
         self._identities: dict[str, str] = {}  # identity -> Device name
         self._deleting: set[str] = set()  # identities whose Device is being deleted
+        self._enrollments_seen: dict[str, str] = {}  # Device name -> enrollment taken in
         self._deployed: dict[tuple[str, str], _Deployed] = {}  # (device_id, app) -> last
         self._removing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._written: dict[str, tuple[Any, float]] = {}  # device name -> (core, when)
@@ -231,12 +245,16 @@ class GatewayAgent:
     def _on_device(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
         if kind == "MODIFIED" and not self._device_models.changed(obj):
-            return  # a status write: nothing the agent acts on changed
+            # A status write: nothing the agent acts on changed, but another gateway may
+            # have published the device's enrollment.
+            self._take_enrollment(name, obj)
+            return
         model = self._device_models.get(obj)
         identity = model.spec.device_identity if model is not None else None
         if kind == "DELETED":
             self._device_models.drop(name)
             self._written.pop(name, None)
+            self._enrollments_seen.pop(name, None)
             if identity is not None and self._identities.get(identity, name) == name:
                 self._identities.pop(identity, None)
                 self._deleting.discard(identity)
@@ -254,9 +272,64 @@ class GatewayAgent:
                 # One-way, as on the gateway: spec.revoked set back to false reinstates nothing.
                 self.gateway.revoke(identity)
                 log.info("gateway %s: revoked %s (Device spec.revoked)", self.name, name)
+            self._take_enrollment(name, obj)
         enrolled = self.gateway.store.by_identity(identity) if identity else None
         if enrolled is not None:
             self.wake(enrolled.device_id)
+
+    def _take_enrollment(self, name: str, obj: dict[str, Any]) -> None:
+        """Copy the enrollment another gateway published in the Device's status into the
+        local cache: the device is admitted here with the same device id, without pairing;
+        its revocation, run counter and unanswered runs come along. What comes from the API
+        server is checked like any outside input; an enrollment that contradicts the local
+        one is refused (the local one is kept), never merged."""
+        raw = (obj.get("status") or {}).get("enrollment")
+        if raw is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        key = json.dumps(raw, sort_keys=True, default=str)
+        if self._enrollments_seen.get(name) == key:
+            return
+        self._enrollments_seen[name] = key
+        model = self._device_models.get(obj)
+        identity = model.spec.device_identity if model is not None else None
+        if identity is None:
+            return
+        try:
+            enrollment = decode_dataclass(DeviceEnrollment, raw, "status.enrollment")
+        except (ResourceError, TypeError, ValueError) as exc:
+            log.warning("gateway %s: ignoring the enrollment of Device %s: %s",
+                        self.name, name, exc)
+            return
+        if enrollment.enrolled_by == self.name:
+            return  # our own
+        gateway = self.gateway
+        local = gateway.store.by_identity(identity)
+        if local is None:
+            since = _parse_time(enrollment.enrolled_at) or time.time()
+            if not gateway.adopt(enrollment.device_id, identity, name, since):
+                gateway.metrics["enrollment_conflicts"] += 1
+                log.warning("gateway %s: Device %s: device id %s is enrolled here under "
+                            "another identity; enrollment not taken", self.name, name,
+                            enrollment.device_id[:8])
+                return
+            log.info("gateway %s: took in the enrollment of %s (device id %s) from %s",
+                     self.name, name, enrollment.device_id[:8], enrollment.enrolled_by)
+        elif local.device_id != enrollment.device_id:
+            gateway.metrics["enrollment_conflicts"] += 1
+            log.warning("gateway %s: Device %s is enrolled here as %s, the control plane "
+                        "says %s; the local enrollment is kept", self.name, name,
+                        local.device_id[:8], enrollment.device_id[:8])
+            return
+        try:
+            gateway.store.merge_runs(enrollment.device_id, enrollment.next_run_id,
+                                     [(r.app_id, r.run_id) for r in enrollment.open_runs])
+        except ValueError as exc:
+            log.warning("gateway %s: ignoring the runs published for %s: %s",
+                        self.name, name, exc)
+        if enrollment.revoked and identity not in gateway.store.revoked:
+            gateway.revoke(identity)
+            log.info("gateway %s: revoked %s (revoked at gateway %s)", self.name, name,
+                     enrollment.enrolled_by)
 
     def _on_app(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
@@ -412,10 +485,41 @@ class GatewayAgent:
         connected = st.phase == DevicePhase.CONNECTED and st.device_id in self.gateway.connections
         owner = ((raw.get("status") or {}).get("gateway") or {}).get("name")
         if not connected and owner not in (None, self.name):
+            await self._publish_revocation(name, st, raw)
             return  # another gateway serves it now
         if connected:
             self._reconcile_apps(st, name, labels, apps)
         await self._write_device_status(name, st, apps)
+
+    async def _publish_revocation(
+        self, name: str, st: GatewayDeviceStatus, raw: dict[str, Any]
+    ) -> None:
+        """A device revoked here but served elsewhere: every gateway must refuse it."""
+        if st.identity not in self.gateway.store.revoked:
+            return
+        published = (raw.get("status") or {}).get("enrollment") or {}
+        if published.get("revoked") is True:
+            return
+        patch = {"status": {"enrollment": {"deviceId": st.device_id, "revoked": True}}}
+        try:
+            await self.kube.patch(DEVICES, name, patch, self.namespace, status=True)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    def _enrollment(self, st: GatewayDeviceStatus) -> dict[str, Any]:
+        """The device's enrollment as this gateway publishes it (status.enrollment)."""
+        store = self.gateway.store
+        dev = store.by_id(st.device_id)
+        return {
+            "deviceId": st.device_id,
+            "enrolledAt": rfc3339(dev.enrolled_at if dev else None),
+            "enrolledBy": self.name,
+            "revoked": st.identity in store.revoked,
+            "nextRunId": store.next_run_id(st.device_id),
+            "openRuns": [{"appId": app, "runId": run}
+                         for app, run in store.open_runs(st.device_id, MAX_OPEN_RUNS)],
+        }
 
     async def _register_device(self, st: GatewayDeviceStatus) -> None:
         base = dns_name(st.name, f"device-{st.device_id[:12]}")
@@ -563,6 +667,7 @@ class GatewayAgent:
                         "connectedAt": rfc3339(st.connected_since)},
             "connectedSince": rfc3339(st.connected_since),
             "apps": self._app_entries(st, apps),
+            "enrollment": self._enrollment(st),
         }
         now = time.time()
         written = self._written.get(name)
@@ -574,6 +679,8 @@ class GatewayAgent:
                           memoryFree=st.memory_free)
         status = {k: v for k, v in status.items() if v is not None}
         status["gateway"] = {k: v for k, v in status["gateway"].items() if v is not None}
+        status["enrollment"] = {k: v for k, v in status["enrollment"].items()
+                                if v is not None}
         # A merge patch replaces lists whole and removes keys set to null.
         for key in ("connectedSince",):
             status.setdefault(key, None)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import socket
 import ssl
 from collections import Counter
@@ -36,6 +37,7 @@ from ..protocol import (
     StopAck,
     StopApp,
 )
+from ..protocol.messages import MAX_NAME
 from .config import GatewayConfig
 from .connection import DeviceConnection, TraceEntry
 from .deployment import Deployment, DeploymentEngine, RunRequest
@@ -51,6 +53,8 @@ from .store import GatewayStore, RunIdsExhausted, StoredResult
 __all__ = ["DeviceStatus", "Gateway", "GatewayError"]
 
 log = logging.getLogger("wasmbed_hil.gateway")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_HEX_IDENTITY = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Gateway:
@@ -182,6 +186,21 @@ class Gateway:
         self.store.forget(dev.device_id)
         self.registry.forget(dev.device_id)
         self.events.emit("forgotten", dev.device_id, identity=identity)
+        return True
+
+    def adopt(self, device_id: str, identity: str, name: str, enrolled_at: float) -> bool:
+        """Admit a device enrolled at another gateway (the control plane shares enrollments)
+        under the same device id: its Hello gets a Welcome, without pairing. False, and
+        nothing changes, when the identity or the device id is enrolled here already."""
+        if not _HEX_ID.match(device_id) or not _HEX_IDENTITY.match(identity):
+            raise ValueError("adopt: a device id is 32 and an identity 64 lowercase hex digits")
+        if not self.store.adopt(device_id, identity, name[:MAX_NAME], enrolled_at):
+            return False
+        dev = self.store.by_id(device_id)
+        assert dev is not None
+        self.registry.status_for(dev, DevicePhase.ENROLLED)
+        self.metrics["enrollments_adopted"] += 1
+        self.events.emit("adopted", device_id, name=dev.name, identity=identity)
         return True
 
     @property
