@@ -225,6 +225,8 @@ class GatewayAgent:
         self._wake.set()
 
     def _on_gateway_event(self, event: GatewayEvent) -> None:
+        if event.kind == "chunk_acked":
+            return  # transfer progress: the deployment's end wakes us
         if event.kind == "heartbeat" and event.device_id:
             st = self.gateway.status.get(event.device_id)
             if st is not None and st.heartbeats > 1 and not self._apps_changed(st):
@@ -500,7 +502,8 @@ class GatewayAgent:
         published = (raw.get("status") or {}).get("enrollment") or {}
         if published.get("revoked") is True:
             return
-        patch = {"status": {"enrollment": {"deviceId": st.device_id, "revoked": True}}}
+        patch = {"status": {"enrollment": {"deviceId": st.device_id, "revoked": True,
+                                           "enrolledBy": self.name}}}
         try:
             await self.kube.patch(DEVICES, name, patch, self.namespace, status=True)
         except KubeError as exc:
@@ -551,12 +554,26 @@ class GatewayAgent:
                     continue
                 if held.get(app_name) == digest:
                     continue  # already there (e.g. deployed before a gateway restart)
+                if self._resumed(st.device_id, app_name, digest):
+                    continue  # an earlier incarnation's deployment, resumed at start
                 self._deploy(st, app_name, app)
             elif app_name in held or key in self._deployed:
                 self._remove(st.device_id, app_name)
         for app_id in held:  # ours, but its Application is gone
             if app_id not in apps and (st.device_id, app_id) in self._deployed:
                 self._remove(st.device_id, app_id)
+
+    def _resumed(self, device_id: str, app_name: str, digest: str) -> bool:
+        """Take as ours a deployment of this module the gateway resumed from its local cache
+        (accepted before a restart, not finished): deploying it again would install and run
+        it twice."""
+        for dep in self.gateway.deployments.history:
+            if (dep.device_id, dep.app_id) == (device_id, app_name) and (
+                    dep.digest.hex() == digest and not dep.done.done()):
+                self._deployed[(device_id, app_name)] = _Deployed(digest, dep)
+                dep.done.add_done_callback(lambda _f: self.wake(device_id))
+                return True
+        return False
 
     def _deploy(self, st: GatewayDeviceStatus, app_name: str, app: Application) -> None:
         spec = app.spec

@@ -321,6 +321,7 @@ class DeploymentEngine:
                 "deploy", dep.device_id, app_id=dep.app_id, state="transferring", offset=acked
             )
             next_send = acked
+            acked_here = 0  # chunks acknowledged on this connection
             inflight: deque[int] = deque()
             while acked < dep.size:
                 while len(inflight) < info.window and next_send < dep.size:
@@ -353,6 +354,10 @@ class DeploymentEngine:
                 # Acknowledgements are cumulative: this one covers every chunk up to it.
                 while inflight and inflight[0] <= reply.next_offset:
                     acked = inflight.popleft()
+                    acked_here += 1
+                    self.metrics["chunks_acked"] += 1
+                self.events.emit("chunk_acked", dep.device_id, app_id=dep.app_id,
+                                 offset=acked, count=acked_here)
             while True:
                 final = await self._reply(conn, replies)
                 if isinstance(final, DeployAck):
