@@ -117,7 +117,9 @@ class _Cache:
         if hit is not None and hit.rv == rv:
             return hit.obj
         try:
-            obj = self.cls.from_dict(raw)
+            # The status is left out: the agent does not act on it, and a bad one (anyone
+            # may write it) must not hide the spec. status.enrollment is checked on its own.
+            obj = self.cls.from_dict({k: v for k, v in raw.items() if k != "status"})
         except ResourceError as exc:
             log.warning("ignoring invalid %s %s: %s", self.cls.KIND, name, exc)
             obj = None
