@@ -4,6 +4,7 @@ refuses). The end-to-end failover is in suites/failover."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from pathlib import Path
@@ -15,6 +16,7 @@ from wasmbed_hil.controlplane.agent import GatewayAgent
 from wasmbed_hil.gateway import Gateway, GatewayConfig, GatewayStore
 from wasmbed_hil.kube.client import KubeClient, KubeConfig
 from wasmbed_hil.pki import FleetCA, server_ssl_context
+from wasmbed_hil.protocol import DevicePhase
 
 ID_A = "a" * 32
 ID_B = "b" * 32
@@ -140,3 +142,28 @@ def test_the_agent_refuses_a_bad_or_contradicting_enrollment(
     assert gateway.store.by_identity(device_identity(fresh)).device_id == ID_A
     assert not gateway.store.run_started(ID_A, "app", 5)
     assert gateway.store.next_run_id(ID_A) == 1
+
+
+def test_a_gateway_gives_up_its_deployments_to_a_device_served_elsewhere(
+        agent: Any, tmp_path: Path) -> None:
+    """A gateway that comes back after its devices moved on must not resume (and run again)
+    what it had in flight for them: taking in another gateway's enrollment abandons it, in
+    the local cache too."""
+    from wasmbed_hil.pki import device_identity
+
+    key = spki(FleetCA.create("k"), "mover")
+    gateway = agent.gateway
+
+    async def scenario() -> list[str]:
+        dev, _ = gateway.store.enroll(device_identity(key), "mover")
+        gateway.registry.status_for(dev, DevicePhase.ENROLLED)
+        dep = gateway.deploy(dev.device_id, b"\0asm\1\0\0\0", app_id="app")
+        assert not dep.done.done()  # the device is offline: waiting for it
+        agent._on_device("ADDED", device("mover", key, {
+            "deviceId": dev.device_id, "enrolledBy": "gw-a", "nextRunId": 1}))
+        await asyncio.wait_for(asyncio.shield(dep.done), 5)
+        await gateway.deployments.close()
+        return [dep.state, dep.error]
+
+    assert asyncio.run(scenario()) == ["failed", "device moved to gateway gw-a"]
+    assert gateway.store.unfinished_deployments() == []  # nothing left to resume

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from wasmbed_hil.bench.platform import DEVICES
 from wasmbed_hil.gateway import GatewayStore
 
 TIMEOUT = 60.0
@@ -90,3 +91,35 @@ def test_devices_of_a_killed_gateway_continue_on_another_with_the_same_ids(
     assert status(dev)["deviceId"] == ids["roamer-1"]
     alive.wait_event("rejected", lambda e: e.data["name"] == "outcast"
                      and e.data["code"] == "REVOKED", timeout=TIMEOUT)
+
+
+@pytest.mark.hil_platform(rest=False)
+def test_a_run_is_published_before_its_start_goes_out(control_plane, wasm):
+    """What makes a result survive its gateway: the run (counter and unanswered run) is in
+    the Device's status.enrollment before the StartApp leaves, so another gateway the device
+    moves to would accept that run's result and never hand its id out again."""
+    cp = control_plane
+    cp.create_device("runner", backend=cp.backend)
+    device_id = status(cp.wait_phase("devices", "runner", "Connected", TIMEOUT))["deviceId"]
+    handle = cp.gateways["gateway-0"]
+    assert handle.deploy(device_id, wasm("add"), "adder").state == "installed"
+    gateway = handle.gateway
+    published = []
+
+    async def record_what_the_api_server_holds(dev: str) -> None:
+        await publish(dev)  # the agent's publication
+        obj = await cp.harness_kube.get(DEVICES, "runner", cp.namespace)
+        published.append(status(obj).get("enrollment"))
+
+    publish = gateway.on_run_recorded
+    assert publish is not None
+    cp.loop.call(setattr, gateway, "on_run_recorded", record_what_the_api_server_holds)
+    run_id = handle.start_app(device_id, "adder", args=(1, 2))
+    assert handle.wait_result(device_id, "adder", run_id, timeout=TIMEOUT).values == (3,)
+    assert len(published) == 1
+    assert published[0]["deviceId"] == device_id
+    assert published[0]["nextRunId"] == run_id + 1
+    assert {"appId": "adder", "runId": run_id} in published[0]["openRuns"]
+    # Once answered, the run leaves openRuns.
+    cp.wait("devices", "runner", lambda o: status(o).get("enrollment", {}).get(
+        "openRuns", []) == [], "to have no unanswered run", TIMEOUT)

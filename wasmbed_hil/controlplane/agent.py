@@ -61,6 +61,7 @@ APPLICATIONS = Kind.of(Application)
 GATEWAYS = Kind.of(GatewayResource)
 REGISTERED_BY = "wasmbed.github.io/registered-by"
 WRITE_CONCURRENCY = 16  # status writes in flight at once
+PUBLISH_RUN_TIMEOUT_S = 1.0  # longest a run start waits for its publication
 
 
 def rfc3339(ts: float | None) -> str | None:
@@ -187,6 +188,7 @@ class GatewayAgent:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         self.gateway.preapproved = self._identities.__contains__
+        self.gateway.on_run_recorded = self._publish_run
         self.gateway.events.add_listener(self._on_gateway_event)
         for informer in (self.gateways, self.devices, self.applications):
             informer.start()
@@ -199,6 +201,8 @@ class GatewayAgent:
         self.gateway.events.remove_listener(self._on_gateway_event)
         if self.gateway.preapproved == self._identities.__contains__:
             self.gateway.preapproved = None
+        if self.gateway.on_run_recorded == self._publish_run:
+            self.gateway.on_run_recorded = None
         if self._timer is not None:
             self._timer.cancel()
         tasks = [t for t in (self._task, *self._removing.values()) if t is not None]
@@ -324,6 +328,16 @@ class GatewayAgent:
                         "says %s; the local enrollment is kept", self.name, name,
                         local.device_id[:8], enrollment.device_id[:8])
             return
+        if enrollment.device_id not in gateway.connections:
+            # Served elsewhere now: what this gateway still had in flight for the device is
+            # not resumed here (the serving gateway deploys what the device needs).
+            moved = gateway.deployments.abandon(
+                enrollment.device_id, f"device moved to gateway {enrollment.enrolled_by}")
+            for key in [k for k in self._deployed if k[0] == enrollment.device_id]:
+                del self._deployed[key]
+            if moved:
+                log.info("gateway %s: gave up %d deployment(s) to %s, now served by %s",
+                         self.name, len(moved), name, enrollment.enrolled_by)
         try:
             gateway.store.merge_runs(enrollment.device_id, enrollment.next_run_id,
                                      [(r.app_id, r.run_id) for r in enrollment.open_runs])
@@ -512,11 +526,28 @@ class GatewayAgent:
             if exc.status != 404:
                 raise
 
+    async def _publish_run(self, device_id: str) -> None:
+        """Write the device's enrollment (its run counter and unanswered runs) before a run
+        starts: if this gateway dies before the result comes, the gateway the device moves
+        to accepts that result and never gives the run id again. Bounded by
+        PUBLISH_RUN_TIMEOUT_S; without the API server the run starts all the same."""
+        st = self.gateway.status.get(device_id)
+        name = self._identities.get(st.identity) if st is not None else None
+        if st is None or name is None:
+            return
+        patch = {"status": {"enrollment": self._enrollment(st)}}
+        try:
+            await asyncio.wait_for(self.kube.patch(DEVICES, name, patch, self.namespace,
+                                                   status=True), PUBLISH_RUN_TIMEOUT_S)
+        except (KubeError, TimeoutError) as exc:
+            log.debug("gateway %s: run of %s not published before its start: %s",
+                      self.name, name, exc)
+
     def _enrollment(self, st: GatewayDeviceStatus) -> dict[str, Any]:
         """The device's enrollment as this gateway publishes it (status.enrollment)."""
         store = self.gateway.store
         dev = store.by_id(st.device_id)
-        return {
+        enrollment = {
             "deviceId": st.device_id,
             "enrolledAt": rfc3339(dev.enrolled_at if dev else None),
             "enrolledBy": self.name,
@@ -525,6 +556,7 @@ class GatewayAgent:
             "openRuns": [{"appId": app, "runId": run}
                          for app, run in store.open_runs(st.device_id, MAX_OPEN_RUNS)],
         }
+        return {k: v for k, v in enrollment.items() if v is not None}
 
     async def _register_device(self, st: GatewayDeviceStatus) -> None:
         base = dns_name(st.name, f"device-{st.device_id[:12]}")
@@ -698,8 +730,6 @@ class GatewayAgent:
                           memoryFree=st.memory_free)
         status = {k: v for k, v in status.items() if v is not None}
         status["gateway"] = {k: v for k, v in status["gateway"].items() if v is not None}
-        status["enrollment"] = {k: v for k, v in status["enrollment"].items()
-                                if v is not None}
         # A merge patch replaces lists whole and removes keys set to null.
         for key in ("connectedSince",):
             status.setdefault(key, None)

@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -104,6 +104,10 @@ class Gateway:
         # Identities the control plane already knows (a Device resource names them) may
         # enroll while pairing mode is off; the proof of key possession is still required.
         self.preapproved: Callable[[str], bool] | None = None
+        # Awaited between recording a run and sending its StartApp (the agent publishes the
+        # run, so that another gateway the device moves to accepts its result). It must
+        # bound its own wait and never raise.
+        self.on_run_recorded: Callable[[str], Awaitable[None]] | None = None
 
     # The registry's tables, read by the control-plane agent and the harness.
     @property
@@ -322,6 +326,8 @@ class Gateway:
             run_id = self.store.new_run(device_id, app_id, self.config.max_results_per_app)
         except RunIdsExhausted as exc:
             raise GatewayError(f"cannot start {app_id}: {exc}") from None
+        if self.on_run_recorded is not None:
+            await self.on_run_recorded(device_id)
         start = StartApp(app_id, run_id, entry, tuple(args))
         ack = await conn.request(("start", (app_id, run_id)), start, self.config.reply_timeout_s)
         assert isinstance(ack, StartAck)
