@@ -167,3 +167,36 @@ def test_a_gateway_gives_up_its_deployments_to_a_device_served_elsewhere(
 
     assert asyncio.run(scenario()) == ["failed", "device moved to gateway gw-a"]
     assert gateway.store.unfinished_deployments() == []  # nothing left to resume
+
+
+@pytest.mark.parametrize(("known", "deployed"), [
+    ("nothing", True),  # installed, never run (its gateway died before the StartApp)
+    ("run in the local cache", False),  # e.g. deployed and run before a gateway restart
+    ("run in the Device status", False),  # run by the gateway that served it before
+])
+def test_a_module_the_device_holds_is_deployed_again_only_if_it_never_ran(
+        agent: Any, known: str, deployed: bool) -> None:
+    import hashlib
+
+    from wasmbed_hil.controlplane.agent import GatewayDeviceStatus
+    from wasmbed_hil.kube.resources import Application
+    from wasmbed_hil.protocol import AppState, AppSummary
+
+    module = b"\0asm\1\0\0\0"
+    application = Application.from_dict({
+        "apiVersion": "wasmbed.github.io/v1", "kind": "Application",
+        "metadata": {"name": "app"},
+        "spec": {"wasmBytes": base64.b64encode(module).decode(),
+                 "targetDevices": {"allDevices": True}}})
+    digest = hashlib.sha256(module).digest()
+    st = GatewayDeviceStatus(ID_A, "dev", IDENTITY_1, DevicePhase.CONNECTED,
+                             apps=(AppSummary("app", digest, AppState.INSTALLED),))
+    if known == "run in the local cache":
+        agent.gateway.store.new_run(ID_A, "app")
+    elif known == "run in the Device status":
+        agent.devices.objects["dev"] = {"metadata": {"name": "dev"}, "status": {"apps": [
+            {"appId": "app", "digest": digest.hex(), "runId": 3, "runs": 1}]}}
+    calls: list[str] = []
+    agent._deploy = lambda _st, name, _app: calls.append(name)
+    agent._reconcile_apps(st, "dev", {}, {"app": (application, False)})
+    assert calls == (["app"] if deployed else [])

@@ -26,9 +26,14 @@ def status(obj):
 
 @pytest.mark.hil_gateway(pairing=False)  # no way in but a shared enrollment
 @pytest.mark.hil_platform(rest=False, gateways=2, balancer=True, agent_refresh_s=0.5)
+@pytest.mark.parametrize("kill_at", ["first-chunk-acked", "last-chunk-acked"])
 def test_devices_of_a_killed_gateway_continue_on_another_with_the_same_ids(
-        control_plane, wasm):
+        control_plane, wasm, kill_at):
+    """`kill_at`: the victim dies when it has the first chunk's ChunkAck (the device holds a
+    part of the module), or the last one's (the device holds all of it, installed, and the
+    run was never started)."""
     cp = control_plane
+    module = wasm.data(SIZE, seed=3)
     names = ["roamer-0", "roamer-1", "outcast"]
     for name in names:
         cp.create_device(name, backend=cp.backend)
@@ -52,10 +57,12 @@ def test_devices_of_a_killed_gateway_continue_on_another_with_the_same_ids(
                                      timeout=TIMEOUT)
 
     # A deployment in flight when the victim dies, after the first chunk it acknowledged.
-    killed = cp.kill_gateway_when(victim, "chunk_acked",
-                                  lambda e: e.device_id == ids["roamer-0"])
-    cp.create_application("summer", wasm.data(SIZE, seed=3), device_names=["roamer-0"],
-                          entry="checksum")
+    def chosen_point(event):
+        return event.device_id == ids["roamer-0"] and (
+            kill_at == "first-chunk-acked" or event.data["offset"] == len(module))
+
+    killed = cp.kill_gateway_when(victim, "chunk_acked", chosen_point)
+    cp.create_application("summer", module, device_names=["roamer-0"], entry="checksum")
     killed.result(TIMEOUT)
     cp.kill_gateway(victim)
 

@@ -128,9 +128,10 @@ class GatewayHandle:
     ) -> concurrent.futures.Future[GatewayEvent]:
         """Arm a crash at a chosen point of the protocol: the moment the gateway logs an
         event of `kind` that satisfies `predicate` (e.g. the 2nd `chunk_acked` of a
-        device), it dies as in `crash()`, inside the event loop, so nothing the devices send
-        after that point is processed. Returns the future of that event; call `crash()`
-        afterwards to wait until the incarnation is fully stopped."""
+        device), it dies as in `crash()`, inside the event loop: the task that logged the
+        event is cancelled on the spot, so nothing after that point is processed or
+        recorded. Returns the future of that event; call `crash()` afterwards to wait until
+        the incarnation is fully stopped."""
         gateway = self.gateway
         fired: concurrent.futures.Future[GatewayEvent] = concurrent.futures.Future()
 
@@ -141,6 +142,9 @@ class GatewayHandle:
                 self._gateway = None
                 self._dying = asyncio.ensure_future(self._die(gateway))
             fired.set_result(event)
+            # The code that logged the event stops right there, as the process would: no
+            # message already read is handled, nothing more reaches the local cache.
+            raise asyncio.CancelledError(f"gateway {self.config.name} crashed at {kind}")
 
         self.loop.call(gateway.events.add_listener, listener)
         return fired

@@ -586,8 +586,8 @@ class GatewayAgent:
                 done = self._deployed.get(key)
                 if done is not None and done.digest == digest:
                     continue
-                if held.get(app_name) == digest:
-                    continue  # already there (e.g. deployed before a gateway restart)
+                if held.get(app_name) == digest and self._ran(st.device_id, name, app_name):
+                    continue  # already there and run (e.g. before a gateway restart)
                 if self._resumed(st.device_id, app_name, digest):
                     continue  # an earlier incarnation's deployment, resumed at start
                 self._deploy(st, app_name, app)
@@ -596,6 +596,20 @@ class GatewayAgent:
         for app_id in held:  # ours, but its Application is gone
             if app_id not in apps and (st.device_id, app_id) in self._deployed:
                 self._remove(st.device_id, app_id)
+
+    def _ran(self, device_id: str, name: str, app_name: str) -> bool:
+        """Whether the device's run of the application is known: in the local cache (also
+        runs taken in from another gateway), or in the Device's status as the gateway that
+        served it before wrote it. A module installed without its run (a gateway died
+        between the last chunk and the StartApp) is deployed again: the transfer is empty
+        (the device holds the bytes), then it runs."""
+        if self.gateway.store.has_run(device_id, app_name):
+            return True
+        raw = self.devices.objects.get(name) or {}
+        for entry in (raw.get("status") or {}).get("apps") or []:
+            if isinstance(entry, dict) and entry.get("appId") == app_name:
+                return entry.get("runId") is not None
+        return False
 
     def _resumed(self, device_id: str, app_name: str, digest: str) -> bool:
         """Take as ours a deployment of this module the gateway resumed from its local cache

@@ -481,6 +481,17 @@ class GatewayStore:
             raise
         db.execute("COMMIT")
 
+    def has_run(self, device_id: str, app_id: str) -> bool:
+        """Whether any run of `app_id` on the device is known here (started here, taken in
+        from another gateway, answered, or dropped below the floor)."""
+        row = self._db.execute(
+            "SELECT 1 FROM runs WHERE device_id = ?1 AND app_id = ?2 UNION ALL"
+            " SELECT 1 FROM results WHERE device_id = ?1 AND app_id = ?2 UNION ALL"
+            " SELECT 1 FROM run_floors WHERE device_id = ?1 AND app_id = ?2 LIMIT 1",
+            (device_id, app_id),
+        ).fetchone()
+        return row is not None
+
     def run_record(self, device_id: str, app_id: str, run_id: int) -> RunRecord:
         """Whether this gateway started run `run_id` of `app_id` on the device."""
         row = self._db.execute(
