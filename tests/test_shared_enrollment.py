@@ -14,6 +14,7 @@ import pytest
 
 from wasmbed_hil.controlplane.agent import GatewayAgent
 from wasmbed_hil.gateway import Gateway, GatewayConfig, GatewayStore
+from wasmbed_hil.gateway.store import RunRecord
 from wasmbed_hil.kube.client import KubeClient, KubeConfig
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 from wasmbed_hil.protocol import DevicePhase
@@ -45,8 +46,9 @@ def test_merged_runs_raise_the_counter_and_are_accepted_as_started(tmp_path: Pat
     assert store.next_run_id(ID_A) == 1
     assert store.new_run(ID_A, "app") == 1
     store.merge_runs(ID_A, 10, [("app", 8), ("other", 9)])
-    assert store.run_started(ID_A, "app", 8) and store.run_started(ID_A, "other", 9)
-    assert not store.run_started(ID_A, "app", 9)
+    assert store.run_record(ID_A, "app", 8) is RunRecord.STARTED
+    assert store.run_record(ID_A, "other", 9) is RunRecord.STARTED
+    assert store.run_record(ID_A, "app", 9) is not RunRecord.STARTED
     assert store.open_runs(ID_A, 10) == [("app", 1), ("app", 8), ("other", 9)]
     assert store.open_runs(ID_A, 2) == [("app", 8), ("other", 9)]  # the last ones
     store.merge_runs(ID_A, 4, [])  # a counter only goes up
@@ -96,7 +98,7 @@ def test_the_agent_takes_in_what_another_gateway_published(agent: Any) -> None:
     assert dev is not None and dev.device_id == ID_A
     assert gateway.device(ID_A).phase.value == "Enrolled"  # the registry knows it too
     assert gateway.store.next_run_id(ID_A) == 7
-    assert gateway.store.run_started(ID_A, "app", 6)
+    assert gateway.store.run_record(ID_A, "app", 6) is RunRecord.STARTED
     assert identity in gateway.store.revoked
     assert [e.kind for e in gateway.events.events()][-2:] == ["adopted", "revoked"]
 
@@ -140,7 +142,7 @@ def test_the_agent_refuses_a_bad_or_contradicting_enrollment(
         "deviceId": ID_A, "enrolledBy": "gw-a", "nextRunId": 3,
         "openRuns": [{"appId": "app", "runId": 5}]}))
     assert gateway.store.by_identity(device_identity(fresh)).device_id == ID_A
-    assert not gateway.store.run_started(ID_A, "app", 5)
+    assert gateway.store.run_record(ID_A, "app", 5) is not RunRecord.STARTED
     assert gateway.store.next_run_id(ID_A) == 1
 
 

@@ -424,7 +424,6 @@ class GatewayStore:
             (device_id, app_id, floor[0]),
         )
 
-
     def next_run_id(self, device_id: str) -> int:
         """The run id the device's next run would get here."""
         row = self._db.execute(
