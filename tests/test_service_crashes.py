@@ -109,8 +109,8 @@ def rest_call(url: str, token: str, method: str, path: str, body: object = None)
 
 
 def test_service_process_waits_on_lines_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    script = "import sys, time\nprint('booting', flush=True)\nprint('ready now', flush=True)\n" \
-             "sys.stdin.read()\n"
+    script = ("import signal\nprint('booting', flush=True)\nprint('ready now', flush=True)\n"
+              "signal.pause()\n")  # serves until killed
     proc = ServiceProcess("toy", [sys.executable, "-c", script], tmp_path)
     with proc:
         assert proc.ready is not None and proc.ready.string == "ready now"

@@ -78,8 +78,9 @@ class ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         err = (self.log_dir / f"{self.name}.err.log").open("a")
         try:
-            proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=err, text=True,
-                                    env=self.env, start_new_session=True)
+            proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err, text=True, env=self.env,
+                                    start_new_session=True)
         finally:
             err.close()  # the child holds its own descriptor
         with self._cond:
