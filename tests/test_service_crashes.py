@@ -121,6 +121,12 @@ def test_service_process_waits_on_lines_and_leaves_nothing_behind(tmp_path: Path
         proc.restart()
         assert proc.pid != pid and proc.incarnations == 2
         assert proc.lines == ["booting", "ready now"] * 2
+        name, apply, heal = proc.crash_fault()  # the same, for a fault registry
+        assert name == "sigkill-toy"
+        apply()
+        assert not proc.running
+        heal()
+        assert proc.running and proc.incarnations == 3
     assert proc.pid is None
     failing = ServiceProcess("early-exit", [sys.executable, "-c", "print('bye')"], tmp_path)
     with pytest.raises(ProcessExited, match="before a line matching"):

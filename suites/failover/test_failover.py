@@ -98,6 +98,17 @@ def test_devices_of_a_killed_gateway_continue_on_another_with_the_same_ids(
     assert status(dev)["deviceId"] == ids["roamer-1"]
     alive.wait_event("rejected", lambda e: e.data["name"] == "outcast"
                      and e.data["code"] == "REVOKED", timeout=TIMEOUT)
+    # The victim comes back (the fault healed): it gives up the deployment it had in flight
+    # for a device served elsewhere now, instead of resuming it and running it again.
+    fault, _kill, heal = cp.gateway_crash_fault(victim)
+    assert fault == f"gateway-crash-{victim}"
+    heal()
+    back = cp.gateways[victim]
+    given_up = back.wait_event("deploy", lambda e: e.device_id == ids["roamer-0"]
+                               and e.data["state"] == "failed", timeout=TIMEOUT)
+    assert given_up.data["reason"] == f"device moved to gateway {survivor}"
+    assert back.results(ids["roamer-0"]) == []
+    assert len(alive.results(ids["roamer-0"], "summer")) == 1
 
 
 @pytest.mark.hil_platform(rest=False)

@@ -130,12 +130,13 @@ class ServiceProcess:
         """The first line (from index `since`, default: the current incarnation's first)
         matching `pattern`, waiting for it. ProcessExited if the process ends first."""
         regex = re.compile(pattern)
-        start = since if since is not None else self._first
+        scanned = [since if since is not None else self._first]  # lines before: no match
         found: list[re.Match[str]] = []
 
         def seen() -> bool:
-            for line in self.lines[start:]:
-                match = regex.search(line)
+            while scanned[0] < len(self.lines):
+                match = regex.search(self.lines[scanned[0]])
+                scanned[0] += 1
                 if match:
                     found.append(match)
                     return True
@@ -166,13 +167,14 @@ class ServiceProcess:
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
+        if proc.returncode is None:  # not reaped: its pid (= its group's id) is still ours
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)  # its own session: children (e.g. qemu) go too
+                os.killpg(proc.pid, sig)  # its own session: any children go too
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         code = proc.returncode
         self._reap()
@@ -182,8 +184,9 @@ class ServiceProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if self._reader is not None:
             self._reader.join(10)
