@@ -76,6 +76,10 @@ class FaultProxy:
         for pump in list(self._pumps):
             await pump.abort()
 
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the upstream connection of a new client connection (OSError: none)."""
+        return await asyncio.open_connection(*self.upstream)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -97,7 +101,7 @@ class FaultProxy:
             writer.transport.abort()
             return
         try:
-            upstream = await asyncio.open_connection(*self.upstream)
+            upstream = await self._dial()
         except OSError:
             writer.transport.abort()
             return
