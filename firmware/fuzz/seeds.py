@@ -162,10 +162,10 @@ def blob_seeds() -> dict[str, bytes]:
             "max_frame_size": 4096, "max_module_size": 1024, "window": 4, "max_apps": 2,
             "backoff_initial_ms": 100, "backoff_max_ms": 1000, "reject_backoff_ms": 5000}),
         "minimal": blob(minimal),
-        "unknown-entry": blob(minimal + [(99, b"later layouts"), (7, struct.pack("<HI", 9, 1))]),
-        "duplicate-entry": blob(minimal + [(5, b"again")]),
+        "unknown-entry": blob([*minimal, (99, b"later layouts"), (7, struct.pack("<HI", 9, 1))]),
+        "duplicate-entry": blob([*minimal, (5, b"again")]),
         "missing-entry": blob(minimal[:-1]),
-        "long-names": blob(minimal[:4] + [(5, b"n" * 64), (6, b"s" * 253)]),
+        "long-names": blob([*minimal[:4], (5, b"n" * 64), (6, b"s" * 253)]),
     }
 
 
