@@ -73,7 +73,7 @@ def main() -> int:
     toolchain = subprocess.run(["make", "-C", str(FUZZ), "toolchain"], capture_output=True,
                                text=True)
     if toolchain.returncode != 0:
-        print("skipped: " + toolchain.stderr.strip())
+        print("skipped: " + toolchain.stderr.strip().splitlines()[0])
         return 0
     print(toolchain.stdout.strip())
     stats: list[Stats] = []
