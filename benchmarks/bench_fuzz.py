@@ -70,8 +70,8 @@ def main() -> int:
         return 0
     if args.runs <= 0 and args.seconds <= 0:
         parser.error("give --runs and/or --seconds (or --log)")
-    toolchain = subprocess.run(["make", "-C", str(FUZZ), "toolchain"], capture_output=True,
-                               text=True)
+    toolchain = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(FUZZ),
+                                "toolchain"], capture_output=True, text=True)
     if toolchain.returncode != 0:
         print("skipped: " + toolchain.stderr.strip().splitlines()[0])
         return 0
