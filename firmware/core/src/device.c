@@ -292,17 +292,20 @@ static void install(wb_device_t *d, const wb_app_id_t *id, uint8_t slot,
     deploy_ack(d, id_str(id), reply_to, WB_OK, "");
 }
 
+/* A free slot, else the oldest slot nothing uses: a partial transfer, or a complete module no
+ * app refers to (its transfer completed during a run and a new DeployBegin replaced it before
+ * it could be validated). Both stay reusable by digest until evicted. -1: all in use. */
 static int alloc_slot(wb_device_t *d)
 {
     int oldest = -1;
     for (int i = 0; i < d->n_slots; i++) {
         if (d->slots[i].state == WB_SLOT_FREE) return i;
-        if (d->slots[i].state == WB_SLOT_PARTIAL && !slot_in_use(d, (uint8_t)i) &&
+        if (!slot_in_use(d, (uint8_t)i) &&
             (oldest < 0 || d->slots[i].age < d->slots[oldest].age)) {
             oldest = i;
         }
     }
-    return oldest; /* evict the oldest partial transfer, or -1 */
+    return oldest;
 }
 
 static void on_deploy_begin(wb_device_t *d, const wb_msg_t *in)
