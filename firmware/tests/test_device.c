@@ -45,8 +45,12 @@ static void setup_cfg(uint16_t max_apps)
     host_platform_reset();
     stub_runtime_reset();
     mem_transport_init(&mt);
-    wb_device_config_t cfg = {"cortex-m3", "wasm3", "wb-core test", 65536, 4096,
-                              2048, max_apps, 2, store, sizeof store, fbuf, sizeof fbuf};
+    wb_device_config_t cfg = {.architecture = "cortex-m3", .runtime = "wasm3",
+                              .firmware = "wb-core test", .memory_total = 65536,
+                              .max_module_size = 4096, .max_frame_size = 2048,
+                              .max_apps = max_apps, .window = 2, .module_store = store,
+                              .module_store_size = sizeof store, .frame_buffer = fbuf,
+                              .frame_buffer_size = sizeof fbuf};
     dev = wb_device_init(dev_state, &cfg, &mt.t);
     n_got = 0;
     tx_seen = 0;
@@ -916,7 +920,11 @@ static void test_illegal_messages_each_state(void)
 
 static void test_init_rejects_bad_config(void)
 {
-    wb_device_config_t cfg = {"a", "b", "c", 1, 1000, 2048, 2, 2, store, sizeof store, fbuf, 100};
+    wb_device_config_t cfg = {.architecture = "a", .runtime = "b", .firmware = "c",
+                              .memory_total = 1, .max_module_size = 1000,
+                              .max_frame_size = 2048, .max_apps = 2, .window = 2,
+                              .module_store = store, .module_store_size = sizeof store,
+                              .frame_buffer = fbuf, .frame_buffer_size = 100};
     CHECK(wb_device_init(dev_state, &cfg, &mt.t) == NULL); /* frame buffer too small */
     cfg.frame_buffer_size = sizeof fbuf;
     cfg.max_frame_size = 1000;
