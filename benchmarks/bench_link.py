@@ -38,7 +38,7 @@ def _record(kind: int, body: bytes) -> bytes:
     return bytes([kind, 3, 3]) + len(body).to_bytes(2, "big") + body
 
 
-HELLO = _record(0x16, b"client-hello")
+HELLO = _record(0x16, b"\x01\x00\x00\x0cclient-hello")  # shaped like a ClientHello
 APP = _record(0x17, bytes(range(256)) * (RECORD_BODY // 256) + bytes(RECORD_BODY % 256))
 
 

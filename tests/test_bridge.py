@@ -8,7 +8,14 @@ import pytest
 
 from wasmbed_hil.bench.link.bridge import Bridge
 
-HELLO = b"\x16\x03\x01hello"  # starts like a TLS handshake record
+
+def client_hello(payload: bytes) -> bytes:
+    """A record shaped like a ClientHello (the bridge dials the gateway on nothing less)."""
+    body = b"\x01" + len(payload).to_bytes(3, "big") + payload
+    return b"\x16\x03\x01" + len(body).to_bytes(2, "big") + body
+
+
+HELLO = client_hello(b"hello")
 
 
 class Upstream:
@@ -80,11 +87,12 @@ def test_bytes_travel_both_ways_over_one_upstream_connection():
         try:
             writer.write(HELLO)
             assert await reader.readexactly(5 + len(HELLO)) == b"echo:" + HELLO
-            writer.write(b"more")
-            assert await reader.readexactly(9) == b"echo:more"
+            more = _record(0x17, b"more")
+            writer.write(more)
+            assert await reader.readexactly(5 + len(more)) == b"echo:" + more
             assert upstream.connections == 1
-            assert link.stats.bytes_up == len(HELLO) + 4
-            assert link.stats.bytes_down == 2 * 5 + len(HELLO) + 4
+            assert link.stats.bytes_up == len(HELLO) + len(more)
+            assert link.stats.bytes_down == 2 * 5 + len(HELLO) + len(more)
             assert link.stats.uart_connections == 1
         finally:
             await _teardown(server, bridge, writer)
@@ -156,7 +164,7 @@ def test_record_cursor_finds_a_new_session_after_application_data():
     from wasmbed_hil.bench.link.bridge import RecordCursor
 
     cursor = RecordCursor()
-    hello, app, hello2 = _record(0x16, b"hi"), _record(0x17, b"data"), _record(0x16, b"again")
+    hello, app, hello2 = client_hello(b"hi"), _record(0x17, b"data"), client_hello(b"again")
     stream = hello + app + hello2 + app
     # Fed one byte at a time, as a UART hands them over: the split headers are held back.
     segments = [seg for b in stream for seg in cursor.feed(bytes([b]))]
@@ -181,7 +189,7 @@ def test_record_cursor_finds_a_new_session_after_a_failed_handshake(answer):
     from wasmbed_hil.bench.link.bridge import RecordCursor
 
     cursor = RecordCursor()
-    hello, hello2 = _record(0x16, b"hi"), _record(0x16, b"again")
+    hello, hello2 = client_hello(b"hi"), client_hello(b"again")
     assert not any(r for r, _ in cursor.feed(hello))
     cursor.saw_down(answer)
     segments = cursor.feed(hello2)
@@ -192,7 +200,7 @@ def test_record_types_follow_records_split_across_reads():
     from wasmbed_hil.bench.link.bridge import RecordTypes
 
     types = RecordTypes()
-    stream = _record(0x16, b"server-hello") + _record(0x14, b"\x01") + _record(0x17, b"x" * 300)
+    stream = client_hello(b"server-hello") + _record(0x14, b"\x01") + _record(0x17, b"x" * 300)
     seen: set[int] = set()
     for i in range(0, len(stream), 3):
         seen |= types.feed(stream[i : i + 3])
@@ -204,10 +212,10 @@ def test_a_device_reset_replaces_the_upstream_connection():
     async def scenario():
         upstream, server, bridge, link, reader, writer = await _setup()
         try:
-            first = _record(0x16, b"client-hello") + _record(0x17, b"app")
+            first = client_hello(b"client-hello") + _record(0x17, b"app")
             writer.write(first)
             assert await reader.readexactly(5 + len(first)) == b"echo:" + first
-            again = _record(0x16, b"client-hello-after-reset")
+            again = client_hello(b"client-hello-after-reset")
             for byte in again:  # a UART hands over one byte at a time
                 writer.write(bytes([byte]))
                 await writer.drain()
@@ -232,11 +240,11 @@ def test_a_retried_handshake_gets_a_new_upstream_connection():
     async def scenario():
         upstream, server, bridge, link, reader, writer = await _setup()
         try:
-            first = _record(0x16, b"client-hello")
+            first = client_hello(b"client-hello")
             writer.write(first)
             # the gateway's answer (anything but a plaintext HelloRetryRequest)
             assert await reader.readexactly(5 + len(first)) == b"echo:" + first
-            again = _record(0x16, b"client-hello-retried")
+            again = client_hello(b"client-hello-retried")
             writer.write(again)
             await link.events.wait("upstream opened", count=2)
             while bytes(upstream.per_connection[-1]) != again:
@@ -244,6 +252,36 @@ def test_a_retried_handshake_gets_a_new_upstream_connection():
                 await asyncio.wait_for(upstream.got_data.wait(), 5)
             assert bytes(upstream.per_connection[0]) == first
             assert link.stats.session_restarts == 1
+        finally:
+            await _teardown(server, bridge, writer)
+
+    run(scenario())
+
+
+def test_leftover_ciphertext_that_looks_like_a_record_header_opens_nothing():
+    """Leftovers of a dead session are dropped up to a ClientHello; the two bytes of a
+    handshake header inside ciphertext are no start (regression: the bridge dialled the
+    gateway on them, which logged a failed handshake of garbage)."""
+    from wasmbed_hil.bench.link.bridge import find_client_hello
+
+    noise = b"\x17\x03\x03\x00\x20" + b"\x9a\x16\x03\x03\x41\x42\x43\x44\x45" + bytes(20)
+    assert find_client_hello(noise) == (-1, 0)
+    assert find_client_hello(noise + HELLO) == (len(noise), 0)
+    assert find_client_hello(noise + HELLO[:6]) == (-1, 6)  # too short to tell: held back
+    assert find_client_hello(b"\x00\x16") == (-1, 1)
+
+
+def test_leftovers_before_a_client_hello_never_dial_the_gateway():
+    async def scenario():
+        upstream, server, bridge, link, reader, writer = await _setup()
+        try:
+            stale = b"\x44\x16\x03\x03\x00\x10" + bytes(30)  # ciphertext of a dead session
+            writer.write(stale)
+            writer.write(HELLO)
+            assert await reader.readexactly(5 + len(HELLO)) == b"echo:" + HELLO
+            assert upstream.connections == 1
+            assert bytes(upstream.per_connection[0]) == HELLO
+            assert link.stats.dropped_bytes == len(stale)
         finally:
             await _teardown(server, bridge, writer)
 

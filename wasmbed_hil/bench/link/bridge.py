@@ -34,6 +34,33 @@ TLS_HANDSHAKE_RECORD = b"\x16\x03"  # record type 22 (handshake), version major 
 TLS_APPLICATION_DATA = 0x17
 
 
+CLIENT_HELLO_HEAD = 9  # record header (5) + handshake type (1) + handshake length (3)
+
+
+def find_client_hello(data: bytes) -> tuple[int, int]:
+    """Where the first plausible ClientHello record starts in `data`, and how many bytes at
+    its end to hold back: ``(start, 0)``, or ``(-1, keep)`` when there is none yet.
+
+    Leftovers of a dead session are ciphertext, where the two bytes of a handshake record
+    header (16 03) turn up by chance: dialling the gateway on them cost a device a failed
+    handshake of garbage and an extra gateway event (seen on qemu). So a start counts only
+    when nine bytes agree: record type 22, version 3.1 or 3.3, a record length a ClientHello
+    can have, handshake type 1 (ClientHello) and a handshake length that fills the record. A
+    possible start too close to the end to tell is held back for the next read."""
+    i = data.find(TLS_HANDSHAKE_RECORD)
+    while i >= 0:
+        head = data[i : i + CLIENT_HELLO_HEAD]
+        if len(head) < CLIENT_HELLO_HEAD:
+            return -1, len(data) - i
+        record_len = int.from_bytes(head[3:5], "big")
+        hello_len = int.from_bytes(head[6:9], "big")
+        if (head[2] in (1, 3) and 4 < record_len <= 16384 and head[5] == 1
+                and hello_len + 4 >= record_len and hello_len < 65536):
+            return i, 0
+        i = data.find(TLS_HANDSHAKE_RECORD, i + 1)
+    return -1, 1 if data.endswith(TLS_HANDSHAKE_RECORD[:1]) else 0
+
+
 TLS_CHANGE_CIPHER_SPEC = 0x14
 TLS_HANDSHAKE = 0x16
 PLAINTEXT_ANSWER = frozenset({TLS_HANDSHAKE, TLS_CHANGE_CIPHER_SPEC})
@@ -170,7 +197,7 @@ class Link:
     _up_writer: asyncio.StreamWriter | None = None
     _down_writer: asyncio.StreamWriter | None = None
     _pump_down: asyncio.Task[None] | None = None
-    _held: bytes = b""  # the start of a split handshake header, while no upstream is open
+    _held: bytes = b""  # a possible ClientHello start split across reads, while no upstream
     _records: RecordCursor = field(default_factory=RecordCursor)
     uart_connected: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -271,9 +298,8 @@ class Link:
             # upstream connection starts at a TLS handshake record header (the ClientHello).
             # A UART delivers bytes one by one, so a header may arrive split.
             data = self._held + data
-            start = data.find(TLS_HANDSHAKE_RECORD)
+            start, keep = find_client_hello(data)
             if start < 0:
-                keep = 1 if data.endswith(TLS_HANDSHAKE_RECORD[:1]) else 0
                 self.stats.dropped_bytes += len(data) - keep
                 self._held = data[len(data) - keep :]
                 return
