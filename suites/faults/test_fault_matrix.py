@@ -70,7 +70,8 @@ def test_fault_during_operation_converges(fault, operation, gateway, device_fact
         if (gap_fault, gap_operation) == (fault, operation) and dev.backend in backends:
             # Not strict: the fault races the result, which sometimes arrives first.
             request.applymarker(pytest.mark.xfail(reason=why, strict=False))
-    ctx = FaultContext(gateway, dev, fault_rng, timeout=hil_timeout * 2, chunks=chunks)
+    ctx = FaultContext(gateway, dev, fault_rng, timeout=hil_timeout * 2, chunks=chunks,
+                       operation=operation)
     if operation != "enroll":
         dev.power_on()
         dev.wait_online(hil_timeout * 2)

@@ -29,6 +29,7 @@ from ..protocol import DevicePhase
 from .device import DeviceHandle
 from .gateway import GatewayHandle
 from .link.impairments import Partition
+from .message_faults import Corrupt, Delay, Drop, Duplicate, MessageFault, Reorder
 from .seams import Lifecycle
 
 __all__ = ["FAULT_KINDS", "FaultContext", "FaultKind", "fault_kind", "healed", "strike"]
@@ -44,6 +45,7 @@ class FaultContext:
     timeout: float = 10.0
     platform: Any = None  # the Platform (bench.platform) of a control-plane scenario
     chunks: int = 0  # chunks the operation's transfer takes (0: it transfers nothing)
+    operation: str = ""  # the matrix operation it strikes (enroll, heartbeat, deploy_*, run)
     choices: dict[str, Any] = field(default_factory=dict)  # what the rng chose, for the report
     applied: bool = False  # strike() was called: healed() heals
     _held: list[AbstractContextManager[Any]] = field(default_factory=list)
@@ -106,6 +108,10 @@ class FaultKind:
 
     def heal(self, ctx: FaultContext) -> None:
         """Undo a sustained fault (instant ones heal themselves)."""
+
+    def disarm(self, ctx: FaultContext) -> None:
+        """After the operation, whatever the fault: take off what `arm` left in force (once
+        it has struck)."""
 
 
 FAULT_KINDS: dict[str, FaultKind] = {}
@@ -313,6 +319,108 @@ class ApiOutage(FaultKind):
             ctx._held.pop().__exit__(None, None, None)
 
 
+# ------------------------------------------------------------- message faults at the gateway
+
+
+class MessageFaultKind(FaultKind):
+    """A message fault (bench.message_faults) on the message that matters to the operation:
+    armed before the operation, it strikes once when that message passes the gateway, and is
+    taken off once it has struck. What the devices must do about it is docs/protocol.md
+    section 12; here the whole fleet must converge after it. `rules` maps an operation to its
+    rule; an operation without one is skipped, saying why."""
+
+    rules: dict[str, MessageFault] = {}
+    why_not: str = ""
+
+    def unsupported(self, device: DeviceHandle, operation: str, chunks: int) -> str | None:
+        if operation not in self.rules:
+            return f"{self.name} has no message of {operation} to strike: {self.why_not}"
+        return super().unsupported(device, operation, chunks)
+
+    def arm(self, ctx: FaultContext) -> None:
+        rule = self.rules[ctx.operation]
+        ctx.choices["rule"] = repr(rule)
+        ctx.choices["since"] = ctx.gateway.loop.call(lambda: ctx.gateway.gateway.events.last_seq)
+        faults = ctx.gateway.message_faults(rule, seed=ctx.rng.randrange(1 << 30))
+        ctx._held.append(faults)
+
+    def disarm(self, ctx: FaultContext) -> None:
+        if not ctx._held:
+            return
+        try:  # it strikes when its message passes: the operation is under way by now
+            ctx.gateway.wait_event("message_fault", None, ctx.timeout, ctx.choices["since"])
+        finally:
+            while ctx._held:
+                ctx._held.pop().__exit__(None, None, None)
+
+
+@fault_kind
+class MessageDuplicated(MessageFaultKind):
+    name = "msg_duplicate"
+    summary = "the gateway sends or receives the operation's key message twice"
+    rules = {
+        "enroll": Duplicate("HeartbeatAck", nth=1),
+        "heartbeat": Duplicate("Heartbeat", nth=2),
+        "deploy_small": Duplicate("DeployChunk", nth=1, copies=2),
+        "deploy_large": Duplicate("DeployChunk", nth=2),
+        "run": Duplicate("StartApp", nth=1),
+    }
+
+
+@fault_kind
+class MessageDelayed(MessageFaultKind):
+    name = "msg_delay"
+    summary = "the operation's key message is held at the gateway, the ones behind it wait"
+    rules = {
+        "enroll": Delay("HeartbeatAck", 0.15, nth=1),
+        "heartbeat": Delay("HeartbeatAck", 0.15, nth=2),
+        "deploy_small": Delay("DeployChunk", 0.3, nth=1),
+        "deploy_large": Delay("DeployChunk", 0.5, nth=2),
+        "run": Delay("ExecutionResult", 0.3, nth=1),
+    }
+
+
+@fault_kind
+class MessageReordered(MessageFaultKind):
+    name = "msg_reorder"
+    summary = "the operation's key message overtaken by the next one in its direction"
+    rules = {
+        "enroll": Reorder(reply_to="Heartbeat", nth=1),
+        "heartbeat": Reorder(reply_to="Heartbeat", nth=2),
+        "deploy_small": Reorder("DeployChunk", nth=1, hold_s=0.3),
+        "deploy_large": Reorder("DeployChunk", nth=2, hold_s=0.5),
+    }
+    why_not = "a run's messages (StartApp, StartAck, ExecutionResult) have none behind them"
+
+
+@fault_kind
+class MessageDropped(MessageFaultKind):
+    name = "msg_drop"
+    summary = "the operation's key message is lost at the gateway"
+    rules = {
+        "enroll": Drop("HeartbeatAck", nth=1),
+        "heartbeat": Drop("HeartbeatAck", nth=2),
+        "deploy_small": Drop("DeployChunk", nth=1),
+        "deploy_large": Drop("DeployChunk", nth=2),
+    }
+    why_not = ("a lost StartApp fails the run by the protocol's rules "
+               "(suites/messages: test_lost_start_fails_and_nothing_runs)")
+
+
+@fault_kind
+class MessageCorrupted(MessageFaultKind):
+    name = "msg_corrupt"
+    summary = "the operation's key message arrives malformed: the session ends, the device returns"
+    rules = {
+        "enroll": Corrupt("Heartbeat", nth=1),
+        "heartbeat": Corrupt("Heartbeat", nth=2),
+        "deploy_small": Corrupt("ChunkAck", nth=1),
+        "deploy_large": Corrupt("DeployChunk", nth=3),
+    }
+    why_not = ("a malformed StartApp fails the run by the protocol's rules "
+               "(suites/messages: test_lost_start_fails_and_nothing_runs)")
+
+
 def strike(kind: FaultKind, ctx: FaultContext) -> None:
     """Apply the fault now (and remember it, so that `healed` heals it)."""
     ctx.applied = True
@@ -326,6 +434,9 @@ def healed(kind: FaultKind, ctx: FaultContext) -> Iterator[None]:
     try:
         yield
     finally:
-        if kind.sustained and ctx.applied:
-            ctx.applied = False
-            kind.heal(ctx)
+        try:
+            if kind.sustained and ctx.applied:
+                ctx.applied = False
+                kind.heal(ctx)
+        finally:
+            kind.disarm(ctx)
