@@ -30,6 +30,7 @@ from .device import DeviceHandle
 from .gateway import GatewayHandle
 from .link.impairments import Partition
 from .message_faults import Corrupt, Delay, Drop, Duplicate, MessageFault, Reorder
+from .points import Point, after_chunk_acked, after_start, during_handshake
 from .seams import Lifecycle
 
 __all__ = ["FAULT_KINDS", "FaultContext", "FaultKind", "fault_kind", "healed", "strike"]
@@ -317,6 +318,73 @@ class ApiOutage(FaultKind):
     def heal(self, ctx: FaultContext) -> None:
         while ctx._held:
             ctx._held.pop().__exit__(None, None, None)
+
+
+# ------------------------------------------------------------------ power at protocol points
+
+
+class PointFaultKind(FaultKind):
+    """A device action bound to a protocol point (bench.points, `gateway.when`): armed before
+    the operation, it fires the moment the point is seen; `disarm` waits for it and powers
+    the device on again if it was cut."""
+
+    action: str = "power_off"
+
+    def point(self, ctx: FaultContext) -> Point:
+        raise NotImplementedError
+
+    def arm(self, ctx: FaultContext) -> None:
+        ctx.choices["trigger"] = ctx.gateway.when(ctx.dut, self.point(ctx), self.action)
+
+    def disarm(self, ctx: FaultContext) -> None:
+        trigger = ctx.choices.pop("trigger", None)
+        if trigger is None:
+            return
+        try:
+            trigger.wait(ctx.timeout)
+            ctx.choices["at"] = repr(trigger.entry) if trigger.entry is not None else "handshake"
+        finally:
+            trigger.cancel()
+            if self.action == "power_off":
+                ctx.dut.power_on()
+
+
+@fault_kind
+class PowerAtChunk(PointFaultKind):
+    name = "power_at_chunk"
+    summary = "power cut the moment chunk N (seeded) is acknowledged, then on: the transfer resumes"
+    needs_transfer = True
+
+    def point(self, ctx: FaultContext) -> Point:
+        chunk = ctx.rng.randint(1, ctx.chunks - 1)
+        ctx.choices["chunk"] = chunk
+        return after_chunk_acked(chunk)
+
+
+@fault_kind
+class ResetAfterStart(PointFaultKind):
+    name = "reset_after_start"
+    summary = "a reset the moment StartApp is sent: the run has no result, as the spec says"
+    action = "reset"
+    only_operations = ("run",)
+    only_why = "it strikes a run"
+    loses_runs = True
+    volatile_backends = frozenset({"qemu", "renode"})
+
+    def point(self, ctx: FaultContext) -> Point:
+        return after_start()
+
+
+@fault_kind
+class PowerInHandshake(PointFaultKind):
+    name = "power_in_handshake"
+    summary = "power cut during the device's first TLS handshake, then on"
+    only_operations = ("enroll",)
+    only_why = "an established session has no handshake to strike"
+    before_power_on = True
+
+    def point(self, ctx: FaultContext) -> Point:
+        return during_handshake(1)
 
 
 # ------------------------------------------------------------- message faults at the gateway
