@@ -822,6 +822,64 @@ static void test_results_kept_until_acknowledged(void)
     CHECK(stub_rt.runs == WB_RESULT_OUTBOX + 2); /* resends run nothing again */
 }
 
+static void stop_a_queued_run_of_app2(uint32_t ms)
+{
+    if (ms != 10) return;
+    wb_msg_t s = start_msg("app2", 60);
+    wb_msg_t st = M(WB_TAG_STOP_APP);
+    st.u.stop_app.app_id = S("app2");
+    gw_send(&s, -1); /* queued behind the run in progress */
+    gw_send(&st, -1); /* stopped at once: its result needs an entry during the run */
+}
+
+/* A result produced during a run, with the outbox full, drops the oldest unacknowledged
+ * result, never the entry the run in progress writes into. */
+static void test_full_outbox_during_a_run_keeps_the_running_entry(void)
+{
+    setup();
+    make_module(4);
+    connect_established(100000);
+    CHECK(deploy("app") == 0 && deploy("app2") == 0);
+    for (uint32_t run = 20; run < 20 + WB_RESULT_OUTBOX - 1; run++) {
+        wb_msg_t s = start_msg("app", run);
+        gw_send(&s, -1);
+        poll_n(1);
+    }
+    CHECK(unacked() == WB_RESULT_OUTBOX - 1);
+    stub_rt.run_ms = 50;
+    stub_rt.on_step = stop_a_queued_run_of_app2;
+    wb_msg_t s = start_msg("app", 50);
+    gw_send(&s, -1);
+    int from = n_got;
+    poll_n(1);
+    take();
+    CHECK(dev->stats_results_dropped == 1 && unacked() == WB_RESULT_OUTBOX);
+    const wb_msg_t *r60 = NULL, *r50 = NULL;
+    for (int i = from; i < n_got; i++) {
+        if (got[i].tag != WB_TAG_EXECUTION_RESULT) continue;
+        if (got[i].u.execution_result.run_id == 60) r60 = &got[i];
+        if (got[i].u.execution_result.run_id == 50) r50 = &got[i];
+    }
+    CHECK(r60 && r60->u.execution_result.outcome == WB_OUTCOME_STOPPED);
+    CHECK(r50 && r50->u.execution_result.outcome == WB_OUTCOME_RETURNED &&
+          r50->u.execution_result.values.n == 1 && r50->u.execution_result.values.items[0].v.u == 42);
+    CHECK(r60 && r50 && r60 < r50);
+    /* resent in the order the results were produced: 21.., 60, 50 (20 was dropped) */
+    reconnect_established(100000);
+    uint32_t want[WB_RESULT_OUTBOX];
+    int n = 0;
+    for (uint32_t run = 21; run < 20 + WB_RESULT_OUTBOX - 1; run++) want[n++] = run;
+    want[n++] = 60;
+    want[n++] = 50;
+    int k = 0;
+    for (int i = 0; i < n_got; i++) {
+        if (got[i].tag != WB_TAG_EXECUTION_RESULT) continue;
+        CHECK(k < n && got[i].u.execution_result.run_id == want[k]);
+        k++;
+    }
+    CHECK(k == n);
+}
+
 static void test_device_info_request(void)
 {
     setup();
@@ -1108,6 +1166,7 @@ int main(void)
     RUN(test_long_run_acked_stays_up);
     RUN(test_result_outbox_after_reconnect);
     RUN(test_results_kept_until_acknowledged);
+    RUN(test_full_outbox_during_a_run_keeps_the_running_entry);
     RUN(test_device_info_request);
     RUN(test_split_reads_and_frame_limits);
     RUN(test_illegal_messages_each_state);

@@ -264,7 +264,7 @@ static wb_outbox_entry_t *outbox_reserve(wb_device_t *d, const wb_app_id_t *id, 
     }
     wb_outbox_entry_t *e = &d->outbox[slot];
     e->state = WB_OUT_RUNNING;
-    e->seq = ++d->outbox_seq;
+    e->seq = 0; /* numbered when its result is in: results go out in the order they ended */
     e->id = *id;
     e->run_id = run_id;
     e->reply_to = reply_to;
@@ -282,6 +282,7 @@ static void send_entry(wb_device_t *d, const wb_outbox_entry_t *e)
 static void outbox_commit(wb_device_t *d, wb_outbox_entry_t *e)
 {
     e->state = WB_OUT_UNACKED;
+    e->seq = ++d->outbox_seq;
     if (d->established) send_entry(d, e);
 }
 
