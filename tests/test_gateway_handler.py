@@ -13,6 +13,7 @@ frame, a closed connection, a "violation" event and one more `protocol_errors`.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import ssl
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ from wasmbed_hil.protocol import (
     Outcome,
     ProtocolError,
     Received,
+    ResultAck,
     StartAck,
     StopAck,
     Violation,
@@ -248,12 +250,14 @@ def test_device_info_report_updates_connection_and_status():
     assert conn.waiting[("info", None)] == report
 
 
-def test_an_execution_result_is_stored_once():
-    handler, _conn, services = _handler()
+def test_an_execution_result_is_stored_once_and_each_copy_acknowledged():
+    handler, conn, services = _handler()
     assert handler._status is not None
     run_id = services.store.new_run(handler._status.device_id, "app")
     result = ExecutionResult("app", run_id, Outcome.RETURNED, (42,), b"", 1, 2, "")
-    assert _dispatch(handler, result) and _dispatch(handler, result)
+    assert _dispatch(handler, result, 7) and _dispatch(handler, result, 8)
+    # the resent copy (the device did not get the first ack) is acknowledged again
+    assert conn.sent == [(ResultAck("app", run_id), 7), (ResultAck("app", run_id), 8)]
     [stored] = services.store.results()
     assert handler._status is not None
     assert (stored.device_id, stored.run_id, stored.values) == (
@@ -303,7 +307,22 @@ def test_a_late_result_for_a_run_whose_record_was_dropped_is_acknowledged_not_st
     assert _dispatch(handler, late)  # no violation: the run was started, long ago
     assert services.store.results() == []
     assert services.metrics["forgotten_run_results"] == 1
-    assert services.metrics["unstarted_results"] == 0 and conn.sent == []
+    assert services.metrics["unstarted_results"] == 0
+    assert conn.sent == [(ResultAck("app", old), 5)]  # the device may forget it
+
+
+def test_a_result_the_store_fails_to_hold_is_not_acknowledged(monkeypatch):
+    handler, conn, services = _handler()
+    assert handler._status is not None
+    run_id = services.store.new_run(handler._status.device_id, "app")
+
+    def disk_full(result: object) -> bool:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(services.store, "add_result", disk_full)
+    with pytest.raises(sqlite3.OperationalError):
+        _dispatch(handler, ExecutionResult("app", run_id, Outcome.RETURNED, (), b"", 1, 2, ""))
+    assert conn.sent == [] and services.metrics["result_acks"] == 0  # the device keeps it
 
 
 def test_a_result_for_a_run_started_on_another_device_is_refused():

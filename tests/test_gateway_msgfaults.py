@@ -58,7 +58,7 @@ def _chunk_frame(offset: int, message_id: int) -> bytes:
 # ------------------------------------------------------------------------ rules
 @pytest.mark.parametrize(("make", "words"), [
     (lambda: Drop("NoSuchMessage"), "unknown message type"),
-    (lambda: Drop(reply_to="ExecutionResult"), "does not acknowledge"),
+    (lambda: Drop(reply_to="StopAck"), "does not acknowledge"),
     (lambda: Drop("DeployChunk", nth=1, rate=0.5), "not both"),
     (lambda: Drop("DeployChunk", nth=0), "from 1"),
     (lambda: Drop("DeployChunk", rate=1.5), "rate"),
@@ -79,6 +79,7 @@ def test_a_rule_acts_in_the_direction_of_its_message():
     assert Drop("ChunkAck").travels is D2G
     assert Drop(reply_to="Heartbeat").travels is G2D  # the HeartbeatAck
     assert Drop(reply_to="StartApp").travels is D2G  # StartAck or ExecutionResult
+    assert Drop(reply_to="ExecutionResult").travels is G2D  # the ResultAck
     assert Drop("Error", direction=D2G).travels is D2G
 
 

@@ -39,6 +39,7 @@ from wasmbed_hil.protocol.messages import (
     Message,
     Phase,
     ProtocolError,
+    ResultAck,
     StartAck,
     StartApp,
     StopAck,
@@ -75,7 +76,8 @@ D2G = [c for c in CATALOGUE.values() if c.DIRECTION is Direction.DEVICE_TO_GATEW
 G2D = [c for c in CATALOGUE.values() if c.DIRECTION is Direction.GATEWAY_TO_DEVICE]
 DEVICE_OPS = {Heartbeat, DeviceInfoReport, DeployReady, ChunkAck, DeployAck, StartAck, StopAck,
               ExecutionResult}
-GATEWAY_OPS = {HeartbeatAck, DeviceInfoRequest, DeployBegin, DeployChunk, StartApp, StopApp}
+GATEWAY_OPS = {HeartbeatAck, DeviceInfoRequest, DeployBegin, DeployChunk, StartApp, StopApp,
+               ResultAck}
 
 # What each side may receive / send in each state, and where that leads.
 GATEWAY_RECEIVES: dict[State, dict[type[Message], State]] = {

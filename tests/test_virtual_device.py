@@ -5,9 +5,19 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.pki import FleetCA, server_ssl_context
-from wasmbed_hil.protocol import GatewaySession, Hello, Received, Welcome
+from wasmbed_hil.protocol import (
+    ExecutionResult,
+    GatewaySession,
+    Hello,
+    Outcome,
+    Received,
+    ResultAck,
+    Welcome,
+)
 
 
 def test_device_drops_a_link_whose_heartbeats_go_unanswered(tmp_path: Path) -> None:
@@ -98,3 +108,33 @@ def test_device_gives_up_a_connection_that_is_never_welcomed(tmp_path: Path) -> 
             await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def _result(app_id: str, run_id: int) -> ExecutionResult:
+    return ExecutionResult(app_id, run_id, Outcome.RETURNED, (run_id,), b"", 1, 2, "")
+
+
+def test_results_wait_in_a_bounded_outbox_until_acknowledged(tmp_path: Path) -> None:
+    """Offline, each result is kept; a full outbox drops the oldest unacknowledged one and
+    counts it; a ResultAck removes its result only, a repeated one nothing."""
+    ca = FleetCA.create()
+    device = VirtualDevice(
+        VirtualDeviceConfig("dev", tmp_path / "dev", "127.0.0.1", 1, result_outbox=2),
+        ca.issue_device("dev"),
+    )
+    for run_id in (1, 2, 3):
+        device._keep_result(100 + run_id, _result("a", run_id))
+    assert list(device._outbox) == [("a", 2), ("a", 3)] and device.results_dropped == 1
+    assert any("a#1 dropped unacknowledged" in line for line in device.console)
+
+    async def acks() -> None:
+        for run_id in (3, 3, 9):
+            await device._handle(Received(0, ResultAck("a", run_id)))
+
+    asyncio.run(acks())
+    assert device._outbox == {("a", 2): (102, _result("a", 2))}
+
+
+def test_the_outbox_holds_at_least_one_result(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="result_outbox"):
+        VirtualDeviceConfig("dev", tmp_path / "dev", "127.0.0.1", 1, result_outbox=0)

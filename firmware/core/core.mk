@@ -15,6 +15,6 @@ CORE_SRCS := $(call wb_sources,$(WB_CORE_DIR))
 CORE_INCLUDES := $(WB_CORE_DIR)/include $(ZCBOR_DIR)/include $(ZCBOR_DIR)/src
 # ZCBOR_CANONICAL: definite-length arrays on output (the protocol forbids indefinite ones).
 # Tunables (defaults in core/src/device_impl.h): WB_MAX_APPS_CAP, WB_TX_BUF_SIZE,
-# WB_DEFER_BYTES, WB_RUN_QUEUE, WB_BACKOFF_INITIAL_MS, WB_BACKOFF_MAX_MS.
+# WB_DEFER_BYTES, WB_RUN_QUEUE, WB_RESULT_OUTBOX, WB_BACKOFF_INITIAL_MS, WB_BACKOFF_MAX_MS.
 # The Zephyr module (zephyr/CMakeLists.txt) passes the same defines; Zephyr sets the -std.
 CORE_CFLAGS := -DZCBOR_CANONICAL -std=c11 -D_DEFAULT_SOURCE

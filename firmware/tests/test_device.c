@@ -761,6 +761,41 @@ static void test_long_run_acked_stays_up(void)
     CHECK(r && r->u.execution_result.outcome == WB_OUTCOME_RETURNED);
 }
 
+/* Drop the link and establish a new connection (a fresh gateway session). */
+static void reconnect_established(uint32_t interval)
+{
+    n_got = 0;
+    gw_reset();
+    mt.tx_len = 0;
+    mt.rx_len = mt.rx_pos = 0;
+    dev->link = WB_L_DOWN;
+    dev->established = false;
+    dev->next_connect_ms = 0;
+    dev->sess.state = WB_ST_CLOSED;
+    poll_n(3);
+    take();
+    CHECK(n_got == 1 && got[0].tag == WB_TAG_HELLO);
+    welcome(interval);
+    poll_n(1);
+    take();
+}
+
+static int unacked(void)
+{
+    int n = 0;
+    for (int i = 0; i < WB_RESULT_OUTBOX; i++) n += dev->outbox[i].state == WB_OUT_UNACKED;
+    return n;
+}
+
+static void result_ack(const char *app, uint32_t run_id, uint32_t reply_to)
+{
+    wb_msg_t a = M(WB_TAG_RESULT_ACK);
+    a.u.result_ack.app_id = S(app);
+    a.u.result_ack.run_id = run_id;
+    gw_send(&a, reply_to);
+    poll_n(1);
+}
+
 static void test_result_outbox_after_reconnect(void)
 {
     setup();
@@ -774,25 +809,129 @@ static void test_result_outbox_after_reconnect(void)
     take();
     CHECK(dev->stats_dead_links == 1);
     CHECK(find_tag(WB_TAG_EXECUTION_RESULT, 0) == NULL);
-    CHECK(dev->outbox.pending);
+    CHECK(unacked() == 1);
     /* reconnect (the hook may already have reconnected during the run) */
     for (int i = 0; i < 5 && dev->link != WB_L_UP; i++) advance(WB_BACKOFF_MAX_MS);
-    n_got = 0;
-    gw_reset();
-    mt.tx_len = 0;
-    mt.rx_len = mt.rx_pos = 0;
-    dev->link = WB_L_DOWN;
-    dev->next_connect_ms = 0;
-    dev->sess.state = WB_ST_CLOSED;
-    poll_n(3);
-    take();
-    CHECK(n_got == 1 && got[0].tag == WB_TAG_HELLO);
-    welcome(1000);
+    reconnect_established(1000);
+    const wb_msg_t *r = find_tag(WB_TAG_EXECUTION_RESULT, 0);
+    CHECK(r && r->message_id == s.message_id && r->u.execution_result.run_id == 33);
+    CHECK(unacked() == 1); /* sent, kept until acknowledged */
+    result_ack("app", 33, r->message_id);
+    CHECK(unacked() == 0 && dev->link == WB_L_UP);
+}
+
+/* Each result is kept until its ResultAck and sent again, oldest first, after each Welcome;
+ * a full outbox drops the oldest unacknowledged result and counts it. */
+static void test_results_kept_until_acknowledged(void)
+{
+    setup();
+    make_module(3);
+    connect_established(100000);
+    CHECK(deploy("app") == 0);
+    wb_msg_t s = start_msg("app", 1);
+    gw_send(&s, -1);
     poll_n(1);
     take();
     const wb_msg_t *r = find_tag(WB_TAG_EXECUTION_RESULT, 0);
-    CHECK(r && r->message_id == s.message_id && r->u.execution_result.run_id == 33);
-    CHECK(!dev->outbox.pending);
+    CHECK(r && r->u.execution_result.run_id == 1 && unacked() == 1);
+    /* the connection dies before the ack: the result goes out again after the Welcome */
+    reconnect_established(100000);
+    CHECK(count_tag(WB_TAG_EXECUTION_RESULT, 0) == 1);
+    r = find_tag(WB_TAG_EXECUTION_RESULT, 0);
+    CHECK(r && r->u.execution_result.run_id == 1 && r->message_id == s.message_id &&
+          r->u.execution_result.outcome == WB_OUTCOME_RETURNED &&
+          r->u.execution_result.values.n == 1 && r->u.execution_result.values.items[0].v.u == 42);
+    /* an ack of another run, or of another app, leaves it; its own ack removes it */
+    result_ack("app", 2, r->message_id);
+    result_ack("other", 1, r->message_id);
+    CHECK(unacked() == 1 && dev->link == WB_L_UP);
+    result_ack("app", 1, r->message_id);
+    CHECK(unacked() == 0);
+    result_ack("app", 1, r->message_id); /* a repeated ack is harmless */
+    CHECK(unacked() == 0 && dev->link == WB_L_UP && n_viol == 0);
+    reconnect_established(100000);
+    CHECK(count_tag(WB_TAG_EXECUTION_RESULT, 0) == 0); /* acknowledged: not sent again */
+    /* one more run than the outbox holds, none acknowledged: the oldest is dropped */
+    for (uint32_t run = 10; run < 10 + WB_RESULT_OUTBOX + 1; run++) {
+        s = start_msg("app", run);
+        gw_send(&s, -1);
+        poll_n(1);
+    }
+    take();
+    CHECK(count_tag(WB_TAG_EXECUTION_RESULT, 0) == WB_RESULT_OUTBOX + 1);
+    CHECK(unacked() == WB_RESULT_OUTBOX && dev->stats_results_dropped == 1);
+    /* acknowledged out of order: only that one goes */
+    result_ack("app", 12, 0);
+    CHECK(unacked() == WB_RESULT_OUTBOX - 1);
+    reconnect_established(100000);
+    uint32_t expect = 11; /* 10 was dropped, 12 acknowledged */
+    int k = 0;
+    for (int i = 0; i < n_got; i++) {
+        if (got[i].tag != WB_TAG_EXECUTION_RESULT) continue;
+        CHECK(got[i].u.execution_result.run_id == expect);
+        expect = expect == 11 ? 13 : expect + 1;
+        k++;
+    }
+    CHECK(k == WB_RESULT_OUTBOX - 1);
+    CHECK(stub_rt.runs == WB_RESULT_OUTBOX + 2); /* resends run nothing again */
+}
+
+static void stop_a_queued_run_of_app2(uint32_t ms)
+{
+    if (ms != 10) return;
+    wb_msg_t s = start_msg("app2", 60);
+    wb_msg_t st = M(WB_TAG_STOP_APP);
+    st.u.stop_app.app_id = S("app2");
+    gw_send(&s, -1); /* queued behind the run in progress */
+    gw_send(&st, -1); /* stopped at once: its result needs an entry during the run */
+}
+
+/* A result produced during a run, with the outbox full, drops the oldest unacknowledged
+ * result, never the entry the run in progress writes into. */
+static void test_full_outbox_during_a_run_keeps_the_running_entry(void)
+{
+    setup();
+    make_module(4);
+    connect_established(100000);
+    CHECK(deploy("app") == 0 && deploy("app2") == 0);
+    for (uint32_t run = 20; run < 20 + WB_RESULT_OUTBOX - 1; run++) {
+        wb_msg_t s = start_msg("app", run);
+        gw_send(&s, -1);
+        poll_n(1);
+    }
+    CHECK(unacked() == WB_RESULT_OUTBOX - 1);
+    stub_rt.run_ms = 50;
+    stub_rt.on_step = stop_a_queued_run_of_app2;
+    wb_msg_t s = start_msg("app", 50);
+    gw_send(&s, -1);
+    int from = n_got;
+    poll_n(1);
+    take();
+    CHECK(dev->stats_results_dropped == 1 && unacked() == WB_RESULT_OUTBOX);
+    const wb_msg_t *r60 = NULL, *r50 = NULL;
+    for (int i = from; i < n_got; i++) {
+        if (got[i].tag != WB_TAG_EXECUTION_RESULT) continue;
+        if (got[i].u.execution_result.run_id == 60) r60 = &got[i];
+        if (got[i].u.execution_result.run_id == 50) r50 = &got[i];
+    }
+    CHECK(r60 && r60->u.execution_result.outcome == WB_OUTCOME_STOPPED);
+    CHECK(r50 && r50->u.execution_result.outcome == WB_OUTCOME_RETURNED &&
+          r50->u.execution_result.values.n == 1 && r50->u.execution_result.values.items[0].v.u == 42);
+    CHECK(r60 && r50 && r60 < r50);
+    /* resent in the order the results were produced: 21.., 60, 50 (20 was dropped) */
+    reconnect_established(100000);
+    uint32_t want[WB_RESULT_OUTBOX];
+    int n = 0;
+    for (uint32_t run = 21; run < 20 + WB_RESULT_OUTBOX - 1; run++) want[n++] = run;
+    want[n++] = 60;
+    want[n++] = 50;
+    int k = 0;
+    for (int i = 0; i < n_got; i++) {
+        if (got[i].tag != WB_TAG_EXECUTION_RESULT) continue;
+        CHECK(k < n && got[i].u.execution_result.run_id == want[k]);
+        k++;
+    }
+    CHECK(k == n);
 }
 
 static void test_device_info_request(void)
@@ -843,7 +982,7 @@ static wb_msg_t sample(uint32_t tag)
         break;
     case WB_TAG_DEPLOY_READY: case WB_TAG_CHUNK_ACK: case WB_TAG_DEPLOY_ACK: case WB_TAG_START_ACK:
     case WB_TAG_STOP_ACK: case WB_TAG_EXECUTION_RESULT: case WB_TAG_DEPLOY_CHUNK:
-    case WB_TAG_STOP_APP:
+    case WB_TAG_STOP_APP: case WB_TAG_RESULT_ACK:
         m.u.deploy_ready.app_id = S("a"); /* app_id is the first field of each */
         break;
     case WB_TAG_WELCOME:
@@ -866,7 +1005,7 @@ static wb_msg_t sample(uint32_t tag)
     return m;
 }
 
-static const uint32_t ALL_TAGS[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 32, 33, 34, 35, 36, 37, 38, 39, 40};
+static const uint32_t ALL_TAGS[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41};
 
 /* Every message in AWAIT_WELCOME and ESTABLISHED (IDLE and PROVING are left at once by the
  * device: it sends Hello on link-up and answers a challenge in the same step). */
@@ -890,7 +1029,7 @@ static void test_illegal_messages_each_state(void)
             poll_n(1);
             take();
             bool allowed = st == 0 ? (tag == 32 || tag == 33 || tag == 34)
-                                   : (tag >= 35 && tag <= 40);
+                                   : (tag >= 35 && tag <= 41);
             wb_error_t want = tag < 32 ? WB_ERR_UNKNOWN_MESSAGE : WB_ERR_UNEXPECTED_MESSAGE;
             const wb_msg_t *e = find_tag(WB_TAG_ERROR, from);
             if (st == 1 && tag == WB_TAG_DEPLOY_CHUNK) {
@@ -1085,6 +1224,8 @@ int main(void)
     RUN(test_replaced_validation_frees_its_slot);
     RUN(test_long_run_acked_stays_up);
     RUN(test_result_outbox_after_reconnect);
+    RUN(test_results_kept_until_acknowledged);
+    RUN(test_full_outbox_during_a_run_keeps_the_running_entry);
     RUN(test_device_info_request);
     RUN(test_split_reads_and_frame_limits);
     RUN(test_illegal_messages_each_state);

@@ -242,18 +242,49 @@ def test_lost_start_fails_and_nothing_runs(gateway, device, wasm, rule):
     assert [r.run_id for r in gateway.results(device, "adder")] == [run_id]  # nothing else ran
 
 
-def test_dropped_result_is_lost(gateway, device, wasm):
-    """ExecutionResult is not acknowledged (protocol v0): one the gateway loses after TLS
-    delivered it is not sent again. The run stays started without a result."""
+def _reconnect(gateway, dev, since: int) -> None:
+    """Cut the device's link and wait for a heartbeat of its next session: the device sends
+    its unacknowledged results right after the Welcome, so they are handled by then."""
+    device_id = dev.device_id
+    dev.faults.cut_link()
+    closed = gateway.wait_event("connection", lambda e: e.device_id == device_id
+                                and e.data.get("state") == "closed", timeout=20, since=since)
+    gateway.wait_event("connection", lambda e: e.device_id == device_id
+                       and e.data.get("state") == "open", since=closed.seq, timeout=30)
+    gateway.wait_heartbeats(dev, 1, timeout=20)
+
+
+def test_dropped_result_is_sent_again_after_the_next_welcome(gateway, device, wasm):
+    """The device keeps each result until its ResultAck (section 11): one the gateway lost
+    after TLS delivered it comes again on the next connection and is stored once."""
     _install(gateway, device, wasm)
     with gateway.message_faults(Drop("ExecutionResult", nth=1)) as faults:
-        gateway.start_app(device, "adder", "main", (1, 1))
-        gateway.wait_event("message_fault")
-        gateway.wait_heartbeats(device, 2)
+        run_id = gateway.start_app(device, "adder", "main", (1, 1))
+        fault = gateway.wait_event("message_fault")
+        assert gateway.results(device, "adder") == []  # lost on this connection
+        _reconnect(gateway, device, since=fault.seq)
+        assert gateway.wait_result(device, "adder", run_id).values == (2,)
     assert faults.count("drop", "ExecutionResult") == 1
-    assert gateway.results(device, "adder") == []
+    assert [r.run_id for r in gateway.results(device, "adder")] == [run_id]
+    assert gateway.metrics().get("duplicate_results", 0) == 0
     run_id = gateway.start_app(device, "adder", "main", (2, 2))  # the next run is unaffected
     assert gateway.wait_result(device, "adder", run_id).values == (4,)
+
+
+def test_dropped_result_ack_leaves_one_result(gateway, device, wasm):
+    """The gateway stored the result but its ResultAck is lost: the device sends the result
+    again after the next Welcome, the gateway keeps the first and acknowledges the copy."""
+    _install(gateway, device, wasm)
+    with gateway.message_faults(Drop(reply_to="ExecutionResult", nth=1)) as faults:
+        run_id = gateway.start_app(device, "adder", "main", (1, 2))
+        assert gateway.wait_result(device, "adder", run_id).values == (3,)
+        fault = gateway.wait_event("message_fault")
+        _reconnect(gateway, device, since=fault.seq)
+    assert faults.count("drop", "ResultAck") == 1
+    assert [r.run_id for r in gateway.results(device, "adder")] == [run_id]
+    metrics = gateway.metrics()
+    assert metrics["duplicate_results"] == 1 and metrics["result_acks"] == 2
+    assert gateway.events("violation") == []
 
 
 def test_duplicated_stop_with_remove_is_harmless(gateway, device, wasm):

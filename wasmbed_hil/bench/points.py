@@ -7,9 +7,10 @@ see it without touching the session code:
   when the trigger is armed, over every connection of the device);
 - `after_start()`: the gateway has read a StartAck with code 0 (the run started);
 - `result_in_flight()`: the gateway has read an ExecutionResult: the device has sent it and
-  the protocol has no acknowledgement of results (docs/protocol.md section 11), so this is
-  the last moment "before the result is acknowledged" there is; the gateway's own handling
-  of the message (storing it) runs in the same loop turn, before the action;
+  holds it until its ResultAck (docs/protocol.md section 11). The gateway's own handling of
+  the message (storing it, queueing the ResultAck) runs in the same loop turn, before the
+  action, so an action here races the ack to the device: whether the device got it or sends
+  the result again after its next Welcome, one result is stored;
 - `message(direction, type_name, nth)`: any other message of the gateway's protocol trace;
 - `during_handshake()`: a TLS handshake is under way on the device's link: the gateway's
   first flight (ServerHello...) is on its way back to the device. On backends whose link
@@ -127,9 +128,9 @@ def after_start(app_id: str | None = None) -> ProtocolPoint:
 
 
 def result_in_flight(app_id: str | None = None) -> ProtocolPoint:
-    """The device has sent an ExecutionResult and nothing has acknowledged it."""
+    """The gateway has read an ExecutionResult; its ResultAck is on its way to the device."""
     return ProtocolPoint("in", "ExecutionResult", 1, app_id,
-                         label="before the ExecutionResult is acknowledged")
+                         label="as the ExecutionResult is acknowledged")
 
 
 def message(direction: str, type_name: str, nth: int = 1,

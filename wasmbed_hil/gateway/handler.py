@@ -54,6 +54,7 @@ from ..protocol import (
     Message,
     ProtocolError,
     Received,
+    ResultAck,
     StartAck,
     State,
     StopAck,
@@ -482,6 +483,7 @@ class ConnectionHandler:
             # result that late is acknowledged and not stored, as a result dropped by the
             # bound would have been.
             self.metrics["forgotten_run_results"] += 1
+            self._ack_result(event)
             return True
         if record is RunRecord.UNKNOWN:
             self.metrics["unstarted_results"] += 1
@@ -519,7 +521,17 @@ class ConnectionHandler:
             )
         else:
             self.metrics["duplicate_results"] += 1
+        self._ack_result(event)
         return True
+
+    def _ack_result(self, event: Received) -> None:
+        """ResultAck for an accepted result, sent only once the store holds it: the store
+        commits each statement (autocommit) before this runs, so a gateway killed after the
+        ack still has the result; the device forgets it only on this ack."""
+        msg = event.message
+        assert isinstance(msg, ExecutionResult)
+        self.metrics["result_acks"] += 1
+        self.conn.send(ResultAck(msg.app_id, msg.run_id), reply_to=event.message_id)
 
     def _on_error(self, event: Received) -> bool:
         msg = event.message

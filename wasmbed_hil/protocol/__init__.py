@@ -31,6 +31,7 @@ from .messages import (
     Message,
     Phase,
     ProtocolError,
+    ResultAck,
     StartAck,
     StartApp,
     StopAck,
@@ -61,6 +62,7 @@ __all__ = [
     "EnrollProof", "EnrollReject", "Envelope", "Error", "ErrorCode", "Event",
     "ExecutionResult", "FrameBuffer", "GatewaySession", "Heartbeat", "HeartbeatAck", "Hello",
     "Limits", "LocalProtocolError", "Message", "Outcome", "Phase", "ProtocolError", "Received",
+    "ResultAck",
     "Role", "Session", "StartAck", "StartApp", "State", "StopAck", "StopApp", "Violation",
     "Welcome", "decode_envelope", "encode_envelope", "frame", "message_fields",
 ]

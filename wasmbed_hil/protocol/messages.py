@@ -353,6 +353,22 @@ class StopApp(Message):
     remove: bool = field(Bool())
 
 
+@dataclass(frozen=True, slots=True)
+class ResultAck(Message):
+    """The gateway holds the run's result durably; copies the ExecutionResult's message_id.
+
+    The device keeps each result until its ResultAck arrives and sends the unacknowledged ones
+    again after the next Welcome (docs/protocol.md section 11).
+    """
+
+    TAG = 41
+    DIRECTION = Direction.GATEWAY_TO_DEVICE
+    PHASE = Phase.ESTABLISHED
+    REPLY_TO = ("ExecutionResult",)
+    app_id: str = field(Text(MAX_APP_ID, 1))
+    run_id: int = field(UInt(32))
+
+
 CATALOGUE: dict[int, type[Message]] = {
     cls.TAG: cls
     for cls in (
@@ -376,6 +392,7 @@ CATALOGUE: dict[int, type[Message]] = {
         DeployChunk,
         StartApp,
         StopApp,
+        ResultAck,
     )
 }
 

@@ -71,6 +71,7 @@ from .messages import (
     Hello,
     Limits,
     Message,
+    ResultAck,
     StartAck,
     StartApp,
     StopAck,
@@ -278,6 +279,8 @@ def valid_messages() -> list[tuple[str, int, Message]]:
             "wasm trap: integer divide by zero")),
         ("execution-result-out-of-fuel", 15, ExecutionResult(
             "loop", 3, Outcome.OUT_OF_FUEL, (), b"", 50_000_000, 1_250_000, "fuel exhausted")),
+        ("result-ack", 12, ResultAck("hello", 1)),
+        ("result-ack-max-run", 13, ResultAck("calc", 0xFFFFFFFF)),
         ("stop-app", 16, StopApp("hello", False)),
         ("stop-app-remove", 17, StopApp("hello", True)),
         ("stop-ack", 16, StopAck("hello", 0, "")),

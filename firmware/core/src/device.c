@@ -232,6 +232,83 @@ static void send_result(wb_device_t *d, wb_str_t app_id, uint32_t run_id, uint32
     send_out(d, reply_to);
 }
 
+/* ------------------------------------------------------------------ result outbox */
+/* Every result is kept until its ResultAck (docs/protocol.md, section 11), in RAM. */
+
+/* The unacknowledged result that came first after the one numbered after_seq (0: of all). */
+static int oldest_unacked(const wb_device_t *d, uint32_t after_seq)
+{
+    int best = -1;
+    for (int i = 0; i < WB_RESULT_OUTBOX; i++) {
+        const wb_outbox_entry_t *e = &d->outbox[i];
+        if (e->state != WB_OUT_UNACKED || e->seq <= after_seq) continue;
+        if (best < 0 || e->seq < d->outbox[best].seq) best = i;
+    }
+    return best;
+}
+
+/* An entry for a new result: a free one, else the oldest unacknowledged result is dropped
+ * (logged, counted). Never the run in progress: at most one entry is RUNNING. */
+static wb_outbox_entry_t *outbox_reserve(wb_device_t *d, const wb_app_id_t *id, uint32_t run_id,
+                                         uint32_t reply_to)
+{
+    int slot = -1;
+    for (int i = 0; i < WB_RESULT_OUTBOX && slot < 0; i++) {
+        if (d->outbox[i].state == WB_OUT_FREE) slot = i;
+    }
+    if (slot < 0) {
+        slot = oldest_unacked(d, 0);
+        wb_platform_log("wb: result outbox full: result of %s run %lu dropped unacknowledged",
+                        d->outbox[slot].id.id, (unsigned long)d->outbox[slot].run_id);
+        d->stats_results_dropped++;
+    }
+    wb_outbox_entry_t *e = &d->outbox[slot];
+    e->state = WB_OUT_RUNNING;
+    e->seq = 0; /* numbered when its result is in: results go out in the order they ended */
+    e->id = *id;
+    e->run_id = run_id;
+    e->reply_to = reply_to;
+    e->ran = false;
+    return e;
+}
+
+static void send_entry(wb_device_t *d, const wb_outbox_entry_t *e)
+{
+    send_result(d, id_str(&e->id), e->run_id, e->reply_to, e->ran ? &e->result : NULL);
+}
+
+/* The entry holds its result: it waits for the ResultAck, sent now if the session is up,
+ * else after the next Welcome. */
+static void outbox_commit(wb_device_t *d, wb_outbox_entry_t *e)
+{
+    e->state = WB_OUT_UNACKED;
+    e->seq = ++d->outbox_seq;
+    if (d->established) send_entry(d, e);
+}
+
+/* After a Welcome: every unacknowledged result again, oldest first. */
+static void outbox_resend(wb_device_t *d)
+{
+    uint32_t seq = 0;
+    for (int i; (i = oldest_unacked(d, seq)) >= 0;) {
+        seq = d->outbox[i].seq;
+        send_entry(d, &d->outbox[i]);
+    }
+}
+
+/* ResultAck: the gateway holds that result; one that matches nothing (a repeat) is harmless. */
+static void on_result_ack(wb_device_t *d, const wb_msg_t *in)
+{
+    for (int i = 0; i < WB_RESULT_OUTBOX; i++) {
+        wb_outbox_entry_t *e = &d->outbox[i];
+        if (e->state == WB_OUT_UNACKED && e->run_id == in->u.result_ack.run_id &&
+            id_eq(&e->id, in->u.result_ack.app_id)) {
+            e->state = WB_OUT_FREE;
+            return;
+        }
+    }
+}
+
 static void set_app_state(wb_device_t *d, int app, uint8_t st)
 {
     if (app >= 0 && d->apps[app].used) d->apps[app].state = st;
@@ -525,7 +602,7 @@ static void on_stop_app(wb_device_t *d, const wb_msg_t *in)
         wb_queued_run_t run = d->runq[q];
         memmove(&d->runq[q], &d->runq[q + 1], (size_t)(d->n_runq - q - 1) * sizeof(run));
         d->n_runq--;
-        send_result(d, s->app_id, run.run_id, run.reply_to, NULL);
+        outbox_commit(d, outbox_reserve(d, &d->apps[app].id, run.run_id, run.reply_to));
     }
     finish_stop(d, app, s->remove);
     stop_ack(d, s->app_id, in->message_id, WB_OK, "");
@@ -554,11 +631,7 @@ static void on_message(wb_device_t *d, const wb_msg_t *in)
             wb_platform_log("wb: online as %s (enrolled_now=%d)", hex,
                             (int)in->u.welcome.enrolled_now);
         }
-        if (d->outbox.pending) {
-            d->outbox.pending = false;
-            send_result(d, id_str(&d->outbox.id), d->outbox.run_id, d->outbox.reply_to,
-                        &d->result);
-        }
+        outbox_resend(d);
         break;
     case WB_TAG_ENROLL_CHALLENGE: {
         static uint8_t spki[WB_MAX_KEY], sig[WB_MAX_SIGNATURE];
@@ -609,6 +682,9 @@ static void on_message(wb_device_t *d, const wb_msg_t *in)
         break;
     case WB_TAG_STOP_APP:
         on_stop_app(d, in);
+        break;
+    case WB_TAG_RESULT_ACK:
+        on_result_ack(d, in);
         break;
     default:
         break;
@@ -743,7 +819,7 @@ void wb_device_service_during_run(void)
 
 static void execute_next_run(wb_device_t *d)
 {
-    if (d->n_runq == 0 || d->outbox.pending || d->run.active) return;
+    if (d->n_runq == 0 || d->run.active) return;
     wb_queued_run_t q = d->runq[0];
     memmove(&d->runq[0], &d->runq[1], (size_t)(d->n_runq - 1) * sizeof(q));
     d->n_runq--;
@@ -755,25 +831,21 @@ static void execute_next_run(wb_device_t *d)
     d->run.reply_to = q.reply_to;
     d->run.stop = false;
     d->run.stop_pending = false;
-    memset(&d->result, 0, sizeof(d->result));
+    /* the runtime writes the result into its outbox entry (RUNNING: never dropped) */
+    wb_outbox_entry_t *out = outbox_reserve(d, &app->id, q.run_id, q.reply_to);
+    memset(&out->result, 0, sizeof(out->result));
+    out->ran = true;
     g_dev = d;
     wb_limits_t limits = app->limits;
     wb_runtime_run(slot_data(d, app->slot), d->slots[app->slot].size, q.entry, q.args, q.n_args,
-                   &limits, &d->run.stop, &d->result);
+                   &limits, &d->run.stop, &out->result);
     d->run.active = false;
-    d->result.detail[sizeof(d->result.detail) - 1] = 0;
-    wb_outcome_t o = d->result.outcome;
+    out->result.detail[sizeof(out->result.detail) - 1] = 0;
+    wb_outcome_t o = out->result.outcome;
     app->state = o == WB_OUTCOME_STOPPED    ? WB_APP_STOPPED
                  : o == WB_OUTCOME_RETURNED ? WB_APP_INSTALLED
                                             : WB_APP_FAILED;
-    if (d->established && d->link == WB_L_UP && !d->link_broken) {
-        send_result(d, id_str(&app->id), q.run_id, q.reply_to, &d->result);
-    } else { /* delivered after the next Welcome */
-        d->outbox.pending = true;
-        d->outbox.id = app->id;
-        d->outbox.run_id = q.run_id;
-        d->outbox.reply_to = q.reply_to;
-    }
+    outbox_commit(d, out);
     if (d->run.stop_pending) {
         d->run.stop_pending = false;
         wb_app_id_t id = app->id;

@@ -15,6 +15,15 @@
 #ifndef WB_RUN_QUEUE
 #define WB_RUN_QUEUE 2 /* started runs waiting for the one in progress */
 #endif
+#ifndef WB_RESULT_OUTBOX
+/* Results kept until their ResultAck (in RAM), the run in progress writing into one of
+ * them: at most WB_RESULT_OUTBOX - 1 finished results wait for their ack; beyond that the
+ * oldest unacknowledged one is dropped. Each entry holds a wb_run_result_t (~4.6 KiB). */
+#define WB_RESULT_OUTBOX 4
+#endif
+#if WB_RESULT_OUTBOX < 2
+#error "WB_RESULT_OUTBOX must be at least 2 (the run in progress and one result)"
+#endif
 #ifndef WB_BACKOFF_INITIAL_MS
 #define WB_BACKOFF_INITIAL_MS 500
 #endif
@@ -76,6 +85,17 @@ typedef struct {
     uint8_t n_args;
 } wb_queued_run_t;
 
+typedef enum { WB_OUT_FREE = 0, WB_OUT_RUNNING, WB_OUT_UNACKED } wb_out_state_t;
+
+typedef struct { /* a run's result, kept until the gateway's ResultAck */
+    uint8_t state;   /* wb_out_state_t */
+    uint32_t seq;    /* order of the results: the oldest is resent (and dropped) first */
+    wb_app_id_t id;
+    uint32_t run_id, reply_to;
+    bool ran; /* false: stopped before it started (no runtime result) */
+    wb_run_result_t result;
+} wb_outbox_entry_t;
+
 typedef enum { WB_L_DOWN = 0, WB_L_CONNECTING, WB_L_UP } wb_link_t;
 
 struct wb_device {
@@ -108,15 +128,12 @@ struct wb_device {
         bool stop_pending, stop_remove;
         uint32_t stop_reply_to;
     } run;
-    struct {
-        bool pending;
-        wb_app_id_t id;
-        uint32_t run_id, reply_to;
-    } outbox; /* its result is in `result` */
+    wb_outbox_entry_t outbox[WB_RESULT_OUTBOX];
+    uint32_t outbox_seq;
     bool in_service;
     bool silent;      /* test control: no heartbeats (and no ack expected) */
-    wb_run_result_t result;
     uint32_t stats_connects, stats_dead_links, stats_violations;
+    uint32_t stats_results_dropped; /* unacknowledged results pushed out of a full outbox */
     wb_msg_t in;
     wb_msg_t out;
     uint8_t tx[WB_TX_BUF_SIZE];

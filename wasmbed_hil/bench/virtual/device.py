@@ -43,6 +43,7 @@ from ...protocol import (
     Hello,
     Message,
     Received,
+    ResultAck,
     StartAck,
     StartApp,
     State,
@@ -93,6 +94,13 @@ class VirtualDeviceConfig:
     # the firmware's setup_timeout_ms (docs/protocol.md section 1).
     setup_timeout_s: float = 30.0
     architecture: str = "x86_64"
+    # Results kept (in RAM) until the gateway's ResultAck, as the firmware's WB_RESULT_OUTBOX:
+    # when full, the oldest unacknowledged result is dropped (docs/protocol.md section 11).
+    result_outbox: int = 4
+
+    def __post_init__(self) -> None:
+        if self.result_outbox < 1:
+            raise ValueError(f"result_outbox must be at least 1, got {self.result_outbox}")
 
 
 @dataclass
@@ -146,7 +154,9 @@ class VirtualDevice:
         self._hb_sent: dict[int, float] = {}
         self._last_ack = 0.0
         self._runs: dict[str, _Run] = {}
-        self._outbox: list[tuple[int, ExecutionResult]] = []
+        # (app_id, run_id) -> (the StartApp's id, the result), oldest first, until its ResultAck
+        self._outbox: dict[tuple[str, int], tuple[int, ExecutionResult]] = {}
+        self.results_dropped = 0  # unacknowledged results pushed out of a full outbox
         self._transfers: dict[str, _Transfer] = {}
         self._last_run: dict[str, int] = {}  # app_id -> run id of the last StartApp accepted
         self.chunks_repeated = 0  # duplicated DeployChunks ignored
@@ -383,9 +393,8 @@ class VirtualDevice:
             self.last_reject = None
             self._set_lifecycle(Lifecycle.ONLINE, assigned_id=msg.device_id.hex())
             self._log(f"online as {msg.device_id.hex()} (enrolled_now={msg.enrolled_now})")
-            for reply_to, result in self._outbox:
+            for reply_to, result in list(self._outbox.values()):  # unacknowledged, in order
                 self._send(result, reply_to)
-            self._outbox.clear()
         elif isinstance(msg, EnrollChallenge):
             prover = self.faults.enroll_with or self.credentials
             signature = prover.sign(ENROLL_CONTEXT + msg.nonce)
@@ -417,6 +426,9 @@ class VirtualDevice:
             self._start(msg, mid)
         elif isinstance(msg, StopApp):
             await self._stop(msg, mid)
+        elif isinstance(msg, ResultAck):
+            # the gateway holds it; an ack that matches nothing (a repeat) is harmless
+            self._outbox.pop((msg.app_id, msg.run_id), None)
 
     # ---------------------------------------------------------------- deployment
     def _refuse(self, app_id: str, reply_to: int, code: ErrorCode, reason: str) -> None:
@@ -579,8 +591,19 @@ class VirtualDevice:
             result.duration_us,
             result.detail[:256],
         )
-        if self._send(message, run.reply_to) is None:
-            self._outbox.append((run.reply_to, message))  # delivered after reconnecting
+        self._keep_result(run.reply_to, message)
+
+    def _keep_result(self, reply_to: int, message: ExecutionResult) -> None:
+        """Keep the result until its ResultAck; sent now if the session is up, else after the
+        next Welcome (and again after each Welcome until acknowledged)."""
+        if len(self._outbox) >= self.config.result_outbox:
+            (app_id, run_id), _ = next(iter(self._outbox.items()))
+            del self._outbox[app_id, run_id]
+            self.results_dropped += 1
+            self._log(f"result outbox full: result of {app_id}#{run_id} dropped unacknowledged")
+        self._outbox[message.app_id, message.run_id] = (reply_to, message)
+        if self._session is not None and self._session.state is State.ESTABLISHED:
+            self._send(message, reply_to)
 
     async def _stop(self, msg: StopApp, mid: int) -> None:
         if msg.app_id not in self.apps:

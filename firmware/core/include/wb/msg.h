@@ -106,6 +106,7 @@ typedef struct {
         struct { wb_str_t app_id; uint32_t offset; wb_str_t data; } deploy_chunk;
         struct { wb_str_t app_id; uint32_t run_id; wb_str_t entry; wb_values_t args; } start_app;
         struct { wb_str_t app_id; bool remove; } stop_app;
+        struct { wb_str_t app_id; uint32_t run_id; } result_ack;
     } u;
 } wb_msg_t;
 

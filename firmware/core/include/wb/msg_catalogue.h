@@ -29,6 +29,7 @@ enum {
     WB_TAG_DEPLOY_CHUNK = 38,
     WB_TAG_START_APP = 39,
     WB_TAG_STOP_APP = 40,
+    WB_TAG_RESULT_ACK = 41,
 };
 
 /* Size limits of the protocol's fields. */
@@ -71,7 +72,8 @@ enum {
     X(WB_TAG_DEPLOY_BEGIN, "DeployBegin", deploy_begin, WB_DIR_G2D, WB_PHASE_ESTABLISHED, 39, 6) \
     X(WB_TAG_DEPLOY_CHUNK, "DeployChunk", deploy_chunk, WB_DIR_G2D, WB_PHASE_ESTABLISHED, 45, 3) \
     X(WB_TAG_START_APP, "StartApp", start_app, WB_DIR_G2D, WB_PHASE_ESTABLISHED, 48, 4) \
-    X(WB_TAG_STOP_APP, "StopApp", stop_app, WB_DIR_G2D, WB_PHASE_ESTABLISHED, 52, 2)
+    X(WB_TAG_STOP_APP, "StopApp", stop_app, WB_DIR_G2D, WB_PHASE_ESTABLISHED, 52, 2) \
+    X(WB_TAG_RESULT_ACK, "ResultAck", result_ack, WB_DIR_G2D, WB_PHASE_ESTABLISHED, 54, 2)
 
 /* X(member, kind, field, min, max): the fields of every message in wire order, the
  * messages in tag order. kind is the codec's (enum kind in codec.c); min and max bound
@@ -131,7 +133,9 @@ enum {
     X(start_app, TEXT, entry, 1, 64) \
     X(start_app, VALUES, args, 0, 16) \
     X(stop_app, TEXT, app_id, 1, 64) \
-    X(stop_app, BOOL, remove, 0, 0)
+    X(stop_app, BOOL, remove, 0, 0) \
+    X(result_ack, TEXT, app_id, 1, 64) \
+    X(result_ack, U32, run_id, 0, 0)
 
 /* X(wb_device_info_t, kind, field, min, max): the fields of DeviceInfo. */
 #define WB_DEVICE_INFO_FIELDS(X) \
