@@ -484,9 +484,9 @@ class MessageCorrupted(MessageFaultKind):
         "heartbeat": Corrupt("Heartbeat", nth=2),
         "deploy_small": Corrupt("ChunkAck", nth=1),
         "deploy_large": Corrupt("DeployChunk", nth=3),
+        # the gateway refuses it and closes; the device sends it again after the next Welcome
+        "run": Corrupt("ExecutionResult", nth=1),
     }
-    why_not = ("a malformed StartApp fails the run by the protocol's rules "
-               "(suites/messages: test_lost_start_fails_and_nothing_runs)")
 
 
 def strike(kind: FaultKind, ctx: FaultContext) -> None:
