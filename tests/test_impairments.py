@@ -191,6 +191,17 @@ def test_half_open_drops_one_direction_and_keeps_the_connection() -> None:
             a[1].write(b"again")
             assert await _read(b, 5) == b"again"  # "lost" never arrived
             await pump.close()
+
+            # The silent side's end is lost too, until the impairment ends.
+            half = HalfOpen("up")
+            links, pump, a, b = await _pumped(ends, half)
+            a[1].close()
+            await asyncio.wait_for(half.holding.wait(), 5)  # the up pipe ended: end held
+            assert not pump.ended.is_set()
+            links.remove(half)
+            await _eof(b)  # now the gateway side hears it
+            await asyncio.wait_for(pump.ended.wait(), 5)
+            await pump.close()
         finally:
             await ends.close()
         with pytest.raises(ValueError, match="direction"):

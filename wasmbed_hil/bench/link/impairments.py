@@ -133,7 +133,9 @@ def slow_cellular(seed: int | None = None, **schedule: Any) -> tuple[Latency, Ba
 class HalfOpen(Scheduled):
     """One direction silent: its bytes are dropped while the connection stays up (a NAT or
     a firewall that lost one way). ``direction="up"``: the gateway hears nothing from the
-    device (its heartbeat timeout marks it Unreachable); "down": the device hears nothing."""
+    device (its heartbeat timeout marks it Unreachable); "down": the device hears nothing.
+    The end of that direction is lost too: when its side closes the connection (a device
+    giving up on it), the other side is not told until the impairment ends."""
 
     def __init__(self, direction: Direction = "up", *, start: float | Trigger | None = None,
                  duration: float | None = None) -> None:
@@ -145,6 +147,10 @@ class HalfOpen(Scheduled):
     async def act(self, direction: Direction, data: bytes) -> bytes:
         self.dropped += len(data)
         return b""
+
+    async def end(self, direction: Direction) -> None:
+        if self.active and direction == self.direction:
+            await self.hold(None)
 
 
 class Reset(Scheduled):

@@ -16,7 +16,7 @@ Pieces, smallest first:
   b, ``down`` b's to a. When either direction ends (EOF, an error, a sever) both sides are
   closed: neither a UART link nor a proxy has half-open connections. `close()` (graceful),
   `abort()` (at once), `async with`.
-- `Impairment`: the hook. Four methods, all no-ops by default:
+- `Impairment`: the hook. Five methods, all no-ops by default:
     * ``await chunk(direction, data) -> bytes``: called once per chunk per direction, in
       order, before the chunk is written. Return it (or other bytes: corruption) to pass it
       on, ``b""`` to drop it, await before returning to hold it (latency, a bandwidth cap, a
@@ -28,6 +28,9 @@ Pieces, smallest first:
     * ``on_add(impairments)`` / ``on_remove()``: called when the impairment is put on a link
       and taken off. ``impairments.sever()`` there cuts the connections open at that moment
       (a partition does); on_remove releases anything held.
+    * ``await end(direction)``: called by a Pump when a direction's reader has ended (EOF,
+      a reset): await to hold the end back from the other side while it is in force (a
+      half-open link does: the gateway does not see the device's side go).
     * ``read_limit``: an attribute, None by default; a number bounds the size of the chunks
       the pipes read while the impairment is on (a bandwidth cap sets it, so that bytes
       trickle out as on a slow line instead of arriving in one late burst).
@@ -104,6 +107,9 @@ class Impairment:
         raise Sever to cut the connection."""
         return data
 
+    async def end(self, direction: Direction) -> None:
+        """A Pump's `direction` has ended: return to let the end reach the other side."""
+
 
 class Impairments:
     """The impairments in force on one link, and the connections it carries now."""
@@ -168,6 +174,10 @@ class Impairments:
         """Raises Sever when an impairment refuses a new connection."""
         for impairment in list(self._active):
             impairment.admit()
+
+    async def end(self, direction: Direction) -> None:
+        for impairment in list(self._active):
+            await impairment.end(direction)
 
     async def chunk(self, direction: Direction, data: bytes) -> bytes:
         for impairment in list(self._active):
@@ -329,6 +339,8 @@ class Pump:
     async def _run(self, pipe: Pipe) -> None:
         try:
             await pipe.run()
+            if pipe.severed is None and self.impairments:
+                await self.impairments.end(pipe.direction)  # a half-open link holds it back
         finally:
             if pipe.severed is not None:
                 self.sever(pipe.severed.reset)

@@ -17,7 +17,8 @@ connections; while pending every chunk passes untouched (and counts towards a by
   (also checked once when it is put on).
 
 ``duration``: None (until taken off) or seconds once active. ``started`` and ``ended`` are
-asyncio Events a scenario can wait on (``device.link.wait_started(x)``, ``wait_ended``).
+asyncio Events a scenario can wait on (``device.link.wait_started(x)``, ``wait_ended``);
+``holding`` is set once it first holds something back (a chunk, or a connection's end).
 
 A subclass implements `act(direction, data)` (what it does to a chunk while active, with the
 same contract as `Impairment.chunk`) and, if it needs to, `begin()` (on becoming active: a
@@ -143,6 +144,7 @@ class Scheduled(Impairment):
         self.state = PENDING
         self.started = asyncio.Event()
         self.ended = asyncio.Event()
+        self.holding = asyncio.Event()
         self._impairments: Impairments | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._release = asyncio.Event()  # set when it ends: whatever hold() holds goes on
@@ -227,6 +229,7 @@ class Scheduled(Impairment):
         """Wait `seconds` (None: for as long as it is active), or less when it ends first."""
         if self.state == OVER:
             return
+        self.holding.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._release.wait(), seconds)
 
