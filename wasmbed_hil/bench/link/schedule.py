@@ -18,7 +18,8 @@ connections; while pending every chunk passes untouched (and counts towards a by
 
 ``duration``: None (until taken off) or seconds once active. ``started`` and ``ended`` are
 asyncio Events a scenario can wait on (``device.link.wait_started(x)``, ``wait_ended``);
-``holding`` is set once it first holds something back (a chunk, or a connection's end).
+``holding`` is set once it first holds something back (a chunk, or a connection's end);
+``started_at``/``ended_at`` are the wall-clock times (time.time(), as gateway events have).
 
 A subclass implements `act(direction, data)` (what it does to a chunk while active, with the
 same contract as `Impairment.chunk`) and, if it needs to, `begin()` (on becoming active: a
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from .pump import Direction, Impairment, Impairments
@@ -145,6 +147,8 @@ class Scheduled(Impairment):
         self.started = asyncio.Event()
         self.ended = asyncio.Event()
         self.holding = asyncio.Event()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
         self._impairments: Impairments | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._release = asyncio.Event()  # set when it ends: whatever hold() holds goes on
@@ -195,6 +199,7 @@ class Scheduled(Impairment):
         if isinstance(self.start_after, Trigger):
             self.start_after.disarm()
         self.state = ACTIVE
+        self.started_at = time.time()
         self.started.set()
         if self.duration is not None:
             self._timer = asyncio.get_running_loop().call_later(self.duration, self.stop)
@@ -212,6 +217,7 @@ class Scheduled(Impairment):
             self.start_after.disarm()
         was_active = self.active
         self.state = OVER
+        self.ended_at = time.time()
         self._release.set()
         self.ended.set()
         if was_active:
