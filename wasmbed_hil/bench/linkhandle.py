@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .link.impairments import build
 from .link.schedule import Scheduled
 from .loop import LoopThread
 
@@ -76,6 +77,23 @@ class LinkHandle:
             yield impairments[0] if len(impairments) == 1 else impairments
         finally:
             self.remove(*impairments)
+
+    def apply(self, kind: str, **params: Any) -> Impairment:
+        """Make an impairment by name from plain values (bench.link.impairments.build:
+        ``apply("latency", delay=0.05)``, ``apply("bandwidth", baud=115200)``) and `add` it;
+        returns it. The Robot keywords use this."""
+        impairment = build(kind, **params)
+        self.add(impairment)
+        return impairment
+
+    def wait_restored(self, timeout: float = 10.0) -> None:
+        """Wait until no impairment is in force (each timed one has ended)."""
+        pending = [i for i in self.impairments if isinstance(i, Scheduled)]
+        others = [i for i in self.impairments if not isinstance(i, Scheduled)]
+        if others:
+            raise AssertionError(f"{self.owner}: {others!r} end only when taken off")
+        for impairment in pending:
+            self.wait_ended(impairment, timeout)
 
     def wait_started(self, impairment: Scheduled, timeout: float = 10.0) -> None:
         """Wait until a scheduled impairment has started (its delay or trigger came)."""

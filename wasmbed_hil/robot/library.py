@@ -51,6 +51,7 @@ from .keywords import (
     DeploymentKeywords,
     DeviceKeywords,
     GatewayKeywords,
+    LinkKeywords,
     WaitKeywords,
 )
 
@@ -184,6 +185,7 @@ class WasmbedLibrary(DynamicCore):
             WaitKeywords(self),
             DeploymentKeywords(self),
             ConsoleKeywords(self),
+            LinkKeywords(self),
         ])
 
     # ================================================================ for the keywords

@@ -9,6 +9,7 @@ from .console import ConsoleKeywords
 from .deployment import DeploymentKeywords
 from .devices import DeviceKeywords
 from .gateways import GatewayKeywords
+from .link import LinkKeywords
 from .waits import WaitKeywords
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "DeploymentKeywords",
     "DeviceKeywords",
     "GatewayKeywords",
+    "LinkKeywords",
     "WaitKeywords",
 ]
