@@ -33,4 +33,4 @@ A Half-Open Link Makes The Device Unreachable Until It Heals
     Wait Until Unreachable
     Restore Link
     Wait Until Connected    timeout=30s
-    Wait For Heartbeats    1    timeout=30s
+    Heartbeats Should Keep Device Connected    6
