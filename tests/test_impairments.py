@@ -111,7 +111,8 @@ def test_taking_an_impairment_off_releases_what_it_holds_in_order() -> None:
 
 def test_bandwidth_caps_each_direction_and_trickles() -> None:
     uart = Bandwidth.uart(115200)
-    assert uart.bytes_per_s == 11520 and uart.read_limit == 230
+    assert uart.bytes_per_s == 11520 and uart.slice_bytes == 230
+    assert uart.read_limit is None  # only while active
     latency, line = slow_cellular(seed=3)
     assert (latency.delay, latency.jitter, line.bytes_per_s) == (0.15, 0.05, 6000)
     with pytest.raises(ValueError, match="bytes_per_s"):
@@ -138,6 +139,7 @@ def test_bandwidth_caps_each_direction_and_trickles() -> None:
             _, t1 = await _timed_read(b, 4000)
             assert t1 - t0 >= 4000 / 20_000 - EPS
             assert max(sizes) <= cap.read_limit == 400  # read in small slices: it trickles
+            assert len(sizes) >= 10
             await pump.close()
         finally:
             await ends.close()

@@ -73,6 +73,8 @@ class Latency(Scheduled):
     def __init__(self, delay: float, jitter: float = 0.0, seed: int | None = None,
                  **schedule: Any) -> None:
         super().__init__(**schedule)
+        if delay is None:
+            raise ValueError("Latency needs a delay in seconds")
         self.delay = check_seconds(delay, "delay") or 0.0
         self.jitter = check_seconds(jitter, "jitter") or 0.0
         self.seed = seed
@@ -93,7 +95,7 @@ class Latency(Scheduled):
 
 class Bandwidth(Scheduled):
     """At most ``bytes_per_s`` each way (each direction has its own line): a chunk leaves
-    when the line would have finished sending it. While it is on, the pipes read small
+    when the line would have finished sending it. While it is active, the pipes read small
     chunks (``read_limit``: about 20 ms of the line), so bytes trickle out."""
 
     def __init__(self, bytes_per_s: float, **schedule: Any) -> None:
@@ -102,8 +104,13 @@ class Bandwidth(Scheduled):
                 or not bytes_per_s > 0:
             raise ValueError(f"bytes_per_s must be a number > 0, not {bytes_per_s!r}")
         self.bytes_per_s = float(bytes_per_s)
-        self.read_limit = max(64, int(self.bytes_per_s / 50))
+        self.slice_bytes = max(64, int(self.bytes_per_s / 50))  # about 20 ms of the line
         self._free_at: dict[str, float] = {}
+
+    @property
+    def read_limit(self) -> int | None:
+        """While active, the pipes read at most `slice_bytes` at a time."""
+        return self.slice_bytes if self.active else None
 
     @classmethod
     def uart(cls, baud: int = 115200, bits_per_byte: int = UART_BITS_PER_BYTE,
