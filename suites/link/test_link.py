@@ -15,6 +15,7 @@ from wasmbed_hil.bench.link.impairments import (
     Latency,
     Partition,
     Reset,
+    Stall,
 )
 from wasmbed_hil.protocol import DevicePhase, Outcome
 
@@ -121,3 +122,22 @@ def test_a_reset_cuts_the_session_and_the_device_reconnects(gateway, device):
     assert reset.ended.is_set() and device.link.impairments == []
     closed = _session(gateway, device_id, "closed", mark)
     _comes_back(gateway, device, device_id, closed.seq)
+
+
+@pytest.mark.hil_gateway(heartbeat_interval_s=0.5, heartbeat_timeout_s=3.0)
+def test_a_stall_shorter_than_the_timeouts_loses_nothing_and_keeps_the_session(gateway, device):
+    """Every byte is held for 0.7 s, then released in order: a heartbeat held meanwhile
+    arrives late but intact (TLS accepts it), so the session survives (both sides allow
+    three 0.5 s intervals of silence)."""
+    device_id = device.device_id
+    gateway.wait_heartbeats(device, 1)
+    mark = _last_seq(gateway)
+    with device.link.impair(Stall(duration=0.7)) as stall:
+        device.link.wait_ended(stall, 10)
+    assert stall.holding.is_set()  # it did hold bytes back (a heartbeat comes every 0.5 s)
+    gateway.wait_heartbeats(device, 2)
+    closed = [e for e in gateway.events("connection", device)
+              if e.seq > mark and e.data.get("state") == "closed"]
+    assert closed == []  # the same session throughout
+    assert gateway.device(device).phase is DevicePhase.CONNECTED
+    assert device.device_id == device_id
