@@ -18,7 +18,7 @@ from wasmbed_hil.bench.backends.base import Backend, BackendOption
 from wasmbed_hil.bench.backends.firmware import FirmwareBackend, FirmwareDeviceHandle
 from wasmbed_hil.bench.device import DeviceHandle, Faults, FaultUnsupported, Lifecycle
 from wasmbed_hil.bench.errors import InfrastructureError, MachineError
-from wasmbed_hil.bench.link.impairments import Partition
+from wasmbed_hil.bench.link.impairments import Partition, Stall
 from wasmbed_hil.bench.link.pump import Impairment, Impairments
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.machines.base import Machine
@@ -250,6 +250,37 @@ def test_a_link_impairment_holds_for_the_block_and_is_applied_on_the_loop(
     with pytest.raises(RuntimeError, match="boom"), handle.faults.impair(Partition()):
         raise RuntimeError("boom")
     assert list(link.impairments) == []  # taken off also when the block fails
+
+
+def test_the_link_handle_applies_schedules_and_waits_on_the_loop(parts: Any) -> None:
+    handle, _, link = parts
+    later, stall = Stall(start=60.0), Stall(duration=0.05)
+    handle.link.add(later, stall)
+    assert handle.link.impairments == [later, stall]
+    assert later.state == "pending" and stall.active
+    handle.link.wait_ended(stall, 5)  # its duration ended: it took itself off
+    assert handle.link.impairments == [later]
+    handle.link.start(later)  # the test as its trigger
+    handle.link.wait_started(later, 1)
+    timeout = r"dev-0: Stall\(start=60\) \[active\] not ended within 0\.1s"
+    with pytest.raises(AssertionError, match=timeout):
+        handle.link.wait_ended(later, 0.1)
+    handle.link.clear()
+    assert handle.link.impairments == [] and later.ended.is_set()
+    with pytest.raises(ValueError, match="is not on dev-0's link"):
+        handle.link.start(later)
+    with pytest.raises(ValueError, match="at least one"), handle.link.impair():
+        pass
+    with pytest.raises(ValueError, match="applied already"):
+        handle.link.add(Partition(), later)  # the second fails: the first is taken off too
+    assert handle.link.impairments == []
+    latency = handle.link.apply("latency", delay=0.5)
+    assert handle.link.impairments == [latency]
+    handle.link.remove(latency)
+    assert link.drops == 0
+    handle.link.cut()
+    assert link.drops == 1
+    assert handle.link.stats is link.stats and handle.link.port == link.port
 
 
 def test_faults_base_offers_nothing() -> None:

@@ -17,6 +17,8 @@ from wasmbed_hil.bench.link.impairments import (
     Reset,
     Stall,
 )
+from wasmbed_hil.bench.link.schedule import AfterBytes
+from wasmbed_hil.gateway import RunRequest
 from wasmbed_hil.protocol import DevicePhase, Outcome
 
 
@@ -141,3 +143,22 @@ def test_a_stall_shorter_than_the_timeouts_loses_nothing_and_keeps_the_session(g
     assert closed == []  # the same session throughout
     assert gateway.device(device).phase is DevicePhase.CONNECTED
     assert device.device_id == device_id
+
+
+def test_a_reset_triggered_mid_transfer_and_the_deployment_still_completes(
+    gateway, device, wasm
+):
+    """A trigger instead of a time: the link resets once 12 000 bytes have gone down after
+    the deployment began, in the middle of a 40 kB module. The device reconnects as itself
+    and the deployment is delivered on a second attempt; the module runs intact."""
+    device_id = device.device_id
+    reset = Reset(start=AfterBytes(12_000, "down"))
+    device.link.add(reset)
+    module = wasm.data(40_000, seed=5)
+    dep = gateway.deploy(device, module, "data", run=RunRequest("checksum"), timeout=60)
+    assert dep.state == "installed", dep.error
+    assert reset.ended.is_set() and device.link.impairments == []
+    assert dep.attempts == 2
+    result = gateway.wait_result(device, "data", dep.run_id, timeout=30)
+    assert result.values == (wasm.data_checksum(40_000, seed=5),)
+    assert device.device_id == device_id and len(gateway.devices()) == 1

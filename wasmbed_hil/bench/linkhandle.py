@@ -95,6 +95,13 @@ class LinkHandle:
         for impairment in pending:
             self.wait_ended(impairment, timeout)
 
+    def start(self, impairment: Scheduled) -> None:
+        """Start a pending impairment now: the test is its trigger (it must be on the
+        link; one started already is left as it is)."""
+        if impairment not in self.raw.impairments:
+            raise ValueError(f"{impairment!r} is not on {self.owner}'s link")
+        self.loop.call(impairment.start)
+
     def wait_started(self, impairment: Scheduled, timeout: float = 10.0) -> None:
         """Wait until a scheduled impairment has started (its delay or trigger came)."""
         self._wait(impairment, "started", timeout)

@@ -257,7 +257,9 @@ class Scheduled(Impairment):
         parts = []
         if self.direction is not None:
             parts.append(f"direction={self.direction!r}")
-        if self.start_after is not None:
+        if isinstance(self.start_after, float):
+            parts.append(f"start={self.start_after:g}")
+        elif self.start_after is not None:
             parts.append(f"start={self.start_after!r}")
         if self.duration is not None:
             parts.append(f"duration={self.duration:g}")
