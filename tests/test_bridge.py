@@ -164,9 +164,40 @@ def test_record_cursor_finds_a_new_session_after_application_data():
     restarts = [i for i, (restart, _) in enumerate(segments) if restart]
     assert len(restarts) == 1
     assert b"".join(s for _, s in segments[restarts[0]:]).startswith(hello2)
-    # A handshake record before any application data (HelloRetryRequest flow) is no restart.
+    # A second ClientHello answering a HelloRetryRequest (the server sent only plaintext
+    # handshake records since the first) is the same session.
     cursor.reset()
-    assert not any(r for r, _ in cursor.feed(hello + hello + app))
+    assert not any(r for r, _ in cursor.feed(hello))
+    cursor.saw_down({0x16, 0x14})
+    assert not any(r for r, _ in cursor.feed(hello + app))
+
+
+@pytest.mark.parametrize("answer", [set(), {0x16, 0x17}], ids=["no answer", "encrypted flight"])
+def test_record_cursor_finds_a_new_session_after_a_failed_handshake(answer):
+    """A device whose handshake failed (stale bytes, a timeout) sends a new ClientHello
+    with no application data in between: after the server's encrypted flight, or after no
+    answer at all, that is a new session, not a continuation (regression: the new
+    ClientHello went into the dead handshake's connection and the device waited 15 s)."""
+    from wasmbed_hil.bench.link.bridge import RecordCursor
+
+    cursor = RecordCursor()
+    hello, hello2 = _record(0x16, b"hi"), _record(0x16, b"again")
+    assert not any(r for r, _ in cursor.feed(hello))
+    cursor.saw_down(answer)
+    segments = cursor.feed(hello2)
+    assert segments == [(True, hello2)]
+
+
+def test_record_types_follow_records_split_across_reads():
+    from wasmbed_hil.bench.link.bridge import RecordTypes
+
+    types = RecordTypes()
+    stream = _record(0x16, b"server-hello") + _record(0x14, b"\x01") + _record(0x17, b"x" * 300)
+    seen: set[int] = set()
+    for i in range(0, len(stream), 3):
+        seen |= types.feed(stream[i : i + 3])
+    assert seen == {0x16, 0x14, 0x17}
+    assert types.feed(_record(0x15, b"ab")) == {0x15}  # in step after a long record
 
 
 def test_a_device_reset_replaces_the_upstream_connection():
@@ -187,6 +218,31 @@ def test_a_device_reset_replaces_the_upstream_connection():
                 await asyncio.wait_for(upstream.got_data.wait(), 5)
             assert upstream.connections == 2
             assert bytes(upstream.per_connection[0]) == first  # nothing leaked into the old one
+            assert link.stats.session_restarts == 1
+        finally:
+            await _teardown(server, bridge, writer)
+
+    run(scenario())
+
+
+def test_a_retried_handshake_gets_a_new_upstream_connection():
+    """The device's first handshake failed after the gateway answered; its new ClientHello
+    must reach a fresh connection, not the one whose handshake died."""
+
+    async def scenario():
+        upstream, server, bridge, link, reader, writer = await _setup()
+        try:
+            first = _record(0x16, b"client-hello")
+            writer.write(first)
+            # the gateway's answer (anything but a plaintext HelloRetryRequest)
+            assert await reader.readexactly(5 + len(first)) == b"echo:" + first
+            again = _record(0x16, b"client-hello-retried")
+            writer.write(again)
+            await link.events.wait("upstream opened", count=2)
+            while bytes(upstream.per_connection[-1]) != again:
+                upstream.got_data.clear()
+                await asyncio.wait_for(upstream.got_data.wait(), 5)
+            assert bytes(upstream.per_connection[0]) == first
             assert link.stats.session_restarts == 1
         finally:
             await _teardown(server, bridge, writer)

@@ -185,6 +185,44 @@ def test_gateway_service_loads_a_crl_and_revokes_identities_at_start(apiserver: 
         store.close()
 
 
+def test_gateway_service_reloads_its_crl_on_sighup_and_never_an_older_one(
+        apiserver: Path, tmp_path: Path) -> None:
+    from wasmbed_hil.gateway import GatewayStore
+    from wasmbed_hil.pki import FleetCA
+
+    ca = FleetCA.create("cli sighup CA")
+    ca.issue_gateway("gw-hup", hosts=("localhost", "127.0.0.1")).write(tmp_path / "pki")
+    crl_file = tmp_path / "fleet.crl"
+    empty = ca.crl_pem()
+    crl_file.write_bytes(empty)
+    service = Service("gateway", "--kubeconfig", str(apiserver), "--name", "gw-hup",
+                      "--tls-port", "0", "--host", "127.0.0.1",
+                      "--pki-dir", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "st"),
+                      "--crl", str(crl_file))
+    listed = ca.issue_device("listed")
+    try:
+        assert service.proc.stdout is not None
+        ca.revoke(listed)
+        crl_file.write_bytes(ca.crl_pem())
+        service.proc.send_signal(signal.SIGHUP)
+        assert service.proc.stdout.readline().strip() == "crl loaded serials=1"
+        crl_file.write_bytes(empty)  # a replay of the older CRL
+        service.proc.send_signal(signal.SIGHUP)
+        line = service.proc.stdout.readline().strip()
+        assert line.startswith("crl refused") and "older than the loaded CRL" in line
+        crl_file.write_bytes(b"garbage")
+        service.proc.send_signal(signal.SIGHUP)
+        assert "not a PEM or DER CRL" in service.proc.stdout.readline()
+        assert service.proc.poll() is None  # still serving
+    finally:
+        assert service.stop() == 0
+    store = GatewayStore(tmp_path / "st" / "gateway.sqlite3")
+    try:
+        assert store.crl_serials == {listed.serial}
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(("crl", "code", "says"), [
     ("garbage", 2, "not a PEM or DER CRL"),
     ("another CA's", 2, "not signed by"),

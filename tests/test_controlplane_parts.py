@@ -116,6 +116,12 @@ def _result(outcome: Outcome, detail: str = "") -> Any:
      DeploymentPhase.FAILED),
     (AppState.STOPPED, None, _result(Outcome.STOPPED), DeploymentPhase.STOPPED),
     (AppState.INSTALLED, None, None, DeploymentPhase.INSTALLED),
+    # A heartbeat's RUNNING sent before the result of that very run arrived (regression:
+    # `wasmbed-hil deploy` showed "Running TRAPPED"); an older run's result does not count.
+    (AppState.RUNNING, _dep("installed", run_id=7), _result(Outcome.TRAPPED),
+     DeploymentPhase.FAILED),
+    (AppState.RUNNING, _dep("installed", run_id=8), _result(Outcome.TRAPPED),
+     DeploymentPhase.RUNNING),
 ])
 def test_agent_phase_of_one_app_on_one_device(state: AppState | None, record: Any, last: Any,
                                               expected: DeploymentPhase) -> None:

@@ -102,6 +102,8 @@ def test_trace_format() -> None:
     assert lines[0].startswith("+    0.000s  dev -> gw  #0     Hello")
     assert lines[1].startswith("+    0.250s  gw -> dev  #0     Welcome")
     assert lines[1].endswith('{"b": "x"}')
+    fault = format_trace([(10.0, "fault", 4, "DeployChunk", {"action": "drop"})])
+    assert fault.startswith("+    0.000s  FAULT      #4     DeployChunk")
 
 
 def test_reports_carry_evidence_and_categories(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -256,5 +257,105 @@ def test_stopping_the_engine_leaves_the_transfer_pending_in_the_records():
         await fx.engine.close()
         assert (dep.state, dep.error_code) == ("failed", ErrorCode.SHUTTING_DOWN)
         assert fx.records.unfinished_deployments()[0].row_id == dep.row_id
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- repeated, lost, reordered acks
+# docs/protocol.md, section 10: ChunkAcks are cumulative; a repeated or overtaken one is late;
+# a DeployAck(0) after the last chunk went out covers the acks still missing.
+class ScrambledAcks(Device):
+    """A device whose ChunkAcks pass through `scramble(index, ack)`, which returns what to
+    send instead (none: dropped or held; several: repeated or released)."""
+
+    def __init__(self, scramble: Callable[[int, ChunkAck], list[Message]]) -> None:
+        super().__init__()
+        self.scramble = scramble
+        self.index = 0
+
+    def send(self, message: Message, reply_to: int | None = None) -> int:
+        if not isinstance(message, DeployChunk) or self.replies is None:
+            return super().send(message, reply_to)
+        real: asyncio.Queue[Message | None] = self.replies
+        captured: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.replies = captured
+        try:
+            super().send(message, reply_to)
+        finally:
+            self.replies = real
+        while not captured.empty():
+            reply = captured.get_nowait()
+            if isinstance(reply, ChunkAck):
+                for out in self.scramble(self.index, reply):
+                    real.put_nowait(out)
+                self.index += 1
+            else:
+                real.put_nowait(reply)
+        return 0
+
+
+def _held_swap():
+    held: list[ChunkAck] = []
+
+    def scramble(index: int, ack: ChunkAck) -> list[ChunkAck]:
+        if index == 0:
+            held.append(ack)
+            return []
+        if index == 1:
+            return [ack, held.pop()]  # the second ack overtakes the first
+        return [ack]
+
+    return scramble
+
+
+LAST = 10  # the 11th chunk of MODULE in 100-byte chunks
+
+
+@pytest.mark.parametrize(("name", "scramble", "late"), [
+    ("reordered", _held_swap(), 1),
+    ("dropped", lambda i, ack: [] if i == 3 else [ack], 0),
+    ("dropped-last", lambda i, ack: [] if i == LAST else [ack], 0),
+    ("duplicated", lambda i, ack: [ack, ack] if i == 2 else [ack], 1),
+])
+def test_chunk_acks_are_cumulative(name, scramble, late):
+    async def scenario() -> None:
+        device = ScrambledAcks(scramble)
+        fx = Fixture([device])
+        dep = fx.engine.submit(_deployment())
+        await asyncio.wait_for(dep.done, 5)
+        assert device.failed is None, device.failed
+        assert (dep.state, dep.attempts) == ("installed", 1)
+        assert fx.metrics["late_replies"] == late
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_chunk_ack_that_ends_no_chunk_in_flight_is_bad_offset():
+    async def scenario() -> None:
+        device = ScrambledAcks(lambda i, ack: [replace(ack, next_offset=150)] if i == 1 else [ack])
+        fx = Fixture([device, Device(held=MODULE[:500])])
+        dep = fx.engine.submit(_deployment())
+        await asyncio.wait_for(dep.done, 5)
+        assert device.failed is not None and device.failed[0] is ErrorCode.BAD_OFFSET
+        assert (dep.state, dep.attempts) == ("installed", 2)  # resumed on the next connection
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_deploy_ack_success_before_the_last_chunk_went_out_is_unexpected():
+    async def scenario() -> None:
+        def early(index: int, ack: ChunkAck) -> list[Message]:
+            return [DeployAck(ack.app_id, 0, "")] if index == 0 else [ack]
+
+        device = ScrambledAcks(early)
+        fx = Fixture([device, Device(held=MODULE[:500])])
+        dep = fx.engine.submit(_deployment())
+        await asyncio.wait_for(dep.done, 5)
+        assert device.failed is not None
+        assert device.failed[0] is ErrorCode.UNEXPECTED_MESSAGE
+        assert dep.attempts == 2
+        await fx.engine.close()
 
     asyncio.run(scenario())

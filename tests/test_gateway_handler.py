@@ -292,6 +292,20 @@ def test_results_kept_per_device_and_app_are_capped_oldest_dropped():
     assert services.metrics["results"] == 7 and services.metrics["results_dropped"] == 2
 
 
+def test_a_late_result_for_a_run_whose_record_was_dropped_is_acknowledged_not_stored():
+    handler, conn, services = _handler(max_results_per_app=2)
+    assert handler._status is not None
+    device_id = handler._status.device_id
+    old = services.store.new_run(device_id, "app", keep=2)
+    for _ in range(2):  # two newer runs push the oldest record out
+        services.store.new_run(device_id, "app", keep=2)
+    late = ExecutionResult("app", old, Outcome.RETURNED, (1,), b"", 1, 2, "")
+    assert _dispatch(handler, late)  # no violation: the run was started, long ago
+    assert services.store.results() == []
+    assert services.metrics["forgotten_run_results"] == 1
+    assert services.metrics["unstarted_results"] == 0 and conn.sent == []
+
+
 def test_a_result_for_a_run_started_on_another_device_is_refused():
     handler, _conn, services = _handler()
     other, _ = services.store.enroll("e" * 64, "other")

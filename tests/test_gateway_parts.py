@@ -6,13 +6,15 @@ import asyncio
 import hashlib
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.virtual.flash import Flash, InstalledApp
 from wasmbed_hil.gateway import EventLog, GatewayConfig, GatewayStore, StoredResult, WaitTimeout
-from wasmbed_hil.gateway.store import MAX_RUN_ID, RunIdsExhausted
+from wasmbed_hil.gateway.store import MAX_RUN_ID, RunIdsExhausted, RunRecord
+from wasmbed_hil.pki import VerifiedCrl
 from wasmbed_hil.protocol import Outcome
 
 
@@ -44,13 +46,35 @@ def test_run_ids_come_from_a_kept_counter_per_device_and_never_repeat(tmp_path):
     assert store.add_result(_result(7))  # written by a gateway without counters
     assert [store.new_run("dev", "app") for _ in range(2)] == [8, 9]  # above what it holds
     assert store.new_run("other", "app") == 1  # each device counts for itself
-    assert store.run_started("dev", "app", 8) and not store.run_started("dev", "x", 8)
-    assert not store.run_started("dev", "app", 7) and not store.run_started("other", "app", 8)
+    assert store.run_record("dev", "app", 8) is RunRecord.STARTED
+    assert store.run_record("dev", "x", 8) is RunRecord.UNKNOWN
+    assert store.run_record("dev", "app", 7) is RunRecord.UNKNOWN
+    assert store.run_record("other", "app", 8) is RunRecord.UNKNOWN
     assert store.add_result(_result(MAX_RUN_ID))  # results never move the counter
     store.close()
     reopened = GatewayStore(path)
     assert reopened.new_run("dev", "app") == 10  # the counter survives a restart
-    assert reopened.run_started("dev", "app", 9)
+    assert reopened.run_record("dev", "app", 9) is RunRecord.STARTED
+    reopened.close()
+
+
+def test_run_records_beyond_the_bound_are_dropped_and_remembered_as_forgotten(tmp_path):
+    path = tmp_path / "gw.sqlite3"
+    store = GatewayStore(path)
+    ids = [store.new_run("dev", "app", keep=3) for _ in range(5)]
+    other = store.new_run("dev", "other", keep=3)  # each application is bounded for itself
+    assert ids == [1, 2, 3, 4, 5] and other == 6
+    assert store.run_count("dev", "app") == 3
+    assert [store.run_record("dev", "app", i) for i in ids] == [
+        RunRecord.FORGOTTEN, RunRecord.FORGOTTEN, RunRecord.STARTED, RunRecord.STARTED,
+        RunRecord.STARTED]
+    assert store.run_record("dev", "app", 6) is RunRecord.UNKNOWN  # another app's run
+    assert store.run_record("dev", "other", 1) is RunRecord.UNKNOWN
+    store.close()
+    reopened = GatewayStore(path)
+    assert reopened.run_record("dev", "app", 2) is RunRecord.FORGOTTEN  # kept across restarts
+    assert reopened.new_run("dev", "app") == 7  # keep=0: no bound
+    assert reopened.run_count("dev", "app") == 4
     reopened.close()
 
 
@@ -185,17 +209,41 @@ def test_loop_thread_runs_coroutines_and_joins_on_close():
     loop2.close()
 
 
-def test_store_keeps_crl_serials_across_reopen_and_replaces_them_whole(tmp_path):
+def _crl(serials: set[int], number: int | None, day: int) -> VerifiedCrl:
+    issued = datetime(2026, 1, day, tzinfo=UTC)
+    return VerifiedCrl(frozenset(serials), number, issued, issued + timedelta(days=7))
+
+
+def test_store_keeps_the_last_crl_across_reopen_and_replaces_it_whole(tmp_path):
     path = tmp_path / "gw.sqlite3"
     store = GatewayStore(path)
-    assert store.crl_serials == frozenset()
-    big = (1 << 159) - 1  # serials go up to 20 octets, beyond SQLite's integers
-    store.set_crl_serials({5, big})
+    assert store.crl_serials == frozenset() and store.crl is None
+    big = (1 << 159) - 1  # serials and CRL numbers go up to 20 octets, beyond SQLite's integers
+    store.set_crl(_crl({5, big}, big, 1))
     store.close()
     reopened = GatewayStore(path)
     assert reopened.crl_serials == {5, big}
-    reopened.set_crl_serials({7})  # a CRL lists every revoked serial: it replaces the last
+    assert reopened.crl == _crl({5, big}, big, 1)
+    reopened.set_crl(_crl({7}, None, 2))  # a CRL lists every revoked serial: it replaces the last
     reopened.close()
     again = GatewayStore(path)
     assert again.crl_serials == {7}
+    assert again.crl == _crl({7}, None, 2)
     again.close()
+
+
+@pytest.mark.parametrize(("loaded", "new", "refused"), [
+    (_crl({1}, 5, 1), _crl({1, 2}, 6, 2), None),
+    (_crl({1, 2}, 6, 2), _crl({1}, 5, 3), "CRL number 5 is older than the loaded CRL's 6"),
+    (_crl({1}, 6, 2), _crl({1}, 6, 2), None),  # the same CRL reloaded
+    (_crl({1}, 6, 2), _crl({1, 2}, 6, 2), "CRL number 6 is loaded already with other serials"),
+    (_crl({1}, None, 2), _crl({3}, None, 3), None),  # no numbers: issue dates decide
+    (_crl({1}, None, 3), _crl({3}, 9, 2), "older than the loaded CRL issued 2026-01-03"),
+], ids=["newer", "replayed older", "same again", "same number other serials",
+        "later issue date", "earlier issue date"])
+def test_a_crl_never_replaces_a_newer_one(loaded, new, refused):
+    why = new.older_than(loaded)
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None and refused in why

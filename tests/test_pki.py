@@ -28,7 +28,7 @@ from wasmbed_hil.pki import (
     device_certificate_problem,
     device_identity,
     load_certificate,
-    revoked_serials_from_crl,
+    read_crl,
     server_ssl_context,
     spki_der,
     verify_signature,
@@ -322,19 +322,19 @@ def test_revocation_is_listed_in_a_signed_crl(ca: FleetCA, other_ca: FleetCA) ->
     assert not other_ca.verify_crl(crl)
     assert not ca.verify_crl(other_ca.crl())
 
-    assert revoked_serials_from_crl(ca.crl_pem(), ca.cert) == {revoked.serial}
+    assert read_crl(ca.crl_pem(), ca.cert).serials == {revoked.serial}
     crl_der = crl.public_bytes(serialization.Encoding.DER)
-    assert revoked_serials_from_crl(crl_der, ca.cert) == {revoked.serial}
+    assert read_crl(crl_der, ca.cert).serials == {revoked.serial}
 
 
 def test_crl_of_another_ca_or_garbage_is_rejected(ca: FleetCA, other_ca: FleetCA) -> None:
     other_ca.revoke(other_ca.issue_device("x"))
     with pytest.raises(PkiError, match="not signed"):
-        revoked_serials_from_crl(other_ca.crl_pem(), ca.cert)
+        read_crl(other_ca.crl_pem(), ca.cert)
     with pytest.raises(PkiError, match="CRL"):
-        revoked_serials_from_crl(b"garbage", ca.cert)
+        read_crl(b"garbage", ca.cert)
     with pytest.raises(PkiError):
-        revoked_serials_from_crl(
+        read_crl(
             b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", ca.cert
         )
 
@@ -343,13 +343,22 @@ def test_empty_crl_and_crl_numbers_increase(ca: FleetCA) -> None:
     first, second = ca.crl(), ca.crl()
     assert len(first) == 0
     assert (
-        revoked_serials_from_crl(first.public_bytes(serialization.Encoding.PEM), ca.cert) == set()
+        read_crl(first.public_bytes(serialization.Encoding.PEM), ca.cert).serials == set()
     )
     numbers = [
         c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         for c in (first, second)
     ]
     assert numbers[0] < numbers[1]
+    older = read_crl(first.public_bytes(serialization.Encoding.PEM), ca.cert)
+    newer = read_crl(second.public_bytes(serialization.Encoding.DER), ca.cert)
+    assert (older.number, newer.number) == tuple(numbers)
+    assert older.next_update is not None and not older.stale()
+    assert older.stale(older.next_update + timedelta(seconds=1))
+    assert newer.older_than(older) is None
+    assert older.older_than(newer) == (
+        f"CRL number {numbers[0]} is older than the loaded CRL's {numbers[1]}")
+    assert older.older_than(older) is None  # the same CRL again: a reload
 
 
 def test_cannot_revoke_another_cas_certificate(ca: FleetCA, other_ca: FleetCA) -> None:
@@ -377,7 +386,7 @@ def test_ca_save_load_round_trip(ca: FleetCA, tmp_path: Path) -> None:
     assert loaded.is_revoked(devices[0]) and not loaded.is_revoked(devices[1])
     assert ca.verify_crl(loaded.crl())
     assert loaded.verify_crl(ca.crl())
-    assert revoked_serials_from_crl(loaded.crl_pem(), ca.cert) == loaded.revoked_serials
+    assert read_crl(loaded.crl_pem(), ca.cert).serials == loaded.revoked_serials
 
     fresh = loaded.issue_device("after-load")
     assert _signed_by(fresh.cert, ca.cert)

@@ -487,3 +487,25 @@ def test_the_run_box_shows_what_the_backend_recorded_without_knowing_it(tmp_path
     assert shown is not None
     assert shown.group(1) == ("backend bochs · board pc (Bochs) · emulator Bochs 2.8 · "
                               "commit abc1234 · python 3.11.7")
+
+
+def test_results_are_grouped_by_fault(tmp_path: Path) -> None:
+    """The fault matrix labels each scenario with its fault; the reports count per fault."""
+    run_dir = tmp_path / "faults"
+    result(run_dir, "test_m[silence-run]", labels={"fault": "silence"})
+    result(run_dir, "test_m[silence-enroll]", "failed", message="not converged",
+           labels={"fault": "silence"})
+    result(run_dir, "test_m[reboot-run]", "skipped", labels={"fault": "reboot"})
+    result(run_dir, "test_plain")
+    comparison = compare(load_run(run_dir))
+    groups = comparison.to_json()["by_fault"]
+    assert list(groups) == ["reboot", "silence"]
+    assert groups["silence"]["total"] == 2 and groups["silence"]["failed"] == 1
+    assert groups["reboot"]["skipped"] == 1
+    out = tmp_path / "out"
+    assert cli(["--current", str(run_dir), "--out", str(out)]) == 1
+    summary = (out / "summary.md").read_text()
+    assert "### By fault" in summary
+    assert "| `silence` | 2 | 1 | 1 | 0 | 0 |" in summary
+    page = (out / "report.html").read_text()
+    assert 'id="by-fault"' in page and "<td class=\"mono\">reboot</td>" in page

@@ -56,3 +56,45 @@ def test_device_drops_a_link_whose_heartbeats_go_unanswered(tmp_path: Path) -> N
         assert device.lifecycle is Lifecycle.OFF
 
     asyncio.run(scenario())
+
+
+def test_device_gives_up_a_connection_that_is_never_welcomed(tmp_path: Path) -> None:
+    """A gateway that completes TLS and then says nothing (as one that refused the device's
+    certificate after a TLS 1.3 handshake may look): the device gives the connection up
+    after its set-up deadline and reconnects."""
+
+    async def scenario() -> None:
+        ca = FleetCA.create()
+        ca.issue_gateway("gw").write(tmp_path / "gw")
+        connections = 0
+        third_connection = asyncio.Event()
+
+        async def silent_gateway(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            if connections == 3:
+                third_connection.set()
+            while await reader.read(65536):  # reads the Hello, never answers
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(silent_gateway, "127.0.0.1", 0,
+                                            ssl=server_ssl_context(tmp_path / "gw"))
+        port = server.sockets[0].getsockname()[1]
+        device = VirtualDevice(
+            VirtualDeviceConfig("dev", tmp_path / "dev", "127.0.0.1", port,
+                                setup_timeout_s=0.2),
+            ca.issue_device("dev"),
+        )
+        try:
+            device.power_on()
+            await asyncio.wait_for(third_connection.wait(), 10)
+            assert len(device.events.events("setup_timeout")) >= 2
+            assert any("no Welcome within 0.2 s" in line for line in device.console)
+        finally:
+            await device.power_off()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())

@@ -56,6 +56,7 @@ void wb_app_apply_blob_config(wb_device_config_t *c, const wb_blob_t *blob)
     c->backoff_initial_ms = v[WB_CFG_BACKOFF_INITIAL_MS];
     c->backoff_max_ms = v[WB_CFG_BACKOFF_MAX_MS];
     c->reject_backoff_ms = v[WB_CFG_REJECT_BACKOFF_MS];
+    c->setup_timeout_ms = v[WB_CFG_SETUP_TIMEOUT_MS];
     wb_platform_log("config: max_frame_size %lu, max_module_size %lu, window %u, max_apps %u",
                     (unsigned long)c->max_frame_size, (unsigned long)c->max_module_size,
                     (unsigned)c->window, (unsigned)c->max_apps);

@@ -19,7 +19,7 @@
  * Optional entry (at most once):
  *   7 configuration: pairs of (key u16, value u32); unknown keys are skipped. Keys:
  *     1 max_frame_size  2 max_module_size  3 window  4 max_apps
- *     5 backoff_initial_ms  6 backoff_max_ms  7 reject_backoff_ms
+ *     5 backoff_initial_ms  6 backoff_max_ms  7 reject_backoff_ms  8 setup_timeout_ms
  *     Values are clamped by the firmware to what its buffers allow (it logs the result).
  */
 #ifndef WB_BLOB_H
@@ -54,7 +54,8 @@ enum {
     WB_CFG_BACKOFF_INITIAL_MS = 5,
     WB_CFG_BACKOFF_MAX_MS = 6,
     WB_CFG_REJECT_BACKOFF_MS = 7,
-    WB_CFG_KEYS = 8,
+    WB_CFG_SETUP_TIMEOUT_MS = 8,
+    WB_CFG_KEYS = 9,
 };
 
 typedef struct {

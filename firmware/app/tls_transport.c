@@ -18,11 +18,56 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
     return (int)len;
 }
 
+/* The gateway's first record of a session starts with a TLS record header: 0x16 (its
+ * ServerHello) or 0x15 (an alert), then 0x03. Bytes before it are leftovers of the dead
+ * session still trickling in over the UART (drain_stale_rx() cannot wait for the slowest):
+ * they are dropped until that header, as the bridge drops the device's own leftovers before
+ * a ClientHello. Otherwise one late byte of an old record fails the new handshake. */
+static struct {
+    bool synced;
+    uint8_t held[2];
+    size_t held_n, held_at;
+    unsigned skipped;
+} rx;
+
+static void rx_reset(void)
+{
+    memset(&rx, 0, sizeof(rx));
+}
+
+static bool rx_sync(void)
+{
+    uint8_t c;
+    while (!rx.synced && uart_getc_nb(LINK_UART, &c)) {
+        if (rx.held_n == 1 && c == 0x03 && (rx.held[0] == 0x16 || rx.held[0] == 0x15)) {
+            rx.held[1] = c;
+            rx.held_n = 2;
+            rx.synced = true;
+        } else {
+            rx.skipped += (unsigned)rx.held_n;
+            rx.held[0] = c;
+            rx.held_n = 1;
+        }
+    }
+    if (rx.synced && rx.skipped) {
+        wb_platform_log("tls: discarded %u stale bytes before the gateway's first record",
+                        rx.skipped);
+        rx.skipped = 0;
+    }
+    return rx.synced;
+}
+
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     (void)ctx;
     size_t n = 0;
     uint64_t last = 0;
+    if (!rx.synced && !rx_sync()) {
+        return MBEDTLS_ERR_SSL_WANT_READ;
+    }
+    while (n < len && rx.held_at < rx.held_n) {
+        buf[n++] = rx.held[rx.held_at++];
+    }
     while (n < len) {
         if (uart_getc_nb(LINK_UART, &buf[n])) {
             n++;
@@ -105,6 +150,7 @@ static int t_connect(wb_transport_t *t)
     tls->last_error = 0;
     tls->verify_flags = 0;
     drain_stale_rx();
+    rx_reset();
     mbedtls_ssl_init(&tls->ssl);
     ret = mbedtls_ssl_setup(&tls->ssl, &tls->conf);
     if (ret == 0) {

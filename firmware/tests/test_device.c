@@ -277,6 +277,33 @@ static void test_reject_backoff(void)
     CHECK(mt.connects == 2);
 }
 
+/* No Welcome (nor a refusal) within setup_timeout_ms of the link coming up: the connection is
+ * given up and retried after the backoff. A gateway that refuses the device's certificate
+ * after the TLS 1.3 handshake closes without an alert, which a UART bridge cannot pass on. */
+static void test_setup_deadline(void)
+{
+    setup();
+    gw_reset();
+    poll_n(3);
+    take();
+    CHECK(last() && last()->tag == WB_TAG_HELLO && dev->link == WB_L_UP);
+    advance(WB_SETUP_TIMEOUT_MS);
+    CHECK(dev->link == WB_L_UP && mt.closes == 0);
+    advance(1);
+    CHECK(dev->link == WB_L_DOWN && mt.closes == 1);
+    advance(WB_BACKOFF_INITIAL_MS);
+    CHECK(mt.connects == 2 && dev->link == WB_L_UP);
+    /* once welcomed, the deadline no longer applies (the heartbeat rules do) */
+    gw_reset();
+    n_got = 0;
+    take();
+    CHECK(last() && last()->tag == WB_TAG_HELLO);
+    welcome(100000);
+    poll_n(1);
+    advance(WB_SETUP_TIMEOUT_MS + 1);
+    CHECK(dev->link == WB_L_UP && mt.closes == 1 && dev->established);
+}
+
 static void test_connect_backoff_doubles(void)
 {
     setup();
@@ -897,6 +924,85 @@ static void test_console_silence_and_forget(void)
     CHECK(!wb_device_console_command(dev, "reboot now"));
 }
 
+/* docs/protocol.md, sections 10 and 11: a duplicated DeployChunk is ignored (no second
+ * ChunkAck, no Error), also after the transfer ended; a duplicated StartApp is answered
+ * StartAck(0) again and runs nothing a second time. */
+static void send_frame_twice(wb_msg_t *m)
+{
+    size_t n = wb_session_send(&gw, m, -1, tmp, sizeof tmp);
+    CHECK(n > 0);
+    mem_push(&mt, tmp, n);
+    mem_push(&mt, tmp, n); /* the same bytes, the same message id: a duplicate */
+}
+
+static void test_repeated_chunks_and_starts(void)
+{
+    setup();
+    make_module(9);
+    connect_established(100000);
+    wb_msg_t b = begin_msg("rep", sizeof MOD, 16);
+    gw_send(&b, -1);
+    poll_n(1);
+    take();
+    CHECK(last()->tag == WB_TAG_DEPLOY_READY && last()->u.deploy_ready.offset == 0);
+    int from = n_got;
+    wb_msg_t c = M(WB_TAG_DEPLOY_CHUNK);
+    c.u.deploy_chunk.app_id = S("rep");
+    c.u.deploy_chunk.offset = 0;
+    c.u.deploy_chunk.data = (wb_str_t){MOD, 16};
+    send_frame_twice(&c);
+    chunk("rep", 16, 16);
+    c.u.deploy_chunk.offset = 32;
+    c.u.deploy_chunk.data = (wb_str_t){MOD + 32, 8};
+    send_frame_twice(&c); /* the last chunk twice: the copy comes after the transfer ended */
+    poll_n(3);
+    take();
+    CHECK(count_tag(WB_TAG_CHUNK_ACK, from) == 3);
+    CHECK(count_tag(WB_TAG_ERROR, from) == 0);
+    const wb_msg_t *ack = find_tag(WB_TAG_DEPLOY_ACK, from);
+    CHECK(ack && ack->u.deploy_ack.code == 0 && count_tag(WB_TAG_DEPLOY_ACK, from) == 1);
+    CHECK(dev->link == WB_L_UP);
+
+    from = n_got;
+    int runs = stub_rt.runs;
+    wb_msg_t s = start_msg("rep", 5);
+    send_frame_twice(&s);
+    poll_n(3);
+    take();
+    int ok = 0;
+    for (int i = from; i < n_got; i++)
+        ok += got[i].tag == WB_TAG_START_ACK && got[i].u.start_ack.code == 0 &&
+              got[i].u.start_ack.run_id == 5 && got[i].message_id == s.message_id;
+    CHECK(ok == 2);
+    CHECK(count_tag(WB_TAG_EXECUTION_RESULT, from) == 1);
+    CHECK(stub_rt.runs == runs + 1);
+    /* a late copy, after the run ended: answered, not run */
+    from = n_got;
+    s = start_msg("rep", 5);
+    gw_send(&s, -1);
+    poll_n(3);
+    take();
+    CHECK(last()->tag == WB_TAG_START_ACK && last()->u.start_ack.code == 0);
+    CHECK(count_tag(WB_TAG_EXECUTION_RESULT, from) == 0 && stub_rt.runs == runs + 1);
+    /* a new run id is a new run */
+    s = start_msg("rep", 6);
+    gw_send(&s, -1);
+    poll_n(3);
+    take();
+    CHECK(count_tag(WB_TAG_EXECUTION_RESULT, from) == 1 && stub_rt.runs == runs + 2);
+    /* a chunk overlapping held bytes without repeating them still breaks the transfer */
+    make_module(10);
+    b = begin_msg("rep2", sizeof MOD, 16);
+    gw_send(&b, -1);
+    poll_n(1);
+    chunk("rep2", 0, 16);
+    poll_n(1);
+    chunk("rep2", 8, 16);
+    poll_n(1);
+    take();
+    CHECK(last()->tag == WB_TAG_ERROR && last()->u.error.code == WB_ERR_BAD_OFFSET);
+}
+
 int main(void)
 {
     int tests = 0;
@@ -907,6 +1013,7 @@ int main(void)
     RUN(test_ciphertext_keeps_the_link_alive);
     RUN(test_console_silence_and_forget);
     RUN(test_reject_backoff);
+    RUN(test_setup_deadline);
     RUN(test_connect_backoff_doubles);
     RUN(test_deploy_install_and_idempotent);
     RUN(test_deploy_refusals);
@@ -914,6 +1021,7 @@ int main(void)
     RUN(test_deploy_resume_after_disconnect);
     RUN(test_deploy_violations);
     RUN(test_start_result);
+    RUN(test_repeated_chunks_and_starts);
     RUN(test_stop_during_run_and_heartbeats);
     RUN(test_stop_of_a_queued_run);
     RUN(test_long_run_acked_stays_up);

@@ -46,6 +46,20 @@ Deployment To An Offline Device Is Delivered When It Returns
     Power On
     Wait For Execution Result    adder    outcome=RETURNED    values=42
 
+Power Cut After A Chunk Is Acknowledged Then The Deployment Completes
+    [Documentation]    Mirrors suites/power/test_power_at_protocol_points.py (docs/faults.md).
+    [Setup]    Start Gateway
+    Create Device    narrow    max_frame_size=4096
+    Device Should Enroll And Connect
+    ${cut}=    Do At Protocol Point    power off    after chunk acked    3
+    ${sum}=    Get Data Checksum    40000
+    Deploy Module    data:40000    entry=checksum    wait=${False}
+    Wait For Protocol Point    ${cut}
+    Wait Until Disconnected
+    Power On
+    # Two transfers of 40 kB over an emulated UART (about 10 KiB/s) on a loaded machine.
+    Wait For Execution Result    outcome=RETURNED    values=${sum}    timeout=60s
+
 A Fleet Of Three Runs The Same Module
     [Setup]    Start Gateway
     @{fleet}=    Start Fleet Of 3 Devices

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from wasmbed_hil.bench.points import after_chunk_acked
 from wasmbed_hil.gateway import GatewayError, RunRequest
 from wasmbed_hil.protocol import AppState, DevicePhase, ErrorCode, Limits, Outcome
 
@@ -147,23 +148,22 @@ def test_module_larger_than_a_frame_arrives_in_chunks(gateway, device_factory, w
     assert dep.bytes_sent == len(wasm.data(size))
 
 
-@pytest.mark.backend_specific(
-    "virtual", reason="cuts the link after the 5th chunk, which only the device can count "
-    "(the bridge sees TLS ciphertext); the firmware's resume logic is covered by its host tests"
-)
 def test_interrupted_transfer_resumes_where_it_stopped(gateway, device_factory, wasm):
-    dev = device_factory("flaky", max_frame_size=4096, start=False)
-    dev.faults.drop_link_after_chunks(5)
-    dev.power_on()
-    dev.wait_online()
-    module = wasm.data(60_000, seed=7)
-    dep = gateway.deploy(dev, module, "data", run=RunRequest("checksum"))
+    """The link is cut the moment the gateway has read the 5th ChunkAck (a protocol-point
+    trigger, so on every backend): the device keeps what it holds and the next connection's
+    DeployReady resumes from there."""
+    dev = device_factory("flaky", max_frame_size=4096)
+    cut = gateway.when(dev, after_chunk_acked(5), "cut_link")
+    module = wasm.data(40_000, seed=7)
+    dep = gateway.deploy(dev, module, "data", run=RunRequest("checksum"), wait=False)
+    acked = cut.wait().entry[4]["next_offset"]
+    gateway.wait_deployment(dep, 60)
     assert dep.state == "installed", dep.error
     assert dep.attempts == 2
-    assert len(dep.resumed_from) == 1 and 0 < dep.resumed_from[0] < len(module)
+    assert len(dep.resumed_from) == 1 and acked <= dep.resumed_from[0] < len(module)
     assert dep.bytes_sent < len(module) + 5 * 4096  # at most the in-flight window again
-    result = gateway.wait_result(dev, "data", dep.run_id)
-    assert result.values == (wasm.data_checksum(60_000, seed=7),)
+    result = gateway.wait_result(dev, "data", gateway.wait_run_started(dep))
+    assert result.values == (wasm.data_checksum(40_000, seed=7),)
 
 
 def test_deployment_to_an_offline_device_is_delivered_when_it_returns(gateway, device, wasm):

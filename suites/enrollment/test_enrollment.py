@@ -115,6 +115,24 @@ def test_crl_revocations_survive_a_gateway_restart(gateway, device_factory, flee
     assert DevicePhase.CONNECTED not in gateway.device(dev).history
 
 
+def test_an_older_crl_cannot_replace_a_newer_one(gateway, device_factory, fleet_ca):
+    """A replayed older CRL would reinstate what was revoked since: it is refused, also after
+    a restart (the loaded CRL's number is kept in the local cache)."""
+    stale = fleet_ca.crl_pem()  # issued before the revocation: lists nothing
+    creds = fleet_ca.issue_device("revoked-later")
+    fleet_ca.revoke(creds)
+    gateway.load_crl(fleet_ca.crl_pem())
+    with pytest.raises(PkiError, match="older than the loaded CRL"):
+        gateway.load_crl(stale)
+    gateway.restart()
+    with pytest.raises(PkiError, match="older than the loaded CRL"):
+        gateway.load_crl(stale)
+    assert gateway.metrics()["crl_refused"] == 1  # this incarnation's count
+    dev = device_factory("revoked-later", credentials=creds, online=False)
+    code, _ = dev.wait_rejected()
+    assert code is ErrorCode.REVOKED
+
+
 def test_a_crl_not_signed_by_the_fleet_ca_is_refused_and_changes_nothing(
     gateway, device_factory, fleet_ca
 ):

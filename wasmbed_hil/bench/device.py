@@ -11,7 +11,7 @@ the virtual device has its own.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..gateway.events import EventLog, WaitTimeout
 from ..pki import Credentials
@@ -19,6 +19,10 @@ from ..protocol import ErrorCode
 from .linkhandle import LinkHandle
 from .loop import LoopThread
 from .seams import Faults, FaultUnsupported, Lifecycle
+
+if TYPE_CHECKING:
+    from .link.pump import Impairments
+    from .points import DeviceAction
 
 __all__ = ["DeviceHandle", "FaultUnsupported", "Faults", "Lifecycle"]
 
@@ -78,6 +82,19 @@ class DeviceHandle(ABC):
     def power_off(self) -> None:
         """Cut power now: the connection drops, persistent storage is kept."""
 
+    @abstractmethod
+    async def on_loop(self, action: DeviceAction) -> None:
+        """Do `action` ("power_off", "power_on", "reset", "reboot", "cut_link") on the
+        harness loop, from a coroutine there: what a protocol-point trigger runs
+        (bench.points). The synchronous power_on/power_off/reset go through it too."""
+
+    @property
+    def link_impairments(self) -> Impairments | None:
+        """The impairments in force on the device's link (bench.link.pump), when its bytes
+        go through a link the bench owns (every backend's devices, but a virtual device
+        made with relay=False); None otherwise. Use them on the loop."""
+        return self._link_handle.raw.impairments if self._link_handle is not None else None
+
     def set_silent(self, silent: bool) -> None:
         """Stop (or resume) sending heartbeats without dropping the connection (the
         `faults.silence` action, kept under the name the Robot library uses)."""
@@ -121,6 +138,19 @@ class DeviceHandle(ABC):
                 seen += f", last rejection {self.last_reject[0].name}: {self.last_reject[1]}"
             seen += self.extra_seen()
             raise self._timeout(state.value, timeout, seen) from None
+
+    @property
+    def powered(self) -> bool:
+        """Whether the device has power now (between power_on and a power cut). A device
+        just powered on is powered before its lifecycle leaves OFF (a board boots first)."""
+        return self.lifecycle is not Lifecycle.OFF
+
+    def installed_modules(self) -> dict[str, bytes] | None:
+        """The applications the device holds, as the device itself knows them (app id ->
+        SHA-256 of the module), read from the device rather than through the protocol; None
+        when the backend cannot tell that way (the firmware reports them in heartbeats).
+        Call it on the harness loop (the convergence check does): the device lives there."""
+        return None
 
     @abstractmethod
     def stats(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ from ..pki import FleetCA, server_ssl_context
 from ..protocol import DeviceInfo, DevicePhase, Limits
 from .device import DeviceHandle
 from .loop import LoopThread
+from .message_faults import MessageFault, MessageFaults
+from .points import (
+    DeviceAction,
+    HandshakePoint,
+    Point,
+    ProtocolPoint,
+    Trigger,
+    arm_on_handshake,
+    arm_on_trace,
+)
 
 DeviceRef = DeviceHandle | DeviceStatus | str
 
@@ -68,7 +79,8 @@ class GatewayHandle:
         self.config = config
         self.workdir = workdir
         self.tls_dir = workdir / "tls"
-        ca.issue_gateway(config.name, hosts=("localhost", host)).write(self.tls_dir)
+        self.hosts: tuple[str, ...] = ("localhost", host)
+        ca.issue_gateway(config.name, hosts=self.hosts).write(self.tls_dir)
         self.listener = socket.create_server((host, 0), backlog=1024)
         self.endpoint: tuple[str, int] = self.listener.getsockname()[:2]
         self._gateway: Gateway | None = None
@@ -102,6 +114,19 @@ class GatewayHandle:
         self.stop()
         self.listener.close()
 
+    def reissue_certificate(
+        self,
+        hosts: tuple[str, ...] | None = None,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> None:
+        """Give the gateway a new certificate from its CA (other host names, other dates:
+        a wrong name, an expired one...) and restart it on it. None: the usual ones."""
+        creds = self.ca.issue_gateway(self.config.name, hosts=hosts or self.hosts,
+                                      not_before=not_before, not_after=not_after)
+        creds.write(self.tls_dir)
+        self.restart()
+
     @property
     def running(self) -> bool:
         """Whether a gateway incarnation is started (between start() and stop())."""
@@ -115,6 +140,13 @@ class GatewayHandle:
 
     def _call(self, fn: Any, *args: Any) -> Any:
         return self.loop.call(fn, *args)
+
+    # -- message faults (tests only) ---------------------------------------------------------
+    def message_faults(self, *rules: MessageFault, seed: int = 0) -> MessageFaults:
+        """Install message fault rules (Drop, Delay, Duplicate, Reorder, Corrupt) on this
+        gateway; use as a context manager, which removes them on exit. `seed` drives the
+        rules given a `rate`. See docs/faults.md, "Message faults at the gateway"."""
+        return MessageFaults(self, rules, seed).install()
 
     # -- administration ------------------------------------------------------------------
     @property
@@ -189,6 +221,22 @@ class GatewayHandle:
             ]
 
         return self._call(select)
+
+    # -- actions at protocol points (bench.points) -------------------------------------------
+    def when(self, device: DeviceHandle, point: Point, action: DeviceAction) -> Trigger:
+        """Arm a one-shot trigger: do `action` to `device` the moment `point` is seen
+        (bench.points: after_chunk_acked(n), after_start(), result_in_flight(),
+        during_handshake(), message(...)). A trace point needs the device enrolled here.
+        `trigger.wait()` waits until it has fired and the action is done."""
+        trigger = Trigger(device, point, action)
+        if isinstance(point, ProtocolPoint):
+            device_id = self.device(device).device_id
+            self._call(arm_on_trace, self.gateway, device_id, trigger)
+        elif isinstance(point, HandshakePoint):
+            self._call(arm_on_handshake, trigger)
+        else:
+            raise TypeError(f"not a protocol point: {point!r}")
+        return trigger
 
     # -- waits -----------------------------------------------------------------------------
     def wait_enrolled(self, ref: DeviceRef, timeout: float = 10.0) -> DeviceStatus:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
 import ssl
 import threading
@@ -19,7 +21,7 @@ from cryptography import x509
 
 from ..gateway import Gateway, GatewayConfig
 from ..kube.client import KubeClient, KubeError
-from ..pki import PkiError, revoked_serials_from_crl, server_ssl_context
+from ..pki import PkiError, read_crl, server_ssl_context
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -29,6 +31,8 @@ from .common import (
     kube_config,
     until_signal,
 )
+
+log = logging.getLogger("wasmbed_hil.cli")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,8 +65,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
     p.add_argument("--crl", type=Path, metavar="PATH",
                    help="a CRL (PEM or DER) signed by the fleet CA (--pki-dir's ca.pem), loaded "
-                   "at start: certificates whose serial it lists are refused; it replaces the "
-                   "CRL loaded before and is kept in the local cache")
+                   "at start and again on SIGHUP: certificates whose serial it lists are "
+                   "refused; it replaces the CRL loaded before (never by an older one: a lower "
+                   "CRL number, or an earlier issue date) and is kept in the local cache")
     p.add_argument("--revoke", action="append", default=[], type=_identity, metavar="IDENTITY",
                    help="refuse this device identity (SHA-256 of its certificate's public key) "
                    "from now on, kept in the local cache; repeatable. A running gateway revokes "
@@ -105,7 +110,7 @@ def _read_crl(path: Path, pki_dir: Path) -> tuple[bytes, x509.Certificate]:
     except OSError as exc:
         raise CliError(f"--crl {path}: {exc}") from None
     try:
-        revoked_serials_from_crl(crl, ca_cert)
+        read_crl(crl, ca_cert)
     except PkiError as exc:
         raise CliError(f"--crl {path}: {exc}", EXIT_USAGE) from None
     return crl, ca_cert
@@ -152,11 +157,17 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         gateway = Gateway(gw_config, tls, args.state_dir)
-        if crl is not None:
-            gateway.load_crl(*crl)
+        try:
+            if crl is not None:
+                gateway.load_crl(*crl)
+        except PkiError as exc:
+            gateway.store.close()
+            raise CliError(f"--crl {args.crl}: {exc}", EXIT_USAGE) from None
         for identity in args.revoke:
             gateway.revoke(identity)
         await gateway.start(sock)
+        if args.crl is not None:
+            _reload_crl_on_sighup(gateway, args.crl, args.pki_dir)
         kube = KubeClient(config)
         agent = GatewayAgent(gateway, kube, namespace=args.namespace, endpoint=endpoint,
                              name=args.name)
@@ -177,6 +188,23 @@ def run_gateway(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return EXIT_OK
+
+
+def _reload_crl_on_sighup(gateway: Gateway, path: Path, pki_dir: Path) -> None:
+    """SIGHUP reloads --crl's file; a bad, older or unreadable one is reported and the CRL
+    in force stays. Each outcome is one line on stdout (`crl loaded ...` / `crl refused ...`)."""
+
+    def reload() -> None:
+        try:
+            serials = gateway.load_crl(*_read_crl(path, pki_dir))
+        except (CliError, PkiError) as exc:
+            log.error("SIGHUP: CRL not reloaded: %s", exc)
+            announce(f"crl refused {exc}")
+            return
+        announce(f"crl loaded serials={len(serials)}")
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def run_rest(args: argparse.Namespace) -> int:

@@ -532,7 +532,10 @@ class GatewayAgent:
             return DeploymentPhase.FAILED, dep.error or "deployment failed"
         if dep is not None and dep.error and dep.state == "installed" and dep.run_id is None:
             return DeploymentPhase.FAILED, dep.error  # installed, but the run did not start
-        if state == AppState.RUNNING:
+        # The result of the run this deployment started is newer than any RUNNING a heartbeat
+        # reported before it arrived; a result of an older run is not.
+        current = dep is not None and last is not None and last.run_id == dep.run_id
+        if state == AppState.RUNNING and not current:
             return DeploymentPhase.RUNNING, None
         if last is not None:
             if last.outcome == Outcome.RETURNED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..protocol import (
@@ -20,13 +21,17 @@ from ..protocol import (
     message_fields,
 )
 from .errors import ConnectionLost
+from .msgfaults import AppliedFault, ConnectionFaults, FaultHook
 from .store import EnrolledDevice
 
 READ_SIZE = 64 * 1024
 
 
 class TraceEntry(tuple[float, str, int, str, dict[str, Any]]):
-    """(time, "in"/"out", message_id, message type, fields with bytes shortened)."""
+    """(time, "in"/"out"/"fault", message_id, message type, fields with bytes shortened).
+
+    A "fault" entry is a message fault a test applied (gateway/msgfaults.py); its fields say
+    which action, rule and direction."""
 
 
 def _summarise(value: Any) -> Any:
@@ -50,6 +55,8 @@ class DeviceConnection:
         max_frame_size: int,
         write_buffer_limit: int,
         trace_limit: int,
+        faults: FaultHook | None = None,
+        on_fault: Callable[[DeviceConnection, AppliedFault], None] | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -73,6 +80,14 @@ class DeviceConnection:
         self.asked: set[tuple[str, Any]] = set()
         self._frame_deadline: float | None = None
         self.pending: list[Received] = []  # decoded, not yet handled
+        # Message faults (tests only): the hook is consulted on every message, the machinery
+        # below exists only once a test installed rules while this connection was open.
+        self._faults = faults
+        self._on_fault = on_fault
+        self._fault_io: ConnectionFaults | None = None
+        self._inbox: deque[bytes] | None = None  # inbound bytes past the faults, for the session
+        self._inbox_ready: asyncio.Event | None = None
+        self._read_task: asyncio.Task[bytes] | None = None
 
     def _record(self, direction: str, message_id: int, message: Message) -> None:
         fields = _summarise(message_fields(message))
@@ -84,6 +99,9 @@ class DeviceConnection:
     def send(self, message: Message, reply_to: int | None = None) -> int:
         if self.closed.is_set():
             raise ConnectionLost()
+        if self._fault_io is not None or (
+                self._faults is not None and self._faults.interceptor is not None):
+            return self._send_faulted(message, reply_to)
         message_id = self.session.send(message, reply_to)
         self.flush()
         return message_id
@@ -104,6 +122,78 @@ class DeviceConnection:
         if self.closed.is_set():
             raise ConnectionLost()
 
+    # -- message faults (tests only) ------------------------------------------------------
+    def _fault_machinery(self) -> ConnectionFaults:
+        if self._fault_io is None:
+            assert self._faults is not None
+            self._inbox, self._inbox_ready = deque(), asyncio.Event()
+            self._fault_io = ConnectionFaults(
+                self._faults,
+                self.identity,
+                self._names,
+                self._write_frame,
+                self._to_inbox,
+                self._fault_applied,
+                self.session.max_frame_size,
+            )
+        return self._fault_io
+
+    def _names(self) -> tuple[str, ...]:
+        device_id = self.device.device_id if self.device is not None else ""
+        return (self.name, self.identity, device_id)
+
+    def _send_faulted(self, message: Message, reply_to: int | None) -> int:
+        self.flush()  # anything the session queued before this message goes first
+        message_id = self.session.send(message, reply_to)
+        self._fault_machinery().send(self.session.data_to_send(), type(message), message_id)
+        return message_id
+
+    def _write_frame(self, data: bytes) -> None:
+        if self.closed.is_set() or self.writer.is_closing():
+            return
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() > self._write_limit:
+            self.close("device stopped reading (write buffer over limit)")
+
+    def _to_inbox(self, data: bytes) -> None:
+        assert self._inbox is not None and self._inbox_ready is not None
+        self._inbox.append(data)
+        self._inbox_ready.set()
+
+    def _fault_applied(self, fault: AppliedFault) -> None:
+        if self._tracing:
+            self.trace.append(TraceEntry((fault.at, "fault", fault.message_id, fault.message, {
+                "action": fault.action, "rule": fault.rule, "direction": fault.direction.value,
+                "ordinal": fault.ordinal})))
+        if self._on_fault is not None:
+            self._on_fault(self, fault)
+
+    async def _read_faulted(self) -> bytes:
+        """Inbound bytes once message faults are in play: the device's bytes go through the
+        fault machinery, which hands them on (now, or later for a delay) to the inbox. The
+        per-frame timeout does not apply on this path (tests only)."""
+        faults = self._fault_machinery()
+        inbox, inbox_ready = self._inbox, self._inbox_ready
+        assert inbox is not None and inbox_ready is not None
+        while True:
+            if inbox:
+                return inbox.popleft()
+            if self._read_task is None:
+                self._read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
+            inbox_ready.clear()
+            ready = asyncio.ensure_future(inbox_ready.wait())
+            try:
+                await asyncio.wait({self._read_task, ready},
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+            if self._read_task.done():
+                task, self._read_task = self._read_task, None
+                data = task.result()
+                if not data:
+                    return b""
+                faults.receive(data)
+
     def fail(self, code: ErrorCode, reason: str) -> None:
         """Send Error(code, reason) and close."""
         self.session.fail(ProtocolError(code, reason))
@@ -120,6 +210,10 @@ class DeviceConnection:
         for fut in self.waiters.values():
             if not fut.done():
                 fut.set_exception(ConnectionLost())
+        if self._fault_io is not None:
+            self._fault_io.close()
+        if self._read_task is not None:
+            self._read_task.cancel()
         if not self.writer.is_closing():
             self.writer.close()
 
@@ -179,9 +273,18 @@ class DeviceConnection:
         A frame must arrive whole within `frame_timeout` of its first byte, however the peer
         spaces its bytes, so a client trickling one byte a second is cut off.
         """
+        faults = self._faults
+        if self._fault_io is not None or (faults is not None and faults.interceptor is not None
+                                          and not self.session.buffered):
+            return await self._read_faulted()  # tests only: faults start between frames
         if not self.session.buffered:
             self._frame_deadline = None
-            return await self.reader.read(READ_SIZE)
+            data = await self.reader.read(READ_SIZE)
+            if faults is not None and faults.interceptor is not None and data:
+                # installed while this read waited: these bytes are the first it sees
+                self._fault_machinery().receive(data)
+                return await self._read_faulted()
+            return data
         loop = asyncio.get_running_loop()
         if self._frame_deadline is None:
             self._frame_deadline = loop.time() + frame_timeout

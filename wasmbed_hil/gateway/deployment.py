@@ -334,15 +334,33 @@ class DeploymentEngine:
                 reply = await self._reply(conn, replies)
                 if isinstance(reply, DeployAck):  # refused mid-transfer (no space...)
                     self._check_ack(reply)
-                    conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "DeployAck success before last chunk")
-                    raise ConnectionLost()
-                if not isinstance(reply, ChunkAck) or reply.next_offset != inflight[0]:
+                    if next_send < dep.size:
+                        conn.fail(ErrorCode.UNEXPECTED_MESSAGE,
+                                  "DeployAck success before the last chunk was sent")
+                        raise ConnectionLost()
+                    # Success once every chunk went out: the device holds the whole module,
+                    # so the ChunkAcks still missing (lost or late) are acknowledged by it.
+                    return
+                if isinstance(reply, DeployReady) or (
+                        isinstance(reply, ChunkAck) and reply.next_offset <= acked):
+                    self.metrics["late_replies"] += 1  # a repeat: acknowledged already
+                    continue
+                if not isinstance(reply, ChunkAck) or reply.next_offset not in inflight:
                     got = getattr(reply, "next_offset", None)
-                    conn.fail(ErrorCode.BAD_OFFSET, f"ChunkAck {got}, expected {inflight[0]}")
+                    conn.fail(ErrorCode.BAD_OFFSET, f"ChunkAck {got}, expected one of "
+                              f"{list(inflight)}")
                     raise ConnectionLost()
-                acked = inflight.popleft()
-            final = await self._reply(conn, replies)
-            if not isinstance(final, DeployAck):
+                # Acknowledgements are cumulative: this one covers every chunk up to it.
+                while inflight and inflight[0] <= reply.next_offset:
+                    acked = inflight.popleft()
+            while True:
+                final = await self._reply(conn, replies)
+                if isinstance(final, DeployAck):
+                    break
+                if isinstance(final, DeployReady) or (isinstance(final, ChunkAck) and (
+                        final.next_offset <= acked)):
+                    self.metrics["late_replies"] += 1  # a repeat: acknowledged already
+                    continue
                 conn.fail(ErrorCode.UNEXPECTED_MESSAGE, "expected DeployAck after last chunk")
                 raise ConnectionLost()
             self._check_ack(final)

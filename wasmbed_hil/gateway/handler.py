@@ -64,8 +64,9 @@ from .config import GatewayConfig
 from .connection import DeviceConnection
 from .errors import ConnectionLost
 from .events import EventLog
+from .msgfaults import AppliedFault, FaultHook
 from .registry import DeviceRegistry, DeviceStatus
-from .store import EnrolledDevice, GatewayStore, StoredResult
+from .store import EnrolledDevice, GatewayStore, RunRecord, StoredResult
 
 log = logging.getLogger("wasmbed_hil.gateway")
 
@@ -115,6 +116,23 @@ class SessionServices:
     # a reply the device carries over to a later connection counts as late, not unsolicited:
     # the firmware may validate a module, and send its DeployAck, after a reconnect.
     asked_before: dict[str, set[tuple[str, Any]]] = field(default_factory=dict)
+    # Message faults a test installed (gateway/msgfaults.py); the product never installs any.
+    faults: FaultHook = field(default_factory=FaultHook)
+
+    def fault_applied(self, conn: DeviceConnection, fault: AppliedFault) -> None:
+        """Count a message fault and record it in the event log, where failures show it."""
+        self.metrics["message_faults"] += 1
+        self.events.emit(
+            "message_fault",
+            conn.device.device_id if conn.device else None,
+            name=conn.name,
+            action=fault.action,
+            message=fault.message,
+            message_id=fault.message_id,
+            direction=fault.direction.value,
+            ordinal=fault.ordinal,
+            rule=fault.rule,
+        )
 
 
 async def serve_connection(
@@ -170,6 +188,8 @@ async def _admit(
         max_frame_size=config.max_frame_size,
         write_buffer_limit=config.write_buffer_limit,
         trace_limit=config.trace_limit,
+        faults=services.faults,
+        on_fault=services.fault_applied,
     )
     if services.is_revoked(identity, cert.serial_number):
         metrics["refused_revoked"] += 1
@@ -429,8 +449,9 @@ class ConnectionHandler:
         if self.conn.resolve(("start", (msg.app_id, msg.run_id)), msg):
             return True
         # Every run started is recorded in the store (section 11), on this connection or not.
-        started = self.store.run_started(self._status.device_id, msg.app_id, msg.run_id)
-        return self._unmatched(started, msg, f"run {msg.run_id} of {msg.app_id}")
+        started = self.store.run_record(self._status.device_id, msg.app_id, msg.run_id)
+        return self._unmatched(started is not RunRecord.UNKNOWN, msg,
+                               f"run {msg.run_id} of {msg.app_id}")
 
     def _on_stop_ack(self, event: Received) -> bool:
         msg = event.message
@@ -455,7 +476,14 @@ class ConnectionHandler:
         # Only a run this gateway started (recorded in the store, so across restarts) may have
         # a result: anything else would be a device writing results of its own choosing, and
         # taking the place of the genuine result of a later run with that id.
-        if not self.store.run_started(device_id, msg.app_id, msg.run_id):
+        record = self.store.run_record(device_id, msg.app_id, msg.run_id)
+        if record is RunRecord.FORGOTTEN:
+            # Started long ago, its record dropped for newer runs (max_results_per_app): a
+            # result that late is acknowledged and not stored, as a result dropped by the
+            # bound would have been.
+            self.metrics["forgotten_run_results"] += 1
+            return True
+        if record is RunRecord.UNKNOWN:
             self.metrics["unstarted_results"] += 1
             raise ProtocolError(
                 ErrorCode.UNEXPECTED_MESSAGE,

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ..aio import cancel_and_wait
-from ..pki import revoked_serials_from_crl
+from ..pki import PkiError, VerifiedCrl, read_crl
 from ..protocol import (
     DIGEST_LEN,
     DeviceInfo,
@@ -42,6 +42,7 @@ from .deployment import Deployment, DeploymentEngine, RunRequest
 from .errors import GatewayError
 from .events import EventLog, WaitTimeout
 from .handler import SessionServices, serve_connection
+from .msgfaults import FaultHook
 from .registry import DeviceRegistry, DeviceStatus
 from .store import GatewayStore, RunIdsExhausted, StoredResult
 
@@ -93,6 +94,9 @@ class Gateway:
             is_revoked=self._is_revoked,
             may_enroll=self._may_enroll,
         )
+        # Test-only message faults (gateway/msgfaults.py): empty unless a test bench installs
+        # rules on this in-process gateway; no configuration or CLI switch reaches it.
+        self.faults: FaultHook = self._services.faults
         # Identities the control plane already knows (a Device resource names them) may
         # enroll while pairing mode is off; the proof of key possession is still required.
         self.preapproved: Callable[[str], bool] | None = None
@@ -185,18 +189,38 @@ class Gateway:
         """The serials of the last CRL loaded (kept in the local cache)."""
         return self.store.crl_serials
 
+    @property
+    def crl(self) -> VerifiedCrl | None:
+        """The last CRL loaded (its serials, number and dates), kept in the local cache."""
+        return self.store.crl
+
     def load_crl(self, crl: bytes, ca_cert: x509.Certificate) -> frozenset[int]:
         """Refuse every certificate whose serial the CRL lists, from now on and after a restart
         on the same state directory, and drop their live connections. The CRL replaces the one
-        loaded before. PkiError, and nothing changes, unless it parses and `ca_cert` (the
-        fleet CA) signed it. Returns the serials listed."""
-        serials = revoked_serials_from_crl(crl, ca_cert)  # validates before any change
-        self.store.set_crl_serials(serials)
+        loaded before. PkiError, and nothing changes, unless it parses, `ca_cert` (the fleet
+        CA) signed it and it is not older than the CRL loaded before (by CRL number, else by
+        issue date: a replayed older CRL would reinstate what was revoked since). A CRL past
+        its nextUpdate is loaded (it is still the newest known) and reported as stale.
+        Returns the serials listed."""
+        verified = read_crl(crl, ca_cert)  # validates before any change
+        loaded = self.store.crl
+        why = verified.older_than(loaded) if loaded is not None else None
+        if why is not None:
+            self.metrics["crl_refused"] += 1
+            self.events.emit("crl_refused", None, reason=why)
+            raise PkiError(f"{why}: refused")
+        self.store.set_crl(verified)
         for conn in list(self.connections.values()):
-            if _peer_serial(conn) in serials:
+            if _peer_serial(conn) in verified.serials:
                 conn.fail(ErrorCode.REVOKED, "certificate revoked")
-        self.events.emit("crl_loaded", None, serials=len(serials))
-        return serials
+        stale = verified.stale()
+        if stale:
+            self.metrics["crl_stale"] += 1
+            log.warning("loaded a CRL past its nextUpdate (%s): a newer one should exist",
+                        verified.next_update)
+        self.events.emit("crl_loaded", None, serials=len(verified.serials),
+                         number=verified.number, stale=stale)
+        return verified.serials
 
     def devices(self) -> list[DeviceStatus]:
         return self.registry.devices()
@@ -276,7 +300,7 @@ class Gateway:
         try:
             # Recorded before the StartApp goes out: its result may come on a later connection,
             # to a later incarnation of the gateway, and is accepted only for a run started here.
-            run_id = self.store.new_run(device_id, app_id)
+            run_id = self.store.new_run(device_id, app_id, self.config.max_results_per_app)
         except RunIdsExhausted as exc:
             raise GatewayError(f"cannot start {app_id}: {exc}") from None
         start = StartApp(app_id, run_id, entry, tuple(args))

@@ -2,11 +2,12 @@
 execution results in SQLite.
 
 It survives a gateway restart, so enrolled identities reconnect without pairing, revoked
-identities and the serials of the last CRL loaded stay refused, no execution
-result is lost, a result for a run started by an earlier incarnation is still accepted and run
-ids are never handed out twice. Results are kept up to a number per (device, application)
-(`trim_results`, GatewayConfig.max_results_per_app), the oldest dropped. Liveness
-(heartbeats, phases) lives in memory only.
+identities and the serials of the last CRL loaded stay refused (and an older CRL cannot
+replace it), no execution result is lost, a result for a run started by an earlier
+incarnation is still accepted and run ids are never handed out twice. Results and run records
+are kept up to a number per (device, application) (`trim_results`, `new_run(keep=...)`,
+GatewayConfig.max_results_per_app), the oldest dropped. Liveness (heartbeats, phases) lives
+in memory only.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 
+from ..pki import VerifiedCrl
 from ..protocol import Outcome
 
 _SCHEMA = """
@@ -43,6 +47,12 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 CREATE TABLE IF NOT EXISTS revoked (identity TEXT PRIMARY KEY, revoked_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS crl_serials (serial TEXT PRIMARY KEY, loaded_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS crl_loaded (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    number TEXT,
+    this_update REAL NOT NULL,
+    next_update REAL
+);
 CREATE TABLE IF NOT EXISTS results (
     device_id TEXT NOT NULL,
     app_id TEXT NOT NULL,
@@ -67,9 +77,23 @@ CREATE TABLE IF NOT EXISTS run_counters (
     device_id TEXT PRIMARY KEY,
     next_run_id INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_floors (
+    device_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    floor INTEGER NOT NULL,
+    PRIMARY KEY (device_id, app_id)
+);
 """
 
 MAX_RUN_ID = 0xFFFFFFFF  # run ids are u32 on the wire
+
+
+class RunRecord(Enum):
+    """What the cache knows of a run id of (device, application)."""
+
+    STARTED = "started"  # this gateway started it, and still holds the record
+    FORGOTTEN = "forgotten"  # at or below the runs dropped by `new_run(keep=...)`
+    UNKNOWN = "unknown"  # never started here
 
 
 class RunIdsExhausted(Exception):
@@ -175,23 +199,46 @@ class GatewayStore:
         self.revoked.add(identity)
         self._db.execute("INSERT OR IGNORE INTO revoked VALUES (?, ?)", (identity, time.time()))
 
-    def set_crl_serials(self, serials: frozenset[int] | set[int]) -> None:
-        """Replace the serials of the last CRL loaded (a CRL lists every revoked serial), in
-        one transaction. Kept as hex text: a serial may have 20 octets, beyond SQLite's
-        integers."""
+    @property
+    def crl(self) -> VerifiedCrl | None:
+        """The last CRL loaded, or None (none yet, or one loaded by a version that did not
+        keep its number and dates: any CRL may then replace it)."""
+        row = self._db.execute(
+            "SELECT number, this_update, next_update FROM crl_loaded").fetchone()
+        if row is None:
+            return None
+        return VerifiedCrl(
+            self.crl_serials,
+            None if row[0] is None else int(row[0], 16),
+            datetime.fromtimestamp(row[1], UTC),
+            None if row[2] is None else datetime.fromtimestamp(row[2], UTC),
+        )
+
+    def set_crl(self, crl: VerifiedCrl) -> None:
+        """Replace the last CRL loaded (a CRL lists every revoked serial), in one
+        transaction. Serials and the CRL number are kept as hex text: they may have 20
+        octets, beyond SQLite's integers."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM crl_serials")
             now = time.time()
             db.executemany(
-                "INSERT INTO crl_serials VALUES (?, ?)", [(f"{s:x}", now) for s in serials]
+                "INSERT INTO crl_serials VALUES (?, ?)", [(f"{s:x}", now) for s in crl.serials]
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO crl_loaded VALUES (1, ?, ?, ?)",
+                (
+                    None if crl.number is None else f"{crl.number:x}",
+                    crl.this_update.timestamp(),
+                    None if crl.next_update is None else crl.next_update.timestamp(),
+                ),
             )
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        self.crl_serials = frozenset(serials)
+        self.crl_serials = crl.serials
 
     # -- deployments ---------------------------------------------------------------------
     def add_deployment(self, record: StoredDeployment) -> int:
@@ -302,13 +349,16 @@ class GatewayStore:
         ]
 
     # -- runs ---------------------------------------------------------------------------
-    def new_run(self, device_id: str, app_id: str) -> int:
+    def new_run(self, device_id: str, app_id: str, keep: int = 0) -> int:
         """Allocate the device's next run id and record the run as started by this gateway.
 
         Each device has its own counter, kept here and never derived from the results held
         (a device chooses what its results say); it only goes up. A device without one (a
         cache written before counters existed) starts above its highest stored run id.
         Raises RunIdsExhausted rather than repeat an id.
+
+        `keep` (0: all) bounds the run records of (device, app): the oldest beyond it are
+        dropped and remembered as a floor, at or below which a run id is FORGOTTEN.
         """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -334,16 +384,60 @@ class GatewayStore:
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
                 (device_id, run_id, app_id, time.time()),
             )
+            if keep > 0:
+                self._trim_runs(device_id, app_id, keep)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         return run_id
 
-    def run_started(self, device_id: str, app_id: str, run_id: int) -> bool:
+    def started_runs(self, device_id: str | None = None) -> list[tuple[str, int, str]]:
+        """The runs this gateway (any incarnation) started: (device id, run id, app id), in
+        the order they were started. Read by the harness's convergence check."""
+        rows = self._db.execute(
+            "SELECT device_id, run_id, app_id FROM runs WHERE (?1 IS NULL OR device_id = ?1)"
+            " ORDER BY started_at, run_id",
+            (device_id,),
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    def _trim_runs(self, device_id: str, app_id: str, keep: int) -> None:
+        floor = self._db.execute(
+            "SELECT run_id FROM runs WHERE device_id = ?1 AND app_id = ?2"
+            " ORDER BY run_id DESC LIMIT 1 OFFSET ?3",
+            (device_id, app_id, keep),
+        ).fetchone()
+        if floor is None:
+            return
+        self._db.execute(
+            "DELETE FROM runs WHERE device_id = ? AND app_id = ? AND run_id <= ?",
+            (device_id, app_id, floor[0]),
+        )
+        self._db.execute(
+            "INSERT INTO run_floors VALUES (?1, ?2, ?3) ON CONFLICT (device_id, app_id)"
+            " DO UPDATE SET floor = MAX(floor, ?3)",
+            (device_id, app_id, floor[0]),
+        )
+
+    def run_record(self, device_id: str, app_id: str, run_id: int) -> RunRecord:
         """Whether this gateway started run `run_id` of `app_id` on the device."""
         row = self._db.execute(
             "SELECT 1 FROM runs WHERE device_id = ? AND run_id = ? AND app_id = ?",
             (device_id, run_id, app_id),
         ).fetchone()
-        return row is not None
+        if row is not None:
+            return RunRecord.STARTED
+        row = self._db.execute(
+            "SELECT floor FROM run_floors WHERE device_id = ? AND app_id = ?",
+            (device_id, app_id),
+        ).fetchone()
+        if row is not None and run_id <= row[0]:
+            return RunRecord.FORGOTTEN
+        return RunRecord.UNKNOWN
+
+    def run_count(self, device_id: str, app_id: str) -> int:
+        """How many run records of (device, app) are held."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM runs WHERE device_id = ? AND app_id = ?", (device_id, app_id)
+        ).fetchone()[0])

@@ -6,7 +6,7 @@ A device identity is the lowercase hex SHA-256 of its certificate's SubjectPubli
 from __future__ import annotations
 
 from ._files import write_file
-from .ca import FleetCA, revoked_serials_from_crl
+from .ca import FleetCA, VerifiedCrl, read_crl
 from .credentials import Credentials
 from .errors import PkiError
 from .identity import (
@@ -25,12 +25,13 @@ __all__ = [
     "FleetCA",
     "PkiError",
     "PrivateKey",
+    "VerifiedCrl",
     "client_ssl_context",
     "device_certificate_problem",
     "device_identity",
     "load_certificate",
     "load_private_key",
-    "revoked_serials_from_crl",
+    "read_crl",
     "server_ssl_context",
     "spki_der",
     "verify_signature",

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -287,8 +288,14 @@ class FleetCA:
         hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
         *,
         valid_days: int = 825,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
     ) -> Credentials:
-        """Issue a P-256 serverAuth certificate, CN=name, SAN = DNS names and IP literals."""
+        """Issue a P-256 serverAuth certificate, CN=name, SAN = DNS names and IP literals.
+
+        Validity: now-5min for ``valid_days``, unless ``not_before``/``not_after`` say
+        otherwise (as for issue_device; tests use them for expired or future certificates).
+        """
         if isinstance(hosts, str | bytes):
             raise PkiError("hosts must be a sequence of host names, not a single string")
         if not isinstance(valid_days, int) or valid_days <= 0:
@@ -307,7 +314,7 @@ class FleetCA:
         if not names:
             raise PkiError("a gateway certificate needs at least one host")
         names = list(dict.fromkeys(names))
-        not_before, not_after = _validity(None, None, timedelta(days=valid_days))
+        not_before, not_after = _validity(not_before, not_after, timedelta(days=valid_days))
         key = ec.generate_private_key(ec.SECP256R1())
         return self._issue(
             self._gateway_base,
@@ -419,8 +426,40 @@ class FleetCA:
             return False
 
 
-def revoked_serials_from_crl(crl_data: bytes, ca_cert: x509.Certificate) -> frozenset[int]:
-    """Serials listed in a PEM or DER CRL; PkiError unless it parses and ``ca_cert`` signed it."""
+@dataclass(frozen=True)
+class VerifiedCrl:
+    """A CRL whose signature by the fleet CA was checked: what a gateway keeps of it.
+
+    ``number`` is its CRLNumber extension (RFC 5280 5.2.3: it only ever increases for one
+    issuer), None when absent; ``this_update``/``next_update`` its validity, in UTC."""
+
+    serials: frozenset[int]
+    number: int | None
+    this_update: datetime
+    next_update: datetime | None
+
+    def stale(self, now: datetime | None = None) -> bool:
+        """Past its nextUpdate: a newer CRL should exist."""
+        return self.next_update is not None and (now or datetime.now(UTC)) > self.next_update
+
+    def older_than(self, loaded: VerifiedCrl) -> str | None:
+        """Why this CRL must not replace ``loaded`` (a replay of an older CRL would reinstate
+        what was revoked since), or None when it may. Same number and same serials: a reload
+        of the same CRL, allowed."""
+        if self.number is not None and loaded.number is not None:
+            if self.number < loaded.number:
+                return f"CRL number {self.number} is older than the loaded CRL's {loaded.number}"
+            if self.number == loaded.number and self.serials != loaded.serials:
+                return f"CRL number {self.number} is loaded already with other serials"
+            return None
+        if self.this_update < loaded.this_update:
+            return (f"CRL issued {self.this_update.isoformat()} is older than the loaded CRL "
+                    f"issued {loaded.this_update.isoformat()}")
+        return None
+
+
+def read_crl(crl_data: bytes, ca_cert: x509.Certificate) -> VerifiedCrl:
+    """A PEM or DER CRL; PkiError unless it parses and ``ca_cert`` signed it."""
     if not isinstance(crl_data, bytes | bytearray | memoryview):
         raise PkiError(f"CRL data must be bytes, not {type(crl_data).__name__}")
     if not isinstance(ca_cert, x509.Certificate):
@@ -439,7 +478,14 @@ def revoked_serials_from_crl(crl_data: bytes, ca_cert: x509.Certificate) -> froz
         valid = False
     if not valid:
         raise PkiError(f"CRL is not signed by {ca_cert.subject.rfc4514_string()}")
-    return frozenset(revoked.serial_number for revoked in crl)
+    try:
+        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        serials = frozenset(revoked.serial_number for revoked in crl)
+    except x509.ExtensionNotFound:
+        number, serials = None, frozenset(revoked.serial_number for revoked in crl)
+    except ValueError as exc:  # a malformed extension or entry, signed or not
+        raise PkiError(f"malformed CRL: {exc}") from exc
+    return VerifiedCrl(serials, number, crl.last_update_utc, crl.next_update_utc)
 
 
 def _load_ca_key(data: bytes, path: Path) -> CaKey:

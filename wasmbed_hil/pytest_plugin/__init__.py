@@ -23,7 +23,8 @@ loop, CA, ports and directories.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ try:
         get_backend,
     )
     from ..bench.backends.base import Backend
+    from ..bench.convergence import Convergence, ConvergenceOracle, DesiredState, NotConverged
     from ..bench.device import DeviceHandle
     from ..bench.gateway import GatewayHandle
     from ..bench.loop import LoopThread
@@ -53,7 +55,10 @@ except ModuleNotFoundError as exc:  # the product alone was installed, without t
 from ..gateway import GatewayConfig
 from ..pki import Credentials, FleetCA
 from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
+    attach_convergence,
+    attach_text,
     evidence,
+    label_faults,
     pytest_report_teststatus,
     pytest_runtest_makereport,
     pytest_runtest_protocol,
@@ -76,6 +81,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "failures are never retried (default: 0)",
     )
     group.addoption(
+        "--hil-fault-seed", type=int, default=None,
+        help="seed of the fault scenarios' random choices (which chunk, which moment); "
+        "default: a new one per run, printed in the header, so a run can be replayed",
+    )
+    group.addoption(
         "--hil-timeout",
         type=float,
         default=10.0,
@@ -88,6 +98,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for backend in backend_classes():
         backend.apply_options(config.getoption)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "hil_fault_seed" in workerinput:
+        config.option.hil_fault_seed = workerinput["hil_fault_seed"]  # the controller's
+    elif config.getoption("--hil-fault-seed") is None:
+        config.option.hil_fault_seed = random.SystemRandom().randrange(1 << 31)
+    if workerinput is None and config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_SeedToWorkers(), "wasmbed-hil-fault-seed")
+    config.addinivalue_line(
+        "markers", "hil_fault(name): the scenario injects fault `name` (the Allure label "
+        "`fault` and a JUnit property of the same name; reports group by it)")
     name = config.getoption("--hil-backend")
     if name not in backend_names():
         raise pytest.UsageError(
@@ -95,8 +115,16 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+class _SeedToWorkers:
+    """Under pytest-xdist, every worker uses the fault seed the controller chose."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["hil_fault_seed"] = node.config.getoption("--hil-fault-seed")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """@pytest.mark.backend_specific("virtual", reason="...") skips on other backends."""
+    label_faults(item)
     backend = item.config.getoption("--hil-backend")
     for mark in item.iter_markers("backend_specific"):
         reason = mark.kwargs.get("reason")
@@ -107,7 +135,52 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"wasmbed-hil: backend={config.getoption('--hil-backend')}"
+    seed = config.getoption("--hil-fault-seed")
+    return (f"wasmbed-hil: backend={config.getoption('--hil-backend')}, fault seed={seed} "
+            f"(replay with --hil-fault-seed={seed})")
+
+
+@pytest.fixture(scope="session")
+def hil_fault_seed(pytestconfig: pytest.Config) -> int:
+    """The run's fault seed (--hil-fault-seed, else the one the run chose and printed)."""
+    return int(pytestconfig.getoption("--hil-fault-seed"))
+
+
+@pytest.fixture
+def fault_rng(hil_fault_seed: int, request: pytest.FixtureRequest) -> random.Random:
+    """The random choices of one scenario: seeded by the run's fault seed and the test's id,
+    so a scenario chooses the same whichever worker runs it and whatever runs before it."""
+    return random.Random(f"{hil_fault_seed}:{request.node.nodeid}")
+
+
+@pytest.fixture
+def converged(hil_loop: LoopThread, hil_timeout: float,
+              request: pytest.FixtureRequest) -> Callable[..., Convergence]:
+    """converged(desired=None, timeout=None, excused=()) waits until the test's devices,
+    gateways and control plane agree (bench.convergence); on failure the evidence of each
+    source is attached to the test's report and NotConverged is raised."""
+
+    def check(desired: DesiredState | None = None, *, timeout: float | None = None,
+              excused: Iterable[tuple[str, int]] = (),
+              devices: Iterable[DeviceHandle] | None = None,
+              gateways: Iterable[GatewayHandle] | None = None) -> Convergence:
+        ev = evidence(request)
+        platform = ev.platforms[-1] if ev.platforms else None
+        oracle = ConvergenceOracle(
+            hil_loop, gateways=list(ev.gateways if gateways is None else gateways),
+            devices=list(ev.devices if devices is None else devices), platform=platform)
+        bound = hil_timeout * 2 if timeout is None else timeout
+        try:
+            done = oracle.wait(bound, desired, excused=excused)
+        except NotConverged as exc:
+            attach_convergence(exc)
+            raise
+        attach_text("convergence", f"converged in {done.elapsed_s:.3f}s (bound {bound:g}s) "
+                    f"after {done.checks} look(s): {done.devices} device(s), {done.results} "
+                    f"result(s)" + "".join(f"\nexcused: {e}" for e in done.excused))
+        return done
+
+    return check
 
 
 @pytest.fixture(scope="session")

@@ -103,7 +103,7 @@ def format_trace(entries: list[Any]) -> str:
     start = entries[0][0]
     lines = []
     for at, direction, message_id, kind, fields in entries:
-        arrow = "gw -> dev" if direction == "out" else "dev -> gw"
+        arrow = {"out": "gw -> dev", "in": "dev -> gw"}.get(direction, "FAULT    ")
         body = json.dumps(fields, default=str, sort_keys=True)
         lines.append(f"+{at - start:9.3f}s  {arrow}  #{message_id:<5} {kind:<18} {body}")
     return "\n".join(lines)
@@ -123,6 +123,31 @@ def _attach(name: str, text: str, kind: Any = None) -> None:
 def _label(name: str, value: str) -> None:
     if allure is not None:
         allure.dynamic.label(name, value)
+
+
+def attach_text(name: str, text: str) -> None:
+    """Attach `text` to the running test's Allure result."""
+    _attach(name, text)
+
+
+def attach_convergence(exc: Any) -> None:
+    """A failed convergence check (bench.convergence.NotConverged): its disagreements and
+    what each source showed, one attachment each."""
+    _attach("convergence: disagreements",
+            "\n".join(d.describe() for d in exc.disagreements) or "(none)")
+    for name, text in exc.evidence.items():
+        _attach(name, text)
+
+
+def label_faults(item: pytest.Item) -> None:
+    """Label a scenario with the faults it injects (@pytest.mark.hil_fault("name")): the
+    Allure label `fault` and the JUnit property of the same name (before its set-up, so a
+    scenario skipped there carries it too)."""
+    for mark in item.iter_markers("hil_fault"):
+        if not mark.args:
+            raise pytest.UsageError(f"{item.nodeid}: hil_fault needs the fault's name")
+        _label("fault", str(mark.args[0]))
+        item.user_properties.append(("fault", str(mark.args[0])))
 
 
 # ----------------------------------------------------------------------------- collection

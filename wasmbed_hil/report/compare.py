@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .categories import FAILING, INFRASTRUCTURE, PASSED, PRODUCT, SKIPPED
+from .categories import FAILING, INFRASTRUCTURE, PASSED, PRODUCT, SKIPPED, STATUSES
 from .quarantine import Quarantine, QuarantineEntry
 from .results import CaseResult, Run
 
@@ -101,8 +101,24 @@ class Comparison:
             "quarantine": str(self.quarantine.path) if self.quarantine and
             self.quarantine.path else None,
             "exit_code": self.exit_code, "counts": self.counts,
+            f"by_{GROUP_LABEL}": group_by_label(self.current),
             "sections": {name: [i.key for i in items] for name, items in self.sections.items()},
         }
+
+
+GROUP_LABEL = "fault"  # the fault matrix's scenarios carry the fault they inject
+
+
+def group_by_label(run: Run, label: str = GROUP_LABEL) -> dict[str, dict[str, int]]:
+    """Status counts of the run's tests per value of `label` (tests without it are left
+    out): {"power_cut": {"passed": 4, "failed": 1, ..., "total": 5}, ...}, sorted by value."""
+    groups: dict[str, dict[str, int]] = {}
+    for test in run.tests.values():
+        for value in test.labels.get(label, []):
+            counts = groups.setdefault(value, {s: 0 for s in (*STATUSES, "total")})
+            counts[test.status] = counts.get(test.status, 0) + 1
+            counts["total"] += 1
+    return dict(sorted(groups.items()))
 
 
 def is_slower(current: CaseResult, baseline: CaseResult, threshold: float,

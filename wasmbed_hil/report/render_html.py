@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .categories import INFRASTRUCTURE
-from .compare import NEEDS_BASELINE, SECTIONS, Comparison, Item
+from .compare import GROUP_LABEL, NEEDS_BASELINE, SECTIONS, Comparison, Item, group_by_label
 from .results import CaseResult, Run
 
 # Labels every allure-pytest result carries: noise next to a test.
@@ -24,7 +24,7 @@ HIDDEN_LABELS = frozenset({"host", "thread", "framework", "language", "package",
 TRACE_CHARS = 20_000
 MESSAGE_CHARS = 4_000
 MANY_ROWS = 60
-TABLE_LABELS = ("backend", "tag")  # tables show these; the failure cards show every label
+TABLE_LABELS = ("backend", "fault", "tag")  # tables show these; the failure cards show every label
 
 COLOURS = {
     "new_failures": "#cf222e", "infrastructure": "#8250df", "flaky": "#bc4c00",
@@ -295,6 +295,23 @@ def _table(name: str, items: list[Item]) -> str:
     return table
 
 
+def _groups(run: Run) -> str:
+    """A table of status counts per fault (the fault matrix's label); "" without any."""
+    groups = group_by_label(run)
+    if not groups:
+        return ""
+    rows = "".join(
+        f'<tr><td class="mono">{h(value)}</td><td class="num">{c["total"]}</td>'
+        f'<td class="num">{c["passed"]}</td><td class="num">{c["failed"]}</td>'
+        f'<td class="num">{c["broken"]}</td><td class="num">{c["skipped"]}</td></tr>'
+        for value, c in groups.items())
+    head = (f"<tr><th>{h(GROUP_LABEL.capitalize())}</th><th class=\"num\">Tests</th>"
+            '<th class="num">Passed</th><th class="num">Failed</th><th class="num">Broken</th>'
+            '<th class="num">Skipped</th></tr>')
+    return (f'<section id="by-{GROUP_LABEL}"><h2>By {h(GROUP_LABEL)}</h2>'
+            f"<table><thead>{head}</thead><tbody>{rows}</tbody></table></section>")
+
+
 def _quarantine_notes(comparison: Comparison) -> str:
     if not comparison.quarantine_notes:
         return ""
@@ -392,6 +409,7 @@ def render_html(comparison: Comparison, out_dir: Path | str, title: str = "Regre
         f'<nav class="cards">{"".join(cards)}</nav>',
         '<div class="runs">', _run_box("Current run", comparison.current),
         _run_box("Baseline", baseline), "</div>",
+        _groups(comparison.current),
         *(_section(name, comparison, out_dir) for name in SECTIONS),
         f"<footer>wasmbed-hil report · duration regression: slower than the baseline by more "
         f"than {comparison.threshold * 100:g} % and {comparison.min_delta:g} s · {q_text} · "

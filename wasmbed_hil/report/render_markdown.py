@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 
-from .compare import NEEDS_BASELINE, SECTIONS, Comparison, Item
+from .compare import GROUP_LABEL, NEEDS_BASELINE, SECTIONS, Comparison, Item, group_by_label
 
 DEFAULT_LIMIT = 15
 MESSAGE_CHARS = 160
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!{}])")
-SHOWN_LABELS = ("backend",)
+SHOWN_LABELS = ("backend", "fault")
 
 
 def md_text(text: str, limit: int | None = None) -> str:
@@ -99,6 +99,14 @@ def render_markdown(comparison: Comparison, title: str = "Regression report",
             continue
         value = str(counts[name])
         lines.append(f"| {heading} | {'**' + value + '**' if counts[name] else value} |")
+    groups = group_by_label(current)
+    if groups:
+        lines += ["", f"### By {GROUP_LABEL}", "",
+                  f"| {GROUP_LABEL.capitalize()} | Tests | Passed | Failed | Broken | Skipped |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {md_code(value, table=True)} | {c['total']} | {c['passed']} | "
+                  f"{c['failed']} | {c['broken']} | {c['skipped']} |"
+                  for value, c in groups.items()]
     for name, heading in SECTIONS.items():
         items = comparison.sections[name]
         if not items:

@@ -48,10 +48,12 @@ from . import arguments
 from .arguments import Timeout
 from .keywords import (
     ConsoleKeywords,
+    ConvergenceKeywords,
     DeploymentKeywords,
     DeviceKeywords,
     GatewayKeywords,
     LinkKeywords,
+    MessageFaultKeywords,
     WaitKeywords,
 )
 
@@ -186,6 +188,8 @@ class WasmbedLibrary(DynamicCore):
             DeploymentKeywords(self),
             ConsoleKeywords(self),
             LinkKeywords(self),
+            MessageFaultKeywords(self),
+            ConvergenceKeywords(self),
         ])
 
     # ================================================================ for the keywords
@@ -227,6 +231,9 @@ class WasmbedLibrary(DynamicCore):
 
     def gateway_names(self) -> list[str]:
         return list(self._gateways)
+
+    def device_names(self) -> list[str]:
+        return list(self._devices)
 
     def gateway(self, name: str | None) -> tuple[str, GatewayHandle]:
         record = _named(self._gateways, name or self.current_gateway, "gateway", "Start Gateway")

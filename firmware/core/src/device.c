@@ -175,6 +175,7 @@ static void close_link(wb_device_t *d)
     d->established = false;
     d->rejected = false;
     d->xfer.active = false; /* a partial module stays in its slot: resumable */
+    d->xfer.done = false;
     d->run.stop_pending = false; /* its StopAck can no longer be sent */
     wb_framer_consume(&d->fr);
     d->sess.state = WB_ST_CLOSED;
@@ -183,6 +184,7 @@ static void close_link(wb_device_t *d)
 static void link_up(wb_device_t *d)
 {
     d->link = WB_L_UP;
+    d->link_up_ms = wb_platform_now_ms();
     d->stats_connects++;
     wb_session_init(&d->sess, WB_ROLE_DEVICE, d->cfg.max_frame_size);
     wb_framer_init(&d->fr, d->cfg.frame_buffer, d->cfg.frame_buffer_size, d->cfg.max_frame_size);
@@ -270,6 +272,7 @@ static void install(wb_device_t *d, const wb_app_id_t *id, uint8_t slot,
                 app = i;
                 d->apps[i].used = true;
                 d->apps[i].slot = WB_NO_SLOT;
+                d->apps[i].ran = false;
                 d->apps[i].id = *id;
                 break;
             }
@@ -375,6 +378,12 @@ static void on_deploy_chunk(wb_device_t *d, const wb_msg_t *in)
 {
     const __typeof__(in->u.deploy_chunk) *c = &in->u.deploy_chunk;
     wb_transfer_t *t = &d->xfer;
+    if ((t->active || t->done) && id_eq(&t->id, c->app_id)) {
+        /* a repeat of bytes already held (a duplicated chunk): ignored, not acknowledged
+         * (docs/protocol.md, section 10) */
+        uint32_t held = t->active ? d->slots[t->slot].held : t->size;
+        if (c->offset < held && (uint64_t)c->offset + c->data.len <= held) return;
+    }
     if (!t->active || !id_eq(&t->id, c->app_id)) {
         send_error(d, WB_ERR_UNKNOWN_APP, "no transfer for this app_id");
         return;
@@ -396,6 +405,7 @@ static void on_deploy_chunk(wb_device_t *d, const wb_msg_t *in)
     send_out(d, in->message_id);
     if (s->held != t->size) return;
     t->active = false;
+    t->done = true;
     uint8_t digest[WB_DIGEST_LEN];
     wb_platform_sha256(slot_data(d, t->slot), s->size, digest);
     if (memcmp(digest, s->digest, WB_DIGEST_LEN) != 0) {
@@ -441,6 +451,12 @@ static void on_start_app(wb_device_t *d, const wb_msg_t *in)
         start_ack(d, in, WB_ERR_UNKNOWN_APP, "not installed");
         return;
     }
+    if (d->apps[app].ran && d->apps[app].last_run_id == s->run_id) {
+        /* a repeat of the StartApp already accepted (docs/protocol.md, section 11): answered
+         * again, nothing runs twice, its one ExecutionResult goes (or went) out */
+        start_ack(d, in, WB_OK, "");
+        return;
+    }
     if ((d->run.active && d->run.app == app) || queued_index(d, app) >= 0) {
         start_ack(d, in, WB_ERR_BUSY, "already running");
         return;
@@ -458,6 +474,8 @@ static void on_start_app(wb_device_t *d, const wb_msg_t *in)
     q->n_args = (uint8_t)s->args.n;
     for (size_t i = 0; i < s->args.n; i++) wb_value_from_wire(&s->args.items[i], &q->args[i]);
     d->apps[app].state = WB_APP_RUNNING;
+    d->apps[app].ran = true;
+    d->apps[app].last_run_id = s->run_id;
     start_ack(d, in, WB_OK, "");
 }
 
@@ -677,6 +695,13 @@ static void service(wb_device_t *d)
             wb_framer_consume(&d->fr);
         }
         now = wb_platform_now_ms();
+        if (!d->established && d->link == WB_L_UP && !d->link_broken &&
+            now - d->link_up_ms > (uint64_t)d->cfg.setup_timeout_ms) {
+            wb_platform_log("wb: no Welcome within %u ms of the link coming up: giving up",
+                            (unsigned)d->cfg.setup_timeout_ms);
+            close_link(d);
+            break;
+        }
         if (d->established && d->sess.state == WB_ST_ESTABLISHED && !d->link_broken) {
             if (d->silent) { /* nothing sent, nothing owed */
                 d->last_ack_ms = now;
@@ -780,6 +805,7 @@ wb_device_t *wb_device_init(void *storage, const wb_device_config_t *config,
     if (d->cfg.backoff_initial_ms == 0) d->cfg.backoff_initial_ms = WB_BACKOFF_INITIAL_MS;
     if (d->cfg.backoff_max_ms == 0) d->cfg.backoff_max_ms = WB_BACKOFF_MAX_MS;
     if (d->cfg.reject_backoff_ms == 0) d->cfg.reject_backoff_ms = WB_REJECT_BACKOFF_MS;
+    if (d->cfg.setup_timeout_ms == 0) d->cfg.setup_timeout_ms = WB_SETUP_TIMEOUT_MS;
     if (d->cfg.backoff_max_ms < d->cfg.backoff_initial_ms) {
         d->cfg.backoff_max_ms = d->cfg.backoff_initial_ms;
     }

@@ -25,6 +25,10 @@
 #define WB_REJECT_BACKOFF_MS WB_BACKOFF_MAX_MS /* after EnrollReject, REVOKED, ... */
 #endif
 #define WB_DEAD_AFTER_INTERVALS 3
+/* Transport up -> Welcome (or a refusal) within this long, else the connection is given up:
+ * a gateway that refuses the device's certificate after the TLS 1.3 handshake closes its
+ * socket without an alert, and a UART bridge cannot pass a TCP close on. */
+#define WB_SETUP_TIMEOUT_MS 30000
 #define WB_MAX_FRAMES_PER_POLL 8
 #define WB_NO_SLOT 0xFF
 
@@ -49,6 +53,8 @@ typedef struct {
     uint8_t slot;
     uint8_t state; /* wb_app_state_t */
     wb_limits_t limits;
+    bool ran;             /* last_run_id is set */
+    uint32_t last_run_id; /* the last StartApp accepted: a repeat of it starts nothing */
 } wb_app_t;
 
 typedef struct {
@@ -59,6 +65,7 @@ typedef struct {
     uint8_t slot;
     uint32_t size, chunk_size;
     wb_limits_t limits;
+    bool done; /* completed on this connection: a repeated chunk of it is ignored */
 } wb_transfer_t;
 
 typedef struct {
@@ -82,6 +89,7 @@ struct wb_device {
     bool rejected;    /* enrollment refused / revoked: long backoff */
     uint32_t backoff_ms;
     uint64_t next_connect_ms;
+    uint64_t link_up_ms; /* when the transport came up (the setup deadline counts from it) */
     uint32_t hb_interval_ms;
     uint64_t next_hb_ms, last_ack_ms;
     uint32_t slot_size;

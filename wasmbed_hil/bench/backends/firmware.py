@@ -33,6 +33,7 @@ from ..link.pump import Impairment
 from ..linkhandle import LinkHandle
 from ..loop import LoopThread
 from ..machines.base import Machine
+from ..points import DeviceAction
 from ..seams import Link
 from .base import Backend
 
@@ -40,7 +41,8 @@ from .base import Backend
 DEVICE_OPTIONS = {"max_frame_size", "max_module_size", "window", "max_apps"}
 # Reconnect timing like the virtual device's (the firmware's own defaults suit a fleet in the
 # field: 30 s after a refusal), so scenarios need not wait half a minute.
-HARNESS_TIMING = {"backoff_initial_ms": 50, "backoff_max_ms": 1000, "reject_backoff_ms": 1000}
+HARNESS_TIMING = {"backoff_initial_ms": 50, "backoff_max_ms": 1000, "reject_backoff_ms": 1000,
+                  "setup_timeout_ms": 5000}
 # What building the image needs (an emulator is not needed to build it).
 
 
@@ -56,7 +58,7 @@ class FirmwareFaults(Faults):
         self._handle.write_line(f"silent {int(silent)}")
 
     def cut_link(self) -> None:
-        self._handle.link.cut()
+        self._handle.loop.run(self._handle.on_loop("cut_link"))
 
     def impair(self, impairment: Impairment) -> contextlib.AbstractContextManager[Impairment]:
         return self._handle.link.impair(impairment)  # one path: the device's LinkHandle
@@ -137,20 +139,40 @@ class FirmwareDeviceHandle(DeviceHandle):
     def faults(self) -> Faults:
         return self._faults
 
+    async def on_loop(self, action: DeviceAction) -> None:
+        if action == "power_on":
+            await self.machine.start()
+        elif action == "power_off":
+            await self.machine.power_cut()
+            self._set(Lifecycle.OFF)
+        elif action == "reset":
+            # The machine's reset (QMP system_reset, Renode's machine Reset...): the same
+            # machine, the firmware boots again.
+            await self.machine.reset()
+            self._set(Lifecycle.CONNECTING)
+        elif action == "reboot":
+            await self.on_loop("power_off")
+            await self.on_loop("power_on")
+        elif action == "cut_link":
+            await self._link.drop_upstream()
+        else:
+            raise ValueError(f"unknown device action {action!r}")
+
+    @property
+    def powered(self) -> bool:
+        return self.machine.running
+
     def power_on(self) -> None:
-        self._loop.run(self.machine.start())
+        self._loop.run(self.on_loop("power_on"))
 
     def power_off(self) -> None:
         if self._loop.alive:
-            self._loop.run(self.machine.power_cut())
-            self._loop.call(self._set, Lifecycle.OFF)
+            self._loop.run(self.on_loop("power_off"))
 
     def reset(self) -> None:
-        """The machine's reset (QMP system_reset, Renode's machine Reset...): the same
-        machine, the firmware boots again (a following wait_online() waits for the new
-        session)."""
-        self._loop.run(self.machine.reset())
-        self._loop.call(self._set, Lifecycle.CONNECTING)
+        """The machine's reset: the firmware boots again (a following wait_online() waits
+        for the new session)."""
+        self._loop.run(self.on_loop("reset"))
 
     def close(self) -> None:
         if self._loop.alive:

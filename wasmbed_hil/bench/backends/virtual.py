@@ -24,6 +24,7 @@ from ..link.faultproxy import FaultProxy
 from ..link.pump import Impairment
 from ..linkhandle import LinkHandle
 from ..loop import LoopThread
+from ..points import DeviceAction
 from ..virtual.device import VirtualDevice, VirtualDeviceConfig
 from .base import Backend, BackendOption, register
 
@@ -65,7 +66,7 @@ class VirtualFaults(Faults):
         self._device.faults.drop_after_chunks = chunks
 
     def cut_link(self) -> None:
-        self._loop.call(self._device.drop_link)
+        self._loop.call(self._device.drop_link)  # DeviceHandle.on_loop("cut_link") likewise
 
     def impair(self, impairment: Impairment) -> AbstractContextManager[Impairment]:
         return self._handle.link.impair(impairment)  # one path: the device's LinkHandle
@@ -104,12 +105,27 @@ class VirtualDeviceHandle(DeviceHandle):
     def faults(self) -> Faults:
         return self._faults
 
+    async def on_loop(self, action: DeviceAction) -> None:
+        if action == "power_on":
+            self.device.power_on()
+        elif action == "power_off":
+            await self.device.power_off()
+        elif action in ("reset", "reboot"):  # no reset distinct from a power cycle here
+            await self.device.reboot()
+        elif action == "cut_link":
+            self.device.drop_link()
+        else:
+            raise ValueError(f"unknown device action {action!r}")
+    @property
+    def powered(self) -> bool:
+        return self.device.powered
+
     def power_on(self) -> None:
-        self._loop.call(self.device.power_on)
+        self._loop.run(self.on_loop("power_on"))
 
     def power_off(self) -> None:
         if self._loop.alive:
-            self._loop.run(self.device.power_off())
+            self._loop.run(self.on_loop("power_off"))
 
     def close(self) -> None:
         self.power_off()
@@ -132,6 +148,9 @@ class VirtualDeviceHandle(DeviceHandle):
 
     def extra_seen(self) -> str:
         return f", last error: {self.device.last_error}" if self.device.last_error else ""
+
+    def installed_modules(self) -> dict[str, bytes]:
+        return {a.app_id: a.digest for a in self.device.apps.values()}
 
     def stats(self) -> dict[str, Any]:
         rtts = sorted(self.device.heartbeat_rtts)

@@ -48,6 +48,7 @@ CONFIG_KEYS = {
     "backoff_initial_ms": 5,
     "backoff_max_ms": 6,
     "reject_backoff_ms": 7,
+    "setup_timeout_ms": 8,
 }
 CONFIG_PAIR = struct.Struct("<HI")
 _FIELDS = {

@@ -34,12 +34,53 @@ TLS_HANDSHAKE_RECORD = b"\x16\x03"  # record type 22 (handshake), version major 
 TLS_APPLICATION_DATA = 0x17
 
 
-class RecordCursor:
-    """Follows TLS record boundaries in the device -> gateway byte stream.
+TLS_CHANGE_CIPHER_SPEC = 0x14
+TLS_HANDSHAKE = 0x16
+PLAINTEXT_ANSWER = frozenset({TLS_HANDSHAKE, TLS_CHANGE_CIPHER_SPEC})
 
-    After the handshake TLS 1.3 sends only application-data records (type 23), so a
-    handshake record (type 22) after application data is a ClientHello of a new session:
-    the device rebooted or reset without the bridge seeing a disconnect (a UART has none).
+
+class RecordTypes:
+    """The types of the TLS records in one direction's byte stream, across reads."""
+
+    HEADER = 5
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._remaining = 0
+
+    def feed(self, data: bytes) -> set[int]:
+        """The types of the records whose header completes in `data`."""
+        kinds: set[int] = set()
+        i = 0
+        while i < len(data):
+            if self._remaining:
+                n = min(self._remaining, len(data) - i)
+                self._remaining -= n
+                i += n
+                continue
+            piece = data[i : i + self.HEADER - len(self._header)]
+            self._header += piece
+            i += len(piece)
+            if len(self._header) < self.HEADER:
+                break
+            kinds.add(self._header[0])
+            self._remaining = int.from_bytes(self._header[3:5], "big")
+            self._header.clear()
+        return kinds
+
+
+class RecordCursor:
+    """Follows TLS record boundaries in the device -> gateway byte stream, and tells where a
+    new session starts.
+
+    In TLS 1.3 the only plaintext handshake record a client sends is a ClientHello; the rest
+    of its handshake is encrypted (application-data records, type 23). A second ClientHello
+    on one connection answers a HelloRetryRequest, which the server sends alone, in
+    plaintext. Any other ClientHello starts a new session: the device rebooted, reset, or
+    gave up on a handshake (a failed or timed-out one) without the bridge seeing a
+    disconnect, since a UART has none. So a ClientHello is a new session when application
+    data went up since the last one, or when what came down since (`saw_down`) is anything
+    but plaintext handshake records: nothing at all, or the server's encrypted flight.
     A record header split across reads is held back until its type is known.
     """
 
@@ -51,7 +92,20 @@ class RecordCursor:
     def reset(self) -> None:
         self._header = bytearray()
         self._remaining = 0
-        self._app_data_seen = False
+        self._hello_seen = False  # a ClientHello went up on this connection
+        self._app_data_seen = False  # application data went up since
+        self._answer: set[int] = set()  # record types that came down since
+
+    def saw_down(self, kinds: set[int]) -> None:
+        """Record types the gateway sent on this connection (RecordTypes of the down side)."""
+        self._answer |= kinds
+
+    def _starts_session(self) -> bool:
+        if not self._hello_seen:
+            return False  # the first ClientHello of the connection
+        if self._app_data_seen:
+            return True
+        return not (self._answer and self._answer <= PLAINTEXT_ANSWER)
 
     def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
         """Split data into (starts_new_session, bytes) segments, in order."""
@@ -72,11 +126,14 @@ class RecordCursor:
             if len(self._header) < self.HEADER:
                 break  # the rest of the header comes with the next read
             kind = self._header[0]
-            if kind == TLS_HANDSHAKE_RECORD[0] and self._app_data_seen:
-                if current or restart:
-                    segments.append((restart, bytes(current)))
-                current, restart = bytearray(), True
+            if kind == TLS_HANDSHAKE:
+                if self._starts_session():
+                    if current or restart:
+                        segments.append((restart, bytes(current)))
+                    current, restart = bytearray(), True
+                self._hello_seen = True
                 self._app_data_seen = False
+                self._answer = set()
             elif kind == TLS_APPLICATION_DATA:
                 self._app_data_seen = True
             current += self._header
@@ -258,7 +315,14 @@ class Link:
             await self.drop_upstream()
 
     async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        down = Pipe(reader, direction=DOWN, sink=self._to_uart, impairments=self.impairments,
+        kinds = RecordTypes()  # what the gateway answers tells a retried ClientHello apart
+
+        async def to_uart(data: bytes) -> None:
+            if self._up_writer is writer:
+                self._records.saw_down(kinds.feed(data))
+            await self._to_uart(data)
+
+        down = Pipe(reader, direction=DOWN, sink=to_uart, impairments=self.impairments,
                     on_sever=self._severed, read_size=READ_SIZE)
         try:
             await down.run()

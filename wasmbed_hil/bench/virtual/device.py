@@ -86,6 +86,12 @@ class VirtualDeviceConfig:
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 1.0
+    # After a refusal (EnrollReject, Error REVOKED or PAIRING_DISABLED) the device waits this
+    # long before its next attempt, as the firmware's reject_backoff_ms (1 s in the harness).
+    reject_backoff_s: float = 1.0
+    # No Welcome (nor a refusal) this long after the link came up: give the connection up, as
+    # the firmware's setup_timeout_ms (docs/protocol.md section 1).
+    setup_timeout_s: float = 30.0
     architecture: str = "x86_64"
 
 
@@ -105,6 +111,7 @@ class _Transfer:
     size: int
     chunk_size: int
     app: InstalledApp
+    done: bool = False  # completed on this connection: a repeated chunk of it is ignored
 
 
 class VirtualDevice:
@@ -141,6 +148,9 @@ class VirtualDevice:
         self._runs: dict[str, _Run] = {}
         self._outbox: list[tuple[int, ExecutionResult]] = []
         self._transfers: dict[str, _Transfer] = {}
+        self._last_run: dict[str, int] = {}  # app_id -> run id of the last StartApp accepted
+        self.chunks_repeated = 0  # duplicated DeployChunks ignored
+        self.starts_repeated = 0  # duplicated StartApps answered without a second run
         self.apps: dict[str, InstalledApp] = self.flash.apps()
         self.app_states: dict[str, AppState] = {a: AppState.INSTALLED for a in self.apps}
 
@@ -161,6 +171,11 @@ class VirtualDevice:
     @property
     def identity(self) -> str:
         return self.credentials.identity
+
+    @property
+    def powered(self) -> bool:
+        """Between power_on() and power_off()."""
+        return self._task is not None and not self._task.done()
 
     def power_on(self) -> None:
         if self._task is not None and not self._task.done():
@@ -245,9 +260,12 @@ class VirtualDevice:
                 self.events.emit("fault", None, reason=self.last_error)
             if established:
                 backoff = self.config.backoff_initial_s
-            if self.lifecycle is not Lifecycle.REJECTED:
-                self._set_lifecycle(Lifecycle.BACKOFF)
             # Backoff is the device's own retry policy, not test synchronisation.
+            if self.lifecycle is Lifecycle.REJECTED:  # pairing is an operator action
+                backoff = self.config.backoff_initial_s
+                await asyncio.sleep(self.config.reject_backoff_s)
+                continue
+            self._set_lifecycle(Lifecycle.BACKOFF)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.backoff_max_s)
 
@@ -272,6 +290,8 @@ class VirtualDevice:
         self._session, self._writer = session, writer
         heartbeat: asyncio.Task[None] | None = None
         established = False
+        setup_deadline = asyncio.get_running_loop().call_later(
+            self.config.setup_timeout_s, self._setup_expired, writer)
         try:
             self._set_lifecycle(Lifecycle.ENROLLING)
             self._send(Hello(self.flash.device_id, self._info()))
@@ -288,6 +308,7 @@ class VirtualDevice:
                         continue
                     if isinstance(event.message, Welcome):
                         established = True
+                        setup_deadline.cancel()
                         heartbeat = asyncio.create_task(
                             self._heartbeats(event.message.heartbeat_interval_ms / 1000)
                         )
@@ -296,6 +317,7 @@ class VirtualDevice:
                 if session.state is State.CLOSED:
                     break
         finally:
+            setup_deadline.cancel()
             if heartbeat is not None:
                 heartbeat.cancel()  # not awaited: awaiting here could swallow our own cancel
             self._session = self._writer = None
@@ -305,6 +327,12 @@ class VirtualDevice:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             self.events.emit("disconnected", None)
         return established
+
+    def _setup_expired(self, writer: asyncio.StreamWriter) -> None:
+        self._log(f"no Welcome within {self.config.setup_timeout_s:g} s of the link coming up:"
+                  " giving up")
+        self.events.emit("setup_timeout", None)
+        writer.transport.abort()
 
     def _send(self, message: Message, reply_to: int | None = None) -> int | None:
         if self._session is None or self._session.state is State.CLOSED:
@@ -410,6 +438,7 @@ class VirtualDevice:
         if msg.chunk_size == 0 or msg.size == 0:
             self._refuse(msg.app_id, mid, ErrorCode.INVALID_MODULE, "empty module or chunk size")
             return
+        self._transfers.pop(msg.app_id, None)  # a new begin replaces the old transfer
         limits = (msg.limits.memory_bytes, msg.limits.fuel, msg.limits.timeout_ms)
         app = InstalledApp(msg.app_id, msg.digest, msg.name, limits)
         self.app_states[msg.app_id] = AppState.DEPLOYING
@@ -427,7 +456,14 @@ class VirtualDevice:
 
     def _deploy_chunk(self, msg: DeployChunk, mid: int) -> None:
         t = self._transfers.get(msg.app_id)
-        if t is None:
+        if t is not None:
+            # A repeat of bytes already held (a duplicated chunk) is ignored, not acknowledged
+            # (docs/protocol.md, section 10).
+            held = t.size if t.done else self.flash.partial_size(t.digest)
+            if msg.offset < held and msg.offset + len(msg.data) <= held:
+                self.chunks_repeated += 1
+                return
+        if t is None or t.done:
             self._send(Error(ErrorCode.UNKNOWN_APP, f"no transfer for {msg.app_id}"))
             return
         if len(msg.data) > t.chunk_size or msg.offset + len(msg.data) > t.size:
@@ -450,7 +486,7 @@ class VirtualDevice:
                 self._writer.transport.abort()
             return
         if held == t.size:
-            del self._transfers[msg.app_id]
+            t.done = True
             if not self.flash.finish_partial(t.digest):
                 self.app_states[msg.app_id] = AppState.FAILED
                 self._refuse(
@@ -488,6 +524,12 @@ class VirtualDevice:
                 reply_to=mid,
             )
             return
+        if self._last_run.get(msg.app_id) == msg.run_id:
+            # A repeat of the StartApp already accepted (docs/protocol.md, section 11):
+            # answered again; nothing runs twice, its one ExecutionResult goes (or went) out.
+            self.starts_repeated += 1
+            self._send(StartAck(msg.app_id, msg.run_id, 0, ""), reply_to=mid)
+            return
         if msg.app_id in self._runs:
             self._send(
                 StartAck(msg.app_id, msg.run_id, int(ErrorCode.BUSY), "already running"),
@@ -496,6 +538,7 @@ class VirtualDevice:
             return
         run = _Run(msg.app_id, msg.run_id, mid)
         self._runs[msg.app_id] = run
+        self._last_run[msg.app_id] = msg.run_id
         self.app_states[msg.app_id] = AppState.RUNNING
         self._send(StartAck(msg.app_id, msg.run_id, 0, ""), reply_to=mid)
         run.task = asyncio.create_task(self._execute(run, app, msg.entry, msg.args))
@@ -565,3 +608,4 @@ class VirtualDevice:
             await asyncio.wait(tasks, timeout=10)
         self._runs.clear()
         self._outbox.clear()
+        self._last_run.clear()

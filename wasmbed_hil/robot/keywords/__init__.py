@@ -6,17 +6,21 @@ call GatewayHandle and DeviceHandle, the bench's synchronous API.
 """
 
 from .console import ConsoleKeywords
+from .convergence import ConvergenceKeywords
 from .deployment import DeploymentKeywords
 from .devices import DeviceKeywords
 from .gateways import GatewayKeywords
 from .link import LinkKeywords
+from .message_faults import MessageFaultKeywords
 from .waits import WaitKeywords
 
 __all__ = [
     "ConsoleKeywords",
+    "ConvergenceKeywords",
     "DeploymentKeywords",
     "DeviceKeywords",
     "GatewayKeywords",
     "LinkKeywords",
+    "MessageFaultKeywords",
     "WaitKeywords",
 ]

@@ -9,8 +9,10 @@ from robot.api.deco import keyword
 from robot.utils import is_truthy
 
 from ...bench.backends import get_backend
+from ...bench.points import Trigger, action_named, named_point
 from ...gateway import DeviceStatus
 from .. import arguments
+from ..arguments import Timeout
 from .component import LibraryComponent
 
 
@@ -87,6 +89,33 @@ class DeviceKeywords(LibraryComponent):
     def reboot_device(self, device: str | None = None) -> None:
         """Cuts the power and powers the device on again (no wait)."""
         self.ctx.device(device).handle.reboot()
+
+    @keyword
+    def do_at_protocol_point(
+        self, action: str, point: str, n: int = 1, app_id: str | None = None,
+        device: str | None = None,
+    ) -> Trigger:
+        """Arms a one-shot trigger: ``action`` (power off, power on, reset, reboot, cut link)
+        happens to the device the moment its gateway sees ``point`` (docs/faults.md, "Power
+        and reset at protocol points"): ``after chunk acked`` (``n``: the n-th ChunkAck),
+        ``after start``, ``result in flight``, ``during handshake`` (``n``: the n-th
+        handshake); ``app_id`` narrows the first three to one application. Returns the
+        trigger, for `Wait For Protocol Point`.
+
+        | ${cut}=    Do At Protocol Point    power off    after chunk acked    3
+        | Deploy Module    data:40000    entry=checksum    wait=False
+        | Wait For Protocol Point    ${cut}
+        """
+        dev = self.ctx.device(device)
+        return dev.gateway.when(dev.handle, named_point(point, int(n), app_id),
+                                action_named(action))
+
+    @keyword
+    def wait_for_protocol_point(self, trigger: Trigger, timeout: Timeout = None) -> None:
+        """Waits until a trigger of `Do At Protocol Point` has fired and its action is done;
+        fails saying how many matching points were seen when it does not in time."""
+        trigger.wait(self.seconds(timeout))
+        logger.info(f"{trigger.describe()}: done")
 
     @keyword
     def silence_device(self, device: str | None = None, silent: bool = True) -> None:

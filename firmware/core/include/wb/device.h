@@ -27,6 +27,7 @@ typedef struct {
     uint32_t backoff_initial_ms; /* reconnect backoff, doubling; 0: the core's default */
     uint32_t backoff_max_ms;     /* 0: default */
     uint32_t reject_backoff_ms;  /* after an enrollment refusal or revocation; 0: default */
+    uint32_t setup_timeout_ms;   /* transport up -> Welcome or a refusal, else reconnect; 0: default */
 } wb_device_config_t;
 
 struct wb_device;
