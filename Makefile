@@ -1,8 +1,10 @@
 # wasmbed-hil: two commands on a fresh machine, each doing its own set-up, safe to repeat.
 #   make hil   the scenario suites on the default backend, in parallel; results under reports/
-#   make test  every test: lint, the framework's own tests (firmware host tests included), the
-#              scenario suites on the virtual and qemu backends (renode: skipped where Renode
-#              is not installed) and the robot suites
+#   make test  every test: lint, the framework's own tests (firmware host tests included), a
+#              one-minute fuzz run of the firmware (skipped without clang, unless
+#              FUZZ_REQUIRED=1), the scenario suites on the virtual and qemu backends (renode:
+#              skipped where Renode is not installed) and the robot suites
+#   make fuzz  the one-minute fuzz run alone (firmware/fuzz/README.md; long run: fuzz-long)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.stamp-install
 BACKEND ?= qemu
 WORKERS ?= 2
 
-.PHONY: sysdeps setup hil test lint bench clean firmware
+.PHONY: sysdeps setup hil test lint bench clean firmware fuzz fuzz-long
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -40,12 +42,23 @@ hil: setup
 firmware: setup
 	$(MAKE) -C firmware PYTHON=$(abspath $(BIN)/python)
 
+# The firmware's libFuzzer harnesses (firmware/fuzz): about a minute in all, one at a time.
+FUZZ_MAKE = $(MAKE) --no-print-directory -C firmware/fuzz PY=$(abspath $(BIN)/python)
+fuzz: setup
+	$(FUZZ_MAKE) fuzz-short
+# FUZZ_RUNS executions per harness (default 10 million), FUZZ_SECONDS bounds each (0: none).
+fuzz-long: setup
+	$(FUZZ_MAKE) fuzz-long
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest tests/ suites/ -n $(WORKERS)
+	@if $(FUZZ_MAKE) -s toolchain >/dev/null 2>&1 || [ -n "$(FUZZ_REQUIRED)" ]; then \
+		$(MAKE) --no-print-directory fuzz; \
+	else echo "fuzz: SKIPPED, no clang with libFuzzer (apt-get install clang-14 libclang-rt-14-dev)"; fi
 	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=qemu
 	VENV_BIN=$(BIN) bash scripts/run-robot.sh virtual reports/robot-virtual
 	VENV_BIN=$(BIN) bash scripts/run-robot.sh qemu reports/robot-qemu
@@ -60,6 +73,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.bench_kube --quick
 	$(BIN)/python -m benchmarks.bench_controlplane --quick
 	$(BIN)/python -m benchmarks.bench_link --runs 3 --mib 16
+	$(BIN)/python -m benchmarks.bench_fuzz --seconds 10
 
 clean:
 	rm -rf $(VENV) reports/allure-results reports/*.xml .hypothesis

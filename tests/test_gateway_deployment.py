@@ -156,7 +156,7 @@ def test_a_deployment_travels_in_acknowledged_chunks_and_starts():
         assert dep.run_id == 41
         assert fx.states() == ["pending", "transferring", "installed", "started"]
         assert fx.records.states[dep.row_id] == ("installed", "")
-        assert fx.metrics == Counter({"deployments_installed": 1})
+        assert fx.metrics == Counter({"deployments_installed": 1, "chunks_acked": 11})
         await fx.engine.close()
 
     asyncio.run(scenario())

@@ -45,8 +45,12 @@ static void setup_cfg(uint16_t max_apps)
     host_platform_reset();
     stub_runtime_reset();
     mem_transport_init(&mt);
-    wb_device_config_t cfg = {"cortex-m3", "wasm3", "wb-core test", 65536, 4096,
-                              2048, max_apps, 2, store, sizeof store, fbuf, sizeof fbuf};
+    wb_device_config_t cfg = {.architecture = "cortex-m3", .runtime = "wasm3",
+                              .firmware = "wb-core test", .memory_total = 65536,
+                              .max_module_size = 4096, .max_frame_size = 2048,
+                              .max_apps = max_apps, .window = 2, .module_store = store,
+                              .module_store_size = sizeof store, .frame_buffer = fbuf,
+                              .frame_buffer_size = sizeof fbuf};
     dev = wb_device_init(dev_state, &cfg, &mt.t);
     n_got = 0;
     tx_seen = 0;
@@ -649,6 +653,56 @@ static void test_stop_during_run_and_heartbeats(void)
     CHECK(last()->tag == WB_TAG_STOP_ACK && last()->u.stop_ack.code == WB_ERR_UNKNOWN_APP);
 }
 
+/* Found by fuzzing (firmware/fuzz/regressions/session/replaced-validation-orphans-slot): a
+ * transfer that completes during a run waits for its validation until the run ends; a
+ * DeployBegin that replaced it left that complete slot held by nothing, and the store evicted
+ * only partial slots. Three slots (max_apps 2): "app" runs from slot 0; during the run M2
+ * completes (slot 1), M3 replaces it and completes (slot 2); M4 must evict M2's slot instead
+ * of getting NO_SPACE "module store full". */
+static uint32_t m4_begin_id;
+static void push_replacing_deploys(uint32_t ms)
+{
+    if (ms != 1) return;
+    for (uint8_t salt = 2; salt <= 3; salt++) {
+        make_module(salt);
+        wb_msg_t b = begin_msg("app", sizeof MOD, 16);
+        gw_send(&b, -1);
+        chunk("app", 0, 16);
+        chunk("app", 16, 16);
+        chunk("app", 32, 8);
+    }
+    make_module(4);
+    wb_msg_t b = begin_msg("app", sizeof MOD, 16);
+    gw_send(&b, -1);
+    m4_begin_id = b.message_id;
+}
+
+static void test_replaced_validation_frees_its_slot(void)
+{
+    setup();
+    make_module(1);
+    connect_established(100000);
+    CHECK(deploy("app") == 0);
+    int from = n_got;
+    stub_rt.run_ms = 20;
+    stub_rt.on_step = push_replacing_deploys;
+    wb_msg_t s = start_msg("app", 1);
+    gw_send(&s, -1);
+    poll_n(2);
+    take();
+    CHECK(stub_rt.runs == 1);
+    const wb_msg_t *reply = NULL;
+    for (int i = from; i < n_got; i++) {
+        if (got[i].message_id == m4_begin_id &&
+            (got[i].tag == WB_TAG_DEPLOY_READY || got[i].tag == WB_TAG_DEPLOY_ACK)) {
+            reply = &got[i];
+        }
+    }
+    CHECK(reply && reply->tag == WB_TAG_DEPLOY_READY && reply->u.deploy_ready.offset == 0);
+    CHECK(find_slot(dev, MOD_DIGEST, WB_SLOT_PARTIAL) >= 0); /* M4's transfer has a slot */
+    CHECK(n_viol == 0);
+}
+
 /* A StopApp that arrives while the run is accepted but not started yet: the run ends
  * STOPPED at once, saying why as a stopped run does ("stopped on request"), then the StopAck. */
 static void test_stop_of_a_queued_run(void)
@@ -866,7 +920,11 @@ static void test_illegal_messages_each_state(void)
 
 static void test_init_rejects_bad_config(void)
 {
-    wb_device_config_t cfg = {"a", "b", "c", 1, 1000, 2048, 2, 2, store, sizeof store, fbuf, 100};
+    wb_device_config_t cfg = {.architecture = "a", .runtime = "b", .firmware = "c",
+                              .memory_total = 1, .max_module_size = 1000,
+                              .max_frame_size = 2048, .max_apps = 2, .window = 2,
+                              .module_store = store, .module_store_size = sizeof store,
+                              .frame_buffer = fbuf, .frame_buffer_size = 100};
     CHECK(wb_device_init(dev_state, &cfg, &mt.t) == NULL); /* frame buffer too small */
     cfg.frame_buffer_size = sizeof fbuf;
     cfg.max_frame_size = 1000;
@@ -1024,6 +1082,7 @@ int main(void)
     RUN(test_repeated_chunks_and_starts);
     RUN(test_stop_during_run_and_heartbeats);
     RUN(test_stop_of_a_queued_run);
+    RUN(test_replaced_validation_frees_its_slot);
     RUN(test_long_run_acked_stays_up);
     RUN(test_result_outbox_after_reconnect);
     RUN(test_device_info_request);

@@ -10,8 +10,10 @@ incarnation, so `restart()` keeps the endpoint devices know without ever guessin
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -84,6 +86,7 @@ class GatewayHandle:
         self.listener = socket.create_server((host, 0), backlog=1024)
         self.endpoint: tuple[str, int] = self.listener.getsockname()[:2]
         self._gateway: Gateway | None = None
+        self._dying: asyncio.Future[None] | None = None
         self.incarnations = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -102,6 +105,55 @@ class GatewayHandle:
         gateway, self._gateway = self._gateway, None
         if gateway is not None and self.loop.alive:
             self.loop.run(gateway.stop())
+
+    def crash(self) -> None:
+        """The gateway dies (the in-process stand-in for SIGKILL): every device connection
+        drops at once without a goodbye (no Error message), then the incarnation is gone.
+        Its local cache stays for a restart. Also completes a crash armed by `crash_when`."""
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None and self.loop.alive:
+            async def die() -> None:
+                await self._die(gateway)
+
+            self.loop.run(die())
+        dying, self._dying = self._dying, None
+        if dying is not None and self.loop.alive:
+            async def wait() -> None:
+                await dying
+
+            self.loop.run(wait())
+
+    def crash_when(
+        self, kind: str, predicate: Callable[[GatewayEvent], bool] | None = None
+    ) -> concurrent.futures.Future[GatewayEvent]:
+        """Arm a crash at a chosen point of the protocol: the moment the gateway logs an
+        event of `kind` that satisfies `predicate` (e.g. the 2nd `chunk_acked` of a
+        device), it dies as in `crash()`, inside the event loop: the task that logged the
+        event is cancelled on the spot, so nothing after that point is processed or
+        recorded. Returns the future of that event; call `crash()` afterwards to wait until
+        the incarnation is fully stopped."""
+        gateway = self.gateway
+        fired: concurrent.futures.Future[GatewayEvent] = concurrent.futures.Future()
+
+        def listener(event: GatewayEvent) -> None:
+            if fired.done() or event.kind != kind or (predicate and not predicate(event)):
+                return
+            if self._gateway is gateway:
+                self._gateway = None
+                self._dying = asyncio.ensure_future(self._die(gateway))
+            fired.set_result(event)
+            # The code that logged the event stops right there, as the process would: no
+            # message already read is handled, nothing more reaches the local cache.
+            raise asyncio.CancelledError(f"gateway {self.config.name} crashed at {kind}")
+
+        self.loop.call(gateway.events.add_listener, listener)
+        return fired
+
+    @staticmethod
+    def _die(gateway: Gateway) -> Coroutine[Any, Any, None]:
+        for conn in list(gateway.connections.values()):  # now, before any other callback
+            conn.writer.transport.abort()
+        return gateway.stop()
 
     def restart(self, **config_overrides: Any) -> None:
         """Stop and start again on the same endpoint with the same local cache."""

@@ -39,6 +39,7 @@ from .apiserver import ApiServer
 from .backends.registry import DEFAULT_BACKEND
 from .devicemanager import DeviceManager
 from .gateway import GatewayHandle
+from .link.balancer import Balancer
 from .link.faultproxy import FaultProxy
 from .loop import LoopThread
 
@@ -58,6 +59,9 @@ class PlatformConfig:
     agent_refresh_s: float = 2.0
     controller_settings: ControllerSettings | None = None
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Devices reach the gateways through one load balancer (the seed's Service) instead of
+    # each being wired to one gateway: when a gateway dies they reconnect to another.
+    balancer: bool = False
 
 
 class _Provisioner:
@@ -145,15 +149,23 @@ class Platform:
         self.manager = DeviceManager(loop, ca, workdir / "machines", self._endpoints,
                                      backend_options=self.config.backend_options)
         self.controllers: Controllers | None = None
+        self.balancer: Balancer | None = None
         self.rest: Any = None
         self._http: aiohttp.ClientSession | None = None
 
     def _endpoints(self) -> dict[str, tuple[str, int]]:
-        return {name: gw.endpoint for name, gw in self.gateways.items() if gw.running}
+        running = {name: gw.endpoint for name, gw in self.gateways.items() if gw.running}
+        if self.balancer is not None and self.balancer.address is not None:
+            return dict.fromkeys(running, self.balancer.address)
+        return running
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Platform:
         self.loop.run(self._start_kube())
+        if self.config.balancer:
+            self.balancer = Balancer(lambda: [gw.endpoint for gw in self.gateways.values()
+                                              if gw.running])
+            self.loop.run(self.balancer.start())
         for i in range(self.config.gateways):
             self.add_gateway(f"gateway-{i}")
         settings = self.config.controller_settings or ControllerSettings()
@@ -216,6 +228,46 @@ class Platform:
             self.loop.run(agent.stop())
         self.gateways[name].stop()
 
+    def kill_gateway(self, name: str) -> None:
+        """The gateway and its agent die: no Stopped status, no goodbye to the devices
+        (GatewayHandle.crash). Its local cache stays; `restart_gateway` brings it back."""
+        agent = self.agents.pop(name, None)
+        if agent is not None:
+            self.loop.run(agent.stop(final_status=False))
+        self.gateways[name].crash()
+
+    def kill_gateway_when(self, name: str, kind: str,
+                          predicate: Callable[[Any], bool] | None = None) -> Any:
+        """Arm the gateway's death at a chosen event (GatewayHandle.crash_when); returns the
+        future of that event. Call `kill_gateway(name)` once it fired."""
+        return self.gateways[name].crash_when(kind, predicate)
+
+    def gateway_crash_fault(self, name: str) -> tuple[str, Callable[[], object],
+                                                      Callable[[], object]]:
+        """(name, apply, heal) for a fault registry: kill the gateway, then restart it on
+        the same local cache."""
+        return f"gateway-crash-{name}", lambda: self.kill_gateway(name), \
+            lambda: self.restart_gateway(name)
+
+    def api_outage_fault(self) -> tuple[str, Callable[[], object], Callable[[], object]]:
+        """(name, apply, heal): the API server outage of `api_outage()` as two calls."""
+        if self.proxy is None:
+            raise RuntimeError("outages need the emulated API server (no kubeconfig)")
+        return "api-outage", self.cut_api, self.restore_api
+
+    def cut_api(self) -> None:
+        """The platform's components lose the API server until `restore_api()`."""
+        if self.proxy is None:
+            raise RuntimeError("outages need the emulated API server (no kubeconfig)")
+        self.loop.run(self.proxy.cut())
+
+    def restore_api(self) -> None:
+        if self.proxy is None:
+            raise RuntimeError("outages need the emulated API server (no kubeconfig)")
+        self.proxy.restore()
+        for agent in self.agents.values():
+            self.loop.call(agent.wake)
+
     def restart_gateway(self, name: str) -> None:
         self.stop_gateway(name)
         self.gateways[name].start()
@@ -255,6 +307,8 @@ class Platform:
                 await client.close()
         if self.proxy is not None:
             await self.proxy.stop()
+        if self.balancer is not None:
+            await self.balancer.stop()
         if self.apiserver is not None:
             await self.apiserver.stop()
 
@@ -262,15 +316,11 @@ class Platform:
     @contextlib.contextmanager
     def api_outage(self) -> Iterator[None]:
         """The platform's components lose the API server for the duration of the block."""
-        if self.proxy is None:
-            raise RuntimeError("outages need the emulated API server (no kubeconfig)")
-        self.loop.run(self.proxy.cut())
+        self.cut_api()
         try:
             yield
         finally:
-            self.proxy.restore()
-            for agent in self.agents.values():
-                self.loop.call(agent.wake)
+            self.restore_api()
 
     # -- REST ---------------------------------------------------------------------------------
     @property

@@ -72,6 +72,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="refuse this device identity (SHA-256 of its certificate's public key) "
                    "from now on, kept in the local cache; repeatable. A running gateway revokes "
                    "through the control plane (Device spec.revoked)")
+    p.add_argument("--print-events", action="store_true",
+                   help="print every gateway event (enrollments, connections, deployment "
+                   "steps, results) on stdout, one `event ...` line each")
     p.set_defaults(run=run_gateway)
 
     p = sub.add_parser("rest", help="serve the REST API (port 8080)",
@@ -157,6 +160,8 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         gateway = Gateway(gw_config, tls, args.state_dir)
+        if args.print_events:
+            gateway.events.add_listener(lambda e: announce(f"event {e.describe()}"))
         try:
             if crl is not None:
                 gateway.load_crl(*crl)

@@ -24,6 +24,7 @@ device's status is the gateway's own store.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -39,15 +40,18 @@ from ..gateway.server import GatewayError
 from ..kube.client import Informer, Kind, KubeClient, KubeError
 from ..kube.resources import (
     API_VERSION,
+    MAX_OPEN_RUNS,
     Application,
     DeploymentPhase,
     Device,
+    DeviceEnrollment,
     GatewayPhase,
     ResourceError,
 )
 from ..kube.resources import (
     Gateway as GatewayResource,
 )
+from ..kube.schema import decode_dataclass
 from ..protocol import AppState, DevicePhase, Outcome
 
 log = logging.getLogger(__name__)
@@ -57,12 +61,22 @@ APPLICATIONS = Kind.of(Application)
 GATEWAYS = Kind.of(GatewayResource)
 REGISTERED_BY = "wasmbed.github.io/registered-by"
 WRITE_CONCURRENCY = 16  # status writes in flight at once
+PUBLISH_RUN_TIMEOUT_S = 1.0  # longest a run start waits for its publication
 
 
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def dns_name(text: str, fallback: str) -> str:
@@ -104,7 +118,9 @@ class _Cache:
         if hit is not None and hit.rv == rv:
             return hit.obj
         try:
-            obj = self.cls.from_dict(raw)
+            # The status is left out: the agent does not act on it, and a bad one (anyone
+            # may write it) must not hide the spec. status.enrollment is checked on its own.
+            obj = self.cls.from_dict({k: v for k, v in raw.items() if k != "status"})
         except ResourceError as exc:
             log.warning("ignoring invalid %s %s: %s", self.cls.KIND, name, exc)
             obj = None
@@ -154,6 +170,7 @@ class GatewayAgent:
         self._app_models = _Cache(Application)
         self._identities: dict[str, str] = {}  # identity -> Device name
         self._deleting: set[str] = set()  # identities whose Device is being deleted
+        self._enrollments_seen: dict[str, str] = {}  # Device name -> enrollment taken in
         self._deployed: dict[tuple[str, str], _Deployed] = {}  # (device_id, app) -> last
         self._removing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._written: dict[str, tuple[Any, float]] = {}  # device name -> (core, when)
@@ -171,6 +188,7 @@ class GatewayAgent:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         self.gateway.preapproved = self._identities.__contains__
+        self.gateway.on_run_recorded = self._publish_run
         self.gateway.events.add_listener(self._on_gateway_event)
         for informer in (self.gateways, self.devices, self.applications):
             informer.start()
@@ -183,6 +201,8 @@ class GatewayAgent:
         self.gateway.events.remove_listener(self._on_gateway_event)
         if self.gateway.preapproved == self._identities.__contains__:
             self.gateway.preapproved = None
+        if self.gateway.on_run_recorded == self._publish_run:
+            self.gateway.on_run_recorded = None
         if self._timer is not None:
             self._timer.cancel()
         tasks = [t for t in (self._task, *self._removing.values()) if t is not None]
@@ -211,6 +231,8 @@ class GatewayAgent:
         self._wake.set()
 
     def _on_gateway_event(self, event: GatewayEvent) -> None:
+        if event.kind == "chunk_acked":
+            return  # transfer progress: the deployment's end wakes us
         if event.kind == "heartbeat" and event.device_id:
             st = self.gateway.status.get(event.device_id)
             if st is not None and st.heartbeats > 1 and not self._apps_changed(st):
@@ -231,12 +253,16 @@ class GatewayAgent:
     def _on_device(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
         if kind == "MODIFIED" and not self._device_models.changed(obj):
-            return  # a status write: nothing the agent acts on changed
+            # A status write: nothing the agent acts on changed, but another gateway may
+            # have published the device's enrollment.
+            self._take_enrollment(name, obj)
+            return
         model = self._device_models.get(obj)
         identity = model.spec.device_identity if model is not None else None
         if kind == "DELETED":
             self._device_models.drop(name)
             self._written.pop(name, None)
+            self._enrollments_seen.pop(name, None)
             if identity is not None and self._identities.get(identity, name) == name:
                 self._identities.pop(identity, None)
                 self._deleting.discard(identity)
@@ -254,9 +280,74 @@ class GatewayAgent:
                 # One-way, as on the gateway: spec.revoked set back to false reinstates nothing.
                 self.gateway.revoke(identity)
                 log.info("gateway %s: revoked %s (Device spec.revoked)", self.name, name)
+            self._take_enrollment(name, obj)
         enrolled = self.gateway.store.by_identity(identity) if identity else None
         if enrolled is not None:
             self.wake(enrolled.device_id)
+
+    def _take_enrollment(self, name: str, obj: dict[str, Any]) -> None:
+        """Copy the enrollment another gateway published in the Device's status into the
+        local cache: the device is admitted here with the same device id, without pairing;
+        its revocation, run counter and unanswered runs come along. What comes from the API
+        server is checked like any outside input; an enrollment that contradicts the local
+        one is refused (the local one is kept), never merged."""
+        raw = (obj.get("status") or {}).get("enrollment")
+        if raw is None or obj["metadata"].get("deletionTimestamp"):
+            return
+        key = json.dumps(raw, sort_keys=True, default=str)
+        if self._enrollments_seen.get(name) == key:
+            return
+        self._enrollments_seen[name] = key
+        model = self._device_models.get(obj)
+        identity = model.spec.device_identity if model is not None else None
+        if identity is None:
+            return
+        try:
+            enrollment = decode_dataclass(DeviceEnrollment, raw, "status.enrollment")
+        except (ResourceError, TypeError, ValueError) as exc:
+            log.warning("gateway %s: ignoring the enrollment of Device %s: %s",
+                        self.name, name, exc)
+            return
+        if enrollment.enrolled_by == self.name:
+            return  # our own
+        gateway = self.gateway
+        local = gateway.store.by_identity(identity)
+        if local is None:
+            since = _parse_time(enrollment.enrolled_at) or time.time()
+            if not gateway.adopt(enrollment.device_id, identity, name, since):
+                gateway.metrics["enrollment_conflicts"] += 1
+                log.warning("gateway %s: Device %s: device id %s is enrolled here under "
+                            "another identity; enrollment not taken", self.name, name,
+                            enrollment.device_id[:8])
+                return
+            log.info("gateway %s: took in the enrollment of %s (device id %s) from %s",
+                     self.name, name, enrollment.device_id[:8], enrollment.enrolled_by)
+        elif local.device_id != enrollment.device_id:
+            gateway.metrics["enrollment_conflicts"] += 1
+            log.warning("gateway %s: Device %s is enrolled here as %s, the control plane "
+                        "says %s; the local enrollment is kept", self.name, name,
+                        local.device_id[:8], enrollment.device_id[:8])
+            return
+        if enrollment.device_id not in gateway.connections:
+            # Served elsewhere now: what this gateway still had in flight for the device is
+            # not resumed here (the serving gateway deploys what the device needs).
+            moved = gateway.deployments.abandon(
+                enrollment.device_id, f"device moved to gateway {enrollment.enrolled_by}")
+            for key in [k for k in self._deployed if k[0] == enrollment.device_id]:
+                del self._deployed[key]
+            if moved:
+                log.info("gateway %s: gave up %d deployment(s) to %s, now served by %s",
+                         self.name, len(moved), name, enrollment.enrolled_by)
+        try:
+            gateway.store.merge_runs(enrollment.device_id, enrollment.next_run_id,
+                                     [(r.app_id, r.run_id) for r in enrollment.open_runs])
+        except ValueError as exc:
+            log.warning("gateway %s: ignoring the runs published for %s: %s",
+                        self.name, name, exc)
+        if enrollment.revoked and identity not in gateway.store.revoked:
+            gateway.revoke(identity)
+            log.info("gateway %s: revoked %s (revoked at gateway %s)", self.name, name,
+                     enrollment.enrolled_by)
 
     def _on_app(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
@@ -412,10 +503,60 @@ class GatewayAgent:
         connected = st.phase == DevicePhase.CONNECTED and st.device_id in self.gateway.connections
         owner = ((raw.get("status") or {}).get("gateway") or {}).get("name")
         if not connected and owner not in (None, self.name):
+            await self._publish_revocation(name, st, raw)
             return  # another gateway serves it now
         if connected:
             self._reconcile_apps(st, name, labels, apps)
         await self._write_device_status(name, st, apps)
+
+    async def _publish_revocation(
+        self, name: str, st: GatewayDeviceStatus, raw: dict[str, Any]
+    ) -> None:
+        """A device revoked here but served elsewhere: every gateway must refuse it."""
+        if st.identity not in self.gateway.store.revoked:
+            return
+        published = (raw.get("status") or {}).get("enrollment") or {}
+        if published.get("revoked") is True:
+            return
+        patch = {"status": {"enrollment": {"deviceId": st.device_id, "revoked": True,
+                                           "enrolledBy": self.name}}}
+        try:
+            await self.kube.patch(DEVICES, name, patch, self.namespace, status=True)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def _publish_run(self, device_id: str) -> None:
+        """Write the device's enrollment (its run counter and unanswered runs) before a run
+        starts: if this gateway dies before the result comes, the gateway the device moves
+        to accepts that result and never gives the run id again. Bounded by
+        PUBLISH_RUN_TIMEOUT_S; without the API server the run starts all the same."""
+        st = self.gateway.status.get(device_id)
+        name = self._identities.get(st.identity) if st is not None else None
+        if st is None or name is None:
+            return
+        patch = {"status": {"enrollment": self._enrollment(st)}}
+        try:
+            await asyncio.wait_for(self.kube.patch(DEVICES, name, patch, self.namespace,
+                                                   status=True), PUBLISH_RUN_TIMEOUT_S)
+        except (KubeError, TimeoutError) as exc:
+            log.debug("gateway %s: run of %s not published before its start: %s",
+                      self.name, name, exc)
+
+    def _enrollment(self, st: GatewayDeviceStatus) -> dict[str, Any]:
+        """The device's enrollment as this gateway publishes it (status.enrollment)."""
+        store = self.gateway.store
+        dev = store.by_id(st.device_id)
+        enrollment = {
+            "deviceId": st.device_id,
+            "enrolledAt": rfc3339(dev.enrolled_at if dev else None),
+            "enrolledBy": self.name,
+            "revoked": st.identity in store.revoked,
+            "nextRunId": store.next_run_id(st.device_id),
+            "openRuns": [{"appId": app, "runId": run}
+                         for app, run in store.open_runs(st.device_id, MAX_OPEN_RUNS)],
+        }
+        return {k: v for k, v in enrollment.items() if v is not None}
 
     async def _register_device(self, st: GatewayDeviceStatus) -> None:
         base = dns_name(st.name, f"device-{st.device_id[:12]}")
@@ -445,14 +586,42 @@ class GatewayAgent:
                 done = self._deployed.get(key)
                 if done is not None and done.digest == digest:
                     continue
-                if held.get(app_name) == digest:
-                    continue  # already there (e.g. deployed before a gateway restart)
+                if held.get(app_name) == digest and self._ran(st.device_id, name, app_name):
+                    continue  # already there and run (e.g. before a gateway restart)
+                if self._resumed(st.device_id, app_name, digest):
+                    continue  # an earlier incarnation's deployment, resumed at start
                 self._deploy(st, app_name, app)
             elif app_name in held or key in self._deployed:
                 self._remove(st.device_id, app_name)
         for app_id in held:  # ours, but its Application is gone
             if app_id not in apps and (st.device_id, app_id) in self._deployed:
                 self._remove(st.device_id, app_id)
+
+    def _ran(self, device_id: str, name: str, app_name: str) -> bool:
+        """Whether the device's run of the application is known: in the local cache (also
+        runs taken in from another gateway), or in the Device's status as the gateway that
+        served it before wrote it. A module installed without its run (a gateway died
+        between the last chunk and the StartApp) is deployed again: the transfer is empty
+        (the device holds the bytes), then it runs."""
+        if self.gateway.store.has_run(device_id, app_name):
+            return True
+        raw = self.devices.objects.get(name) or {}
+        for entry in (raw.get("status") or {}).get("apps") or []:
+            if isinstance(entry, dict) and entry.get("appId") == app_name:
+                return entry.get("runId") is not None
+        return False
+
+    def _resumed(self, device_id: str, app_name: str, digest: str) -> bool:
+        """Take as ours a deployment of this module the gateway resumed from its local cache
+        (accepted before a restart, not finished): deploying it again would install and run
+        it twice."""
+        for dep in self.gateway.deployments.history:
+            if (dep.device_id, dep.app_id) == (device_id, app_name) and (
+                    dep.digest.hex() == digest and not dep.done.done()):
+                self._deployed[(device_id, app_name)] = _Deployed(digest, dep)
+                dep.done.add_done_callback(lambda _f: self.wake(device_id))
+                return True
+        return False
 
     def _deploy(self, st: GatewayDeviceStatus, app_name: str, app: Application) -> None:
         spec = app.spec
@@ -563,6 +732,7 @@ class GatewayAgent:
                         "connectedAt": rfc3339(st.connected_since)},
             "connectedSince": rfc3339(st.connected_since),
             "apps": self._app_entries(st, apps),
+            "enrollment": self._enrollment(st),
         }
         now = time.time()
         written = self._written.get(name)

@@ -143,6 +143,7 @@ class DeploymentEngine:
         self.start_app = start_app
         self._queues: dict[str, deque[Deployment]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._abandoned: set[asyncio.Task[None]] = set()  # cancelled, maybe not ended yet
         self.history: list[Deployment] = []
 
     def submit(self, dep: Deployment) -> Deployment:
@@ -209,8 +210,25 @@ class DeploymentEngine:
             resumed.append(self.submit(dep))
         return resumed
 
+    def abandon(self, device_id: str, reason: str) -> list[Deployment]:
+        """Give up every unfinished deployment to the device, for good: it is failed in the
+        local cache too, so no later incarnation resumes it (the device is served by another
+        gateway now, which deploys what it needs). Returns those deployments."""
+        pending = [d for d in self.history if d.device_id == device_id and not d.done.done()]
+        queue = self._queues.get(device_id)
+        if queue is not None:
+            queue.clear()
+        worker = self._workers.pop(device_id, None)
+        for dep in pending:
+            self._finish(dep, "failed", ErrorCode.SHUTTING_DOWN, reason)
+        if worker is not None:
+            worker.cancel()
+            self._abandoned.add(worker)
+            worker.add_done_callback(self._abandoned.discard)
+        return pending
+
     async def close(self) -> None:
-        await cancel_and_wait(list(self._workers.values()))
+        await cancel_and_wait([*self._workers.values(), *self._abandoned])
         for dep in self.history:
             if not dep.done.done():
                 dep.done.cancel()
@@ -224,10 +242,12 @@ class DeploymentEngine:
             except DeploymentFailed as exc:
                 self._finish(dep, "failed", exc.code, exc.reason)
             except asyncio.CancelledError:
-                # Stays pending in the local cache: the next incarnation resumes it.
-                self._finish(
-                    dep, "failed", ErrorCode.SHUTTING_DOWN, "gateway stopped", persist=False
-                )
+                # Stays pending in the local cache: the next incarnation resumes it (unless
+                # it was abandoned, which has finished it already).
+                if not dep.done.done():
+                    self._finish(
+                        dep, "failed", ErrorCode.SHUTTING_DOWN, "gateway stopped", persist=False
+                    )
                 raise
 
     def _finish(
@@ -321,6 +341,7 @@ class DeploymentEngine:
                 "deploy", dep.device_id, app_id=dep.app_id, state="transferring", offset=acked
             )
             next_send = acked
+            acked_here = 0  # chunks acknowledged on this connection
             inflight: deque[int] = deque()
             while acked < dep.size:
                 while len(inflight) < info.window and next_send < dep.size:
@@ -353,6 +374,10 @@ class DeploymentEngine:
                 # Acknowledgements are cumulative: this one covers every chunk up to it.
                 while inflight and inflight[0] <= reply.next_offset:
                     acked = inflight.popleft()
+                    acked_here += 1
+                    self.metrics["chunks_acked"] += 1
+                self.events.emit("chunk_acked", dep.device_id, app_id=dep.app_id,
+                                 offset=acked, count=acked_here)
             while True:
                 final = await self._reply(conn, replies)
                 if isinstance(final, DeployAck):

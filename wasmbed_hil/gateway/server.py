@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -36,6 +37,7 @@ from ..protocol import (
     StopAck,
     StopApp,
 )
+from ..protocol.messages import MAX_NAME
 from .config import GatewayConfig
 from .connection import DeviceConnection, TraceEntry
 from .deployment import Deployment, DeploymentEngine, RunRequest
@@ -51,6 +53,8 @@ from .store import GatewayStore, RunIdsExhausted, StoredResult
 __all__ = ["DeviceStatus", "Gateway", "GatewayError"]
 
 log = logging.getLogger("wasmbed_hil.gateway")
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+_HEX_IDENTITY = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Gateway:
@@ -100,6 +104,10 @@ class Gateway:
         # Identities the control plane already knows (a Device resource names them) may
         # enroll while pairing mode is off; the proof of key possession is still required.
         self.preapproved: Callable[[str], bool] | None = None
+        # Awaited between recording a run and sending its StartApp (the agent publishes the
+        # run, so that another gateway the device moves to accepts its result). It must
+        # bound its own wait and never raise.
+        self.on_run_recorded: Callable[[str], Awaitable[None]] | None = None
 
     # The registry's tables, read by the control-plane agent and the harness.
     @property
@@ -182,6 +190,21 @@ class Gateway:
         self.store.forget(dev.device_id)
         self.registry.forget(dev.device_id)
         self.events.emit("forgotten", dev.device_id, identity=identity)
+        return True
+
+    def adopt(self, device_id: str, identity: str, name: str, enrolled_at: float) -> bool:
+        """Admit a device enrolled at another gateway (the control plane shares enrollments)
+        under the same device id: its Hello gets a Welcome, without pairing. False, and
+        nothing changes, when the identity or the device id is enrolled here already."""
+        if not _HEX_ID.match(device_id) or not _HEX_IDENTITY.match(identity):
+            raise ValueError("adopt: a device id is 32 and an identity 64 lowercase hex digits")
+        if not self.store.adopt(device_id, identity, name[:MAX_NAME], enrolled_at):
+            return False
+        dev = self.store.by_id(device_id)
+        assert dev is not None
+        self.registry.status_for(dev, DevicePhase.ENROLLED)
+        self.metrics["enrollments_adopted"] += 1
+        self.events.emit("adopted", device_id, name=dev.name, identity=identity)
         return True
 
     @property
@@ -303,6 +326,8 @@ class Gateway:
             run_id = self.store.new_run(device_id, app_id, self.config.max_results_per_app)
         except RunIdsExhausted as exc:
             raise GatewayError(f"cannot start {app_id}: {exc}") from None
+        if self.on_run_recorded is not None:
+            await self.on_run_recorded(device_id)
         start = StartApp(app_id, run_id, entry, tuple(args))
         ack = await conn.request(("start", (app_id, run_id)), start, self.config.reply_timeout_s)
         assert isinstance(ack, StartAck)

@@ -189,6 +189,20 @@ class GatewayStore:
         self._index(dev)
         return dev, True
 
+    def adopt(self, device_id: str, identity: str, name: str, enrolled_at: float) -> bool:
+        """Record an enrollment made at another gateway (shared through the control plane),
+        keeping its device id. False, and nothing changes, when the identity or the device id
+        is already enrolled here (the local enrollment is kept)."""
+        if identity in self._by_identity or device_id in self._by_id:
+            return False
+        dev = EnrolledDevice(device_id, identity, name, enrolled_at)
+        self._db.execute(
+            "INSERT INTO devices VALUES (?, ?, ?, ?)",
+            (dev.device_id, dev.identity, dev.name, dev.enrolled_at),
+        )
+        self._index(dev)
+        return True
+
     def forget(self, device_id: str) -> None:
         dev = self._by_id.pop(device_id, None)
         if dev is not None:
@@ -419,6 +433,73 @@ class GatewayStore:
             " DO UPDATE SET floor = MAX(floor, ?3)",
             (device_id, app_id, floor[0]),
         )
+
+    def next_run_id(self, device_id: str) -> int:
+        """The run id the device's next run would get here."""
+        row = self._db.execute(
+            "SELECT next_run_id FROM run_counters WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return int(row[0]) if row is not None else self._derived_next(device_id)
+
+    def _derived_next(self, device_id: str) -> int:
+        """For a device without a counter: above every run id held for it, at least 1."""
+        row = self._db.execute(
+            "SELECT MAX(m) + 1 FROM (SELECT MAX(run_id) AS m FROM results"
+            " WHERE device_id = ?1 UNION ALL SELECT MAX(run_id) FROM runs"
+            " WHERE device_id = ?1 UNION ALL SELECT 0)",
+            (device_id,),
+        ).fetchone()
+        return int(row[0])
+
+    def open_runs(self, device_id: str, limit: int) -> list[tuple[str, int]]:
+        """(app_id, run_id) of the device's runs started and without a result, the `limit`
+        started last."""
+        rows = self._db.execute(
+            "SELECT app_id, run_id FROM runs r WHERE device_id = ?1 AND NOT EXISTS"
+            " (SELECT 1 FROM results s WHERE s.device_id = r.device_id"
+            " AND s.app_id = r.app_id AND s.run_id = r.run_id)"
+            " ORDER BY run_id DESC LIMIT ?2",
+            (device_id, limit),
+        ).fetchall()
+        return [(str(a), int(r)) for a, r in reversed(rows)]
+
+    def merge_runs(
+        self, device_id: str, next_run_id: int, started: list[tuple[str, int]]
+    ) -> None:
+        """Take in what another gateway did with the device: its run counter (ours only goes
+        up, to at least `next_run_id`) and the runs it started (their results are then
+        accepted here). ValueError, and nothing changes, for a counter out of range or a
+        started run id at or above it."""
+        if not 0 <= next_run_id <= MAX_RUN_ID + 1:
+            raise ValueError(f"next run id {next_run_id} out of range")
+        if any(not 0 <= run_id < next_run_id for _app, run_id in started):
+            raise ValueError("a started run id at or above the next run id")
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.next_run_id(device_id) < next_run_id:
+                db.execute("INSERT OR REPLACE INTO run_counters VALUES (?, ?)",
+                           (device_id, next_run_id))
+            now = time.time()
+            db.executemany(
+                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?)",
+                [(device_id, run_id, app_id, now) for app_id, run_id in started],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def has_run(self, device_id: str, app_id: str) -> bool:
+        """Whether any run of `app_id` on the device is known here (started here, taken in
+        from another gateway, answered, or dropped below the floor)."""
+        row = self._db.execute(
+            "SELECT 1 FROM runs WHERE device_id = ?1 AND app_id = ?2 UNION ALL"
+            " SELECT 1 FROM results WHERE device_id = ?1 AND app_id = ?2 UNION ALL"
+            " SELECT 1 FROM run_floors WHERE device_id = ?1 AND app_id = ?2 LIMIT 1",
+            (device_id, app_id),
+        ).fetchone()
+        return row is not None
 
     def run_record(self, device_id: str, app_id: str, run_id: int) -> RunRecord:
         """Whether this gateway started run `run_id` of `app_id` on the device."""

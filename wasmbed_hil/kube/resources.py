@@ -310,6 +310,39 @@ class DeviceApp:
     last_updated: str | None = prop(None, doc="When this entry last changed.", date_time=True)
 
 
+MAX_OPEN_RUNS = 64  # runs started and not yet answered, published per device
+
+
+@dataclass
+class EnrollmentRun:
+    """A run a gateway started on the device whose result it has not received yet."""
+
+    app_id: str = prop(doc="Application id on the device.", min_length=1, max_length=MAX_APP_ID)
+    run_id: int = prop(doc="Run id of the StartApp.", minimum=0, maximum=2**32 - 1)
+
+
+@dataclass
+class DeviceEnrollment:
+    """The device's enrollment, shared by every gateway through the control plane: the
+    gateway serving the device publishes it, every other gateway copies it into its local
+    cache, so the device is admitted anywhere with the same device id, without pairing, and
+    its revocation, run ids and unanswered runs follow it."""
+
+    device_id: str = prop(doc="Device id given at enrollment (hex, 16 bytes).",
+                          pattern=HEX_DEVICE_ID)
+    enrolled_at: str | None = prop(None, doc="When the device first enrolled.", date_time=True)
+    enrolled_by: str | None = prop(None, doc="Gateway that published this enrollment.",
+                                   max_length=253)
+    revoked: bool = prop(False, doc="A gateway revoked the identity: every gateway refuses "
+                         "it.")
+    next_run_id: int = prop(0, doc="Lowest run id not used yet on the device: gateways start "
+                            "runs from here, so run ids never repeat across gateways.",
+                            minimum=0, maximum=2**32)
+    open_runs: list[EnrollmentRun] = prop(
+        factory=list, doc="Runs started and not answered yet: their results are accepted by "
+        "whichever gateway the device reconnects to.", max_items=MAX_OPEN_RUNS)
+
+
 @dataclass
 class DeviceStatus:
     phase: DevicePhase = prop(DevicePhase.PENDING, doc="Lifecycle phase of the device.")
@@ -327,6 +360,8 @@ class DeviceStatus:
     conditions: list[Condition] = _conditions()
     observed_generation: int | None = prop(None, doc="metadata.generation last acted upon.",
                                            minimum=0)
+    enrollment: DeviceEnrollment | None = prop(
+        None, doc="Enrollment shared by the gateways (written by the serving gateway).")
 
 
 # ----------------------------------------------------------------------------- Application

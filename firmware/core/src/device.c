@@ -292,17 +292,20 @@ static void install(wb_device_t *d, const wb_app_id_t *id, uint8_t slot,
     deploy_ack(d, id_str(id), reply_to, WB_OK, "");
 }
 
+/* A free slot, else the oldest slot nothing uses: a partial transfer, or a complete module no
+ * app refers to (its transfer completed during a run and a new DeployBegin replaced it before
+ * it could be validated). Both stay reusable by digest until evicted. -1: all in use. */
 static int alloc_slot(wb_device_t *d)
 {
     int oldest = -1;
     for (int i = 0; i < d->n_slots; i++) {
         if (d->slots[i].state == WB_SLOT_FREE) return i;
-        if (d->slots[i].state == WB_SLOT_PARTIAL && !slot_in_use(d, (uint8_t)i) &&
+        if (!slot_in_use(d, (uint8_t)i) &&
             (oldest < 0 || d->slots[i].age < d->slots[oldest].age)) {
             oldest = i;
         }
     }
-    return oldest; /* evict the oldest partial transfer, or -1 */
+    return oldest;
 }
 
 static void on_deploy_begin(wb_device_t *d, const wb_msg_t *in)
@@ -340,8 +343,9 @@ static void on_deploy_begin(wb_device_t *d, const wb_msg_t *in)
         m->u.deploy_ready.offset = b->size;
         send_out(d, mid);
         if (d->run.active) { /* the runtime is busy: validate after the run */
-            d->xfer = (wb_transfer_t){false, true, id, mid, (uint8_t)slot, b->size,
-                                      b->chunk_size, b->limits};
+            d->xfer = (wb_transfer_t){.validate_pending = true, .id = id, .begin_id = mid,
+                                      .slot = (uint8_t)slot, .size = b->size,
+                                      .chunk_size = b->chunk_size, .limits = b->limits};
             return;
         }
         install(d, &id, (uint8_t)slot, &b->limits, mid);
@@ -366,8 +370,9 @@ static void on_deploy_begin(wb_device_t *d, const wb_msg_t *in)
     offset = d->slots[slot].held;
     d->slots[slot].size = b->size;
     d->slots[slot].age = ++d->age;
-    d->xfer = (wb_transfer_t){true, false, id, mid, (uint8_t)slot, b->size, b->chunk_size,
-                              b->limits};
+    d->xfer = (wb_transfer_t){.active = true, .id = id, .begin_id = mid,
+                              .slot = (uint8_t)slot, .size = b->size,
+                              .chunk_size = b->chunk_size, .limits = b->limits};
     wb_msg_t *m = new_msg(d, WB_TAG_DEPLOY_READY);
     m->u.deploy_ready.app_id = b->app_id;
     m->u.deploy_ready.offset = offset;

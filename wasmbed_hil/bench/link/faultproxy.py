@@ -120,6 +120,10 @@ class FaultProxy:
         for pump in list(self._pumps):
             await pump.abort()
 
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the upstream connection of a new client connection (OSError: none)."""
+        return await asyncio.open_connection(*self.upstream)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -141,7 +145,7 @@ class FaultProxy:
             writer.transport.abort()
             return
         try:
-            upstream = await asyncio.open_connection(*self.upstream)
+            upstream = await self._dial()
         except OSError:
             self.upstream_failures += 1
             writer.transport.abort()

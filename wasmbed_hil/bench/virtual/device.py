@@ -476,6 +476,8 @@ class VirtualDevice:
             return
         self.chunks_received += 1
         self._send(ChunkAck(msg.app_id, held), reply_to=mid)
+        self.events.emit("chunk_acked", None, app_id=msg.app_id, offset=held,
+                         count=self.chunks_received)
         if (
             self.faults.drop_after_chunks is not None
             and self.chunks_received >= self.faults.drop_after_chunks
