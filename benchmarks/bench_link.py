@@ -1,8 +1,10 @@
-"""Throughput of the byte links on loopback: the bridge's Link and the fault proxy.
+"""Throughput of the byte links on loopback (the bridge's Link and the fault proxy), and
+what the virtual devices' relay costs.
 
 Run from the repository root:
     .venv/bin/python benchmarks/bench_link.py            # 5 runs of 32 MiB each way
     .venv/bin/python benchmarks/bench_link.py --runs 3 --mib 8
+    .venv/bin/python benchmarks/bench_link.py --only relay --relay-devices 50
 
 Prints the median MB/s (and the spread) of each path, never asserts:
   - Link up:   device -> bridge Link -> gateway, as TLS records (a handshake record, then
@@ -12,6 +14,12 @@ Prints the median MB/s (and the spread) of each path, never asserts:
 The figure of interest is the comparison before and after a change to the links, on the
 same machine; absolute numbers depend on the host and its load. All traffic stays on
 127.0.0.1.
+
+The relay (each virtual device dials its gateway through a FaultProxy, so that link
+impairments reach it): an in-process gateway and N virtual devices heartbeating every
+100 ms, once with the relay and once without (alternating, `--runs` times each); per
+configuration the median heartbeat round trip the devices measured and the process CPU
+time per heartbeat over the window, then the ratios relay/direct.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wasmbed_hil.bench.link.bridge import Bridge
 from wasmbed_hil.bench.link.faultproxy import FaultProxy
 from wasmbed_hil.bench.link.pump import Streams
+from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.scope import BenchScope
+from wasmbed_hil.gateway import GatewayConfig
+from wasmbed_hil.pki import FleetCA
 
 RECORD_BODY = 16 * 1024 - 5
 
@@ -148,11 +160,74 @@ async def proxy(total: int, up: bool) -> float:
         return total / (end - start) / 1e6
 
 
+def relay_window(loop: LoopThread, ca: FleetCA, workdir: Path, devices: int,
+                 heartbeats: int, relay: bool) -> tuple[float, float]:
+    """One configuration: (median heartbeat RTT in ms, CPU ms per acknowledged heartbeat)
+    over a window of `heartbeats` heartbeats per device, after they are all online."""
+    scope = BenchScope(loop, ca, workdir, "relay" if relay else "direct")
+    try:
+        gateway = scope.gateway(GatewayConfig.for_tests(
+            name="bench", heartbeat_interval_s=0.1, heartbeat_timeout_s=2.0))
+        fleet = [scope.device("virtual", f"d{i}", gateway, relay=relay) for i in range(devices)]
+        for handle in fleet:
+            handle.power_on()
+        for handle in fleet:
+            handle.wait_online(60)
+            gateway.wait_heartbeats(handle, 1, 60)
+        marks = [len(h.device.heartbeat_rtts) for h in fleet]  # type: ignore[attr-defined]
+        cpu = time.process_time()
+        for handle in fleet:
+            gateway.wait_heartbeats(handle, heartbeats, 60)
+        cpu = time.process_time() - cpu
+        rtts = [rtt for h, mark in zip(fleet, marks, strict=True)
+                for rtt in h.device.heartbeat_rtts[mark:]]  # type: ignore[attr-defined]
+        return statistics.median(rtts) * 1e3, cpu * 1e3 / (devices * heartbeats)
+    finally:
+        errors = scope.close()
+        if errors:
+            raise RuntimeError(f"closing the bench failed: {errors}")
+
+
+def relay_cost(runs: int, devices: int, heartbeats: int, workdir: Path) -> None:
+    loop = LoopThread("bench-relay-loop")
+    ca = FleetCA.create("bench relay CA")
+    results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    try:
+        for run in range(runs):
+            for relay in (False, True):
+                results[relay].append(relay_window(
+                    loop, ca, workdir / f"{run}-{relay}", devices, heartbeats, relay))
+    finally:
+        loop.close()
+    print(f"relay cost: {devices} virtual devices, heartbeat every 100 ms, "
+          f"{heartbeats} heartbeats each per window, {runs} windows per configuration")
+    medians = {}
+    for relay in (False, True):
+        rtt = statistics.median(r for r, _ in results[relay])
+        cpu = statistics.median(c for _, c in results[relay])
+        medians[relay] = (rtt, cpu)
+        label = "through the relay" if relay else "direct"
+        print(f"  {label:18s} heartbeat RTT median {rtt:7.3f} ms   "
+              f"CPU {cpu:7.3f} ms per heartbeat")
+    print(f"  ratio relay/direct: RTT {medians[True][0] / medians[False][0]:.2f}x, "
+          f"CPU {medians[True][1] / medians[False][1]:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mib", type=int, default=32)
+    parser.add_argument("--only", choices=("throughput", "relay"), default=None)
+    parser.add_argument("--relay-devices", type=int, default=20)
+    parser.add_argument("--relay-heartbeats", type=int, default=20)
     args = parser.parse_args()
+    if args.only != "throughput":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bench-relay-") as workdir:
+            relay_cost(args.runs, args.relay_devices, args.relay_heartbeats, Path(workdir))
+        if args.only == "relay":
+            return
     total = args.mib * 1024 * 1024
     cases: dict[str, Callable[[], Awaitable[float]]] = {
         "Link up (device -> gateway)": lambda: link_up(total),

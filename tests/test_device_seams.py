@@ -18,7 +18,7 @@ from wasmbed_hil.bench.backends.base import Backend, BackendOption
 from wasmbed_hil.bench.backends.firmware import FirmwareBackend, FirmwareDeviceHandle
 from wasmbed_hil.bench.device import DeviceHandle, Faults, FaultUnsupported, Lifecycle
 from wasmbed_hil.bench.errors import InfrastructureError, MachineError
-from wasmbed_hil.bench.link.impairments import Partition
+from wasmbed_hil.bench.link.impairments import Partition, Stall
 from wasmbed_hil.bench.link.pump import Impairment, Impairments
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.machines.base import Machine
@@ -252,6 +252,37 @@ def test_a_link_impairment_holds_for_the_block_and_is_applied_on_the_loop(
     assert list(link.impairments) == []  # taken off also when the block fails
 
 
+def test_the_link_handle_applies_schedules_and_waits_on_the_loop(parts: Any) -> None:
+    handle, _, link = parts
+    later, stall = Stall(start=60.0), Stall(duration=0.05)
+    handle.link.add(later, stall)
+    assert handle.link.impairments == [later, stall]
+    assert later.state == "pending" and stall.active
+    handle.link.wait_ended(stall, 5)  # its duration ended: it took itself off
+    assert handle.link.impairments == [later]
+    handle.link.start(later)  # the test as its trigger
+    handle.link.wait_started(later, 1)
+    timeout = r"dev-0: Stall\(start=60\) \[active\] not ended within 0\.1s"
+    with pytest.raises(AssertionError, match=timeout):
+        handle.link.wait_ended(later, 0.1)
+    handle.link.clear()
+    assert handle.link.impairments == [] and later.ended.is_set()
+    with pytest.raises(ValueError, match="is not on dev-0's link"):
+        handle.link.start(later)
+    with pytest.raises(ValueError, match="at least one"), handle.link.impair():
+        pass
+    with pytest.raises(ValueError, match="applied already"):
+        handle.link.add(Partition(), later)  # the second fails: the first is taken off too
+    assert handle.link.impairments == []
+    latency = handle.link.apply("latency", delay=0.5)
+    assert handle.link.impairments == [latency]
+    handle.link.remove(latency)
+    assert link.drops == 0
+    handle.link.cut()
+    assert link.drops == 1
+    assert handle.link.stats is link.stats and handle.link.port == link.port
+
+
 def test_faults_base_offers_nothing() -> None:
     bare = Faults("bare")
     assert bare.supported == frozenset()
@@ -264,11 +295,15 @@ def test_the_virtual_device_takes_the_firmware_console_commands(loop: LoopThread
     backend = get_backend("virtual")(loop, tmp_path)
     handle = backend.create("v", ca.issue_device("v"), ("127.0.0.1", 9))
     device = handle.device  # type: ignore[attr-defined]
-    # The reference model has them all but link impairments: its connection does not cross
-    # the byte pump (yet: a later issue puts virtual devices behind it too).
-    assert handle.faults.supported == set(Faults.ACTIONS) - {"impair"}
-    with pytest.raises(FaultUnsupported, match="'impair' is not available on the virtual"):
-        handle.faults.impair(Partition())
+    # The reference model has them all, link impairments included: it dials the gateway
+    # through its relay, whose listener the device's link handle names.
+    assert handle.faults.supported == set(Faults.ACTIONS)
+    assert handle.link.raw is backend.relays["v"]
+    assert (device.config.gateway_host, device.config.gateway_port) == ("127.0.0.1",
+                                                                         handle.link.port)
+    with handle.faults.impair(Partition()) as partition:
+        assert handle.link.impairments == [partition]
+    assert handle.link.impairments == []
     device.flash.device_id = bytes(16)
     handle.write_line("silent 1")
     assert device.faults.silent
@@ -285,8 +320,31 @@ def test_the_virtual_device_takes_the_firmware_console_commands(loop: LoopThread
     assert device.faults.drop_after_chunks == 3 and device.faults.corrupt_proof
     handle.faults.cut_link()  # no connection yet: nothing to cut
     handle.close()
+    assert backend.relays == {}  # the relay stopped with its device
     backend.close()
     backend.close()
+
+
+def test_a_virtual_device_without_relay_dials_the_gateway_and_has_no_link(
+    loop: LoopThread, ca: FleetCA, tmp_path: Path
+) -> None:
+    backend = get_backend("virtual")(loop, tmp_path)
+    handle = backend.create("direct", ca.issue_device("direct"), ("127.0.0.1", 9), relay=False)
+    assert handle.device.config.gateway_port == 9  # type: ignore[attr-defined]
+    assert backend.relays == {}
+    with pytest.raises(RuntimeError, match="has no link to impair"):
+        handle.link.add(Partition())
+    kept = backend.create("kept", ca.issue_device("kept"), ("127.0.0.1", 9))
+    port = kept.link.port
+    handle.close()
+    backend.close()  # closes the relay of a device not closed itself
+
+    async def dial() -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+
+    with pytest.raises(OSError):
+        loop.run(dial())
 
 
 class FakeFirmwareBackend(FirmwareBackend):
@@ -312,7 +370,7 @@ def test_a_firmware_backend_is_its_machine_and_closes_its_links(loop: LoopThread
     assert isinstance(handle, FirmwareDeviceHandle) and handle.backend == "fake"
     assert isinstance(handle.machine, FakeMachine)
     link = backend.bridge.links["d"]
-    assert handle.link is link
+    assert handle.link.raw is link and handle.link.port == link.port
 
     async def dial() -> None:  # the listener is open until the backend closes
         _, writer = await asyncio.open_connection("127.0.0.1", link.port)
@@ -323,7 +381,7 @@ def test_a_firmware_backend_is_its_machine_and_closes_its_links(loop: LoopThread
     assert backend.bridge.links == {}
     again = backend.create("d", ca.issue_device("d"), ("127.0.0.1", 9))
     link = backend.bridge.links["d"]
-    assert again.link is link
+    assert again.link.raw is link
     backend.close()
     assert backend.bridge.links == {}
     with pytest.raises(OSError):
@@ -343,7 +401,7 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
     group = Group()
     for cls in backend_classes():
         cls.add_options(group)
-    assert set(group.added) == {"--renode-binary"}
+    assert set(group.added) == {"--renode-binary", "--virtual-relay"}
     assert group.added["--renode-binary"]["dest"] == "renode_binary"
     assert "for --hil-backend=renode; sets $WASMBED_RENODE" in group.added[
         "--renode-binary"]["help"]
@@ -355,6 +413,15 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
     renode.apply_options({"renode_binary": "/opt/renode/renode"}.get)
     (option,) = renode.options
     assert option.value() == "/opt/renode/renode"
+    from wasmbed_hil.bench.backends.virtual import relay_default
+
+    monkeypatch.setenv("WASMBED_VIRTUAL_RELAY", "0")
+    assert relay_default() is False
+    monkeypatch.setenv("WASMBED_VIRTUAL_RELAY", "on")
+    assert relay_default() is True
+    monkeypatch.setenv("WASMBED_VIRTUAL_RELAY", "maybe")
+    with pytest.raises(ValueError, match="expected 1 or 0"):
+        relay_default()
 
 
 def test_every_backend_labels_its_runs() -> None:

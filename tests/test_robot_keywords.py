@@ -217,3 +217,35 @@ def test_robot_runs_a_suite_with_the_library(tmp_path):
     assert after.status == "PASS", after.message
     # The listener's cleanup reported nothing (no errors, no leftover tasks).
     assert [m.message for m in result.errors.messages] == []
+
+
+def test_link_keywords_build_impairments_from_robot_values_and_restore_the_link(lib):
+    lib.start_gateway()
+    lib.create_device(power_on=False)
+    link = lib._devices["device-0"].handle.link
+    text = lib.impair_link("latency", delay="50ms", jitter="10ms", seed="3")
+    assert text.startswith("Latency(0.05, jitter=0.01, seed=3")
+    lib.impair_link("bandwidth", baud="115200")
+    lib.impair_link("Half-Open", direction="down", start="2s")
+    lib.impair_link("corrupt", direction="up", offsets="8")
+    lib.impair_link("corrupt", direction="up", offsets="8,100", after_bytes="10",
+                    after_direction="up")
+    kinds = [(type(i).__name__, getattr(i, "state", None)) for i in link.impairments]
+    assert kinds == [("Latency", "active"), ("Bandwidth", "active"), ("HalfOpen", "pending"),
+                     ("Corrupt", "active"), ("Corrupt", "pending")]
+    latency, cap, half, one, two = link.impairments
+    assert (latency.delay, latency.jitter, cap.bytes_per_s, half.start_after) == (
+        0.05, 0.01, 11520, 2.0)
+    assert (one.offsets, two.offsets, two.start_after.count) == ([8], [8, 100], 10)
+    with pytest.raises(AssertionError, match=r"not ended within 0\.1s"):
+        lib.wait_until_link_restored(timeout="100ms")
+    lib.restore_link()
+    assert link.impairments == [] and latency.ended.is_set() and half.ended.is_set()
+    lib.wait_until_link_restored()  # nothing in force: at once
+    lib.impair_link("stall", duration="50ms")
+    lib.wait_until_link_restored(timeout="5s")
+    assert link.impairments == []
+    with pytest.raises(ValueError, match="unknown link impairment 'jam'"):
+        lib.impair_link("jam")
+    with pytest.raises(ValueError, match="bad parameters for a partition"):
+        lib.impair_link("partition", delay="1s")

@@ -88,17 +88,13 @@ def test_a_cut_link_is_noticed_and_the_device_comes_back_as_itself(gateway, devi
     assert len(gateway.devices()) == 1
 
 
-@pytest.mark.backend_specific(
-    "qemu", "renode",
-    reason="link impairments act on the byte pump a firmware UART's bytes cross; virtual "
-           "devices connect to the gateway directly",
-)
 def test_a_partitioned_link_keeps_the_device_out_until_it_heals(gateway, device):
-    """An impairment on the device's link (bench.link.impairments): a partition cuts the
-    connection and refuses new ones; once it is lifted the device comes back as itself."""
+    """An impairment on the device's link (bench.link.impairments; on every backend): a
+    partition cuts the connection and refuses new ones; once it is lifted the device comes
+    back as itself."""
     device_id = device.device_id
     gateway.wait_heartbeats(device, 1)
-    with device.faults.impair(Partition()):
+    with device.link.impair(Partition()):
         closed = gateway.wait_event("connection", lambda e: e.device_id == device_id
                                     and e.data.get("state") == "closed", timeout=20)
         gateway.wait_phase(device, DevicePhase.DISCONNECTED)

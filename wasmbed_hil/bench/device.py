@@ -3,8 +3,9 @@
 Each backend (bench.backends) implements it; scenarios never see which. A handle offers the
 seams of bench.seams: `Power` (power_on, power_off, reboot), `Reset`, `Console` (console,
 write_line) and `Faults` (faults.silence(), faults.cut_link()...), plus the lifecycle waits
-built on them. Firmware backends share one implementation
-(bench.backends.firmware.FirmwareDeviceHandle); the virtual device has its own.
+built on them, and `link` (bench.linkhandle: impairments on its byte path to the gateway).
+Firmware backends share one implementation (bench.backends.firmware.FirmwareDeviceHandle);
+the virtual device has its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..gateway.events import EventLog, WaitTimeout
 from ..pki import Credentials
 from ..protocol import ErrorCode
+from .linkhandle import LinkHandle
 from .loop import LoopThread
 from .seams import Faults, FaultUnsupported, Lifecycle
 
@@ -27,6 +29,7 @@ __all__ = ["DeviceHandle", "FaultUnsupported", "Faults", "Lifecycle"]
 
 class DeviceHandle(ABC):
     backend: str = "?"
+    _link_handle: LinkHandle | None = None  # set by a backend whose device has a link
 
     def __init__(self, name: str, credentials: Credentials) -> None:
         self.name = name
@@ -61,6 +64,17 @@ class DeviceHandle(ABC):
     def faults(self) -> Faults:
         """The faults this device can be made to show (actions; see bench.seams.Faults)."""
 
+    @property
+    def link(self) -> LinkHandle:
+        """The device's link to its gateway (bench.linkhandle): impairments, counters.
+        Every backend has one (a virtual device made with ``relay=False`` has not)."""
+        if self._link_handle is None:
+            raise RuntimeError(
+                f"{self.name} ({self.backend}) has no link to impair: it dials its gateway "
+                "directly (a virtual device made with relay=False)"
+            )
+        return self._link_handle
+
     @abstractmethod
     def power_on(self) -> None: ...
 
@@ -77,8 +91,9 @@ class DeviceHandle(ABC):
     @property
     def link_impairments(self) -> Impairments | None:
         """The impairments in force on the device's link (bench.link.pump), when its bytes
-        go through a link the bench owns; None otherwise. Use them on the loop."""
-        return None
+        go through a link the bench owns (every backend's devices, but a virtual device
+        made with relay=False); None otherwise. Use them on the loop."""
+        return self._link_handle.raw.impairments if self._link_handle is not None else None
 
     def set_silent(self, silent: bool) -> None:
         """Stop (or resume) sending heartbeats without dropping the connection (the

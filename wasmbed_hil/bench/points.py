@@ -13,9 +13,10 @@ see it without touching the session code:
   the result again after its next Welcome, one result is stored;
 - `message(direction, type_name, nth)`: any other message of the gateway's protocol trace;
 - `during_handshake()`: a TLS handshake is under way on the device's link: the gateway's
-  first flight (ServerHello...) is on its way back to the device. On backends whose link
-  takes impairments (the firmware backends' bridge) that is exact; on a device with no link
-  seam it falls back to the device entering CONNECTING (TCP and TLS set-up).
+  first flight (ServerHello...) is on its way back to the device. On a device whose link
+  takes impairments (the firmware backends' bridge, the virtual devices' relay) that is
+  exact; on one with no link (a virtual device made with relay=False) it falls back to the
+  device entering CONNECTING (TCP and TLS set-up).
 
 The trace points are read from the gateway's protocol trace (GatewayConfig.trace_limit > 0):
 an observer is put on the trace of each of the device's connections as it opens (the
@@ -327,7 +328,10 @@ def arm_on_trace(gateway: Gateway, device_id: str, trigger: Trigger) -> None:
 
 class HandshakeWatch(Impairment):
     """Passes every byte; counts connections opening through the link and reports the
-    first gateway->device chunk of each (the gateway's first TLS flight)."""
+    first gateway->device chunk of each (the gateway's first TLS flight). The chunk that
+    fires the trigger is held until its action is done, so the device cannot answer the
+    flight first (a virtual device's TLS, on this loop, would otherwise finish the
+    handshake from a transport callback before a power cut lands)."""
 
     def __init__(self, trigger: Trigger) -> None:
         self._trigger = trigger
@@ -340,6 +344,9 @@ class HandshakeWatch(Impairment):
         if direction == "down" and self._opening:
             self._opening = False
             self._trigger._hit()
+            action = self._trigger._task
+            if action is not None:
+                await asyncio.wait([action])  # its outcome goes to the trigger, not here
         return data
 
 

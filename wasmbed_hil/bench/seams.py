@@ -12,7 +12,9 @@ Two kinds of seam, in the spirit of labgrid's protocols (`PowerProtocol`, `Conso
 handles derive it from console lines (bench.console).
 
 Faults are actions, not fields: `handle.faults.silence(True)`, `.enroll_with(creds)`,
-`.corrupt_proof()`, `.drop_link_after_chunks(5)`, `.cut_link()`. A backend implements the
+`.corrupt_proof()`, `.drop_link_after_chunks(5)`, `.cut_link()`, `.impair(Latency(0.1))`
+(which is `device.link.impair`: link impairments act on the device's `Link`, which every
+backend has). A backend implements the
 ones it can by overriding them; the others raise `FaultUnsupported`, naming the backend and
 the action, and `faults.supported` lists what is there.
 
@@ -129,7 +131,8 @@ class Faults:
 
     def impair(self, impairment: Impairment) -> AbstractContextManager[Impairment]:
         """Apply a link impairment (bench.link.impairments) to the device's byte path for
-        the `with` block: `with device.faults.impair(Partition()): ...`."""
+        the `with` block: `with device.faults.impair(Partition()): ...`. The same as
+        ``device.link.impair(...)`` (bench.linkhandle), which it calls."""
         raise self._unsupported("impair")
 
     def __repr__(self) -> str:
@@ -148,8 +151,10 @@ class LinkStats(Protocol):
 
 
 class Link(Protocol):
-    """A device's byte path to its gateway: the device's UART dials `port`, the link
-    carries the bytes (the TLS session runs end to end) and can be cut."""
+    """A device's byte path to its gateway: the device (its UART, or a virtual device's
+    TCP client) dials `port`, the link carries the bytes (the TLS session runs end to end)
+    and can be cut. bench.link.bridge's Link and bench.link.faultproxy's FaultProxy are
+    ones; bench.linkhandle's LinkHandle drives any of them from a test."""
 
     @property
     def port(self) -> int: ...

@@ -52,6 +52,7 @@ from .keywords import (
     DeploymentKeywords,
     DeviceKeywords,
     GatewayKeywords,
+    LinkKeywords,
     MessageFaultKeywords,
     WaitKeywords,
 )
@@ -186,6 +187,7 @@ class WasmbedLibrary(DynamicCore):
             WaitKeywords(self),
             DeploymentKeywords(self),
             ConsoleKeywords(self),
+            LinkKeywords(self),
             MessageFaultKeywords(self),
             ConvergenceKeywords(self),
         ])

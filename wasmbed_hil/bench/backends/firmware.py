@@ -18,7 +18,7 @@ import functools
 import hashlib
 import os
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +29,8 @@ from ..console import parse_line
 from ..device import DeviceHandle, Faults, Lifecycle
 from ..errors import InfrastructureError
 from ..link.bridge import Bridge
-from ..link.pump import Impairment, Impairments
+from ..link.pump import Impairment
+from ..linkhandle import LinkHandle
 from ..loop import LoopThread
 from ..machines.base import Machine
 from ..points import DeviceAction
@@ -59,15 +60,8 @@ class FirmwareFaults(Faults):
     def cut_link(self) -> None:
         self._handle.loop.run(self._handle.on_loop("cut_link"))
 
-    @contextlib.contextmanager
-    def impair(self, impairment: Impairment) -> Iterator[Impairment]:
-        impairments, loop = self._handle.link.impairments, self._handle.loop
-        loop.call(impairments.add, impairment)  # the link's loop owns its impairments
-        try:
-            yield impairment
-        finally:
-            if loop.alive:
-                loop.call(impairments.remove, impairment)
+    def impair(self, impairment: Impairment) -> contextlib.AbstractContextManager[Impairment]:
+        return self._handle.link.impair(impairment)  # one path: the device's LinkHandle
 
 
 class FirmwareDeviceHandle(DeviceHandle):
@@ -91,7 +85,8 @@ class FirmwareDeviceHandle(DeviceHandle):
         self.backend = backend
         self._loop = loop
         self.machine = machine
-        self.link = link
+        self._link = link
+        self._link_handle = LinkHandle(loop, link, name)
         self._release = release or link.close
         self.events = EventLog()
         self._lifecycle = Lifecycle.OFF
@@ -159,13 +154,10 @@ class FirmwareDeviceHandle(DeviceHandle):
             await self.on_loop("power_off")
             await self.on_loop("power_on")
         elif action == "cut_link":
-            await self.link.drop_upstream()
+            await self._link.drop_upstream()
         else:
             raise ValueError(f"unknown device action {action!r}")
 
-    @property
-    def link_impairments(self) -> Impairments:
-        return self.link.impairments
     @property
     def powered(self) -> bool:
         return self.machine.running
@@ -212,7 +204,7 @@ class FirmwareDeviceHandle(DeviceHandle):
         return f", {self.machine.label} not running ({report})"
 
     def stats(self) -> dict[str, Any]:
-        s = self.link.stats
+        s = self._link.stats
         return {
             "connections": s.upstream_connections,
             **self.machine.stats(),

@@ -1,28 +1,57 @@
-"""The virtual backend: VirtualDevice instances on the harness loop."""
+"""The virtual backend: VirtualDevice instances on the harness loop.
+
+Each device dials its gateway through its own relay (a FaultProxy, bench.link.faultproxy):
+the byte pump every firmware device's bytes cross too, so `device.link.impair(...)` works
+on virtual devices as on QEMU and Renode ones. The relay is on by default; ``relay=False``
+(a create option) or ``WASMBED_VIRTUAL_RELAY=0`` (``--virtual-relay=0``) makes devices dial
+the gateway directly, for fleets where the extra hop's cost matters (benchmarks/bench_link.py
+measures it) and no impairment is wanted.
+"""
 
 from __future__ import annotations
 
 import platform as host_platform
+from contextlib import AbstractContextManager
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from ...gateway.events import EventLog
 from ...pki import Credentials
 from ...protocol import ErrorCode
 from ..device import DeviceHandle, Faults, Lifecycle
+from ..link.faultproxy import FaultProxy
+from ..link.pump import Impairment
+from ..linkhandle import LinkHandle
 from ..loop import LoopThread
 from ..points import DeviceAction
 from ..virtual.device import VirtualDevice, VirtualDeviceConfig
-from .base import Backend, register
+from .base import Backend, BackendOption, register
+
+RELAY = BackendOption(
+    "--virtual-relay", "WASMBED_VIRTUAL_RELAY",
+    "1 (default): each virtual device dials its gateway through a relay that carries link "
+    "impairments; 0: directly",
+)
+
+
+def relay_default() -> bool:
+    value = (RELAY.value() or "1").strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{RELAY.env}={value!r}: expected 1 or 0")
 
 
 class VirtualFaults(Faults):
     """Every fault: the virtual device is the reference model, with a hook for each."""
 
-    def __init__(self, backend: str, device: VirtualDevice, loop: LoopThread) -> None:
-        super().__init__(backend)
-        self._device = device
-        self._loop = loop
+    def __init__(self, handle: VirtualDeviceHandle) -> None:
+        super().__init__(handle.backend)
+        self._handle = handle
+        self._device = handle.device
+        self._loop = handle.loop
 
     def silence(self, silent: bool = True) -> None:
         self._loop.call(self._device.set_silent, silent)
@@ -39,14 +68,22 @@ class VirtualFaults(Faults):
     def cut_link(self) -> None:
         self._loop.call(self._device.drop_link)  # DeviceHandle.on_loop("cut_link") likewise
 
+    def impair(self, impairment: Impairment) -> AbstractContextManager[Impairment]:
+        return self._handle.link.impair(impairment)  # one path: the device's LinkHandle
+
 
 class VirtualDeviceHandle(DeviceHandle):
-    def __init__(self, backend: VirtualBackend, device: VirtualDevice) -> None:
+    def __init__(self, backend: VirtualBackend, device: VirtualDevice,
+                 relay: FaultProxy | None = None) -> None:
         super().__init__(device.config.name, device.credentials)
         self.backend = backend.name
         self._loop = backend.loop
+        self._backend = backend
         self.device = device
-        self._faults = VirtualFaults(backend.name, device, backend.loop)
+        self.relay = relay
+        if relay is not None:
+            self._link_handle = LinkHandle(backend.loop, relay, device.config.name)
+        self._faults = VirtualFaults(self)
 
     @property
     def device_id(self) -> str | None:
@@ -90,6 +127,11 @@ class VirtualDeviceHandle(DeviceHandle):
         if self._loop.alive:
             self._loop.run(self.on_loop("power_off"))
 
+    def close(self) -> None:
+        self.power_off()
+        if self.relay is not None and self._loop.alive:
+            self._loop.run(self._backend.close_relay(self.name, self.relay))
+
     def write_line(self, line: str) -> None:
         self._loop.call(self.device.console_command, line)
 
@@ -123,6 +165,11 @@ class VirtualDeviceHandle(DeviceHandle):
 @register
 class VirtualBackend(Backend):
     name = "virtual"
+    options = (RELAY,)
+
+    def __init__(self, loop: LoopThread, workdir: Path) -> None:
+        super().__init__(loop, workdir)
+        self.relays: dict[str, FaultProxy] = {}
 
     @classmethod
     def provenance(cls) -> dict[str, str]:
@@ -131,16 +178,42 @@ class VirtualBackend(Backend):
     def create(
         self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any
     ) -> VirtualDeviceHandle:
+        """``relay`` (default: on, see the module docstring): dial the gateway through a
+        relay that carries link impairments; other options are VirtualDeviceConfig fields."""
+        relay_on = options.pop("relay", None)
+        relay_on = relay_default() if relay_on is None else bool(relay_on)
         known = {f.name for f in fields(VirtualDeviceConfig)}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"unknown virtual device options: {', '.join(sorted(unknown))}")
-        config = VirtualDeviceConfig(
-            name=name,
-            flash_dir=self.workdir / "devices" / name,
-            gateway_host=endpoint[0],
-            gateway_port=endpoint[1],
-            **options,
-        )
-        device = VirtualDevice(config, credentials)
-        return VirtualDeviceHandle(self, device)
+        if name in self.relays:
+            raise ValueError(f"a virtual device named {name!r} is open already")
+        relay = FaultProxy(endpoint) if relay_on else None
+        host, port = self.loop.run(relay.start()) if relay is not None else endpoint
+        try:
+            config = VirtualDeviceConfig(
+                name=name,
+                flash_dir=self.workdir / "devices" / name,
+                gateway_host=host,
+                gateway_port=port,
+                **options,
+            )
+            device = VirtualDevice(config, credentials)
+        except BaseException:
+            if relay is not None:
+                self.loop.run(relay.stop())
+            raise
+        if relay is not None:
+            self.relays[name] = relay
+        return VirtualDeviceHandle(self, device, relay)
+
+    async def close_relay(self, name: str, relay: FaultProxy) -> None:
+        """Stop a device's relay and free its name (a device of that name can be made again)."""
+        if self.relays.get(name) is relay:
+            del self.relays[name]
+        await relay.stop()
+
+    def close(self) -> None:
+        if self.loop.alive:
+            for name, relay in list(self.relays.items()):
+                self.loop.run(self.close_relay(name, relay))

@@ -1,9 +1,15 @@
-"""A TCP proxy that can cut a link on demand: outages of any server, TLS or not.
+"""A TCP proxy carrying the proxy's impairments: outages and bad links for any TCP path.
 
-The control-plane suite puts one between the platform's components and the API server:
-`cut()` drops every open connection and refuses new ones (they are accepted and closed at
-once, as a dead server behind a load balancer looks), `restore()` lets traffic through
-again. The harness itself talks to the server directly, so it can watch during an outage.
+Two uses:
+
+- The control-plane suite puts one between the platform's components and the API server:
+  `cut()` drops every open connection and refuses new ones (they are accepted and closed at
+  once, as a dead server behind a load balancer looks), `restore()` lets traffic through
+  again. The harness itself talks to the server directly, so it can watch during an outage.
+- The virtual backend puts one in front of the gateway for each virtual device (its
+  relay): the device dials the proxy, so the same link impairments reach virtual devices
+  as firmware ones. It is then the device's link (bench.seams.Link: `port`, `stats`,
+  `impairments`, `drop_upstream()`, `close()`).
 
 Each connection is a byte pump (pump.py) carrying the proxy's `impairments`; cut() is a
 `Partition` put on them, restore() takes it off. Any other impairment applies the same way:
@@ -14,12 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import dataclass
 
 from ...aio import cancel_and_wait
 from .impairments import Partition
 from .pump import Impairments, Pump, Sever
 
 READ_SIZE = 64 * 1024
+
+
+@dataclass
+class ProxyStats:
+    """The proxy's counters (a snapshot: `FaultProxy.stats` makes a new one each time)."""
+
+    bytes_up: int = 0  # client -> upstream, after the impairments
+    bytes_down: int = 0  # upstream -> client
+    upstream_connections: int = 0  # connections carried to the upstream
+    refused: int = 0  # connections refused by an impairment (a partition)
+    upstream_failures: int = 0  # the upstream could not be reached
 
 
 class FaultProxy:
@@ -30,6 +48,8 @@ class FaultProxy:
         self.impairments = Impairments()
         self.refused = 0
         self.connections = 0
+        self.upstream_failures = 0
+        self._bytes = [0, 0]  # up, down, of the connections that have ended
         self._server: asyncio.Server | None = None
         self._pumps: set[Pump] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -37,6 +57,22 @@ class FaultProxy:
     @property
     def is_cut(self) -> bool:
         return any(isinstance(i, Partition) for i in self.impairments)
+
+    @property
+    def port(self) -> int:
+        if self.address is None:
+            raise RuntimeError("the proxy is not started")
+        return self.address[1]
+
+    @property
+    def stats(self) -> ProxyStats:
+        """Bytes each way (open connections included), connections carried and refused."""
+        live = list(self._pumps)
+        return ProxyStats(
+            self._bytes[0] + sum(p.up.bytes for p in live),
+            self._bytes[1] + sum(p.down.bytes for p in live),
+            self.connections, self.refused, self.upstream_failures,
+        )
 
     async def start(self) -> tuple[str, int]:
         sock = socket.create_server((self.host, 0))
@@ -52,6 +88,14 @@ class FaultProxy:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+    async def close(self) -> None:
+        """`stop()`, under the name a device link has (bench.seams.Link)."""
+        await self.stop()
+
+    async def drop_upstream(self) -> None:
+        """Cut the connections open now; new ones pass (a device's link dropped once)."""
+        await self._drop_all()
 
     async def __aenter__(self) -> FaultProxy:
         if self._server is None:
@@ -103,6 +147,7 @@ class FaultProxy:
         try:
             upstream = await self._dial()
         except OSError:
+            self.upstream_failures += 1
             writer.transport.abort()
             return
         self.connections += 1
@@ -114,4 +159,7 @@ class FaultProxy:
             await pump.wait()
         finally:
             await pump.abort()  # the side still open goes at once, as it did from a dead server
-            self._pumps.discard(pump)
+            if pump in self._pumps:
+                self._pumps.discard(pump)
+                self._bytes[0] += pump.up.bytes
+                self._bytes[1] += pump.down.bytes

@@ -16,7 +16,7 @@ Pieces, smallest first:
   b, ``down`` b's to a. When either direction ends (EOF, an error, a sever) both sides are
   closed: neither a UART link nor a proxy has half-open connections. `close()` (graceful),
   `abort()` (at once), `async with`.
-- `Impairment`: the hook. Four methods, all no-ops by default:
+- `Impairment`: the hook. Five methods, all no-ops by default:
     * ``await chunk(direction, data) -> bytes``: called once per chunk per direction, in
       order, before the chunk is written. Return it (or other bytes: corruption) to pass it
       on, ``b""`` to drop it, await before returning to hold it (latency, a bandwidth cap, a
@@ -28,16 +28,24 @@ Pieces, smallest first:
     * ``on_add(impairments)`` / ``on_remove()``: called when the impairment is put on a link
       and taken off. ``impairments.sever()`` there cuts the connections open at that moment
       (a partition does); on_remove releases anything held.
+    * ``await end(direction)``: called by a Pump when a direction's reader has ended (EOF,
+      a reset): await to hold the end back from the other side while it is in force (a
+      half-open link does: the gateway does not see the device's side go).
+    * ``read_limit``: an attribute, None by default; a number bounds the size of the chunks
+      the pipes read while the impairment is on (a bandwidth cap sets it, so that bytes
+      trickle out as on a slow line instead of arriving in one late burst).
 - `Impairments`: the impairments in force on one link, in the order added; shared by every
   connection the link carries, at once or one after another (each connection `attach`es
   while open). ``add``/``remove``, or ``with impairments.impair(x):``. Call them on the loop
   that runs the link (from another thread: through LoopThread.call).
 
-Adding an impairment: one `Impairment` subclass in impairments.py (a partition is there
-already, used by the fault proxy's cut()/restore()). Every link already carries an
-`Impairments` (`Link.impairments`, `FaultProxy.impairments`, `Pump.impairments`), so applying
-one to a device is ``link.impairments.impair(Latency(...))``; only a new kind of hook point
-would touch this file.
+Adding an impairment: one subclass in impairments.py, usually of `Scheduled`
+(schedule.py), which gives it a start (at once, after a delay, after N bytes, on an event)
+and a duration. Every link already carries an `Impairments` (`Link.impairments`,
+`FaultProxy.impairments`, `Pump.impairments`), so applying one to a device is
+``device.link.impair(Latency(0.05))`` from a test (bench.linkhandle, through the loop) or
+``link.impairments.impair(...)`` on the loop; only a new kind of hook point would touch
+this file.
 
 Direction: ``up`` is from the side that dials (the device, the proxy's client) to the side
 it dials (the gateway, the server); ``down`` is the way back.
@@ -89,6 +97,8 @@ class Impairment:
     def on_remove(self) -> None:
         """Taken off the link: release whatever chunk() is holding."""
 
+    read_limit: int | None = None  # bound on the chunk size the pipes read while it is on
+
     def admit(self) -> None:
         """A connection is about to open through the link: raise Sever to refuse it."""
 
@@ -96,6 +106,9 @@ class Impairment:
         """One chunk on its way: return the bytes to pass on (b"": drop), await to hold it,
         raise Sever to cut the connection."""
         return data
+
+    async def end(self, direction: Direction) -> None:
+        """A Pump's `direction` has ended: return to let the end reach the other side."""
 
 
 class Impairments:
@@ -118,7 +131,11 @@ class Impairments:
         if impairment in self._active:
             raise ValueError(f"{impairment!r} is applied already")
         self._active.append(impairment)
-        impairment.on_add(self)
+        try:
+            impairment.on_add(self)
+        except BaseException:
+            self._active.remove(impairment)
+            raise
 
     def remove(self, impairment: Impairment) -> None:
         """Take an impairment off (a no-op when it is not on)."""
@@ -148,10 +165,19 @@ class Impairments:
         for connection in list(self._connections):
             connection.sever(reset)
 
+    def read_size(self, default: int) -> int:
+        """How much a pipe may read at once: `default`, or less when an impairment says so."""
+        limits = [i.read_limit for i in self._active if i.read_limit]
+        return min([default, *limits]) if limits else default
+
     def admit(self) -> None:
         """Raises Sever when an impairment refuses a new connection."""
         for impairment in list(self._active):
             impairment.admit()
+
+    async def end(self, direction: Direction) -> None:
+        for impairment in list(self._active):
+            await impairment.end(direction)
 
     async def chunk(self, direction: Direction, data: bytes) -> bytes:
         for impairment in list(self._active):
@@ -209,7 +235,9 @@ class Pipe:
     async def run(self) -> None:
         impairments = self.impairments
         with contextlib.suppress(ConnectionError, OSError):
-            while data := await self.reader.read(self.read_size):
+            while data := await self.reader.read(
+                impairments.read_size(self.read_size) if impairments else self.read_size
+            ):
                 if self.on_read is not None:
                     self.on_read()
                 if impairments:  # the one hook; nothing to await when none is applied
@@ -311,6 +339,8 @@ class Pump:
     async def _run(self, pipe: Pipe) -> None:
         try:
             await pipe.run()
+            if pipe.severed is None and self.impairments:
+                await self.impairments.end(pipe.direction)  # a half-open link holds it back
         finally:
             if pipe.severed is not None:
                 self.sever(pipe.severed.reset)

@@ -10,6 +10,7 @@ from .convergence import ConvergenceKeywords
 from .deployment import DeploymentKeywords
 from .devices import DeviceKeywords
 from .gateways import GatewayKeywords
+from .link import LinkKeywords
 from .message_faults import MessageFaultKeywords
 from .waits import WaitKeywords
 
@@ -19,6 +20,7 @@ __all__ = [
     "DeploymentKeywords",
     "DeviceKeywords",
     "GatewayKeywords",
+    "LinkKeywords",
     "MessageFaultKeywords",
     "WaitKeywords",
 ]
