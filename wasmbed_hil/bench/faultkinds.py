@@ -28,8 +28,17 @@ from typing import Any
 from ..protocol import DevicePhase
 from .device import DeviceHandle
 from .gateway import GatewayHandle
-from .link.impairments import Partition
-from .message_faults import Corrupt, Delay, Drop, Duplicate, MessageFault, Reorder
+from .link.impairments import (
+    Bandwidth,
+    Corrupt,
+    HalfOpen,
+    Latency,
+    Partition,
+    slow_cellular,
+)
+from .link.pump import Impairment
+from .message_faults import Corrupt as CorruptMessage
+from .message_faults import Delay, Drop, Duplicate, MessageFault, Reorder
 from .points import Point, after_chunk_acked, after_start, during_handshake
 from .seams import Lifecycle
 
@@ -320,6 +329,94 @@ class ApiOutage(FaultKind):
             ctx._held.pop().__exit__(None, None, None)
 
 
+# ------------------------------------------------------------------------ link impairments
+
+
+class LinkImpairmentKind(FaultKind):
+    """Impairments (bench.link.impairments) on the device's byte path, every backend's (the
+    bridge for emulated boards, the relay for virtual devices), through `device.link`: held
+    from before the operation until their effect shows, then taken off (what they hold is
+    released). `impairments(ctx)` makes them, seeded from the run's fault seed."""
+
+    requires = frozenset({"impair"})
+    sustained = True
+
+    def impairments(self, ctx: FaultContext) -> tuple[Impairment, ...]:
+        raise NotImplementedError
+
+    def apply(self, ctx: FaultContext) -> None:
+        held = ctx.dut.link.impair(*self.impairments(ctx))
+        held.__enter__()
+        ctx._held.append(held)
+
+    def heal(self, ctx: FaultContext) -> None:
+        while ctx._held:
+            ctx._held.pop().__exit__(None, None, None)
+
+
+class SlowLinkKind(LinkImpairmentKind):
+    """A link that still carries everything, slowly: the device enrolls and heartbeats under
+    it, and the effect shown is two heartbeats acknowledged through it."""
+
+    before_power_on = True  # an enrollment happens under it
+
+    def wait_effect(self, ctx: FaultContext) -> None:
+        if ctx.operation == "enroll":
+            ctx.gateway.wait_phase(ctx.dut, DevicePhase.CONNECTED, ctx.timeout)
+        ctx.gateway.wait_heartbeats(ctx.dut, 2, ctx.timeout)
+
+
+@fault_kind
+class LinkLatency(SlowLinkKind):
+    name = "latency"
+    summary = "80 ms of latency with 40 ms of jitter (seeded) each way"
+
+    def impairments(self, ctx: FaultContext) -> tuple[Impairment, ...]:
+        return (Latency(0.08, jitter=0.04, seed=ctx.rng.randrange(1 << 30)),)
+
+
+@fault_kind
+class LinkUart(SlowLinkKind):
+    name = "uart_115200"
+    summary = "the bandwidth of a 115200-baud UART (11520 B/s) each way"
+
+    def impairments(self, ctx: FaultContext) -> tuple[Impairment, ...]:
+        return (Bandwidth.uart(115200),)
+
+
+@fault_kind
+class LinkCellular(SlowLinkKind):
+    name = "slow_cellular"
+    summary = "a slow cellular link: 150 +- 50 ms and 6000 B/s"
+
+    def impairments(self, ctx: FaultContext) -> tuple[Impairment, ...]:
+        return slow_cellular(seed=ctx.rng.randrange(1 << 30))
+
+
+@fault_kind
+class LinkHalfOpen(LinkImpairmentKind):
+    name = "half_open"
+    summary = "the device's bytes stop reaching the gateway, the connection stays up"
+
+    def impairments(self, ctx: FaultContext) -> tuple[Impairment, ...]:
+        return (HalfOpen("up"),)
+
+    def wait_effect(self, ctx: FaultContext) -> None:
+        ctx.gateway.wait_phase(ctx.dut, DevicePhase.UNREACHABLE, ctx.timeout)
+
+
+@fault_kind
+class LinkCorrupt(LinkImpairmentKind):
+    name = "corrupt_bytes"
+    summary = "bytes to the device flipped at a seeded rate: TLS fails, the device reconnects"
+
+    def impairments(self, ctx: FaultContext) -> tuple[Impairment, ...]:
+        return (Corrupt("down", rate=0.01, seed=ctx.rng.randrange(1 << 30)),)
+
+    def wait_effect(self, ctx: FaultContext) -> None:
+        ctx.gateway.wait_phase(ctx.dut, DevicePhase.DISCONNECTED, ctx.timeout)
+
+
 # ------------------------------------------------------------------ power at protocol points
 
 
@@ -480,12 +577,12 @@ class MessageCorrupted(MessageFaultKind):
     name = "msg_corrupt"
     summary = "the operation's key message arrives malformed: the session ends, the device returns"
     rules = {
-        "enroll": Corrupt("Heartbeat", nth=1),
-        "heartbeat": Corrupt("Heartbeat", nth=2),
-        "deploy_small": Corrupt("ChunkAck", nth=1),
-        "deploy_large": Corrupt("DeployChunk", nth=3),
+        "enroll": CorruptMessage("Heartbeat", nth=1),
+        "heartbeat": CorruptMessage("Heartbeat", nth=2),
+        "deploy_small": CorruptMessage("ChunkAck", nth=1),
+        "deploy_large": CorruptMessage("DeployChunk", nth=3),
         # the gateway refuses it and closes; the device sends it again after the next Welcome
-        "run": Corrupt("ExecutionResult", nth=1),
+        "run": CorruptMessage("ExecutionResult", nth=1),
     }
 
 
