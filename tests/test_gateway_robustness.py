@@ -264,3 +264,26 @@ def test_a_device_certificate_as_the_fleet_ca_issues_it_is_admitted(gateway, fle
         finally:
             client.close()
     assert gateway.metrics().get("refused_certificate", 0) == 0
+
+
+@pytest.mark.hil_gateway(hello_timeout_s=0.3)
+def test_stop_ends_the_handlers_still_closing_their_connection(gateway, raw_client):
+    """A handler whose peer never answers the TLS close waits up to a second for it; stop()
+    must end it too (it used to leave the handler running after the gateway stopped)."""
+    client = raw_client()
+    assert client.read_error().code is ErrorCode.TIMEOUT  # the gateway is closing it now
+    gw = gateway.gateway
+    gateway.stop()
+
+    def handlers_left() -> list[str]:
+        import asyncio
+
+        return [repr(t) for t in asyncio.all_tasks()
+                if getattr(t.get_coro(), "__qualname__", "") == "Gateway._accept"
+                and not t.done()]
+
+    try:
+        assert gateway.loop.call(handlers_left) == []
+        assert gw._handlers == set()
+    finally:
+        client.close()

@@ -411,12 +411,16 @@ class Gateway:
             log.exception("connection handler failed for %s", peer)
             self.metrics["handler_errors"] += 1
         finally:
-            self._handlers.discard(task)
             writer.close()
             # A cancelled wait here (gateway stopping) must end the task quietly: on 3.11 a
             # handler task that ends cancelled is logged as an error by asyncio's streams.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            # The task stays in _handlers until it has closed, so stop() ends it too rather
+            # than leave it running for up to a second after the gateway stopped.
+            try:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+            finally:
+                self._handlers.discard(task)
 
 
 def _peer_serial(conn: DeviceConnection) -> int | None:
