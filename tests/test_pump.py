@@ -27,7 +27,7 @@ from wasmbed_hil.bench.link.pump import (
     Streams,
 )
 
-HELLO = b"\x16\x03\x01\x00\x05hello"  # one TLS handshake record
+HELLO = b"\x16\x03\x01\x00\x09\x01\x00\x00\x05hello"  # a ClientHello-shaped record
 
 
 def run(scenario: Callable[[], Awaitable[Any]], timeout: float = 20) -> Any:

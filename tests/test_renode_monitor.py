@@ -451,7 +451,7 @@ def test_boot_reset_and_power_cut_send_exactly_the_recorded_commands(tmp_path):
         bridge_lost = asyncio.Event()
 
         async def link_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            got["up"] = await reader.readexactly(8)
+            got["up"] = await reader.readexactly(14)
             bridge_saw.set()
             writer.write(b"\x16\x03\x03down")
             await writer.drain()
@@ -475,7 +475,7 @@ def test_boot_reset_and_power_cut_send_exactly_the_recorded_commands(tmp_path):
             fake = FakeRenode(
                 binary, log, name="session", machine="device_0",
                 console=("connecting to 127.0.0.1:4433", f"online as {ONLINE_ID} (gw)"),
-                link_out=b"\x16\x03\x01hello",
+                link_out=b"\x16\x03\x01\x00\x09\x01\x00\x00\x05hello",
             )
             fakes.append(fake)
             return fake
@@ -491,7 +491,7 @@ def test_boot_reset_and_power_cut_send_exactly_the_recorded_commands(tmp_path):
         await asyncio.wait_for(online.wait(), 10)
         assert lines[1:] == ["connecting to 127.0.0.1:4433", f"online as {ONLINE_ID} (gw)"]
         await asyncio.wait_for(bridge_saw.wait(), 10)  # UART1 -> bridge
-        assert got["up"] == b"\x16\x03\x01hello"
+        assert got["up"] == b"\x16\x03\x01\x00\x09\x01\x00\x00\x05hello"
         await asyncio.wait_for(fake.link_got.wait(), 10)  # bridge -> UART1
         assert bytes(fake.link_in) == b"\x16\x03\x03down"
         await machine.write_console("silent 1\n")
@@ -792,7 +792,7 @@ def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_p
 
         async def gateway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             assert gateway_got is not None
-            await gateway_got.put(await reader.readexactly(10))
+            await gateway_got.put(await reader.readexactly(14))
             writer.close()
 
         async def setup() -> tuple[asyncio.Server, Any, Any]:
@@ -810,7 +810,7 @@ def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_p
         def factory(binary: str, log: Path) -> RenodeProcess:
             fake = FakeRenode(binary, log, name="session", machine="device_0",
                               console=("connecting to 127.0.0.1:1", f"online as {ONLINE_ID}"),
-                              link_out=b"\x16\x03\x01\x00\x05hello")
+                              link_out=b"\x16\x03\x01\x00\x09\x01\x00\x00\x05hello")
             fakes.append(fake)
             return fake
 
@@ -823,7 +823,8 @@ def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_p
         assert handle.backend == "renode" and handle.lifecycle is Lifecycle.OFF
         handle.power_on()
         assert handle.wait_online(10) == ONLINE_ID
-        assert loop.run(asyncio.wait_for(gateway_got.get(), 10)) == b"\x16\x03\x01\x00\x05hello"
+        got = loop.run(asyncio.wait_for(gateway_got.get(), 10))
+        assert got == b"\x16\x03\x01\x00\x09\x01\x00\x00\x05hello"
         assert link.stats.uart_connections == 1 and link.stats.upstream_connections == 1
         handle.reset()
         assert handle.lifecycle is Lifecycle.CONNECTING
