@@ -48,12 +48,13 @@ def one(loop: LoopThread, ca: FleetCA, workdir: Path, backend: str, name: str,
         device.power_on()
         device.wait_online(20)
         gateway.wait_heartbeats(device, 1, 10)
-        ctx = FaultContext(gateway, device, rng, timeout=20)
+        ctx = FaultContext(gateway, device, rng, timeout=20, operation="heartbeat")
         kind.arm(ctx)
         strike(kind, ctx)
         if kind.sustained:
             kind.wait_effect(ctx)
             kind.heal(ctx)
+        kind.disarm(ctx)  # an armed fault (a message fault) has struck and is taken off
         oracle = ConvergenceOracle(loop, gateways=[gateway], devices=[device])
         return oracle.wait(BOUND_S, DesiredState().holds_nothing(device)).elapsed_s
     finally:
