@@ -287,3 +287,17 @@ def test_stop_ends_the_handlers_still_closing_their_connection(gateway, raw_clie
         assert gw._handlers == set()
     finally:
         client.close()
+
+
+def test_a_corrupted_record_from_a_device_closes_its_connection_quietly(gateway, device):
+    """A flipped byte fails the record's MAC at the gateway: the connection is closed and
+    counted as a TLS error, not logged as a handler bug; the device comes back."""
+    from wasmbed_hil.bench.link.impairments import Corrupt
+
+    gateway.wait_heartbeats(device, 1)
+    with device.link.impair(Corrupt("up", offsets=[12])):
+        gateway.wait_phase(device, DevicePhase.DISCONNECTED)
+    gateway.wait_phase(device, DevicePhase.CONNECTED)
+    metrics = gateway.metrics()
+    assert metrics.get("tls_errors") == 1
+    assert metrics.get("handler_errors", 0) == 0

@@ -253,6 +253,9 @@ class ConnectionHandler:
             conn.fail(exc.code, exc.reason)
         except (ConnectionError, ConnectionLost, LocalProtocolError) as exc:
             conn.close(f"{type(exc).__name__}: {exc}")
+        except ssl.SSLError as exc:  # a corrupted or forged record: the link's fault, no bug
+            self.metrics["tls_errors"] += 1
+            conn.close(f"TLS error: {exc.reason or exc}")
         finally:
             if conn.device is not None and conn.asked:
                 self.asked_before.setdefault(conn.device.device_id, set()).update(conn.asked)
