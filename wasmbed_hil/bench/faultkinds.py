@@ -60,6 +60,17 @@ class FaultContext:
     applied: bool = False  # strike() was called: healed() heals
     _held: list[AbstractContextManager[Any]] = field(default_factory=list)
 
+    def hold(self, held: AbstractContextManager[Any]) -> None:
+        """Enter a fault that is a context manager (an impairment, an outage, message rules)
+        and keep it until `release`."""
+        held.__enter__()
+        self._held.append(held)
+
+    def release(self) -> None:
+        """Leave what `hold` entered, last first."""
+        while self._held:
+            self._held.pop().__exit__(None, None, None)
+
     @property
     def dut(self) -> DeviceHandle:
         """The device the fault acts on."""
@@ -151,26 +162,6 @@ class Silence(FaultKind):
 
     def heal(self, ctx: FaultContext) -> None:
         ctx.dut.faults.silence(False)
-
-
-@fault_kind
-class LinkPartition(FaultKind):
-    name = "partition"
-    summary = "no byte crosses the device's link and no connection opens"
-    requires = frozenset({"impair"})
-    sustained = True
-
-    def apply(self, ctx: FaultContext) -> None:
-        held = ctx.dut.faults.impair(Partition())
-        held.__enter__()
-        ctx._held.append(held)
-
-    def wait_effect(self, ctx: FaultContext) -> None:
-        ctx.gateway.wait_phase(ctx.dut, DevicePhase.DISCONNECTED, ctx.timeout)
-
-    def heal(self, ctx: FaultContext) -> None:
-        while ctx._held:
-            ctx._held.pop().__exit__(None, None, None)
 
 
 @fault_kind
@@ -320,13 +311,11 @@ class ApiOutage(FaultKind):
     needs_platform = True
 
     def apply(self, ctx: FaultContext) -> None:
-        held = ctx.platform.api_outage()
-        held.__enter__()  # the proxy is cut before this returns: the effect is immediate
-        ctx._held.append(held)
+        # the proxy is cut before this returns: the effect is immediate
+        ctx.hold(ctx.platform.api_outage())
 
     def heal(self, ctx: FaultContext) -> None:
-        while ctx._held:
-            ctx._held.pop().__exit__(None, None, None)
+        ctx.release()
 
 
 # ------------------------------------------------------------------------ link impairments
@@ -345,13 +334,22 @@ class LinkImpairmentKind(FaultKind):
         raise NotImplementedError
 
     def apply(self, ctx: FaultContext) -> None:
-        held = ctx.dut.link.impair(*self.impairments(ctx))
-        held.__enter__()
-        ctx._held.append(held)
+        ctx.hold(ctx.dut.link.impair(*self.impairments(ctx)))
 
     def heal(self, ctx: FaultContext) -> None:
-        while ctx._held:
-            ctx._held.pop().__exit__(None, None, None)
+        ctx.release()
+
+
+@fault_kind
+class LinkPartition(LinkImpairmentKind):
+    name = "partition"
+    summary = "no byte crosses the device's link and no connection opens"
+
+    def impairments(self, ctx: FaultContext) -> tuple[Impairment, ...]:
+        return (Partition(),)
+
+    def wait_effect(self, ctx: FaultContext) -> None:
+        ctx.gateway.wait_phase(ctx.dut, DevicePhase.DISCONNECTED, ctx.timeout)
 
 
 class SlowLinkKind(LinkImpairmentKind):
@@ -513,8 +511,7 @@ class MessageFaultKind(FaultKind):
         rule = self.rules[ctx.operation]
         ctx.choices["rule"] = repr(rule)
         ctx.choices["since"] = ctx.gateway.loop.call(lambda: ctx.gateway.gateway.events.last_seq)
-        faults = ctx.gateway.message_faults(rule, seed=ctx.rng.randrange(1 << 30))
-        ctx._held.append(faults)
+        ctx.hold(ctx.gateway.message_faults(rule, seed=ctx.rng.randrange(1 << 30)))
 
     def disarm(self, ctx: FaultContext) -> None:
         if not ctx._held:
@@ -522,8 +519,7 @@ class MessageFaultKind(FaultKind):
         try:  # it strikes when its message passes: the operation is under way by now
             ctx.gateway.wait_event("message_fault", None, ctx.timeout, ctx.choices["since"])
         finally:
-            while ctx._held:
-                ctx._held.pop().__exit__(None, None, None)
+            ctx.release()
 
 
 @fault_kind
