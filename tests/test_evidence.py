@@ -117,6 +117,12 @@ def test_reports_carry_evidence_and_categories(tmp_path: Path) -> None:
                          "gateway events gateway-0"]
     trace = (tmp_path / "allure" / passed["attachments"][1]["source"]).read_text()
     assert "Hello" in trace and "ExecutionResult" in trace and "DeployChunk" in trace
+    assert "timeline" in names  # all sources on one clock (tests/test_timeline.py)
+    source = passed["attachments"][names.index("timeline")]["source"]
+    timeline = (tmp_path / "allure" / source).read_text().splitlines()
+    assert timeline[0].startswith("# +0 = ")
+    for needle in ("[device-0 console]", "[gateway gateway-0]", "[protocol device-0 dev->gw]"):
+        assert any(needle in line for line in timeline), needle
     tags = labels(passed)
     assert tags["backend"] == ["virtual"]
     assert tags["module"][0].startswith("adder sha256:")

@@ -54,6 +54,12 @@ class DeviceHandle(ABC):
     def console(self) -> list[str]:
         """The device's console log (UART0 on emulated boards)."""
 
+    def console_records(self) -> list[tuple[float, str]]:
+        """The console with the time.time() at which each line was recorded, oldest first
+        (the clock of the gateway's events and protocol trace: bench.timeline merges them);
+        empty when the backend does not timestamp its lines."""
+        return []
+
     @property
     @abstractmethod
     def last_reject(self) -> tuple[ErrorCode, str] | None:

@@ -7,6 +7,8 @@ attaches to its Allure result:
 - the decoded protocol trace per device (time, direction, message id, type, fields),
 - the gateway's event log,
 - with the control plane, the resources' timeline and the Kubernetes events,
+- one `timeline` merging the consoles, protocol traces, gateway events and resource changes
+  on one clock (bench.timeline), for every scenario,
 and labels for provenance: backend, board, firmware image digest, the digests of the modules
 deployed and the runtime limits used. Failures are classified: an InfrastructureError (an
 emulator that did not start, a firmware build that failed), a port that could not be bound,
@@ -30,6 +32,7 @@ from typing import Any
 import pytest
 
 from ..bench.errors import InfrastructureError
+from ..bench.timeline import timeline_text
 
 INFRASTRUCTURE = "infrastructure"
 PRODUCT = "product"
@@ -189,6 +192,10 @@ def attach_evidence(item: pytest.Item) -> None:
         _deployment_labels(gw)
     for plat in ev.platforms:
         _platform_evidence(plat)
+    try:
+        _attach("timeline", timeline_text(ev.gateways, ev.devices, ev.platforms))
+    except Exception as exc:  # evidence must never hide the test's own outcome
+        _attach("timeline", f"(not available: {exc!r})")
 
 
 def _deployment_labels(gw: Any) -> None:

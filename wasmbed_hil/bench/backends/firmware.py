@@ -131,6 +131,10 @@ class FirmwareDeviceHandle(DeviceHandle):
     def console(self) -> list[str]:
         return list(self.machine.console)
 
+    def console_records(self) -> list[tuple[float, str]]:
+        lines = list(self.machine.console)
+        return list(zip(getattr(self.machine, "console_at", ()), lines, strict=False))
+
     @property
     def last_reject(self) -> tuple[ErrorCode, str] | None:
         return self._last_reject

@@ -96,6 +96,7 @@ class QemuMachine:
         self.workdir = workdir
         self.on_line = on_line
         self.console: list[str] = []
+        self.console_at: list[float] = []  # time.time() of each console line, in step
         self.stderr = b""
         self.boots = 0
         self.started_at = 0.0
@@ -149,6 +150,7 @@ class QemuMachine:
         ]
 
     def _line(self, text: str) -> None:
+        self.console_at.append(time.time())  # first: a reader zips the two, never misaligned
         self.console.append(text)
         self._console_file.write(text + "\n")
         if self.on_line is not None:

@@ -504,6 +504,7 @@ class RenodeMachine:
         self.sync_token = sync_token
         self.process_factory = process_factory
         self.console: list[str] = []
+        self.console_at: list[float] = []  # time.time() of each console line, in step
         self.boots = 0
         self.started_at = 0.0
         self.last_report = ""
@@ -535,6 +536,7 @@ class RenodeMachine:
         return self._control.pid
 
     def _line(self, text: str) -> None:
+        self.console_at.append(time.time())  # first: a reader zips the two, never misaligned
         self.console.append(text)
         self._console_file.write(text + "\n")
         if self.on_line is not None:
