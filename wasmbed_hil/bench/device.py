@@ -111,6 +111,21 @@ class DeviceHandle(ABC):
         ``silent 1``, ``forget``...)."""
         raise NotImplementedError(f"{self.name}: the {self.backend} backend has no console input")
 
+    # -- a debugger (pytest --hil-gdb; bench.machines.gdb) ------------------------------------
+    @property
+    def gdb_port(self) -> int | None:
+        """The port on 127.0.0.1 of the device's GDB server (None: it has none)."""
+        return None
+
+    @property
+    def gdb_halted(self) -> bool:
+        """Whether each boot waits at the reset vector for a debugger's continue."""
+        return False
+
+    def gdb_hint(self) -> str:
+        """How to attach a debugger (the gdb-multiarch command line), "" without a server."""
+        return ""
+
     @abstractmethod
     def forget_enrollment(self) -> None:
         """Erase the stored device id (keep the identity), as a factory reset of state would."""

@@ -54,6 +54,7 @@ except ModuleNotFoundError as exc:  # the product alone was installed, without t
     ) from exc
 from ..gateway import GatewayConfig
 from ..pki import Credentials, FleetCA
+from . import debugger
 from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     attach_convergence,
     attach_text,
@@ -91,6 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10.0,
         help="default seconds that device and gateway waits allow (default: 10)",
     )
+    debugger.add_options(group)
     for backend in backend_classes():  # each backend declares its own settings
         backend.add_options(group)
 
@@ -98,6 +100,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for backend in backend_classes():
         backend.apply_options(config.getoption)
+    debugger.configure(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "hil_fault_seed" in workerinput:
         config.option.hil_fault_seed = workerinput["hil_fault_seed"]  # the controller's
@@ -268,8 +271,9 @@ def device_factory(
     ) -> DeviceHandle:
         """A device on the chosen backend, connected to `gateway`.
 
-        online=True waits until it is enrolled and has a session; start=False leaves it
-        powered off. `options` go to the backend (e.g. max_frame_size, max_module_size).
+        online=True waits until it is enrolled and has a session (not for a device halted
+        for a debugger: --hil-gdb=halted); start=False leaves it powered off. `options` go
+        to the backend (e.g. max_frame_size, max_module_size).
         """
         name = name or f"device-{next(counter)}"
         handle = hil_scope.device(hil_backend, name, gateway, credentials=credentials,
@@ -277,7 +281,8 @@ def device_factory(
         evidence(request).devices.append(handle)
         if start:
             handle.power_on()
-            if online:
+            debugger.announce(request.config, handle)
+            if online and not handle.gdb_halted:
                 handle.wait_online(hil_timeout)
         return handle
 
@@ -294,7 +299,8 @@ def fleet(device_factory: DeviceFactory) -> Callable[..., list[DeviceHandle]]:
     def make(count: int, prefix: str = "fleet", **options: Any) -> list[DeviceHandle]:
         devices = [device_factory(f"{prefix}-{i}", online=False, **options) for i in range(count)]
         for dev in devices:
-            dev.wait_online()
+            if not dev.gdb_halted:  # halted for a debugger: the scenario's waits wait for it
+                dev.wait_online()
         return devices
 
     return make

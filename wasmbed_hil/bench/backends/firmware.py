@@ -136,6 +136,19 @@ class FirmwareDeviceHandle(DeviceHandle):
         return list(zip(getattr(self.machine, "console_at", ()), lines, strict=False))
 
     @property
+    def gdb_port(self) -> int | None:
+        return getattr(self.machine, "gdb_port", None)
+
+    @property
+    def gdb_halted(self) -> bool:
+        gdb = getattr(self.machine, "gdb", None)
+        return bool(gdb is not None and self.gdb_port is not None and gdb.halted)
+
+    def gdb_hint(self) -> str:
+        hint = getattr(self.machine, "gdb_hint", None)
+        return hint() if hint is not None else ""
+
+    @property
     def last_reject(self) -> tuple[ErrorCode, str] | None:
         return self._last_reject
 

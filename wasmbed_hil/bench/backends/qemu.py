@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..machines.gdb import GdbRequest
 from ..machines.qemu import QemuMachine, qemu_command
 from ..seams import Link
 from .base import register
@@ -46,4 +47,6 @@ class QemuBackend(FirmwareBackend):
         return {"qemu": version}
 
     def make_machine(self, name: str, devdir: Path, blob: Path, link: Link) -> QemuMachine:
-        return QemuMachine(name, qemu_command(self.elf, blob, link.port), devdir)
+        # --hil-gdb (WASMBED_HIL_GDB): a GDB server when the request names this device.
+        return QemuMachine(name, qemu_command(self.elf, blob, link.port), devdir,
+                           gdb=GdbRequest.for_device(name))
