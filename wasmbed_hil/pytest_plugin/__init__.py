@@ -55,6 +55,7 @@ except ModuleNotFoundError as exc:  # the product alone was installed, without t
 from ..gateway import GatewayConfig
 from ..pki import Credentials, FleetCA
 from . import debugger
+from .evidence import add_options as add_evidence_options
 from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     attach_convergence,
     attach_text,
@@ -93,6 +94,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="default seconds that device and gateway waits allow (default: 10)",
     )
     debugger.add_options(group)
+    add_evidence_options(group)
     for backend in backend_classes():  # each backend declares its own settings
         backend.add_options(group)
 

@@ -252,6 +252,48 @@ def firmware_digest(path: Path | None = None) -> str | None:
     return _DIGESTS[path]
 
 
+_SHA256: dict[tuple[Path, int, int], str] = {}
+
+
+def firmware_sha256(path: Path) -> str | None:
+    """The full sha256 (hex) of the image at `path` (None when it is not there); computed
+    once per file version (path, mtime, size)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _SHA256:
+        try:
+            _SHA256[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+    return _SHA256[key]
+
+
+def image_facts(board_label: str, path: Path | None = None) -> dict[str, str]:
+    """What identifies the image a firmware scenario ran: its path, board, size, full
+    sha256 and its linker map (firmware/Makefile writes wasmbed.map next to the ELF)."""
+    from ..firmware.build import image_path
+
+    if path is None:
+        try:
+            path = image_path()
+        except (ValueError, InfrastructureError):  # no such board, or no sources at all
+            return {"board": board_label, "path": "-", "sha256": "no firmware sources"}
+    facts = {"board": board_label, "path": str(path)}
+    digest = firmware_sha256(path)
+    if digest is None:
+        facts["sha256"] = "not built"
+        return facts
+    facts["sha256"] = digest
+    facts["size"] = str(path.stat().st_size)
+    linker_map = path.with_suffix(".map")
+    if linker_map.is_file():
+        facts["map"] = str(linker_map)
+    return facts
+
+
 def firmware_image() -> Path:
     """The firmware image, built if the toolchain is here (no emulator needed for that),
     else one built earlier."""
@@ -298,6 +340,10 @@ class FirmwareBackend(Backend):
     @classmethod
     def firmware_image(cls) -> Path:
         return firmware_image()
+
+    @classmethod
+    def image(cls) -> dict[str, str]:
+        return image_facts(cls.board)
 
     @classmethod
     def provenance(cls) -> dict[str, str]:
