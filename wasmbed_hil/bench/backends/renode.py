@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..loop import LoopThread
+from ..machines.gdb import GdbRequest
 from ..machines.renode.machine import RenodeMachine, find_renode, pyrenode3_configured
 from ..machines.renode.scripts import machine_name, render_device_script
 from ..seams import Link
@@ -66,5 +67,5 @@ class RenodeBackend(FirmwareBackend):
 
         return RenodeMachine(
             machine_name(name), devdir, script, link=("127.0.0.1", link.port),
-            binary=self.binary,
+            binary=self.binary, gdb=GdbRequest.for_device(name), image=elf,
         )
