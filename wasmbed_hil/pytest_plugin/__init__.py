@@ -381,6 +381,10 @@ class WasmModules:
     def __call__(self, name: str) -> bytes:
         return modules.build(name)
 
+    def from_file(self, path: str | os.PathLike[str]) -> bytes:
+        """The binary of a project's own module, compiled from its WAT text file."""
+        return modules.from_wat(Path(path).read_text(encoding="utf-8"))
+
     def data(self, size: int, seed: int = 0) -> bytes:
         return modules.data_module(size, seed)
 
@@ -390,8 +394,9 @@ class WasmModules:
 
 @pytest.fixture(scope="session")
 def wasm() -> WasmModules:
-    """Builds the test WebAssembly modules from source: wasm("name") for a module of
-    wasmbed_hil/bench/modules/, wasm.data(size, seed) for a data module of that size."""
+    """Builds WebAssembly modules from source: wasm("name") for a module of
+    wasmbed_hil/bench/modules/, wasm.from_file(path) for your own .wat file,
+    wasm.data(size, seed) for a data module of that size."""
     return WasmModules()
 
 
