@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import json
 import platform as host_platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from .. import resources
 from ..bench.errors import InfrastructureError
 from ..bench.timeline import timeline_text
 
@@ -312,6 +312,24 @@ def backend_labels(config: pytest.Config) -> dict[str, str]:
         return {"backend": backend.name, "provenance": f"unavailable: {exc}"}
 
 
+PROVENANCE = pytest.StashKey[dict[str, str]]()
+
+
+def project_provenance(config: pytest.Config) -> dict[str, str]:
+    """What was tested and with what: the git commit of the project under test (pytest's
+    rootdir; "no git" outside a work tree) and this plugin's version (with its own commit
+    when it runs from a checkout of wasmbed-hil). Computed once per process."""
+    if PROVENANCE not in config.stash:
+        plugin = resources.package_version()
+        own = resources.checkout_commit()
+        config.stash[PROVENANCE] = {
+            "project": str(config.rootpath),
+            "commit": resources.git_commit(config.rootpath) or "no git",
+            "wasmbed-hil": f"{plugin} (checkout {own})" if own else plugin,
+        }
+    return config.stash[PROVENANCE]
+
+
 def environment_properties(config: pytest.Config) -> dict[str, str]:
     import sys
 
@@ -328,14 +346,7 @@ def environment_properties(config: pytest.Config) -> dict[str, str]:
             props[package] = version(package)
         except Exception:
             continue
-    try:
-        root = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0:
-            props["commit"] = out.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    props.update(project_provenance(config))
     workers = getattr(config.option, "numprocesses", None)
     props["workers"] = str(workers or 0)
     return props
