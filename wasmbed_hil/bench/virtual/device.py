@@ -52,6 +52,7 @@ from ...protocol import (
     Violation,
     Welcome,
 )
+from ..consolelog import ConsoleLog
 from ..seams import Lifecycle
 from .flash import Flash, InstalledApp
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
@@ -139,7 +140,7 @@ class VirtualDevice:
         self._runtime = runtime
         self.faults = FaultState()
         self.events = EventLog()
-        self.console: list[str] = []
+        self.console = ConsoleLog()
         self.lifecycle = Lifecycle.OFF
         self.last_reject: tuple[ErrorCode, str] | None = None
         self.last_error: str = ""

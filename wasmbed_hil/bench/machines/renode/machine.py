@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import TextIO
 
 from ....aio import cancel_and_wait
-from ...errors import MachineError
+from ...consolelog import ConsoleLog
+from ...errors import MachineDied, MachineError
 from ...link.pump import Pump
 from .monitor import (
     MonitorClient,
@@ -503,7 +504,8 @@ class RenodeMachine:
         self.include_timeout = include_timeout
         self.sync_token = sync_token
         self.process_factory = process_factory
-        self.console: list[str] = []
+        self.console = ConsoleLog()
+        self.died: MachineDied | None = None
         self.boots = 0
         self.started_at = 0.0
         self.last_report = ""
