@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 try:
-    from ..bench import modules
+    from ..bench import modules, waits
     from ..bench.backends import (
         DEFAULT_BACKEND,
         BackendUnavailable,
@@ -63,6 +63,7 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     pytest_runtest_makereport,
     pytest_runtest_protocol,
     pytest_sessionfinish,
+    raise_unreported_deaths,
 )
 
 
@@ -89,13 +90,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--hil-timeout",
         type=float,
         default=10.0,
-        help="default seconds that device and gateway waits allow (default: 10)",
+        help="default seconds of every wait: device, console, gateway and link waits; "
+        "deployments, runs and control-plane waits allow twice that; an explicit timeout "
+        "in a test wins (default: 10)",
     )
     for backend in backend_classes():  # each backend declares its own settings
         backend.add_options(group)
 
 
+PREVIOUS_TIMEOUT = pytest.StashKey[float]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    timeout = config.getoption("--hil-timeout")
+    if not timeout > 0:  # NaN too
+        raise pytest.UsageError(f"--hil-timeout={timeout}: must be a positive number of seconds")
+    config.stash[PREVIOUS_TIMEOUT] = waits.set_default_timeout(timeout)
     for backend in backend_classes():
         backend.apply_options(config.getoption)
     workerinput = getattr(config, "workerinput", None)
@@ -113,6 +123,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PREVIOUS_TIMEOUT in config.stash:  # an in-process run (pytester) leaves it as it was
+        waits.set_default_timeout(config.stash[PREVIOUS_TIMEOUT])
 
 
 class _SeedToWorkers:
@@ -216,6 +231,7 @@ def hil_scope(
     scope = BenchScope(hil_loop, fleet_ca, tmp_path, label=request.node.name)
     yield scope
     errors = scope.close()
+    raise_unreported_deaths([*scope.devices, *evidence(request).devices])
     if errors:
         raise RuntimeError("wasmbed-hil teardown failed: " + "; ".join(errors))
 
@@ -325,7 +341,9 @@ def control_plane(
         platform.start()
         yield platform
     finally:
+        handles = [m.handle for m in list(platform.manager.machines.values())]
         platform.stop()
+    raise_unreported_deaths(handles)
 
 
 class WasmModules:
