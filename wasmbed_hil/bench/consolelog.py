@@ -48,6 +48,7 @@ class ConsoleLog(Sequence[str]):
         self._lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self._ended: BaseException | None = None
+        self._waiters = 0
 
     # -- the producer ------------------------------------------------------------------------
     def append(self, text: str, at: float | None = None) -> None:
@@ -63,6 +64,17 @@ class ConsoleLog(Sequence[str]):
         with self._cond:
             self._ended = error
             self._cond.notify_all()
+
+    @property
+    def waiters(self) -> int:
+        """How many threads wait on the log now."""
+        return self._waiters
+
+    def wait_for_waiter(self, timeout: float) -> bool:
+        """Block until some thread waits on the log (a producer that must feed a line to a
+        waiter, e.g. a test, waits here instead of sleeping); False after `timeout`."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._waiters > 0, timeout)
 
     @property
     def ended(self) -> BaseException | None:
@@ -119,7 +131,12 @@ class ConsoleLog(Sequence[str]):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                self._cond.wait(remaining)
+                self._waiters += 1
+                self._cond.notify_all()  # wakes wait_for_waiter
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiters -= 1
 
     def tail(self, n: int = TAIL) -> str:
         lines = self[-n:] if n > 0 else []
