@@ -169,8 +169,9 @@ class WasmbedLibrary(DynamicCore):
         self.timeout = arguments.seconds(timeout, 10.0)
         if self.timeout <= 0:
             raise ValueError(f"timeout={timeout!r}: must be a positive time")
-        # Waits the keywords do not time themselves (a handle's own) default to it too.
-        waits.set_default_timeout(self.timeout)
+        # Waits the keywords do not time themselves (a handle's own) default to it too,
+        # until the library closes.
+        self._previous_timeout = waits.set_default_timeout(self.timeout)
         self._keep_workdir = bool(workdir)
         self._root: Path | None = Path(workdir) if workdir else None
         self._loop: LoopThread | None = None
@@ -336,6 +337,7 @@ class WasmbedLibrary(DynamicCore):
             errors += self._close_scope(self._suite)
             self._suite = None
         self.closed = True
+        waits.set_default_timeout(self._previous_timeout)
         leftovers: list[str] = []
         if self._loop is not None:
             leftovers = self._loop.close()
