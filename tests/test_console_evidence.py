@@ -5,6 +5,7 @@ with its exit status and last console lines. Runs pytest on generated scenarios.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from wasmbed_hil.bench.backends.qemu import QemuBackend
-from wasmbed_hil.pytest_plugin.evidence import INFRASTRUCTURE, PRODUCT
+from wasmbed_hil.pytest_plugin.evidence import CATEGORIES, INFRASTRUCTURE, PRODUCT
 
 TIMEOUTS = '''
 from wasmbed_hil.protocol import DevicePhase
@@ -100,6 +101,7 @@ def test_hil_timeout_bounds_every_wait_and_gateway_waits_show_consoles(tmp_path:
     assert "--- console of device-0 (last 15 lines) ---" in default["failure"]
     assert "online as" in default["failure"]  # the console's tail, in the message
     assert default["failure_category"] == PRODUCT
+    assert not re.match(CATEGORIES[0]["traceRegex"], default["failure"])
     shown = attachments(tmp_path, "test_gateway_wait_default")
     assert "online as" in shown["device consoles at the failed wait"]
     explicit = cases["test_gateway_wait_explicit"]["failure"]
@@ -118,8 +120,10 @@ def test_an_emulator_killed_mid_test_is_an_infrastructure_failure(tmp_path: Path
     done = run(tmp_path, KILLED, "--hil-backend=qemu", "--hil-timeout=3")
     assert done.returncode == 1, done.stdout + done.stderr
     cases = junit_cases(tmp_path)
+    infrastructure = re.compile(CATEGORIES[0]["traceRegex"])
     for name, case in cases.items():
         assert case["failure_category"] == INFRASTRUCTURE, (name, case)
+        assert infrastructure.match(case.get("failure") or case["error"]), name  # Allure's too
     expect = cases["test_killed_under_an_expect"]["failure"]
     assert "MachineDied" in expect
     assert "device-0: qemu exited with status -9 (killed by SIGKILL)" in expect

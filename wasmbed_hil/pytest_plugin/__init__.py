@@ -42,6 +42,7 @@ try:
     from ..bench.backends.base import Backend
     from ..bench.convergence import Convergence, ConvergenceOracle, DesiredState, NotConverged
     from ..bench.device import DeviceHandle
+    from ..bench.errors import InfrastructureError
     from ..bench.gateway import GatewayHandle
     from ..bench.loop import LoopThread
     from ..bench.scope import BenchScope
@@ -231,7 +232,12 @@ def hil_scope(
     scope = BenchScope(hil_loop, fleet_ca, tmp_path, label=request.node.name)
     yield scope
     errors = scope.close()
-    raise_unreported_deaths([*scope.devices, *evidence(request).devices])
+    try:
+        raise_unreported_deaths([*scope.devices, *evidence(request).devices])
+    except InfrastructureError as died:
+        if errors:
+            died.args = (f"{died}\n\nthe teardown failed too: {'; '.join(errors)}",)
+        raise
     if errors:
         raise RuntimeError("wasmbed-hil teardown failed: " + "; ".join(errors))
 

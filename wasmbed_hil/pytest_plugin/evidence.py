@@ -365,7 +365,8 @@ def environment_properties(config: pytest.Config) -> dict[str, str]:
 CATEGORIES = [
     {"name": "Infrastructure problems (the bench, not the product)",
      "matchedStatuses": ["broken", "failed"],
-     "traceRegex": r"(?s).*(InfrastructureError|MachineError|FirmwareBuildError|"
+     "traceRegex": r"(?s).*(InfrastructureError|MachineError|MachineDied|FirmwareBuildError|"
+                   r"without a power cut by the harness|"
                    r"Address already in use|Too many open files).*"},
     {"name": "Product defects", "matchedStatuses": ["failed"]},
     {"name": "Test errors (broken tests or harness bugs)", "matchedStatuses": ["broken"]},
