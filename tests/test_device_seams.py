@@ -16,8 +16,9 @@ import pytest
 from wasmbed_hil.bench.backends import backend_classes, get_backend
 from wasmbed_hil.bench.backends.base import Backend, BackendOption
 from wasmbed_hil.bench.backends.firmware import FirmwareBackend, FirmwareDeviceHandle
+from wasmbed_hil.bench.consolelog import ConsoleLog
 from wasmbed_hil.bench.device import DeviceHandle, Faults, FaultUnsupported, Lifecycle
-from wasmbed_hil.bench.errors import InfrastructureError, MachineError
+from wasmbed_hil.bench.errors import InfrastructureError, MachineDied, MachineError
 from wasmbed_hil.bench.link.impairments import Partition, Stall
 from wasmbed_hil.bench.link.pump import Impairment, Impairments
 from wasmbed_hil.bench.loop import LoopThread
@@ -39,7 +40,8 @@ class FakeMachine:
 
     def __init__(self, name: str = "fake") -> None:
         self.name = name
-        self.console: list[str] = []
+        self.console = ConsoleLog()
+        self.died: MachineDied | None = None
         self.on_line: Any = None
         self.boots = 0
         self.resets = 0

@@ -249,3 +249,34 @@ def test_link_keywords_build_impairments_from_robot_values_and_restore_the_link(
         lib.impair_link("jam")
     with pytest.raises(ValueError, match="bad parameters for a partition"):
         lib.impair_link("partition", delay="1s")
+
+
+def test_console_keywords_wait_for_lines_and_type_commands(lib):
+    lib.start_gateway()
+    lib.create_device()
+    device_id = lib.wait_until_connected()
+    line = lib.wait_for_line_on_console(r"online as ([0-9a-f]{32})", treat_as_regex=True)
+    assert device_id in line
+    lib.write_line_to_console("silent 1")
+    assert lib.wait_for_line_on_console("heartbeats silenced").endswith("heartbeats silenced")
+    lib.wait_until_unreachable()
+    lib.write_line_to_console("silent 0")
+    lib.wait_for_line_on_console("heartbeats resum.d", treatAsRegex="true")  # Renode's spelling
+    with pytest.raises(AssertionError, match=r"no console line matched text 'online as' "
+                       r"within 0\.2s \(searched from line \d+"):
+        lib.wait_for_line_on_console("online as", timeout="200ms")  # matched already
+    assert device_id in lib.wait_for_line_on_console("online as", from_start=True)
+    with pytest.raises(TypeError, match="unexpected arguments: \\['testerId'\\]"):
+        lib.wait_for_line_on_console("x", testerId="1")
+
+
+def test_the_library_timeout_is_every_waits_default_until_it_closes():
+    from wasmbed_hil.bench import waits
+
+    before = waits.default_timeout()
+    library = WasmbedLibrary(backend="virtual", timeout="1.5s")
+    try:
+        assert waits.default_timeout() == 1.5
+    finally:
+        library.close()
+    assert waits.default_timeout() == before

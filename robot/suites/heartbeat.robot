@@ -16,6 +16,17 @@ Silenced Device Becomes Unreachable Then Recovers
     ${phase}=    Get Device Phase
     Should Be Equal    ${phase}    Connected
 
+Console Commands Silence And Resume Heartbeats
+    Wait For Line On Console    online as [0-9a-f]{32}    treat_as_regex=True
+    Write Line To Console    silent 1
+    Wait For Line On Console    heartbeats silenced
+    Wait Until Unreachable
+    Write Line To Console    silent 0
+    ${line}=    Wait For Line On Console    heartbeats resumed
+    Should Contain    ${line}    resumed
+    Wait Until Connected
+    Wait For Heartbeats    1
+
 Power Cut Disconnects And Power On Reconnects
     ${device_id}=    Get Device Id
     Cut Power

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 from ..gateway.events import EventLog, WaitTimeout
 from ..pki import Credentials
 from ..protocol import ErrorCode
+from . import waits
+from .consolelog import ConsoleLog, DeviceConsole
+from .errors import MachineDied
 from .linkhandle import LinkHandle
 from .loop import LoopThread
 from .seams import Faults, FaultUnsupported, Lifecycle
@@ -30,6 +33,7 @@ __all__ = ["DeviceHandle", "FaultUnsupported", "Faults", "Lifecycle"]
 class DeviceHandle(ABC):
     backend: str = "?"
     _link_handle: LinkHandle | None = None  # set by a backend whose device has a link
+    _console_view: DeviceConsole | None = None
 
     def __init__(self, name: str, credentials: Credentials) -> None:
         self.name = name
@@ -51,8 +55,32 @@ class DeviceHandle(ABC):
 
     @property
     @abstractmethod
-    def console(self) -> list[str]:
-        """The device's console log (UART0 on emulated boards)."""
+    def console_log(self) -> ConsoleLog:
+        """The device's console lines as they are recorded (UART0 on emulated boards)."""
+
+    @property
+    def console(self) -> DeviceConsole:
+        """The device's console (UART0 on emulated boards): the sequence of its lines so
+        far, and ``expect(pattern)``, ``expect_exact(text)``, ``write_line(text)`` on it
+        (bench.consolelog). One object per handle: its expect cursor carries over."""
+        if self._console_view is None:
+            self._console_view = DeviceConsole(
+                self.console_log, self.name, self.write_line,
+                refuse_thread=lambda: self.loop.is_current())
+        return self._console_view
+
+    @property
+    def died(self) -> MachineDied | None:
+        """How the device's machine died on its own (an emulator that crashed or was
+        killed from outside), None while it lives or was powered off by the harness."""
+        return None
+
+    def raise_if_died(self) -> None:
+        """Raise the machine's MachineDied (an infrastructure error), if it died."""
+        died = self.died
+        if died is not None:
+            died.reported = True
+            raise died
 
     def console_records(self) -> list[tuple[float, str]]:
         """The console with the time.time() at which each line was recorded, oldest first
@@ -143,22 +171,32 @@ class DeviceHandle(ABC):
         """Backend-specific detail for a failed wait ("" when none)."""
         return ""
 
-    def wait_lifecycle(self, state: Lifecycle, timeout: float = 10.0) -> None:
-        """Wait (on lifecycle events, not polling) until the device reaches `state`."""
+    def wait_lifecycle(self, state: Lifecycle, timeout: float | None = None) -> None:
+        """Wait (on lifecycle events, not polling) until the device reaches `state`; the
+        timeout defaults to the run's (``--hil-timeout``). A machine that died raises
+        MachineDied instead of waiting."""
         log = self.lifecycle_events
+        timeout = waits.resolve(timeout)
+
+        def reached() -> bool:
+            if self.died is not None:
+                return True  # stop waiting: raised below
+            return self.lifecycle is state
 
         async def wait() -> None:
-            await log.wait_for(lambda: self.lifecycle is state, timeout,
-                               f"{self.name} {state.value}")
+            await log.wait_for(reached, timeout, f"{self.name} {state.value}")
 
+        self.raise_if_died()
         try:
             self.loop.run(wait(), timeout + 5)
         except AssertionError:
+            self.raise_if_died()
             seen = f"lifecycle is {self.lifecycle.value}"
             if self.last_reject:
                 seen += f", last rejection {self.last_reject[0].name}: {self.last_reject[1]}"
             seen += self.extra_seen()
             raise self._timeout(state.value, timeout, seen) from None
+        self.raise_if_died()
 
     @property
     def powered(self) -> bool:
@@ -190,19 +228,18 @@ class DeviceHandle(ABC):
         Backends without a distinct reset reboot."""
         self.reboot()
 
-    def wait_online(self, timeout: float = 10.0) -> str:
+    def wait_online(self, timeout: float | None = None) -> str:
         self.wait_lifecycle(Lifecycle.ONLINE, timeout)
         assert self.device_id is not None
         return self.device_id
 
-    def wait_rejected(self, timeout: float = 10.0) -> tuple[ErrorCode, str]:
+    def wait_rejected(self, timeout: float | None = None) -> tuple[ErrorCode, str]:
         self.wait_lifecycle(Lifecycle.REJECTED, timeout)
         assert self.last_reject is not None
         return self.last_reject
 
     def console_tail(self, n: int = 15) -> str:
-        lines = self.console[-n:]
-        return "\n".join(lines) if lines else "(console empty)"
+        return self.console_log.tail(n)
 
     def _timeout(self, what: str, timeout: float, seen: str) -> WaitTimeout:
         return WaitTimeout(

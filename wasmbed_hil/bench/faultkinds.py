@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import DevicePhase
+from . import waits
 from .device import DeviceHandle
 from .gateway import GatewayHandle
 from .link.impairments import (
@@ -52,7 +53,7 @@ class FaultContext:
     gateway: GatewayHandle
     device: DeviceHandle | None  # None: the control plane makes it (a platform scenario)
     rng: random.Random
-    timeout: float = 10.0
+    timeout: float = field(default_factory=waits.default_timeout)  # the run's (bench.waits)
     platform: Any = None  # the Platform (bench.platform) of a control-plane scenario
     chunks: int = 0  # chunks the operation's transfer takes (0: it transfers nothing)
     operation: str = ""  # the matrix operation it strikes (enroll, heartbeat, deploy_*, run)

@@ -32,6 +32,7 @@ from ..gateway import (
 from ..gateway.connection import TraceEntry
 from ..pki import FleetCA, server_ssl_context
 from ..protocol import DeviceInfo, DevicePhase, Limits
+from . import waits
 from .device import DeviceHandle
 from .loop import LoopThread
 from .message_faults import MessageFault, MessageFaults
@@ -46,6 +47,8 @@ from .points import (
 )
 
 DeviceRef = DeviceHandle | DeviceStatus | str
+#: Deployments and runs move whole modules: their default wait is this many run timeouts.
+DEPLOY_SCALE = 2.0
 
 
 def device_key(ref: DeviceRef) -> str:
@@ -291,18 +294,24 @@ class GatewayHandle:
         return trigger
 
     # -- waits -----------------------------------------------------------------------------
-    def wait_enrolled(self, ref: DeviceRef, timeout: float = 10.0) -> DeviceStatus:
-        """Wait until the device is enrolled here (in whatever phase)."""
+    def wait_enrolled(self, ref: DeviceRef, timeout: float | None = None) -> DeviceStatus:
+        """Wait until the device is enrolled here (in whatever phase).
+
+        Every wait of this handle takes `timeout` in seconds; None (the default) means the
+        run's (``--hil-timeout``; twice that for deployments and runs: bench.waits)."""
         return self._wait_device(ref, None, timeout)
 
-    def wait_phase(self, ref: DeviceRef, phase: DevicePhase, timeout: float = 10.0) -> DeviceStatus:
+    def wait_phase(
+        self, ref: DeviceRef, phase: DevicePhase, timeout: float | None = None
+    ) -> DeviceStatus:
         """Wait until the device is enrolled here and in `phase`; a timeout says the phases
         it went through and the last gateway events."""
         return self._wait_device(ref, DevicePhase(phase), timeout)
 
     def _wait_device(
-        self, ref: DeviceRef, phase: DevicePhase | None, timeout: float
+        self, ref: DeviceRef, phase: DevicePhase | None, timeout: float | None
     ) -> DeviceStatus:
+        timeout = waits.resolve(timeout)
         label = device_label(ref)
         target = f"{label} {phase.value}" if phase else f"{label} to enroll"
 
@@ -329,10 +338,11 @@ class GatewayHandle:
         self,
         kind: str,
         predicate: Callable[[GatewayEvent], bool] | None = None,
-        timeout: float = 10.0,
+        timeout: float | None = None,
         since: int = 0,
     ) -> GatewayEvent:
         """The first event of `kind` (after seq `since`) that satisfies `predicate`."""
+        timeout = waits.resolve(timeout)
 
         async def wait() -> GatewayEvent:
             log = self.gateway.events
@@ -347,8 +357,11 @@ class GatewayHandle:
 
         return self.loop.run(wait(), timeout + 5)
 
-    def wait_heartbeats(self, ref: DeviceRef, count: int, timeout: float = 10.0) -> DeviceStatus:
+    def wait_heartbeats(
+        self, ref: DeviceRef, count: int, timeout: float | None = None
+    ) -> DeviceStatus:
         """Wait until the gateway has acknowledged `count` more heartbeats from the device."""
+        timeout = waits.resolve(timeout)
         key = device_key(ref)
 
         async def wait() -> DeviceStatus:
@@ -371,8 +384,10 @@ class GatewayHandle:
         return self.loop.run(wait(), timeout + 5)
 
     def wait_result(
-        self, ref: DeviceRef, app_id: str, run_id: int | None = None, timeout: float = 10.0
+        self, ref: DeviceRef, app_id: str, run_id: int | None = None,
+        timeout: float | None = None,
     ) -> StoredResult:
+        timeout = waits.resolve(timeout)
         device_id = self.device(ref).device_id
         return self.loop.run(
             self.gateway.wait_result(device_id, app_id, run_id, timeout), timeout + 5
@@ -386,7 +401,7 @@ class GatewayHandle:
         app_id: str,
         *,
         wait: bool = True,
-        timeout: float = 20.0,
+        timeout: float | None = None,
         **kwargs: Any,
     ) -> Deployment:
         """Deploy a module (see Gateway.deploy for kwargs); waits for its end unless wait=False."""
@@ -396,7 +411,10 @@ class GatewayHandle:
             self.wait_deployment(dep, timeout)
         return dep
 
-    def wait_deployment(self, dep: Deployment, timeout: float = 20.0) -> Deployment:
+    def wait_deployment(self, dep: Deployment, timeout: float | None = None) -> Deployment:
+        """Wait until the deployment has ended (installed or failed); None: twice the run's
+        timeout."""
+        timeout = waits.resolve(timeout, DEPLOY_SCALE)
         return self.loop.run(self.gateway.wait_deployment(dep, timeout), timeout + 5)
 
     def start_app(
@@ -417,9 +435,10 @@ class GatewayHandle:
         entry: str = "main",
         args: tuple[int | float, ...] = (),
         limits: Limits | None = None,
-        timeout: float = 20.0,
+        timeout: float | None = None,
     ) -> StoredResult:
         """Deploy, start one run and return its execution result."""
+        timeout = waits.resolve(timeout, DEPLOY_SCALE)
         dep = self.deploy(
             ref, module, app_id, limits=limits, run=RunRequest(entry, tuple(args)), timeout=timeout
         )
@@ -430,9 +449,12 @@ class GatewayHandle:
         run_id = self.wait_run_started(dep, timeout)
         return self.wait_result(ref, app_id, run_id, timeout)
 
-    def wait_run_started(self, dep: Deployment, timeout: float = 20.0, label: str = "") -> int:
+    def wait_run_started(
+        self, dep: Deployment, timeout: float | None = None, label: str = ""
+    ) -> int:
         """Wait until the run a deployment asked for (`run=`) has started; returns its run
         id. `label` names the device in a timeout's message."""
+        timeout = waits.resolve(timeout, DEPLOY_SCALE)
         if dep.run is None:
             raise ValueError(f"the deployment of {dep.app_id} starts no run")
         where = f" on {label}" if label else ""

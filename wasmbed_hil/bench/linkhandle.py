@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import waits
 from .link.impairments import build
 from .link.schedule import Scheduled
 from .loop import LoopThread
@@ -86,8 +87,9 @@ class LinkHandle:
         self.add(impairment)
         return impairment
 
-    def wait_restored(self, timeout: float = 10.0) -> None:
-        """Wait until no impairment is in force (each timed one has ended)."""
+    def wait_restored(self, timeout: float | None = None) -> None:
+        """Wait until no impairment is in force (each timed one has ended); `timeout`
+        (each) defaults to the run's (bench.waits)."""
         pending = [i for i in self.impairments if isinstance(i, Scheduled)]
         others = [i for i in self.impairments if not isinstance(i, Scheduled)]
         if others:
@@ -102,11 +104,11 @@ class LinkHandle:
             raise ValueError(f"{impairment!r} is not on {self.owner}'s link")
         self.loop.call(impairment.start)
 
-    def wait_started(self, impairment: Scheduled, timeout: float = 10.0) -> None:
+    def wait_started(self, impairment: Scheduled, timeout: float | None = None) -> None:
         """Wait until a scheduled impairment has started (its delay or trigger came)."""
         self._wait(impairment, "started", timeout)
 
-    def wait_ended(self, impairment: Scheduled, timeout: float = 10.0) -> None:
+    def wait_ended(self, impairment: Scheduled, timeout: float | None = None) -> None:
         """Wait until a scheduled impairment is over (its duration ended, or taken off)."""
         self._wait(impairment, "ended", timeout)
 
@@ -129,10 +131,11 @@ class LinkHandle:
         for impairment in impairments:
             self.raw.impairments.remove(impairment)
 
-    def _wait(self, impairment: Scheduled, which: str, timeout: float) -> None:
+    def _wait(self, impairment: Scheduled, which: str, timeout: float | None) -> None:
         if not isinstance(impairment, Scheduled):
             raise TypeError(f"{impairment!r} has no schedule to wait on")
         event: asyncio.Event = getattr(impairment, which)
+        timeout = waits.resolve(timeout)
         try:
             self.loop.run(asyncio.wait_for(event.wait(), timeout), timeout + 5)
         except TimeoutError:

@@ -106,6 +106,10 @@ class LoopThread:
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
 
+    def is_current(self) -> bool:
+        """Whether the caller runs on the loop thread (where no wait may block)."""
+        return threading.current_thread() is self._thread
+
     def _check_caller(self, what: str) -> None:
         if threading.current_thread() is self._thread:
             raise RuntimeError(f"LoopThread.{what} called from the loop itself")

@@ -35,6 +35,7 @@ from ..gateway.events import WaitTimeout
 from ..kube.client import Informer, Kind, KubeClient, KubeConfig, install_crds
 from ..kube.resources import API_VERSION, Application, Device, Gateway
 from ..pki import FleetCA
+from . import waits
 from .apiserver import ApiServer
 from .backends.registry import DEFAULT_BACKEND
 from .devicemanager import DeviceManager
@@ -45,6 +46,9 @@ from .loop import LoopThread
 
 DEVICES, APPLICATIONS, GATEWAYS = (Kind.of(k) for k in (Device, Application, Gateway))
 KINDS = {"devices": DEVICES, "applications": APPLICATIONS, "gateways": GATEWAYS}
+
+#: The platform's waits span controllers, a gateway and a device: twice the run's timeout.
+PLATFORM_SCALE = 2.0
 
 
 @dataclass
@@ -400,8 +404,11 @@ class Platform:
                                                      self.namespace))
 
     def wait(self, plural: str, name: str, predicate: Callable[[dict[str, Any]], Any],
-             what: str, timeout: float = 20.0) -> dict[str, Any]:
-        """Wait until `predicate(object)` holds (the object exists); returns the object."""
+             what: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until `predicate(object)` holds (the object exists); returns the object.
+        The platform's waits default to twice the run's timeout (bench.waits): they span
+        controllers, a gateway and a device."""
+        timeout = waits.resolve(timeout, PLATFORM_SCALE)
         assert self.watcher is not None
         watcher = self.watcher
 
@@ -428,8 +435,9 @@ class Platform:
         return (f"; machine {machine.backend} via {machine.gateway}: "
                 f"{handle.lifecycle.value}{handle.extra_seen()}; console: {console}")
 
-    def wait_gone(self, plural: str, name: str, timeout: float = 20.0) -> None:
+    def wait_gone(self, plural: str, name: str, timeout: float | None = None) -> None:
         assert self.watcher is not None
+        timeout = waits.resolve(timeout, PLATFORM_SCALE)
         watcher = self.watcher
 
         def seen() -> str:
@@ -440,7 +448,7 @@ class Platform:
         self.loop.run(watcher.wait(lambda: watcher.get(plural, name) is None, timeout,
                                    f"{plural}/{name} to be deleted", seen), timeout=timeout + 5)
 
-    def wait_phase(self, plural: str, name: str, phase: str, timeout: float = 20.0
+    def wait_phase(self, plural: str, name: str, phase: str, timeout: float | None = None
                    ) -> dict[str, Any]:
         return self.wait(plural, name,
                          lambda o: (o.get("status") or {}).get("phase") == phase,

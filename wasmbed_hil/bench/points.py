@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..gateway.connection import TraceEntry
 from ..gateway.events import GatewayEvent, WaitTimeout
+from . import waits
 from .link.pump import Direction, Impairment
 from .seams import Lifecycle
 
@@ -239,9 +240,11 @@ class Trigger:
                 await task
 
     # -- from the test thread ----------------------------------------------------------
-    def wait(self, timeout: float = 20.0) -> Trigger:
+    def wait(self, timeout: float | None = None) -> Trigger:
         """Wait until the point was seen and the action has completed; raises the action's
-        error, or WaitTimeout saying how far it got."""
+        error, or WaitTimeout saying how far it got. `timeout` defaults to twice the run's
+        (bench.waits): the point may come late in a transfer."""
+        timeout = waits.resolve(timeout, 2.0)
         if not self._done.wait(timeout):
             raise WaitTimeout(
                 f"{self.describe()}: not done within {timeout:g}s "

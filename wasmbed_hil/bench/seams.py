@@ -27,6 +27,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from contextlib import AbstractContextManager
 
     from ..pki import Credentials
@@ -68,8 +69,9 @@ class Reset(Protocol):
 @runtime_checkable
 class Console(Protocol):
     @property
-    def console(self) -> list[str]:
-        """The device's console log, oldest line first (UART0 on emulated boards)."""
+    def console(self) -> Sequence[str]:
+        """The device's console, oldest line first (UART0 on emulated boards); a handle's
+        is a bench.consolelog.DeviceConsole, which adds expect() and write_line()."""
 
     def write_line(self, line: str) -> None:
         """Type one line into the device's console input (the firmware's test commands)."""

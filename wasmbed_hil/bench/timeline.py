@@ -3,8 +3,8 @@
 Every source the report attaches separately is also merged here into one list of entries,
 ordered by the time.time() at which the harness saw each thing happen:
 
-    console   a device's console line, stamped when the harness recorded it (the machine's
-              or the virtual device's ``console_at``; bench.device.DeviceHandle.console_records)
+    console   a device's console line, stamped when the harness recorded it (the stamp its
+              bench.consolelog.ConsoleLog keeps; bench.device.DeviceHandle.console_records)
     protocol  a message of the gateway's decoded trace (stamped when the gateway decoded or
               encoded it), and the message faults it applied
     gateway   an event of the gateway's event log (gateway.events.GatewayEvent.at)

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 try:
-    from ..bench import modules
+    from ..bench import modules, waits
     from ..bench.backends import (
         DEFAULT_BACKEND,
         BackendUnavailable,
@@ -46,6 +46,7 @@ try:
     from ..bench.backends.base import Backend
     from ..bench.convergence import Convergence, ConvergenceOracle, DesiredState, NotConverged
     from ..bench.device import DeviceHandle
+    from ..bench.errors import InfrastructureError
     from ..bench.gateway import GatewayHandle
     from ..bench.loop import LoopThread
     from ..bench.scope import BenchScope
@@ -70,6 +71,7 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     pytest_runtest_makereport,
     pytest_runtest_protocol,
     pytest_sessionfinish,
+    raise_unreported_deaths,
 )
 from .leaks import LeakCheck
 
@@ -108,7 +110,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--hil-timeout",
         type=float,
         default=10.0,
-        help="default seconds that device and gateway waits allow (default: 10)",
+        help="default seconds of every wait: device, console, gateway and link waits; "
+        "deployments, runs and control-plane waits allow twice that; an explicit timeout "
+        "in a test wins (default: 10)",
     )
     debugger.add_options(group)
     add_evidence_options(group)
@@ -121,7 +125,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         backend.add_options(group)
 
 
+PREVIOUS_TIMEOUT = pytest.StashKey[float]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    timeout = config.getoption("--hil-timeout")
+    if not timeout > 0:  # NaN too
+        raise pytest.UsageError(f"--hil-timeout={timeout}: must be a positive number of seconds")
+    config.stash[PREVIOUS_TIMEOUT] = waits.set_default_timeout(timeout)
     for backend in backend_classes():
         backend.apply_options(config.getoption)
     debugger.configure(config)
@@ -141,6 +152,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PREVIOUS_TIMEOUT in config.stash:  # an in-process run (pytester) leaves it as it was
+        waits.set_default_timeout(config.stash[PREVIOUS_TIMEOUT])
 
 
 class _SeedToWorkers:
@@ -254,6 +270,12 @@ def hil_scope(
     scope = BenchScope(hil_loop, fleet_ca, tmp_path, label=request.node.name)
     yield scope
     errors = scope.close()
+    try:
+        raise_unreported_deaths([*scope.devices, *evidence(request).devices])
+    except InfrastructureError as died:
+        if errors:
+            died.args = (f"{died}\n\nthe teardown failed too: {'; '.join(errors)}",)
+        raise
     if errors:
         raise RuntimeError("wasmbed-hil teardown failed: " + "; ".join(errors))
 
@@ -380,7 +402,9 @@ def control_plane(
         platform.start()
         yield platform
     finally:
+        handles = [m.handle for m in list(platform.manager.machines.values())]
         platform.stop()
+    raise_unreported_deaths(handles)
 
 
 class WasmModules:

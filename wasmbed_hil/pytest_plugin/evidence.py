@@ -15,7 +15,11 @@ deployed and the runtime limits used. On a firmware backend each scenario also g
 `--hil-attach-image` the ELF and its map file themselves, once per session (per xdist
 worker: in the first scenario that worker runs). Failures are classified: an InfrastructureError (an
 emulator that did not start, a firmware build that failed), a port that could not be bound,
-or a backend that vanished is `infrastructure`; anything else is `product`. The class goes
+or a backend that vanished is `infrastructure`, and so is any failure of a test one of whose
+machines died on its own (an emulator crash: bench.errors.MachineDied, its exit status and
+last console lines attached); anything else is `product`. A gateway-side wait that timed out
+(gateway.events.WaitTimeout) gets each device's console tail appended to its message and
+attached. The class goes
 into the Allure label `failure_category`, the JUnit property of the same name and the
 `categories.json` that Allure reads. `--hil-infra-retries N` re-runs a test up to N times
 when, and only when, it failed for an infrastructure reason.
@@ -23,6 +27,7 @@ when, and only when, it failed for an infrastructure reason.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import platform as host_platform
@@ -34,8 +39,9 @@ from typing import Any
 import pytest
 
 from .. import resources
-from ..bench.errors import InfrastructureError
+from ..bench.errors import InfrastructureError, MachineDied
 from ..bench.timeline import timeline_text
+from ..gateway.events import WaitTimeout
 
 INFRASTRUCTURE = "infrastructure"
 PRODUCT = "product"
@@ -83,6 +89,74 @@ def add_options(group: Any) -> None:
 
 def uses_hil(item: pytest.Item) -> bool:
     return bool(HIL_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def devices_of(ev: Evidence) -> list[Any]:
+    """The device handles of a test: those it made and its control planes' machines."""
+    devices = list(ev.devices)
+    for plat in ev.platforms:
+        devices.extend(m.handle for m in list(plat.manager.machines.values()))
+    return devices
+
+
+def deaths(devices: list[Any]) -> list[MachineDied]:
+    """The machines among `devices` that died on their own (bench.errors.MachineDied)."""
+    found = []
+    for device in devices:
+        died = getattr(device, "died", None)
+        if isinstance(died, MachineDied) and died not in found:
+            found.append(died)
+    return found
+
+
+def raise_unreported_deaths(devices: list[Any]) -> None:
+    """At a test's teardown: a machine that died without any wait having raised it makes
+    the teardown fail with its MachineDied (an infrastructure failure), so a death is never
+    silent."""
+    unreported = [d for d in deaths(devices) if not d.reported]
+    for died in unreported:
+        died.reported = True
+    if len(unreported) > 1:
+        others = "\n\n".join(str(d) for d in unreported[1:])
+        unreported[0].args = (f"{unreported[0]}\n\nand also:\n{others}",)
+    if unreported:
+        raise unreported[0]
+
+
+def console_tails(devices: list[Any], lines: int = 15) -> str:
+    """Each device's console tail, headed by its name ("" when there is no device)."""
+    parts = []
+    for device in devices:
+        try:
+            tail = device.console_tail(lines)
+        except Exception as exc:  # evidence must never hide the test's own outcome
+            tail = f"(not available: {exc!r})"
+        parts.append(f"--- console of {device.name} (last {lines} lines) ---\n{tail}")
+    return "\n".join(parts)
+
+
+def add_failure_evidence(item: pytest.Item, exc: BaseException) -> None:
+    """Before the report is made from it: a gateway-side wait that timed out gets the
+    devices' console tails in its message (and as an attachment); a test whose machine died
+    gets the death's message. Each is added once."""
+    ev = item.stash.get(EVIDENCE, None)
+    if ev is None or getattr(exc, "_wasmbed_evidence", False):
+        return
+    devices = devices_of(ev)
+    extra = []
+    if isinstance(exc, WaitTimeout) and "console tail:" not in str(exc) and devices:
+        tails = console_tails(devices)
+        _attach("device consoles at the failed wait", tails)
+        extra.append(tails)
+    for died in deaths(devices):
+        died.reported = True
+        _attach(f"machine died: {died.name}", str(died))
+        if died is not exc:
+            extra.append(str(died))
+    if extra and exc.args and isinstance(exc.args[0], str):
+        exc.args = ("\n".join([exc.args[0], *extra]), *exc.args[1:])
+    with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+        exc._wasmbed_evidence = True  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- classification
@@ -182,10 +256,9 @@ def attach_evidence(item: pytest.Item) -> None:
         return
     ev.attached = True
     gateways = list(ev.gateways)
-    devices = list(ev.devices)
+    devices = devices_of(ev)
     for plat in ev.platforms:
         gateways.extend(plat.gateways.values())
-        devices.extend(m.handle for m in list(plat.manager.machines.values()))
     for device in devices:
         try:
             _attach(f"console {device.name}", "\n".join(device.console) or "(empty)")
@@ -355,7 +428,8 @@ def environment_properties(config: pytest.Config) -> dict[str, str]:
 CATEGORIES = [
     {"name": "Infrastructure problems (the bench, not the product)",
      "matchedStatuses": ["broken", "failed"],
-     "traceRegex": r"(?s).*(InfrastructureError|MachineError|FirmwareBuildError|"
+     "traceRegex": r"(?s).*(InfrastructureError|MachineError|MachineDied|FirmwareBuildError|"
+                   r"without a power cut by the harness|"
                    r"Address already in use|Too many open files).*"},
     {"name": "Product defects", "matchedStatuses": ["failed"]},
     {"name": "Test errors (broken tests or harness bugs)", "matchedStatuses": ["broken"]},
@@ -379,6 +453,11 @@ def write_run_files(config: pytest.Config) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    if call.excinfo is not None and uses_hil(item):
+        try:
+            add_failure_evidence(item, call.excinfo.value)
+        except Exception as exc:  # never let evidence hide the outcome
+            _attach("evidence error", repr(exc))
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     if not uses_hil(item):
@@ -390,6 +469,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             _label(name, value)
     if report.failed:
         category = classify(call.excinfo.value if call.excinfo else None)
+        ev = item.stash.get(EVIDENCE, None)
+        if ev is not None and deaths(devices_of(ev)):
+            category = INFRASTRUCTURE  # whatever failed, a machine died under it
         report.wasmbed_category = category  # type: ignore[attr-defined]
         if category == INFRASTRUCTURE:
             attempt[1] += 1

@@ -23,11 +23,12 @@ STATUSES = (PASSED, FAILED, BROKEN, SKIPPED)
 FAILING = frozenset({FAILED, BROKEN})
 
 # Substrings of a broken test's message that point at the bench, not the product. The first
-# four are the harness's own exception names; the others are the host running out of
+# five are the harness's own exception names; the others are the host running out of
 # something (as in the plugin's categories.json).
 INFRASTRUCTURE_MARKERS = (
     "BackendUnavailable",
     "MachineError",
+    "MachineDied",
     "InfrastructureError",
     "FirmwareBuildError",
     "Address already in use",

@@ -36,6 +36,7 @@ from robot.api import logger
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from robotlibcore import DynamicCore
 
+from ..bench import waits
 from ..bench.backends import DEFAULT_BACKEND, BackendUnavailable, get_backend
 from ..bench.backends.base import Backend
 from ..bench.device import DeviceHandle
@@ -166,6 +167,11 @@ class WasmbedLibrary(DynamicCore):
         """
         self.backend = backend or None
         self.timeout = arguments.seconds(timeout, 10.0)
+        if self.timeout <= 0:
+            raise ValueError(f"timeout={timeout!r}: must be a positive time")
+        # Waits the keywords do not time themselves (a handle's own) default to it too,
+        # until the library closes.
+        self._previous_timeout = waits.set_default_timeout(self.timeout)
         self._keep_workdir = bool(workdir)
         self._root: Path | None = Path(workdir) if workdir else None
         self._loop: LoopThread | None = None
@@ -331,6 +337,7 @@ class WasmbedLibrary(DynamicCore):
             errors += self._close_scope(self._suite)
             self._suite = None
         self.closed = True
+        waits.set_default_timeout(self._previous_timeout)
         leftovers: list[str] = []
         if self._loop is not None:
             leftovers = self._loop.close()

@@ -26,8 +26,9 @@ from ...gateway.events import EventLog
 from ...pki import Credentials
 from ...protocol import ErrorCode
 from ..console import parse_line
+from ..consolelog import ConsoleLog
 from ..device import DeviceHandle, Faults, Lifecycle
-from ..errors import InfrastructureError
+from ..errors import InfrastructureError, MachineDied
 from ..link.bridge import Bridge
 from ..link.pump import Impairment
 from ..linkhandle import LinkHandle
@@ -98,6 +99,9 @@ class FirmwareDeviceHandle(DeviceHandle):
 
     # Console lines arrive on the loop thread.
     def _on_line(self, line: str) -> None:
+        if self.machine.died is not None and self._lifecycle is not Lifecycle.OFF:
+            self._set(Lifecycle.OFF)  # wakes the lifecycle waits, which raise the death
+            return
         event = parse_line(line)
         if event is None:
             return
@@ -128,12 +132,15 @@ class FirmwareDeviceHandle(DeviceHandle):
         return self._lifecycle
 
     @property
-    def console(self) -> list[str]:
-        return list(self.machine.console)
+    def console_log(self) -> ConsoleLog:
+        return self.machine.console
+
+    @property
+    def died(self) -> MachineDied | None:
+        return self.machine.died
 
     def console_records(self) -> list[tuple[float, str]]:
-        lines = list(self.machine.console)
-        return list(zip(getattr(self.machine, "console_at", ()), lines, strict=False))
+        return self.machine.console.timed()
 
     @property
     def gdb_port(self) -> int | None:
@@ -198,6 +205,7 @@ class FirmwareDeviceHandle(DeviceHandle):
             self._loop.call(self._set, Lifecycle.OFF)
 
     def write_line(self, line: str) -> None:
+        self.raise_if_died()
         self._loop.run(self.machine.write_console(line + "\n"))
 
     def forget_enrollment(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from ...gateway.events import EventLog
 from ...pki import Credentials
 from ...protocol import ErrorCode
+from ..consolelog import ConsoleLog
 from ..device import DeviceHandle, Faults, Lifecycle
 from ..link.faultproxy import FaultProxy
 from ..link.pump import Impairment
@@ -94,12 +95,11 @@ class VirtualDeviceHandle(DeviceHandle):
         return self.device.lifecycle
 
     @property
-    def console(self) -> list[str]:
-        return list(self.device.console)
+    def console_log(self) -> ConsoleLog:
+        return self.device.console
 
     def console_records(self) -> list[tuple[float, str]]:
-        lines = list(self.device.console)
-        return list(zip(self.device.console_at, lines, strict=False))
+        return self.device.console.timed()
 
     @property
     def last_reject(self) -> tuple[ErrorCode, str] | None:

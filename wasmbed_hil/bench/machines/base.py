@@ -8,7 +8,9 @@ new kind of machine (a real board behind a power switch and a serial port) is on
 that implements it, and reuses that handle unchanged.
 
 Every coroutine runs on the harness loop; failures of the machine itself (it cannot start,
-it does not answer) raise bench.errors.MachineError, an infrastructure error.
+it does not answer) raise bench.errors.MachineError, an infrastructure error. A machine
+whose process ends on its own records a MachineDied in `died` and ends its console with it
+(`console.end(died)`), so every wait on the device raises it.
 """
 
 from __future__ import annotations
@@ -16,20 +18,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import MachineError
+from ..consolelog import ConsoleLog
+from ..errors import MachineDied, MachineError
 
-__all__ = ["Machine", "MachineError"]
+__all__ = ["Machine", "MachineDied", "MachineError"]
 
 
 @runtime_checkable
 class Machine(Protocol):
     name: str
-    #: Every console line so far, oldest first ("[harness] ..." lines mark power and resets).
-    #: A machine may also keep ``console_at``, the time.time() at which each line was
-    #: recorded, index for index (QemuMachine and RenodeMachine do): the report's timeline
-    #: puts the lines on the clock of the gateway's events. Optional: without it the lines
-    #: are left out of the timeline, not of the console attachment.
-    console: list[str]
+    #: Every console line so far, oldest first, with its arrival time ("[harness] ..."
+    #: lines mark power and resets); appending to it wakes the console's waits.
+    console: ConsoleLog
+    #: Set when the machine's process ended on its own (not by `power_cut`): the exit
+    #: status and last words, an infrastructure error. A new `start()` clears it.
+    died: MachineDied | None
     #: Called on the loop with each new console line (the handle's lifecycle listens here).
     on_line: Callable[[str], None] | None
     #: Boots so far (power-ons; a reset is not a boot).

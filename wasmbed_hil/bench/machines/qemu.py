@@ -1,8 +1,11 @@
 """One emulated machine: a qemu-system-arm process with its console and its controls.
 
-UART0 is the console: QEMU's stdio, read line by line into `console` (and console.log).
-Reset goes through QMP (a unix socket in the machine's directory: no port to pick). A power
-cut kills the process at once, as pulling the plug would; `start()` again boots afresh.
+UART0 is the console: QEMU's stdio, read line by line into `console` (a
+bench.consolelog.ConsoleLog, and console.log). Reset goes through QMP (a unix socket in the
+machine's directory: no port to pick). A power cut kills the process at once, as pulling the
+plug would; `start()` again boots afresh. A process that ends on its own (a crash, a kill
+from outside) is recorded in `died` (bench.errors.MachineDied: exit status, console tail,
+stderr), and the console's waits raise it.
 
 With a GDB request (bench.machines.gdb, pytest's --hil-gdb), QEMU's GDB server listens on a
 socket the harness bound on 127.0.0.1 with a kernel-chosen port and handed over
@@ -31,7 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...aio import cancel_and_wait
-from ..errors import MachineError
+from ..consolelog import ConsoleLog
+from ..errors import MachineDied, MachineError
 from ..firmware.build import DEFAULT_BOARD, blob_address
 from .gdb import GdbListener, GdbRequest, attach_hint
 
@@ -119,8 +123,8 @@ class QemuMachine:
         self._gdb_listener = GdbListener() if gdb is not None else None
         self.workdir = workdir
         self.on_line = on_line
-        self.console: list[str] = []
-        self.console_at: list[float] = []  # time.time() of each console line, in step
+        self.console = ConsoleLog()
+        self.died: MachineDied | None = None
         self.stderr = b""
         self.boots = 0
         self.started_at = 0.0
@@ -186,6 +190,8 @@ class QemuMachine:
         except OSError as exc:
             raise MachineError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
         _LIVE.add(self._proc.pid)
+        self.died = None
+        self.console.end(None)
         self.boots += 1
         self.started_at = time.monotonic()
         self._line(f"[harness] power on (boot {self.boots}, pid {self._proc.pid})")
@@ -194,13 +200,13 @@ class QemuMachine:
             self._line(f"[harness] {hint}")
             log.warning("%s", hint)
         assert self._proc.stdout is not None and self._proc.stderr is not None
-        self._tasks = [
+        readers = [
             asyncio.create_task(self._read_console(self._proc.stdout)),
             asyncio.create_task(self._read_stderr(self._proc.stderr)),
         ]
+        self._tasks = [*readers, asyncio.create_task(self._watch(self._proc, readers))]
 
     def _line(self, text: str) -> None:
-        self.console_at.append(time.time())  # first: a reader zips the two, never misaligned
         self.console.append(text)
         self._console_file.write(text + "\n")
         if self.on_line is not None:
@@ -213,6 +219,20 @@ class QemuMachine:
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(4096):
             self.stderr = (self.stderr + chunk)[-8192:]
+
+    async def _watch(self, proc: asyncio.subprocess.Process,
+                     readers: list[asyncio.Task[None]]) -> None:
+        """Wait for the process to end; when it ends without a power cut (power_cut lets
+        go of it first), record the death, with the lines and stderr it left."""
+        await proc.wait()
+        await asyncio.gather(*readers, return_exceptions=True)  # its last words
+        if self._proc is not proc:
+            return  # the harness cut the power
+        _LIVE.discard(proc.pid)
+        self.died = MachineDied(self.name, "qemu", proc.returncode, self.console.tail(),
+                                self.exit_report())
+        self._line(f"[harness] qemu exited on its own (status {proc.returncode})")
+        self.console.end(self.died)
 
     async def write_console(self, text: str) -> None:
         """Type text into UART0 (the firmware's console input)."""

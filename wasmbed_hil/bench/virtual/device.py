@@ -52,6 +52,7 @@ from ...protocol import (
     Violation,
     Welcome,
 )
+from ..consolelog import ConsoleLog
 from ..seams import Lifecycle
 from .flash import Flash, InstalledApp
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
@@ -139,8 +140,7 @@ class VirtualDevice:
         self._runtime = runtime
         self.faults = FaultState()
         self.events = EventLog()
-        self.console: list[str] = []
-        self.console_at: list[float] = []  # time.time() of each console line, in step
+        self.console = ConsoleLog()
         self.lifecycle = Lifecycle.OFF
         self.last_reject: tuple[ErrorCode, str] | None = None
         self.last_error: str = ""
@@ -231,7 +231,6 @@ class VirtualDevice:
 
     # ================================================================== internals
     def _log(self, line: str) -> None:
-        self.console_at.append(time.time())
         self.console.append(f"[{time.monotonic() - self._booted_at:9.3f}] {line}")
 
     def _set_lifecycle(self, state: Lifecycle, **data: object) -> None:

@@ -62,7 +62,8 @@ from pathlib import Path
 from typing import TextIO
 
 from ....aio import cancel_and_wait
-from ...errors import MachineError
+from ...consolelog import ConsoleLog
+from ...errors import MachineDied, MachineError
 from ...link.pump import Pump
 from ..gdb import GdbRequest, attach_hint
 from .monitor import (
@@ -204,15 +205,17 @@ class ConsoleTerminal:
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        on_line: Callable[[str], None],
+        on_line: Callable[[str], None], on_eof: Callable[[], None] | None = None,
     ) -> None:
         self._writer = writer
         self._on_line = on_line
+        self._on_eof = on_eof
         self._task = asyncio.create_task(self._read(reader))
 
     @classmethod
     async def open(
-        cls, endpoint: Endpoint, on_line: Callable[[str], None], timeout: float = 10.0
+        cls, endpoint: Endpoint, on_line: Callable[[str], None], timeout: float = 10.0,
+        on_eof: Callable[[], None] | None = None,
     ) -> ConsoleTerminal:
         try:
             reader, writer = await asyncio.wait_for(
@@ -221,12 +224,14 @@ class ConsoleTerminal:
         except (OSError, TimeoutError) as exc:
             raise MachineError(f"cannot connect to the console terminal {endpoint}: {exc}") from exc
         _nodelay(writer)
-        return cls(reader, writer, on_line)
+        return cls(reader, writer, on_line, on_eof)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(ConnectionError, OSError, ValueError):
             while line := await reader.readline():
                 self._on_line(line.decode("utf-8", "replace").rstrip("\r\n"))
+        if self._on_eof is not None:  # Renode closed the terminal (not our close())
+            self._on_eof()
 
     async def write(self, text: str) -> None:
         self._writer.write(text.encode())
@@ -523,7 +528,8 @@ class RenodeMachine:
         self.sync_token = sync_token
         self.process_factory = process_factory
         self.console: list[str] = []
-        self.console_at: list[float] = []  # time.time() of each console line, in step
+        self.console = ConsoleLog()
+        self.died: MachineDied | None = None
         self.boots = 0
         self.started_at = 0.0
         self.last_report = ""
@@ -531,6 +537,8 @@ class RenodeMachine:
         self.history: list[str] = []  # every monitor command sent, over all boots
         self.pipe: UartPipe | None = None
         self._console: ConsoleTerminal | None = None
+        self._cutting = False  # a power cut by the harness is under way
+        self._death: asyncio.Task[None] | None = None
         if control == "auto":
             control = "pyrenode3" if pyrenode3_configured() else "socket"
         if control == "socket":
@@ -555,7 +563,6 @@ class RenodeMachine:
         return self._control.pid
 
     def _line(self, text: str) -> None:
-        self.console_at.append(time.time())  # first: a reader zips the two, never misaligned
         self.console.append(text)
         self._console_file.write(text + "\n")
         if self.on_line is not None:
@@ -628,6 +635,8 @@ class RenodeMachine:
             self.ports["gdb"] = self.gdb_port
         self.boots += 1
         self.started_at = time.monotonic()
+        self.died = None
+        self.console.end(None)
         self._line(f"[harness] power on (boot {self.boots}, renode {self._control.kind}, "
                    f"pid {self.pid})")
         if self.gdb_port is not None:
@@ -635,7 +644,8 @@ class RenodeMachine:
             self._line(f"[harness] {hint}")
             log.warning("%s", hint)
         try:
-            self._console = await ConsoleTerminal.open(("127.0.0.1", console_port), self._line)
+            self._console = await ConsoleTerminal.open(("127.0.0.1", console_port), self._line,
+                                                       on_eof=self._console_closed)
             if self.link is not None:
                 self.pipe = await UartPipe.open(("127.0.0.1", link_port), self.link)
         except BaseException:
@@ -660,17 +670,41 @@ class RenodeMachine:
             return ""
         return attach_hint(self.image or "path/to/wasmbed.elf", self.gdb_port, self.name,
                            self.gdb.halted)
+    def _console_closed(self) -> None:
+        """Renode closed the console terminal: unless the harness is cutting the power, the
+        process ended on its own; record its death once it has exited."""
+        if not self._cutting and self._death is None:
+            self._death = asyncio.create_task(self._record_death())
+
+    async def _record_death(self) -> None:
+        process = getattr(self._control, "process", None)
+        if process is None or not await process.wait(5) or self._cutting:
+            self._death = None
+            return  # in-process Renode, a process still running, or a power cut meanwhile
+        status = process.returncode
+        self.died = MachineDied(self.name, "renode", status, self.console.tail(),
+                                self.exit_report())
+        self._line(f"[harness] renode exited on its own (status {status})")
+        self.console.end(self.died)
+        self._death = None
 
     async def power_cut(self) -> None:
         """Stop the machine now (pause, then quit or remove it); RAM is lost."""
         was_running = self.running or self._console is not None
-        await self._control.power_cut()
-        if self.pipe is not None:
-            await self.pipe.close()
-            self.pipe = None
-        if self._console is not None:
-            await self._console.close()
-            self._console = None
+        self._cutting = True
+        try:
+            if self._death is not None:
+                await cancel_and_wait([self._death])
+                self._death = None
+            await self._control.power_cut()
+            if self.pipe is not None:
+                await self.pipe.close()
+                self.pipe = None
+            if self._console is not None:
+                await self._console.close()
+                self._console = None
+        finally:
+            self._cutting = False
         if was_running:
             self._line("[harness] power off")
 
