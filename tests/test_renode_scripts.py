@@ -17,6 +17,7 @@ import pytest
 
 from wasmbed_hil.bench.backends import get_backend
 from wasmbed_hil.bench.backends.renode import RENODE_MISSING, RenodeBackend
+from wasmbed_hil.bench.boards import load_board
 from wasmbed_hil.bench.firmware.blob import BLOB_ADDRESS, BLOB_MAX_SIZE
 from wasmbed_hil.bench.machines.renode import machine as renode_machine
 from wasmbed_hil.bench.machines.renode.repl import ReplError, parse_repl
@@ -123,7 +124,8 @@ def test_every_socket_terminal_is_raw_not_telnet(board, files):
 def test_templates_use_exactly_the_documented_placeholders(board):
     names = set(re.findall(r"\{\{([A-Z_]+)\}\}", board.template.read_text()))
     common = {"MACHINE", "ELF", "BLOB", "LINK_PORT", "CONSOLE_PORT", "CONSOLE_LOG"}
-    assert names == (common | {"PLATFORM"} if board is MPS2_AN385 else common)
+    device = {"PLATFORM", "CONSOLE_UART", "LINK_UART", "BLOB_ADDRESS"}
+    assert names == (common | device if board is MPS2_AN385 else common)
 
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
@@ -144,7 +146,8 @@ def test_blob_address_agrees_with_blob_py_and_board_h():
     assert int(re.search(r"#define WB_BLOB_ADDRESS (0x[0-9A-Fa-f]+)u", board_h)[1], 16) == (
         BLOB_ADDRESS
     )
-    assert f"LoadBinary @{{{{BLOB}}}} 0x{BLOB_ADDRESS:08X}" in DEVICE_TEMPLATE.read_text()
+    assert "LoadBinary @{{BLOB}} {{BLOB_ADDRESS}}" in DEVICE_TEMPLATE.read_text()
+    assert load_board("mps2-an385").blob_address == BLOB_ADDRESS
 
 
 def test_include_command_names_the_script_by_absolute_path(files):

@@ -91,8 +91,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10.0,
         help="default seconds that device and gateway waits allow (default: 10)",
     )
+    once = _OnceGroup(group)  # settings several backends share are declared once
     for backend in backend_classes():  # each backend declares its own settings
-        backend.add_options(group)
+        backend.add_options(once)
+
+
+class _OnceGroup:
+    """An option group that declares each flag once (the firmware backends share
+    --hil-firmware and --hil-board)."""
+
+    def __init__(self, group: Any) -> None:
+        self._group = group
+        self._seen: set[str] = set()
+
+    def addoption(self, *opts: str, **attrs: Any) -> None:
+        if opts[0] not in self._seen:
+            self._seen.add(opts[0])
+            self._group.addoption(*opts, **attrs)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -108,11 +123,37 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "hil_fault(name): the scenario injects fault `name` (the Allure label "
         "`fault` and a JUnit property of the same name; reports group by it)")
+    config.addinivalue_line(
+        "markers", "hil_firmware(path): the test's devices run this firmware image (an ELF "
+        "for ARM) instead of the run's (firmware backends only; skips on others)")
     name = config.getoption("--hil-backend")
     if name not in backend_names():
         raise pytest.UsageError(
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
+    _check_firmware_settings(name)
+
+
+def _check_firmware_settings(backend: str) -> None:
+    """--hil-firmware and --hil-board: given to a backend that runs firmware, and valid."""
+    from ..bench.boards import BOARD_ENV, BoardError, resolve_board
+    from ..bench.firmware.image import FIRMWARE_ENV, FirmwareImageError, check_image
+
+    firmware = os.environ.get(FIRMWARE_ENV)
+    if not get_backend(backend).runs_firmware:
+        if firmware:
+            raise pytest.UsageError(
+                f"--hil-firmware ({FIRMWARE_ENV}={firmware}): the {backend} backend runs no "
+                "firmware image; use a firmware backend (--hil-backend=qemu or renode)")
+        return
+    try:
+        if firmware:
+            check_image(firmware)
+        resolve_board()
+    except FirmwareImageError as exc:
+        raise pytest.UsageError(f"--hil-firmware: {exc}") from None
+    except BoardError as exc:
+        raise pytest.UsageError(f"--hil-board ({BOARD_ENV}): {exc}") from None
 
 
 class _SeedToWorkers:
@@ -256,6 +297,15 @@ def device_factory(
     request: pytest.FixtureRequest,
 ) -> DeviceFactory:
     counter = iter(range(1_000_000))
+    mark = request.node.get_closest_marker("hil_firmware")
+    marked_firmware = None
+    if mark is not None:
+        if len(mark.args) != 1 or mark.kwargs:
+            raise pytest.UsageError(f"{request.node.nodeid}: hil_firmware takes one path")
+        if not hil_backend.runs_firmware:
+            pytest.skip(f"hil_firmware: the {hil_backend.name} backend runs no firmware image")
+        # a relative path is the test file's neighbour, wherever pytest was started
+        marked_firmware = Path(request.node.path).parent / Path(mark.args[0]).expanduser()
 
     def make(
         name: str | None = None,
@@ -264,14 +314,25 @@ def device_factory(
         key_type: str = "p256",
         start: bool = True,
         online: bool = True,
+        firmware: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> DeviceHandle:
         """A device on the chosen backend, connected to `gateway`.
 
         online=True waits until it is enrolled and has a session; start=False leaves it
-        powered off. `options` go to the backend (e.g. max_frame_size, max_module_size).
+        powered off. `firmware`: the image this device runs (default: the test's
+        @pytest.mark.hil_firmware, else the run's --hil-firmware, else ours); firmware
+        backends only. `options` go to the backend (e.g. max_frame_size, max_module_size).
         """
         name = name or f"device-{next(counter)}"
+        if firmware is not None:
+            if not hil_backend.runs_firmware:
+                raise pytest.UsageError(
+                    f"device_factory(firmware={firmware!r}): the {hil_backend.name} backend "
+                    "runs no firmware image; use --hil-backend=qemu or renode")
+            options["firmware"] = firmware
+        elif marked_firmware is not None:
+            options["firmware"] = marked_firmware
         handle = hil_scope.device(hil_backend, name, gateway, credentials=credentials,
                                   key_type=key_type, **options)
         evidence(request).devices.append(handle)
