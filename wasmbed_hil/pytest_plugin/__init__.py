@@ -175,10 +175,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(f"only on {', '.join(mark.args)}: {reason}")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from ..bench.boards import BOARD_ENV, DEFAULT_BOARD
+    from ..bench.firmware.image import FIRMWARE_ENV
+
     seed = config.getoption("--hil-fault-seed")
-    return (f"wasmbed-hil: backend={config.getoption('--hil-backend')}, fault seed={seed} "
-            f"(replay with --hil-fault-seed={seed})")
+    backend = config.getoption("--hil-backend")
+    lines = [f"wasmbed-hil: backend={backend}, fault seed={seed} "
+             f"(replay with --hil-fault-seed={seed})"]
+    if get_backend(backend).runs_firmware:
+        image = os.environ.get(FIRMWARE_ENV) or "ours (built from firmware/)"
+        lines.append(f"wasmbed-hil: board {os.environ.get(BOARD_ENV) or DEFAULT_BOARD}, "
+                     f"firmware image {image}")
+    return lines
 
 
 @pytest.fixture(scope="session")
