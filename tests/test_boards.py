@@ -204,7 +204,7 @@ def test_our_built_image_passes_the_check():
 def _pytest(tmp_path: Path, test: str, *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_it.py").write_text(test)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-q",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
          "-rA", str(tmp_path), *args],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
@@ -240,3 +240,38 @@ def test_the_firmware_marker_skips_and_the_parameter_refuses_on_virtual(tmp_path
     assert "SKIPPED" in out.stdout and "the virtual backend runs no firmware image" in out.stdout
     assert "FAILED test_it.py::test_param - pytest.UsageError" in out.stdout, out.stdout
     assert "device_factory(firmware='fw.elf'): the virtual backend runs no firmware" in out.stdout
+
+
+def test_on_qemu_a_board_file_by_path_and_an_image_per_test_and_per_device(tmp_path):
+    """A copy of the shipped board under another name, given by path, runs our image; the
+    marker and firmware= choose the image of a test and of a device (the emulator's -kernel)."""
+    import shutil
+
+    missing = [t for t in ("qemu-system-arm",) if not shutil.which(t)] + build.missing_tools()
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    elf = build.ensure_image()
+    copy = tmp_path / "fw-copy.elf"
+    shutil.copy(elf, copy)
+    board = _write(tmp_path, (build.PORTS_DIR.parents[1] / "wasmbed_hil" / "bench" / "boards"
+                              / "mps2-an385.toml").read_text().replace(
+        'name = "mps2-an385"', 'name = "my-an385"'), "my-an385.toml")
+    test = (
+        "import pytest\n"
+        "def kernel(device):\n"
+        "    return device.machine.argv[device.machine.argv.index('-kernel') + 1]\n"
+        f"@pytest.mark.hil_firmware({copy.name!r})\n"
+        "def test_marked(device_factory, gateway):\n"
+        "    dev = device_factory('marked')\n"
+        f"    assert kernel(dev) == {str(copy)!r}\n"
+        "    gateway.wait_heartbeats(dev, 1)\n"
+        "def test_param(device_factory):\n"
+        f"    dev = device_factory('own', firmware={str(copy)!r})\n"
+        "    other = device_factory('default')\n"
+        f"    assert kernel(dev) == {str(copy)!r}\n"
+        f"    assert kernel(other) == {str(elf)!r}\n"
+    )
+    out = _pytest(tmp_path, test, "--hil-backend=qemu", f"--hil-board={board}")
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert f"wasmbed-hil: board {board}, firmware image ours" in out.stdout
+    assert "2 passed" in out.stdout

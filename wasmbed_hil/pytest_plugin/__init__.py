@@ -147,8 +147,8 @@ def _check_firmware_settings(backend: str) -> None:
                 "firmware image; use a firmware backend (--hil-backend=qemu or renode)")
         return
     try:
-        if firmware:
-            check_image(firmware)
+        if firmware:  # absolute from here on, whatever directory reads it
+            os.environ[FIRMWARE_ENV] = str(check_image(firmware))
         resolve_board()
     except FirmwareImageError as exc:
         raise pytest.UsageError(f"--hil-firmware: {exc}") from None
