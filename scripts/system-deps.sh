@@ -19,6 +19,8 @@ fi
 command -v qemu-system-arm >/dev/null 2>&1 || need+=(qemu-system-arm)
 command -v arm-none-eabi-gcc >/dev/null 2>&1 || need+=(gcc-arm-none-eabi binutils-arm-none-eabi)
 [ -f /usr/lib/picolibc/arm-none-eabi/picolibc.specs ] || need+=(picolibc-arm-none-eabi)
+# --hil-gdb's attach command and its test (tests/test_gdb.py skips without it)
+command -v gdb-multiarch >/dev/null 2>&1 || need+=(gdb-multiarch)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing Debian packages: ${need[*]}" >&2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from wasmbed_hil.bench.boards import (
+    BOARDS_DIR,
     Board,
     BoardError,
     board_names,
@@ -253,8 +254,7 @@ def test_on_qemu_a_board_file_by_path_and_an_image_per_test_and_per_device(tmp_p
     elf = build.ensure_image()
     copy = tmp_path / "fw-copy.elf"
     shutil.copy(elf, copy)
-    board = _write(tmp_path, (build.PORTS_DIR.parents[1] / "wasmbed_hil" / "bench" / "boards"
-                              / "mps2-an385.toml").read_text().replace(
+    board = _write(tmp_path, (BOARDS_DIR / "mps2-an385.toml").read_text().replace(
         'name = "mps2-an385"', 'name = "my-an385"'), "my-an385.toml")
     test = (
         "import pytest\n"

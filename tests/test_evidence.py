@@ -3,11 +3,14 @@ retries that apply to infrastructure failures only. Runs pytest on generated sce
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 from wasmbed_hil.bench.errors import InfrastructureError
 from wasmbed_hil.bench.machines.qemu import MachineError
@@ -117,6 +120,12 @@ def test_reports_carry_evidence_and_categories(tmp_path: Path) -> None:
                          "gateway events gateway-0"]
     trace = (tmp_path / "allure" / passed["attachments"][1]["source"]).read_text()
     assert "Hello" in trace and "ExecutionResult" in trace and "DeployChunk" in trace
+    assert "timeline" in names  # all sources on one clock (tests/test_timeline.py)
+    source = passed["attachments"][names.index("timeline")]["source"]
+    timeline = (tmp_path / "allure" / source).read_text().splitlines()
+    assert timeline[0].startswith("# +0 = ")
+    for needle in ("[device-0 console]", "[gateway gateway-0]", "[protocol device-0 dev->gw]"):
+        assert any(needle in line for line in timeline), needle
     tags = labels(passed)
     assert tags["backend"] == ["virtual"]
     assert tags["module"][0].startswith("adder sha256:")
@@ -164,3 +173,42 @@ def test_only_infrastructure_failures_are_retried(tmp_path: Path) -> None:
     run = load_run(tmp_path / "allure")  # the regression report counts the retry as flaky
     assert [t.name for t in run.tests.values() if t.flaky] == [
         "test_emulator_that_does_not_start_once"]
+
+
+def _qemu_unavailable() -> str | None:
+    from wasmbed_hil.bench.backends import get_backend
+
+    return get_backend("qemu").unavailable_reason()
+
+
+@pytest.mark.skipif(_qemu_unavailable() is not None, reason=str(_qemu_unavailable()))
+def test_firmware_scenarios_carry_their_image_and_the_files_come_once(tmp_path: Path) -> None:
+    from wasmbed_hil.bench.firmware.build import image_path
+
+    done = run_scenarios(tmp_path, "--hil-backend=qemu", "--hil-attach-image",
+                         "-k", "passes_with_a_device or product_failure")
+    assert "1 failed, 1 passed" in done.stdout, done.stdout + done.stderr
+    elf = image_path()
+    digest = hashlib.sha256(elf.read_bytes()).hexdigest()
+    runs = results(tmp_path)
+    files: list[tuple[str, bytes]] = []
+    for name in ("test_passes_with_a_device", "test_product_failure"):
+        (result,) = runs[name]
+        assert labels(result)["firmware_sha256"] == [digest]
+        by_name = {a["name"]: a["source"] for a in result["attachments"]}
+        facts = (tmp_path / "allure" / by_name["firmware image"]).read_text()
+        assert f"sha256  {digest}" in facts and f"path    {elf}" in facts
+        assert "board   mps2-an385" in facts and f"map     {elf.with_suffix('.map')}" in facts
+        files += [(n, (tmp_path / "allure" / s).read_bytes()) for n, s in by_name.items()
+                  if n.startswith(("firmware wasmbed", "linker map"))]
+    assert [n for n, _ in files] == ["firmware wasmbed.elf", "linker map wasmbed.map"]
+    assert files[0][1] == elf.read_bytes()
+    assert b"Memory Configuration" in files[1][1]  # GNU ld's map
+
+
+def test_the_virtual_backend_has_no_image_to_attach(tmp_path: Path) -> None:
+    done = run_scenarios(tmp_path, "--hil-attach-image", "-k", "passes_with_a_device")
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
+    (result,) = results(tmp_path)["test_passes_with_a_device"]
+    assert not [a for a in result["attachments"] if "firmware" in a["name"]]
+    assert "firmware_sha256" not in labels(result)

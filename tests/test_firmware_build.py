@@ -216,7 +216,7 @@ def test_tools_reported_when_missing(monkeypatch):
 
 
 def test_without_firmware_sources_the_build_says_so(tmp_path, monkeypatch):
-    """An installed wheel has no firmware/ beside the package: an infrastructure error that
+    """An incomplete installation without the firmware sources: an infrastructure error that
     says why, and reports that describe no image (never a crash of the run)."""
     from wasmbed_hil.bench.backends.firmware import firmware_digest
     from wasmbed_hil.bench.errors import InfrastructureError

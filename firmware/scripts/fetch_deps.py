@@ -4,6 +4,10 @@ their SHA-256 and unpack them.
 
     python3 firmware/scripts/fetch_deps.py [--cache DIR]
 
+--cache defaults to .cache/firmware-deps of the checkout; an installed copy of these sources
+(inside wasmbed-hil's package) has no default: the harness passes its per-user cache, so
+nothing is written into site-packages.
+
 Prints the directory of each unpacked dependency. Safe to repeat: a file already present
 with the right hash is not downloaded again. A download that fails says which version was
 wanted and, for Debian source packages, which versions the archive offers now (Debian keeps
@@ -152,9 +156,16 @@ def fetch(dep: Dep, cache: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", type=Path, default=FIRMWARE.parent / ".cache" / "firmware-deps")
+    checkout = (FIRMWARE.parent / "pyproject.toml").is_file()
+    parser.add_argument("--cache", type=Path,
+                        default=FIRMWARE.parent / ".cache" / "firmware-deps" if checkout else None,
+                        help="where to fetch and unpack (default in a checkout: "
+                        ".cache/firmware-deps)")
     parser.add_argument("--lock", type=Path, default=FIRMWARE / "deps.lock")
     args = parser.parse_args()
+    if args.cache is None:
+        parser.error("--cache DIR is required outside a checkout (an installed wasmbed-hil "
+                     "passes its per-user cache)")
     args.cache.mkdir(parents=True, exist_ok=True)
     # Builds run in parallel (test workers, make -j): one fetch at a time per cache.
     with (args.cache / ".fetch.lock").open("w") as lock:

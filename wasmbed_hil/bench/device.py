@@ -54,6 +54,12 @@ class DeviceHandle(ABC):
     def console(self) -> list[str]:
         """The device's console log (UART0 on emulated boards)."""
 
+    def console_records(self) -> list[tuple[float, str]]:
+        """The console with the time.time() at which each line was recorded, oldest first
+        (the clock of the gateway's events and protocol trace: bench.timeline merges them);
+        empty when the backend does not timestamp its lines."""
+        return []
+
     @property
     @abstractmethod
     def last_reject(self) -> tuple[ErrorCode, str] | None:
@@ -104,6 +110,21 @@ class DeviceHandle(ABC):
         """Type one line into the device's console input (the firmware's test commands:
         ``silent 1``, ``forget``...)."""
         raise NotImplementedError(f"{self.name}: the {self.backend} backend has no console input")
+
+    # -- a debugger (pytest --hil-gdb; bench.machines.gdb) ------------------------------------
+    @property
+    def gdb_port(self) -> int | None:
+        """The port on 127.0.0.1 of the device's GDB server (None: it has none)."""
+        return None
+
+    @property
+    def gdb_halted(self) -> bool:
+        """Whether each boot waits at the reset vector for a debugger's continue."""
+        return False
+
+    def gdb_hint(self) -> str:
+        """How to attach a debugger (the gdb-multiarch command line), "" without a server."""
+        return ""
 
     @abstractmethod
     def forget_enrollment(self) -> None:

@@ -25,8 +25,24 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .. import resources
 from . import apps, deploy, devices, firmware, report, services, up
 from .common import EXIT_ENVIRONMENT, EXIT_USAGE, CliError, fail
+
+
+def version_text() -> str:
+    """``wasmbed-hil 0.1.0``, plus ``(checkout <commit>)`` when run from a checkout."""
+    commit = resources.checkout_commit()
+    text = f"wasmbed-hil {resources.package_version()}"
+    return f"{text} (checkout {commit})" if commit else text
+
+
+class _Version(argparse.Action):
+    """--version, computed only when asked (from a checkout it runs git)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="more log output (-vv for debug)")
+    p.add_argument("--version", action=_Version, nargs=0,
+                   help="print the package version (and the commit, from a checkout) and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     up.add_parser(sub)
     services.add_parsers(sub)

@@ -2,7 +2,7 @@
 with progress.
 
 It runs `wasmbed_hil.bench.firmware.build.run_make`, the same make command and file lock
-(firmware/build/.lock) that tests' `ensure_image` uses, with `on_line` streaming make's
+(<build dir>/.lock) that tests' `ensure_image` uses, with `on_line` streaming make's
 output, and shows the current step (`CC file.c`, `LD ...`) on a terminal.
 The paths, the tool check and the footprint come from `wasmbed_hil.bench.firmware.build`.
 """
@@ -52,7 +52,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "Build the firmware image with `make -C firmware` (incremental: only what "
         "changed is rebuilt), showing the current step on a terminal, then print the ELF's "
         "path, file size and footprint (flash = text + data; static RAM = data + bss, the "
-        "stack and heap come on top). Waits if another build holds firmware/build/.lock.\n\n"
+        "stack and heap come on top). The image is built in firmware/build/ of a checkout, "
+        "else in the per-user cache ($WASMBED_HIL_CACHE, else "
+        "~/.cache/wasmbed-hil/<version>/firmware/build); waits if another build holds its "
+        ".lock.\n\n"
         "  wasmbed-hil firmware build\n"
         "  wasmbed-hil firmware build --force -o json"),
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)

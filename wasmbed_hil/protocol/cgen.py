@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from enum import IntEnum
-from pathlib import Path
 
+from .. import resources
 from .fields import Bool, Bytes, Enum, Kind, ListOf, Number, Optional, Struct, Text, UInt, kinds
 from .generated import generator_main
 from .messages import (
@@ -37,7 +37,7 @@ from .messages import (
 from .session import TRANSITIONS, Role, State
 from .types import AppState, ErrorCode, Outcome
 
-HEADER_PATH = Path(__file__).resolve().parents[2] / "firmware/core/include/wb/msg_catalogue.h"
+HEADER_PATH = resources.firmware_dir() / "core/include/wb/msg_catalogue.h"
 GENERATOR = "python -m wasmbed_hil.protocol.cgen"
 
 # Size limits of messages.py that the C structures and buffers are sized by (msg.h, device.c).

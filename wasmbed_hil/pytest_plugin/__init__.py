@@ -18,6 +18,11 @@ Fixture ladder (session -> function):
 Everything a test starts is stopped at its teardown, also when the test fails (the same
 BenchScope scopes the Robot library's tests); under pytest-xdist each worker has its own
 loop, CA, ports and directories.
+
+The plugin registers its markers (MARKERS: backend_specific, hil_gateway, hil_platform,
+hil_fault, hil_firmware), so a project under --strict-markers needs no list of its own, and
+fails a run whose tests leave a child process behind (leaks.py; --hil-no-leak-check turns it
+off).
 """
 
 from __future__ import annotations
@@ -54,16 +59,34 @@ except ModuleNotFoundError as exc:  # the product alone was installed, without t
     ) from exc
 from ..gateway import GatewayConfig
 from ..pki import Credentials, FleetCA
+from . import debugger
+from .evidence import add_options as add_evidence_options
 from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     attach_convergence,
     attach_text,
     evidence,
     label_faults,
+    project_provenance,
     pytest_report_teststatus,
     pytest_runtest_makereport,
     pytest_runtest_protocol,
     pytest_sessionfinish,
 )
+from .leaks import LeakCheck
+
+# The markers the plugin reads, registered in pytest_configure (the one list of them).
+MARKERS = {
+    "backend_specific": "backend_specific(*backends, reason=...): run only on these backends "
+    "(--hil-backend), skip elsewhere with the reason",
+    "hil_gateway": "hil_gateway(**overrides): GatewayConfig fields for this test's gateway",
+    "hil_platform": "hil_platform(**options): PlatformConfig fields for this test's "
+    "control_plane (e.g. gateways=2)",
+    "hil_fault": "hil_fault(name): the scenario injects fault `name` (the Allure label "
+    "`fault` and a JUnit property of the same name; reports group by it)",
+    "hil_firmware": "hil_firmware(path): the test's devices run this firmware image (an ELF "
+    "for ARM; relative to the test file) instead of the run's (firmware backends only; skips "
+    "on others)",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -91,6 +114,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10.0,
         help="default seconds that device and gateway waits allow (default: 10)",
     )
+    debugger.add_options(group)
+    add_evidence_options(group)
+    group.addoption(
+        "--hil-no-leak-check", action="store_true", default=False,
+        help="do not fail the run when tests leave child processes behind (the check is on "
+        "by default; under pytest-xdist each worker checks its own children)",
+    )
     once = _OnceGroup(group)  # settings several backends share are declared once
     for backend in backend_classes():  # each backend declares its own settings
         backend.add_options(once)
@@ -113,6 +143,7 @@ class _OnceGroup:
 def pytest_configure(config: pytest.Config) -> None:
     for backend in backend_classes():
         backend.apply_options(config.getoption)
+    debugger.configure(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "hil_fault_seed" in workerinput:
         config.option.hil_fault_seed = workerinput["hil_fault_seed"]  # the controller's
@@ -120,12 +151,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.hil_fault_seed = random.SystemRandom().randrange(1 << 31)
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_SeedToWorkers(), "wasmbed-hil-fault-seed")
-    config.addinivalue_line(
-        "markers", "hil_fault(name): the scenario injects fault `name` (the Allure label "
-        "`fault` and a JUnit property of the same name; reports group by it)")
-    config.addinivalue_line(
-        "markers", "hil_firmware(path): the test's devices run this firmware image (an ELF "
-        "for ARM) instead of the run's (firmware backends only; skips on others)")
+    for text in MARKERS.values():
+        config.addinivalue_line("markers", text)
+    if not config.getoption("--hil-no-leak-check"):
+        config.pluginmanager.register(LeakCheck(), "wasmbed-hil-leak-check")
     name = config.getoption("--hil-backend")
     if name not in backend_names():
         raise pytest.UsageError(
@@ -181,8 +210,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     seed = config.getoption("--hil-fault-seed")
     backend = config.getoption("--hil-backend")
-    lines = [f"wasmbed-hil: backend={backend}, fault seed={seed} "
-             f"(replay with --hil-fault-seed={seed})"]
+    prov = project_provenance(config)
+    lines = [f"wasmbed-hil {prov['wasmbed-hil']}: backend={backend}, "
+             f"fault seed={seed} (replay with --hil-fault-seed={seed})",
+             f"project: {prov['project']} (commit {prov['commit']})"]
     if get_backend(backend).runs_firmware:
         image = os.environ.get(FIRMWARE_ENV) or "ours (built from firmware/)"
         lines.append(f"wasmbed-hil: board {os.environ.get(BOARD_ENV) or DEFAULT_BOARD}, "
@@ -235,11 +266,14 @@ def converged(hil_loop: LoopThread, hil_timeout: float,
 
 @pytest.fixture(scope="session")
 def hil_timeout(pytestconfig: pytest.Config) -> float:
+    """The default seconds of device and gateway waits (--hil-timeout)."""
     return float(pytestconfig.getoption("--hil-timeout"))
 
 
 @pytest.fixture(scope="session")
 def hil_loop() -> Iterator[LoopThread]:
+    """The asyncio loop thread (one per worker) that hosts gateways and virtual devices;
+    warns at session end about tasks still running."""
     loop = LoopThread()
     yield loop
     leftovers = loop.close()
@@ -251,11 +285,14 @@ def hil_loop() -> Iterator[LoopThread]:
 
 @pytest.fixture(scope="session")
 def fleet_ca() -> FleetCA:
+    """The fleet's certificate authority, created once per worker; it signs the gateways'
+    and devices' certificates."""
     return FleetCA.create("wasmbed-hil test fleet CA")
 
 
 @pytest.fixture(scope="session")
 def hil_backend_name(pytestconfig: pytest.Config) -> str:
+    """The name of the device backend chosen with --hil-backend (virtual, qemu, renode...)."""
     return str(pytestconfig.getoption("--hil-backend"))
 
 
@@ -263,6 +300,8 @@ def hil_backend_name(pytestconfig: pytest.Config) -> str:
 def hil_scope(
     hil_loop: LoopThread, fleet_ca: FleetCA, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[BenchScope]:
+    """What the test starts on the bench (backends, gateways, devices), stopped in reverse
+    order at its teardown, pass or fail; a failed teardown fails the test."""
     scope = BenchScope(hil_loop, fleet_ca, tmp_path, label=request.node.name)
     yield scope
     errors = scope.close()
@@ -272,6 +311,8 @@ def hil_scope(
 
 @pytest.fixture
 def hil_backend(hil_backend_name: str, hil_scope: BenchScope, tmp_path: Path) -> Backend:
+    """The chosen device backend for this test; the test is skipped with the reason when the
+    backend cannot run here (e.g. no qemu-system-arm)."""
     reason = get_backend(hil_backend_name).unavailable_reason()
     if reason:
         pytest.skip(f"backend {hil_backend_name} unavailable here: {reason}")
@@ -280,6 +321,7 @@ def hil_backend(hil_backend_name: str, hil_scope: BenchScope, tmp_path: Path) ->
 
 @pytest.fixture
 def gateway_config(request: pytest.FixtureRequest) -> GatewayConfig:
+    """GatewayConfig.for_tests() with the fields of @pytest.mark.hil_gateway(...) applied."""
     overrides: dict[str, Any] = {}
     for mark in reversed(list(request.node.iter_markers("hil_gateway"))):
         overrides.update(mark.kwargs)
@@ -291,6 +333,8 @@ def gateway(
     hil_scope: BenchScope, gateway_config: GatewayConfig, tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> GatewayHandle:
+    """An in-process gateway listening on an OS-chosen port (handed to the devices, never
+    guessed), started with `gateway_config`; its events are attached to the report."""
     handle = hil_scope.gateway(gateway_config, workdir=tmp_path / "gateway", start=False)
     evidence(request).gateways.append(handle)
     handle.start()
@@ -305,6 +349,11 @@ def device_factory(
     hil_scope: BenchScope, hil_backend: Backend, gateway: GatewayHandle, hil_timeout: float,
     request: pytest.FixtureRequest,
 ) -> DeviceFactory:
+    """make(name=None, *, credentials=None, key_type="p256", start=True, online=True,
+    firmware=None, **options) -> a device on the chosen backend connected to `gateway`;
+    online=True waits until it is enrolled and has a session; firmware=PATH (or the test's
+    @pytest.mark.hil_firmware) runs that image on a firmware backend. The devices are closed
+    at teardown."""
     counter = iter(range(1_000_000))
     mark = request.node.get_closest_marker("hil_firmware")
     marked_firmware = None
@@ -328,10 +377,11 @@ def device_factory(
     ) -> DeviceHandle:
         """A device on the chosen backend, connected to `gateway`.
 
-        online=True waits until it is enrolled and has a session; start=False leaves it
-        powered off. `firmware`: the image this device runs (default: the test's
-        @pytest.mark.hil_firmware, else the run's --hil-firmware, else ours); firmware
-        backends only. `options` go to the backend (e.g. max_frame_size, max_module_size).
+        online=True waits until it is enrolled and has a session (not for a device halted
+        for a debugger: --hil-gdb=halted); start=False leaves it powered off. `firmware`: the
+        image this device runs (default: the test's @pytest.mark.hil_firmware, else the run's
+        --hil-firmware, else ours); firmware backends only. `options` go to the backend (e.g.
+        max_frame_size, max_module_size).
         """
         name = name or f"device-{next(counter)}"
         if firmware is not None:
@@ -347,7 +397,8 @@ def device_factory(
         evidence(request).devices.append(handle)
         if start:
             handle.power_on()
-            if online:
+            debugger.announce(request.config, handle)
+            if online and not handle.gdb_halted:
                 handle.wait_online(hil_timeout)
         return handle
 
@@ -356,15 +407,19 @@ def device_factory(
 
 @pytest.fixture
 def device(device_factory: DeviceFactory) -> DeviceHandle:
+    """One device ("device-0") on the chosen backend, enrolled and online."""
     return device_factory("device-0")
 
 
 @pytest.fixture
 def fleet(device_factory: DeviceFactory) -> Callable[..., list[DeviceHandle]]:
+    """fleet(count, prefix="fleet", **options) -> `count` devices, powered on together and
+    returned once all are enrolled and online."""
     def make(count: int, prefix: str = "fleet", **options: Any) -> list[DeviceHandle]:
         devices = [device_factory(f"{prefix}-{i}", online=False, **options) for i in range(count)]
         for dev in devices:
-            dev.wait_online()
+            if not dev.gdb_halted:  # halted for a debugger: the scenario's waits wait for it
+                dev.wait_online()
         return devices
 
     return make
@@ -379,6 +434,9 @@ def control_plane(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[Any]:
+    """The whole platform in-process: emulated Kubernetes API server, REST API, kopf
+    controllers and gateways with their agents (@pytest.mark.hil_platform(gateways=2, ...));
+    its Device resources get machines on the chosen backend. Stopped at teardown."""
     from ..bench.platform import Platform, PlatformConfig
 
     reason = get_backend(hil_backend_name).unavailable_reason()
@@ -404,6 +462,10 @@ class WasmModules:
     def __call__(self, name: str) -> bytes:
         return modules.build(name)
 
+    def from_file(self, path: str | os.PathLike[str]) -> bytes:
+        """The binary of a project's own module, compiled from its WAT text file."""
+        return modules.from_wat(Path(path).read_text(encoding="utf-8"))
+
     def data(self, size: int, seed: int = 0) -> bytes:
         return modules.data_module(size, seed)
 
@@ -413,6 +475,9 @@ class WasmModules:
 
 @pytest.fixture(scope="session")
 def wasm() -> WasmModules:
+    """Builds WebAssembly modules from source: wasm("name") for a module of
+    wasmbed_hil/bench/modules/, wasm.from_file(path) for your own .wat file,
+    wasm.data(size, seed) for a data module of that size."""
     return WasmModules()
 
 

@@ -7,8 +7,13 @@ attaches to its Allure result:
 - the decoded protocol trace per device (time, direction, message id, type, fields),
 - the gateway's event log,
 - with the control plane, the resources' timeline and the Kubernetes events,
+- one `timeline` merging the consoles, protocol traces, gateway events and resource changes
+  on one clock (bench.timeline), for every scenario,
 and labels for provenance: backend, board, firmware image digest, the digests of the modules
-deployed and the runtime limits used. Failures are classified: an InfrastructureError (an
+deployed and the runtime limits used. On a firmware backend each scenario also gets the
+`firmware image` attachment (path, board, size, full sha256, linker map), and with
+`--hil-attach-image` the ELF and its map file themselves, once per session (per xdist
+worker: in the first scenario that worker runs). Failures are classified: an InfrastructureError (an
 emulator that did not start, a firmware build that failed), a port that could not be bound,
 or a backend that vanished is `infrastructure`; anything else is `product`. The class goes
 into the Allure label `failure_category`, the JUnit property of the same name and the
@@ -21,7 +26,6 @@ from __future__ import annotations
 import errno
 import json
 import platform as host_platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,9 @@ from typing import Any
 
 import pytest
 
+from .. import resources
 from ..bench.errors import InfrastructureError
+from ..bench.timeline import timeline_text
 
 INFRASTRUCTURE = "infrastructure"
 PRODUCT = "product"
@@ -52,6 +58,7 @@ class Evidence:
 
 
 EVIDENCE = pytest.StashKey[Evidence]()
+IMAGE_ATTACHED = pytest.StashKey[bool]()  # on the config: the ELF went into a report
 EARLIER = pytest.StashKey[list[str]]()  # failures of earlier attempts (infrastructure)
 ATTEMPT = pytest.StashKey[list[int]]()  # [attempt index, infrastructure failures in it]
 
@@ -63,6 +70,15 @@ def evidence(node: pytest.Item | Any) -> Evidence:
     if EVIDENCE not in store:
         store[EVIDENCE] = Evidence()
     return store[EVIDENCE]
+
+
+def add_options(group: Any) -> None:
+    group.addoption(
+        "--hil-attach-image", action="store_true", default=False,
+        help="attach the firmware ELF and its linker map to the report, once per session "
+        "(per xdist worker), on firmware backends (qemu, renode); every scenario carries "
+        "the image's path, board and full sha256 anyway",
+    )
 
 
 def uses_hil(item: pytest.Item) -> bool:
@@ -189,6 +205,42 @@ def attach_evidence(item: pytest.Item) -> None:
         _deployment_labels(gw)
     for plat in ev.platforms:
         _platform_evidence(plat)
+    _image_evidence(item)
+    try:
+        _attach("timeline", timeline_text(ev.gateways, ev.devices, ev.platforms))
+    except Exception as exc:  # evidence must never hide the test's own outcome
+        _attach("timeline", f"(not available: {exc!r})")
+
+
+def format_image(facts: dict[str, str]) -> str:
+    return "\n".join(f"{key:<7} {value}" for key, value in facts.items())
+
+
+def _image_evidence(item: pytest.Item) -> None:
+    """The firmware image of a firmware backend's scenario; the files once per worker."""
+    try:
+        facts = _backend(item.config).image()
+    except Exception as exc:  # evidence must never hide the test's own outcome
+        _attach("firmware image", f"(not available: {exc!r})")
+        return
+    if not facts:
+        return
+    _attach("firmware image", format_image(facts))
+    if facts.get("sha256", "").isalnum() and len(facts["sha256"]) == 64:
+        _label("firmware_sha256", facts["sha256"])
+    config = item.config
+    if not config.getoption("--hil-attach-image") or config.stash.get(IMAGE_ATTACHED, False):
+        return
+    if allure is None or "sha256" not in facts or facts.get("path", "-") == "-":
+        return
+    elf = Path(facts["path"])
+    if not elf.is_file():
+        return
+    config.stash[IMAGE_ATTACHED] = True
+    allure.attach.file(str(elf), name=f"firmware {elf.name}", extension="elf")
+    if "map" in facts:
+        allure.attach.file(facts["map"], name=f"linker map {Path(facts['map']).name}",
+                           attachment_type=AttachmentType.TEXT)
 
 
 def _deployment_labels(gw: Any) -> None:
@@ -260,6 +312,24 @@ def backend_labels(config: pytest.Config) -> dict[str, str]:
         return {"backend": backend.name, "provenance": f"unavailable: {exc}"}
 
 
+PROVENANCE = pytest.StashKey[dict[str, str]]()
+
+
+def project_provenance(config: pytest.Config) -> dict[str, str]:
+    """What was tested and with what: the git commit of the project under test (pytest's
+    rootdir; "no git" outside a work tree) and this plugin's version (with its own commit
+    when it runs from a checkout of wasmbed-hil). Computed once per process."""
+    if PROVENANCE not in config.stash:
+        plugin = resources.package_version()
+        own = resources.checkout_commit()
+        config.stash[PROVENANCE] = {
+            "project": str(config.rootpath),
+            "commit": resources.git_commit(config.rootpath) or "no git",
+            "wasmbed-hil": f"{plugin} (checkout {own})" if own else plugin,
+        }
+    return config.stash[PROVENANCE]
+
+
 def environment_properties(config: pytest.Config) -> dict[str, str]:
     import sys
 
@@ -276,14 +346,7 @@ def environment_properties(config: pytest.Config) -> dict[str, str]:
             props[package] = version(package)
         except Exception:
             continue
-    try:
-        root = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0:
-            props["commit"] = out.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    props.update(project_provenance(config))
     workers = getattr(config.option, "numprocesses", None)
     props["workers"] = str(workers or 0)
     return props

@@ -358,7 +358,7 @@ def _run_box(title: str, run: Run | None) -> str:
     # The bench's keys first (hil.*: the backend, its labels and the tools it recorded).
     first = ["hil.backend", "hil.board", "hil.firmware"]
     env_keys = [*first, *(k for k in run.environment if k.startswith("hil.") and k not in first),
-                "commit", "python"]
+                "commit", "wasmbed-hil", "python"]
     env = " · ".join(f"{h(k.removeprefix('hil.'))} {h(run.environment[k])}"
                      for k in env_keys if run.environment.get(k))
     return (f'<div class="run"><h3>{h(title)} · {h(run.kind)}</h3>'

@@ -92,6 +92,12 @@ class Backend(ABC):
         return {}
 
     @classmethod
+    def image(cls) -> dict[str, str]:
+        """The firmware image the devices run (path, board, sha256, size, map: the linker
+        map's path), for the report; empty when the backend runs no image (virtual)."""
+        return {}
+
+    @classmethod
     def environment(cls) -> dict[str, str]:
         """Facts about the run's machine worth recording once per run (tool versions)."""
         return {}

@@ -132,6 +132,23 @@ class FirmwareDeviceHandle(DeviceHandle):
     def console(self) -> list[str]:
         return list(self.machine.console)
 
+    def console_records(self) -> list[tuple[float, str]]:
+        lines = list(self.machine.console)
+        return list(zip(getattr(self.machine, "console_at", ()), lines, strict=False))
+
+    @property
+    def gdb_port(self) -> int | None:
+        return getattr(self.machine, "gdb_port", None)
+
+    @property
+    def gdb_halted(self) -> bool:
+        gdb = getattr(self.machine, "gdb", None)
+        return bool(gdb is not None and self.gdb_port is not None and gdb.halted)
+
+    def gdb_hint(self) -> str:
+        hint = getattr(self.machine, "gdb_hint", None)
+        return hint() if hint is not None else ""
+
     @property
     def last_reject(self) -> tuple[ErrorCode, str] | None:
         return self._last_reject
@@ -235,6 +252,48 @@ def firmware_digest(path: Path | None = None) -> str | None:
             return None  # not built (yet): asked again later
         _DIGESTS[path] = f"{path.name} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
     return _DIGESTS[path]
+
+
+_SHA256: dict[tuple[Path, int, int], str] = {}
+
+
+def firmware_sha256(path: Path) -> str | None:
+    """The full sha256 (hex) of the image at `path` (None when it is not there); computed
+    once per file version (path, mtime, size)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _SHA256:
+        try:
+            _SHA256[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+    return _SHA256[key]
+
+
+def image_facts(board_label: str, path: Path | None = None) -> dict[str, str]:
+    """What identifies the image a firmware scenario ran: its path, board, size, full
+    sha256 and its linker map (firmware/Makefile writes wasmbed.map next to the ELF)."""
+    from ..firmware.build import image_path
+
+    if path is None:
+        try:
+            path = image_path()
+        except (ValueError, InfrastructureError):  # no such board, or no sources at all
+            return {"board": board_label, "path": "-", "sha256": "no firmware sources"}
+    facts = {"board": board_label, "path": str(path)}
+    digest = firmware_sha256(path)
+    if digest is None:
+        facts["sha256"] = "not built"
+        return facts
+    facts["sha256"] = digest
+    facts["size"] = str(path.stat().st_size)
+    linker_map = path.with_suffix(".map")
+    if linker_map.is_file():
+        facts["map"] = str(linker_map)
+    return facts
 
 
 def firmware_image(port: str | None = None) -> Path:
@@ -342,19 +401,39 @@ class FirmwareBackend(Backend):
         return firmware_image(board.firmware_port)
 
     @classmethod
-    def provenance(cls) -> dict[str, str]:
-        label = cls.board
+    def board_label(cls) -> str:
+        """The board as reports name it: the board file's (--hil-board) and the emulator,
+        or the class's fixed `board` label."""
         if cls.emulator:
             try:
-                label = resolve_board().label(cls.emulator)
+                return resolve_board().label(cls.emulator)
             except BoardError:
-                label = cls.board or cls.emulator
-        labels = {"board": label}
+                return cls.board or cls.emulator
+        return cls.board
+
+    @classmethod
+    def run_image(cls) -> Path | None:
+        """The image the run's devices run unless given their own: the user's
+        (--hil-firmware), else ours for the board's port (None when there is none)."""
+        from ..firmware.build import image_path
+
         try:
             given = given_image()
-        except FirmwareImageError:
-            given = None
-        digest = firmware_digest(given)
+            if given is not None:
+                return given
+            port = resolve_board().firmware_port
+            return image_path(port) if port else None
+        except (ValueError, InfrastructureError):  # bad settings (a usage error), no sources
+            return None
+
+    @classmethod
+    def image(cls) -> dict[str, str]:
+        return image_facts(cls.board_label(), cls.run_image())
+
+    @classmethod
+    def provenance(cls) -> dict[str, str]:
+        labels = {"board": cls.board_label()}
+        digest = firmware_digest(cls.run_image())
         if digest:
             labels["firmware"] = digest
         return labels

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..machines.gdb import GdbRequest
 from ..machines.qemu import QemuMachine, qemu_command
 from ..seams import Link
 from .base import register
@@ -50,5 +51,6 @@ class QemuBackend(FirmwareBackend):
         return {"qemu": version}
 
     def make_machine(self, name: str, devdir: Path, blob: Path, link: Link) -> QemuMachine:
+        # --hil-gdb (WASMBED_HIL_GDB): a GDB server when the request names this device.
         argv = qemu_command(self.image_of(name), blob, link.port, board=self.board_spec)
-        return QemuMachine(name, argv, devdir)
+        return QemuMachine(name, argv, devdir, gdb=GdbRequest.for_device(name))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..boards import BoardError
 from ..loop import LoopThread
+from ..machines.gdb import GdbRequest
 from ..machines.renode.machine import RenodeMachine, find_renode, pyrenode3_configured
 from ..machines.renode.scripts import RENODE_DIR, machine_name, render_device_script
 from ..seams import Link
@@ -76,5 +77,5 @@ class RenodeBackend(FirmwareBackend):
 
         return RenodeMachine(
             machine_name(name), devdir, script, link=("127.0.0.1", link.port),
-            binary=self.binary,
+            binary=self.binary, gdb=GdbRequest.for_device(name), image=elf,
         )

@@ -97,6 +97,10 @@ class VirtualDeviceHandle(DeviceHandle):
     def console(self) -> list[str]:
         return list(self.device.console)
 
+    def console_records(self) -> list[tuple[float, str]]:
+        lines = list(self.device.console)
+        return list(zip(self.device.console_at, lines, strict=False))
+
     @property
     def last_reject(self) -> tuple[ErrorCode, str] | None:
         return self.device.last_reject

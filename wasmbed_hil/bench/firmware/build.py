@@ -2,6 +2,9 @@
 
 A board is a port directory with a board.mk (firmware/ports/<board>/); `boards()` lists them.
 How an emulator runs the image is the emulator's business (wasmbed_hil/bench/machines/qemu.py).
+The sources, the build directory and the deps cache come from wasmbed_hil.resources: the
+checkout's firmware/, firmware/build/ and .cache/firmware-deps/, or, installed, the packaged
+sources and a per-user cache (never site-packages).
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ... import resources
 from ..errors import InfrastructureError
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[3] / "firmware"
-BUILD_DIR = FIRMWARE_DIR / "build"
+FIRMWARE_DIR = resources.firmware_dir()
+BUILD_DIR = resources.firmware_build_dir()
+DEPS_DIR = resources.firmware_deps_dir()
 PORTS_DIR = FIRMWARE_DIR / "ports"
 DEFAULT_BOARD = "mps2-an385"  # the make default too (firmware/Makefile BOARD ?=)
 ARM_GCC = "arm-none-eabi-gcc"
@@ -40,8 +46,8 @@ def boards() -> list[str]:
 def _check_board(board: str) -> None:
     if not PORTS_DIR.is_dir():
         raise FirmwareBuildError(
-            f"no firmware sources at {FIRMWARE_DIR}: the image is built from a checkout of "
-            "wasmbed-hil (an installed wheel does not carry the firmware sources yet)"
+            f"no firmware sources at {FIRMWARE_DIR}: this installation of wasmbed-hil is "
+            "incomplete (reinstall it from its wheel or sdist, or run from a checkout)"
         )
     if board not in boards():
         raise ValueError(f"unknown board {board!r}: the bare-metal boards are {boards()} "
@@ -105,21 +111,25 @@ def ensure_image(rebuild: bool = False, *, board: str = DEFAULT_BOARD,
 def run_make(
     args: list[str], timeout: float = 900, on_line: Callable[[str], None] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``make -C firmware -jN *args`` under an exclusive file lock (firmware/build/.lock),
-    so concurrent processes never build into the same directory at once.
+    """Run ``make -C firmware -jN *args`` under an exclusive file lock (<build dir>/.lock),
+    so concurrent processes never build into the same directory at once. The build and deps
+    directories (BUILD_DIR, DEPS_DIR) and this interpreter (which fetches the deps) are
+    passed to make.
 
     With ``on_line``, make's output (stdout and stderr merged) is passed on line by line as
     it comes (the CLI's progress display) and returned as ``stdout``. A build killed at
     ``timeout`` returns code -9 either way (``subprocess.run`` would raise instead).
     """
-    cmd = ["make", "-C", str(FIRMWARE_DIR), f"-j{os.cpu_count() or 2}", *args]
+    cmd = ["make", "-C", str(FIRMWARE_DIR), f"-j{os.cpu_count() or 2}",
+           f"WB_BUILD_ROOT={BUILD_DIR}", f"WB_DEPS_DIR={DEPS_DIR}", f"PYTHON={sys.executable}",
+           *args]
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     with open(BUILD_DIR / ".lock", "w") as lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_line is not None:
-                on_line("waiting for another build to finish (firmware/build/.lock)")
+                on_line(f"waiting for another build to finish ({BUILD_DIR / '.lock'})")
             fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             if on_line is None:

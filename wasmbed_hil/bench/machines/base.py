@@ -25,6 +25,10 @@ __all__ = ["Machine", "MachineError"]
 class Machine(Protocol):
     name: str
     #: Every console line so far, oldest first ("[harness] ..." lines mark power and resets).
+    #: A machine may also keep ``console_at``, the time.time() at which each line was
+    #: recorded, index for index (QemuMachine and RenodeMachine do): the report's timeline
+    #: puts the lines on the clock of the gateway's events. Optional: without it the lines
+    #: are left out of the timeline, not of the console attachment.
     console: list[str]
     #: Called on the loop with each new console line (the handle's lifecycle listens here).
     on_line: Callable[[str], None] | None

@@ -4,6 +4,12 @@ UART0 is the console: QEMU's stdio, read line by line into `console` (and consol
 Reset goes through QMP (a unix socket in the machine's directory: no port to pick). A power
 cut kills the process at once, as pulling the plug would; `start()` again boots afresh.
 
+With a GDB request (bench.machines.gdb, pytest's --hil-gdb), QEMU's GDB server listens on a
+socket the harness bound on 127.0.0.1 with a kernel-chosen port and handed over
+(``-chardev socket,fd=N,server=on`` + ``-gdb chardev:gdb``), kept for the machine's
+lifetime: ``gdb_port`` is known before QEMU starts and stays the same over power cycles.
+``halted`` adds ``-S``: every boot waits at the reset vector for the debugger's continue.
+
 No process outlives its harness: each is killed explicitly on stop, is started under
 `setpriv --pdeathsig KILL` where available (the kernel kills it if the harness thread dies),
 and an atexit hook kills whatever is still registered.
@@ -15,6 +21,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,6 +33,9 @@ from pathlib import Path
 from ...aio import cancel_and_wait
 from ..boards import DEFAULT_BOARD, Board, BoardError, load_board
 from ..errors import MachineError
+from .gdb import GdbListener, GdbRequest, attach_hint
+
+log = logging.getLogger(__name__)
 
 _LIVE: set[int] = set()  # pids of running machines, for the atexit safety net
 
@@ -59,6 +69,7 @@ def qemu_command(
     127.0.0.1:``uart1_port`` (the harness listens first; nodelay avoids 40 ms Nagle stalls),
     any other UART below them is ``null``.
     ``qmp_socket``: a unix socket path on which QEMU serves QMP (server, no wait).
+    (A GDB server is added per boot by QemuMachine: gdb_arguments.)
     """
     spec = board if isinstance(board, Board) else load_board(board)
     if spec.qemu_machine is None:
@@ -86,8 +97,17 @@ def qemu_command(
     return argv
 
 
+def gdb_arguments(fd: int, halted: bool) -> list[str]:
+    """QEMU's GDB server on the listening socket `fd` (inherited); -S when `halted`."""
+    args = ["-chardev", f"socket,id=gdb,fd={int(fd)},server=on,wait=off", "-gdb", "chardev:gdb"]
+    return [*args, "-S"] if halted else args
+
+
 class QemuMachine:
-    """A bench.machines.base.Machine: one qemu-system-arm process per boot."""
+    """A bench.machines.base.Machine: one qemu-system-arm process per boot.
+
+    ``gdb``: serve GDB on every boot (see the module's docstring); ``gdb_port`` is its port.
+    """
 
     label = "emulator"
 
@@ -97,12 +117,17 @@ class QemuMachine:
         argv: list[str],
         workdir: Path,
         on_line: Callable[[str], None] | None = None,
+        gdb: GdbRequest | None = None,
     ) -> None:
         self.name = name
         self.argv = argv
+        self.gdb = gdb
+        # Bound now, kept until close(): the port is known before a boot, the same after.
+        self._gdb_listener = GdbListener() if gdb is not None else None
         self.workdir = workdir
         self.on_line = on_line
         self.console: list[str] = []
+        self.console_at: list[float] = []  # time.time() of each console line, in step
         self.stderr = b""
         self.boots = 0
         self.started_at = 0.0
@@ -125,6 +150,23 @@ class QemuMachine:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def gdb_port(self) -> int | None:
+        """The port of the GDB server on 127.0.0.1 (None without a GDB request)."""
+        return self._gdb_listener.port if self._gdb_listener is not None else None
+
+    @property
+    def elf(self) -> str:
+        """The image QEMU runs (its -kernel)."""
+        return self.argv[self.argv.index("-kernel") + 1] if "-kernel" in self.argv else "?"
+
+    def gdb_hint(self) -> str:
+        """How to attach a debugger ("" without a GDB server)."""
+        port = self.gdb_port
+        if port is None or self.gdb is None:
+            return ""
+        return attach_hint(self.elf, port, self.name, self.gdb.halted)
+
     async def start(self) -> None:
         if self.running:
             return
@@ -135,6 +177,10 @@ class QemuMachine:
         if "-qmp" not in self.argv:
             self.qmp_path.unlink(missing_ok=True)
             argv += ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        pass_fds: tuple[int, ...] = ()
+        if self.gdb is not None and self._gdb_listener is not None:
+            pass_fds = (self._gdb_listener.fileno(),)
+            argv += gdb_arguments(pass_fds[0], self.gdb.halted)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -142,6 +188,7 @@ class QemuMachine:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         except OSError as exc:
             raise MachineError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
@@ -149,6 +196,10 @@ class QemuMachine:
         self.boots += 1
         self.started_at = time.monotonic()
         self._line(f"[harness] power on (boot {self.boots}, pid {self._proc.pid})")
+        if self._gdb_listener is not None:
+            hint = self.gdb_hint()
+            self._line(f"[harness] {hint}")
+            log.warning("%s", hint)
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._tasks = [
             asyncio.create_task(self._read_console(self._proc.stdout)),
@@ -156,6 +207,7 @@ class QemuMachine:
         ]
 
     def _line(self, text: str) -> None:
+        self.console_at.append(time.time())  # first: a reader zips the two, never misaligned
         self.console.append(text)
         self._console_file.write(text + "\n")
         if self.on_line is not None:
@@ -194,6 +246,9 @@ class QemuMachine:
     async def close(self) -> None:
         await self.power_cut()
         self._console_file.close()
+        if self._gdb_listener is not None:
+            self._gdb_listener.close()
+            self._gdb_listener = None
         if self._short_dir is not None:
             shutil.rmtree(self._short_dir, ignore_errors=True)
 

@@ -140,6 +140,7 @@ class VirtualDevice:
         self.faults = FaultState()
         self.events = EventLog()
         self.console: list[str] = []
+        self.console_at: list[float] = []  # time.time() of each console line, in step
         self.lifecycle = Lifecycle.OFF
         self.last_reject: tuple[ErrorCode, str] | None = None
         self.last_error: str = ""
@@ -230,6 +231,7 @@ class VirtualDevice:
 
     # ================================================================== internals
     def _log(self, line: str) -> None:
+        self.console_at.append(time.time())
         self.console.append(f"[{time.monotonic() - self._booted_at:9.3f}] {line}")
 
     def _set_lifecycle(self, state: Lifecycle, **data: object) -> None:

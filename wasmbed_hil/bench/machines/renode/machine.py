@@ -30,6 +30,15 @@ monitor, the monitor does not answer as Renode does, or CreateServerSocketTermin
 with an address-in-use error): the boot is torn down and retried with new ports,
 ``attempts`` times in all.
 
+GDB (pytest --hil-gdb, bench.machines.gdb): right after ``include`` the machine sends
+``machine StartGdbServer PORT`` (its port picked with the terminals' and as racy as theirs:
+Renode binds it itself); ``halted`` first pauses the emulation and resets the machine
+(``pause``, ``machine Reset``: the CPU at its reset vector) and passes Renode's
+autostartEmulation flag (``machine StartGdbServer PORT true``), so the emulation goes on
+when a debugger attaches and continues. Written from Renode's documentation, not run here
+(Renode cannot be installed on this project's machines): tests/test_renode_gdb.py checks
+the commands against a modelled transcript.
+
 No process outlives the harness: each runs in its own process group under
 ``setpriv --pdeathsig KILL`` where available, is killed as a group when it does not quit,
 and an atexit hook kills whatever is still registered.
@@ -41,6 +50,7 @@ import asyncio
 import atexit
 import contextlib
 import importlib.util
+import logging
 import os
 import re
 import shutil
@@ -54,6 +64,7 @@ from typing import TextIO
 from ....aio import cancel_and_wait
 from ...errors import MachineError
 from ...link.pump import Pump
+from ..gdb import GdbRequest, attach_hint
 from .monitor import (
     MonitorClient,
     MonitorCommandError,
@@ -62,6 +73,8 @@ from .monitor import (
     Pyrenode3Monitor,
 )
 from .scripts import check_name, include_command
+
+log = logging.getLogger(__name__)
 
 Endpoint = tuple[str, int]
 #: (machine name, link port, console port) -> the script's text
@@ -491,8 +504,14 @@ class RenodeMachine:
         sync_token: str | None = None,
         monitor: MonitorTransport | None = None,
         process_factory: Callable[[str, Path], RenodeProcess] = RenodeProcess,
+        gdb: GdbRequest | None = None,
+        image: Path | None = None,
     ) -> None:
         self.name = check_name(name, "machine name")
+        self.gdb = gdb
+        self.image = image  # the ELF, for the debugger's attach command
+        #: The port of this boot's GDB server (picked before include, started after it).
+        self.gdb_port: int | None = None
         self.workdir = workdir
         self.script = script
         self.link = link
@@ -504,6 +523,7 @@ class RenodeMachine:
         self.sync_token = sync_token
         self.process_factory = process_factory
         self.console: list[str] = []
+        self.console_at: list[float] = []  # time.time() of each console line, in step
         self.boots = 0
         self.started_at = 0.0
         self.last_report = ""
@@ -535,6 +555,7 @@ class RenodeMachine:
         return self._control.pid
 
     def _line(self, text: str) -> None:
+        self.console_at.append(time.time())  # first: a reader zips the two, never misaligned
         self.console.append(text)
         self._console_file.write(text + "\n")
         if self.on_line is not None:
@@ -577,7 +598,9 @@ class RenodeMachine:
 
         def prepare() -> Path:
             # Called right before `include`: the terminal ports' window is one round trip.
-            terminal_ports[:] = pick_free_ports(2)
+            ports = pick_free_ports(2 if self.gdb is None else 3)
+            terminal_ports[:] = ports[:2]
+            self.gdb_port = ports[2] if self.gdb is not None else None
             script.write_text(self.script(name, *terminal_ports))
             return script
 
@@ -586,6 +609,7 @@ class RenodeMachine:
             monitor_port = pick_free_ports(1)[0]
             try:
                 await self._control.boot(name, prepare, monitor_port)
+                await self._start_gdb()
                 break
             except _PortLost as exc:
                 problems.append(str(exc))
@@ -600,10 +624,16 @@ class RenodeMachine:
             )
         link_port, console_port = terminal_ports
         self.ports = {"monitor": monitor_port, "link": link_port, "console": console_port}
+        if self.gdb_port is not None:
+            self.ports["gdb"] = self.gdb_port
         self.boots += 1
         self.started_at = time.monotonic()
         self._line(f"[harness] power on (boot {self.boots}, renode {self._control.kind}, "
                    f"pid {self.pid})")
+        if self.gdb_port is not None:
+            hint = self.gdb_hint()
+            self._line(f"[harness] {hint}")
+            log.warning("%s", hint)
         try:
             self._console = await ConsoleTerminal.open(("127.0.0.1", console_port), self._line)
             if self.link is not None:
@@ -611,6 +641,25 @@ class RenodeMachine:
         except BaseException:
             await self.power_cut()
             raise
+
+    async def _start_gdb(self) -> None:
+        """The GDB server of this boot (after include: the machine exists and runs)."""
+        if self.gdb is None or self.gdb_port is None:
+            return
+        monitor = self._control.monitor
+        assert monitor is not None
+        if self.gdb.halted:
+            await self.run(monitor, "pause", 30)
+            await self.run(monitor, "machine Reset", 30)
+        autostart = " true" if self.gdb.halted else ""
+        await self.run(monitor, f"machine StartGdbServer {int(self.gdb_port)}{autostart}", 30)
+
+    def gdb_hint(self) -> str:
+        """How to attach a debugger ("" without a GDB server)."""
+        if self.gdb is None or self.gdb_port is None:
+            return ""
+        return attach_hint(self.image or "path/to/wasmbed.elf", self.gdb_port, self.name,
+                           self.gdb.halted)
 
     async def power_cut(self) -> None:
         """Stop the machine now (pause, then quit or remove it); RAM is lost."""

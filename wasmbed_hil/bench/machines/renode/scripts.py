@@ -26,9 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .... import resources
 from ...firmware.blob import BLOB_ADDRESS
 
-RENODE_DIR = Path(__file__).resolve().parents[4] / "renode"
+RENODE_DIR = resources.renode_dir()  # the checkout's renode/, or the packaged copy
 PLATFORM = RENODE_DIR / "mps2-an385.repl"
 DEVICE_TEMPLATE = RENODE_DIR / "wasmbed-device.resc"
 BOARDS_DIR = RENODE_DIR / "boards"
