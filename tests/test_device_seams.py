@@ -403,7 +403,10 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
     group = Group()
     for cls in backend_classes():
         cls.add_options(group)
-    assert set(group.added) == {"--renode-binary", "--virtual-relay"}
+    # the firmware backends share --hil-firmware and --hil-board (the plugin declares them once)
+    assert set(group.added) == {"--renode-binary", "--virtual-relay", "--hil-firmware",
+                                "--hil-board"}
+    assert "for firmware backends (qemu, renode)" in group.added["--hil-firmware"]["help"]
     assert group.added["--renode-binary"]["dest"] == "renode_binary"
     assert "for --hil-backend=renode; sets $WASMBED_RENODE" in group.added[
         "--renode-binary"]["help"]
@@ -413,7 +416,7 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
     renode.apply_options({"renode_binary": None}.get)
     assert "WASMBED_RENODE" not in os.environ
     renode.apply_options({"renode_binary": "/opt/renode/renode"}.get)
-    (option,) = renode.options
+    (option,) = [o for o in renode.options if o.flag == "--renode-binary"]
     assert option.value() == "/opt/renode/renode"
     from wasmbed_hil.bench.backends.virtual import relay_default
 

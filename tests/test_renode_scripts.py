@@ -17,6 +17,7 @@ import pytest
 
 from wasmbed_hil.bench.backends import get_backend
 from wasmbed_hil.bench.backends.renode import RENODE_MISSING, RenodeBackend
+from wasmbed_hil.bench.boards import load_board
 from wasmbed_hil.bench.firmware.blob import BLOB_ADDRESS, BLOB_MAX_SIZE
 from wasmbed_hil.bench.machines.renode import machine as renode_machine
 from wasmbed_hil.bench.machines.renode.repl import ReplError, parse_repl
@@ -123,7 +124,8 @@ def test_every_socket_terminal_is_raw_not_telnet(board, files):
 def test_templates_use_exactly_the_documented_placeholders(board):
     names = set(re.findall(r"\{\{([A-Z_]+)\}\}", board.template.read_text()))
     common = {"MACHINE", "ELF", "BLOB", "LINK_PORT", "CONSOLE_PORT", "CONSOLE_LOG"}
-    assert names == (common | {"PLATFORM"} if board is MPS2_AN385 else common)
+    device = {"PLATFORM", "CONSOLE_UART", "LINK_UART", "BLOB_ADDRESS"}
+    assert names == (common | device if board is MPS2_AN385 else common)
 
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
@@ -144,7 +146,8 @@ def test_blob_address_agrees_with_blob_py_and_board_h():
     assert int(re.search(r"#define WB_BLOB_ADDRESS (0x[0-9A-Fa-f]+)u", board_h)[1], 16) == (
         BLOB_ADDRESS
     )
-    assert f"LoadBinary @{{{{BLOB}}}} 0x{BLOB_ADDRESS:08X}" in DEVICE_TEMPLATE.read_text()
+    assert "LoadBinary @{{BLOB}} {{BLOB_ADDRESS}}" in DEVICE_TEMPLATE.read_text()
+    assert load_board("mps2-an385").blob_address == BLOB_ADDRESS
 
 
 def test_include_command_names_the_script_by_absolute_path(files):
@@ -396,3 +399,50 @@ def test_renode_dir_holds_the_documented_files():
                 "boards/stm32f4_discovery.resc", "boards/nrf52840dk.resc",
                 "boards/stm32f746g_disco.resc"):
         assert (RENODE_DIR / rel).is_file(), rel
+
+
+def test_a_board_file_gives_the_device_script_its_uarts_and_blob_address(files):
+    """--hil-board: the [renode] UART names and the [blob] address of a board file reach the
+    script (the renode backend passes them); bad ones are refused like any value."""
+    script = _device(files, console_uart="uart2", link_uart="uart0", blob_address=0x20000000)
+    assert _commands(script) == _expected(str(PLATFORM), "uart2", "uart0", 0x20000000, files)
+    with pytest.raises(ScriptError, match="two UARTs"):
+        _device(files, console_uart="uart1", link_uart="uart1")
+    with pytest.raises(ScriptError, match="console UART"):
+        _device(files, console_uart="uart0; quit")
+    with pytest.raises(ScriptError, match="32-bit address"):
+        _device(files, blob_address=1 << 32)
+
+
+def test_the_renode_backend_runs_the_board_files_platform_and_each_devices_image(
+        files, tmp_path, monkeypatch):
+    from wasmbed_hil.bench.loop import LoopThread
+    from wasmbed_hil.pki import FleetCA
+
+    board = tmp_path / "b.toml"
+    board.write_text(
+        'name = "b"\n[uart]\nconsole = 1\nlink = 0\n[blob]\naddress = 0x20001000\n'
+        'max_size = 0x4000\n[memory]\nflash_size = 1\nram_size = 1\n'
+        '[renode]\nrepl = "mps2-an385.repl"\nconsole_uart = "usart2"\nlink_uart = "usart3"\n')
+    monkeypatch.setenv("WASMBED_HIL_BOARD", str(board))
+    monkeypatch.setenv("WASMBED_HIL_FIRMWARE", str(files["elf"]))
+    files["elf"].write_bytes(b"\x7fELF\x01\x01\x01" + bytes(9) + b"\x02\x00\x28\x00" + bytes(32))
+    own = tmp_path / "own.elf"
+    own.write_bytes(files["elf"].read_bytes())
+    loop = LoopThread()
+    try:
+        backend = RenodeBackend(loop, tmp_path)
+        assert backend.elf == files["elf"]  # the given image: nothing built
+        device = backend.create("d1", FleetCA.create().issue_device("d1"), ("127.0.0.1", 9),
+                                firmware=own)
+        blob = tmp_path / "machines" / "d1" / "blob.bin"
+        script = device.machine.script("d1", 40001, 40002)
+        assert f"LoadPlatformDescription @{RENODE_DIR / 'mps2-an385.repl'}" in script
+        assert "connector Connect sysbus.usart3 d1_link" in script
+        assert "connector Connect sysbus.usart2 d1_console" in script
+        assert f"sysbus LoadELF @{own}" in script
+        assert f"sysbus LoadBinary @{blob} 0x20001000" in script
+        device.close()
+        backend.close()
+    finally:
+        assert loop.close() == []

@@ -20,8 +20,9 @@ BenchScope scopes the Robot library's tests); under pytest-xdist each worker has
 loop, CA, ports and directories.
 
 The plugin registers its markers (MARKERS: backend_specific, hil_gateway, hil_platform,
-hil_fault), so a project under --strict-markers needs no list of its own, and fails a run
-whose tests leave a child process behind (leaks.py; --hil-no-leak-check turns it off).
+hil_fault, hil_firmware), so a project under --strict-markers needs no list of its own, and
+fails a run whose tests leave a child process behind (leaks.py; --hil-no-leak-check turns it
+off).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ MARKERS = {
     "control_plane (e.g. gateways=2)",
     "hil_fault": "hil_fault(name): the scenario injects fault `name` (the Allure label "
     "`fault` and a JUnit property of the same name; reports group by it)",
+    "hil_firmware": "hil_firmware(path): the test's devices run this firmware image (an ELF "
+    "for ARM; relative to the test file) instead of the run's (firmware backends only; skips "
+    "on others)",
 }
 
 
@@ -121,8 +125,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="do not fail the run when tests leave child processes behind (the check is on "
         "by default; under pytest-xdist each worker checks its own children)",
     )
+    once = _OnceGroup(group)  # settings several backends share are declared once
     for backend in backend_classes():  # each backend declares its own settings
-        backend.add_options(group)
+        backend.add_options(once)
+
+
+class _OnceGroup:
+    """An option group that declares each flag once (the firmware backends share
+    --hil-firmware and --hil-board)."""
+
+    def __init__(self, group: Any) -> None:
+        self._group = group
+        self._seen: set[str] = set()
+
+    def addoption(self, *opts: str, **attrs: Any) -> None:
+        if opts[0] not in self._seen:
+            self._seen.add(opts[0])
+            self._group.addoption(*opts, **attrs)
 
 
 PREVIOUS_TIMEOUT = pytest.StashKey[float]()
@@ -152,6 +171,29 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
+    _check_firmware_settings(name)
+
+
+def _check_firmware_settings(backend: str) -> None:
+    """--hil-firmware and --hil-board: given to a backend that runs firmware, and valid."""
+    from ..bench.boards import BOARD_ENV, BoardError, resolve_board
+    from ..bench.firmware.image import FIRMWARE_ENV, FirmwareImageError, check_image
+
+    firmware = os.environ.get(FIRMWARE_ENV)
+    if not get_backend(backend).runs_firmware:
+        if firmware:
+            raise pytest.UsageError(
+                f"--hil-firmware ({FIRMWARE_ENV}={firmware}): the {backend} backend runs no "
+                "firmware image; use a firmware backend (--hil-backend=qemu or renode)")
+        return
+    try:
+        if firmware:  # absolute from here on, whatever directory reads it
+            os.environ[FIRMWARE_ENV] = str(check_image(firmware))
+        resolve_board()
+    except FirmwareImageError as exc:
+        raise pytest.UsageError(f"--hil-firmware: {exc}") from None
+    except BoardError as exc:
+        raise pytest.UsageError(f"--hil-board ({BOARD_ENV}): {exc}") from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -179,11 +221,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    from ..bench.boards import BOARD_ENV, DEFAULT_BOARD
+    from ..bench.firmware.image import FIRMWARE_ENV
+
     seed = config.getoption("--hil-fault-seed")
+    backend = config.getoption("--hil-backend")
     prov = project_provenance(config)
-    return [f"wasmbed-hil {prov['wasmbed-hil']}: backend={config.getoption('--hil-backend')}, "
-            f"fault seed={seed} (replay with --hil-fault-seed={seed})",
-            f"project: {prov['project']} (commit {prov['commit']})"]
+    lines = [f"wasmbed-hil {prov['wasmbed-hil']}: backend={backend}, "
+             f"fault seed={seed} (replay with --hil-fault-seed={seed})",
+             f"project: {prov['project']} (commit {prov['commit']})"]
+    if get_backend(backend).runs_firmware:
+        image = os.environ.get(FIRMWARE_ENV) or "ours (built from firmware/)"
+        lines.append(f"wasmbed-hil: board {os.environ.get(BOARD_ENV) or DEFAULT_BOARD}, "
+                     f"firmware image {image}")
+    return lines
 
 
 @pytest.fixture(scope="session")
@@ -321,9 +372,20 @@ def device_factory(
     request: pytest.FixtureRequest,
 ) -> DeviceFactory:
     """make(name=None, *, credentials=None, key_type="p256", start=True, online=True,
-    **options) -> a device on the chosen backend connected to `gateway`; online=True waits
-    until it is enrolled and has a session. The devices are closed at teardown."""
+    firmware=None, **options) -> a device on the chosen backend connected to `gateway`;
+    online=True waits until it is enrolled and has a session; firmware=PATH (or the test's
+    @pytest.mark.hil_firmware) runs that image on a firmware backend. The devices are closed
+    at teardown."""
     counter = iter(range(1_000_000))
+    mark = request.node.get_closest_marker("hil_firmware")
+    marked_firmware = None
+    if mark is not None:
+        if len(mark.args) != 1 or mark.kwargs:
+            raise pytest.UsageError(f"{request.node.nodeid}: hil_firmware takes one path")
+        if not hil_backend.runs_firmware:
+            pytest.skip(f"hil_firmware: the {hil_backend.name} backend runs no firmware image")
+        # a relative path is the test file's neighbour, wherever pytest was started
+        marked_firmware = Path(request.node.path).parent / Path(mark.args[0]).expanduser()
 
     def make(
         name: str | None = None,
@@ -332,15 +394,26 @@ def device_factory(
         key_type: str = "p256",
         start: bool = True,
         online: bool = True,
+        firmware: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> DeviceHandle:
         """A device on the chosen backend, connected to `gateway`.
 
         online=True waits until it is enrolled and has a session (not for a device halted
-        for a debugger: --hil-gdb=halted); start=False leaves it powered off. `options` go
-        to the backend (e.g. max_frame_size, max_module_size).
+        for a debugger: --hil-gdb=halted); start=False leaves it powered off. `firmware`: the
+        image this device runs (default: the test's @pytest.mark.hil_firmware, else the run's
+        --hil-firmware, else ours); firmware backends only. `options` go to the backend (e.g.
+        max_frame_size, max_module_size).
         """
         name = name or f"device-{next(counter)}"
+        if firmware is not None:
+            if not hil_backend.runs_firmware:
+                raise pytest.UsageError(
+                    f"device_factory(firmware={firmware!r}): the {hil_backend.name} backend "
+                    "runs no firmware image; use --hil-backend=qemu or renode")
+            options["firmware"] = firmware
+        elif marked_firmware is not None:
+            options["firmware"] = marked_firmware
         handle = hil_scope.device(hil_backend, name, gateway, credentials=credentials,
                                   key_type=key_type, **options)
         evidence(request).devices.append(handle)

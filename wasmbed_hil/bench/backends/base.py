@@ -34,6 +34,7 @@ class BackendOption:
     flag: str  # e.g. "--renode-binary"
     env: str  # e.g. "WASMBED_RENODE"
     help: str
+    backends: str = ""  # whom it is for, when several backends share it (default: the one)
 
     @property
     def dest(self) -> str:
@@ -52,6 +53,8 @@ class OptionGroup(Protocol):
 class Backend(ABC):
     name: ClassVar[str]
     options: ClassVar[tuple[BackendOption, ...]] = ()
+    #: Whether the backend runs firmware images (--hil-firmware, --hil-board apply to it).
+    runs_firmware: ClassVar[bool] = False
 
     def __init__(self, loop: LoopThread, workdir: Path) -> None:
         self.loop = loop
@@ -64,7 +67,8 @@ class Backend(ABC):
         for option in cls.options:
             group.addoption(
                 option.flag, dest=option.dest, default=None,
-                help=f"{option.help} (for --hil-backend={cls.name}; sets ${option.env})",
+                help=f"{option.help} (for {option.backends or '--hil-backend=' + cls.name}; "
+                f"sets ${option.env})",
             )
 
     @classmethod

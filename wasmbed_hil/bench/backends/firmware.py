@@ -25,10 +25,12 @@ from typing import Any, ClassVar
 from ...gateway.events import EventLog
 from ...pki import Credentials
 from ...protocol import ErrorCode
+from ..boards import BOARD_ENV, DEFAULT_BOARD, Board, BoardError, board_names, resolve_board
 from ..console import parse_line
 from ..consolelog import ConsoleLog
 from ..device import DeviceHandle, Faults, Lifecycle
 from ..errors import InfrastructureError, MachineDied
+from ..firmware.image import FIRMWARE_ENV, FirmwareImageError, check_image
 from ..link.bridge import Bridge
 from ..link.pump import Impairment
 from ..linkhandle import LinkHandle
@@ -36,7 +38,7 @@ from ..loop import LoopThread
 from ..machines.base import Machine
 from ..points import DeviceAction
 from ..seams import Link
-from .base import Backend
+from .base import Backend, BackendOption
 
 # device_factory(**options) the firmware accepts, carried in the blob's configuration entry.
 DEVICE_OPTIONS = {"max_frame_size", "max_module_size", "window", "max_apps"}
@@ -44,7 +46,6 @@ DEVICE_OPTIONS = {"max_frame_size", "max_module_size", "window", "max_apps"}
 # field: 30 s after a refusal), so scenarios need not wait half a minute.
 HARNESS_TIMING = {"backoff_initial_ms": 50, "backoff_max_ms": 1000, "reject_backoff_ms": 1000,
                   "setup_timeout_ms": 5000}
-# What building the image needs (an emulator is not needed to build it).
 
 
 class FirmwareFaults(Faults):
@@ -243,7 +244,8 @@ _DIGESTS: dict[Path, str] = {}
 
 
 def firmware_digest(path: Path | None = None) -> str | None:
-    """A short sha256 of the built firmware image (None when there is none), for reports."""
+    """A short sha256 of the firmware image ``path`` (default: our built image; None when
+    there is none), for reports."""
     from ..firmware.build import image_path
 
     if path is None:
@@ -302,15 +304,23 @@ def image_facts(board_label: str, path: Path | None = None) -> dict[str, str]:
     return facts
 
 
-def firmware_image() -> Path:
-    """The firmware image, built if the toolchain is here (no emulator needed for that),
-    else one built earlier."""
-    from ..firmware.build import FirmwareBuildError, ensure_image, image_path, missing_tools
+def firmware_image(port: str | None = None) -> Path:
+    """Our firmware image for the port ``port`` (firmware/ports/<port>, default the default
+    board's), built if the toolchain is here (no emulator needed for that), else one built
+    earlier."""
+    from ..firmware.build import (
+        DEFAULT_BOARD,
+        FirmwareBuildError,
+        ensure_image,
+        image_path,
+        missing_tools,
+    )
 
+    port = port or DEFAULT_BOARD
     missing = missing_tools()
     if not missing:
-        return ensure_image()
-    elf = image_path()
+        return ensure_image(board=port)
+    elf = image_path(port)
     if elf.is_file():
         return elf
     raise FirmwareBuildError(
@@ -318,10 +328,19 @@ def firmware_image() -> Path:
     )
 
 
+def given_image() -> Path | None:
+    """The user's own image (--hil-firmware, i.e. $WASMBED_HIL_FIRMWARE), checked; None when
+    none is given (our image is built then)."""
+    value = FIRMWARE.value()
+    return check_image(value) if value else None
+
+
 def image_unavailable_reason() -> str | None:
-    """Why no firmware image can be had here (neither built nor buildable), or None."""
+    """Why no firmware image can be had here (neither given, built nor buildable), or None."""
     from ..firmware.build import image_path, missing_tools
 
+    if FIRMWARE.value():
+        return None  # checked when the run starts (pytest: a usage error)
     missing = missing_tools()
     if missing and not image_path().is_file():
         return (
@@ -331,59 +350,136 @@ def image_unavailable_reason() -> str | None:
     return None
 
 
-class FirmwareBackend(Backend):
-    """A backend that runs the firmware image, one Machine per device.
+FIRMWARE = BackendOption(
+    "--hil-firmware", FIRMWARE_ENV,
+    "your own firmware image, an ELF for ARM, instead of ours (then nothing is built); "
+    "pytest --pyargs wasmbed_hil.conformance checks that it meets the contract",
+    backends="firmware backends (qemu, renode)",
+)
+BOARD = BackendOption(
+    "--hil-board", BOARD_ENV,
+    f"the board: the name of a shipped board ({', '.join(board_names())}; default "
+    f"{DEFAULT_BOARD}) or the path of a board file (docs/firmware-contract.md)",
+    backends="firmware backends (qemu, renode)",
+)
 
-    Subclasses set `board` (the report's label) and implement `make_machine`; they usually
-    also say when they are unavailable. The devices are FirmwareDeviceHandles.
+
+class FirmwareBackend(Backend):
+    """A backend that runs a firmware image, one Machine per device.
+
+    Subclasses set `emulator` (the report's label: "QEMU", "Renode"; or `board`, a fixed
+    label) and implement `make_machine`; they usually also say when they are unavailable.
+    The board (`board_spec`) comes from --hil-board; the image is the user's (--hil-firmware,
+    or per device `firmware=`) or ours, built on first use. The devices are
+    FirmwareDeviceHandles.
     """
 
-    board: ClassVar[str]
+    board: ClassVar[str] = ""
+    emulator: ClassVar[str] = ""
+    runs_firmware = True
+    options = (FIRMWARE, BOARD)
 
     def __init__(self, loop: LoopThread, workdir: Path) -> None:
         super().__init__(loop, workdir)
-        self.elf = self.firmware_image()
+        self.board_spec: Board = resolve_board()
         self.bridge = Bridge()
+        self._images: dict[str, Path] = {}
+
+    @functools.cached_property
+    def elf(self) -> Path:
+        """The image of devices that were given none of their own: the user's
+        (--hil-firmware) or ours, built now (not before a device needs it)."""
+        return self.firmware_image()
+
+    def image_of(self, name: str) -> Path:
+        """The image device `name` runs: its own (``firmware=``) or the backend's."""
+        return self._images.get(name) or self.elf
 
     @classmethod
     def firmware_image(cls) -> Path:
-        return firmware_image()
+        """The user's image if one is given, else ours for the board's firmware port."""
+        given = given_image()
+        if given is not None:
+            return given
+        board = resolve_board()
+        if board.firmware_port is None:
+            raise FirmwareImageError(
+                f"board {board.name} ({board.source}) has no firmware of ours (no "
+                "firmware_port): give your image with --hil-firmware or firmware=PATH")
+        return firmware_image(board.firmware_port)
+
+    @classmethod
+    def board_label(cls) -> str:
+        """The board as reports name it: the board file's (--hil-board) and the emulator,
+        or the class's fixed `board` label."""
+        if cls.emulator:
+            try:
+                return resolve_board().label(cls.emulator)
+            except BoardError:
+                return cls.board or cls.emulator
+        return cls.board
+
+    @classmethod
+    def run_image(cls) -> Path | None:
+        """The image the run's devices run unless given their own: the user's
+        (--hil-firmware), else ours for the board's port (None when there is none)."""
+        from ..firmware.build import image_path
+
+        try:
+            given = given_image()
+            if given is not None:
+                return given
+            port = resolve_board().firmware_port
+            return image_path(port) if port else None
+        except (ValueError, InfrastructureError):  # bad settings (a usage error), no sources
+            return None
 
     @classmethod
     def image(cls) -> dict[str, str]:
-        return image_facts(cls.board)
+        return image_facts(cls.board_label(), cls.run_image())
 
     @classmethod
     def provenance(cls) -> dict[str, str]:
-        labels = {"board": cls.board}
-        digest = firmware_digest()
+        labels = {"board": cls.board_label()}
+        digest = firmware_digest(cls.run_image())
         if digest:
             labels["firmware"] = digest
         return labels
 
     @abstractmethod
     def make_machine(self, name: str, devdir: Path, blob: Path, link: Link) -> Machine:
-        """A powered-off machine for device `name`: the image `self.elf`, the device's
-        `blob`, its link UART dialling `link.port`; `devdir` is its own directory."""
+        """A powered-off machine for device `name`: the image `self.image_of(name)`, the
+        device's `blob`, its link UART dialling `link.port`; `devdir` is its own directory."""
 
     def create(
         self, name: str, credentials: Credentials, endpoint: tuple[str, int], **options: Any
     ) -> FirmwareDeviceHandle:
+        """``firmware=PATH``: this device runs that image (checked first); the other
+        options are the blob's configuration (DEVICE_OPTIONS)."""
         from ..firmware.blob import build_blob
 
+        firmware = options.pop("firmware", None)
         unknown = set(options) - DEVICE_OPTIONS
         if unknown:
             raise TypeError(
                 f"options not supported on the {self.name} backend: {sorted(unknown)} "
-                f"(supported: {sorted(DEVICE_OPTIONS)})"
+                f"(supported: {sorted(DEVICE_OPTIONS | {'firmware'})})"
             )
+        if firmware is not None:
+            self._images[name] = check_image(firmware)
+        else:
+            self._images.pop(name, None)
         devdir = (self.workdir / "machines" / name).resolve()
         devdir.mkdir(parents=True, exist_ok=True)
         blob = devdir / "blob.bin"
         config = {**HARNESS_TIMING, **options}
-        blob.write_bytes(
-            build_blob(credentials, name, "localhost", seed=os.urandom(32), config=config)
-        )
+        data = build_blob(credentials, name, "localhost", seed=os.urandom(32), config=config)
+        if len(data) > self.board_spec.blob_max_size:
+            raise InfrastructureError(
+                f"{name}: the per-device blob is {len(data)} bytes, more than the "
+                f"{self.board_spec.blob_max_size} the board {self.board_spec.name} has room "
+                f"for (blob.max_size in {self.board_spec.source})")
+        blob.write_bytes(data)
         link = self.loop.run(self.bridge.open_link(name, endpoint))
         try:
             machine = self.make_machine(name, devdir, blob, link)

@@ -1,4 +1,6 @@
-"""The renode backend: the qemu backend's firmware image on Renode's MPS2-AN385 per device.
+"""The renode backend: the qemu backend's firmware image on Renode's MPS2-AN385 per device
+(another board: --hil-board, whose file names its .repl under renode/, its UARTs and its blob
+address; another image: --hil-firmware or firmware=).
 
 Each device is one Renode machine (bench.machines.renode.machine.RenodeMachine) built from
 renode/wasmbed-device.resc: the same firmware/build/mps2-an385/wasmbed.elf and the same
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..boards import BoardError
 from ..loop import LoopThread
 from ..machines.gdb import GdbRequest
 from ..machines.renode.machine import RenodeMachine, find_renode, pyrenode3_configured
-from ..machines.renode.scripts import machine_name, render_device_script
+from ..machines.renode.scripts import RENODE_DIR, machine_name, render_device_script
 from ..seams import Link
 from .base import BackendOption, register
 from .firmware import FirmwareBackend, image_unavailable_reason
@@ -39,8 +42,8 @@ BINARY = BackendOption(
 @register
 class RenodeBackend(FirmwareBackend):
     name = "renode"
-    board = "mps2-an385 (Cortex-M3, Renode)"
-    options = (BINARY,)
+    emulator = "Renode"
+    options = (*FirmwareBackend.options, BINARY)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -56,13 +59,20 @@ class RenodeBackend(FirmwareBackend):
         self.binary = find_renode()
 
     def make_machine(self, name: str, devdir: Path, blob: Path, link: Link) -> RenodeMachine:
-        elf = self.elf
+        elf = self.image_of(name)
         console_log = devdir / "renode-uart0.log"
+        board = self.board_spec
+        if board.renode_repl is None:
+            raise BoardError(f"board {board.name} has no Renode platform ([renode] repl in "
+                             f"{board.source})")
+        platform = RENODE_DIR / board.renode_repl
 
         def script(machine: str, link_port: int, console_port: int) -> str:
             return render_device_script(
                 machine=machine, elf=elf, blob=blob, link_port=link_port,
-                console_port=console_port, console_log=console_log,
+                console_port=console_port, console_log=console_log, platform=platform,
+                console_uart=board.renode_console_uart or "uart0",
+                link_uart=board.renode_link_uart or "uart1", blob_address=board.blob_address,
             )
 
         return RenodeMachine(

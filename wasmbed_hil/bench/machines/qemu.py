@@ -34,9 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...aio import cancel_and_wait
+from ..boards import DEFAULT_BOARD, Board, BoardError, load_board
 from ..consolelog import ConsoleLog
 from ..errors import MachineDied, MachineError
-from ..firmware.build import DEFAULT_BOARD, blob_address
 from .gdb import GdbListener, GdbRequest, attach_hint
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ def _kill_leftovers() -> None:
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
 
 QEMU = "qemu-system-arm"
-#: QEMU's machine (-M) for each firmware board (firmware/ports/<board>) it can run.
-QEMU_MACHINES = {"mps2-an385": "mps2-an385"}
 
 
 def qemu_command(
@@ -64,31 +62,40 @@ def qemu_command(
     uart1_port: int,
     qmp_socket: Path | None = None,
     *,
-    board: str = DEFAULT_BOARD,
+    board: Board | str = DEFAULT_BOARD,
     qemu: str = QEMU,
 ) -> list[str]:
-    """The qemu-system-arm argv running the ``board``'s ``elf`` with the per-device ``blob``.
+    """The qemu-system-arm argv running ``elf`` on ``board`` with the per-device ``blob``.
 
-    UART0 (console) is the process's stdin/stdout; UART1 dials out to
-    127.0.0.1:``uart1_port`` (the harness listens first; nodelay avoids 40 ms Nagle stalls).
+    ``board``: a Board (bench.boards) or the name/path of a board file. It gives the machine
+    (-M) and CPU (-cpu), the blob's load address, and the UART roles, which decide the
+    -serial order: the console UART is the process's stdin/stdout, the link UART dials out to
+    127.0.0.1:``uart1_port`` (the harness listens first; nodelay avoids 40 ms Nagle stalls),
+    any other UART below them is ``null``.
     ``qmp_socket``: a unix socket path on which QEMU serves QMP (server, no wait).
     (A GDB server is added per boot by QemuMachine: gdb_arguments.)
     """
-    if board not in QEMU_MACHINES:
-        raise ValueError(f"no QEMU machine for board {board!r} (QEMU runs {sorted(QEMU_MACHINES)})")
-    # fmt: off
-    argv = [
-        qemu,
-        "-M", QEMU_MACHINES[board],
+    spec = board if isinstance(board, Board) else load_board(board)
+    if spec.qemu_machine is None:
+        raise BoardError(f"no QEMU machine for board {spec.name!r}: its board file "
+                         f"({spec.source}) has no [qemu] table")
+    serial = {
+        "console": "chardev:uart0",
+        "link": f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on",
+        "none": "null",
+    }
+    argv = [qemu, "-M", spec.qemu_machine]
+    if spec.qemu_cpu:
+        argv += ["-cpu", spec.qemu_cpu]
+    argv += [
         "-nographic",
         "-kernel", str(elf),
-        "-device", f"loader,file={blob},addr={blob_address(board):#x},force-raw=on",
+        "-device", f"loader,file={blob},addr={spec.blob_address:#x},force-raw=on",
         "-chardev", "stdio,id=uart0,signal=off",
-        "-serial", "chardev:uart0",
-        "-serial", f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on",
-        "-monitor", "none",
     ]
-    # fmt: on
+    for role in spec.serial_roles():
+        argv += ["-serial", serial[role]]
+    argv += ["-monitor", "none"]
     if qmp_socket is not None:
         argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     return argv

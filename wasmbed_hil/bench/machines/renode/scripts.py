@@ -162,10 +162,20 @@ def _values(
 def render_device_script(
     *, machine: str, elf: Path | str, blob: Path | str, link_port: int, console_port: int,
     console_log: Path | str, platform: Path | str = PLATFORM, template: Path = DEVICE_TEMPLATE,
+    console_uart: str = "uart0", link_uart: str = "uart1", blob_address: int = BLOB_ADDRESS,
 ) -> str:
-    """renode/wasmbed-device.resc for one device (the MPS2-AN385 image)."""
+    """renode/wasmbed-device.resc for one device: by default the MPS2-AN385 image; a board
+    file (bench.boards) gives another `platform`, its UARTs' names and its blob address."""
     values = _values(machine, elf, blob, link_port, console_port, console_log)
     values["PLATFORM"] = str(check_path(platform, "platform description"))
+    values["CONSOLE_UART"] = check_name(console_uart, "console UART")
+    values["LINK_UART"] = check_name(link_uart, "link UART")
+    if console_uart == link_uart:
+        raise ScriptError(f"console and link need two UARTs, both are {link_uart}")
+    if isinstance(blob_address, bool) or not isinstance(blob_address, int) or not (
+            0 <= blob_address < 1 << 32):
+        raise ScriptError(f"blob address {blob_address!r} refused: a 32-bit address is needed")
+    values["BLOB_ADDRESS"] = f"0x{blob_address:08X}"
     return render_template(template.read_text(), values, str(template))
 
 
