@@ -113,6 +113,34 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
+    if workerinput is None:  # the process running the session: the workers start after
+        config.pluginmanager.register(_RunResources(get_backend(name)), "wasmbed-hil-run")
+
+
+class _RunResources:
+    """What the chosen backend shares across the run (Backend.run_resources): entered at
+    configuration, left when the session finishes, before the check for leftover
+    processes."""
+
+    def __init__(self, backend: type[Backend]) -> None:
+        self._cm = backend.run_resources()
+        try:
+            self._cm.__enter__()
+        except Exception as exc:
+            raise pytest.UsageError(f"--hil-backend={backend.name}: {exc}") from exc
+        self._open = True
+
+    def _leave(self) -> None:
+        if self._open:
+            self._open = False
+            self._cm.__exit__(None, None, None)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        self._leave()
+
+    def pytest_unconfigure(self) -> None:
+        self._leave()
 
 
 class _SeedToWorkers:

@@ -313,17 +313,27 @@ class FirmwareBackend(Backend):
         blob.write_bytes(
             build_blob(credentials, name, "localhost", seed=os.urandom(32), config=config)
         )
-        link = self.loop.run(self.bridge.open_link(name, endpoint))
+        link = self.loop.run(self.open_link(name, endpoint))
         try:
             machine = self.make_machine(name, devdir, blob, link)
         except BaseException:
-            self.loop.run(self.bridge.close_link(name))
+            self.loop.run(self.close_link(name))
             raise
         # Closing the device frees its name on the bridge: a device of the same name (a
         # Device resource deleted and made again) gets a new link.
         return FirmwareDeviceHandle(self.loop, name, credentials, machine, link,
                                     backend=self.name,
-                                    release=functools.partial(self.bridge.close_link, name))
+                                    release=functools.partial(self.close_link, name))
+
+    async def open_link(self, name: str, endpoint: tuple[str, int]) -> Link:
+        """The link of device `name` to the gateway at `endpoint` (on the loop): a bridge
+        listener its machine's UART dials; a backend whose UART the harness opens (a
+        board's serial port) overrides it."""
+        return await self.bridge.open_link(name, endpoint)
+
+    async def close_link(self, name: str) -> None:
+        """Close device `name`'s link (after its machine is closed)."""
+        await self.bridge.close_link(name)
 
     def close(self) -> None:
         if self.loop.alive:
