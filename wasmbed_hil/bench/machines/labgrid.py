@@ -254,6 +254,21 @@ def _flasher_beside(power_url: str, index: int) -> str:
     return f"{head}/flash/{index}"
 
 
+def _sync_remote_session(timeout: float = 30.0) -> None:
+    """Let labgrid's client session of this process (one, kept by RemotePlaceManager)
+    take in what the coordinator told it since it last ran: the acquisition just made by
+    labgrid-client is otherwise unknown to it."""
+    import asyncio
+
+    from labgrid.resource.remote import RemotePlaceManager
+
+    manager = RemotePlaceManager.get()
+    session = getattr(manager, "session", None)
+    if session is not None:
+        manager.loop.run_until_complete(
+            asyncio.wait_for(session.sync_with_coordinator(), timeout))
+
+
 def take_remote(coordinator: str, tags: str = "board=standin",
                 timeout: float = 120.0) -> LabgridBoard:
     """Reserve and acquire a free place with `tags` (``KEY=VALUE[,KEY=VALUE]``)."""
@@ -286,6 +301,7 @@ def take_remote(coordinator: str, tags: str = "board=standin",
             "      NetworkPowerDriver: {delay: 0.0}\n"
             f"options: {{coordinator_address: '{coordinator}'}}\n"
         )
+        _sync_remote_session()
         env = Environment(str(env_file))
         target = env.get_target(place)
         ports = {}
