@@ -284,12 +284,11 @@ def take_remote(coordinator: str, tags: str = "board=standin",
     tmpdir = tempfile.mkdtemp(prefix="wasmbed-place-")
     releases.append(lambda: shutil.rmtree(tmpdir, ignore_errors=True))
     try:
-        _client(coordinator, "-p", "+", "acquire", token=token)
+        acquired = _client(coordinator, "-p", "+", "acquire", token=token)
         releases.insert(0, lambda: _client(coordinator, "-p", "+", "release", token=token))
-        shown = _client(coordinator, "-p", "+", "show", token=token)
-        match = re.search(r"Place '([^']+)'", shown)
+        match = re.search(r"acquired place (\S+)", acquired)
         if match is None:
-            raise BoardUnavailable(f"labgrid-client show: no place in {shown!r}")
+            raise BoardUnavailable(f"labgrid-client acquire: no place in {acquired!r}")
         place = match.group(1)
         env_file = Path(tmpdir) / "env.yaml"
         env_file.write_text(
