@@ -280,16 +280,24 @@ def take_remote(coordinator: str, tags: str = "board=standin",
         raise BoardUnavailable(f"--board-places {tags!r}: KEY=VALUE tags are needed "
                                f"(e.g. board=standin)")
     token = _reserve(coordinator, wanted, timeout)
-    releases: list[Any] = [lambda: _client(coordinator, "cancel-reservation", token)]
+
+    def cancel() -> None:
+        # The coordinator drops a reservation nobody polled for a minute by itself: one
+        # that is gone already is fine.
+        with contextlib.suppress(BoardUnavailable):
+            _client(coordinator, "cancel-reservation", token)
+
+    releases: list[Any] = [cancel]
     tmpdir = tempfile.mkdtemp(prefix="wasmbed-place-")
     releases.append(lambda: shutil.rmtree(tmpdir, ignore_errors=True))
     try:
         acquired = _client(coordinator, "-p", "+", "acquire", token=token)
-        releases.insert(0, lambda: _client(coordinator, "-p", "+", "release", token=token))
         match = re.search(r"acquired place (\S+)", acquired)
         if match is None:
             raise BoardUnavailable(f"labgrid-client acquire: no place in {acquired!r}")
         place = match.group(1)
+        # released by its name: the reservation may have expired by then
+        releases.insert(0, lambda: _client(coordinator, "-p", place, "release"))
         env_file = Path(tmpdir) / "env.yaml"
         env_file.write_text(
             "targets:\n"
