@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +18,7 @@ pytest.importorskip("labgrid")
 
 from wasmbed_hil.bench.lab import files
 from wasmbed_hil.bench.lab.__main__ import power
-from wasmbed_hil.bench.lab.process import parse_spec
+from wasmbed_hil.bench.lab.process import LabProcess, parse_spec
 from wasmbed_hil.bench.lab.standin import LabService, PtyUart, StandinBoard
 from wasmbed_hil.bench.machines.labgrid import (
     BoardUnavailable,
@@ -178,3 +179,44 @@ def test_the_power_command_checks_its_arguments():
         power("http://127.0.0.1:1/power/0/1", "on")
     with pytest.raises(ValueError, match="power action 'toggle'"):
         power("http://127.0.0.1:1/power/0/{value}", "toggle")
+
+
+@pytest.mark.skipif(shutil.which("ser2net") is None and not Path("/usr/sbin/ser2net").exists(),
+                    reason="ser2net not installed (Debian: ser2net)")
+@pytest.mark.timeout(180)
+def test_a_coordinator_hands_each_reservation_a_different_place_and_the_lab_stops_clean():
+    lab = LabProcess(2, coordinator=True)
+    info = lab.start()
+    pids_before = _lab_processes(lab)
+    boards = []
+    try:
+        assert info["places"] == "board=standin" and info["coordinator"].startswith("127.")
+        boards = [take_remote(info["coordinator"], info["places"], timeout=60) for _ in range(2)]
+        assert sorted(b.name for b in boards) == ["board-0", "board-1"]
+        with pytest.raises(BoardUnavailable, match="no free place tagged board=standin"):
+            take_remote(info["coordinator"], info["places"], timeout=3)
+        assert boards[0].flasher.endswith(f"/flash/{boards[0].name[-1]}")
+        assert boards[0].power.get() is False  # NetworkPowerDriver, through simplerest
+        boards.pop().release()
+        again = take_remote(info["coordinator"], info["places"], timeout=60)
+        boards.append(again)
+        assert again.name in ("board-0", "board-1")
+    finally:
+        for board in boards:
+            board.release()
+        lab.close()
+    assert len(pids_before) >= 3  # the lab, its coordinator, its exporter
+    assert not [pid for pid in pids_before if Path(f"/proc/{pid}").exists()]
+
+
+def _lab_processes(lab: LabProcess) -> list[int]:
+    """The lab's process and its children (coordinator, exporter and their own)."""
+    found = [lab.service.pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) in found:
+            found.append(int(stat.parent.name))
+    return [p for p in found if p is not None]
