@@ -220,3 +220,18 @@ def _lab_processes(lab: LabProcess) -> list[int]:
         if int(fields[1]) in found:
             found.append(int(stat.parent.name))
     return [p for p in found if p is not None]
+
+
+def test_the_board_backend_says_what_it_lacks(monkeypatch):
+    from wasmbed_hil.bench.backends.board import BoardBackend
+
+    for name in ("WASMBED_BOARD_ENV", "WASMBED_BOARD_COORDINATOR", "WASMBED_BOARD_LAB"):
+        monkeypatch.delenv(name, raising=False)
+    reason = BoardBackend.unavailable_reason()
+    assert reason is not None and reason.startswith("no boards: give a labgrid environment")
+    with BoardBackend.run_resources():  # no lab asked for: nothing started, nothing set
+        assert "WASMBED_BOARD_ENV" not in os.environ
+    monkeypatch.setenv("WASMBED_BOARD_LAB", "qemu:two")
+    with pytest.raises(ValueError, match="qemu:N or qemu:N:coordinator"), \
+            BoardBackend.run_resources():
+        pass

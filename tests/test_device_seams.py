@@ -401,7 +401,10 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
     group = Group()
     for cls in backend_classes():
         cls.add_options(group)
-    assert set(group.added) == {"--renode-binary", "--virtual-relay"}
+    assert set(group.added) == {"--renode-binary", "--virtual-relay", "--board-env",
+                                "--board-coordinator", "--board-places", "--board-lab",
+                                "--board-wait"}
+    assert "sets $WASMBED_BOARD_LAB" in group.added["--board-lab"]["help"]
     assert group.added["--renode-binary"]["dest"] == "renode_binary"
     assert "for --hil-backend=renode; sets $WASMBED_RENODE" in group.added[
         "--renode-binary"]["help"]
