@@ -83,6 +83,7 @@ class LabgridBoard:
         self._openers = openers
         self._on_release = on_release
         self._power: Any = None
+        self._maybe_on = True  # as found: a run that crashed may have left it on
 
     @property
     def power(self) -> Any:
@@ -91,12 +92,15 @@ class LabgridBoard:
         return self._power
 
     def power_on(self) -> None:
+        self._maybe_on = True
         self.power.on()
 
     def power_off(self) -> None:
         self.power.off()
+        self._maybe_on = False
 
     def power_cycle(self) -> None:
+        self._maybe_on = True
         self.power.cycle()
 
     def flash(self, image: Path, blob: Path) -> None:
@@ -110,8 +114,11 @@ class LabgridBoard:
     def release(self) -> None:
         """Power off, deactivate labgrid's drivers and give the board back."""
         errors = []
-        with contextlib.suppress(Exception):
-            self.power_off()
+        if self._maybe_on:
+            try:
+                self.power_off()
+            except Exception as exc:
+                errors.append(f"power off: {exc}")
         for step in [self.target.cleanup, *self._on_release]:
             try:
                 step()
