@@ -104,12 +104,34 @@ class Lab:
         files.write_yaml(cdir / "places.yaml", files.places(ports, EXPORTER_NAME))
         config = files.write_yaml(self.root / "exporter.yaml", files.exporter_config(ports))
         self.address = f"127.0.0.1:{free_port()}"
-        self._spawn([labgrid_tool("labgrid-coordinator"), "-l", self.address],
-                    "coordinator", cdir)
+        coordinator = self._spawn([labgrid_tool("labgrid-coordinator"), "-l", self.address],
+                                  "coordinator", cdir)
+        # The exporter gives up (exit 100) if the coordinator does not answer yet.
+        self._wait_listening(coordinator, "coordinator", time.monotonic() + timeout)
         self._spawn([labgrid_tool("labgrid-exporter"), "-c", self.address, "-n",
                      EXPORTER_NAME, "--hostname", "127.0.0.1", str(config)],
                     "exporter", self.root)
         self._wait_resources(ports, timeout)
+
+    def _exited(self, proc: subprocess.Popen[bytes], name: str) -> RuntimeError:
+        log = self.root / f"{name}.log"
+        tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
+        return RuntimeError(f"{name} exited ({proc.returncode}): {tail.strip()}")
+
+    def _wait_listening(self, proc: subprocess.Popen[bytes], name: str,
+                        deadline: float) -> None:
+        """Until the coordinator accepts connections on its address."""
+        host, _, port = (self.address or "").rpartition(":")
+        while True:
+            if proc.poll() is not None:
+                raise self._exited(proc, name)
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{name} not listening on {self.address}") from None
+            time.sleep(0.1)  # another process's port: no event to wait on
 
     def _wait_resources(self, ports: list[files.BoardPorts], timeout: float) -> None:
         """Until the coordinator lists every board's resources from the exporter."""
@@ -118,10 +140,9 @@ class Lab:
         wanted = {f"{EXPORTER_NAME}/{p.name}/" for p in ports}
         out = ""
         while time.monotonic() < deadline:
-            for proc in self.procs:
+            for proc, name in zip(self.procs, ("coordinator", "exporter"), strict=False):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args!r} exited ({proc.returncode}); see the "
-                                       f"logs in {self.root}")
+                    raise self._exited(proc, name)
             run = subprocess.run([client, "-x", self.address or "", "resources"],
                                  capture_output=True, text=True, timeout=30)
             out = run.stdout
