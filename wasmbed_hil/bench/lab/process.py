@@ -41,6 +41,8 @@ class LabProcess:
                 "--dir", str(self.root / "lab")]
         if coordinator:
             argv.append("--coordinator")
+        if shutil.which("setpriv"):  # a harness killed outright takes its lab with it
+            argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
         self.service = ServiceProcess("lab", argv, self.root)
         self.info: dict[str, Any] = {}
 
