@@ -3,7 +3,9 @@
 #   make test  every test: lint, the framework's own tests (firmware host tests included), a
 #              one-minute fuzz run of the firmware (skipped without clang, unless
 #              FUZZ_REQUIRED=1), the scenario suites on the virtual and qemu backends (renode:
-#              skipped where Renode is not installed) and the robot suites
+#              skipped where Renode is not installed), the enrollment, heartbeat and
+#              deployment suites on the board backend (QEMU stand-in boards through labgrid,
+#              locally and through a labgrid coordinator) and the robot suites
 #   make fuzz  the one-minute fuzz run alone (firmware/fuzz/README.md; long run: fuzz-long)
 PY ?= python3
 VENV := .venv
@@ -11,6 +13,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 BACKEND ?= qemu
 WORKERS ?= 2
+# The suites the board backend runs on QEMU stand-in boards (docs/boards.md), and its lab.
+BOARD_SUITES := suites/enrollment suites/heartbeat suites/deployment
+BOARD_LAB ?= qemu:10
 
 .PHONY: sysdeps setup hil test lint bench clean firmware fuzz fuzz-long
 
@@ -60,6 +65,9 @@ test: lint
 		$(MAKE) --no-print-directory fuzz; \
 	else echo "fuzz: SKIPPED, no clang with libFuzzer (apt-get install clang-14 libclang-rt-14-dev)"; fi
 	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=qemu
+	$(BIN)/pytest $(BOARD_SUITES) -n $(WORKERS) --hil-backend=board --board-lab=$(BOARD_LAB)
+	$(BIN)/pytest $(BOARD_SUITES) -n $(WORKERS) --hil-backend=board \
+		--board-lab=$(BOARD_LAB):coordinator
 	VENV_BIN=$(BIN) bash scripts/run-robot.sh virtual reports/robot-virtual
 	VENV_BIN=$(BIN) bash scripts/run-robot.sh qemu reports/robot-qemu
 	$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=renode -rs -q  # skips without Renode

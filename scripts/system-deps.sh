@@ -21,6 +21,8 @@ command -v arm-none-eabi-gcc >/dev/null 2>&1 || need+=(gcc-arm-none-eabi binutil
 [ -f /usr/lib/picolibc/arm-none-eabi/picolibc.specs ] || need+=(picolibc-arm-none-eabi)
 # --hil-gdb's attach command and its test (tests/test_gdb.py skips without it)
 command -v gdb-multiarch >/dev/null 2>&1 || need+=(gdb-multiarch)
+# the board backend's stand-in lab shared through a labgrid exporter (docs/boards.md)
+command -v ser2net >/dev/null 2>&1 || [ -x /usr/sbin/ser2net ] || need+=(ser2net)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing Debian packages: ${need[*]}" >&2

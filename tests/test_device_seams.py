@@ -405,8 +405,10 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
         cls.add_options(group)
     # the firmware backends share --hil-firmware and --hil-board (the plugin declares them once)
     assert set(group.added) == {"--renode-binary", "--virtual-relay", "--hil-firmware",
-                                "--hil-board"}
-    assert "for firmware backends (qemu, renode)" in group.added["--hil-firmware"]["help"]
+                                "--hil-board", "--board-env", "--board-coordinator",
+                                "--board-places", "--board-lab", "--board-wait"}
+    assert "for firmware backends (qemu, renode" in group.added["--hil-firmware"]["help"]
+    assert "sets $WASMBED_BOARD_LAB" in group.added["--board-lab"]["help"]
     assert group.added["--renode-binary"]["dest"] == "renode_binary"
     assert "for --hil-backend=renode; sets $WASMBED_RENODE" in group.added[
         "--renode-binary"]["help"]

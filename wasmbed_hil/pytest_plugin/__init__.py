@@ -172,6 +172,8 @@ def pytest_configure(config: pytest.Config) -> None:
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
     _check_firmware_settings(name)
+    if workerinput is None:  # the process running the session: the workers start after
+        config.pluginmanager.register(_RunResources(get_backend(name)), "wasmbed-hil-run")
 
 
 def _check_firmware_settings(backend: str) -> None:
@@ -184,7 +186,7 @@ def _check_firmware_settings(backend: str) -> None:
         if firmware:
             raise pytest.UsageError(
                 f"--hil-firmware ({FIRMWARE_ENV}={firmware}): the {backend} backend runs no "
-                "firmware image; use a firmware backend (--hil-backend=qemu or renode)")
+                "firmware image; use a firmware backend (--hil-backend=qemu, renode or board)")
         return
     try:
         if firmware:  # absolute from here on, whatever directory reads it
@@ -199,6 +201,32 @@ def _check_firmware_settings(backend: str) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if PREVIOUS_TIMEOUT in config.stash:  # an in-process run (pytester) leaves it as it was
         waits.set_default_timeout(config.stash[PREVIOUS_TIMEOUT])
+
+
+class _RunResources:
+    """What the chosen backend shares across the run (Backend.run_resources): entered at
+    configuration, left when the session finishes, before the check for leftover
+    processes."""
+
+    def __init__(self, backend: type[Backend]) -> None:
+        self._cm = backend.run_resources()
+        try:
+            self._cm.__enter__()
+        except Exception as exc:
+            raise pytest.UsageError(f"--hil-backend={backend.name}: {exc}") from exc
+        self._open = True
+
+    def _leave(self) -> None:
+        if self._open:
+            self._open = False
+            self._cm.__exit__(None, None, None)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        self._leave()
+
+    def pytest_unconfigure(self) -> None:
+        self._leave()
 
 
 class _SeedToWorkers:
@@ -410,7 +438,7 @@ def device_factory(
             if not hil_backend.runs_firmware:
                 raise pytest.UsageError(
                     f"device_factory(firmware={firmware!r}): the {hil_backend.name} backend "
-                    "runs no firmware image; use --hil-backend=qemu or renode")
+                    "runs no firmware image; use --hil-backend=qemu, renode or board")
             options["firmware"] = firmware
         elif marked_firmware is not None:
             options["firmware"] = marked_firmware

@@ -82,7 +82,7 @@ def add_options(group: Any) -> None:
     group.addoption(
         "--hil-attach-image", action="store_true", default=False,
         help="attach the firmware ELF and its linker map to the report, once per session "
-        "(per xdist worker), on firmware backends (qemu, renode); every scenario carries "
+        "(per xdist worker), on firmware backends (qemu, renode, board); every scenario carries "
         "the image's path, board and full sha256 anyway",
     )
 

@@ -10,9 +10,11 @@ the backend; none of them names one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -84,6 +86,14 @@ class Backend(ABC):
     def unavailable_reason(cls) -> str | None:
         """Why this backend cannot run here, or None when it can."""
         return None
+
+    @classmethod
+    def run_resources(cls) -> AbstractContextManager[None]:
+        """What the backend shares across a whole test run (a lab of stand-in boards),
+        entered once by the process that runs the session (under pytest-xdist the
+        controller, before the workers start: what it exports to the environment reaches
+        them) and left at the session's end. Nothing by default."""
+        return contextlib.nullcontext()
 
     @classmethod
     def provenance(cls) -> dict[str, str]:

@@ -354,13 +354,13 @@ FIRMWARE = BackendOption(
     "--hil-firmware", FIRMWARE_ENV,
     "your own firmware image, an ELF for ARM, instead of ours (then nothing is built); "
     "pytest --pyargs wasmbed_hil.conformance checks that it meets the contract",
-    backends="firmware backends (qemu, renode)",
+    backends="firmware backends (qemu, renode, board)",
 )
 BOARD = BackendOption(
     "--hil-board", BOARD_ENV,
     f"the board: the name of a shipped board ({', '.join(board_names())}; default "
     f"{DEFAULT_BOARD}) or the path of a board file (docs/firmware-contract.md)",
-    backends="firmware backends (qemu, renode)",
+    backends="firmware backends (qemu, renode, board)",
 )
 
 
@@ -480,17 +480,27 @@ class FirmwareBackend(Backend):
                 f"{self.board_spec.blob_max_size} the board {self.board_spec.name} has room "
                 f"for (blob.max_size in {self.board_spec.source})")
         blob.write_bytes(data)
-        link = self.loop.run(self.bridge.open_link(name, endpoint))
+        link = self.loop.run(self.open_link(name, endpoint))
         try:
             machine = self.make_machine(name, devdir, blob, link)
         except BaseException:
-            self.loop.run(self.bridge.close_link(name))
+            self.loop.run(self.close_link(name))
             raise
         # Closing the device frees its name on the bridge: a device of the same name (a
         # Device resource deleted and made again) gets a new link.
         return FirmwareDeviceHandle(self.loop, name, credentials, machine, link,
                                     backend=self.name,
-                                    release=functools.partial(self.bridge.close_link, name))
+                                    release=functools.partial(self.close_link, name))
+
+    async def open_link(self, name: str, endpoint: tuple[str, int]) -> Link:
+        """The link of device `name` to the gateway at `endpoint` (on the loop): a bridge
+        listener its machine's UART dials; a backend whose UART the harness opens (a
+        board's serial port) overrides it."""
+        return await self.bridge.open_link(name, endpoint)
+
+    async def close_link(self, name: str) -> None:
+        """Close device `name`'s link (after its machine is closed)."""
+        await self.bridge.close_link(name)
 
     def close(self) -> None:
         if self.loop.alive:

@@ -15,6 +15,11 @@ acts on a device's link as on any other: every chunk passes them each way, an im
 that severs cuts the gateway side (the UART has no connection to cut: the device notices
 through TLS, as after a gateway restart), and one that refuses connections keeps the link
 from dialling the gateway. Counters per link: bytes each way, upstream connections.
+
+A board's link UART is the other way round: a serial port the harness opens (a tty, or
+ser2net's TCP port; bench.link.serial). `Bridge.open_serial_link` makes the same Link
+with an opener instead of a listener: the harness connects the UART side itself, then the
+one pump path above carries the bytes, so impairments and counters are the same.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...aio import cancel_and_wait
 from .pump import DOWN, UP, Impairments, Pipe, Sever, abort
 
 Endpoint = tuple[str, int]
+#: Opens a UART the harness connects itself: a (reader, writer) pair (bench.link.serial).
+UartOpener = Callable[[], Awaitable[tuple[asyncio.StreamReader, Any]]]
 READ_SIZE = 16 * 1024
 TLS_HANDSHAKE_RECORD = b"\x16\x03"  # record type 22 (handshake), version major 3
 TLS_APPLICATION_DATA = 0x17
@@ -184,11 +192,14 @@ class LinkStats:
 
 @dataclass
 class Link:
-    """One device's path: emulator UART <-> bridge <-> gateway."""
+    """One device's path: emulator UART <-> bridge <-> gateway. The UART side is either
+    accepted on `listener` (an emulator dials it) or opened by the harness with `opener`
+    (a board's serial port); exactly one of the two is given."""
 
     name: str
     upstream: Endpoint
-    listener: socket.socket
+    listener: socket.socket | None
+    opener: UartOpener | None = None
     stats: LinkStats = field(default_factory=LinkStats)
     on_event: Callable[[str, str], None] | None = None
     impairments: Impairments = field(default_factory=Impairments)
@@ -200,9 +211,13 @@ class Link:
     _held: bytes = b""  # a possible ClientHello start split across reads, while no upstream
     _records: RecordCursor = field(default_factory=RecordCursor)
     uart_connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _started: bool = False
 
     @property
     def port(self) -> int:
+        """The port an emulator's UART dials (0 for a UART the harness opens itself)."""
+        if self.listener is None:
+            return 0
         return int(self.listener.getsockname()[1])
 
     def _event(self, what: str) -> None:
@@ -210,7 +225,16 @@ class Link:
             self.on_event(self.name, what)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_uart, sock=self.listener)
+        if (self.listener is None) == (self.opener is None):
+            raise TypeError("a Link needs a listener or an opener, not both")
+        self._started = True
+        if self.listener is not None:
+            self._server = await asyncio.start_server(self._on_uart, sock=self.listener)
+        else:
+            assert self.opener is not None
+            reader, writer = await self.opener()  # ConnectionError: the caller says why
+            task = asyncio.create_task(self._on_uart(reader, writer))
+            self._tasks.add(task)
         self.impairments.attach(self)
 
     async def close(self) -> None:
@@ -225,7 +249,7 @@ class Link:
             await self._server.wait_closed()
 
     async def __aenter__(self) -> Link:
-        if self._server is None:
+        if not self._started:
             await self.start()
         return self
 
@@ -381,6 +405,19 @@ class Bridge:
             raise ValueError(f"a link named {name!r} exists already")
         listener = socket.create_server((self.host, 0))
         link = Link(name, upstream, listener, on_event=on_event)
+        await link.start()
+        self.links[name] = link
+        return link
+
+    async def open_serial_link(
+        self, name: str, upstream: Endpoint, opener: UartOpener,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> Link:
+        """A link whose UART side the harness opens with `opener` (a board's serial port)
+        instead of accepting an emulator's connection; ConnectionError when it cannot."""
+        if name in self.links:
+            raise ValueError(f"a link named {name!r} exists already")
+        link = Link(name, upstream, None, opener=opener, on_event=on_event)
         await link.start()
         self.links[name] = link
         return link
