@@ -30,8 +30,7 @@ import tty
 from pathlib import Path
 
 from ...aio import AppServer, cancel_and_wait
-from ..firmware.build import DEFAULT_BOARD, blob_address
-from ..machines.qemu import QEMU_MACHINES
+from ..boards import DEFAULT_BOARD, BoardError, load_board
 
 UARTS = ("console", "link")  # UART0, UART1 of the firmware
 MAX_IMAGE = 16 * 1024 * 1024
@@ -159,16 +158,24 @@ class StandinBoard:
         image, blob = self.flash_dir / "image.elf", self.flash_dir / "blob.bin"
         if not image.is_file() or not blob.is_file():
             raise StandinError(f"{self.name}: nothing flashed (image and blob needed)")
-        # fmt: off
-        return [
-            self.qemu, "-M", QEMU_MACHINES[self.board], "-nographic",
-            "-kernel", str(image),
-            "-device", f"loader,file={blob},addr={blob_address(self.board):#x},force-raw=on",
-            "-serial", f"tcp:127.0.0.1:{self.uarts['console'].port},nodelay=on",
-            "-serial", f"tcp:127.0.0.1:{self.uarts['link'].port},nodelay=on",
-            "-monitor", "none",
-        ]
-        # fmt: on
+        # The board file says which machine, CPU, blob address and UART order (bench.boards),
+        # as for the qemu backend; each UART role goes to its stable pty's relay.
+        try:
+            spec = load_board(self.board)
+        except BoardError as exc:
+            raise StandinError(f"{self.name}: {exc}") from exc
+        if spec.qemu_machine is None:
+            raise StandinError(f"{self.name}: board {spec.name!r} has no [qemu] table "
+                               f"({spec.source}): QEMU cannot stand in for it")
+        argv = [self.qemu, "-M", spec.qemu_machine, *(["-cpu", spec.qemu_cpu]
+                                                      if spec.qemu_cpu else []),
+                "-nographic", "-kernel", str(image),
+                "-device", f"loader,file={blob},addr={spec.blob_address:#x},force-raw=on"]
+        for role in spec.serial_roles():
+            target = (f"tcp:127.0.0.1:{self.uarts[role].port},nodelay=on" if role in self.uarts
+                      else "null")
+            argv += ["-serial", target]
+        return [*argv, "-monitor", "none"]
 
     async def power_on(self) -> None:
         if self.powered:

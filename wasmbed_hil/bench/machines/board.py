@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ...aio import cancel_and_wait
-from ..errors import MachineError
+from ..consolelog import ConsoleLog
+from ..errors import MachineDied, MachineError
 
 T = TypeVar("T")
 LABGRID_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labgrid")
@@ -71,7 +72,10 @@ class BoardMachine:
         self.blob = blob
         self.on_power_cut = on_power_cut
         self.on_line = on_line
-        self.console: list[str] = []
+        self.console = ConsoleLog()
+        # A board has no process of ours that could end on its own: a board that stops
+        # answering shows as a closed console or a silent link, not as a death.
+        self.died: MachineDied | None = None
         self.boots = 0
         self._running = False
         self._flashed = False
