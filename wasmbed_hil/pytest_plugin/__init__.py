@@ -59,11 +59,11 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     attach_text,
     evidence,
     label_faults,
-    pytest_report_teststatus,
+    mark_infra_retries,
     pytest_runtest_makereport,
-    pytest_runtest_protocol,
     pytest_sessionfinish,
 )
+from .junit import JunitRetries
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,8 +77,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--hil-infra-retries", type=int, default=0,
         help="re-run a scenario up to N times when it failed for an infrastructure reason "
-        "(an emulator that did not start, a port that could not be bound...); product "
-        "failures are never retried (default: 0)",
+        "(an emulator that did not start, a port that could not be bound...), through "
+        "pytest-rerunfailures; product failures are never retried (default: 0)",
     )
     group.addoption(
         "--hil-fault-seed", type=int, default=None,
@@ -103,6 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.hil_fault_seed = workerinput["hil_fault_seed"]  # the controller's
     elif config.getoption("--hil-fault-seed") is None:
         config.option.hil_fault_seed = random.SystemRandom().randrange(1 << 31)
+    if workerinput is None:
+        config.pluginmanager.register(JunitRetries(config), "wasmbed-hil-junit-retries")
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_SeedToWorkers(), "wasmbed-hil-fault-seed")
     config.addinivalue_line(
@@ -113,6 +115,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"--hil-backend={name}: unknown backend; available: {', '.join(backend_names())}"
         )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mark_infra_retries(config, items)
 
 
 class _SeedToWorkers:
