@@ -196,3 +196,28 @@ def test_only_infrastructure_failures_are_retried(tmp_path: Path, workers: list[
     junit_run = load_run(tmp_path / "junit.xml")  # and so it does from the JUnit file
     assert [t.name for t in junit_run.tests.values() if t.flaky] == [
         "test_emulator_that_does_not_start_once"]
+
+
+def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
+    """`make hil` puts the runs of several backends into one Allure directory: the parameter
+    `backend` keeps them apart (historyId, the report's key), the label shows it."""
+    (tmp_path / "test_generated.py").write_text(SCENARIOS)
+    for backend in ("virtual", "renode"):  # renode: skipped where it is not installed
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+             f"{tmp_path / 'test_generated.py'}::test_passes_with_a_device",
+             "--rootdir", str(tmp_path), "--alluredir", str(tmp_path / "allure"),
+             f"--hil-backend={backend}"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    runs = results(tmp_path)["test_passes_with_a_device"]
+    assert len(runs) == 2 and len({r["historyId"] for r in runs}) == 2
+    assert sorted(p["value"] for r in runs for p in r["parameters"]
+                  if p["name"] == "backend") == ["'renode'", "'virtual'"]
+    from wasmbed_hil.report import load_run
+
+    tests = load_run(tmp_path / "allure").tests
+    assert sorted(tests) == ["test_generated#test_passes_with_a_device@renode",
+                             "test_generated#test_passes_with_a_device@virtual"]
+    assert {t.label("backend") for t in tests.values()} == {"virtual", "renode"}
+    assert all(len(t.attempts) == 1 for t in tests.values())

@@ -350,6 +350,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.stash[CATEGORY] = []
         for name, value in backend_labels(item.config).items():
             _label(name, value)
+        if allure is not None:  # a parameter: one test on two backends is two tests
+            allure.dynamic.parameter("backend", str(item.config.getoption("--hil-backend")))
         earlier = item.stash.get(EARLIER, [])
         retried = int(getattr(item, "execution_count", 1)) - 1  # set by pytest-rerunfailures
         if retried > 0 and earlier:  # this attempt follows infrastructure failures

@@ -92,7 +92,9 @@ def generate(results: Path, out_dir: Path, history: Path, name: str,
     reason = unavailable_reason()
     if reason:
         raise AllureError(reason)
-    binary = executable((cache or default_cache()).absolute())
+    # resolved: npm ci fails ("Missing: allure@ from lock file") on a prefix reached through
+    # a symbolic link (a .cache linked to a shared one)
+    binary = executable((cache or default_cache()).resolve())
     out_dir = out_dir.absolute()
     history = history.absolute()
     history.parent.mkdir(parents=True, exist_ok=True)
