@@ -6,7 +6,7 @@ directory on first use (`.cache/allure` or $WASMBED_ALLURE_CACHE; package script
 run), then renders the Allure results into one self-contained `index.html` (Allure's
 "awesome" report, single-file mode: it opens from disk, no server). The history of earlier
 runs is carried in a JSON-lines file (Allure's `historyPath`) that each run appends to, so
-the report shows trends, flaky and new tests across runs.
+the report shows trends, flaky and new tests across runs (the last HISTORY_LIMIT runs).
 
 Allure 3 puts a Google Analytics tag into the page; `generate` takes it out, so that opening
 a report sends nothing anywhere.
@@ -28,6 +28,7 @@ VERSION = "3.18.0"  # the pin in allure3/package.json and its lock
 ENV_CACHE = "WASMBED_ALLURE_CACHE"
 DEFAULT_CACHE = Path(".cache/allure")
 LOCK_FILES = ("package.json", "package-lock.json")
+HISTORY_LIMIT = 20  # runs kept in the history file (one JSON line each, ~1 KiB per test)
 INSTALL_TIMEOUT_S = 600.0
 GENERATE_TIMEOUT_S = 600.0
 _ANALYTICS = re.compile(
@@ -101,6 +102,7 @@ def generate(results: Path, out_dir: Path, history: Path, name: str,
     if out_dir.exists():
         shutil.rmtree(out_dir)
     config = {"name": name, "output": str(out_dir), "historyPath": str(history),
+              "historyLimit": HISTORY_LIMIT,
               "plugins": {"awesome": {"options": {"singleFile": True, "reportName": name}}}}
     with tempfile.TemporaryDirectory(prefix="wasmbed-allure-") as scratch:
         rc = Path(scratch) / "allurerc.json"
