@@ -59,6 +59,7 @@ from .render import (
 # The error the controllers give a target row whose Device does not exist
 # (controlplane/controllers.py, device_app_statuses).
 NO_SUCH_DEVICE = "no such Device"
+DELETE_TIMEOUT_S = 30.0  # how long deploy waits for an Application it takes back to go
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -214,11 +215,25 @@ def _missing_targets(app: dict[str, Any]) -> list[str]:
             if r.get("error") == NO_SUCH_DEVICE]
 
 
-def _delete_quietly(api: Api, name: str) -> None:
-    """Delete the Application this command created; a failure to do so is said, not raised
-    (the error that led here is the one to report)."""
+def _delete_quietly(api: Api, name: str, timeout: float = DELETE_TIMEOUT_S) -> None:
+    """Delete the Application this command created and wait until it is gone (its
+    finalizer lets go once the controllers saw the deletion); a failure to do so is said,
+    not raised (the error that led here is the one to report)."""
+    path = f"{APPLICATIONS}/{quote(name)}"
+    deadline = time.monotonic() + timeout
     try:
-        api.request("DELETE", f"{APPLICATIONS}/{quote(name)}")
+        api.request("DELETE", path)
+        while True:
+            try:
+                api.request("GET", path, timeout=request_timeout(deadline))
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                raise
+            if time.monotonic() >= deadline:
+                raise CliError(f"still there after {timeout:g} s")
+            # The REST API has no watch: ask every POLL_S until it answers 404.
+            time.sleep(POLL_S)
     except (ApiError, CliError) as exc:
         console(stderr=True).print(f"[yellow]could not delete application {escape(name)!r}: "
                                    f"{escape(str(exc))}[/]")
