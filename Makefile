@@ -1,5 +1,6 @@
 # wasmbed-hil: two commands on a fresh machine, each doing its own set-up, safe to repeat.
-#   make hil   the scenario suites on the default backend, in parallel; results under reports/
+#   make hil   the scenario suites on the default backend (virtual) and on qemu, in parallel;
+#              one report under reports/
 #   make test  every test: lint, the framework's own tests (firmware host tests included), a
 #              one-minute fuzz run of the firmware (skipped without clang, unless
 #              FUZZ_REQUIRED=1), the scenario suites on the virtual and qemu backends (renode:
@@ -11,7 +12,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
-BACKEND ?= qemu
+# make hil runs the suites on each of BACKENDS: the default backend (DEFAULT_BACKEND in
+# wasmbed_hil/bench/backends/registry.py) and the real firmware's. BACKEND=x: that one alone.
+BACKENDS ?= $(if $(BACKEND),$(BACKEND),virtual qemu)
 WORKERS ?= 2
 # The suites the board backend runs on QEMU stand-in boards (docs/boards.md), and its lab.
 BOARD_SUITES := suites/enrollment suites/heartbeat suites/deployment
@@ -34,14 +37,19 @@ setup: sysdeps $(STAMP)
 # BASELINE: a summary.json of an earlier run (e.g. kept by CI from main) to compare against.
 BASELINE ?= reports/baseline/summary.json
 
+# One Allure results directory for all BACKENDS (each result has the parameter `backend`, so
+# a test run on two backends is two tests), one JUnit file per backend, one report.
 hil: setup
 	mkdir -p reports
-	status=0; $(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=$(BACKEND) \
-		--hil-infra-retries=1 --junitxml=reports/junit-suites.xml \
-		--alluredir=reports/allure-results --clean-alluredir || status=$$?; \
+	rm -rf reports/allure-results
+	status=0; for backend in $(BACKENDS); do \
+		$(BIN)/pytest suites/ -n $(WORKERS) --hil-backend=$$backend \
+			--hil-infra-retries=1 --junitxml=reports/junit-suites-$$backend.xml \
+			--alluredir=reports/allure-results || status=$$?; \
+	done; \
 	$(BIN)/wasmbed-hil report --current reports/allure-results --out reports \
 		$$(test -f $(BASELINE) && echo --baseline $(BASELINE)) || status=$$?; \
-	echo "reports: reports/report.html reports/summary.md reports/allure-results"; \
+	echo "reports: reports/report.html reports/allure-report/index.html reports/summary.md"; \
 	exit $$status
 
 firmware: setup

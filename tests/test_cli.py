@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -256,31 +255,6 @@ def test_gateway_service_refuses_a_malformed_identity(capsys: pytest.CaptureFixt
               "--revoke", "not-an-identity"])
     assert exit_info.value.code == 2
     assert "64 lowercase hex digits" in capsys.readouterr().err
-
-
-def test_up_starts_devices_and_exits_when_ready(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [*CLI, "up", "-n", "2", "--port", "0", "--exit-after-ready", "--timeout", "60",
-         "--workdir", str(tmp_path / "up")],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "120"})
-    assert done.returncode == 0, done.stderr
-    assert "device-0" in done.stdout and "device-1" in done.stdout
-    assert done.stdout.count("Connected") >= 2
-    info = json.loads((tmp_path / "up" / "platform.json").read_text())
-    assert info["namespace"] == "wasmbed"
-    assert oct((tmp_path / "up" / "token").stat().st_mode & 0o777) == "0o600"
-
-
-def test_up_refuses_a_busy_port(tmp_path: Path) -> None:
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as busy:
-        port = busy.getsockname()[1]
-        done = subprocess.run([*CLI, "up", "-n", "0", "--port", str(port), "--exit-after-ready",
-                               "--workdir", str(tmp_path / "up")],
-                              capture_output=True, text=True, timeout=60)
-    assert done.returncode == 3
-    assert "--port 0" in done.stderr
 
 
 def test_services_as_separate_processes_run_an_application(apiserver: Path, tmp_path: Path,

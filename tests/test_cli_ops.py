@@ -234,6 +234,36 @@ def test_deploy_without_wait_only_creates(cli: Cli, tmp_path: Path) -> None:
         delete_app(cli, "cli-nowait")
 
 
+def test_deploy_to_an_unknown_device_fails_at_once_and_creates_nothing(
+        cli: Cli, tmp_path: Path) -> None:
+    wasm = module_file(tmp_path, "add")
+    for targets in (["--device", "nosuch"], ["--device", "dev-a", "--device", "nosuch"]):
+        # --timeout 600: were it to wait for the missing device, the test would time out
+        code, out, err = cli("deploy", str(wasm), "--name", "cli-nosuch", *targets,
+                             "--timeout", "600")
+        assert code == 1, out + err
+        assert "no such device: nosuch" in err and "nothing was created" in err
+        assert out == ""
+        assert "cli-nosuch" not in {a["name"] for a in cli.json("apps")["items"]}
+        code, _, err = cli("apps", "show", "cli-nosuch")
+        assert code == 1 and "no application 'cli-nosuch'" in err
+
+
+def test_deploy_deletes_its_application_when_a_target_vanishes(
+        cli: Cli, platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device deleted between the check and the creation: the control plane reports it as
+    missing, and deploy takes back the Application it created instead of waiting."""
+    from wasmbed_hil.cli import deploy
+
+    monkeypatch.setattr(deploy, "_check_devices_exist", lambda api, names: None)
+    code, out, err = cli("deploy", str(module_file(tmp_path, "add")), "--name", "cli-vanished",
+                         "--device", "gone-device", "--timeout", "600")
+    assert code == 1, out + err
+    assert "no such device: gone-device" in err and "deleted again" in err
+    code, _, err = cli("apps", "show", "cli-vanished")
+    assert code == 1 and "no application 'cli-vanished'" in err
+
+
 @pytest.mark.parametrize(("text", "selector"), [
     ("zone=lab", {"matchLabels": {"zone": "lab"}}),
     ("a==b,c!=d", {"matchLabels": {"a": "b"},
@@ -275,6 +305,8 @@ def test_deploy_refuses_bad_modules_and_names(cli: Cli, tmp_path: Path) -> None:
     code, _, err = cli("deploy", str(module_file(tmp_path, "add")), "--name", "Not_A_Name",
                        "--all")
     assert code == 2 and "metadata.name" in err  # the REST API's 422, with its field
+    # a refused request leaves nothing behind
+    assert not {"x", "Not_A_Name"} & {a["name"] for a in cli.json("apps")["items"]}
 
 
 # ----------------------------------------------------------------------------- connecting

@@ -145,8 +145,12 @@ def test_reports_carry_evidence_and_categories(tmp_path: Path) -> None:
     assert properties["test_port_in_use"]["failure_category"] == INFRASTRUCTURE
 
 
-def test_only_infrastructure_failures_are_retried(tmp_path: Path) -> None:
-    done = run_scenarios(tmp_path, "--hil-infra-retries", "2")
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_only_infrastructure_failures_are_retried(tmp_path: Path, workers: list[str]) -> None:
+    """--hil-infra-retries through pytest-rerunfailures: each attempt is an Allure result of
+    its own (one historyId), the JUnit file has one test case per test with the earlier
+    attempts folded in as Surefire's flakyFailure / rerunFailure."""
+    done = run_scenarios(tmp_path, "--hil-infra-retries", "2", *workers)
     assert done.returncode == 1, done.stdout + done.stderr
     attempts = {p.suffix[1:]: int(p.read_text()) for p in tmp_path.glob("attempts.*")}
     assert attempts == {"product": 1, "flaky_infra": 2, "port": 3}
@@ -164,15 +168,66 @@ def test_only_infrastructure_failures_are_retried(tmp_path: Path) -> None:
     assert labels(port)["infra_retries"] == ["2"]
     assert labels(port)["failure_category"] == [INFRASTRUCTURE]
     assert "infra_retries" not in labels(runs["test_product_failure"][-1])
+    # every attempt in Allure: the earlier ones failed for the infrastructure
+    attempts_shown = {name: [(r["status"], labels(r).get("failure_category"))
+                             for r in rs] for name, rs in runs.items()}
+    assert attempts_shown == {
+        "test_passes_with_a_device": [("passed", None)],
+        "test_product_failure": [("failed", [PRODUCT])],
+        "test_emulator_that_does_not_start_once": [("broken", [INFRASTRUCTURE]),
+                                                   ("passed", None)],
+        "test_port_in_use": [("broken", [INFRASTRUCTURE])] * 3,
+    }
+    for rs in runs.values():
+        assert len({r["historyId"] for r in rs}) == 1
     junit = ET.parse(tmp_path / "junit.xml").getroot()
-    cases = [case.get("name") for case in junit.iter("testcase")]
-    assert sorted(cases) == sorted(set(cases)), cases  # one test case per test
-    assert len(cases) == 4
+    cases = {case.get("name"): case for case in junit.iter("testcase")}
+    assert len(list(junit.iter("testcase"))) == len(cases) == 4  # one test case per test
+    recovered_case = cases["test_emulator_that_does_not_start_once"]
+    assert recovered_case.find("failure") is None
+    (flaky,) = recovered_case.findall("flakyFailure")
+    assert "MachineError: qemu-system-arm: cannot start" in (flaky.get("message") or "")
+    port_case = cases["test_port_in_use"]
+    assert port_case.find("failure") is not None
+    assert len(port_case.findall("rerunFailure")) == 2
+    assert [p.get("value") for p in port_case.iter("property")
+            if p.get("name") == "failure_category"] == [INFRASTRUCTURE]
+    assert not list(cases["test_product_failure"].iter("rerunFailure"))
     from wasmbed_hil.report import load_run
 
     run = load_run(tmp_path / "allure")  # the regression report counts the retry as flaky
     assert [t.name for t in run.tests.values() if t.flaky] == [
         "test_emulator_that_does_not_start_once"]
+    assert {t.name: len(t.attempts) for t in run.tests.values()}[
+        "test_port_in_use"] == 3
+    junit_run = load_run(tmp_path / "junit.xml")  # and so it does from the JUnit file
+    assert [t.name for t in junit_run.tests.values() if t.flaky] == [
+        "test_emulator_that_does_not_start_once"]
+
+
+def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
+    """`make hil` puts the runs of several backends into one Allure directory: the parameter
+    `backend` keeps them apart (historyId, the report's key), the label shows it."""
+    (tmp_path / "test_generated.py").write_text(SCENARIOS)
+    for backend in ("virtual", "renode"):  # renode: skipped where it is not installed
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+             f"{tmp_path / 'test_generated.py'}::test_passes_with_a_device",
+             "--rootdir", str(tmp_path), "--alluredir", str(tmp_path / "allure"),
+             f"--hil-backend={backend}"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    runs = results(tmp_path)["test_passes_with_a_device"]
+    assert len(runs) == 2 and len({r["historyId"] for r in runs}) == 2
+    assert sorted(p["value"] for r in runs for p in r["parameters"]
+                  if p["name"] == "backend") == ["'renode'", "'virtual'"]
+    from wasmbed_hil.report import load_run
+
+    tests = load_run(tmp_path / "allure").tests
+    assert sorted(tests) == ["test_generated#test_passes_with_a_device@renode",
+                             "test_generated#test_passes_with_a_device@virtual"]
+    assert {t.label("backend") for t in tests.values()} == {"virtual", "renode"}
+    assert all(len(t.attempts) == 1 for t in tests.values())
 
 
 def _qemu_unavailable() -> str | None:

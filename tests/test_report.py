@@ -31,9 +31,12 @@ T0 = 1_790_000_000_000
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str] | None = None) -> int:
     """Run `wasmbed-hil report ARGV` through a parser built with report.add_parser, as
-    wasmbed_hil.cli.main does (CliError -> its exit code)."""
+    wasmbed_hil.cli.main does (CliError -> its exit code); without Allure 3 unless ARGV
+    asks for it (test_allure3_renders_the_run does)."""
     parser = argparse.ArgumentParser(prog="wasmbed-hil")
     report.add_parser(parser.add_subparsers(dest="command"))
+    if not any(a.startswith("--allure") for a in argv):
+        argv = [*argv, "--allure=off"]
     args = parser.parse_args(["report", *argv])
     try:
         return int(args.run(args))
@@ -509,3 +512,61 @@ def test_results_are_grouped_by_fault(tmp_path: Path) -> None:
     assert "| `silence` | 2 | 1 | 1 | 0 | 0 |" in summary
     page = (out / "report.html").read_text()
     assert 'id="by-fault"' in page and "<td class=\"mono\">reboot</td>" in page
+
+
+# ----------------------------------------------------------------------------- Allure 3
+
+
+def _allure_data(index: Path) -> str:
+    """The JSON files a single-file Allure 3 report embeds (base64), decoded and joined."""
+    import base64
+
+    page = index.read_text(encoding="utf-8")
+    blobs = re.findall(r'd\("(data/test-results/[^"]+)","([A-Za-z0-9+/=]+)"', page)
+    assert blobs, "no embedded test results in the Allure report"
+    return "\n".join(base64.b64decode(data).decode() for _, data in blobs)
+
+
+@pytest.mark.timeout(900)  # the first run installs Allure 3 with npm
+@pytest.mark.skipif(report.allure3.unavailable_reason() is not None,
+                    reason=f"Allure 3 needs node and npm: {report.allure3.unavailable_reason()}")
+def test_allure3_renders_the_run_with_history(tmp_path: Path) -> None:
+    results = tmp_path / "allure-results"
+    result(results, "test_allure_sees_this_one")
+    result(results, "test_and_this_failure", "failed", message="AssertionError: shown")
+    out = tmp_path / "reports"
+    cache = Path(os.environ.get(report.allure3.ENV_CACHE)
+                 or Path(__file__).resolve().parents[1] / report.allure3.DEFAULT_CACHE)
+    argv = ["--current", str(results), "--out", str(out), "--allure=required",
+            "--allure-cache", str(cache)]
+    assert cli(argv) == 1  # the failure is new: our verdict is unchanged by Allure
+    index = out / "allure-report" / "index.html"
+    data = _allure_data(index)
+    assert "test_allure_sees_this_one" in data and "test_and_this_failure" in data
+    assert "googletagmanager" not in index.read_text(encoding="utf-8")
+    page = (out / "report.html").read_text()
+    assert 'href="allure-report/index.html"' in page
+    history = out / "allure-history.jsonl"
+    first = history.read_text().splitlines()
+    assert first and all(json.loads(line) for line in first)
+    # the next run reads the history and appends to it
+    result(results, "test_allure_sees_this_one", start=T0 + 60_000)
+    assert cli(argv) == 1
+    assert len(history.read_text().splitlines()) == len(first) + 1
+
+
+def test_without_node_the_allure_step_is_skipped_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "allure-results"
+    result(results, "test_a")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    out = tmp_path / "reports"
+    assert cli(["--current", str(results), "--out", str(out), "--allure=auto"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "allure" in line] == [
+        "allure: skipped, node and npm not installed (Debian: apt-get install nodejs npm)"]
+    assert not (out / "allure-report").exists()
+    assert "allure-report" not in (out / "report.html").read_text()
+    assert cli(["--current", str(results), "--out", str(out), "--allure=required"]) == 3
+    assert "Allure 3 report not made: node and npm not installed" in capsys.readouterr().err

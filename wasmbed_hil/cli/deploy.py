@@ -25,6 +25,7 @@ from rich.progress import (
 
 from .api import (
     APPLICATIONS,
+    DEVICES,
     POLL_S,
     Api,
     ApiError,
@@ -54,6 +55,11 @@ from .render import (
     results_table,
     styled_phase,
 )
+
+# The error the controllers give a target row whose Device does not exist
+# (controlplane/controllers.py, device_app_statuses).
+NO_SUCH_DEVICE = "no such Device"
+DELETE_TIMEOUT_S = 30.0  # how long deploy waits for an Application it takes back to go
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,6 +150,8 @@ def run_deploy(args: argparse.Namespace) -> int:
     api = connect(args)
     json_output = output_format(args) == "json"
     out = output_console()
+    if args.device:
+        _check_devices_exist(api, targets["deviceNames"])
     try:
         app = api.request("POST", APPLICATIONS, multipart=[
             ("metadata", None, "application/json", json.dumps(metadata).encode()),
@@ -163,6 +171,13 @@ def run_deploy(args: argparse.Namespace) -> int:
             print_json(app)
         return EXIT_OK
     app, complete = _follow(api, args.name, args.timeout, out, progress=not json_output)
+    missing = _missing_targets(app)
+    if missing:
+        # A target went away between the check and the creation: what was created cannot
+        # complete, so it is taken back rather than left Deploying.
+        _delete_quietly(api, args.name)
+        raise CliError(f"no such device: {', '.join(missing)}; application {args.name!r} "
+                       "was deleted again", EXIT_FAILED)
     if json_output:
         print_json(app)
     else:
@@ -181,6 +196,47 @@ def run_deploy(args: argparse.Namespace) -> int:
         return EXIT_OK
     _note(out, json_output, f"[red]{len(rows) - returned} of {len(rows)} devices failed[/]")
     return EXIT_FAILED
+
+
+def _check_devices_exist(api: Api, names: list[str]) -> None:
+    """CliError (exit 1) naming every target Device that does not exist, before anything is
+    created."""
+    items = call(api, "GET", DEVICES, what="device list").get("items") or []
+    known = {item.get("name") for item in items}
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise CliError(f"no such device: {', '.join(missing)} (nothing was created; "
+                       "`wasmbed-hil devices` lists them)", EXIT_FAILED)
+
+
+def _missing_targets(app: dict[str, Any]) -> list[str]:
+    """The target devices the control plane reports as not existing."""
+    return [str(r.get("device")) for r in app.get("deviceStatuses") or []
+            if r.get("error") == NO_SUCH_DEVICE]
+
+
+def _delete_quietly(api: Api, name: str, timeout: float = DELETE_TIMEOUT_S) -> None:
+    """Delete the Application this command created and wait until it is gone (its
+    finalizer lets go once the controllers saw the deletion); a failure to do so is said,
+    not raised (the error that led here is the one to report)."""
+    path = f"{APPLICATIONS}/{quote(name)}"
+    deadline = time.monotonic() + timeout
+    try:
+        api.request("DELETE", path)
+        while True:
+            try:
+                api.request("GET", path, timeout=request_timeout(deadline))
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                raise
+            if time.monotonic() >= deadline:
+                raise CliError(f"still there after {timeout:g} s")
+            # The REST API has no watch: ask every POLL_S until it answers 404.
+            time.sleep(POLL_S)
+    except (ApiError, CliError) as exc:
+        console(stderr=True).print(f"[yellow]could not delete application {escape(name)!r}: "
+                                   f"{escape(str(exc))}[/]")
 
 
 def _note(out: Console, json_output: bool, text: str) -> None:
@@ -215,6 +271,8 @@ def _follow(api: Api, name: str, timeout: float, out: Console, *, progress: bool
                 app = call(api, "GET", path, what=f"application {name!r}",
                            timeout=request_timeout(deadline))
                 rows = app.get("deviceStatuses") or []
+                if _missing_targets(app):
+                    return app, False
                 done = sum(_reported(r) for r in rows)
                 display.update(task, total=len(rows) or None, completed=done,
                                description=f"{escape(name)} {styled_phase(app['phase'])}")

@@ -20,6 +20,7 @@ from ..report import (
     Comparison,
     QuarantineError,
     RunReadError,
+    allure3,
     compare,
     load_quarantine,
     load_run,
@@ -67,6 +68,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    f"{DEFAULT_MIN_DELTA})")
     p.add_argument("--title", default="Regression report", metavar="TEXT",
                    help="title of the report (default: Regression report)")
+    allure = p.add_argument_group(
+        "Allure 3", "With Allure results as --current, the run is also rendered by Allure 3 "
+        f"(npm package allure@{allure3.VERSION}, installed pinned on first use with npm ci) "
+        "into OUT/allure-report/index.html, which report.html links to.")
+    allure.add_argument("--allure", choices=("auto", "off", "required"), default="auto",
+                        help="auto: where node and npm are, else skip with one line; "
+                        "required: fail (exit 3) when it cannot run; off: never "
+                        "(default: auto)")
+    allure.add_argument("--allure-cache", type=Path, metavar="DIR",
+                        help=f"where Allure 3 is installed (default: ${allure3.ENV_CACHE} or "
+                        f"{allure3.DEFAULT_CACHE})")
+    allure.add_argument("--allure-history", type=Path, metavar="PATH",
+                        help="history file Allure reads and appends to, carried between runs "
+                        "(default: OUT/allure-history.jsonl)")
     p.set_defaults(run=run)
 
 
@@ -96,13 +111,38 @@ def run(args: argparse.Namespace) -> int:
         except RunReadError as exc:
             raise CliError(_plain(f"cannot read the baseline: {exc}")) from None
     comparison = compare(current, baseline, quarantine, args.threshold, args.min_delta)
+    allure_index = _allure(args, current.kind == "allure")
     try:
-        written = write_report(comparison, args.out, args.title)
+        written = write_report(comparison, args.out, args.title, allure_index)
     except OSError as exc:
         raise CliError(_plain(f"cannot write the report into {args.out}: "
                               f"{exc.strerror or exc}"), code=EXIT_ENVIRONMENT) from None
     _print(comparison, written["report.html"])
     return comparison.exit_code
+
+
+def _allure(args: argparse.Namespace, allure_results: bool) -> Path | None:
+    """Allure 3's index.html for the run, or None (said in one line) when it is not made."""
+    if args.allure == "off":
+        return None
+    err = console(stderr=True)
+    if not allure_results:
+        why = f"{args.current} is not an Allure results directory"
+    else:
+        why = allure3.unavailable_reason() or ""
+        if not why:
+            try:
+                made = allure3.generate(
+                    args.current, args.out / "allure-report",
+                    args.allure_history or args.out / "allure-history.jsonl",
+                    args.title, args.allure_cache)
+                return made.index
+            except (allure3.AllureError, OSError) as exc:
+                why = str(exc)
+    if args.allure == "required":
+        raise CliError(_plain(f"Allure 3 report not made: {why}"), code=EXIT_ENVIRONMENT)
+    err.print(f"allure: skipped, {escape(why)}")
+    return None
 
 
 def _print(comparison: Comparison, html: Path) -> None:

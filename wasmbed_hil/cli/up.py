@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import secrets
+import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,6 +35,7 @@ from ..pki import FleetCA, write_file
 from .common import EXIT_FAILED, EXIT_OK, CliError, announce, console
 
 BATCH = 100  # the REST API creates at most this many devices per request
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # each stops `up` (exit 0) and removes its secrets
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -113,55 +118,139 @@ def _counts(platform: Any) -> tuple[int, int]:
     return started, connected
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..bench.platform import Platform, PlatformConfig
-    from ..controlplane.rest import listen_socket
+class _Signalled(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: unwinds `run` wherever it is, so that its cleanup runs."""
 
+
+def _raise_on_signal(signum: int, _frame: Any) -> None:
+    raise _Signalled(signal.Signals(signum).name)
+
+
+def _note_signal(signum: int, _frame: Any) -> None:
+    """During the cleanup: a second signal does not cut it short (the secrets must go)."""
+    console(stderr=True).print(f"{signal.Signals(signum).name}: already stopping")
+
+
+def run(args: argparse.Namespace) -> int:
     if args.devices < 0 or args.gateways < 1:
         raise CliError("--devices must be >= 0 and --gateways >= 1", code=2)
     reason = get_backend(args.backend).unavailable_reason()
     if reason:
         raise CliError(f"backend {args.backend} unavailable here: {reason}")
+    previous = {signum: signal.signal(signum, _raise_on_signal) for signum in SIGNALS}
+    workdir: Workdir | None = None
+    try:
+        # blocked while the directory is made, so that a signal cannot come between its
+        # creation and the name that removes it
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
+            workdir = Workdir(args.workdir)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        return _run(args, workdir)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the way to stop the platform
+        return EXIT_OK
+    finally:
+        _stopping()
+        try:
+            if workdir is not None:
+                workdir.remove()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _stopping() -> None:
+    """From here on a signal is noted, not raised: the cleanup runs to its end."""
+    for signum in SIGNALS:
+        signal.signal(signum, _note_signal)
+
+
+class Workdir:
+    """The platform's state directory: keys, the API token, kubeconfig, platform.json.
+
+    `remove` takes away what `up` put there: a directory it created (the temporary one by
+    default) as a whole; in an existing --workdir, the entries it added and its own files."""
+
+    OWN = ("token", "kubeconfig", "platform.json")
+
+    def __init__(self, path: Path | None) -> None:
+        if path is None:
+            self.path = Path(tempfile.mkdtemp(prefix="wasmbed-up-"))
+            self.created = True
+        else:
+            self.created = not path.exists()
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CliError(f"--workdir {path}: {exc.strerror or exc}") from None
+            if not path.is_dir():
+                raise CliError(f"--workdir {path} is not a directory")
+            self.path = path
+        self.before = set() if self.created else {p.name for p in self.path.iterdir()}
+
+    def remove(self) -> None:
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for entry in self.path.iterdir():
+            if entry.name in self.OWN or entry.name not in self.before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+def _run(args: argparse.Namespace, workdir: Workdir) -> int:
+    from ..bench.platform import Platform, PlatformConfig
+    from ..controlplane.rest import listen_socket
+
     out = console()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wasmbed-up-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     try:
         rest_sock = listen_socket(args.host, args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port} for the REST API: "
                        f"{exc.strerror or exc} (--port 0 picks a free port)") from None
     token = secrets.token_urlsafe(24)
-    write_file(workdir / "token", token.encode() + b"\n", 0o600)
+    write_file(workdir.path / "token", token.encode() + b"\n", 0o600)
     loop = LoopThread("wasmbed-up")
-    platform = Platform(loop, FleetCA.create("wasmbed-hil up fleet CA"), workdir, PlatformConfig(
-        namespace=args.namespace, gateways=args.gateways, rest_socket=rest_sock, token=token,
-        gateway_config=GatewayConfig(heartbeat_interval_s=args.heartbeat,
-                                     heartbeat_timeout_s=3 * args.heartbeat,
-                                     pairing=False, max_devices=max(100, args.devices)),
-        agent_refresh_s=max(2.0, args.heartbeat),
-    ))
+    try:
+        platform = Platform(loop, FleetCA.create("wasmbed-hil up fleet CA"), workdir.path,
+                            PlatformConfig(
+            namespace=args.namespace, gateways=args.gateways, rest_socket=rest_sock,
+            token=token,
+            gateway_config=GatewayConfig(heartbeat_interval_s=args.heartbeat,
+                                         heartbeat_timeout_s=3 * args.heartbeat,
+                                         pairing=False, max_devices=max(100, args.devices)),
+            agent_refresh_s=max(2.0, args.heartbeat),
+        ))
+    except BaseException:
+        rest_sock.close()
+        loop.close()
+        raise
     try:
         with out.status("starting the API server, controllers and gateways..."):
             platform.start()
-        info = {"rest": platform.rest_url, "tokenFile": str(workdir / "token"),
-                "kubeconfig": str(workdir / "kubeconfig"), "namespace": args.namespace,
+        info = {"rest": platform.rest_url, "tokenFile": str(workdir.path / "token"),
+                "kubeconfig": str(workdir.path / "kubeconfig"), "namespace": args.namespace,
                 "gateways": {n: f"{h}:{p}" for n, (h, p) in platform._endpoints().items()},
-                "workdir": str(workdir), "pid": os.getpid()}
-        (workdir / "platform.json").write_text(json.dumps(info, indent=2) + "\n")
+                "workdir": str(workdir.path), "pid": os.getpid()}
+        (workdir.path / "platform.json").write_text(json.dumps(info, indent=2) + "\n")
         announce(f"ready rest {platform.rest_url} kubeconfig={info['kubeconfig']} "
                  f"token-file={info['tokenFile']}")
         ready = _create_devices(platform, args, out)
-        out.print(status_tables(platform))
         if args.exit_after_ready:
+            out.print(status_tables(platform))
             return EXIT_OK if ready else EXIT_FAILED
         _live(platform, out)
         return EXIT_OK
-    except KeyboardInterrupt:
-        return EXIT_OK
     finally:
+        _stopping()
         with out.status("stopping..."):
-            platform.stop()
-            loop.close()
+            try:
+                platform.stop()
+            finally:
+                loop.close()
 
 
 def _create_devices(platform: Any, args: argparse.Namespace, out: Any) -> bool:
@@ -205,29 +294,28 @@ def _wait_change(platform: Any, timeout: float) -> None:
 
 
 def _live(platform: Any, out: Any) -> None:
+    """The status table until a signal (which raises _Signalled out of here). On a terminal
+    it is one live table, redrawn in place when its content changes; elsewhere it is printed
+    once."""
     if not out.is_terminal:
+        out.print(status_tables(platform))
         out.print("platform up; Ctrl-C (SIGINT) or SIGTERM stops it")
-        _wait_for_signal()
+        signal.pause()  # for ever: the handlers raise
         return
-    with Live(status_tables(platform), console=out, refresh_per_second=4) as live:
-        import signal
-        import threading
-
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            while not stop.is_set():
-                _wait_change(platform, 1.0)
-                live.update(status_tables(platform))
-        except KeyboardInterrupt:
-            return
+    shown = _text(out, status_tables(platform))
+    with Live(status_tables(platform), console=out, auto_refresh=False) as live:
+        while True:
+            _wait_change(platform, 1.0)
+            tables = status_tables(platform)
+            text = _text(out, tables)
+            if text != shown:
+                shown = text
+                live.update(tables, refresh=True)
 
 
-def _wait_for_signal() -> None:
-    import signal
-    import threading
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+def _text(out: Any, renderable: Any) -> str:
+    """What `renderable` shows at the console's width, as plain text (to redraw only when
+    it changes)."""
+    plain = Console(file=io.StringIO(), width=out.width, color_system=None)
+    plain.print(renderable)
+    return plain.file.getvalue()

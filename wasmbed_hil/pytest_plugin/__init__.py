@@ -67,13 +67,13 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     attach_text,
     evidence,
     label_faults,
+    mark_infra_retries,
     project_provenance,
-    pytest_report_teststatus,
     pytest_runtest_makereport,
-    pytest_runtest_protocol,
     pytest_sessionfinish,
     raise_unreported_deaths,
 )
+from .junit import JunitRetries
 from .leaks import LeakCheck
 
 # The markers the plugin reads, registered in pytest_configure (the one list of them).
@@ -102,8 +102,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--hil-infra-retries", type=int, default=0,
         help="re-run a scenario up to N times when it failed for an infrastructure reason "
-        "(an emulator that did not start, a port that could not be bound...); product "
-        "failures are never retried (default: 0)",
+        "(an emulator that did not start, a port that could not be bound...), through "
+        "pytest-rerunfailures; product failures are never retried (default: 0)",
     )
     group.addoption(
         "--hil-fault-seed", type=int, default=None,
@@ -160,6 +160,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.hil_fault_seed = workerinput["hil_fault_seed"]  # the controller's
     elif config.getoption("--hil-fault-seed") is None:
         config.option.hil_fault_seed = random.SystemRandom().randrange(1 << 31)
+    if workerinput is None:
+        config.pluginmanager.register(JunitRetries(config), "wasmbed-hil-junit-retries")
     if workerinput is None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_SeedToWorkers(), "wasmbed-hil-fault-seed")
     for text in MARKERS.values():
@@ -227,6 +229,10 @@ class _RunResources:
 
     def pytest_unconfigure(self) -> None:
         self._leave()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mark_infra_retries(config, items)
 
 
 class _SeedToWorkers:

@@ -22,7 +22,11 @@ last console lines attached); anything else is `product`. A gateway-side wait th
 attached. The class goes
 into the Allure label `failure_category`, the JUnit property of the same name and the
 `categories.json` that Allure reads. `--hil-infra-retries N` re-runs a test up to N times
-when, and only when, it failed for an infrastructure reason.
+when, and only when, it failed for an infrastructure reason: it marks each scenario
+`flaky(reruns=N, condition=is_infrastructure)` for pytest-rerunfailures, which does the
+re-running. Each attempt is its own Allure result (the same historyId, so Allure shows the
+earlier ones as retries); an attempt after infrastructure failures carries the label
+`infra_retries` (how many came before) and their tracebacks as an attachment.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class Evidence:
 EVIDENCE = pytest.StashKey[Evidence]()
 IMAGE_ATTACHED = pytest.StashKey[bool]()  # on the config: the ELF went into a report
 EARLIER = pytest.StashKey[list[str]]()  # failures of earlier attempts (infrastructure)
-ATTEMPT = pytest.StashKey[list[int]]()  # [attempt index, infrastructure failures in it]
+CATEGORY = pytest.StashKey[list[str]]()  # the failure categories of the current attempt
 
 
 def evidence(node: pytest.Item | Any) -> Evidence:
@@ -174,6 +178,28 @@ def classify(exc: BaseException | None) -> str:
             return INFRASTRUCTURE
         exc = exc.__cause__ or exc.__context__
     return PRODUCT
+
+
+def is_infrastructure(error: BaseException | None) -> bool:
+    """pytest-rerunfailures' condition: re-run only a failure of the bench."""
+    return classify(error) == INFRASTRUCTURE
+
+
+def mark_infra_retries(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--hil-infra-retries N`: every scenario using the harness (and not marked `flaky`
+    itself) is re-run by pytest-rerunfailures up to N times, for infrastructure failures
+    only."""
+    retries = int(config.getoption("--hil-infra-retries"))
+    if retries < 0:
+        raise pytest.UsageError(f"--hil-infra-retries={retries}: must be >= 0")
+    if retries == 0:
+        return
+    if not config.pluginmanager.hasplugin("rerunfailures"):
+        raise pytest.UsageError("--hil-infra-retries needs pytest-rerunfailures (pip install "
+                                "'wasmbed-hil[bench]'), which is not installed or disabled")
+    for item in items:
+        if uses_hil(item) and item.get_closest_marker("flaky") is None:
+            item.add_marker(pytest.mark.flaky(reruns=retries, condition=is_infrastructure))
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -462,78 +488,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()
     if not uses_hil(item):
         return
-    attempt = item.stash.setdefault(ATTEMPT, [0, 0])
-    retries = int(item.config.getoption("--hil-infra-retries"))
-    if report.when == "setup" and attempt[0] == 0:
+    if report.when == "setup":  # each attempt is its own Allure result: label each
+        item.stash[CATEGORY] = []
         for name, value in backend_labels(item.config).items():
             _label(name, value)
+        if allure is not None:  # a parameter: one test on two backends is two tests
+            allure.dynamic.parameter("backend", str(item.config.getoption("--hil-backend")))
+        earlier = item.stash.get(EARLIER, [])
+        retried = int(getattr(item, "execution_count", 1)) - 1  # set by pytest-rerunfailures
+        if retried > 0 and earlier:  # this attempt follows infrastructure failures
+            _label("infra_retries", str(retried))
+            _attach("earlier attempts (infrastructure failures)", "\n\n".join(earlier))
     if report.failed:
         category = classify(call.excinfo.value if call.excinfo else None)
         ev = item.stash.get(EVIDENCE, None)
         if ev is not None and deaths(devices_of(ev)):
             category = INFRASTRUCTURE  # whatever failed, a machine died under it
         report.wasmbed_category = category  # type: ignore[attr-defined]
-        if category == INFRASTRUCTURE:
-            attempt[1] += 1
-        if not (category == INFRASTRUCTURE and attempt[0] < retries):  # no retry follows
-            item.user_properties.append(("failure_category", category))
-            report.user_properties.append(("failure_category", category))
-            _label("failure_category", category)
+        item.stash.setdefault(CATEGORY, []).append(category)
+        _label("failure_category", category)
+        if category == INFRASTRUCTURE:  # may be re-run: kept for the next attempt
+            attempt = int(getattr(item, "execution_count", 1))
+            item.stash.setdefault(EARLIER, []).append(
+                f"attempt {attempt}, {report.when}:\n{report.longreprtext}")
     if report.when == "teardown":
-        final = attempt[1] == 0 or attempt[0] >= retries
-        earlier = item.stash.get(EARLIER, [])
-        if final and earlier:  # this attempt came after infrastructure failures
-            _label("infra_retries", str(len({e.split(",")[0] for e in earlier})))
-            _attach("earlier attempts (infrastructure failures)", "\n\n".join(earlier))
-        attempt[0] += 1
-        attempt[1] = 0
+        # JUnit takes a test case's properties from its teardown report
+        for category in dict.fromkeys(item.stash.get(CATEGORY, [])):
+            report.user_properties.append(("failure_category", category))
+        if INFRASTRUCTURE in item.stash.get(CATEGORY, []):
+            item.stash[EVIDENCE] = Evidence()  # an attempt that may follow collects its own
     if report.when == "call" or (report.when == "setup" and report.failed):
         try:
             attach_evidence(item)
         except Exception as exc:  # never let evidence hide the outcome
             _attach("evidence error", repr(exc))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    retries = int(item.config.getoption("--hil-infra-retries"))
-    if retries <= 0 or not uses_hil(item):
-        return None
-    from _pytest.runner import runtestprotocol
-
-    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for attempt in range(retries + 1):
-        if attempt:
-            item.stash[EVIDENCE] = Evidence()
-            if hasattr(item, "_initrequest"):
-                item._initrequest()  # fresh fixtures for the new attempt
-        reports = runtestprotocol(item, nextitem=nextitem, log=False)
-        infra = any(getattr(r, "wasmbed_category", None) == INFRASTRUCTURE for r in reports)
-        last = attempt == retries
-        if infra and not last:
-            failed = [r for r in reports if r.failed]
-            item.stash.setdefault(EARLIER, []).extend(
-                f"attempt {attempt + 1}, {r.when}:\n{r.longreprtext}" for r in failed)
-
-        for report in reports:
-            if infra and not last:
-                # An attempt to be repeated shows as one "rerun" line; its other phases are
-                # not logged, so JUnit keeps one test case per test.
-                if report.failed:
-                    report.outcome = "rerun"  # type: ignore[assignment]
-                    item.ihook.pytest_runtest_logreport(report=report)
-                continue
-            item.ihook.pytest_runtest_logreport(report=report)
-        if not infra or last:
-            break
-    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    return True
-
-
-def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
-    if report.outcome == "rerun":
-        return "rerun", "R", ("RERUN", {"yellow": True})
-    return None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

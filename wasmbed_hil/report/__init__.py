@@ -28,13 +28,15 @@ OUTPUTS = ("report.html", "summary.md", "summary.json")
 
 
 def write_report(comparison: Comparison, out_dir: Path | str,
-                 title: str = "Regression report") -> dict[str, Path]:
-    """Write report.html, summary.md and summary.json into `out_dir` (created if needed).
-    OSError when it cannot be written."""
+                 title: str = "Regression report",
+                 allure_report: Path | None = None) -> dict[str, Path]:
+    """Write report.html, summary.md and summary.json into `out_dir` (created if needed);
+    report.html links to `allure_report` (Allure 3's index.html) when given. OSError when it
+    cannot be written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     texts = {
-        "report.html": render_html(comparison, out_dir, title),
+        "report.html": render_html(comparison, out_dir, title, allure_report=allure_report),
         "summary.md": render_markdown(comparison, title),
         "summary.json": json.dumps(run_to_json(comparison.current, out_dir,
                                                comparison.to_json()), indent=1) + "\n",

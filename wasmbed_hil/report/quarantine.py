@@ -41,7 +41,9 @@ class QuarantineEntry:
 
     def matches(self, test: CaseResult) -> bool:
         key = self.key
-        return key in (test.key, test.key.split("[", 1)[0]) or self.test == test.nodeid
+        # on any backend (`KEY@BACKEND`) and with any parameters (`KEY[id]`)
+        return (key in (test.key, test.key.split("[", 1)[0], test.key.split("@", 1)[0])
+                or self.test == test.nodeid)
 
 
 @dataclass

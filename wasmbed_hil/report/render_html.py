@@ -369,9 +369,10 @@ def _run_box(title: str, run: Run | None) -> str:
 
 
 def render_html(comparison: Comparison, out_dir: Path | str, title: str = "Regression report",
-                generated: datetime | None = None) -> str:
+                generated: datetime | None = None, *, allure_report: Path | None = None
+                ) -> str:
     """The page for `comparison`, to be written into `out_dir` (attachment links are
-    relative to it)."""
+    relative to it); with `allure_report`, a link to that full report (Allure 3's)."""
     out_dir = Path(out_dir)
     generated = generated or datetime.now().astimezone()
     counts = comparison.counts
@@ -403,6 +404,10 @@ def render_html(comparison: Comparison, out_dir: Path | str, title: str = "Regre
     q_text = (f"quarantine {h(quarantine.path)} ({len(quarantine.active)} active, "
               f"{len(quarantine.expired)} expired)" if quarantine and quarantine.path
               else "no quarantine file")
+    if allure_report is not None:
+        link = Path(os.path.relpath(allure_report.absolute(), out_dir.absolute())).as_posix()
+        sub += (f' · <a href="{h(link)}">every test, attempt and attachment: the Allure '
+                "report</a>")
     body = [
         '<header class="top"><div>', f"<h1>{h(title)}</h1>", f'<p class="sub">{sub}</p>',
         f"</div>{verdict}</header>",

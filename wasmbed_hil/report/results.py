@@ -153,6 +153,9 @@ def _status(raw: Any) -> str:
     return status if status in STATUSES else BROKEN  # "unknown": interrupted
 
 
+BACKEND_PARAMETER = "backend"  # the Allure parameter naming the backend a test ran on
+
+
 def _param_value(value: Any) -> str:
     text = str(value)
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
@@ -161,20 +164,28 @@ def _param_value(value: Any) -> str:
 
 
 def allure_key(data: dict[str, Any]) -> tuple[str, str | None]:
-    """(key, nodeid) of an allure-pytest result: fullName plus the parameter id, and the
-    pytest node id rebuilt from titlePath (None when the result has no titlePath)."""
+    """(key, nodeid) of an allure-pytest result: fullName plus the parameter id, then
+    `@BACKEND` when the result has the parameter `backend` (the pytest plugin sets it, so
+    that one test run on two backends is two tests), and the pytest node id rebuilt from
+    titlePath (None when the result has no titlePath)."""
     full_name = str(data.get("fullName") or "")
     name = str(data.get("name") or "")
     func = full_name.split("#", 1)[1] if "#" in full_name else ""
+    params = [p for p in data.get("parameters") or [] if isinstance(p, dict)]
+    backend = next((_param_value(p.get("value")) for p in params
+                    if p.get("name") == BACKEND_PARAMETER), None)
+    params = [p for p in params if p.get("name") != BACKEND_PARAMETER]
     if func and name.startswith(func + "["):
         suffix = name[len(func):]
-    elif func and name != func and data.get("parameters"):
+    elif func and name != func and params:
         # a test with @allure.title: its name no longer carries the parameter id
-        values = [_param_value(p.get("value")) for p in data["parameters"] if isinstance(p, dict)]
+        values = [_param_value(p.get("value")) for p in params]
         suffix = "[" + "-".join(values) + "]"
     else:
         suffix = ""
     key = full_name + suffix if full_name else name or str(data.get("historyId") or "")
+    if backend:
+        key += f"@{backend}"
     nodeid = None
     title_path = data.get("titlePath")
     if func and isinstance(title_path, list) and title_path:

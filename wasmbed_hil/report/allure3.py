@@ -1,0 +1,128 @@
+"""The HTML report of a run rendered by Allure 3 (the npm package `allure`), where node is.
+
+`wasmbed-hil report` calls `generate`: Allure 3, pinned with its whole dependency tree and
+their integrity hashes in `allure3/package-lock.json`, is installed by `npm ci` into a cache
+directory on first use (`.cache/allure` or $WASMBED_ALLURE_CACHE; package scripts are not
+run), then renders the Allure results into one self-contained `index.html` (Allure's
+"awesome" report, single-file mode: it opens from disk, no server). The history of earlier
+runs is carried in a JSON-lines file (Allure's `historyPath`) that each run appends to, so
+the report shows trends, flaky and new tests across runs (the last HISTORY_LIMIT runs).
+
+Allure 3 puts a Google Analytics tag into the page; `generate` takes it out, so that opening
+a report sends nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+VERSION = "3.18.0"  # the pin in allure3/package.json and its lock
+ENV_CACHE = "WASMBED_ALLURE_CACHE"
+DEFAULT_CACHE = Path(".cache/allure")
+LOCK_FILES = ("package.json", "package-lock.json")
+HISTORY_LIMIT = 20  # runs kept in the history file (one JSON line each, ~1 KiB per test)
+INSTALL_TIMEOUT_S = 600.0
+GENERATE_TIMEOUT_S = 600.0
+_ANALYTICS = re.compile(
+    r'\s*<script async src="https://www\.googletagmanager\.com/[^"]*"></script>'
+    r"\s*<script>\s*window\.dataLayer.*?</script>", re.DOTALL)
+
+
+class AllureError(Exception):
+    """Allure 3 could not be installed or could not render the report."""
+
+
+@dataclass(frozen=True)
+class Generated:
+    index: Path  # the report's index.html
+    history: Path  # the history file it read and appended to
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get(ENV_CACHE) or DEFAULT_CACHE)
+
+
+def unavailable_reason() -> str | None:
+    """Why Allure 3 cannot run here (no node or npm), or None."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (Debian: apt-get install nodejs npm)"
+    return None
+
+
+def _pinned(name: str) -> bytes:
+    return resources.files(__package__).joinpath("allure3", name).read_bytes()
+
+
+def executable(cache: Path) -> Path:
+    """Allure 3's command in `cache`, installed with `npm ci` from the pinned lock unless
+    that exact lock is installed there already. AllureError when npm fails."""
+    binary = cache / "node_modules" / ".bin" / "allure"
+    if binary.exists() and all((cache / name).is_file() and (cache / name).read_bytes()
+                               == _pinned(name) for name in LOCK_FILES):
+        return binary
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in LOCK_FILES:
+        (cache / name).write_bytes(_pinned(name))
+    npm = shutil.which("npm") or "npm"
+    try:
+        done = subprocess.run(
+            [npm, "ci", "--prefix", str(cache), "--ignore-scripts", "--no-audit", "--no-fund",
+             "--loglevel=error"],
+            capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AllureError(f"npm ci of allure@{VERSION} into {cache} failed: {exc}") from None
+    if done.returncode != 0 or not binary.exists():
+        raise AllureError(f"npm ci of allure@{VERSION} into {cache} failed (exit "
+                          f"{done.returncode}): {_last_line(done.stderr or done.stdout)}")
+    return binary
+
+
+def generate(results: Path, out_dir: Path, history: Path, name: str,
+             cache: Path | None = None) -> Generated:
+    """Render the Allure results in `results` into `out_dir`/index.html (replacing what was
+    there), reading and appending to `history`. AllureError when it cannot."""
+    reason = unavailable_reason()
+    if reason:
+        raise AllureError(reason)
+    # resolved: npm ci fails ("Missing: allure@ from lock file") on a prefix reached through
+    # a symbolic link (a .cache linked to a shared one)
+    binary = executable((cache or default_cache()).resolve())
+    out_dir = out_dir.absolute()
+    history = history.absolute()
+    history.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    config = {"name": name, "output": str(out_dir), "historyPath": str(history),
+              "historyLimit": HISTORY_LIMIT,
+              "plugins": {"awesome": {"options": {"singleFile": True, "reportName": name}}}}
+    with tempfile.TemporaryDirectory(prefix="wasmbed-allure-") as scratch:
+        rc = Path(scratch) / "allurerc.json"
+        rc.write_text(json.dumps(config))
+        try:
+            done = subprocess.run(
+                [str(binary), "generate", str(results.absolute()), "--config", str(rc),
+                 "--output", str(out_dir)],
+                capture_output=True, text=True, timeout=GENERATE_TIMEOUT_S, cwd=scratch,
+                env={**os.environ, "NO_COLOR": "1"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AllureError(f"allure generate failed: {exc}") from None
+    index = out_dir / "index.html"
+    if done.returncode != 0 or not index.is_file():
+        raise AllureError(f"allure generate failed (exit {done.returncode}): "
+                          f"{_last_line(done.stderr or done.stdout)}")
+    index.write_text(_ANALYTICS.sub("", index.read_text(encoding="utf-8")), encoding="utf-8")
+    return Generated(index, history)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
