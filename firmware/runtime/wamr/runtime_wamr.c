@@ -470,7 +470,7 @@ static void guard(const wb_limits_t *limits, volatile const bool *stop)
         bool running = in_call();
         if (running && !call_seen) {
             call_seen = true;
-            deadline = now + limits->timeout_ms;
+            deadline = now + limits->timeout_ms + 1; /* now is truncated: never < N ms */
         }
         if (stop && *stop) {
             request(WB_OUTCOME_STOPPED);

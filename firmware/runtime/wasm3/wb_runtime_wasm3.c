@@ -395,7 +395,9 @@ static void run_module(const uint8_t *wasm, size_t len, const char *entry, const
     s_guard.fuel_budget = limits->fuel;
     s_guard.fuel_used = 0;
     s_guard.next_check = 1; /* the first event checks stop and clock */
-    s_guard.deadline_ms = now + limits->timeout_ms;
+    /* +1: `now` is truncated to the millisecond, so the run may have begun up to 1 ms
+     * before it; a budget of N ms must never end a run after less than N ms. */
+    s_guard.deadline_ms = now + limits->timeout_ms + 1;
     s_guard.last_hook_ms = now;
     s_guard.timeout_ms = limits->timeout_ms;
     s_guard.stop = stop;
