@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
+import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -30,6 +33,15 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], patience: float
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=patience)
+
+
+async def kill_process_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group of `proc` (started with start_new_session=True) unless it
+    has ended already, and reap it: the way a power cut ends an emulator."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
 
 
 class AppServer:

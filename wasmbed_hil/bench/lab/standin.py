@@ -25,11 +25,10 @@ import contextlib
 import errno
 import os
 import shutil
-import signal
 import tty
 from pathlib import Path
 
-from ...aio import AppServer, cancel_and_wait
+from ...aio import AppServer, cancel_and_wait, kill_process_group
 from ..boards import DEFAULT_BOARD, BoardError, load_board
 
 UARTS = ("console", "link")  # UART0, UART1 of the firmware
@@ -198,10 +197,7 @@ class StandinBoard:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        await kill_process_group(proc)
 
     def flash(self, part: str, data: bytes) -> None:
         """Write the image or the blob; refused while powered (a flasher halts the CPU)."""

@@ -68,12 +68,12 @@ async def open_pty(path: str | os.PathLike[str]) -> tuple[asyncio.StreamReader, 
     return reader, _PtyWriter(writer, reader)
 
 
-class _PtyWriter:
-    """The writer of an opened tty; closing it also stops reading (one tty, two fds)."""
+class _SerialWriter:
+    """A StreamWriter's interface over an opened serial port, for the bridge's pump: what is
+    written goes out as it is; subclasses say what writing and closing mean on their port."""
 
-    def __init__(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
-        self._reader = reader
 
     @property
     def transport(self) -> asyncio.BaseTransport:
@@ -93,13 +93,24 @@ class _PtyWriter:
 
     def close(self) -> None:
         self._writer.close()
-        read_transport = getattr(self._reader, "_transport", None)
-        if read_transport is not None:
-            read_transport.close()
 
     async def wait_closed(self) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             await self._writer.wait_closed()
+
+
+class _PtyWriter(_SerialWriter):
+    """The writer of an opened tty; closing it also stops reading (one tty, two fds)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+        super().__init__(writer)
+        self._reader = reader
+
+    def close(self) -> None:
+        super().close()
+        read_transport = getattr(self._reader, "_transport", None)
+        if read_transport is not None:
+            read_transport.close()
 
 
 class TelnetDecoder:
@@ -166,37 +177,23 @@ def telnet_escape(data: bytes) -> bytes:
 TELNET_GREETING = bytes((IAC, WILL, BINARY, IAC, DO, BINARY, IAC, WILL, SGA, IAC, DO, SGA))
 
 
-class _TelnetWriter:
+class _TelnetWriter(_SerialWriter):
     """Writes payload to a telnet connection (0xFF doubled); closing it ends the decoder."""
 
     def __init__(self, writer: asyncio.StreamWriter, task: asyncio.Task[None]) -> None:
-        self._writer = writer
+        super().__init__(writer)
         self._task = task
 
-    @property
-    def transport(self) -> asyncio.BaseTransport:
-        return self._writer.transport
-
     def write(self, data: bytes) -> None:
-        self._writer.write(telnet_escape(data))
-
-    async def drain(self) -> None:
-        await self._writer.drain()
-
-    def is_closing(self) -> bool:
-        return self._writer.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._writer.get_extra_info(name, default)
+        super().write(telnet_escape(data))
 
     def close(self) -> None:
-        self._writer.close()
+        super().close()
         self._task.cancel()
 
     async def wait_closed(self) -> None:
         await cancel_and_wait([self._task])
-        with contextlib.suppress(OSError, ConnectionError):
-            await self._writer.wait_closed()
+        await super().wait_closed()
 
 
 async def open_telnet(

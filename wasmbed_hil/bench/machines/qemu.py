@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ...aio import cancel_and_wait
+from ...aio import cancel_and_wait, kill_process_group
 from ..boards import DEFAULT_BOARD, Board, BoardError, load_board
 from ..consolelog import ConsoleLog
 from ..errors import MachineDied, MachineError
@@ -253,10 +253,7 @@ class QemuMachine:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        await kill_process_group(proc)
         _LIVE.discard(proc.pid)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await cancel_and_wait(self._tasks)
