@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +74,10 @@ TLS_HANDSHAKE = 0x16
 PLAINTEXT_ANSWER = frozenset({TLS_HANDSHAKE, TLS_CHANGE_CIPHER_SPEC})
 
 
-class RecordTypes:
-    """The types of the TLS records in one direction's byte stream, across reads."""
+class RecordWalk:
+    """TLS record boundaries in one direction's byte stream, across reads: `walk(data)`
+    yields each complete record header (5 bytes, as bytes) and each run of record body
+    bytes, in stream order. A header split across reads is held back until it is whole."""
 
     HEADER = 5
 
@@ -83,13 +85,13 @@ class RecordTypes:
         self._header = bytearray()
         self._remaining = 0
 
-    def feed(self, data: bytes) -> set[int]:
-        """The types of the records whose header completes in `data`."""
-        kinds: set[int] = set()
+    def walk(self, data: bytes) -> Iterator[tuple[bool, bytes]]:
+        """(is_header, bytes) pieces of `data`: whole headers and body runs."""
         i = 0
         while i < len(data):
             if self._remaining:
                 n = min(self._remaining, len(data) - i)
+                yield False, data[i : i + n]
                 self._remaining -= n
                 i += n
                 continue
@@ -97,14 +99,22 @@ class RecordTypes:
             self._header += piece
             i += len(piece)
             if len(self._header) < self.HEADER:
-                break
-            kinds.add(self._header[0])
-            self._remaining = int.from_bytes(self._header[3:5], "big")
+                break  # the rest of the header comes with the next read
+            header = bytes(self._header)
             self._header.clear()
-        return kinds
+            self._remaining = int.from_bytes(header[3:5], "big")
+            yield True, header
 
 
-class RecordCursor:
+class RecordTypes(RecordWalk):
+    """The types of the TLS records in one direction's byte stream, across reads."""
+
+    def feed(self, data: bytes) -> set[int]:
+        """The types of the records whose header completes in `data`."""
+        return {piece[0] for is_header, piece in self.walk(data) if is_header}
+
+
+class RecordCursor(RecordWalk):
     """Follows TLS record boundaries in the device -> gateway byte stream, and tells where a
     new session starts.
 
@@ -119,14 +129,11 @@ class RecordCursor:
     A record header split across reads is held back until its type is known.
     """
 
-    HEADER = 5
-
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self._header = bytearray()
-        self._remaining = 0
+        RecordWalk.__init__(self)
         self._hello_seen = False  # a ClientHello went up on this connection
         self._app_data_seen = False  # application data went up since
         self._answer: set[int] = set()  # record types that came down since
@@ -147,33 +154,20 @@ class RecordCursor:
         segments: list[tuple[bool, bytes]] = []
         current = bytearray()
         restart = False
-        i = 0
-        while i < len(data):
-            if self._remaining:
-                n = min(self._remaining, len(data) - i)
-                current += data[i : i + n]
-                self._remaining -= n
-                i += n
-                continue
-            piece = data[i : i + self.HEADER - len(self._header)]
-            self._header += piece
-            i += len(piece)
-            if len(self._header) < self.HEADER:
-                break  # the rest of the header comes with the next read
-            kind = self._header[0]
-            if kind == TLS_HANDSHAKE:
-                if self._starts_session():
-                    if current or restart:
-                        segments.append((restart, bytes(current)))
-                    current, restart = bytearray(), True
-                self._hello_seen = True
-                self._app_data_seen = False
-                self._answer = set()
-            elif kind == TLS_APPLICATION_DATA:
-                self._app_data_seen = True
-            current += self._header
-            self._remaining = int.from_bytes(self._header[3:5], "big")
-            self._header.clear()
+        for is_header, piece in self.walk(data):
+            if is_header:
+                kind = piece[0]
+                if kind == TLS_HANDSHAKE:
+                    if self._starts_session():
+                        if current or restart:
+                            segments.append((restart, bytes(current)))
+                        current, restart = bytearray(), True
+                    self._hello_seen = True
+                    self._app_data_seen = False
+                    self._answer = set()
+                elif kind == TLS_APPLICATION_DATA:
+                    self._app_data_seen = True
+            current += piece
         if current or restart:
             segments.append((restart, bytes(current)))
         return segments
