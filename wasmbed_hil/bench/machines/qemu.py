@@ -107,6 +107,18 @@ def gdb_arguments(fd: int, halted: bool) -> list[str]:
     return [*args, "-S"] if halted else args
 
 
+def _exited(proc: asyncio.subprocess.Process) -> bool:
+    """Whether our child process has ended, even if asyncio has not said so yet: a zombie is
+    looked at without being reaped (WNOWAIT); no such child means asyncio's watcher has
+    reaped it already and is about to set its returncode."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 class QemuMachine:
     """A bench.machines.base.Machine: one qemu-system-arm process per boot.
 
@@ -250,9 +262,14 @@ class QemuMachine:
 
     async def power_cut(self) -> None:
         """Kill the emulator now; RAM is lost, the blob is loaded again on the next boot."""
-        proc, self._proc = self._proc, None
+        proc = self._proc
         if proc is None:
             return
+        if _exited(proc):
+            # It died before this cut (a crash, a kill from outside) and asyncio has not
+            # told the watcher yet: let the watcher record the death before letting go.
+            await asyncio.wait(self._tasks, timeout=5)
+        self._proc = None
         await kill_process_group(proc)
         _LIVE.discard(proc.pid)
         await asyncio.gather(*self._tasks, return_exceptions=True)
