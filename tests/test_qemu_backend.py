@@ -29,6 +29,8 @@ def test_qmp_reset_reboots_the_firmware_which_reconnects(gateway, qemu_device):
     dev.power_on()
     device_id = dev.wait_online()
     pid = dev.machine.pid
+    # The firmware probed its time base: QEMU's mps2-an385 has CMSDK timer 0.
+    assert any(line.endswith("time base: cmsdk-timer0") for line in dev.console)
     banners = sum("wasmbed firmware" in line for line in dev.console)
     dev.reset()
     # Same process, CPU reset: the firmware boots again and reconnects as the same device.

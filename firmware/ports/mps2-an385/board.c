@@ -1,5 +1,5 @@
 /* Board support for MPS2-AN385: UARTs, console on UART0 through picolibc stdio, SysTick
- * 1 ms time base, HardFault reporting. */
+ * time base (board_now_ms: timer 0, DWT or SysTick, probed at boot), HardFault reporting. */
 #include "board.h"
 
 #include <stdio.h>
@@ -95,43 +95,80 @@ FILE *const stdin = &console;
 FILE *const stdout = &console;
 FILE *const stderr = &console;
 
-/* --- SysTick ------------------------------------------------------------------------------ */
+/* --- time base ---------------------------------------------------------------------------- */
 
-/* Time comes from CMSDK APB timer 0 running free at the peripheral clock: QEMU computes its
- * counter from its virtual clock when read, so the time stays right even when the host is
- * too busy to deliver every SysTick interrupt (counting interrupts ran slow under load).
- * SysTick only wakes the CPU from wfi and keeps the 32-bit counter's wraps tracked. */
+/* Time comes from a free-running 32-bit counter read when asked, so it stays right even when
+ * the host is too busy to deliver every SysTick interrupt (counting interrupts ran slow under
+ * load on QEMU). Which counter is probed once at boot, because the emulators differ:
+ *   - CMSDK APB timer 0 (0x40000000, 25 MHz): QEMU's mps2-an385 has it (hw/timer/
+ *     cmsdk-apb-timer.c, PID0/PID1 = 0x22/0xB8); Renode releases up to 1.16.1 have no model
+ *     of it (renode/mps2-an385.repl leaves it out), and an unmapped read there returns 0.
+ *   - DWT CYCCNT (0xE0001004), counting the 25 MHz processor clock: Renode's
+ *     Miscellaneous.DWT (in every release since 1.15.0, renode/mps2-an385.repl maps it);
+ *     QEMU 7.2 has no DWT, so its CYCCNT does not count there.
+ *   - otherwise SysTick wraps (1 ms each) counted by the interrupt, plus the current count.
+ * The choice is logged once as "time base: <name>" (board_time_base()).
+ * Build flags for tests: -DWB_TIME_BASE_SKIP_TIMER0, -DWB_TIME_BASE_SKIP_DWT. */
 #define TIMER0_BASE 0x40000000u
 #define TIMER_CTRL REG(TIMER0_BASE + 0x00)
 #define TIMER_VALUE REG(TIMER0_BASE + 0x04)
 #define TIMER_RELOAD REG(TIMER0_BASE + 0x08)
+#define TIMER_PID0 REG(TIMER0_BASE + 0xFE0)
+#define TIMER_PID1 REG(TIMER0_BASE + 0xFE4)
 #define TIMER_HZ 25000000u /* MPS2-AN385 peripheral clock */
 
-static volatile uint32_t timer_last;   /* elapsed count (RELOAD - VALUE) at the last read */
-static volatile uint64_t timer_wraps;  /* full 2^32 periods before it */
+#define DEMCR REG(0xE000EDFC)
+#define DEMCR_TRCENA (1u << 24)
+#define DWT_BASE 0xE0001000u
+#define DWT_CTRL REG(DWT_BASE + 0x000)
+#define DWT_CYCCNT REG(DWT_BASE + 0x004)
+#define DWT_CTRL_CYCCNTENA 0x1u
 
-static uint64_t timer_ticks(void)
+enum time_base { TIME_BASE_TIMER0, TIME_BASE_DWT, TIME_BASE_SYSTICK };
+static enum time_base time_base = TIME_BASE_SYSTICK;
+
+static volatile uint32_t count_last;  /* counter value (elapsed, counting up) at the last read */
+static volatile uint64_t count_wraps; /* full 2^32 periods before it */
+static volatile uint64_t systick_ms;  /* SysTick wraps (fallback time base) */
+
+static uint32_t counter_now(void)
+{
+    return time_base == TIME_BASE_TIMER0 ? 0xFFFFFFFFu - TIMER_VALUE : DWT_CYCCNT;
+}
+
+static uint64_t counter_ticks(void)
 {
     uint32_t primask;
     __asm__ volatile("mrs %0, primask\n cpsid i" : "=r"(primask)::"memory");
-    uint32_t elapsed = 0xFFFFFFFFu - TIMER_VALUE;
-    if (elapsed < timer_last) {
-        timer_wraps = timer_wraps + 1;
+    uint32_t elapsed = counter_now();
+    if (elapsed < count_last) {
+        count_wraps = count_wraps + 1;
     }
-    timer_last = elapsed;
-    uint64_t ticks = (timer_wraps << 32) | elapsed;
+    count_last = elapsed;
+    uint64_t ticks = (count_wraps << 32) | elapsed;
     __asm__ volatile("msr primask, %0" ::"r"(primask) : "memory");
     return ticks;
 }
 
 void arm_systick_isr(void)
 {
-    (void)timer_ticks(); /* at least one read per wrap period (171 s) */
+    if (time_base == TIME_BASE_SYSTICK) {
+        systick_ms = systick_ms + 1;
+    } else {
+        (void)counter_ticks(); /* at least one read per wrap period (171 s) */
+    }
 }
 
 uint64_t board_now_ms(void)
 {
-    return timer_ticks() / (TIMER_HZ / 1000u);
+    if (time_base == TIME_BASE_SYSTICK) {
+        uint32_t primask;
+        __asm__ volatile("mrs %0, primask\n cpsid i" : "=r"(primask)::"memory");
+        uint64_t ms = systick_ms;
+        __asm__ volatile("msr primask, %0" ::"r"(primask) : "memory");
+        return ms;
+    }
+    return counter_ticks() / (TIMER_HZ / 1000u);
 }
 
 uint32_t board_systick_value(void)
@@ -139,13 +176,61 @@ uint32_t board_systick_value(void)
     return SYST_CVR;
 }
 
+const char *board_time_base(void)
+{
+    static const char *const names[] = {"cmsdk-timer0", "dwt-cyccnt", "systick"};
+    return names[time_base];
+}
+
+static bool timer0_present(void)
+{
+#ifdef WB_TIME_BASE_SKIP_TIMER0
+    return false;
+#else
+    return (TIMER_PID0 & 0xFFu) == 0x22u && (TIMER_PID1 & 0xFFu) == 0xB8u;
+#endif
+}
+
+static bool dwt_counts(void)
+{
+#ifdef WB_TIME_BASE_SKIP_DWT
+    return false;
+#else
+    DEMCR = DEMCR | DEMCR_TRCENA;
+    DWT_CYCCNT = 0;
+    DWT_CTRL = DWT_CTRL | DWT_CTRL_CYCCNTENA;
+    uint32_t first = DWT_CYCCNT;
+    /* A counting CYCCNT moves within a few thousand cycles (on Renode before 1.16 a read
+     * without a time sync moves once per quantum: give it long enough). */
+    for (volatile uint32_t i = 0; i < 200000u; i++) {
+        if (DWT_CYCCNT != first) {
+            return true;
+        }
+    }
+    return false;
+#endif
+}
+
+static void time_base_init(void)
+{
+    if (timer0_present()) {
+        TIMER_RELOAD = 0xFFFFFFFFu;
+        TIMER_VALUE = 0xFFFFFFFFu;
+        TIMER_CTRL = 0x1; /* enable, no interrupt */
+        time_base = TIME_BASE_TIMER0;
+    } else if (dwt_counts()) {
+        time_base = TIME_BASE_DWT;
+    } else {
+        time_base = TIME_BASE_SYSTICK;
+    }
+    count_last = counter_now();
+}
+
 void board_init(void)
 {
     uart_init(WB_UART0_BASE);
     uart_init(WB_UART1_BASE);
-    TIMER_RELOAD = 0xFFFFFFFFu;
-    TIMER_VALUE = 0xFFFFFFFFu;
-    TIMER_CTRL = 0x1; /* enable, no interrupt */
+    time_base_init();
     SYST_RVR = WB_CPU_HZ / 1000u - 1u;
     SYST_CVR = 0;
     SYST_CSR = 0x7; /* processor clock, interrupt, enable */

@@ -24,5 +24,6 @@
 void board_init(void);                 /* UARTs, console stdio, SysTick */
 void board_idle(uint32_t quiet_ms);    /* wfi until the next tick once UARTs are quiet */
 void uart_init(uint32_t base);         /* CMSDK APB UART */
+const char *board_time_base(void);     /* "cmsdk-timer0", "dwt-cyccnt" or "systick" */
 
 #endif

@@ -125,6 +125,7 @@ int main(void)
     board_init();
     printf("\n");
     wb_platform_log("wasmbed firmware %s, board mps2-an385 (cortex-m3)", WB_FIRMWARE_VERSION);
+    wb_platform_log("time base: %s", board_time_base());
     wb_platform_log("WARNING: no TRNG on this board: entropy = blob seed + SysTick. "
                     "FIT FOR TESTS ONLY.");
     wb_app_load_credentials((const uint8_t *)WB_BLOB_ADDRESS, WB_BLOB_MAX_SIZE, NULL, &blob);
