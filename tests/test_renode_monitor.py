@@ -353,10 +353,12 @@ class FakeRenode(RenodeProcess):
         self.opens_terminals = not any(b"Address already in use" in s.data for s in steps)
         self.fake = FakeMonitor(lambda: transcript(self.name, **self.values), self.chunk,
                                 self._on_command)
-        self._servers.append(await asyncio.start_server(self._monitor, "127.0.0.1", port))
+        server = await asyncio.start_server(self._monitor, "127.0.0.1", port)
+        self._servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])  # --port 0: Renode picks and says
         self.started = True
-        self.output = [f"Monitor available in telnet mode on port {port}"]
-        return port
+        self.output = [f"Monitor available in telnet mode on port {bound}"]
+        return bound
 
     async def _monitor(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.fake is not None
@@ -573,7 +575,7 @@ def test_a_refused_platform_is_reported_with_renodes_words_and_a_hint(tmp_path):
         message = str(err.value)
         assert "Renode refused 'include @" in message
         assert "Could not resolve type: 'Timers.Arm_CMSDK_Timer'" in message
-        assert "lacks a peripheral model" in message
+        assert "has no peripheral model Timers.Arm_CMSDK_Timer that the platform uses" in message
         assert not machine.running and machine.boots == 0
         await asyncio.wait_for(fakes[0].fake.finished.wait(), 10)
         assert fakes[0].fake.completed, fakes[0].fake.mismatch

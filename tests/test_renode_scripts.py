@@ -388,7 +388,7 @@ def test_renode_is_registered_and_unavailable_here_with_the_stated_reason(monkey
     monkeypatch.setenv("PATH", str(tmp_path))
     assert RenodeBackend.unavailable_reason() == RENODE_MISSING
     assert RENODE_MISSING == (
-        "renode not found on PATH (install Renode ≥1.15 from https://renode.io; "
+        "renode not found on PATH (install Renode 1.15 or newer from https://renode.io; "
         "or pass --renode-binary to pytest, or set WASMBED_RENODE)"
     )
 

@@ -10,17 +10,20 @@ FirmwareDeviceHandle (bench.backends.firmware), with a Renode machine behind it.
 
 Where Renode is: $WASMBED_RENODE (a path or a command name; pytest's --renode-binary sets
 it), else ``renode`` on PATH; or pyrenode3 when it is importable and configured
-(PYRENODE_PKG / PYRENODE_BUILD_DIR). Without any of them the backend is unavailable and the
-scenarios skip, saying so.
+(pyrenode3_problem()). Without any of them the backend is unavailable and the scenarios
+skip, saying so; likewise when the Renode found has no model of a peripheral type the
+board's platform uses (a probe loads it once on a scratch machine: Error E04).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..boards import BoardError
+from ..boards import BoardError, resolve_board
+from ..errors import MachineError
 from ..loop import LoopThread
 from ..machines.gdb import GdbRequest
+from ..machines.renode import probe
 from ..machines.renode.machine import RenodeMachine, find_renode, pyrenode3_configured
 from ..machines.renode.scripts import RENODE_DIR, machine_name, render_device_script
 from ..seams import Link
@@ -30,7 +33,7 @@ from .firmware import FirmwareBackend, image_unavailable_reason
 __all__ = ["RENODE_MISSING", "RenodeBackend"]
 
 RENODE_MISSING = (
-    "renode not found on PATH (install Renode ≥1.15 from https://renode.io; "
+    "renode not found on PATH (install Renode 1.15 or newer from https://renode.io; "
     "or pass --renode-binary to pytest, or set WASMBED_RENODE)"
 )
 BINARY = BackendOption(
@@ -52,7 +55,22 @@ class RenodeBackend(FirmwareBackend):
             if configured:
                 return f"{BINARY.env}={configured!r} is not an executable renode"
             return RENODE_MISSING
-        return image_unavailable_reason()
+        return cls.missing_model_reason() or image_unavailable_reason()
+
+    @classmethod
+    def missing_model_reason(cls) -> str | None:
+        """A peripheral type of the board's platform that this Renode has no model of (found
+        by loading it on a scratch machine once per binary; bench.machines.renode.probe).
+        A probe that fails otherwise does not make the backend unavailable: the boot then
+        fails with Renode's own words."""
+        binary = find_renode()
+        repl = resolve_board().renode_repl
+        if binary is None or pyrenode3_configured() or repl is None:
+            return None
+        try:
+            return probe.profile(binary, RENODE_DIR / repl).unavailable_reason()
+        except MachineError:
+            return None
 
     def __init__(self, loop: LoopThread, workdir: Path) -> None:
         super().__init__(loop, workdir)
@@ -78,4 +96,11 @@ class RenodeBackend(FirmwareBackend):
         return RenodeMachine(
             machine_name(name), devdir, script, link=("127.0.0.1", link.port),
             binary=self.binary, gdb=GdbRequest.for_device(name), image=elf,
+            port_zero=self.port_zero,
         )
+
+    @property
+    def port_zero(self) -> bool:
+        """Start Renode with --port 0 unless the probe saw it announce port 0 (a release)."""
+        known = probe.cached(self.binary) if self.binary else None
+        return known.port_zero if known is not None else True

@@ -73,6 +73,7 @@ from .monitor import (
     MonitorTransport,
     Pyrenode3Monitor,
 )
+from .refusals import MISSING_TYPE, PortNotAnnounced, missing_types
 from .scripts import check_name, include_command
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,14 @@ Endpoint = tuple[str, int]
 #: (machine name, link port, console port) -> the script's text
 ScriptFactory = Callable[[str, int, int], str]
 
-MIN_VERSION = (1, 15, 0)
 READY = re.compile(r"Monitor available in telnet mode on port (\d+)")
 PORT_IN_USE = re.compile(
     r"address already in use|EADDRINUSE|only one usage of each socket address"
     r"|could not bind|SocketException",
     re.IGNORECASE,
 )
-MISSING_MODEL = re.compile(r"Arm_CMSDK_Timer|CMSDK_APB_UART|Could not find (?:a )?type", re.I)
+#: Renode's refusal of a peripheral type it has no model of (Error E04), naming the type.
+MISSING_MODEL = MISSING_TYPE
 ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[@-~]|.)")
 READ_SIZE = 16 * 1024
 
@@ -268,7 +269,9 @@ class RenodeProcess:
 
     async def start(self, port: int, timeout: float) -> int:
         """Launch and wait for "Monitor available in telnet mode on port P"; returns P.
-        Raises _PortLost when Renode could not bind the port, MachineError otherwise."""
+        ``port`` 0 lets Renode pick one (returned as announced; PortNotAnnounced when this
+        Renode announces 0). Raises _PortLost when Renode could not bind the port,
+        MachineError otherwise."""
         argv = self.argv(port)
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -288,6 +291,8 @@ class RenodeProcess:
         finally:
             exited.cancel()
         if self._ready in done:
+            if self._ready.exception() is not None:
+                await self.kill()
             return self._ready.result()
         await self.kill()
         tail = self.report()
@@ -310,8 +315,15 @@ class RenodeProcess:
                     self.on_log(line)
                 m = READY.search(line)
                 ready = self._ready
-                if m and int(m.group(1)) == port and ready is not None and not ready.done():
-                    ready.set_result(port)
+                if m is None or ready is None or ready.done():
+                    continue
+                announced = int(m.group(1))
+                if port == 0 and announced == 0:  # a release: it logs the requested port
+                    ready.set_exception(PortNotAnnounced(
+                        f"{self.binary} announced port 0 for --port 0 (it logs the requested "
+                        "port, not the bound one)"))
+                elif announced == port or (port == 0 and announced > 0):
+                    ready.set_result(announced)
 
     def report(self) -> str:
         return "\n".join(self.output[-40:]).strip()
@@ -357,6 +369,7 @@ class _SocketControl:
         self.m = machine
         self.process: RenodeProcess | None = None
         self.monitor: MonitorTransport | None = None
+        self.port: int | None = None  # the monitor port of this boot
         self._record: TextIO | None = None
 
     @property
@@ -373,11 +386,22 @@ class _SocketControl:
         binary = m.binary or find_renode()
         if binary is None:
             raise MachineError(
-                "renode not found on PATH (install Renode >= 1.15 from https://renode.io, "
+                "renode not found on PATH (install Renode 1.15 or newer from https://renode.io, "
                 "or set WASMBED_RENODE)"
             )
         self.process = m.process_factory(binary, m.workdir / "renode.log")
-        await self.process.start(monitor_port, m.start_timeout)
+        if monitor_port == 0:
+            try:
+                monitor_port = await self.process.start(0, m.start_timeout)
+            except PortNotAnnounced:
+                m.port_zero = False  # this Renode logs the requested port: pick one from now
+                await self.process.kill()
+                monitor_port = pick_free_ports(1)[0]
+                self.process = m.process_factory(binary, m.workdir / "renode.log")
+                await self.process.start(monitor_port, m.start_timeout)
+        else:
+            await self.process.start(monitor_port, m.start_timeout)
+        self.port = monitor_port
         self._record = (m.workdir / "monitor.transcript").open("a", buffering=1)
         self._record.write(f"# boot {m.boots + 1}: {' '.join(self.process.argv(monitor_port))}\n")
         try:
@@ -389,9 +413,6 @@ class _SocketControl:
             # Refused or not Renode's answers: another process may own the port.
             raise _PortLost(f"monitor port {monitor_port}: {exc}") from exc
         self.monitor = client
-        if client.version is not None and client.version < MIN_VERSION:
-            found = ".".join(map(str, client.version))
-            raise MachineError(f"Renode {found} found; 1.15 or newer is needed")
         await m.run(self.monitor, include_command(prepare()), m.include_timeout)
 
     async def reset(self) -> None:
@@ -509,6 +530,7 @@ class RenodeMachine:
         sync_token: str | None = None,
         monitor: MonitorTransport | None = None,
         process_factory: Callable[[str, Path], RenodeProcess] = RenodeProcess,
+        port_zero: bool = True,
         gdb: GdbRequest | None = None,
         image: Path | None = None,
     ) -> None:
@@ -527,7 +549,8 @@ class RenodeMachine:
         self.include_timeout = include_timeout
         self.sync_token = sync_token
         self.process_factory = process_factory
-        self.console: list[str] = []
+        #: Start Renode with --port 0 (cleared for good once it announces port 0).
+        self.port_zero = port_zero
         self.console = ConsoleLog()
         self.died: MachineDied | None = None
         self.boots = 0
@@ -579,11 +602,10 @@ class RenodeMachine:
             if PORT_IN_USE.search(text):
                 raise _PortLost(text) from exc
             hint = ""
-            if MISSING_MODEL.search(text):
+            if missing := missing_types(text):
                 hint = (
-                    "\nThis Renode build lacks a peripheral model that renode/mps2-an385.repl "
-                    "uses (Timers.Arm_CMSDK_Timer is recent in Renode's sources): use a newer "
-                    "build (see renode/README.md)."
+                    f"\nThis Renode has no peripheral model {', '.join(missing)} that the "
+                    "platform uses (Error E04; see renode/README.md)."
                 )
             raise MachineError(f"{self.name}: Renode refused {command!r}:\n{text}{hint}") from exc
         except MonitorError as exc:
@@ -613,9 +635,12 @@ class RenodeMachine:
 
         problems: list[str] = []
         for _ in range(self.attempts):
-            monitor_port = pick_free_ports(1)[0]
+            # --port 0 (Renode binds a free port and says which) removes the monitor port's
+            # race where Renode announces the bound port; otherwise a port picked here.
+            monitor_port = 0 if self.port_zero else pick_free_ports(1)[0]
             try:
                 await self._control.boot(name, prepare, monitor_port)
+                monitor_port = getattr(self._control, "port", None) or monitor_port
                 await self._start_gdb()
                 break
             except _PortLost as exc:
