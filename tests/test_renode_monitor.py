@@ -586,23 +586,38 @@ def test_a_refused_platform_is_reported_with_renodes_words_and_a_hint(tmp_path):
 
 
 class FakePyrenode3:
-    """pyrenode3.wrappers.Monitor's shape: execute(command) -> (output, error), blocking."""
+    """pyrenode3.wrappers.Monitor's shape: execute(command) -> (output, error) and
+    execute_script(path) -> (output, error), blocking. As in Renode, an ``include`` run
+    through execute() loses its errors (they go to the monitor's own interaction, which
+    only execute_script reads): ``script_error`` is returned by execute_script alone."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, script_error: str = "") -> None:
         self.loop = loop
+        self.script_error = script_error
         self.commands: list[str] = []
         self.servers: list[asyncio.Server] = []
 
     def execute(self, command: str) -> tuple[str, str]:
         self.commands.append(command)
         if command.startswith("include @"):
-            text = Path(command.removeprefix("include @")).read_text()
-            for port, _ in TERMINAL.findall(text):
-                server = asyncio.run_coroutine_threadsafe(
-                    asyncio.start_server(self._sink, "127.0.0.1", int(port)), self.loop
-                ).result(10)
-                self.servers.append(server)
+            self._run_script(command.removeprefix("include @"))
+            return "", ""  # what pyrenode3's execute() gives back for an include
         return "", ""
+
+    def execute_script(self, path: str) -> tuple[str, str]:
+        self.commands.append(f"include @{path}")
+        if self.script_error:
+            return "", self.script_error
+        self._run_script(path)
+        return "Starting emulation...\n", ""
+
+    def _run_script(self, path: str) -> None:
+        text = Path(path).read_text()
+        for port, _ in TERMINAL.findall(text):
+            server = asyncio.run_coroutine_threadsafe(
+                asyncio.start_server(self._sink, "127.0.0.1", int(port)), self.loop
+            ).result(10)
+            self.servers.append(server)
 
     @staticmethod
     async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -848,3 +863,94 @@ def test_the_renode_device_handle_follows_the_console_and_bridges_the_link(tmp_p
         loop.run(teardown())
     finally:
         assert loop.close() == []
+
+
+def test_with_pyrenode3_an_error_inside_the_include_is_not_lost(tmp_path):
+    # Renode writes an included script's errors to the monitor's own interaction, not to
+    # the caller's: the include must go through execute_script to see them.
+    refusal = ("There was an error executing command 'machine LoadPlatformDescription @p'\n"
+               "Error E04: Could not resolve type: 'Timers.Arm_CMSDK_Timer'.")
+
+    async def scenario() -> None:
+        fake = FakePyrenode3(asyncio.get_running_loop(), script_error=refusal)
+        machine = RenodeMachine(
+            "device_0", tmp_path / "m", _script_factory(tmp_path), control="pyrenode3",
+            monitor=Pyrenode3Monitor(fake),
+        )
+        with pytest.raises(MachineError, match=r"has no peripheral model Timers\.Arm_CMSDK_Timer"):
+            await machine.start()
+        assert not machine.running
+        assert fake.commands[0].startswith("include @")
+        assert fake.commands[1:] == ['mach set "device_0_b1"', "machine Pause",
+                                     'mach rem "device_0_b1"']
+        await machine.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({}, "set PYRENODE_BUILD_DIR"),
+    ({"PYRENODE_PKG": "/p", "PYRENODE_BUILD_DIR": "/b"}, "both set"),
+    ({"PYRENODE_BUILD_DIR": "/b"}, "needs PYRENODE_RUNTIME=coreclr"),
+    ({"PYRENODE_BUILD_DIR": "/b", "PYRENODE_RUNTIME": "mono"}, "needs PYRENODE_RUNTIME=coreclr"),
+    ({"PYRENODE_PKG": "/p", "PYRENODE_RUNTIME": "coreclr"}, "only with a Mono Renode package"),
+    ({"PYRENODE_BUILD_DIR": "/b", "PYRENODE_RUNTIME": "dotnet"}, "knows mono and coreclr"),
+    ({"PYRENODE_BUILD_DIR": "/b", "PYRENODE_RUNTIME": "coreclr"}, None),
+    ({"PYRENODE_PKG": "/p"}, None),
+    ({"PYRENODE_PKG": "/p", "PYRENODE_RUNTIME": "mono"}, None),
+])
+def test_pyrenode3_is_used_only_when_configured_to_load_renode(monkeypatch, env, problem):
+    for name in ("PYRENODE_PKG", "PYRENODE_BUILD_DIR", "PYRENODE_RUNTIME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(renode_machine.importlib.util, "find_spec",
+                        lambda name: object() if name == "pyrenode3" else None)
+    found = renode_machine.pyrenode3_problem()
+    if problem is None:
+        assert found is None and renode_machine.pyrenode3_configured()
+    else:
+        assert found is not None and problem in found
+        assert not renode_machine.pyrenode3_configured()
+    monkeypatch.setattr(renode_machine.importlib.util, "find_spec", lambda name: None)
+    if problem is None:  # configured, but pyrenode3 itself is missing
+        assert "not installed" in (renode_machine.pyrenode3_problem() or "")
+
+
+def test_pyrenode3_asked_for_but_misconfigured_makes_the_backend_say_why(monkeypatch):
+    from wasmbed_hil.bench.backends.renode import RenodeBackend
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("WASMBED_RENODE", raising=False)
+    monkeypatch.setenv("PYRENODE_PKG", "/opt/renode.pkg.tar.zst")
+    monkeypatch.setenv("PYRENODE_RUNTIME", "coreclr")
+    reason = RenodeBackend.unavailable_reason()
+    assert reason is not None and reason.startswith("pyrenode3: PYRENODE_PKG works only")
+
+
+def test_each_boot_logs_the_console_to_a_file_of_its_own(tmp_path, monkeypatch):
+    # Under pyrenode3 a second boot's CreateFileBackend on the first boot's file is refused
+    # (the backend outlives `mach rem`): the path follows the per-boot machine name.
+    from wasmbed_hil.bench.backends.renode import RenodeBackend
+
+    backend = RenodeBackend.__new__(RenodeBackend)
+    backend.board_spec = renode_machine_board()
+    backend.binary = None
+    monkeypatch.setattr(RenodeBackend, "image_of", lambda self, name: tmp_path / "w.elf")
+    (tmp_path / "w.elf").write_bytes(b"")
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"")
+    machine = backend.make_machine("device-0", tmp_path / "dev", blob,
+                                   types.SimpleNamespace(port=1))
+    first = machine.script("device_0_b1", 1001, 1002)
+    second = machine.script("device_0_b2", 1003, 1004)
+    logs = [re.search(r"CreateFileBackend @(\S+) true", text)[1] for text in (first, second)]
+    assert logs[0] != logs[1]
+    assert all(Path(log).parent == tmp_path / "dev" for log in logs)
+    asyncio.run(machine.close())
+
+
+def renode_machine_board():
+    from wasmbed_hil.bench.boards import resolve_board
+
+    return resolve_board()

@@ -10,7 +10,8 @@ FirmwareDeviceHandle (bench.backends.firmware), with a Renode machine behind it.
 
 Where Renode is: $WASMBED_RENODE (a path or a command name; pytest's --renode-binary sets
 it), else ``renode`` on PATH; or pyrenode3 when it is importable and configured
-(pyrenode3_problem()). Without any of them the backend is unavailable and the scenarios
+(pyrenode3_problem(): PYRENODE_BUILD_DIR with PYRENODE_RUNTIME=coreclr for a .NET Renode).
+Without any of them the backend is unavailable and the scenarios
 skip, saying so; likewise when the Renode found has no model of a peripheral type the
 board's platform uses (a probe loads it once on a scratch machine: Error E04).
 """
@@ -24,7 +25,13 @@ from ..errors import MachineError
 from ..loop import LoopThread
 from ..machines.gdb import GdbRequest
 from ..machines.renode import probe
-from ..machines.renode.machine import RenodeMachine, find_renode, pyrenode3_configured
+from ..machines.renode.machine import (
+    RenodeMachine,
+    find_renode,
+    pyrenode3_configured,
+    pyrenode3_problem,
+    pyrenode3_requested,
+)
 from ..machines.renode.scripts import RENODE_DIR, machine_name, render_device_script
 from ..seams import Link
 from .base import BackendOption, register
@@ -52,6 +59,8 @@ class RenodeBackend(FirmwareBackend):
     def unavailable_reason(cls) -> str | None:
         configured = BINARY.value()
         if find_renode() is None and not pyrenode3_configured():
+            if pyrenode3_requested():
+                return f"pyrenode3: {pyrenode3_problem()}"
             if configured:
                 return f"{BINARY.env}={configured!r} is not an executable renode"
             return RENODE_MISSING
@@ -78,7 +87,6 @@ class RenodeBackend(FirmwareBackend):
 
     def make_machine(self, name: str, devdir: Path, blob: Path, link: Link) -> RenodeMachine:
         elf = self.image_of(name)
-        console_log = devdir / "renode-uart0.log"
         board = self.board_spec
         if board.renode_repl is None:
             raise BoardError(f"board {board.name} has no Renode platform ([renode] repl in "
@@ -86,6 +94,10 @@ class RenodeBackend(FirmwareBackend):
         platform = RENODE_DIR / board.renode_repl
 
         def script(machine: str, link_port: int, console_port: int) -> str:
+            # One file per machine name: under pyrenode3 each boot is a new machine
+            # (<name>_b<N>) and Renode refuses a file another UART backend still holds
+            # ("is alredy used as UART file backend"; the backend outlives `mach rem`).
+            console_log = devdir / f"renode-{machine}-uart.log"
             return render_device_script(
                 machine=machine, elf=elf, blob=blob, link_port=link_port,
                 console_port=console_port, console_log=console_log, platform=platform,

@@ -7,10 +7,12 @@ Control, chosen per machine (``control=``):
   and kills the process group if it has not exited in a few seconds; the next power-on
   starts a new process, so RAM is lost and the blob and image are loaded afresh.
 - ``"pyrenode3"``: Renode inside this Python process through pyrenode3 (used by "auto"
-  when pyrenode3 is importable and configured: PYRENODE_PKG or PYRENODE_BUILD_DIR). All
-  machines of the process share one emulation; a power cut pauses and removes the
-  machine. Each boot uses a new machine name (``<name>_b<N>``), because the socket
-  terminals of a removed machine keep their names (and ports) until the process exits.
+  when pyrenode3 is importable and configured so that it can load Renode:
+  pyrenode3_problem()). All machines of the process share one emulation; a power cut
+  pauses and removes the machine. Each boot uses a new machine name (``<name>_b<N>``),
+  because the socket terminals and UART file backends of a removed machine keep their
+  names (and ports, and files) until the process exits; the backend names the console log
+  after the machine, so each boot has its own.
 
 Boot (both): render the script (renode/wasmbed-device.resc or a board template) with fresh
 ports, ``include @<script>`` (the script loads the platform, the image and the blob, opens
@@ -131,11 +133,43 @@ def find_renode(explicit: str | None = None) -> str | None:
     return shutil.which(candidate)
 
 
-def pyrenode3_configured() -> bool:
-    """pyrenode3 is importable and told where Renode is (it needs one of these variables)."""
-    if importlib.util.find_spec("pyrenode3") is None:
-        return False
+def pyrenode3_requested() -> bool:
+    """One of pyrenode3's variables is set: the user means Renode to run in-process."""
     return bool(os.environ.get("PYRENODE_PKG") or os.environ.get("PYRENODE_BUILD_DIR"))
+
+
+def pyrenode3_problem() -> str | None:
+    """Why pyrenode3 cannot load Renode as configured, or None when it can (as far as its
+    variables tell; pyrenode3 __init__.py decides the same way, and raises at import).
+
+    Renode is a .NET 8 program since 1.16: pyrenode3 loads it from a source build
+    (PYRENODE_BUILD_DIR) with PYRENODE_RUNTIME=coreclr. PYRENODE_PKG takes only the old
+    Mono Arch package (PYRENODE_RUNTIME=mono, pyrenode3's default); with coreclr pyrenode3
+    refuses it ("Using dotnet package is not supported")."""
+    pkg = os.environ.get("PYRENODE_PKG")
+    build = os.environ.get("PYRENODE_BUILD_DIR")
+    runtime = os.environ.get("PYRENODE_RUNTIME", "mono")
+    if not (pkg or build):
+        return ("pyrenode3 is not configured: set PYRENODE_BUILD_DIR to a Renode build "
+                "directory and PYRENODE_RUNTIME=coreclr")
+    if pkg and build:
+        return "PYRENODE_PKG and PYRENODE_BUILD_DIR are both set (pyrenode3 takes one)"
+    if runtime not in ("mono", "coreclr"):
+        return f"PYRENODE_RUNTIME={runtime!r}: pyrenode3 knows mono and coreclr"
+    if pkg and runtime != "mono":
+        return ("PYRENODE_PKG works only with a Mono Renode package (PYRENODE_RUNTIME=mono); "
+                "for a .NET Renode set PYRENODE_BUILD_DIR and PYRENODE_RUNTIME=coreclr")
+    if build and runtime != "coreclr":
+        return ("PYRENODE_BUILD_DIR needs PYRENODE_RUNTIME=coreclr (current Renode builds "
+                "for .NET 8; pyrenode3's default runtime, mono, does not load it)")
+    if importlib.util.find_spec("pyrenode3") is None:
+        return "pyrenode3 is not installed (pip install pyrenode3)"
+    return None
+
+
+def pyrenode3_configured() -> bool:
+    """pyrenode3 is importable and configured so that it can load Renode."""
+    return pyrenode3_problem() is None
 
 
 def _set_quickack(sock: socket.socket | None) -> None:
@@ -465,6 +499,8 @@ class _Pyrenode3Control:
     def monitor(self) -> MonitorTransport:
         if self._monitor is None:
             if _Pyrenode3Control._shared is None:
+                if problem := pyrenode3_problem():
+                    raise MachineError(f"{self.m.name}: {problem}")
                 _Pyrenode3Control._shared = Pyrenode3Monitor.load()
             self._monitor = _Pyrenode3Control._shared
         return self._monitor

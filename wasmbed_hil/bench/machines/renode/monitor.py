@@ -62,6 +62,7 @@ ERROR_LINE = re.compile(
 )
 VERSION = re.compile(r"version (\d+)\.(\d+)\.(\d+)")
 SYNC_PREFIX = "wasmbed_sync_"
+INCLUDE = re.compile(r"include @(\S+)")
 
 
 class MonitorError(InfrastructureError):
@@ -512,6 +513,13 @@ class Pyrenode3Monitor:
     ``pyrenode3.wrappers.Monitor().execute(command)`` returns (output, error): errors have
     their own channel there. Calls block, so they run in a worker thread; a call that
     overruns its timeout cannot be interrupted and is left to finish in that thread.
+
+    ``include @file`` is the exception: Renode runs the script without the caller's
+    output channel (infra IncludeFileCommand.cs:93, Monitor.cs:1028 binds
+    ``x => TryExecuteScript(x)``), so its errors go to the monitor's own interaction and
+    ``execute`` would return ("", "") even when loading the platform failed. An include
+    therefore goes through ``execute_script(path)``, which clears that interaction, runs
+    the script and returns what it holds (pyrenode3 wrappers/monitor.py).
     """
 
     def __init__(self, monitor: Any) -> None:
@@ -536,7 +544,7 @@ class Pyrenode3Monitor:
             self.history.append(command)
             try:
                 output, error = await asyncio.wait_for(
-                    asyncio.to_thread(self._monitor.execute, command), timeout
+                    asyncio.to_thread(self._call, command), timeout
                 )
             except TimeoutError:
                 raise MonitorError(
@@ -550,6 +558,12 @@ class Pyrenode3Monitor:
         if check and not reply.ok:
             raise MonitorCommandError(reply)
         return reply
+
+    def _call(self, command: str) -> tuple[Any, Any]:
+        script = INCLUDE.fullmatch(command)
+        if script is None:
+            return self._monitor.execute(command)  # type: ignore[no-any-return]
+        return self._monitor.execute_script(script[1])  # type: ignore[no-any-return]
 
     async def quit(self, timeout: float = 10.0) -> str:
         return ""  # Renode lives in this process: quitting it would end every machine here
