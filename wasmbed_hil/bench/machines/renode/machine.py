@@ -173,8 +173,9 @@ def pyrenode3_configured() -> bool:
 
 
 def _set_quickack(sock: socket.socket | None) -> None:
-    # Renode's terminal socket leaves Nagle on and writes byte by byte: answering each
-    # segment at once keeps a reply from stalling on our delayed ACK (about 40 ms).
+    # Renode's terminal socket sets NoDelay (infra SocketsManager.cs:51, :86) and writes
+    # one byte per Write (SocketServerProvider.cs): many small segments. Answering each at
+    # once keeps our delayed ACK (about 40 ms) out of the reply path; harmless otherwise.
     if sock is not None and hasattr(socket, "TCP_QUICKACK"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)

@@ -1,21 +1,27 @@
 """A client for Renode's monitor: the telnet port of ``renode --port N``, or pyrenode3.
 
 The monitor is a line-oriented shell (AntShell) behind a telnet-flavoured TCP socket. What
-a client sees, from Renode's sources (SocketServerProvider, AntShell's terminal emulator):
+a client sees, from Renode's sources (renode 06854d4d, renode-infrastructure 0c7d0762,
+AntShell 2b60558; file:line in tests/data/renode/README.md):
 
-- On connect the server sends telnet negotiation (IAC DO BINARY, IAC WILL ECHO, IAC WILL
-  SUPPRESS-GO-AHEAD, IAC WONT LINEMODE; newer releases add IAC DO NAWS). Renode 1.15 then
-  reads exactly one answer per DO/WILL (9 bytes) before it hands the connection to the
-  shell: bytes a client sends before answering are swallowed. So answers go out first,
-  one per DO/WILL, none for WONT/DONT.
-- Then the banner ("Renode, version 1.15.3.…") and the prompt "(monitor) ". After
-  ``mach create "x"`` the prompt is "(x) ".
-- Every command is echoed as typed, then its output, then the prompt again. Lines end in a
-  mixture of "\\r\\n", "\\n\\r" and "\\r\\r\\n"; colours and cursor moves are ANSI escapes.
-- Errors have no channel of their own: they are text, written in red (SGR 31) unless
-  Renode runs with --plain, and phrased "No such command or device: …", "There was an
-  error executing command …", "Error E20: …", "Could not tokenize here: …".
-- ``quit`` prints "Renode is quitting" and the connection closes; no prompt follows.
+- On connect the server sends telnet negotiation: IAC DO BINARY, IAC DO NAWS (since infra
+  54c1bbe72, 2026-02-16), IAC WILL ECHO, IAC WILL SUPPRESS-GO-AHEAD, IAC WONT LINEMODE.
+  The 1.15.x line read exactly one 3-byte answer per DO/WILL before handing the connection
+  to the shell (bytes sent before were swallowed); since infra 933d56403 (2025-05) replies
+  are parsed. So the client parses the negotiation and answers first, one answer per
+  DO/WILL (NAWS refused: a width of 0 keeps AntShell from wrapping long echoes), none for
+  WONT/DONT.
+- Then ESC[0m, the banner ("Renode, version 1.16.1 (…)": no revision, so a nightly
+  looks like the release before it; no clear screen), "\\n\\r\\n\\r" and the prompt
+  "(monitor) " in red (SGR 91). After ``mach create "x"`` the prompt is "(x) " in SGR 33.
+- Every command is echoed as typed, Enter answers "\\n\\r", then the command's output,
+  then the prompt again. A line of output ends in "\\r\\n\\r" (a coloured one has each
+  character in its own SGR pair), an error line in "\\r\\n".
+- Errors have no channel of their own: they are text in red (SGR 91) unless Renode runs
+  with --plain, phrased "No such command or device: …", "There was an error executing
+  command '…': " (then the exception's message), "Error E04: …", "Could not tokenize
+  here: …". An error inside ``include`` stops the script at that line.
+- ``quit`` prints "Renode is quitting" (green) and the connection closes; no prompt follows.
 
 So a reply is complete when the received text ends in a prompt at the start of a line; the
 echo is dropped; a reply is an error when any of it was red or starts with one of those
