@@ -19,6 +19,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import stat
 import sys
 import textwrap
@@ -56,6 +57,7 @@ from wasmbed_hil.bench.machines.renode.monitor import (
     reply_from_block,
     unescape,
 )
+from wasmbed_hil.bench.machines.renode.refusals import PortNotAnnounced
 from wasmbed_hil.bench.machines.renode.scripts import render_device_script
 
 DATA = Path(__file__).parent / "data" / "renode"
@@ -958,3 +960,65 @@ def renode_machine_board():
     from wasmbed_hil.bench.boards import resolve_board
 
     return resolve_board()
+
+
+ANNOUNCE_BODY = """
+    import socket, sys, time
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    server = socket.socket()
+    server.bind(("127.0.0.1", port))
+    server.listen(1)
+    bound = server.getsockname()[1]
+    # Every release up to 1.16.1 logs the requested port (options.Port); newer sources the
+    # bound one (socket.Port.Value, infra 39bcc9f63).
+    said = port if "{announce}" == "requested" else bound
+    print(f"12:00:00.0001 [INFO] Monitor available in telnet mode on port {{said}}", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("announce", ["bound", "requested"])
+def test_port_zero_is_taken_from_renodes_announcement_or_refused(tmp_path, announce):
+    async def scenario() -> None:
+        binary = _stand_in(tmp_path, ANNOUNCE_BODY.format(announce=announce))
+        process = RenodeProcess(binary, tmp_path / "renode.log")
+        try:
+            if announce == "bound":
+                port = await process.start(0, timeout=20)
+                assert port > 0 and process.running
+                with socket.create_connection(("127.0.0.1", port), timeout=5):
+                    pass  # the announced port is the one Renode listens on
+            else:
+                with pytest.raises(PortNotAnnounced, match="announced port 0"):
+                    await process.start(0, timeout=20)
+                assert not process.running and process.pid not in renode_machine._LIVE
+        finally:
+            await process.kill()
+
+    run(scenario())
+
+
+def test_a_machine_falls_back_to_a_picked_monitor_port_when_renode_announces_0(tmp_path):
+    # The driver's side of a release: --port 0 first, then (for good) a port picked here.
+    starts: list[int] = []
+
+    class Announces0(RenodeProcess):
+        async def start(self, port: int, timeout: float) -> int:
+            starts.append(port)
+            if port == 0:
+                raise PortNotAnnounced("announced port 0")
+            raise MachineError("stop here")  # the fallback start is what this test checks
+
+    async def scenario() -> None:
+        machine = RenodeMachine("d", tmp_path / "m", _script_factory(tmp_path),
+                                control="socket", binary="renode", attempts=1,
+                                process_factory=Announces0)
+        with pytest.raises(MachineError, match="stop here"):
+            await machine.start()
+        assert starts[0] == 0 and starts[1] > 0 and not machine.port_zero
+        with pytest.raises(MachineError, match="stop here"):
+            await machine.start()
+        assert starts[2] > 0  # no second try of --port 0
+        await machine.close()
+
+    run(scenario())

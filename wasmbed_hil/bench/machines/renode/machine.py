@@ -21,23 +21,26 @@ the two socket terminals and starts), then connect to the console terminal (line
 bridge's link listener (UartPipe). Reset is ``machine Reset``: Renode resets the CPU and the
 peripherals and runs the script's ``reset`` macro, which loads the image and blob again.
 
-Ports. Renode binds its monitor port and its terminal ports itself (on 0.0.0.0), so a free
-port can only be proposed, not handed over: pick_free_ports has the kernel choose one
-(bind to port 0) and releases it for Renode to bind. Another process can take it in
-between. For the monitor port that window is Renode's start-up (seconds: it binds the port
-once its runtime is up); the terminal ports are picked only once the monitor answers,
-right before ``include``, and the script creates the terminals first, so theirs is one
-monitor round trip. When it happens Renode says so (it exits before announcing its
-monitor, the monitor does not answer as Renode does, or CreateServerSocketTerminal fails
-with an address-in-use error): the boot is torn down and retried with new ports,
-``attempts`` times in all.
+Ports. The monitor: ``renode --port 0`` lets Renode bind a free port, and Renode sources
+after infra 39bcc9f63 (2026-05-08) log the bound one ("Monitor available in telnet mode on
+port N"), so there is no race. Every release up to 1.16.1 logs the requested 0 instead
+(PortNotAnnounced): then, for this machine and (through bench.machines.renode.probe) for
+the backend's later machines, a port is proposed: pick_free_ports has the kernel choose
+one (bind to port 0) and releases it for Renode to bind, and another process can take it
+during Renode's start-up. The terminal ports are always proposed this way (Renode binds
+them itself, on 0.0.0.0): they are picked only once the monitor answers, right before
+``include``, and the script creates the terminals first, so their window is one monitor
+round trip. When a port is lost Renode says so (it exits before announcing its monitor,
+the monitor does not answer as Renode does, or CreateServerSocketTerminal fails with an
+address-in-use error): the boot is torn down and retried with new ports, ``attempts``
+times in all.
 
 GDB (pytest --hil-gdb, bench.machines.gdb): right after ``include`` the machine sends
 ``machine StartGdbServer PORT`` (its port picked with the terminals' and as racy as theirs:
 Renode binds it itself); ``halted`` first pauses the emulation and resets the machine
 (``pause``, ``machine Reset``: the CPU at its reset vector) and passes Renode's
 autostartEmulation flag (``machine StartGdbServer PORT true``), so the emulation goes on
-when a debugger attaches and continues. Written from Renode's documentation, not run here
+when a debugger attaches and continues. Written from Renode's documentation and sources, not run here
 (Renode cannot be installed on this project's machines): tests/test_renode_gdb.py checks
 the commands against a modelled transcript.
 
