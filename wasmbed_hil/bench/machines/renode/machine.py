@@ -40,9 +40,9 @@ GDB (pytest --hil-gdb, bench.machines.gdb): right after ``include`` the machine 
 Renode binds it itself); ``halted`` first pauses the emulation and resets the machine
 (``pause``, ``machine Reset``: the CPU at its reset vector) and passes Renode's
 autostartEmulation flag (``machine StartGdbServer PORT true``), so the emulation goes on
-when a debugger attaches and continues. Written from Renode's documentation and sources, not run here
-(Renode cannot be installed on this project's machines): tests/test_renode_gdb.py checks
-the commands against a modelled transcript.
+when a debugger attaches and continues. Written from Renode's documentation and sources,
+not run here (Renode cannot be installed on this project's machines):
+tests/test_renode_gdb.py checks the commands against a transcript written from them.
 
 No process outlives the harness: each runs in its own process group under
 ``setpriv --pdeathsig KILL`` where available, is killed as a group when it does not quit,
