@@ -82,3 +82,21 @@ def test_the_backend_skips_naming_the_model_its_renode_lacks(standin, monkeypatc
     monkeypatch.delenv("PYRENODE_BUILD_DIR", raising=False)
     reason = RenodeBackend.unavailable_reason()
     assert reason is not None and "Miscellaneous.DWT" in reason and "mps2-an385.repl" in reason
+
+
+def test_a_renode_that_does_not_come_up_is_probed_once_and_skips_nothing(tmp_path, monkeypatch):
+    from wasmbed_hil.bench.errors import MachineError
+
+    starts = tmp_path / "starts"
+    broken = tmp_path / "renode"
+    broken.write_text(f"#!/bin/sh\necho started >> {starts}\necho 'Cannot open assembly'\n"
+                      "exit 3\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IXUSR)
+    probe.forget()
+    try:
+        for _ in range(2):
+            with pytest.raises(MachineError, match="Cannot open assembly"):
+                probe.profile(str(broken), PLATFORM, timeout=20)
+        assert starts.read_text().splitlines() == ["started"]
+    finally:
+        probe.forget()

@@ -14,7 +14,7 @@ Two questions, one throw-away Renode process (``renode --disable-xwt --port 0``)
   port N"; every release up to 1.16.1 logs the requested 0. Then the probe (and every
   boot after it) falls back to a port picked beforehand (machine.pick_free_ports).
 
-Results are cached per process (one probe per pytest worker and binary).
+Results are cached per process (one probe per pytest worker and binary), failures too.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ async def probe(binary: str, platform: Path, logdir: Path, *, timeout: float = 6
 
 
 _PROFILES: dict[tuple[str, str], RenodeProfile] = {}
+_FAILED: dict[tuple[str, str], MachineError] = {}
 _LOCK = threading.Lock()
 
 
@@ -134,6 +135,8 @@ def profile(binary: str, platform: Path, *, timeout: float = 60.0,
     with _LOCK:
         if key in _PROFILES:
             return _PROFILES[key]
+        if key in _FAILED:  # a Renode that did not come up is not started again
+            raise _FAILED[key]
         result: list[RenodeProfile] = []
         errors: list[BaseException] = []
 
@@ -150,6 +153,8 @@ def profile(binary: str, platform: Path, *, timeout: float = 60.0,
         worker.start()
         worker.join()
         if errors:
+            if isinstance(errors[0], MachineError):
+                _FAILED[key] = errors[0]
             raise errors[0]
         _PROFILES[key] = result[0]
         return result[0]
@@ -164,3 +169,4 @@ def forget() -> None:
     """Drop every cached profile (tests)."""
     with _LOCK:
         _PROFILES.clear()
+        _FAILED.clear()
