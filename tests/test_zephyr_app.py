@@ -777,6 +777,7 @@ EXCEPTIONS = [
     ("unaligned atomic", TRAPPED, "HEAP_MISALIGNED: unaligned atomic"),
     ("instruction limit exceeded", OUT_OF_FUEL, "fuel budget of 1000 exhausted"),
     ("allocate memory failed", OUT_OF_MEMORY, "device heap of 131072 bytes exhausted"),
+    ("allocate linear memory failed", OUT_OF_MEMORY, "device heap of 131072 bytes exhausted"),
     ("terminated by user", TRAPPED, "terminated by user"),  # nobody asked: not a stop
     ("failed to call unlinked import function (env, x)", TRAPPED, "failed to call unlinked"),
     ("something WAMR may add later", TRAPPED, "something WAMR may add later"),
@@ -839,6 +840,9 @@ def test_classification_of_how_a_run_ended(portable: Path, args: list[str], outc
          "invalid WebAssembly module: WASM module load failed: type mismatch"),
         ("instantiate", "allocate memory failed", OUT_OF_MEMORY,
          "device heap of 65536 bytes exhausted instantiating"),
+        # WAMR-2.4.3 memory_instantiate(): the linear memory does not fit in the pool
+        ("instantiate", "WASM module instantiate failed: allocate linear memory failed",
+         OUT_OF_MEMORY, "device heap of 65536 bytes exhausted instantiating"),
         ("instantiate", "data segment does not fit", LOAD_FAILED, "instantiation failed: "),
     ],
 )  # fmt: skip

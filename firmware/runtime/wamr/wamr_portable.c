@@ -53,7 +53,14 @@ wb_outcome_t wb_wamr_prepare(const uint8_t *wasm, size_t len, const char *entry,
  * Codes are wasmtime's trap code names, as in the wasm3 runtime's details. */
 const wb_wamr_trap_t wb_wamr_traps[] = {
     {"instruction limit exceeded", NULL, WB_OUTCOME_OUT_OF_FUEL},
+    /* The pool ran out (WAMR-2.4.3): runtime_malloc() and loader_malloc() in the interpreter's
+     * wasm_runtime.c / wasm_loader.c, EXCE_OUT_OF_MEMORY in wasm_runtime_common.c; and
+     * memory_instantiate() when the linear memory does not fit (on Zephyr os_mmap() takes it
+     * from wasm_runtime_malloc(), i.e. the pool: iwasm_common.cmake sets
+     * BH_MALLOC=wasm_runtime_malloc). Load failures are matched against these entries too
+     * (wb_wamr_load_failure), so the two places cannot disagree on the words. */
     {"allocate memory failed", NULL, WB_OUTCOME_OUT_OF_MEMORY},
+    {"allocate linear memory failed", NULL, WB_OUTCOME_OUT_OF_MEMORY},
     {"unreachable", "UNREACHABLE", WB_OUTCOME_TRAPPED},
     {"out of bounds memory access", "MEMORY_OUT_OF_BOUNDS", WB_OUTCOME_TRAPPED},
     {"integer divide by zero", "INTEGER_DIVISION_BY_ZERO", WB_OUTCOME_TRAPPED},
@@ -133,8 +140,9 @@ wb_outcome_t wb_wamr_classify(const wb_wamr_end_t *end, char *detail, size_t cap
 wb_outcome_t wb_wamr_load_failure(const char *stage, const char *error, size_t pool_bytes,
                                   char *detail, size_t cap)
 {
-    /* WAMR says "allocate memory failed" when its pool ran out. */
-    bool heap = error && strstr(error, "allocate memory failed");
+    /* The same words as a run's exceptions: the OUT_OF_MEMORY entries of wb_wamr_traps[]. */
+    const wb_wamr_trap_t *t = wb_wamr_match_exception(error);
+    bool heap = t && t->outcome == WB_OUTCOME_OUT_OF_MEMORY;
     bool instantiate = stage && strcmp(stage, "instantiate") == 0;
     return wb_wasm_load_failure(instantiate, heap, error, pool_bytes, detail, cap);
 }

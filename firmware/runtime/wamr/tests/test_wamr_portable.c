@@ -112,6 +112,7 @@ static void unit(void)
     } known[] = {
         {"unreachable", "UNREACHABLE", WB_OUTCOME_TRAPPED},
         {"allocate memory failed", NULL, WB_OUTCOME_OUT_OF_MEMORY},
+        {"allocate linear memory failed", NULL, WB_OUTCOME_OUT_OF_MEMORY},
         {"out of bounds memory access", "MEMORY_OUT_OF_BOUNDS", WB_OUTCOME_TRAPPED},
         {"integer overflow", "INTEGER_OVERFLOW", WB_OUTCOME_TRAPPED},
         {"integer divide by zero", "INTEGER_DIVISION_BY_ZERO", WB_OUTCOME_TRAPPED},
@@ -230,6 +231,21 @@ static void unit(void)
     CHECK(wb_wamr_load_failure("load", "WASM module load failed: allocate memory failed", 4096,
                                d, sizeof d) == WB_OUTCOME_OUT_OF_MEMORY);
     CHECK(strstr(d, "device heap of 4096 bytes exhausted loading the module"));
+    /* WAMR-2.4.3 memory_instantiate(): the linear memory did not fit in the pool (issue 13:
+     * big_memory under a 2 MiB limit was LOAD_FAILED) */
+    CHECK(wb_wamr_load_failure("instantiate",
+                               "WASM module instantiate failed: allocate linear memory failed",
+                               4096, d, sizeof d) == WB_OUTCOME_OUT_OF_MEMORY);
+    CHECK(strstr(d, "device heap of 4096 bytes exhausted instantiating"));
+    CHECK(wb_wamr_load_failure("instantiate", "allocate memory failed", 4096, d, sizeof d) ==
+          WB_OUTCOME_OUT_OF_MEMORY);
+    /* every OUT_OF_MEMORY word of the table is a load failure's too, and nothing else is */
+    for (size_t i = 0; i < wb_wamr_n_traps; i++) {
+        wb_outcome_t o = wb_wamr_load_failure("instantiate", wb_wamr_traps[i].needle, 4096, d,
+                                              sizeof d);
+        CHECK((o == WB_OUTCOME_OUT_OF_MEMORY) ==
+              (wb_wamr_traps[i].outcome == WB_OUTCOME_OUT_OF_MEMORY));
+    }
     CHECK(wb_wamr_load_failure("load", "magic header not detected", 4096, d, sizeof d) ==
           WB_OUTCOME_LOAD_FAILED);
     CHECK(strcmp(d, "invalid WebAssembly module: magic header not detected") == 0);
