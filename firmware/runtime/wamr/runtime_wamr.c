@@ -7,10 +7,12 @@
  *
  *   fuel     wasm_runtime_set_instruction_count_limit(exec_env, n) (WAMR_BUILD_INSTRUCTION_
  *            METERING, classic interpreter): the interpreter counts every opcode and raises
- *            "instruction limit exceeded" -> OUT_OF_FUEL. One fuel = one wasm instruction, as
- *            in wasmtime; the limit is an int, so budgets above 2^31-1 are clamped (said in
- *            the detail if they are reached). fuel_used is the budget on OUT_OF_FUEL and 0
- *            otherwise: the public API does not report the instructions a run used.
+ *            "instruction limit exceeded" -> OUT_OF_FUEL. One fuel = one dispatched opcode,
+ *            block/loop/end/nop included, so WAMR counts more than wasmtime (fib: 1.15x;
+ *            docs/protocol.md "Fuel, per runtime"); the limit is an int, so budgets above
+ *            2^31-1 are clamped (said in the detail if they are reached). fuel_used is the
+ *            budget on OUT_OF_FUEL and 0 otherwise: WAMR 2.4.3 keeps the count in a local of
+ *            the interpreter loop (instructions_left) and has no API for it.
  *   stop and wall clock
  *            wasm_runtime_terminate(module_inst) from another thread: it raises "terminated by
  *            user" in the instance and, with WAMR_BUILD_THREAD_MGR, flags the exec env so the
