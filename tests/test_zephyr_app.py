@@ -1059,3 +1059,18 @@ def _write(tmp_path: Path, wasm: bytes) -> str:
     path = tmp_path / "module.wasm"
     path.write_bytes(wasm)
     return str(path)
+
+
+def test_fuel_used_is_the_budget_on_out_of_fuel_and_zero_otherwise(portable: Path) -> None:
+    # issue 13 item 9: WAMR 2.4.3 keeps its instruction count in a local of the interpreter loop
+    # (no API), so the only count the adapter knows is the budget it ran out of
+    # (docs/protocol.md "Fuel, per runtime")
+    out_of_fuel = _json(portable, "classify", "exception=Exception: instruction limit exceeded",
+                        "fuel=200000")
+    assert (out_of_fuel["outcome"], out_of_fuel["fuel_used"]) == (OUT_OF_FUEL, 200000)
+    returned = _json(portable, "classify", "call_ok=1", "fuel=200000")
+    assert (returned["outcome"], returned["fuel_used"]) == (RETURNED, 0)
+    timed_out = _json(portable, "classify", "requested=4", "fuel=200000")
+    assert (timed_out["outcome"], timed_out["fuel_used"]) == (TIMED_OUT, 0)
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    assert "### Fuel, per runtime" in protocol and "**0 otherwise**" in protocol
