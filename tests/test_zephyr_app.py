@@ -594,6 +594,24 @@ def _kconfig_defaults() -> list[str]:
     return values
 
 
+def _app_definitions() -> list[str]:
+    """What CMakeLists.txt defines for the app target (its WAMR sources included)."""
+    found = re.findall(r"target_compile_definitions\(app PRIVATE ([^)]*)\)",
+                       _cmake_text(APP / "CMakeLists.txt"))
+    return [d for group in found for d in group.split()]
+
+
+def test_wamr_keeps_the_whole_auxiliary_stack_for_the_run() -> None:
+    # issue 13 item 8: with the thread manager on, WAMR-2.4.3's wasm_cluster_create gives the
+    # main instance aux_stack_size / (CLUSTER_MAX_THREAD_NUM + 1) unless aux stacks come from
+    # the heap; a C module using 20000 of its 64512 stack bytes trapped. The build sets it and
+    # runtime_wamr.c refuses to compile without it.
+    assert "WASM_ENABLE_HEAP_AUX_STACK_ALLOCATION=1" in _app_definitions()
+    source = (WAMR / "runtime_wamr.c").read_text()
+    assert re.search(r"#if !defined\(WASM_ENABLE_HEAP_AUX_STACK_ALLOCATION\) \|\| "
+                     r"WASM_ENABLE_HEAP_AUX_STACK_ALLOCATION == 0\n#error", source)
+
+
 @pytest.mark.parametrize("build", sorted(STUB_BUILDS))
 def test_the_zephyr_layer_type_checks_against_stub_headers(tmp_path: Path, build: str,
                                                            mbedtls_include: Path) -> None:
@@ -612,6 +630,7 @@ def test_the_zephyr_layer_type_checks_against_stub_headers(tmp_path: Path, build
     flags = ["-std=gnu11", "-mcpu=cortex-m4", "-mthumb", "--specs=picolibc.specs",
              "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-imacros", str(autoconf),
              "-DWASM_ENABLE_INSTRUCTION_METERING=1", "-DWASM_ENABLE_THREAD_MGR=1",
+             *(f"-D{d}" for d in _app_definitions()),
              '-DMBEDTLS_CONFIG_FILE="wb_zephyr_mbedtls_config.h"', f"-I{tmp_path}",
              f"-I{STUBS}", f"-I{SRC}", f"-I{FW_APP}", f"-I{COMMON}", f"-I{WAMR}",
              f"-I{CORE_INCLUDE}", f"-I{SRC / 'mbedtls'}", f"-I{FW / 'mbedtls'}",
@@ -777,6 +796,7 @@ EXCEPTIONS = [
     ("unaligned atomic", TRAPPED, "HEAP_MISALIGNED: unaligned atomic"),
     ("instruction limit exceeded", OUT_OF_FUEL, "fuel budget of 1000 exhausted"),
     ("allocate memory failed", OUT_OF_MEMORY, "device heap of 131072 bytes exhausted"),
+    ("allocate linear memory failed", OUT_OF_MEMORY, "device heap of 131072 bytes exhausted"),
     ("terminated by user", TRAPPED, "terminated by user"),  # nobody asked: not a stop
     ("failed to call unlinked import function (env, x)", TRAPPED, "failed to call unlinked"),
     ("something WAMR may add later", TRAPPED, "something WAMR may add later"),
@@ -839,6 +859,9 @@ def test_classification_of_how_a_run_ended(portable: Path, args: list[str], outc
          "invalid WebAssembly module: WASM module load failed: type mismatch"),
         ("instantiate", "allocate memory failed", OUT_OF_MEMORY,
          "device heap of 65536 bytes exhausted instantiating"),
+        # WAMR-2.4.3 memory_instantiate(): the linear memory does not fit in the pool
+        ("instantiate", "WASM module instantiate failed: allocate linear memory failed",
+         OUT_OF_MEMORY, "device heap of 65536 bytes exhausted instantiating"),
         ("instantiate", "data segment does not fit", LOAD_FAILED, "instantiation failed: "),
     ],
 )  # fmt: skip
@@ -949,3 +972,105 @@ def test_plans_for_the_test_modules(portable: Path, wasm_files: Path) -> None:
         assert plan["outcome"] in (RETURNED, LOAD_FAILED, OUT_OF_MEMORY)
         if plan["outcome"] != RETURNED:
             assert plan["detail"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory limit written into the module (issue 13 item 7): WAMR 2.4.3 reads
+# InstantiationArgs.max_memory_pages = 0 as "no override" (wasm_runtime_get_max_mem), so a limit
+# below one page used to leave a (memory 0) module free to grow to 65536 pages. The adapter now
+# lowers the memory's declared maximum in its copy of the module; whether the copy means what
+# it should is checked here on wasmtime, which enforces declared maxima.
+
+GROWER = wasmtime.wat2wasm("""
+(module
+  (memory (export "memory") 0)
+  (func (export "main") (result i32)
+    (drop (memory.grow (i32.const 1)))
+    (memory.grow (i32.const 1))))
+""")  # the second grow's result: -1 once the first has reached the maximum, else 1
+
+
+def _patched(portable: Path, tmp_path: Path, wasm: bytes, max_pages: int) -> tuple[dict, Path]:
+    src, dst = tmp_path / "in.wasm", tmp_path / "out.wasm"
+    src.write_bytes(wasm)
+    return _json(portable, "patch", str(max_pages), str(src), str(dst)), dst
+
+
+def _grow_results(wasm: bytes) -> tuple[int, int]:
+    """(first grow's result, second grow's result) of GROWER-like bytes on wasmtime."""
+    store = wasmtime.Store()
+    instance = wasmtime.Instance(store, wasmtime.Module(store.engine, wasm), [])
+    memory = instance.exports(store)["memory"]
+    second = instance.exports(store)["main"](store)
+    return memory.size(store), second
+
+
+def test_unpatched_grower_grows_unbounded_on_wasmtime() -> None:
+    # the control: without a declared maximum nothing stops the grows
+    assert _grow_results(GROWER) == (2, 1)
+
+
+@pytest.mark.parametrize(("max_pages", "pages", "second"), [(0, 0, -1), (1, 1, -1), (2, 2, 1)])
+def test_a_limit_becomes_the_memorys_maximum(portable: Path, tmp_path: Path, max_pages: int,
+                                             pages: int, second: int) -> None:
+    out, dst = _patched(portable, tmp_path, GROWER, max_pages)
+    assert out["why"] == "" and out["len"] == dst.stat().st_size > len(GROWER)
+    assert _grow_results(dst.read_bytes()) == (pages, second)
+
+
+def test_a_limit_below_one_page_keeps_memory_at_zero_pages(portable: Path, tmp_path: Path) -> None:
+    # the plan for a 32 KiB limit is a maximum of 0 pages, and the module still runs
+    plan = _json(portable, "prepare", "--memory", "32768", _write(tmp_path, GROWER), "main")
+    assert plan["outcome"] == RETURNED and plan["max_memory_pages"] == 0
+    _, dst = _patched(portable, tmp_path, GROWER, plan["max_memory_pages"])
+    assert _grow_results(dst.read_bytes()) == (0, -1)
+
+
+def test_a_declared_maximum_within_the_limit_is_kept(portable: Path, tmp_path: Path) -> None:
+    for name in modules.names():  # every test module still loads after the patch
+        out, dst = _patched(portable, tmp_path, modules.build(name), 65535)
+        assert out["why"] == "", name
+        wasmtime.Module(wasmtime.Engine(), dst.read_bytes())
+    bounded = wasmtime.wat2wasm('(module (memory 1 2) (func (export "main")))')
+    out, dst = _patched(portable, tmp_path, bounded, 16)
+    assert dst.read_bytes() == bounded
+
+
+def test_a_minimum_above_the_limit_is_refused_before_patching(portable: Path,
+                                                              tmp_path: Path) -> None:
+    # the plan says OUT_OF_MEMORY first (the protocol's rule); the patch refuses on its own too
+    one_page = wasmtime.wat2wasm('(module (memory 1) (func (export "main")))')
+    plan = _json(portable, "prepare", "--memory", "32768", _write(tmp_path, one_page), "main")
+    assert plan["outcome"] == OUT_OF_MEMORY
+    assert plan["detail"] == "module declares 65536 bytes of memory, limit is 32768"
+    out, _ = _patched(portable, tmp_path, one_page, 0)
+    assert out["len"] == 0 and "minimum exceeds the memory limit" in out["why"]
+
+
+@pytest.mark.parametrize("into", [1, 2, 3, 4])
+def test_a_cut_memory_section_is_refused_with_a_reason(portable: Path, tmp_path: Path,
+                                                       into: int) -> None:
+    memory_section = GROWER.index(b"\x05\x03\x01\x00\x00")  # id, size 3, one memory, flags, min
+    out, _ = _patched(portable, tmp_path, GROWER[: memory_section + into], 0)
+    assert out["len"] == 0 and out["why"]
+
+
+def _write(tmp_path: Path, wasm: bytes) -> str:
+    path = tmp_path / "module.wasm"
+    path.write_bytes(wasm)
+    return str(path)
+
+
+def test_fuel_used_is_the_budget_on_out_of_fuel_and_zero_otherwise(portable: Path) -> None:
+    # issue 13 item 9: WAMR 2.4.3 keeps its instruction count in a local of the interpreter loop
+    # (no API), so the only count the adapter knows is the budget it ran out of
+    # (docs/protocol.md "Fuel, per runtime")
+    out_of_fuel = _json(portable, "classify", "exception=Exception: instruction limit exceeded",
+                        "fuel=200000")
+    assert (out_of_fuel["outcome"], out_of_fuel["fuel_used"]) == (OUT_OF_FUEL, 200000)
+    returned = _json(portable, "classify", "call_ok=1", "fuel=200000")
+    assert (returned["outcome"], returned["fuel_used"]) == (RETURNED, 0)
+    timed_out = _json(portable, "classify", "requested=4", "fuel=200000")
+    assert (timed_out["outcome"], timed_out["fuel_used"]) == (TIMED_OUT, 0)
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    assert "### Fuel, per runtime" in protocol and "**0 otherwise**" in protocol

@@ -7,10 +7,12 @@
  *
  *   fuel     wasm_runtime_set_instruction_count_limit(exec_env, n) (WAMR_BUILD_INSTRUCTION_
  *            METERING, classic interpreter): the interpreter counts every opcode and raises
- *            "instruction limit exceeded" -> OUT_OF_FUEL. One fuel = one wasm instruction, as
- *            in wasmtime; the limit is an int, so budgets above 2^31-1 are clamped (said in
- *            the detail if they are reached). fuel_used is the budget on OUT_OF_FUEL and 0
- *            otherwise: the public API does not report the instructions a run used.
+ *            "instruction limit exceeded" -> OUT_OF_FUEL. One fuel = one dispatched opcode,
+ *            block/loop/end/nop included, so WAMR counts more than wasmtime (fib: 1.15x;
+ *            docs/protocol.md "Fuel, per runtime"); the limit is an int, so budgets above
+ *            2^31-1 are clamped (said in the detail if they are reached). fuel_used is the
+ *            budget on OUT_OF_FUEL and 0 otherwise: WAMR 2.4.3 keeps the count in a local of
+ *            the interpreter loop (instructions_left) and has no API for it.
  *   stop and wall clock
  *            wasm_runtime_terminate(module_inst) from another thread: it raises "terminated by
  *            user" in the instance and, with WAMR_BUILD_THREAD_MGR, flags the exec env so the
@@ -58,6 +60,10 @@
 #endif
 #if !defined(WASM_ENABLE_THREAD_MGR) || WASM_ENABLE_THREAD_MGR == 0
 #error "WAMR must be built with WAMR_BUILD_THREAD_MGR=1 (wasm_runtime_terminate in loops)"
+#endif
+#if !defined(WASM_ENABLE_HEAP_AUX_STACK_ALLOCATION) || WASM_ENABLE_HEAP_AUX_STACK_ALLOCATION == 0
+#error "WAMR must be built with WASM_ENABLE_HEAP_AUX_STACK_ALLOCATION=1: without it the thread " \
+       "manager leaves a run one fifth of the module's auxiliary stack (ports/zephyr/CMakeLists.txt)"
 #endif
 
 /* Period of wb_runtime_guard_hook() during a run, in ms (same as the wasm3 runtime). */
@@ -203,29 +209,48 @@ static bool worker_init(void)
 }
 
 /* A private, writable copy: WAMR's loader may rewrite the buffer it is given and keeps
- * pointing into it until wasm_runtime_unload(); the module store must stay intact. */
-static uint8_t *copy_module(const uint8_t *wasm, size_t len)
+ * pointing into it until wasm_runtime_unload(); the module store must stay intact. With a plan
+ * (a run), the copy carries the memory limit as the memory's declared maximum
+ * (wb_wamr_patch_memory_max: WAMR's max_memory_pages cannot say "less than one page"); *n is
+ * the copy's length. NULL with the reason in why (the pool is full: WAMR's own words). */
+static uint8_t *copy_module(const uint8_t *wasm, size_t len, const wb_wamr_plan_t *plan,
+                            uint32_t *n, char *why, size_t why_cap)
 {
-    if (len == 0 || len > UINT32_MAX) {
+    snprintf(why, why_cap, "allocate memory failed");
+    if (len == 0 || len > UINT32_MAX - WB_WAMR_PATCH_SLACK) {
         return NULL;
     }
-    uint8_t *copy = wasm_runtime_malloc((unsigned int)len);
-    if (copy) {
+    size_t cap = plan ? len + WB_WAMR_PATCH_SLACK : len;
+    uint8_t *copy = wasm_runtime_malloc((unsigned int)cap);
+    if (!copy) {
+        return NULL;
+    }
+    size_t used = len;
+    if (plan) {
+        used = wb_wamr_patch_memory_max(wasm, len, plan->max_memory_pages, copy, cap, why,
+                                        why_cap);
+        if (used == 0) {
+            wasm_runtime_free(copy);
+            return NULL;
+        }
+    } else {
         memcpy(copy, wasm, len);
     }
+    *n = (uint32_t)used;
     return copy;
 }
 
 static void worker_validate(void)
 {
     char err[128] = "";
-    uint8_t *copy = copy_module(job.wasm, job.len);
+    uint32_t n = 0;
+    uint8_t *copy = copy_module(job.wasm, job.len, NULL, &n, err, sizeof(err));
     if (!copy) {
-        wb_wamr_load_failure("load", "allocate memory failed", POOL_BYTES, job.detail, job.cap);
+        wb_wamr_load_failure("load", err, POOL_BYTES, job.detail, job.cap);
         job.verdict = WB_ERR_INVALID_MODULE;
         return;
     }
-    wasm_module_t module = wasm_runtime_load(copy, (uint32_t)job.len, err, sizeof(err));
+    wasm_module_t module = wasm_runtime_load(copy, n, err, sizeof(err));
     if (!module) {
         wb_wamr_load_failure("load", err, POOL_BYTES, job.detail, job.cap);
         job.verdict = WB_ERR_INVALID_MODULE;
@@ -252,13 +277,14 @@ static void worker_run(void)
     wasm_module_inst_t inst = NULL;
     wasm_exec_env_t env = NULL;
 
-    uint8_t *copy = copy_module(job.wasm, job.len);
+    uint32_t n = 0;
+    uint8_t *copy = copy_module(job.wasm, job.len, plan, &n, err, sizeof(err));
     if (!copy) {
-        fail_early(wb_wamr_load_failure("load", "allocate memory failed", POOL_BYTES,
-                                        res->detail, sizeof(res->detail)));
+        fail_early(wb_wamr_load_failure("load", err, POOL_BYTES, res->detail,
+                                        sizeof(res->detail)));
         return;
     }
-    module = wasm_runtime_load(copy, (uint32_t)job.len, err, sizeof(err));
+    module = wasm_runtime_load(copy, n, err, sizeof(err));
     if (!module) {
         fail_early(wb_wamr_load_failure("load", err, POOL_BYTES, res->detail,
                                         sizeof(res->detail)));
@@ -268,7 +294,9 @@ static void worker_run(void)
     memset(&iargs, 0, sizeof(iargs));
     iargs.default_stack_size = WASM_STACK_BYTES;
     iargs.host_managed_heap_size = 0;
-    iargs.max_memory_pages = plan->max_memory_pages;
+    /* 0: WAMR takes the module's maximum, which copy_module() set to the limit (a non-zero
+     * override cannot express a limit below one page, and would only repeat it). */
+    iargs.max_memory_pages = 0;
     inst = wasm_runtime_instantiate_ex(module, &iargs, err, sizeof(err));
     if (!inst) {
         fail_early(wb_wamr_load_failure("instantiate", err, POOL_BYTES, res->detail,

@@ -22,7 +22,7 @@ typedef struct {
     wb_wasm_entry_t entry;      /* arguments, result types, memory export, env.log import */
     bool has_memory;            /* a memory is defined (imported ones are refused) */
     uint32_t memory_min_pages;
-    uint32_t max_memory_pages;  /* floor(limit / 64 KiB): InstantiationArgs.max_memory_pages */
+    uint32_t max_memory_pages;  /* floor(limit / 64 KiB): wb_wamr_patch_memory_max()'s max */
     int32_t instruction_limit;  /* for wasm_runtime_set_instruction_count_limit(); -1: none */
 } wb_wamr_plan_t;
 
@@ -34,6 +34,24 @@ typedef struct {
 wb_outcome_t wb_wamr_prepare(const uint8_t *wasm, size_t len, const char *entry,
                              const wb_value_t *args, size_t n_args, const wb_limits_t *limits,
                              wb_wamr_plan_t *plan, char *detail, size_t cap);
+
+/* ---- the memory limit in the module's own bytes ---------------------------------------------
+ * InstantiationArgs.max_memory_pages = 0 means "no override" to WAMR 2.4.3
+ * (wasm_runtime_get_max_mem), so a limit below one page cannot be given that way, and a
+ * module without a declared maximum could then grow to 65536 pages. The adapter therefore
+ * writes the limit into its private copy of the module: the first defined memory's maximum
+ * becomes min(declared maximum, max_pages). The section and limits are re-encoded, which may
+ * make the module up to WB_WAMR_PATCH_SLACK bytes longer. */
+#define WB_WAMR_PATCH_SLACK 16u
+
+/* Copy wasm[0, len) to out (capacity out_cap >= len + WB_WAMR_PATCH_SLACK) with the first
+ * defined memory's maximum lowered to max_pages where it is absent or larger; modules without
+ * a memory section, or whose memory type is not a plain MVP one (flags other than 0 and 1), are
+ * copied unchanged (WAMR's loader judges them). Returns the length written, or 0 with the
+ * reason in why: broken framing (section or LEB128 past the end, over-long LEB128), a
+ * minimum above max_pages, or out_cap too small. Never reads or writes out of bounds. */
+size_t wb_wamr_patch_memory_max(const uint8_t *wasm, size_t len, uint32_t max_pages,
+                                uint8_t *out, size_t out_cap, char *why, size_t why_cap);
 
 /* One known WAMR exception message (matched as a substring, after "Exception: "). */
 typedef struct {

@@ -14,6 +14,8 @@
  *   test_wamr_portable load-failure STAGE ERROR POOL
  *   test_wamr_portable log EXPORTED MEMORY_BYTES PTR LEN
  *   test_wamr_portable framing FILE
+ *   test_wamr_portable patch MAX_PAGES IN OUT
+ *       wb_wamr_patch_memory_max() of IN written to OUT; prints {"len": N, "why": "..."}
  *   test_wamr_portable prepare [--memory B] [--fuel N] FILE ENTRY [ARG...]
  *       ARG: an integer (i:N or N) or a float (f:X); prints the plan as JSON
  */
@@ -75,6 +77,93 @@ static int g_checks, g_failed;
         }                                                                           \
     } while (0)
 
+/* wb_wamr_patch_memory_max() over a hand-made module: header + sections; out gets the result. */
+static const uint8_t k_header[8] = {0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00};
+
+static size_t patch(const uint8_t *sections, size_t n, uint32_t max_pages, uint8_t *out,
+                    size_t out_cap, char *why)
+{
+    uint8_t in[64];
+    memcpy(in, k_header, 8);
+    memcpy(in + 8, sections, n);
+    return wb_wamr_patch_memory_max(in, 8 + n, max_pages, out, out_cap, why, WB_MAX_REASON);
+}
+
+static bool patched_to(const uint8_t *out, size_t len, const uint8_t *sections, size_t n)
+{
+    return len == 8 + n && memcmp(out, k_header, 8) == 0 && memcmp(out + 8, sections, n) == 0;
+}
+
+static void unit_patch(void)
+{
+    uint8_t out[64 + WB_WAMR_PATCH_SLACK];
+    char why[WB_MAX_REASON];
+    size_t n;
+
+    /* (memory 0) under a limit below one page: the maximum 0 is written (issue 13 item 7) */
+    static const uint8_t zero[] = {0x05, 0x03, 0x01, 0x00, 0x00};
+    static const uint8_t zero_max0[] = {0x05, 0x04, 0x01, 0x01, 0x00, 0x00};
+    n = patch(zero, sizeof zero, 0, out, sizeof out, why);
+    CHECK(patched_to(out, n, zero_max0, sizeof zero_max0));
+    CHECK(why[0] == '\0');
+
+    /* (memory 1 100) under 16 pages -> (memory 1 16); the sections after it are kept */
+    static const uint8_t big_max[] = {0x05, 0x04, 0x01, 0x01, 0x01, 0x64, 0x00, 0x00};
+    static const uint8_t max16[] = {0x05, 0x04, 0x01, 0x01, 0x01, 0x10, 0x00, 0x00};
+    n = patch(big_max, sizeof big_max, 16, out, sizeof out, why);
+    CHECK(patched_to(out, n, max16, sizeof max16));
+
+    /* a maximum within the limit, and a module without memory, are copied as they are */
+    static const uint8_t small_max[] = {0x05, 0x04, 0x01, 0x01, 0x01, 0x02};
+    n = patch(small_max, sizeof small_max, 16, out, sizeof out, why);
+    CHECK(patched_to(out, n, small_max, sizeof small_max));
+    static const uint8_t no_memory[] = {0x01, 0x04, 0x01, 0x60, 0x00, 0x00};
+    n = patch(no_memory, sizeof no_memory, 0, out, sizeof out, why);
+    CHECK(patched_to(out, n, no_memory, sizeof no_memory));
+    static const uint8_t no_memories[] = {0x05, 0x01, 0x00};
+    n = patch(no_memories, sizeof no_memories, 0, out, sizeof out, why);
+    CHECK(patched_to(out, n, no_memories, sizeof no_memories));
+
+    /* a padded minimum (0x80 0x00) and a large limit: the LEB128s are re-encoded, size too */
+    static const uint8_t padded[] = {0x05, 0x04, 0x01, 0x00, 0x80, 0x00};
+    static const uint8_t padded_max[] = {0x05, 0x06, 0x01, 0x01, 0x00, 0xff, 0xff, 0x03};
+    n = patch(padded, sizeof padded, 65535, out, sizeof out, why);
+    CHECK(patched_to(out, n, padded_max, sizeof padded_max));
+
+    /* shared / 64-bit memories are WAMR's loader's to judge */
+    static const uint8_t shared[] = {0x05, 0x04, 0x01, 0x03, 0x01, 0x02};
+    n = patch(shared, sizeof shared, 0, out, sizeof out, why);
+    CHECK(patched_to(out, n, shared, sizeof shared));
+
+    /* refusals, each with a reason */
+    static const uint8_t min2[] = {0x05, 0x03, 0x01, 0x00, 0x02};
+    CHECK(patch(min2, sizeof min2, 1, out, sizeof out, why) == 0);
+    CHECK(strstr(why, "minimum exceeds the memory limit"));
+    static const uint8_t past_end[] = {0x05, 0x09, 0x01, 0x00, 0x00};
+    CHECK(patch(past_end, sizeof past_end, 0, out, sizeof out, why) == 0);
+    CHECK(strstr(why, "past the end"));
+    static const uint8_t long_leb[] = {0x05, 0x08, 0x01, 0x00, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00};
+    CHECK(patch(long_leb, sizeof long_leb, 0, out, sizeof out, why) == 0);
+    CHECK(strstr(why, "broken memory limits"));
+    static const uint8_t cut_limits[] = {0x05, 0x02, 0x01, 0x01};
+    CHECK(patch(cut_limits, sizeof cut_limits, 0, out, sizeof out, why) == 0);
+    static const uint8_t wide_flags[] = {0x05, 0x04, 0x01, 0x80, 0x00, 0x00};
+    CHECK(patch(wide_flags, sizeof wide_flags, 0, out, sizeof out, why) == 0);
+    CHECK(patch(zero, sizeof zero, 0, out, 8 + sizeof zero, why) == 0); /* no slack */
+    CHECK(strstr(why, "no room"));
+    CHECK(wb_wamr_patch_memory_max(zero, sizeof zero, 0, out, sizeof out, why, sizeof why) == 0);
+    CHECK(strstr(why, "no module header"));
+    CHECK(wb_wamr_patch_memory_max(NULL, 0, 0, out, sizeof out, why, sizeof why) == 0);
+
+    /* every prefix of a module: a clean verdict, never a read or write out of bounds (ASan) */
+    static const uint8_t two[] = {0x01, 0x04, 0x01, 0x60, 0x00, 0x00,
+                                  0x05, 0x04, 0x01, 0x01, 0x00, 0x7f, 0x07, 0x01, 0x00};
+    for (size_t cut = 0; cut <= sizeof two; cut++) {
+        n = patch(two, cut, 0, out, 8 + cut + WB_WAMR_PATCH_SLACK, why);
+        CHECK(n == 0 ? why[0] != '\0' : n <= 8 + cut + WB_WAMR_PATCH_SLACK);
+    }
+}
+
 static wb_wamr_end_t base_end(void)
 {
     wb_wamr_end_t e;
@@ -112,6 +201,7 @@ static void unit(void)
     } known[] = {
         {"unreachable", "UNREACHABLE", WB_OUTCOME_TRAPPED},
         {"allocate memory failed", NULL, WB_OUTCOME_OUT_OF_MEMORY},
+        {"allocate linear memory failed", NULL, WB_OUTCOME_OUT_OF_MEMORY},
         {"out of bounds memory access", "MEMORY_OUT_OF_BOUNDS", WB_OUTCOME_TRAPPED},
         {"integer overflow", "INTEGER_OVERFLOW", WB_OUTCOME_TRAPPED},
         {"integer divide by zero", "INTEGER_DIVISION_BY_ZERO", WB_OUTCOME_TRAPPED},
@@ -230,6 +320,21 @@ static void unit(void)
     CHECK(wb_wamr_load_failure("load", "WASM module load failed: allocate memory failed", 4096,
                                d, sizeof d) == WB_OUTCOME_OUT_OF_MEMORY);
     CHECK(strstr(d, "device heap of 4096 bytes exhausted loading the module"));
+    /* WAMR-2.4.3 memory_instantiate(): the linear memory did not fit in the pool (issue 13:
+     * big_memory under a 2 MiB limit was LOAD_FAILED) */
+    CHECK(wb_wamr_load_failure("instantiate",
+                               "WASM module instantiate failed: allocate linear memory failed",
+                               4096, d, sizeof d) == WB_OUTCOME_OUT_OF_MEMORY);
+    CHECK(strstr(d, "device heap of 4096 bytes exhausted instantiating"));
+    CHECK(wb_wamr_load_failure("instantiate", "allocate memory failed", 4096, d, sizeof d) ==
+          WB_OUTCOME_OUT_OF_MEMORY);
+    /* every OUT_OF_MEMORY word of the table is a load failure's too, and nothing else is */
+    for (size_t i = 0; i < wb_wamr_n_traps; i++) {
+        wb_outcome_t o = wb_wamr_load_failure("instantiate", wb_wamr_traps[i].needle, 4096, d,
+                                              sizeof d);
+        CHECK((o == WB_OUTCOME_OUT_OF_MEMORY) ==
+              (wb_wamr_traps[i].outcome == WB_OUTCOME_OUT_OF_MEMORY));
+    }
     CHECK(wb_wamr_load_failure("load", "magic header not detected", 4096, d, sizeof d) ==
           WB_OUTCOME_LOAD_FAILED);
     CHECK(strcmp(d, "invalid WebAssembly module: magic header not detected") == 0);
@@ -247,6 +352,8 @@ static void unit(void)
     CHECK(strstr(d, "8589934590"));
     CHECK(!wb_wasm_log_allowed(false, 65536, 0, 1, d, sizeof d));
     CHECK(strstr(d, "exports no memory named 'memory'"));
+
+    unit_patch();
 
     /* number texts */
     char num[22];
@@ -369,7 +476,7 @@ static int cmd_prepare(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s unit|traps|classify|load-failure|log|framing|prepare ...\n",
+        fprintf(stderr, "usage: %s unit|traps|classify|load-failure|log|framing|patch|prepare ...\n",
                 argv[0]);
         return 2;
     }
@@ -421,6 +528,31 @@ int main(int argc, char **argv)
         bool ok = wb_wasm_check_framing(wasm, len, why, sizeof why);
         free(wasm);
         printf("{\"ok\": %s, \"why\": ", ok ? "true" : "false");
+        json_string(why);
+        printf("}\n");
+        return 0;
+    }
+    if (strcmp(cmd, "patch") == 0 && argc == 5) {
+        size_t len = 0;
+        uint8_t *wasm = read_file(argv[3], &len);
+        if (!wasm) {
+            perror(argv[3]);
+            return 2;
+        }
+        size_t cap = len + WB_WAMR_PATCH_SLACK;
+        uint8_t *out = malloc(cap);
+        char why[WB_MAX_REASON] = "";
+        size_t n = out ? wb_wamr_patch_memory_max(wasm, len, (uint32_t)strtoul(argv[2], NULL, 0),
+                                                  out, cap, why, sizeof why)
+                       : 0;
+        FILE *f = n ? fopen(argv[4], "wb") : NULL;
+        if (f) {
+            fwrite(out, 1, n, f);
+            fclose(f);
+        }
+        free(out);
+        free(wasm);
+        printf("{\"len\": %lu, \"why\": ", (unsigned long)n);
         json_string(why);
         printf("}\n");
         return 0;
