@@ -73,6 +73,7 @@ from .monitor import (
     MonitorTransport,
     Pyrenode3Monitor,
 )
+from .remote import RemoteControl, RemoteMonitor
 from .scripts import check_name, include_command
 
 log = logging.getLogger(__name__)
@@ -542,11 +543,17 @@ class RenodeMachine:
         if control == "auto":
             control = "pyrenode3" if pyrenode3_configured() else "socket"
         if control == "socket":
-            self._control: _SocketControl | _Pyrenode3Control = _SocketControl(self)
+            self._control: _SocketControl | _Pyrenode3Control | RemoteControl = (
+                _SocketControl(self))
         elif control == "pyrenode3":
             self._control = _Pyrenode3Control(self, monitor)
+        elif control == "remote":  # a machine of renode-test's Renode: see remote.py
+            if not isinstance(monitor, RemoteMonitor):
+                raise ValueError("control='remote' needs monitor=RemoteMonitor(url)")
+            self._control = RemoteControl(self, monitor)
         else:
-            raise ValueError(f"control must be auto, socket or pyrenode3, not {control!r}")
+            raise ValueError(
+                f"control must be auto, socket, pyrenode3 or remote, not {control!r}")
         workdir.mkdir(parents=True, exist_ok=True)
         self._console_file = (workdir / "console.log").open("a", buffering=1)
 
@@ -557,6 +564,14 @@ class RenodeMachine:
     @property
     def running(self) -> bool:
         return self._control.running
+
+    @property
+    def current_machine(self) -> str | None:
+        """The Renode machine of this boot (``<name>_b<N>`` in a shared emulation), or None
+        when powered off: what Renode's own keywords take as ``machine=``."""
+        if not self.running:
+            return None
+        return getattr(self._control, "current", None) or self.name
 
     @property
     def pid(self) -> int | None:
@@ -590,7 +605,7 @@ class RenodeMachine:
             raise MachineError(f"{self.name}: {exc}") from exc
 
     def _boot_name(self) -> str:
-        if self._control.kind == "pyrenode3":
+        if self._control.kind != "socket":  # a shared emulation: a new machine per boot
             return check_name(f"{self.name[:40]}_b{self.boots + 1}", "machine name")
         return self.name
 
