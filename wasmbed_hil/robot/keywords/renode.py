@@ -15,6 +15,7 @@ import os
 from robot.api import logger
 from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn
+from robot.running.context import EXECUTION_CONTEXTS
 
 from ...bench.backends import get_backend
 from .component import LibraryComponent
@@ -54,7 +55,10 @@ class RenodeKeywords(LibraryComponent):
         if not path:
             raise AssertionError("no Renode keyword file: pass path= or run under renode-test "
                                  "(which sets ${RENODEKEYWORDS})")
-        builtin.import_resource(str(path))
+        # Not BuiltIn's Import Resource: it lets the file's variable section overwrite
+        # variables already set, and renode-keywords.robot sets PORT_NUMBER 9999 and
+        # SKIP_RUNNING_SERVER False (so its Teardown would stop renode-test's Renode).
+        EXECUTION_CONTEXTS.current.namespace.import_resource(str(path), overwrite=False)
         port = port or builtin.get_variable_value("${PORT_NUMBER}", None)
         if port is None:
             return ""
