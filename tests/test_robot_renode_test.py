@@ -25,6 +25,7 @@ import pytest
 
 from wasmbed_hil.bench.backends.qemu import QemuBackend
 from wasmbed_hil.bench.backends.renode_test import RenodeTestBackend
+from wasmbed_hil.bench.errors import MachineError
 from wasmbed_hil.bench.machines.renode.machine import RenodeMachine
 from wasmbed_hil.bench.machines.renode.monitor import MonitorCommandError, MonitorError
 from wasmbed_hil.bench.machines.renode.remote import RemoteMonitor, check_url
@@ -34,7 +35,6 @@ from wasmbed_hil.bench.machines.renode.scripts import (
     render_device_script,
     script_commands,
 )
-from wasmbed_hil.bench.errors import MachineError
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "renode_standin"

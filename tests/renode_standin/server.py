@@ -304,7 +304,7 @@ class Emulation:
             raise KeywordError("No machine selected")
         return self.current
 
-    def _command(self, c: str) -> str:  # noqa: C901 - one branch per command form
+    def _command(self, c: str) -> str:
         if m := re.fullmatch(r'emulation CreateServerSocketTerminal (\d+) "(\w+)" false', c):
             if m.group(2) in self.terminals:
                 raise KeywordError(f"Name {m.group(2)} is already used")
@@ -453,13 +453,13 @@ class KeywordServer:
                                             machine)
 
     def _wait_for_line(self, content: str, timeout: str | None = None,
-                       testerId: str | None = None, treatAsRegex: str = "false") -> Any:  # noqa: N803
+                       testerId: str | None = None, treatAsRegex: str = "false") -> Any:
         tester = self.emulation.tester(None if testerId is None else int(testerId))
         seconds = tester.timeout if timeout is None else float(timeout)
         return tester.wait_for(content, seconds, _flag(treatAsRegex))
 
-    def _write_line(self, content: str = "", testerId: str | None = None,  # noqa: N803
-                    waitForEcho: str = "false") -> Any:  # noqa: N803
+    def _write_line(self, content: str = "", testerId: str | None = None,
+                    waitForEcho: str = "false") -> Any:
         tester = self.emulation.tester(None if testerId is None else int(testerId))
         tester.write((content + "\n").encode())
         return {"line": "", "timestamp": 0.0, "groups": []}
@@ -508,7 +508,7 @@ class _Server(ThreadingMixIn, SimpleXMLRPCServer):
 
 
 class _Quiet(SimpleXMLRPCRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
