@@ -311,3 +311,45 @@ def test_a_shipped_suite_runs_on_renode_tests_renode(standin_process, tmp_path):
     done = _run(standin_process, tmp_path, ROOT / "robot" / "suites" / "deployment.robot")
     assert done.returncode == 0, done.stdout + done.stderr
     assert " 0 failed, 0 skipped" in done.stdout and " 0 passed" not in done.stdout
+
+
+# --- the keywords, and the renode-test mode's Robot side with virtual devices --------------
+
+def test_get_renode_machine_fails_for_a_device_not_on_renode():
+    from wasmbed_hil.robot import WasmbedLibrary
+
+    lib = WasmbedLibrary(backend="virtual")
+    try:
+        lib.run_keyword("start_gateway", [], {})
+        lib.run_keyword("create_device", ["plain"], {})
+        with pytest.raises(AssertionError, match="plain has no Renode machine: not on a "
+                                                 "Renode backend"):
+            lib.run_keyword("get_renode_machine", [], {})
+    finally:
+        lib.close()
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "99x", ""])
+def test_a_port_number_that_is_not_one_is_refused(port):
+    from wasmbed_hil.robot.keywords.renode import renode_test_url
+
+    with pytest.raises(ValueError, match="PORT_NUMBER"):
+        renode_test_url(port)
+
+
+def test_the_suites_run_under_the_renode_test_runner_with_renodes_setup_and_teardown(
+        standin_server, tmp_path):
+    """Virtual devices: what renode-test adds and our Wasmbed Suite Setup/Test Teardown do,
+    with Renode's Setup importing the Remote library from the stand-in; its Teardown must
+    leave the server running (SKIP_RUNNING_SERVER stays True)."""
+    url, _ = standin_server
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    done = subprocess.run(
+        [sys.executable, str(STANDIN / "runner.py"), "--port", str(port), "--outputdir",
+         str(tmp_path), str(ROOT / "robot" / "suites" / "enrollment.robot")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "enrollment.robot: 5 passed, 0 failed, 0 skipped" in done.stdout
+    proxy = xmlrpc.client.ServerProxy(url, allow_none=True)
+    assert proxy.run_keyword("ResetEmulation", [])["status"] == "PASS"  # still serving

@@ -11,6 +11,9 @@ Control, chosen per machine (``control=``):
   machines of the process share one emulation; a power cut pauses and removes the
   machine. Each boot uses a new machine name (``<name>_b<N>``), because the socket
   terminals of a removed machine keep their names (and ports) until the process exits.
+- ``"remote"``: a machine of renode-test's own Renode, the script sent command by command
+  through its Robot keyword server (remote.py; the renode-test backend). Named per boot
+  as with pyrenode3; a power cut is ``machine Pause`` and ``mach rem``.
 
 Boot (both): render the script (renode/wasmbed-device.resc or a board template) with fresh
 ports, ``include @<script>`` (the script loads the platform, the image and the blob, opens

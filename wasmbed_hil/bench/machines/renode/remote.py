@@ -70,6 +70,19 @@ def check_url(url: object) -> str:
     return url
 
 
+class _Transport(xmlrpc.client.Transport):
+    """XML-RPC over HTTP with a socket timeout (the standard transport has none)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> Any:
+        connection = super().make_connection(host)
+        connection.timeout = self.timeout
+        return connection
+
+
 def _check_command(command: str) -> str:
     """One monitor command: one line, or a line and a triple-quoted block (a macro)."""
     if not command.strip() or "\x00" in command or "\r" in command:
@@ -87,17 +100,22 @@ class RemoteMonitor:
     there (XML-RPC cannot cancel it) and reported as a MonitorError.
     """
 
-    def __init__(self, url: str, proxy: Any | None = None) -> None:
+    def __init__(self, url: str, proxy: Any | None = None, socket_timeout: float = 120.0
+                 ) -> None:
         self.url = check_url(url)
         self._proxy = proxy
+        self.socket_timeout = socket_timeout
         self._lock = asyncio.Lock()
         self.history: list[str] = []
         self.prompt = "monitor"
 
     def _server(self) -> Any:
-        if self._proxy is None:
-            self._proxy = xmlrpc.client.ServerProxy(self.url, allow_none=True)
-        return self._proxy
+        # A new proxy (and HTTP connection) per call: a call abandoned after its timeout may
+        # still be in flight in its thread, and the socket timeout ends it in the end.
+        if self._proxy is not None:
+            return self._proxy
+        return xmlrpc.client.ServerProxy(self.url, allow_none=True,
+                                         transport=_Transport(self.socket_timeout))
 
     def run_keyword_sync(self, name: str, args: list[str]) -> Any:
         """One keyword, blocking; its return value, or MonitorCommandError/MonitorError."""
