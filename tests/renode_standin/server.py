@@ -145,7 +145,7 @@ class Tester:
                     if match:
                         self.next = i + 1
                         groups = list(match.groups()) if regex else []  # type: ignore[union-attr]
-                        return {"line": line, "timestamp": 0.0, "groups": groups}
+                        return _result(line, groups)
                 self.next = len(self.lines)
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -253,6 +253,12 @@ class Machine:
         if self.link_listener is not None:
             self.link_listener.close()
             self.link_listener = None
+
+
+def _result(line: str, groups: list[str]) -> dict[str, Any]:
+    """A TerminalTesterResult (infrastructure 0c7d0762, TerminalTester.cs:872) as a struct of
+    its public members; how XML-RPC.NET names them on the wire is not verified."""
+    return {"Line": line, "Timestamp": 0.0, "Groups": groups, "IsFailingString": False}
 
 
 def _send_quietly(conn: socket.socket, data: bytes) -> None:
@@ -462,7 +468,7 @@ class KeywordServer:
                     waitForEcho: str = "false") -> Any:
         tester = self.emulation.tester(None if testerId is None else int(testerId))
         tester.write((content + "\n").encode())
-        return {"line": "", "timestamp": 0.0, "groups": []}
+        return _result("", [])
 
     def _set_timeout(self, timeout: str) -> None:
         self.emulation.uart_timeout = float(timeout)
