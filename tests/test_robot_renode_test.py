@@ -143,17 +143,29 @@ def test_a_block_left_open_is_refused():
 
 # --- the remote control ------------------------------------------------------------------
 
-def _machine(tmp_path: Path, proxy: RecordingProxy) -> RenodeMachine:
-    def script(machine: str, link: int, console: int) -> str:
-        return _script(tmp_path, machine)
+@pytest.fixture
+def remote_machine(tmp_path: Path) -> Iterator[Any]:
+    """A factory of remote-controlled RenodeMachines on a recording proxy, closed after."""
+    made: list[RenodeMachine] = []
 
-    return RenodeMachine("sensor", tmp_path / "dev", script, control="remote",
-                         monitor=RemoteMonitor("http://127.0.0.1:9999/", proxy))
+    def make(proxy: RecordingProxy) -> RenodeMachine:
+        def script(machine: str, link: int, console: int) -> str:
+            return _script(tmp_path, machine)
+
+        machine = RenodeMachine("sensor", tmp_path / "dev", script, control="remote",
+                                monitor=RemoteMonitor("http://127.0.0.1:9999/", proxy))
+        made.append(machine)
+        return machine
+
+    yield make
+    for machine in made:
+        asyncio.run(machine.close())
 
 
-def test_boot_sends_the_script_by_command_naming_the_machine_after_mach_create(tmp_path):
+def test_boot_sends_the_script_by_command_naming_the_machine_after_mach_create(
+        tmp_path, remote_machine):
     proxy = RecordingProxy()
-    machine = _machine(tmp_path, proxy)
+    machine = remote_machine(proxy)
 
     async def boot() -> None:
         await machine._control.boot("sensor_b1", lambda: _write(tmp_path, "sensor_b1"), 0)
@@ -171,10 +183,11 @@ def _write(tmp_path: Path, machine: str) -> Path:
     return path
 
 
-def test_a_refused_command_fails_the_boot_naming_it_and_the_missing_model(tmp_path):
+def test_a_refused_command_fails_the_boot_naming_it_and_the_missing_model(
+        tmp_path, remote_machine):
     proxy = RecordingProxy({"LoadPlatformDescription": {
         "status": "FAIL", "error": "Error E04: Could not resolve type: 'Timers.Arm_CMSDK_Timer'"}})
-    machine = _machine(tmp_path, proxy)
+    machine = remote_machine(proxy)
 
     async def boot() -> None:
         await machine._control.boot("sensor_b1", lambda: _write(tmp_path, "sensor_b1"), 0)
@@ -185,10 +198,11 @@ def test_a_refused_command_fails_the_boot_naming_it_and_the_missing_model(tmp_pa
     assert [a[0] for _, a in proxy.calls][-1].startswith("machine LoadPlatformDescription")
 
 
-def test_power_cut_pauses_and_removes_the_boots_machine_and_ignores_a_gone_one(tmp_path):
+def test_power_cut_pauses_and_removes_the_boots_machine_and_ignores_a_gone_one(
+        remote_machine):
     proxy = RecordingProxy({"machine Pause": {"status": "FAIL", "error": "Could not find "
                                               "machine named sensor_b1 in the emulation"}})
-    machine = _machine(tmp_path, proxy)
+    machine = remote_machine(proxy)
     machine._control.current = "sensor_b1"
     asyncio.run(machine._control.power_cut())
     assert proxy.calls[-2:] == [("ExecuteCommand", ["machine Pause", "machine=sensor_b1"]),
