@@ -404,12 +404,14 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
     for cls in backend_classes():
         cls.add_options(group)
     # the firmware backends share --hil-firmware and --hil-board (the plugin declares them once)
-    assert set(group.added) == {"--renode-binary", "--virtual-relay", "--hil-firmware",
-                                "--hil-board", "--board-env", "--board-coordinator",
-                                "--board-places", "--board-lab", "--board-wait"}
+    assert set(group.added) == {"--renode-binary", "--renode-remote", "--virtual-relay",
+                                "--hil-firmware", "--hil-board", "--board-env",
+                                "--board-coordinator", "--board-places", "--board-lab",
+                                "--board-wait"}
     assert "for firmware backends (qemu, renode" in group.added["--hil-firmware"]["help"]
     assert "sets $WASMBED_BOARD_LAB" in group.added["--board-lab"]["help"]
     assert group.added["--renode-binary"]["dest"] == "renode_binary"
+    assert "sets $WASMBED_RENODE_REMOTE" in group.added["--renode-remote"]["help"]
     assert "for --hil-backend=renode; sets $WASMBED_RENODE" in group.added[
         "--renode-binary"]["help"]
     monkeypatch.setenv("WASMBED_RENODE", "restored at teardown")  # apply_options sets it

@@ -1022,3 +1022,36 @@ def test_a_machine_falls_back_to_a_picked_monitor_port_when_renode_announces_0(t
         await machine.close()
 
     run(scenario())
+
+
+class PortTakenOnce(FakePyrenode3):
+    """A shared emulation whose first include finds a terminal port taken."""
+
+    def execute_script(self, path: str) -> tuple[str, str]:
+        if not any(c.startswith("include @") for c in self.commands):
+            self.commands.append(f"include @{path}")
+            return "", ("Unable to create '0.0.0.0:4001' socket:[AddressAlreadyInUse] "
+                        "Address already in use")
+        return super().execute_script(path)
+
+
+def test_in_a_shared_emulation_a_retry_after_a_taken_port_is_a_new_machine(tmp_path):
+    # The first attempt's terminals keep their names in the emulation after `mach rem`, so
+    # the retry must not reuse the machine name (it would be refused).
+    async def scenario() -> None:
+        fake = PortTakenOnce(asyncio.get_running_loop())
+        machine = RenodeMachine(
+            "device_0", tmp_path / "m", _script_factory(tmp_path), control="pyrenode3",
+            monitor=Pyrenode3Monitor(fake),
+        )
+        await machine.start()
+        assert machine.running and machine.boots == 1
+        script = (tmp_path / "m" / "device.resc").read_text()
+        assert 'mach create "device_0_b2"' in script and "device_0_b1" not in script
+        assert machine.current_machine == "device_0_b2"
+        await machine.close()
+        for server in fake.servers:
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())

@@ -2,8 +2,10 @@
 Documentation       Deployment: modules travel to devices, run under limits and report how
 ...                 they end (mirrors suites/deployment/test_deployment.py).
 Resource            ../wasmbed.resource
-Suite Setup         Require Backend
+Suite Setup         Wasmbed Suite Setup
+Suite Teardown      Wasmbed Suite Teardown
 Test Setup          Start Gateway With One Device
+Test Teardown       Wasmbed Test Teardown
 
 
 *** Test Cases ***

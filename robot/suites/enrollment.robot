@@ -2,8 +2,10 @@
 Documentation       Enrollment: who may join the fleet, and how refusals read
 ...                 (mirrors suites/enrollment/test_enrollment.py).
 Resource            ../wasmbed.resource
-Suite Setup         Require Backend
+Suite Setup         Wasmbed Suite Setup
+Suite Teardown      Wasmbed Suite Teardown
 Test Setup          Start Gateway
+Test Teardown       Wasmbed Test Teardown
 
 
 *** Test Cases ***

@@ -2,8 +2,10 @@
 Documentation       Faults and convergence: after a fault is healed, the devices, the gateway
 ...                 and what it recorded must agree (mirrors suites/faults/test_fault_matrix.py).
 Resource            ../wasmbed.resource
-Suite Setup         Require Backend
+Suite Setup         Wasmbed Suite Setup
+Suite Teardown      Wasmbed Suite Teardown
 Test Setup          Start Gateway With One Device
+Test Teardown       Wasmbed Test Teardown
 
 
 *** Test Cases ***

@@ -2,8 +2,10 @@
 Documentation       Heartbeats: liveness as the gateway sees it, through silences, power cuts
 ...                 and restarts (mirrors suites/heartbeat/test_heartbeat.py).
 Resource            ../wasmbed.resource
-Suite Setup         Require Backend
+Suite Setup         Wasmbed Suite Setup
+Suite Teardown      Wasmbed Suite Teardown
 Test Setup          Start Gateway With One Device
+Test Teardown       Wasmbed Test Teardown
 
 
 *** Test Cases ***

@@ -3,8 +3,10 @@ Documentation       Link impairments on every backend: the same scenario on virt
 ...                 (through their relay) and on firmware ones (through the UART bridge)
 ...                 (mirrors suites/link/test_link.py).
 Resource            ../wasmbed.resource
-Suite Setup         Require Backend
+Suite Setup         Wasmbed Suite Setup
+Suite Teardown      Wasmbed Suite Teardown
 Test Setup          Start Gateway With One Device
+Test Teardown       Wasmbed Test Teardown
 
 
 *** Test Cases ***

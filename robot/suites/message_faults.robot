@@ -3,9 +3,10 @@ Documentation       Message faults at the gateway: a chosen protocol message dro
 ...                 duplicated, delayed, reordered or corrupted, and the outcome
 ...                 docs/protocol.md states (mirrors suites/messages/test_message_faults.py).
 Resource            ../wasmbed.resource
-Suite Setup         Require Backend
+Suite Setup         Wasmbed Suite Setup
+Suite Teardown      Wasmbed Suite Teardown
 Test Setup          Start Gateway With A Narrow Device
-Test Teardown       Clear Message Faults
+Test Teardown       Wasmbed Test Teardown    Clear Message Faults
 
 
 *** Test Cases ***

@@ -210,7 +210,7 @@ class Reboot(FaultKind):
     name = "reboot"
     summary = "a power cycle at the operation's moment of flight"
     loses_runs = True
-    volatile_backends = frozenset({"qemu", "renode"})
+    volatile_backends = frozenset({"qemu", "renode", "renode-test"})
 
     def apply(self, ctx: FaultContext) -> None:
         ctx.dut.reboot()
@@ -221,7 +221,7 @@ class Reset(FaultKind):
     name = "reset"
     summary = "a reset without a power cut (QMP system_reset on qemu; a reboot elsewhere)"
     loses_runs = True
-    volatile_backends = frozenset({"qemu", "renode"})
+    volatile_backends = frozenset({"qemu", "renode", "renode-test"})
 
     def apply(self, ctx: FaultContext) -> None:
         ctx.dut.reset()
@@ -472,7 +472,7 @@ class ResetAfterStart(PointFaultKind):
     only_operations = ("run",)
     only_why = "it strikes a run"
     loses_runs = True
-    volatile_backends = frozenset({"qemu", "renode"})
+    volatile_backends = frozenset({"qemu", "renode", "renode-test"})
 
     def point(self, ctx: FaultContext) -> Point:
         return after_start()

@@ -55,6 +55,7 @@ from .keywords import (
     GatewayKeywords,
     LinkKeywords,
     MessageFaultKeywords,
+    RenodeKeywords,
     WaitKeywords,
 )
 
@@ -196,6 +197,7 @@ class WasmbedLibrary(DynamicCore):
             LinkKeywords(self),
             MessageFaultKeywords(self),
             ConvergenceKeywords(self),
+            RenodeKeywords(self),
         ])
 
     # ================================================================ for the keywords

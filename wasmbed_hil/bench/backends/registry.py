@@ -24,6 +24,7 @@ BUILTIN: dict[str, str] = {
     "virtual": "wasmbed_hil.bench.backends.virtual:VirtualBackend",
     "qemu": "wasmbed_hil.bench.backends.qemu:QemuBackend",
     "renode": "wasmbed_hil.bench.backends.renode:RenodeBackend",
+    "renode-test": "wasmbed_hil.bench.backends.renode_test:RenodeTestBackend",
     "board": "wasmbed_hil.bench.backends.board:BoardBackend",
 }
 # The backend used when none is asked for (pytest, Robot, `wasmbed-hil up`, the platform).

@@ -12,6 +12,7 @@ from .devices import DeviceKeywords
 from .gateways import GatewayKeywords
 from .link import LinkKeywords
 from .message_faults import MessageFaultKeywords
+from .renode import RenodeKeywords
 from .waits import WaitKeywords
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "GatewayKeywords",
     "LinkKeywords",
     "MessageFaultKeywords",
+    "RenodeKeywords",
     "WaitKeywords",
 ]

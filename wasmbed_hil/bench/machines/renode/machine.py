@@ -13,6 +13,9 @@ Control, chosen per machine (``control=``):
   because the socket terminals and UART file backends of a removed machine keep their
   names (and ports, and files) until the process exits; the backend names the console log
   after the machine, so each boot has its own.
+- ``"remote"``: a machine of renode-test's own Renode, the script sent command by command
+  through its Robot keyword server (remote.py; the renode-test backend). Named per boot
+  as with pyrenode3; a power cut is ``machine Pause`` and ``mach rem``.
 
 Boot (both): render the script (renode/wasmbed-device.resc or a board template) with fresh
 ports, ``include @<script>`` (the script loads the platform, the image and the blob, opens
@@ -79,6 +82,7 @@ from .monitor import (
     Pyrenode3Monitor,
 )
 from .refusals import MISSING_TYPE, PortNotAnnounced, missing_types
+from .remote import RemoteControl, RemoteMonitor
 from .scripts import check_name, include_command
 
 log = logging.getLogger(__name__)
@@ -602,14 +606,21 @@ class RenodeMachine:
         self._console: ConsoleTerminal | None = None
         self._cutting = False  # a power cut by the harness is under way
         self._death: asyncio.Task[None] | None = None
+        self._attempts_named = 0  # boot attempts named so far (shared emulations)
         if control == "auto":
             control = "pyrenode3" if pyrenode3_configured() else "socket"
         if control == "socket":
-            self._control: _SocketControl | _Pyrenode3Control = _SocketControl(self)
+            self._control: _SocketControl | _Pyrenode3Control | RemoteControl = (
+                _SocketControl(self))
         elif control == "pyrenode3":
             self._control = _Pyrenode3Control(self, monitor)
+        elif control == "remote":  # a machine of renode-test's Renode: see remote.py
+            if not isinstance(monitor, RemoteMonitor):
+                raise ValueError("control='remote' needs monitor=RemoteMonitor(url)")
+            self._control = RemoteControl(self, monitor)
         else:
-            raise ValueError(f"control must be auto, socket or pyrenode3, not {control!r}")
+            raise ValueError(
+                f"control must be auto, socket, pyrenode3 or remote, not {control!r}")
         workdir.mkdir(parents=True, exist_ok=True)
         self._console_file = (workdir / "console.log").open("a", buffering=1)
 
@@ -620,6 +631,14 @@ class RenodeMachine:
     @property
     def running(self) -> bool:
         return self._control.running
+
+    @property
+    def current_machine(self) -> str | None:
+        """The Renode machine of this boot (``<name>_b<N>`` in a shared emulation), or None
+        when powered off: what Renode's own keywords take as ``machine=``."""
+        if not self.running:
+            return None
+        return getattr(self._control, "current", None) or self.name
 
     @property
     def pid(self) -> int | None:
@@ -652,8 +671,12 @@ class RenodeMachine:
             raise MachineError(f"{self.name}: {exc}") from exc
 
     def _boot_name(self) -> str:
-        if self._control.kind == "pyrenode3":
-            return check_name(f"{self.name[:40]}_b{self.boots + 1}", "machine name")
+        """The machine name of the next boot attempt. In a shared emulation (pyrenode3,
+        remote) every attempt gets a new name, a retry after a taken port included: the
+        terminals of a removed machine keep their names until the emulation ends."""
+        if self._control.kind != "socket":
+            self._attempts_named += 1
+            return check_name(f"{self.name[:40]}_b{self._attempts_named}", "machine name")
         return self.name
 
     async def start(self) -> None:
@@ -661,7 +684,7 @@ class RenodeMachine:
             return
         if self._console is not None or self.pipe is not None or self._control.has_state:
             await self.power_cut()  # Renode ended on its own: clear what is left of it
-        name = self._boot_name()
+        name = self.name
         script = self.workdir / "device.resc"
         terminal_ports: list[int] = []
 
@@ -678,6 +701,7 @@ class RenodeMachine:
             # --port 0 (Renode binds a free port and says which) removes the monitor port's
             # race where Renode announces the bound port; otherwise a port picked here.
             monitor_port = 0 if self.port_zero else pick_free_ports(1)[0]
+            name = self._boot_name()
             try:
                 await self._control.boot(name, prepare, monitor_port)
                 monitor_port = getattr(self._control, "port", None) or monitor_port

@@ -191,6 +191,38 @@ def render_board_script(
     return render_template(template.read_text(), values, str(template))
 
 
+def script_commands(text: str) -> list[str]:
+    """A rendered script as the monitor commands Renode runs for it, one string each.
+
+    What Renode's ``include`` does with a file (infrastructure 0c7d0762, Monitor.cs
+    TryExecuteScript): lines are commands; a triple-quote block is one command with its line
+    ends, joined to the line before it when the block's first line starts with the
+    terminator. Comment lines (``#`` and ``:`` start a CommentToken, Tokenizer.cs:22, :92)
+    and blank lines are left out: they do nothing. For sending a script one command at a
+    time (renode-test's ``Execute Command``), so that an error names its command.
+    """
+    terminator = '"""'
+    commands: list[str] = []
+    block: list[str] = []
+    eating = False
+    for line in text.splitlines():
+        if terminator in line:
+            if not eating and line.startswith(terminator) and commands:
+                block.append(commands.pop())
+            block.append(line)
+            if eating:
+                commands.append("\n".join(block) + "\n")
+                block = []
+            eating = not eating
+        elif eating:
+            block.append(line)
+        elif line.strip() and not line.lstrip().startswith(("#", ":")):
+            commands.append(line.strip())
+    if eating:
+        raise ScriptError("script ends inside a triple-quote block")
+    return commands
+
+
 def include_command(script: Path | str) -> str:
     """The monitor command that runs a rendered script."""
     return f"include @{check_path(script, 'script')}"
