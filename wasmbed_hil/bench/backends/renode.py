@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..boards import BoardError, resolve_board
+from ..boards import Board, BoardError, resolve_board
 from ..errors import MachineError
 from ..loop import LoopThread
 from ..machines.gdb import GdbRequest
 from ..machines.renode import probe
 from ..machines.renode.machine import (
     RenodeMachine,
+    ScriptFactory,
     find_renode,
     pyrenode3_configured,
     pyrenode3_problem,
@@ -37,7 +38,7 @@ from ..seams import Link
 from .base import BackendOption, register
 from .firmware import FirmwareBackend, image_unavailable_reason
 
-__all__ = ["RENODE_MISSING", "RenodeBackend"]
+__all__ = ["RENODE_MISSING", "RenodeBackend", "device_script"]
 
 RENODE_MISSING = (
     "renode not found on PATH (install Renode 1.15 or newer from https://renode.io; "
@@ -87,24 +88,7 @@ class RenodeBackend(FirmwareBackend):
 
     def make_machine(self, name: str, devdir: Path, blob: Path, link: Link) -> RenodeMachine:
         elf = self.image_of(name)
-        board = self.board_spec
-        if board.renode_repl is None:
-            raise BoardError(f"board {board.name} has no Renode platform ([renode] repl in "
-                             f"{board.source})")
-        platform = RENODE_DIR / board.renode_repl
-
-        def script(machine: str, link_port: int, console_port: int) -> str:
-            # One file per machine name: under pyrenode3 each boot is a new machine
-            # (<name>_b<N>) and Renode refuses a file another UART backend still holds
-            # ("is alredy used as UART file backend"; the backend outlives `mach rem`).
-            console_log = devdir / f"renode-{machine}-uart.log"
-            return render_device_script(
-                machine=machine, elf=elf, blob=blob, link_port=link_port,
-                console_port=console_port, console_log=console_log, platform=platform,
-                console_uart=board.renode_console_uart or "uart0",
-                link_uart=board.renode_link_uart or "uart1", blob_address=board.blob_address,
-            )
-
+        script = device_script(self.board_spec, elf, blob, devdir)
         return RenodeMachine(
             machine_name(name), devdir, script, link=("127.0.0.1", link.port),
             binary=self.binary, gdb=GdbRequest.for_device(name), image=elf,
@@ -116,3 +100,25 @@ class RenodeBackend(FirmwareBackend):
         """Start Renode with --port 0 unless the probe saw it announce port 0 (a release)."""
         known = probe.cached(self.binary) if self.binary else None
         return known.port_zero if known is not None else True
+
+
+def device_script(board: Board, elf: Path, blob: Path, devdir: Path) -> ScriptFactory:
+    """The device script of ``board`` (renode/wasmbed-device.resc or its template), rendered
+    per boot: what the renode and renode-test backends give RenodeMachine."""
+    if board.renode_repl is None:
+        raise BoardError(f"board {board.name} has no Renode platform ([renode] repl in "
+                         f"{board.source})")
+    platform = RENODE_DIR / board.renode_repl
+
+    def script(machine: str, link_port: int, console_port: int) -> str:
+        # One file per machine name: in a shared emulation (pyrenode3, renode-test) each
+        # boot is a new machine (<name>_b<N>) and Renode refuses a file another UART backend
+        # still holds ("is alredy used as UART file backend"; it outlives `mach rem`).
+        return render_device_script(
+            machine=machine, elf=elf, blob=blob, link_port=link_port,
+            console_port=console_port, console_log=devdir / f"renode-{machine}-uart.log",
+            platform=platform, console_uart=board.renode_console_uart or "uart0",
+            link_uart=board.renode_link_uart or "uart1", blob_address=board.blob_address,
+        )
+
+    return script

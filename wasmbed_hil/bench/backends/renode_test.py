@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..boards import BoardError
 from ..loop import LoopThread
 from ..machines.renode.machine import RenodeMachine
 from ..machines.renode.remote import RemoteMonitor, check_url
-from ..machines.renode.scripts import RENODE_DIR, machine_name, render_device_script
+from ..machines.renode.scripts import machine_name
 from ..seams import Link
 from .base import BackendOption, register
 from .firmware import FirmwareBackend, image_unavailable_reason
+from .renode import device_script
 
 __all__ = ["REMOTE", "RenodeTestBackend"]
 
@@ -59,20 +59,7 @@ class RenodeTestBackend(FirmwareBackend):
 
     def make_machine(self, name: str, devdir: Path, blob: Path, link: Link) -> RenodeMachine:
         elf = self.image_of(name)
-        board = self.board_spec
-        if board.renode_repl is None:
-            raise BoardError(f"board {board.name} has no Renode platform ([renode] repl in "
-                             f"{board.source})")
-        platform = RENODE_DIR / board.renode_repl
-
-        def script(machine: str, link_port: int, console_port: int) -> str:
-            return render_device_script(
-                machine=machine, elf=elf, blob=blob, link_port=link_port,
-                console_port=console_port, console_log=devdir / f"uart-{machine}.log",
-                platform=platform, console_uart=board.renode_console_uart or "uart0",
-                link_uart=board.renode_link_uart or "uart1", blob_address=board.blob_address,
-            )
-
+        script = device_script(self.board_spec, elf, blob, devdir)
         return RenodeMachine(
             machine_name(name), devdir, script, link=("127.0.0.1", link.port),
             control="remote", monitor=self.monitor, image=elf,
