@@ -133,8 +133,14 @@ def test_gateway_service_registers_its_gateway(apiserver: Path, tmp_path: Path) 
     ca.issue_gateway("gw-cli", hosts=("localhost", "127.0.0.1")).write(tmp_path / "pki")
     service = Service("gateway", "--kubeconfig", str(apiserver), "--name", "gw-cli",
                       "--tls-port", "0", "--host", "127.0.0.1", "--endpoint", "gw.example:8443",
-                      "--pki-dir", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "st"))
+                      "--pki-dir", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "st"),
+                      "--metrics-port", "0", "--metrics-host", "127.0.0.1")
     try:
+        from wasmbed_hil.bench.scrape import scrape
+
+        (metrics_port,) = [w.split("=")[1] for w in service.ready if w.startswith("metrics_port=")]
+        metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert metrics.value("wasmbed_gateway_connections_open", gateway="gw-cli") == 0
         from kubernetes import client as k8s
         from kubernetes import config as k8s_config
 
@@ -246,6 +252,16 @@ def test_gateway_service_refuses_a_bad_crl_before_serving(apiserver: Path, tmp_p
     err = capsys.readouterr().err
     assert "--crl" in err and says in err
     assert not (tmp_path / "st").exists()  # refused before the local cache was touched
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_gateway_service_refuses_a_bad_metrics_port(port: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gateway", "--name", "g", "--pki-dir", "p", "--state-dir", "s",
+              "--metrics-port", port])
+    assert exit_info.value.code == 2
+    assert "no TCP port" in capsys.readouterr().err
 
 
 def test_gateway_service_refuses_a_malformed_identity(capsys: pytest.CaptureFixture[str]

@@ -248,6 +248,15 @@ class GatewayHandle:
     def metrics(self) -> dict[str, int]:
         return self._call(lambda: dict(self.gateway.metrics))
 
+    @property
+    def metrics_url(self) -> str:
+        """The gateway's `/metrics` (needs @pytest.mark.hil_gateway(metrics_port=0))."""
+        address = self.gateway.metrics_address
+        if address is None:
+            raise GatewayError("this gateway serves no metrics: give it a metrics_port")
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        return f"http://{host}:{address[1]}/metrics"
+
     def events(self, kind: str | None = None, ref: DeviceRef | None = None) -> list[GatewayEvent]:
         device_id = self.device(ref).device_id if ref is not None else None
         return self._call(self.gateway.events.events, kind, device_id)

@@ -72,6 +72,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="refuse this device identity (SHA-256 of its certificate's public key) "
                    "from now on, kept in the local cache; repeatable. A running gateway revokes "
                    "through the control plane (Device spec.revoked)")
+    p.add_argument("--metrics-port", type=_port, metavar="PORT",
+                   help="serve Prometheus metrics on http://<metrics-host>:PORT/metrics "
+                   "(docs/monitoring.md; default: none; 0: any free port)")
+    p.add_argument("--metrics-host", default="0.0.0.0",
+                   help="address of the metrics endpoint (default: 0.0.0.0)")
     p.add_argument("--print-events", action="store_true",
                    help="print every gateway event (enrollments, connections, deployment "
                    "steps, results) on stdout, one `event ...` line each")
@@ -96,6 +101,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--crds", action="store_true",
                    help="install the Device, Application and Gateway CRDs at start")
     p.set_defaults(run=run_apiserver)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is no TCP port (0..65535)")
+    return port
 
 
 def _identity(value: str) -> str:
@@ -156,7 +171,8 @@ def run_gateway(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     endpoint = args.endpoint or f"{socket.gethostname()}:{port}"
     gw_config = GatewayConfig(name=args.name, heartbeat_interval_s=args.heartbeat,
-                              heartbeat_timeout_s=args.heartbeat * 3, pairing=args.pairing)
+                              heartbeat_timeout_s=args.heartbeat * 3, pairing=args.pairing,
+                              metrics_port=args.metrics_port, metrics_host=args.metrics_host)
 
     async def main() -> None:
         gateway = Gateway(gw_config, tls, args.state_dir)
@@ -170,7 +186,11 @@ def run_gateway(args: argparse.Namespace) -> int:
             raise CliError(f"--crl {args.crl}: {exc}", EXIT_USAGE) from None
         for identity in args.revoke:
             gateway.revoke(identity)
-        await gateway.start(sock)
+        try:
+            await gateway.start(sock)
+        except OSError as exc:  # the metrics port: the device port is bound already
+            gateway.store.close()
+            raise CliError(f"--metrics-port {args.metrics_port}: {exc.strerror or exc}") from None
         if args.crl is not None:
             _reload_crl_on_sighup(gateway, args.crl, args.pki_dir)
         kube = KubeClient(config)
@@ -180,7 +200,9 @@ def run_gateway(args: argparse.Namespace) -> int:
             await agent.start()
 
             async def started() -> None:
-                announce(f"ready gateway {args.name} endpoint={endpoint} port={port}")
+                metrics = gateway.metrics_address
+                shown = f" metrics_port={metrics[1]}" if metrics is not None else ""
+                announce(f"ready gateway {args.name} endpoint={endpoint} port={port}{shown}")
 
             await until_signal(started)
         finally:

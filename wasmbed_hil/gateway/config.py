@@ -34,6 +34,10 @@ class GatewayConfig:
     # (100), so a whole fleet reconnecting at once after a gateway restart is admitted in one
     # go, and bounds that memory at about 40 MiB. Welcomed devices do not count.
     max_unauthenticated: int = 128
+    # Prometheus metrics over HTTP (`GET /metrics`, gateway/metrics.py; needs the controlplane
+    # extra): None serves none, 0 any free port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
@@ -46,6 +50,13 @@ class GatewayConfig:
         cap = self.max_unauthenticated
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise ValueError(f"max_unauthenticated must be an integer of 1 or more, got {cap!r}")
+        port = self.metrics_port
+        if port is not None and (
+                isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+            raise ValueError(f"metrics_port must be None (off) or 0..65535, got {port!r}")
+        if not isinstance(self.metrics_host, str) or not self.metrics_host:
+            raise ValueError(f"metrics_host must be a host name or address, got "
+                             f"{self.metrics_host!r}")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_s") and value is not None and value <= 0:

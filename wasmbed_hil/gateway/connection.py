@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +55,7 @@ class DeviceConnection:
         max_frame_size: int,
         write_buffer_limit: int,
         trace_limit: int,
+        metrics: Counter[str] | None = None,
         faults: FaultHook | None = None,
         on_fault: Callable[[DeviceConnection, AppliedFault], None] | None = None,
     ) -> None:
@@ -71,6 +72,8 @@ class DeviceConnection:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self._write_limit = write_buffer_limit
+        # The gateway's counters (bytes_out); a connection of its own when none is given.
+        self._metrics: Counter[str] = Counter() if metrics is None else metrics
         self._transfers: dict[str, asyncio.Queue[Message | None]] = {}
         self.waiters: dict[tuple[str, Any], asyncio.Future[Message]] = {}
         # What this connection ever asked the device, so that a reply with no waiter can be
@@ -109,6 +112,7 @@ class DeviceConnection:
     def flush(self) -> None:
         data = self.session.data_to_send()
         if data and not self.writer.is_closing():
+            self._metrics["bytes_out"] += len(data)
             self.writer.write(data)
             if self.writer.transport.get_write_buffer_size() > self._write_limit:
                 self.close("device stopped reading (write buffer over limit)")
@@ -151,6 +155,7 @@ class DeviceConnection:
     def _write_frame(self, data: bytes) -> None:
         if self.closed.is_set() or self.writer.is_closing():
             return
+        self._metrics["bytes_out"] += len(data)
         self.writer.write(data)
         if self.writer.transport.get_write_buffer_size() > self._write_limit:
             self.close("device stopped reading (write buffer over limit)")

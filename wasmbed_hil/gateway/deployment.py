@@ -164,6 +164,7 @@ class DeploymentEngine:
                 )
             )
         self.history.append(dep)
+        self.metrics["deployments_submitted"] += 1
         self._queues.setdefault(dep.device_id, deque()).append(dep)
         worker = self._workers.get(dep.device_id)
         if worker is None or worker.done():
@@ -175,7 +176,8 @@ class DeploymentEngine:
 
     def refuse(self, dep: Deployment, code: ErrorCode, reason: str) -> Deployment:
         """Record a deployment refused before it was queued: it ends failed at once, is kept in
-        the history, and is neither persisted nor counted in the metrics."""
+        the history and counted as refused, not persisted."""
+        self.metrics["deployments_refused"] += 1
         dep.state = "failed"
         dep.error_code = code
         dep.error = reason

@@ -176,6 +176,7 @@ async def _admit(
         reason = getattr(exc, "reason", None) or type(exc).__name__
         events.emit("handshake_failed", None, peer=str(peer), reason=str(reason))
         return
+    metrics["handshakes"] += 1
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     cert = load_certificate(der)
     identity = device_identity(cert)
@@ -189,6 +190,7 @@ async def _admit(
         max_frame_size=config.max_frame_size,
         write_buffer_limit=config.write_buffer_limit,
         trace_limit=config.trace_limit,
+        metrics=metrics,
         faults=services.faults,
         on_fault=services.fault_applied,
     )

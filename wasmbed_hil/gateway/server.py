@@ -19,6 +19,7 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -47,6 +48,11 @@ from .handler import SessionServices, serve_connection
 from .msgfaults import FaultHook
 from .registry import DeviceRegistry, DeviceStatus
 from .store import GatewayStore, RunIdsExhausted, StoredResult
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+    from .metrics import MetricsEndpoint
 
 # DeviceStatus and GatewayError live in registry.py and errors.py; controlplane/agent.py imports
 # them from here.
@@ -88,6 +94,8 @@ class Gateway:
         self._pairing_timer: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._metrics_registry: CollectorRegistry | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
         self._services = SessionServices(
             config,
             tls,
@@ -118,6 +126,38 @@ class Gateway:
     def connections(self) -> dict[str, DeviceConnection]:
         return self.registry.connections
 
+    # ================================================================== metrics
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This gateway's Prometheus registry (its own: never the library's global one),
+        made on first use; needs the controlplane extra (prometheus_client)."""
+        if self._metrics_registry is None:
+            from .metrics import GatewayReadings, gateway_registry
+
+            self._metrics_registry = gateway_registry(GatewayReadings(
+                name=self.config.name,
+                counters=self.metrics,
+                phases=lambda: (st.phase for st in self.status.values()),
+                open_connections=lambda: len(self._handlers),
+                authenticated_connections=lambda: len(self.connections),
+                unauthenticated_connections=lambda: self._services.unauthenticated.in_use,
+                max_unauthenticated=self.config.max_unauthenticated,
+            ))
+        return self._metrics_registry
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where `GET /metrics` is served (config.metrics_port), once started."""
+        return self._metrics_endpoint.address if self._metrics_endpoint is not None else None
+
+    async def _start_metrics(self) -> None:
+        from .metrics import MetricsEndpoint
+
+        assert self.config.metrics_port is not None
+        endpoint = MetricsEndpoint(self.metrics_registry)
+        await endpoint.start(self.config.metrics_host, self.config.metrics_port)
+        self._metrics_endpoint = endpoint
+
     # ================================================================== lifecycle
     async def start(
         self, sock: socket.socket | None = None, host: str = "127.0.0.1"
@@ -130,6 +170,14 @@ class Gateway:
         else:
             self._server = await asyncio.start_server(self._accept, host, 0)
         self.address = self._server.sockets[0].getsockname()[:2]
+        if self.config.metrics_port is not None:
+            try:
+                await self._start_metrics()
+            except BaseException:
+                self._server.close()
+                await self._server.wait_closed()
+                self._server = None
+                raise
         if self._pairing and self.config.pairing_timeout_s:
             self.set_pairing(True, self.config.pairing_timeout_s)
         self.deployments.resume_unfinished()
@@ -141,6 +189,9 @@ class Gateway:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.stop()
+            self._metrics_endpoint = None
         for conn in list(self.connections.values()):
             conn.fail(ErrorCode.SHUTTING_DOWN, "gateway stopping")
         # Each handler disarms its liveness timer as it ends.
