@@ -172,7 +172,8 @@ def test_every_container_runs_a_wasmbed_hil_service_the_cli_accepts() -> None:
 def test_gateway_statefulset_as_specified() -> None:
     (gateway,) = [w for w in of_kind("StatefulSet")
                   if w["metadata"]["name"] == "wasmbed-gateway"]
-    assert gateway["spec"]["replicas"] == 2
+    # The autoscaler owns the replica count: the StatefulSet names none (apply would reset it).
+    assert "replicas" not in gateway["spec"]
     (container,) = gateway["spec"]["template"]["spec"]["containers"]
     argv = _argv(container)
     assert argv[argv.index("--name") + 1] == "$(POD_NAME)"
@@ -189,6 +190,33 @@ def test_gateway_statefulset_as_specified() -> None:
     (balancer,) = [s for s in of_kind("Service") if s["spec"].get("type") == "LoadBalancer"]
     assert [p["port"] for p in balancer["spec"]["ports"]] == [8443]
     assert gateway["spec"]["serviceName"] in {s["metadata"]["name"] for s in of_kind("Service")}
+
+
+def test_gateway_metrics_port_and_autoscaler() -> None:
+    (gateway,) = [w for w in of_kind("StatefulSet")
+                  if w["metadata"]["name"] == "wasmbed-gateway"]
+    pod = gateway["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    argv = _argv(container)
+    port = int(argv[argv.index("--metrics-port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == port
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
+    headless = services[gateway["spec"]["serviceName"]]
+    assert {"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"} in \
+        headless["spec"]["ports"]
+    balancer = services["wasmbed-gateway"]  # devices only: metrics stay inside the cluster
+    assert "metrics" not in {p["name"] for p in balancer["spec"]["ports"]}
+    (hpa,) = of_kind("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        gateway["apiVersion"], gateway["kind"], gateway["metadata"]["name"])
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (cpu,) = [m for m in hpa["spec"]["metrics"] if m["type"] == "Resource"]
+    assert cpu["resource"]["name"] == "cpu"  # the pods request cpu: utilisation is defined
+    assert "cpu" in container["resources"]["requests"]
 
 
 def test_rest_api_probes_token_and_service() -> None:
