@@ -5,6 +5,9 @@
 Prints {"port": P, "pid": PID, ...} once serving, then answers JSON-line commands on stdin:
     {"cmd": "metrics"}  -> gateway metrics, device phases, connections, RSS, open fds, loop lag
     {"cmd": "stop"}     -> stops the gateway, replies {"stopped": true} and exits
+With --metrics-port it also serves Prometheus metrics (docs/monitoring.md) and names the port
+in its first line ("metrics_port"); bench_gateway.py --metrics then reads the gateway's figures
+there, as a Prometheus server would, rather than from the "metrics" command.
 End of stdin stops it too; SIGTERM ends it at once; SIGINT is ignored (the parent decides).
 """
 
@@ -35,6 +38,7 @@ async def serve(args: argparse.Namespace) -> None:
         handshake_timeout_s=args.handshake_timeout,
         hello_timeout_s=args.handshake_timeout,
         enrollment_timeout_s=args.handshake_timeout,
+        metrics_port=args.metrics_port,
     )
     gateway = Gateway(config, server_ssl_context(tls_dir), args.workdir / "state")
     listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
@@ -43,8 +47,10 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         host, port = await gateway.start(listener)
         lag.start()
+        metrics = gateway.metrics_address
         common.reply({"port": port, "host": host, "rss_kb": common.rss_kb(),
-                      "fds": common.open_fds()})
+                      "fds": common.open_fds(),
+                      "metrics_port": metrics[1] if metrics is not None else None})
         async for command in common.commands():
             cmd = command.get("cmd")
             if cmd == "metrics":
@@ -85,6 +91,8 @@ def main() -> None:
                         help="TLS handshake, Hello and enrollment timeouts (s)")
     parser.add_argument("--ssl-max-size", type=int, default=32 * 1024,
                         help="asyncio TLS read buffer per connection (0: leave as is)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve /metrics on 127.0.0.1:PORT (0: any free port)")
     args = parser.parse_args()
     soft, hard = common.raise_nofile()
     buf = common.tune_ssl_buffer(args.ssl_max_size)

@@ -13,7 +13,10 @@ It prints (never asserts):
      gateway runs in its own process (_gw_server.py), the devices in another (_gw_devices.py);
   3. a ramp of concurrent devices on one gateway process (heartbeat 5 s, timeout 15 s) up to
      the fd limit, the time budget or the first step whose heartbeats are not all answered
-     in time, with the gateway's RSS per connection.
+     in time, with the gateway's RSS per connection;
+  4. the cost of Prometheus metrics: gateway CPU per heartbeat with /metrics scraped every
+     second against not scraped, alternating windows of one rig (docs/monitoring.md).
+--metrics makes parts 2 and 3 read the gateway's counters from its /metrics.
 Every process it starts is stopped (killed after a timeout) and its temporary directory
 removed, also on Ctrl-C. All traffic stays on 127.0.0.1.
 """
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +46,7 @@ from typing import IO, Any
 
 from wasmbed_hil.bench.gateway import GatewayHandle
 from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.scrape import gateway_counters, scrape
 from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.gateway import GatewayConfig
 from wasmbed_hil.pki import FleetCA
@@ -250,8 +255,11 @@ class Rig:
     """One gateway process and `procs` device processes (names: devices are split evenly)."""
 
     def __init__(self, root: Path, ca_dir: Path, *, interval: float, timeout: float,
-                 procs: int, ssl_max_size: int) -> None:
+                 procs: int, ssl_max_size: int, metrics: bool = False) -> None:
         self.root = root
+        self.metrics = metrics  # read the gateway's figures from its /metrics
+        self.metrics_url = ""
+        self.scrapes: list[tuple[int, float]] = []  # (bytes, seconds) of each timed scrape
         root.mkdir(parents=True)
         self.children: list[Child] = []
         self.devices: list[Child] = []
@@ -272,10 +280,13 @@ class Rig:
             "gateway", "_gw_server.py",
             ["--ca-dir", str(ca_dir), "--workdir", str(root / "gateway"),
              "--interval", str(interval), "--timeout", str(timeout),
-             "--ssl-max-size", str(ssl_max_size)],
+             "--ssl-max-size", str(ssl_max_size),
+             *(["--metrics-port", "0"] if self.metrics else [])],
         )
         hello = self.gateway.recv(60)
         self.port = int(hello["port"])
+        if self.metrics:
+            self.metrics_url = f"http://127.0.0.1:{hello['metrics_port']}/metrics"
         self.gw_base_rss_kb = int(hello["rss_kb"])
         for k in range(procs):
             child = self._spawn(
@@ -295,7 +306,16 @@ class Rig:
         return child
 
     def gw_metrics(self, timeout: float = 60) -> dict[str, Any]:
-        return self.gateway.request({"cmd": "metrics"}, timeout)
+        """The gateway's figures; with --metrics its counters, phases and connections come
+        from a scrape of /metrics (RSS, fds, loop lag and GC pauses from the command)."""
+        figures = self.gateway.request({"cmd": "metrics"}, timeout)
+        if self.metrics:
+            s = scrape(self.metrics_url, timeout)
+            figures["metrics"] = gateway_counters(s, "gateway-0")
+            figures["phases"] = {k: int(v) for k, v in
+                                 s.by_label("wasmbed_gateway_devices", "phase").items()}
+            figures["connections"] = int(s.value("wasmbed_gateway_connections_authenticated"))
+        return figures
 
     def grow_to(self, total: int, rate: float, concurrency: int, timeout: float) -> dict[str, Any]:
         """Add devices (split over the device processes, connected in parallel) up to total."""
@@ -334,14 +354,23 @@ class Rig:
             "online_p99_ms": max((r["online_p99_ms"] or 0) for r in replies),
         }
 
-    def observe(self, seconds: float) -> Window:
+    def observe(self, seconds: float, scrape_every: float | None = None) -> Window:
+        """One window; with `scrape_every`, /metrics is scraped that often during it (the
+        overhead part: a Prometheus server scraping the gateway)."""
         gw_before = self.gw_metrics()
         cpu0 = [cpu_seconds(c.pid) for c in self.children]
         busy0, total0 = machine_busy()
         t0 = time.monotonic()
         for child in self.devices:
             child.request({"cmd": "mark"}, 60)
-        time.sleep(seconds)
+        if scrape_every is None:
+            time.sleep(seconds)
+        else:
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                t = time.monotonic()
+                self.scrapes.append((len(scrape_text(self.metrics_url)), time.monotonic() - t))
+                time.sleep(max(0.0, min(left, scrape_every - (time.monotonic() - t))))
         for child in self.devices:
             child.send({"cmd": "collect"})
         replies = [child.recv(60) for child in self.devices]
@@ -381,6 +410,11 @@ class Rig:
                 child.close(timeout=45)
             except Exception as exc:  # keep closing the others
                 print(f"  warning: closing {child.name}: {exc}", file=sys.stderr)
+
+
+def scrape_text(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
 
 
 def _rss_kb(pid: int) -> int:
@@ -509,7 +543,7 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
           f"{'gw hb':>6} {'gw t/o':>6} {'unack':>5} {'gwCPU':>6} {'devCPU':>6} {'other':>6}  "
           "p50/p99 ms per window")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=1,
-              ssl_max_size=args.ssl_max_size)
+              ssl_max_size=args.ssl_max_size, metrics=args.metrics)
     try:
         for n in (1, 100, 1000):
             grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 300)
@@ -540,6 +574,44 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
               "sending, at window ends;")
         print("  CPU: cores used during the windows (100% = one core); other: the rest of the "
               "machine's busy time (other users, this script)")
+    finally:
+        rig.close()
+
+
+# ====================================================================== 4. metrics overhead
+def bench_metrics_overhead(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
+    """Gateway CPU per heartbeat with /metrics scraped every second against not scraped, in
+    alternating windows of one rig (same gateway, same devices, same run)."""
+    interval, timeout = 1.0, 3.0
+    n = 300 if args.quick else 1000
+    rounds = 2 if args.quick else 4
+    print(f"\n== 4. /metrics overhead: {n} devices at {interval:g} s, {rounds} rounds of two "
+          f"{args.hb_window:g} s windows (not scraped / scraped every 1 s) ==")
+    print(f"  load average {loadavg()}")
+    rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=1,
+              ssl_max_size=args.ssl_max_size, metrics=True)
+    try:
+        grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 300)
+        if grown["failed"]:
+            print(f"  {grown['failed']} devices not ONLINE: {grown['failed_examples']}")
+        time.sleep(args.hb_warmup)
+        per_beat: dict[str, list[float]] = {"off": [], "on": []}
+        for _ in range(rounds):
+            for mode in ("off", "on"):
+                w = rig.observe(args.hb_window, scrape_every=1.0 if mode == "on" else None)
+                beats = w.gw_delta("heartbeats")
+                per_beat[mode].append(w.cpu_gateway * w.seconds / max(1, beats) * 1e6)
+        off, on = (statistics.median(per_beat[m]) for m in ("off", "on"))
+        sizes = [b for b, _ in rig.scrapes]
+        took = [t for _, t in rig.scrapes]
+        print(f"  gateway CPU per heartbeat, median: not scraped {off:.1f} us, scraped every "
+              f"1 s {on:.1f} us, ratio {on / off:.3f}")
+        print("  per window (us): not scraped " + " ".join(f"{v:.1f}" for v in per_beat["off"])
+              + "; scraped " + " ".join(f"{v:.1f}" for v in per_beat["on"]))
+        print(f"  {len(took)} scrapes: median {statistics.median(took) * 1000:.1f} ms, "
+              f"{statistics.median(sizes):.0f} bytes (text format; the collector reads the "
+              f"counters and the {n} devices' phases at each)")
+        print(f"  load average {loadavg()}")
     finally:
         rig.close()
 
@@ -579,6 +651,7 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
           f"{'acked/expected':>14} {'t/o':>4} {'online':>6} {'gwConn':>6} {'gwCPU':>6} "
           f"{'devCPU':>6} {'other':>6} {'gwLag':>6} {'gwRSS MB':>8} {'kB/conn':>7}  result")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=procs,
+              metrics=args.metrics,
               ssl_max_size=args.ssl_max_size)
     best, limiter = 0, ""
     rss_per_conn_kb: float | None = None
@@ -700,7 +773,8 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
-    parser.add_argument("--only", choices=("fixture", "heartbeat", "ramp"), action="append",
+    parser.add_argument("--only", choices=("fixture", "heartbeat", "ramp", "metrics"),
+                        action="append",
                         help="run only these parts (repeatable)")
     parser.add_argument("--repeats", type=int, help="part 1 repeats (default 20, quick 5)")
     parser.add_argument("--budget", type=float,
@@ -721,6 +795,9 @@ def main() -> None:
     parser.add_argument("--tmp-root", type=Path,
                         help="where the temporary directory goes (default: /dev/shm when it is "
                         "a writable tmpfs with 4 GB free, else the system's temp directory)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="parts 2 and 3 read the gateway's counters, phases and connections "
+                        "from its Prometheus /metrics (as a monitoring system would)")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
                         help="copy the child processes' logs (stderr) into DIR")
     args = parser.parse_args()
@@ -732,7 +809,7 @@ def main() -> None:
     args.hb_windows = 2 if args.quick else 3
     if args.repeats < 1 or args.device_procs < 1 or args.connect_rate <= 0:
         parser.error("--repeats, --device-procs and --connect-rate must be positive")
-    parts = set(args.only or ("fixture", "heartbeat", "ramp"))
+    parts = set(args.only or ("fixture", "heartbeat", "ramp", "metrics"))
     budget = Deadline(args.budget)
 
     def on_term(signum: int, frame: object) -> None:
@@ -756,6 +833,8 @@ def main() -> None:
             bench_heartbeat(root / "heartbeat", ca_dir, args)
         if "ramp" in parts:
             bench_ramp(root / "ramp", ca_dir, args, budget)
+        if "metrics" in parts:
+            bench_metrics_overhead(root / "metrics", ca_dir, args)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping child processes and removing temporary files",
               file=sys.stderr)

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import socket
+import subprocess
+import sys
+import textwrap
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 
-from wasmbed_hil.bench.scrape import parse, scrape
+from wasmbed_hil.bench.scrape import gateway_counters, parse, scrape
 from wasmbed_hil.gateway import GatewayConfig
 from wasmbed_hil.gateway import metrics as gwmetrics
 from wasmbed_hil.protocol import DevicePhase
@@ -117,7 +121,7 @@ def test_each_gateway_has_its_own_registry(hil_loop, fleet_ca, tmp_path):
                 if m.name.startswith("wasmbed_")]
 
 
-@pytest.mark.hil_gateway(max_unauthenticated=2)
+@pytest.mark.hil_gateway(max_unauthenticated=2, handshake_timeout_s=60, hello_timeout_s=0.5)
 def test_connection_gauges_and_refusals_follow_the_connections(gateway, fleet_ca, tmp_path):
     registry = gateway.gateway.metrics_registry  # no endpoint: the registry itself
 
@@ -140,11 +144,45 @@ def test_connection_gauges_and_refusals_follow_the_connections(gateway, fleet_ca
         assert now.value("wasmbed_gateway_connections_accepted_total") == 3
         idle[0].sendall(b"not a TLS ClientHello\r\n\r\n")
         gateway.wait_event("handshake_failed")
-        raw = RawClient(gateway.endpoint, creds)  # TLS up, no Hello: still unauthenticated
+        assert read().value("wasmbed_gateway_tls_handshake_failures_total") == 1
+        raw = RawClient(gateway.endpoint, creds)  # TLS up, never says Hello
         stack.callback(raw.close)
+        # Its Hello timeout can only run out after the gateway's side of the handshake ended.
+        assert gateway.wait_event("violation").data["code"] == "TIMEOUT"
         now = read()
         assert now.value("wasmbed_gateway_tls_handshake_failures_total") == 1
         assert now.value("wasmbed_gateway_tls_handshakes_total") == 1
-        assert now.value("wasmbed_gateway_connections_unauthenticated") == 2
+        assert now.value("wasmbed_gateway_protocol_errors_total") == 1
+        assert now.value("wasmbed_gateway_connections_unauthenticated") == 1  # idle[1]
         assert now.value("wasmbed_gateway_connections_authenticated") == 0
         assert now.value("wasmbed_gateway_devices", phase=DevicePhase.CONNECTED.value) == 0
+
+
+def test_the_counters_read_back_from_a_scrape_are_the_gateways(gateway, device, wasm):
+    """What the benchmarks read from /metrics (bench.scrape.gateway_counters) is the gateway's
+    own Counter, key for key, and the process's resource usage is there too."""
+    gateway.run(device, wasm("add"), "adder", args=(1, 2))
+    registry = gateway.gateway.metrics_registry
+    text, counters = gateway._call(lambda: (
+        prometheus_client.generate_latest(registry).decode(), dict(gateway.gateway.metrics)))
+    read = gateway_counters(parse(text), gateway.config.name)
+    assert read == {k: counters.get(k, 0) for k in read}
+    assert read["outcome_returned"] == 1 and read["deployments_installed"] == 1
+    assert read["bytes_out"] > len(wasm("add"))
+    assert parse(text).value("process_resident_memory_bytes") > 0
+
+
+def test_the_gateway_as_a_library_loads_no_metrics_stack():
+    """Metrics are the controlplane extra's: a gateway with none asked loads neither
+    prometheus_client nor aiohttp (the base install has cbor2 and cryptography only)."""
+    code = textwrap.dedent("""
+        import json, sys
+        from wasmbed_hil.gateway import GatewayConfig
+        from wasmbed_hil.gateway import server
+        GatewayConfig()
+        print(json.dumps(sorted(m for m in sys.modules
+                                if m.split(".")[0] in ("prometheus_client", "aiohttp"))))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == []

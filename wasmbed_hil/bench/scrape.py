@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..gateway.metrics import PREFIX, every_series
+
 
 @dataclass(frozen=True)
 class Scrape:
@@ -52,3 +54,13 @@ def scrape(url: str, timeout: float = 10.0) -> Scrape:
         if not content_type.startswith("text/plain"):
             raise OSError(f"{url}: not the text exposition format ({content_type})")
         return parse(response.read().decode("utf-8"))
+
+
+def gateway_counters(s: Scrape, gateway: str) -> dict[str, int]:
+    """The gateway's Counter (Gateway.metrics), keys as the gateway writes them, read back
+    from a scrape of its /metrics: what the benchmarks compare before and after a window."""
+    counters = {}
+    for key, series in every_series():
+        counters[key] = int(s.value(f"{PREFIX}{series.family}_total", gateway=gateway,
+                                    **dict(series.labels)))
+    return counters

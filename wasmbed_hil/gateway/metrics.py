@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import (
     GaugeMetricFamily,
     Metric,
 )
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ..protocol import DevicePhase, Outcome
@@ -129,7 +130,7 @@ def series_of(key: str) -> Series | None:
     raise KeyError(key)
 
 
-def _every_series() -> list[tuple[str, Series]]:
+def every_series() -> list[tuple[str, Series]]:
     """(key, series) for every key the gateway may write: all are exported, 0 until counted."""
     keys = list(COUNTERS)
     for prefix, (_family, _label, values) in PREFIXED.items():
@@ -160,7 +161,7 @@ class GatewayCollector(Collector):
 
     def __init__(self, readings: GatewayReadings) -> None:
         self.readings = readings
-        self._series = _every_series()
+        self._series = every_series()
 
     def collect(self) -> Iterator[Metric]:
         r = self.readings
@@ -205,9 +206,12 @@ def _gauge(name: str, doc: str, gateway: str, value: float) -> GaugeMetricFamily
 
 
 def gateway_registry(readings: GatewayReadings) -> CollectorRegistry:
-    """A registry of its own holding the gateway's collector (never the global default)."""
+    """A registry of its own (never the global default) holding the gateway's collector and
+    the library's process collector (process_cpu_seconds_total, process_resident_memory_bytes,
+    process_open_fds...: the process's resource usage, read from /proc at each scrape)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(readings))
+    ProcessCollector(registry=registry)
     return registry
 
 
