@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import resources
-from . import apps, deploy, devices, firmware, report, services, up
+from . import apps, deploy, devices, firmware, logs, report, services, up
 from .common import EXIT_ENVIRONMENT, EXIT_USAGE, CliError, fail
 
 
@@ -53,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="more log output (-vv for debug)")
+    p.add_argument("--log-level", choices=sorted(logs.LEVELS, key=logs.LEVELS.__getitem__),
+                   help="log level (default: warning; overrides -v)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log lines as text (default) or one JSON object each")
     p.add_argument("--version", action=_Version, nargs=0,
                    help="print the package version (and the commit, from a checkout) and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -73,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.print_help(sys.stderr)
         return EXIT_USAGE
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.verbose < 2:
+    if args.log_level is not None:
+        level = logs.LEVELS[args.log_level]
+    logs.configure(level, args.log_format)
+    if level > logging.DEBUG:
         logging.getLogger("kopf").setLevel(max(level, logging.WARNING))
     try:
         return int(args.run(args))
