@@ -186,3 +186,19 @@ def test_the_gateway_as_a_library_loads_no_metrics_stack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_a_taken_metrics_port_fails_the_start_and_leaves_nothing_open(hil_loop, fleet_ca,
+                                                                      tmp_path):
+    from wasmbed_hil.bench.gateway import GatewayHandle
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        handle = GatewayHandle(hil_loop, fleet_ca, tmp_path,
+                               GatewayConfig.for_tests(metrics_port=port))
+        try:
+            with pytest.raises(OSError, match=str(port)):
+                handle.start()
+            assert not handle.running  # stopped again: its local cache is closed
+        finally:
+            handle.close()

@@ -99,7 +99,11 @@ class GatewayHandle:
         tls = server_ssl_context(self.tls_dir)
         # Built on the loop thread: everything it owns (its SQLite cache too) lives there.
         gateway = self.loop.call(Gateway, self.config, tls, self.workdir / "state")
-        self.loop.run(gateway.start(self.listener))
+        try:
+            self.loop.run(gateway.start(self.listener))
+        except BaseException:  # e.g. its metrics port is taken: close its local cache
+            self.loop.run(gateway.stop())
+            raise
         self._gateway = gateway
         self.incarnations += 1
         return self
