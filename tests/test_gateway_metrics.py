@@ -95,6 +95,7 @@ def test_the_endpoint_serves_both_formats_and_closes_with_the_gateway(gateway, d
     assert families["wasmbed_gateway_heartbeats"].type == "counter"
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(url.replace("/metrics", "/other"), timeout=10)
+    err.value.close()  # an HTTPError is the response too
     assert err.value.code == 404
     host, port = gateway.gateway.metrics_address
     gateway.stop()
