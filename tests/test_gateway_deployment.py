@@ -156,7 +156,8 @@ def test_a_deployment_travels_in_acknowledged_chunks_and_starts():
         assert dep.run_id == 41
         assert fx.states() == ["pending", "transferring", "installed", "started"]
         assert fx.records.states[dep.row_id] == ("installed", "")
-        assert fx.metrics == Counter({"deployments_installed": 1, "chunks_acked": 11})
+        assert fx.metrics == Counter({"deployments_submitted": 1, "deployments_installed": 1,
+                                      "chunks_acked": 11})
         await fx.engine.close()
 
     asyncio.run(scenario())
@@ -189,7 +190,7 @@ def test_a_refusal_by_the_device_fails_the_deployment():
         await asyncio.wait_for(dep.done, 5)
         assert (dep.state, dep.error_code, dep.error) == ("failed", ErrorCode.NO_SPACE, "no")
         assert fx.records.states[dep.row_id] == ("failed", "no")
-        assert fx.metrics == Counter({"deployments_failed": 1})
+        assert fx.metrics == Counter({"deployments_submitted": 1, "deployments_failed": 1})
         assert fx.started == []
         await fx.engine.close()
 
@@ -228,13 +229,14 @@ def test_unfinished_deployments_are_resumed_from_the_records():
     asyncio.run(scenario())
 
 
-def test_a_refused_deployment_is_kept_but_neither_recorded_nor_counted():
+def test_a_refused_deployment_is_kept_and_counted_as_refused_but_not_recorded():
     async def scenario() -> None:
         fx = Fixture([])
         dep = fx.engine.refuse(_deployment(), ErrorCode.MODULE_TOO_LARGE, "too big")
         assert dep.done.done() and dep.state == "failed"
         assert fx.engine.history == [dep]
-        assert fx.records.rows == {} and fx.metrics == Counter()
+        assert fx.records.rows == {}
+        assert fx.metrics == Counter({"deployments_refused": 1})  # never submitted
         [event] = fx.events.events("deploy")
         assert event.data == {"app_id": "app", "state": "failed", "code": "MODULE_TOO_LARGE",
                               "reason": "too big"}
