@@ -25,6 +25,7 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -66,8 +67,8 @@ def load_durations(path: Path) -> dict[str, float]:
         return {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise pytest.UsageError(f"{path}: not a readable durations file: {exc}") from None
-    if isinstance(data, list):  # pytest-split's old format: [[nodeid, seconds], ...]
-        data = dict(d for d in data if isinstance(d, list) and len(d) == 2)
+    if isinstance(data, list) and all(isinstance(d, list) and len(d) == 2 for d in data):
+        data = dict(data)  # pytest-split's old format: [[nodeid, seconds], ...]
     if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
             and math.isfinite(v) and v >= 0 for k, v in data.items()):
@@ -98,23 +99,41 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SHARD] = parse_shard(text)
 
 
+class _Named(Protocol):
+    @property
+    def nodeid(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=_Named)
+
+
+def select(items: list[Item], durations: dict[str, float], k: int, n: int
+           ) -> tuple[list[Item], float]:
+    """Shard `k` of `n` of `items` (in their order) and its estimated seconds: the same for
+    any order of the same items."""
+    from pytest_split.algorithms import Algorithms
+
+    ordered = sorted(items, key=lambda item: item.nodeid)
+    group = Algorithms.least_duration.value(n, ordered, durations)[k - 1]
+    chosen = {item.nodeid for item in group.selected}
+    return [item for item in items if item.nodeid in chosen], group.duration
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if SHARD not in config.stash:
         return
-    from pytest_split.algorithms import Algorithms
-
     k, n = config.stash[SHARD]
     durations = load_durations(Path(config.option.durations_path))
-    ordered = sorted(items, key=lambda item: item.nodeid)
-    group = Algorithms.least_duration.value(n, ordered, durations)[k - 1]
-    chosen = {item.nodeid for item in group.selected}
+    selected, estimate = select(items, durations, k, n)
+    chosen = {item.nodeid for item in selected}
     config.hook.pytest_deselected(items=[i for i in items if i.nodeid not in chosen])
-    items[:] = [i for i in items if i.nodeid in chosen]
-    recorded = sum(1 for i in ordered if i.nodeid in durations)
+    total = len(items)
+    items[:] = selected
+    recorded = len(durations.keys() & {item.nodeid for item in items})
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and getattr(config, "workerinput", None) is None:
         reporter.write_line(
-            f"wasmbed-hil: shard {k}/{n}: {len(items)} of {len(ordered)} tests, estimated "
-            f"{group.duration:.1f} s ({recorded} durations recorded in "
+            f"wasmbed-hil: shard {k}/{n}: {len(items)} of {total} tests, estimated "
+            f"{estimate:.1f} s ({recorded} of them with a duration in "
             f"{config.option.durations_path})")
