@@ -182,3 +182,57 @@ def test_bad_shard_option_stops_the_run(tmp_path: Path) -> None:
     assert "--hil-shard=3/2: K must be between 1 and N" in proc.stderr
     proc = _collected(project, "--hil-shard", "1/2", "--splits", "2", "--group", "1")
     assert proc.returncode == 4 and "give one" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- end to end
+
+# Two modules of real scenarios on the virtual backend, a few seconds of work in all.
+SUITE = ["suites/enrollment/test_certificates.py", "suites/console"]
+
+
+def _run_pytest(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", *SUITE, "-q", "-p", "no:cacheprovider",
+         "--hil-backend=virtual", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(procs: list[subprocess.Popen[str]]) -> None:
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=240)
+            assert proc.returncode == 0, out
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.timeout(400)  # three pytest start-ups and ten scenarios, on a loaded machine
+def test_two_shards_run_at_once_merge_into_the_unsharded_run(tmp_path: Path) -> None:
+    durations = tmp_path / "durations.json"
+    whole = tmp_path / "whole"
+    _finish([_run_pytest(f"--alluredir={whole}", "--store-durations",
+                         f"--durations-path={durations}")])
+    assert len(json.loads(durations.read_text())) >= 10  # every scenario's time recorded
+    shards = [tmp_path / "shard-1", tmp_path / "shard-2"]
+    # at once, as two CI machines would; one of them under pytest-xdist
+    _finish([_run_pytest(f"--alluredir={shards[0]}", "--hil-shard=1/2", "-n", "2",
+                         f"--durations-path={durations}"),
+             _run_pytest(f"--alluredir={shards[1]}", "--hil-shard=2/2",
+                         f"--durations-path={durations}")])
+    parts = [load_run(s) for s in shards]
+    assert all(p.tests for p in parts)  # both shards ran something
+    merged, unsharded = load_runs(shards), load_run(whole)
+    assert sorted(merged.tests) == sorted(unsharded.tests)
+    assert sorted(t.nodeid or "" for t in merged.tests.values()) == sorted(
+        t.nodeid or "" for t in unsharded.tests.values())
+    assert all(key.endswith("@virtual") for key in merged.tests)
+    assert merged.environment["hil.shard"] == "1/2, 2/2"
+    assert merged.totals() == unsharded.totals()
+    out = tmp_path / "report"
+    assert cli(["--current", *map(str, shards), "--baseline", str(whole),
+                "--out", str(out)]) == 0
+    comparison = json.loads((out / "summary.json").read_text())["comparison"]
+    assert not comparison["sections"]["new_tests"] and not comparison["sections"]["removed"]
