@@ -236,3 +236,18 @@ def test_two_shards_run_at_once_merge_into_the_unsharded_run(tmp_path: Path) -> 
                 "--out", str(out)]) == 0
     comparison = json.loads((out / "summary.json").read_text())["comparison"]
     assert not comparison["sections"]["new_tests"] and not comparison["sections"]["removed"]
+
+
+def test_allure_gets_the_shards_results_gathered_into_one_directory(tmp_path: Path) -> None:
+    from wasmbed_hil.report.allure3 import AllureError, _gather
+
+    one, two = tmp_path / "shard-1", tmp_path / "shard-2"
+    result(one, "test_a", environment={"hil.shard": "1/2"})
+    result(two, "test_b", environment={"hil.shard": "2/2"})
+    gathered = _gather([one, two], tmp_path / "all")
+    assert load_run(gathered).tests.keys() == load_runs([one, two]).tests.keys()
+    assert (gathered / "environment.properties").read_text() == "hil.shard=1/2\n"  # the first
+    clash = next(two.glob("*-result.json"))
+    (one / clash.name).write_text("{}")  # one UUID, two different results
+    with pytest.raises(AllureError, match="two results directories"):
+        _gather([one, two], tmp_path / "again")
