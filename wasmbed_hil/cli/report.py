@@ -1,8 +1,9 @@
 """`wasmbed-hil report`: the regression report of a scenario run against a baseline.
 
-Reads the current run (Allure results, JUnit XML or a summary.json) and optionally a
-baseline, classifies every test (new failure, fixed, still failing, flaky, slower,
-infrastructure, quarantined, new, removed, skipped) and writes report.html, summary.md and
+Reads the current run (Allure results, JUnit XML or a summary.json; several of them for
+the shards of one run, merged) and optionally a baseline, classifies every test (new
+failure, fixed, still failing, flaky, slower, infrastructure, quarantined, new, removed,
+skipped) and writes report.html, summary.md and
 summary.json (the next baseline) into --out. Exit 1 when there is a new product failure that
 is not quarantined, 0 otherwise; 2 for a bad option or quarantine file; 3 when an input
 cannot be read. See docs/report.md.
@@ -23,7 +24,7 @@ from ..report import (
     allure3,
     compare,
     load_quarantine,
-    load_run,
+    load_runs,
     write_report,
 )
 from ..report.compare import DEFAULT_MIN_DELTA, DEFAULT_THRESHOLD, NEEDS_BASELINE, SECTIONS
@@ -52,10 +53,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(keep it as the next baseline). Exit 1 when there is a new product failure that is "
         "not quarantined, 3 when an input cannot be read.",
     )
-    p.add_argument("--current", type=Path, default=DEFAULT_CURRENT, metavar="PATH",
-                   help=f"the run to report (default: {DEFAULT_CURRENT})")
-    p.add_argument("--baseline", type=Path, metavar="PATH",
-                   help="the run to compare with (default: none, the run alone)")
+    p.add_argument("--current", type=Path, nargs="+", action="extend", metavar="PATH",
+                   help="the run to report; several paths: the results of the shards of "
+                   "one run (pytest --hil-shard K/N), merged into one, a test reported by "
+                   f"two of them an error (default: {DEFAULT_CURRENT})")
+    p.add_argument("--baseline", type=Path, nargs="+", action="extend", metavar="PATH",
+                   help="the run to compare with, one path or its shards' (default: none, "
+                   "the run alone)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help=f"where to write the report (default: {DEFAULT_OUT})")
     p.add_argument("--quarantine", type=Path, metavar="PATH",
@@ -100,14 +104,15 @@ def run(args: argparse.Namespace) -> int:
                                   f"{exc.strerror or exc}")) from None
         except QuarantineError as exc:
             raise CliError(_plain(f"invalid quarantine file: {exc}"), code=EXIT_USAGE) from None
+    args.current = args.current or [DEFAULT_CURRENT]
     try:
-        current = load_run(args.current)
+        current = load_runs(args.current)
     except RunReadError as exc:
         raise CliError(_plain(f"cannot read the current run: {exc}")) from None
     baseline = None
     if args.baseline is not None:
         try:
-            baseline = load_run(args.baseline)
+            baseline = load_runs(args.baseline)
         except RunReadError as exc:
             raise CliError(_plain(f"cannot read the baseline: {exc}")) from None
     comparison = compare(current, baseline, quarantine, args.threshold, args.min_delta)
@@ -127,13 +132,16 @@ def _allure(args: argparse.Namespace, allure_results: bool) -> Path | None:
         return None
     err = console(stderr=True)
     if not allure_results:
-        why = f"{args.current} is not an Allure results directory"
+        what = ("is not an Allure results directory" if len(args.current) == 1
+                else "are not all Allure results directories")
+        why = f"{' and '.join(str(p) for p in args.current)} {what}"
     else:
         why = allure3.unavailable_reason() or ""
         if not why:
             try:
+                results = args.current[0] if len(args.current) == 1 else args.current
                 made = allure3.generate(
-                    args.current, args.out / "allure-report",
+                    results, args.out / "allure-report",
                     args.allure_history or args.out / "allure-history.jsonl",
                     args.title, args.allure_cache)
                 return made.index

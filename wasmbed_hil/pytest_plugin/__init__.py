@@ -76,6 +76,9 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
 from .junit import JunitRetries
 from .leaks import LeakCheck
 
+# --hil-shard K/N (shard.py): its pytest_configure must run before pytest-split's
+pytest_plugins = ["wasmbed_hil.pytest_plugin.shard"]
+
 # The markers the plugin reads, registered in pytest_configure (the one list of them).
 MARKERS = {
     "backend_specific": "backend_specific(*backends, reason=...): run only on these backends "

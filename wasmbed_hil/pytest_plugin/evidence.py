@@ -448,6 +448,9 @@ def environment_properties(config: pytest.Config) -> dict[str, str]:
     props.update(project_provenance(config))
     workers = getattr(config.option, "numprocesses", None)
     props["workers"] = str(workers or 0)
+    shard = config.getoption("--hil-shard", None)
+    if shard:
+        props["hil.shard"] = shard.strip()  # a merged report shows "1/2, 2/2"
     return props
 
 

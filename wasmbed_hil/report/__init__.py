@@ -3,6 +3,7 @@
     results           read a run: Allure results, JUnit XML or a stored summary.json
     categories        infrastructure vs product failures
     quarantine        the quarantine file
+    merge             one run from N shards' results (a test in two shards is an error)
     compare           classify every test against a baseline
     render_html       report.html, self-contained
     render_markdown   summary.md, for a CI comment
@@ -19,6 +20,7 @@ import json
 from pathlib import Path
 
 from .compare import Comparison, Item, compare
+from .merge import DuplicateTestError, load_runs, merge_runs
 from .quarantine import Quarantine, QuarantineEntry, QuarantineError, load_quarantine
 from .render_html import render_html
 from .render_markdown import render_markdown
@@ -52,7 +54,8 @@ def write_report(comparison: Comparison, out_dir: Path | str,
 
 
 __all__ = [
-    "OUTPUTS", "CaseResult", "Comparison", "Item", "Quarantine", "QuarantineEntry",
-    "QuarantineError", "Run", "RunReadError", "compare", "load_quarantine", "load_run",
+    "OUTPUTS", "CaseResult", "Comparison", "DuplicateTestError", "Item", "Quarantine",
+    "QuarantineEntry", "QuarantineError", "Run", "RunReadError", "compare", "load_quarantine",
+    "load_run", "load_runs", "merge_runs",
     "render_html", "render_markdown", "run_to_json", "write_report",
 ]

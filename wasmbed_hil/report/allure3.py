@@ -86,10 +86,11 @@ def executable(cache: Path) -> Path:
     return binary
 
 
-def generate(results: Path, out_dir: Path, history: Path, name: str,
+def generate(results: Path | list[Path], out_dir: Path, history: Path, name: str,
              cache: Path | None = None) -> Generated:
-    """Render the Allure results in `results` into `out_dir`/index.html (replacing what was
-    there), reading and appending to `history`. AllureError when it cannot."""
+    """Render the Allure results in `results` (one directory, or the shards' directories:
+    one report of them all) into `out_dir`/index.html (replacing what was there), reading
+    and appending to `history`. AllureError when it cannot."""
     reason = unavailable_reason()
     if reason:
         raise AllureError(reason)
@@ -107,9 +108,11 @@ def generate(results: Path, out_dir: Path, history: Path, name: str,
     with tempfile.TemporaryDirectory(prefix="wasmbed-allure-") as scratch:
         rc = Path(scratch) / "allurerc.json"
         rc.write_text(json.dumps(config))
+        source = (_gather(results, Path(scratch) / "results") if isinstance(results, list)
+                  else results.absolute())
         try:
             done = subprocess.run(
-                [str(binary), "generate", str(results.absolute()), "--config", str(rc),
+                [str(binary), "generate", str(source), "--config", str(rc),
                  "--output", str(out_dir)],
                 capture_output=True, text=True, timeout=GENERATE_TIMEOUT_S, cwd=scratch,
                 env={**os.environ, "NO_COLOR": "1"})
@@ -121,6 +124,32 @@ def generate(results: Path, out_dir: Path, history: Path, name: str,
                           f"{_last_line(done.stderr or done.stdout)}")
     index.write_text(_ANALYTICS.sub("", index.read_text(encoding="utf-8")), encoding="utf-8")
     return Generated(index, history)
+
+
+def _gather(directories: list[Path], into: Path) -> Path:
+    """One results directory holding the files of several (Allure's way of merging runs:
+    results, containers and attachments are named by UUID), linked where the file system
+    allows, else copied. Of the other files (environment.properties, categories.json...)
+    the first directory's is kept. AllureError when two directories hold a result,
+    container or attachment of one name with different contents."""
+    into.mkdir()
+    for directory in directories:
+        for file in sorted(directory.iterdir()):
+            if not file.is_file():
+                continue
+            target = into / file.name
+            if target.exists():
+                uuid_named = file.name.endswith(("-result.json", "-container.json")) or (
+                    "-attachment" in file.name)
+                if uuid_named and target.read_bytes() != file.read_bytes():
+                    raise AllureError(f"{file.name} is in two results directories with "
+                                      f"different contents (the second: {directory})")
+                continue
+            try:
+                os.link(file, target)
+            except OSError:
+                shutil.copyfile(file, target)
+    return into
 
 
 def _last_line(text: str) -> str:

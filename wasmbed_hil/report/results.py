@@ -96,6 +96,13 @@ class Run:
     kind: str  # allure, junit, summary
     tests: dict[str, CaseResult]
     environment: dict[str, str] = field(default_factory=dict)
+    # the runs this one merges (report/merge.py: shards), each its own source; [] when read
+    parts: list[Path] = field(default_factory=list)
+
+    @property
+    def sources(self) -> list[Path]:
+        """Where the results were read: the shards' paths, or the one source."""
+        return self.parts or [self.source]
 
     def totals(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
@@ -389,6 +396,8 @@ def run_to_json(run: Run, directory: Path, comparison: dict[str, Any] | None = N
         "source": str(run.source), "kind": run.kind, "environment": run.environment,
         "totals": run.totals(), "tests": tests,
     }
+    if run.parts:
+        data["shards"] = [str(part) for part in run.parts]
     if comparison is not None:
         data["comparison"] = comparison
     return data
