@@ -83,13 +83,22 @@ def main() -> None:
     parser.add_argument("--max-devices", type=int, default=50_000)
     parser.add_argument("--handshake-timeout", type=float, default=10.0,
                         help="TLS handshake, Hello and enrollment timeouts (s)")
-    parser.add_argument("--ssl-max-size", type=int, default=32 * 1024,
-                        help="asyncio TLS read buffer per connection (0: leave as is)")
+    parser.add_argument("--ssl-max-size", type=int, default=0,
+                        help="asyncio TLS read buffer per connection, set before the gateway "
+                             "starts (0: leave it to GatewayConfig.tls_read_buffer)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop implementation (uvloop: the optional extra)")
     args = parser.parse_args()
     soft, hard = common.raise_nofile()
     buf = common.tune_ssl_buffer(args.ssl_max_size)
-    common.log(f"gateway: RLIMIT_NOFILE {soft}/{hard}, asyncio TLS buffer {buf}")
-    asyncio.run(serve(args))
+    common.log(f"gateway: RLIMIT_NOFILE {soft}/{hard}, asyncio TLS buffer {buf}, "
+               f"loop {args.loop}")
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

@@ -271,9 +271,8 @@ class Rig:
         self.gateway = self._spawn(
             "gateway", "_gw_server.py",
             ["--ca-dir", str(ca_dir), "--workdir", str(root / "gateway"),
-             "--interval", str(interval), "--timeout", str(timeout),
-             "--ssl-max-size", str(ssl_max_size)],
-        )
+             "--interval", str(interval), "--timeout", str(timeout)],
+        )  # the gateway bounds its own TLS read buffer (GatewayConfig.tls_read_buffer)
         hello = self.gateway.recv(60)
         self.port = int(hello["port"])
         self.gw_base_rss_kb = int(hello["rss_kb"])
@@ -568,7 +567,8 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
           f"timeout {timeout:g} s) ==")
     print(f"  load average {loadavg()}; steps {steps}; RLIMIT_NOFILE {soft}/{hard} in every "
           f"process, so one gateway process holds at most {fd_cap} devices; {procs} device "
-          f"processes; asyncio TLS read buffer per connection: {buf} in all children")
+          f"processes; asyncio TLS read buffer per connection: {buf} in the device processes, "
+          f"{GatewayConfig().tls_read_buffer} B (GatewayConfig.tls_read_buffer) in the gateway")
     print(f"  devices join at <= {args.connect_rate:g}/s in total with <= "
           f"{args.connect_concurrency} joins (TLS + enrollment) in flight per device process; "
           f"after each step: settle {interval:g} s, observe {2 * interval:g} s (2 intervals)")
