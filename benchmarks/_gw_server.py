@@ -31,6 +31,7 @@ async def serve(args: argparse.Namespace) -> None:
         heartbeat_interval_s=args.interval,
         heartbeat_timeout_s=args.timeout,
         max_devices=args.max_devices,
+        **({"tls_read_buffer": args.tls_read_buffer} if args.tls_read_buffer else {}),
         trace_limit=0,
         handshake_timeout_s=args.handshake_timeout,
         hello_timeout_s=args.handshake_timeout,
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--ssl-max-size", type=int, default=0,
                         help="asyncio TLS read buffer per connection, set before the gateway "
                              "starts (0: leave it to GatewayConfig.tls_read_buffer)")
+    parser.add_argument("--tls-read-buffer", type=int, default=0,
+                        help="GatewayConfig.tls_read_buffer (0: its default; 262144: asyncio's)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop implementation (uvloop: the optional extra)")
     args = parser.parse_args()

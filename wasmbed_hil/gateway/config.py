@@ -30,10 +30,11 @@ class GatewayConfig:
     # oldest are dropped (0: no limit).
     max_results_per_app: int = 1000
     # Connections accepted but not yet welcomed (TLS handshake, Hello, enrollment proof). Each
-    # costs about 300 KiB before anyone is authenticated (the TLS read buffer); beyond the cap
-    # a new connection is closed before its TLS handshake. 128 exceeds the default max_devices
-    # (100), so a whole fleet reconnecting at once after a gateway restart is admitted in one
-    # go, and bounds that memory at about 40 MiB. Welcomed devices do not count.
+    # costs about 57 kB before anyone is authenticated (with tls_read_buffer below; 313 kB
+    # with asyncio's own buffer); beyond the cap a new connection is closed before its TLS
+    # handshake. 128 exceeds the default max_devices (100), so a whole fleet reconnecting at
+    # once after a gateway restart is admitted in one go, and bounds that memory at about
+    # 7 MiB. Welcomed devices do not count.
     max_unauthenticated: int = 128
     # asyncio's TLS read buffer per connection (gateway/tlsbuffer.py): 256 KiB unless bounded,
     # about 317 kB of RSS per device connection; 4 KiB brings it to about 65 kB at the same CPU
