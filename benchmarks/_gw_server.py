@@ -34,6 +34,7 @@ async def serve(args: argparse.Namespace) -> None:
         heartbeat_interval_s=args.interval,
         heartbeat_timeout_s=args.timeout,
         max_devices=args.max_devices,
+        **({"tls_read_buffer": args.tls_read_buffer} if args.tls_read_buffer else {}),
         trace_limit=0,
         handshake_timeout_s=args.handshake_timeout,
         hello_timeout_s=args.handshake_timeout,
@@ -89,15 +90,26 @@ def main() -> None:
     parser.add_argument("--max-devices", type=int, default=50_000)
     parser.add_argument("--handshake-timeout", type=float, default=10.0,
                         help="TLS handshake, Hello and enrollment timeouts (s)")
-    parser.add_argument("--ssl-max-size", type=int, default=32 * 1024,
-                        help="asyncio TLS read buffer per connection (0: leave as is)")
+    parser.add_argument("--ssl-max-size", type=int, default=0,
+                        help="asyncio TLS read buffer per connection, set before the gateway "
+                             "starts (0: leave it to GatewayConfig.tls_read_buffer)")
+    parser.add_argument("--tls-read-buffer", type=int, default=0,
+                        help="GatewayConfig.tls_read_buffer (0: its default; 262144: asyncio's)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop implementation (uvloop: the optional extra)")
     parser.add_argument("--metrics-port", type=int,
                         help="serve /metrics on 127.0.0.1:PORT (0: any free port)")
     args = parser.parse_args()
     soft, hard = common.raise_nofile()
     buf = common.tune_ssl_buffer(args.ssl_max_size)
-    common.log(f"gateway: RLIMIT_NOFILE {soft}/{hard}, asyncio TLS buffer {buf}")
-    asyncio.run(serve(args))
+    common.log(f"gateway: RLIMIT_NOFILE {soft}/{hard}, asyncio TLS buffer {buf}, "
+               f"loop {args.loop}")
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

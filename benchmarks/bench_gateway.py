@@ -255,7 +255,8 @@ class Rig:
     """One gateway process and `procs` device processes (names: devices are split evenly)."""
 
     def __init__(self, root: Path, ca_dir: Path, *, interval: float, timeout: float,
-                 procs: int, ssl_max_size: int, metrics: bool = False) -> None:
+                 procs: int, ssl_max_size: int, metrics: bool = False,
+                 gateway_args: Sequence[str] = ()) -> None:
         self.root = root
         self.metrics = metrics  # read the gateway's figures from its /metrics
         self.metrics_url = ""
@@ -268,21 +269,20 @@ class Rig:
         self.port = 0
         self.gw_base_rss_kb = self.dev_base_rss_kb = 0
         try:
-            self._start(ca_dir, interval, timeout, procs, ssl_max_size)
+            self._start(ca_dir, interval, timeout, procs, ssl_max_size, gateway_args)
         except BaseException:
             self.close()
             raise
 
     def _start(self, ca_dir: Path, interval: float, timeout: float, procs: int,
-               ssl_max_size: int) -> None:
+               ssl_max_size: int, gateway_args: Sequence[str]) -> None:
         root = self.root
         self.gateway = self._spawn(
             "gateway", "_gw_server.py",
             ["--ca-dir", str(ca_dir), "--workdir", str(root / "gateway"),
-             "--interval", str(interval), "--timeout", str(timeout),
-             "--ssl-max-size", str(ssl_max_size),
+             "--interval", str(interval), "--timeout", str(timeout), *gateway_args,
              *(["--metrics-port", "0"] if self.metrics else [])],
-        )
+        )  # the gateway bounds its own TLS read buffer (GatewayConfig.tls_read_buffer)
         hello = self.gateway.recv(60)
         self.port = int(hello["port"])
         if self.metrics:
@@ -540,10 +540,11 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
     print("  RTT = device sends Heartbeat -> device handles the HeartbeatAck (both event loops "
           "and the TLS on both sides included)")
     print(f"  {'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'acked/expected':>15} "
-          f"{'gw hb':>6} {'gw t/o':>6} {'unack':>5} {'gwCPU':>6} {'devCPU':>6} {'other':>6}  "
-          "p50/p99 ms per window")
+          f"{'gw hb':>6} {'gw t/o':>6} {'unack':>5} {'gwCPU':>6} {'devCPU':>6} {'other':>6} "
+          f"{'CPU/1k':>6} {'kB/dev':>6}  p50/p99 ms per window")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=1,
-              ssl_max_size=args.ssl_max_size, metrics=args.metrics)
+              ssl_max_size=args.ssl_max_size, metrics=args.metrics,
+              gateway_args=gateway_args(args))
     try:
         for n in (1, 100, 1000):
             grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 300)
@@ -565,7 +566,9 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
                   f"{sum(w.unacked for w in windows):>5} "
                   f"{statistics.median(w.cpu_gateway for w in windows):6.0%} "
                   f"{statistics.median(w.cpu_devices for w in windows):6.0%} "
-                  f"{statistics.median(w.cpu_others for w in windows):6.0%}  {per}")
+                  f"{statistics.median(w.cpu_others for w in windows):6.0%} "
+                  f"{gw_cpu_per_khb(windows):6.1%} "
+                  f"{gw_kb_per_device(rig, windows[-1]):6.1f}  {per}")
         print("  p50/p99: median over the windows of each window's percentile; max: all windows; "
               "acked/expected: RTT samples vs N x window / interval")
         print("  (acks are counted by arrival time, so the window edges move it by a few);")
@@ -574,6 +577,8 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
               "sending, at window ends;")
         print("  CPU: cores used during the windows (100% = one core); other: the rest of the "
               "machine's busy time (other users, this script)")
+        print("  CPU/1k: gateway CPU (share of a core) per 1,000 heartbeats/s it counted; kB/dev: "
+              "gateway RSS growth since start per connected device")
     finally:
         rig.close()
 
@@ -638,6 +643,25 @@ def _collect_ms(n: int) -> float:
 
 
 # ====================================================================== 3. ramp
+def gw_cpu_per_khb(windows: Sequence[Window]) -> float:
+    """Median over the windows of the gateway's cores used per 1,000 heartbeats/s counted."""
+    return statistics.median(w.cpu_gateway / max(1e-9, w.gw_delta("heartbeats") / w.seconds / 1000)
+                             for w in windows)
+
+
+def gw_kb_per_device(rig: Rig, window: Window) -> float:
+    after = window.gw_after
+    return (int(after["rss_kb"]) - rig.gw_base_rss_kb) / max(1, int(after["connections"]))
+
+
+def gateway_args(args: argparse.Namespace) -> list[str]:
+    """The gateway child's options from ours."""
+    out = ["--loop", args.gateway_loop]
+    if args.gateway_tls_buffer:
+        out += ["--tls-read-buffer", str(args.gateway_tls_buffer)]
+    return out
+
+
 def ramp_steps(args: argparse.Namespace, fd_cap: int) -> list[int]:
     if args.ramp_steps:
         return sorted({min(n, fd_cap) for n in args.ramp_steps})
@@ -661,7 +685,8 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
           f"timeout {timeout:g} s) ==")
     print(f"  load average {loadavg()}; steps {steps}; RLIMIT_NOFILE {soft}/{hard} in every "
           f"process, so one gateway process holds at most {fd_cap} devices; {procs} device "
-          f"processes; asyncio TLS read buffer per connection: {buf} in all children")
+          f"processes; asyncio TLS read buffer per connection: {buf} in the device processes, "
+          f"{GatewayConfig().tls_read_buffer} B (GatewayConfig.tls_read_buffer) in the gateway")
     print(f"  devices join at <= {args.connect_rate:g}/s in total with <= "
           f"{args.connect_concurrency} joins (TLS + enrollment) in flight per device process; "
           f"after each step: settle {interval:g} s, observe {2 * interval:g} s (2 intervals)")
@@ -672,8 +697,8 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
           f"{'acked/expected':>14} {'t/o':>4} {'online':>6} {'gwConn':>6} {'gwCPU':>6} "
           f"{'devCPU':>6} {'other':>6} {'gwLag':>6} {'gwRSS MB':>8} {'kB/conn':>7}  result")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=procs,
-              metrics=args.metrics,
-              ssl_max_size=args.ssl_max_size)
+              metrics=args.metrics, ssl_max_size=args.ssl_max_size,
+              gateway_args=gateway_args(args))
     best, limiter = 0, ""
     rss_per_conn_kb: float | None = None
     dev_per_conn_kb: float | None = None
@@ -813,6 +838,11 @@ def main() -> None:
     parser.add_argument("--rtt-limit", type=float, default=1.0, help="p99 RTT limit (s)")
     parser.add_argument("--ssl-max-size", type=int, default=32 * 1024,
                         help="asyncio TLS read buffer in the child processes (0: stock)")
+    parser.add_argument("--gateway-tls-buffer", type=int, default=0,
+                        help="the gateway's GatewayConfig.tls_read_buffer (default: its own, "
+                             "4 KiB; 262144 is asyncio's, as before the gateway bounded it)")
+    parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the gateway process's event loop (uvloop must be installed)")
     parser.add_argument("--tmp-root", type=Path,
                         help="where the temporary directory goes (default: /dev/shm when it is "
                         "a writable tmpfs with 4 GB free, else the system's temp directory)")

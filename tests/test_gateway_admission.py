@@ -1,8 +1,9 @@
 """The cap on connections not yet authenticated (GatewayConfig.max_unauthenticated).
 
-Every accepted connection costs the gateway its TLS buffers (about 300 KiB) before anyone is
-authenticated. At most `max_unauthenticated` connections may be between TCP accept and Welcome;
-beyond it a new connection is closed at once, before its TLS handshake, and counted. Welcomed
+Every accepted connection costs the gateway its TLS state (about 57 kB with the bounded TLS read
+buffer, benchmarks/bench_preauth.py) before anyone is authenticated. At most
+`max_unauthenticated` connections may be between TCP accept and Welcome; beyond it a new
+connection is closed at once, before its TLS handshake, and counted. Welcomed
 devices hold no slot, and the handshake, Hello and enrollment timeouts free the slots of
 connections that never finish.
 """

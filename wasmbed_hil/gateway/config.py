@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..protocol import MIN_FRAME_LIMIT
+from .tlsbuffer import check_tls_read_buffer
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,20 @@ class GatewayConfig:
     # oldest are dropped (0: no limit).
     max_results_per_app: int = 1000
     # Connections accepted but not yet welcomed (TLS handshake, Hello, enrollment proof). Each
-    # costs about 300 KiB before anyone is authenticated (the TLS read buffer); beyond the cap
-    # a new connection is closed before its TLS handshake. 128 exceeds the default max_devices
-    # (100), so a whole fleet reconnecting at once after a gateway restart is admitted in one
-    # go, and bounds that memory at about 40 MiB. Welcomed devices do not count.
+    # costs about 57 kB before anyone is authenticated (with tls_read_buffer below; 313 kB
+    # with asyncio's own buffer); beyond the cap a new connection is closed before its TLS
+    # handshake. 128 exceeds the default max_devices (100), so a whole fleet reconnecting at
+    # once after a gateway restart is admitted in one go, and bounds that memory at about
+    # 7 MiB. Welcomed devices do not count.
     max_unauthenticated: int = 128
     # Prometheus metrics over HTTP (`GET /metrics`, gateway/metrics.py; needs the controlplane
     # extra): None serves none, 0 any free port.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # asyncio's TLS read buffer per connection (gateway/tlsbuffer.py): 256 KiB unless bounded,
+    # about 317 kB of RSS per device connection; 4 KiB brings it to about 65 kB at the same CPU
+    # per heartbeat. Process-wide (an asyncio class attribute), only ever lowered.
+    tls_read_buffer: int = 4 * 1024
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
@@ -57,6 +63,7 @@ class GatewayConfig:
         if not isinstance(self.metrics_host, str) or not self.metrics_host:
             raise ValueError(f"metrics_host must be a host name or address, got "
                              f"{self.metrics_host!r}")
+        check_tls_read_buffer(self.tls_read_buffer)
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_s") and value is not None and value <= 0:

@@ -48,6 +48,7 @@ from .handler import SessionServices, serve_connection
 from .msgfaults import FaultHook
 from .registry import DeviceRegistry, DeviceStatus
 from .store import GatewayStore, RunIdsExhausted, StoredResult
+from .tlsbuffer import limit_tls_read_buffer
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -90,6 +91,9 @@ class Gateway:
             start_app=self.start_app,
         )
         self.address: tuple[str, int] | None = None
+        # asyncio's TLS read buffer per connection once started (None: the loop's TLS layer
+        # is not asyncio's, e.g. uvloop's, and keeps its own size)
+        self.tls_read_buffer: int | None = None
         self._pairing = config.pairing
         self._pairing_timer: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
@@ -164,6 +168,7 @@ class Gateway:
     ) -> tuple[str, int]:
         """Serve on `sock` (a bound, listening socket handed over; kept open by its owner) or
         on an OS-chosen port of `host`."""
+        self.tls_read_buffer = limit_tls_read_buffer(self.config.tls_read_buffer)
         if sock is not None:
             sock = sock.dup()  # our close() must not release the owner's port
             self._server = await asyncio.start_server(self._accept, sock=sock)

@@ -1,0 +1,45 @@
+"""The TLS read buffer asyncio gives each connection, bounded for a gateway's many devices.
+
+asyncio's TLS layer (asyncio.sslproto.SSLProtocol, CPython 3.11-3.13) allocates a read buffer
+of `SSLProtocol.max_size` bytes (256 KiB) per connection, before the handshake, and reads up to
+that much plaintext at a time. Measured with 1,000 devices at 1 Hz (benchmarks/bench_gateway.py):
+about 317 kB of gateway RSS per connection with the default, 93 kB with 32 KiB, 65 kB with
+4 KiB, at the same CPU per heartbeat. The size only bounds how much one read takes; a frame
+larger than it is read in several steps, so it changes no behaviour.
+
+The class attribute is the one knob asyncio offers, so the limit is process-wide: every asyncio
+TLS connection of the process (the gateway's, and clients' such as the control-plane agent's)
+reads in pieces of at most this size. It is only ever lowered, never raised, so two gateways in
+one process (the test bench) cannot undo each other's bound. Other event loops (uvloop) have TLS
+layers of their own, which this leaves alone; `limit_tls_read_buffer` reports None for them.
+"""
+
+from __future__ import annotations
+
+import asyncio.sslproto as sslproto
+
+MIN_TLS_READ_BUFFER = 1024
+MAX_TLS_READ_BUFFER = 256 * 1024
+
+
+def check_tls_read_buffer(size: object) -> int:
+    """`size` if it is a valid buffer size, else ValueError."""
+    if isinstance(size, bool) or not isinstance(size, int) or not (
+            MIN_TLS_READ_BUFFER <= size <= MAX_TLS_READ_BUFFER):
+        raise ValueError(f"tls_read_buffer must be an integer from {MIN_TLS_READ_BUFFER} to "
+                         f"{MAX_TLS_READ_BUFFER} bytes, got {size!r}")
+    return size
+
+
+def limit_tls_read_buffer(size: int) -> int | None:
+    """Bound asyncio's per-connection TLS read buffer to at most `size` bytes (never raises it).
+
+    Returns the size in force, or None when this Python's asyncio has no such knob."""
+    check_tls_read_buffer(size)
+    proto = getattr(sslproto, "SSLProtocol", None)
+    current = getattr(proto, "max_size", None)
+    if proto is None or not isinstance(current, int):
+        return None
+    if size < current:
+        proto.max_size = size
+    return int(proto.max_size)
