@@ -197,8 +197,12 @@ def test_a_refusal_by_the_device_fails_the_deployment():
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("error", [GatewayError("refused"), ConnectionLost(), TimeoutError()])
-def test_a_run_that_does_not_start_leaves_the_module_installed(error):
+@pytest.mark.parametrize(("error", "why"), [
+    (GatewayError("refused"), "refused"),
+    (ConnectionLost(), "the device's connection closed before it answered"),
+    (TimeoutError(), "the device did not answer in time"),
+])
+def test_a_run_that_does_not_start_leaves_the_module_installed(error, why):
     async def scenario() -> None:
         fx = Fixture([Device()])
         fx.start_error = error
@@ -206,7 +210,7 @@ def test_a_run_that_does_not_start_leaves_the_module_installed(error):
         await asyncio.wait_for(dep.done, 5)
         await asyncio.sleep(0)
         assert dep.state == "installed" and dep.chunks_sent == 1  # one chunk: frame limit
-        assert dep.error.startswith("installed, but the run did not start")
+        assert dep.error == f"installed, but the run did not start: {why}"  # never empty
         assert fx.states()[-1] == "start_failed"
         await fx.engine.close()
 

@@ -307,7 +307,7 @@ class DeploymentEngine:
                     dep.device_id, dep.app_id, dep.run.entry, dep.run.args
                 )
             except (RuntimeError, ConnectionLost, TimeoutError) as exc:
-                dep.error = f"installed, but the run did not start: {exc}"
+                dep.error = f"installed, but the run did not start: {_why(exc)}"
                 self.events.emit(
                     "deploy",
                     dep.device_id,
@@ -414,3 +414,15 @@ class DeploymentEngine:
         if reply is None:
             raise ConnectionLost()
         return reply
+
+
+def _why(exc: BaseException) -> str:
+    """An exception's message, or what its kind means when it has none (ConnectionLost and
+    TimeoutError are raised bare: an empty reason reached Application statuses)."""
+    if str(exc):
+        return str(exc)
+    if isinstance(exc, ConnectionLost):
+        return "the device's connection closed before it answered"
+    if isinstance(exc, TimeoutError):
+        return "the device did not answer in time"
+    return type(exc).__name__
