@@ -29,15 +29,11 @@ def raise_nofile() -> tuple[int, int]:
 
 
 def tune_ssl_buffer(size: int) -> int | None:
-    """Lower asyncio's per-connection TLS read buffer (256 KiB in 3.11); None if not tunable."""
-    import asyncio.sslproto as sslproto
+    """Set asyncio's per-connection TLS read buffer to `size` (0: leave it); the size in
+    force, None if not tunable (wasmbed_hil.gateway.tlsbuffer holds the knob)."""
+    from wasmbed_hil.gateway.tlsbuffer import set_tls_read_buffer, tls_read_buffer
 
-    proto = getattr(sslproto, "SSLProtocol", None)
-    if proto is None or not hasattr(proto, "max_size"):
-        return None
-    if size > 0:
-        proto.max_size = size
-    return int(proto.max_size)
+    return set_tls_read_buffer(size) if size > 0 else tls_read_buffer()
 
 
 def rss_kb(pid: int | str = "self") -> int:

@@ -31,15 +31,37 @@ def check_tls_read_buffer(size: object) -> int:
     return size
 
 
+def _asyncio_tls_protocol() -> type | None:
+    """asyncio's TLS protocol class when it has the `max_size` knob, else None."""
+    proto = getattr(sslproto, "SSLProtocol", None)
+    return proto if isinstance(getattr(proto, "max_size", None), int) else None
+
+
+def tls_read_buffer() -> int | None:
+    """The per-connection TLS read buffer in force, or None without the knob."""
+    proto = _asyncio_tls_protocol()
+    return None if proto is None else int(proto.max_size)
+
+
+def set_tls_read_buffer(size: int) -> int | None:
+    """Set the buffer to exactly `size`, raising it too: for measurements (benchmarks/) that
+    compare sizes either way. A gateway uses `limit_tls_read_buffer`."""
+    check_tls_read_buffer(size)
+    proto = _asyncio_tls_protocol()
+    if proto is None:
+        return None
+    proto.max_size = size
+    return size
+
+
 def limit_tls_read_buffer(size: int) -> int | None:
     """Bound asyncio's per-connection TLS read buffer to at most `size` bytes (never raises it).
 
     Returns the size in force, or None when this Python's asyncio has no such knob."""
     check_tls_read_buffer(size)
-    proto = getattr(sslproto, "SSLProtocol", None)
-    current = getattr(proto, "max_size", None)
-    if proto is None or not isinstance(current, int):
+    proto = _asyncio_tls_protocol()
+    if proto is None:
         return None
-    if size < current:
+    if size < proto.max_size:
         proto.max_size = size
     return int(proto.max_size)
