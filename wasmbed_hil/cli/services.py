@@ -96,6 +96,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
     p.add_argument("--insecure-http", action="store_true", help="plain HTTP, no TLS")
+    p.add_argument("--san", action="append", default=[], metavar="HOST",
+                   help="another name or IP address for the serving certificate (repeatable; "
+                   "it always names localhost, 127.0.0.1, ::1 and the --host address)")
+    p.add_argument("--advertise", metavar="HOST",
+                   help="the host clients dial, written into the kubeconfig (default: the "
+                   "--host address; 127.0.0.1 for 0.0.0.0); added to the certificate")
     p.add_argument("--crds", action="store_true",
                    help="install the Device, Application and Gateway CRDs at start")
     p.set_defaults(run=run_apiserver)
@@ -291,7 +297,8 @@ def run_apiserver(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
 
     async def main() -> None:
-        server = ApiServer(tls=not args.insecure_http)
+        server = ApiServer(tls=not args.insecure_http, hosts=args.san,
+                           advertise=args.advertise)
         await server.start(sock)
         try:
             path = args.kubeconfig or Path(tempfile.mkdtemp(prefix="wasmbed-kube-")) / "kc"
