@@ -52,7 +52,7 @@ from ..kube.resources import (
     rfc3339,
 )
 from .emulation import EmulationError, MachineManager
-from .metrics import ControllerMetrics
+from .metrics import ControllerMetrics, Pass
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def build_registry(
             _emulate(name, body, spec, patch, status, emulation, one)
 
     def _emulate(name: str, body: kopf.Body, spec: kopf.Spec, patch: kopf.Patch,
-                 status: kopf.Status, emulation: Any, one: Any) -> None:
+                 status: kopf.Status, emulation: Any, one: Pass) -> None:
         previous = list(status.get("conditions") or [])
         if manager is None:
             cond = _condition("Emulated", False, "NoDeviceManager",
