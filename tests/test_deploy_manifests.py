@@ -219,6 +219,25 @@ def test_gateway_metrics_port_and_autoscaler() -> None:
     assert "cpu" in container["resources"]["requests"]
 
 
+@pytest.mark.parametrize("name", ["wasmbed-api", "wasmbed-controllers"])
+def test_control_plane_metrics_on_a_port_of_their_own(name: str) -> None:
+    """The REST API and the controllers serve /metrics on a named port the pod annotations
+    announce; the REST API's Service (callers, with a token) does not carry it."""
+    (workload,) = [w for w in of_kind("Deployment") if w["metadata"]["name"] == name]
+    pod = workload["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    argv = _argv(container)
+    port = int(argv[argv.index("--metrics-port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == port and list(ports.values()).count(port) == 1
+    annotations = pod["metadata"]["annotations"]
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"],
+            annotations["prometheus.io/path"]) == ("true", str(port), "/metrics")
+    for service in of_kind("Service"):
+        if service["spec"].get("selector") == workload["spec"]["selector"]["matchLabels"]:
+            assert port not in {p["port"] for p in service["spec"]["ports"]}
+
+
 def test_rest_api_probes_token_and_service() -> None:
     (api,) = [w for w in of_kind("Deployment") if w["metadata"]["name"] == "wasmbed-api"]
     (container,) = api["spec"]["template"]["spec"]["containers"]

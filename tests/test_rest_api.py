@@ -996,3 +996,79 @@ def test_a_request_aiohttp_cannot_parse_gets_the_json_error_body_and_no_tracebac
     assert all(TOKEN not in r.getMessage() for r in caplog.records)
     # the server goes on serving
     assert env.call("GET", "/api/v1/devices").status == 200
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _rest_scrape(env: Env) -> Any:
+    from prometheus_client import generate_latest
+
+    from wasmbed_hil.bench.scrape import parse
+
+    return parse(generate_latest(env.api.metrics.registry).decode())
+
+
+def test_metrics_count_requests_by_route_template_method_and_status(env: Env) -> None:
+    """Each answered request is one sample under its route's template (never the path sent,
+    so names do not grow the series), its method and the status the error middleware settled
+    on; the latency histogram counts the same."""
+    assert env.call("POST", "/api/v1/devices", json=device_body("m1")).status == 201
+    assert env.call("GET", "/api/v1/devices/m1").status == 200
+    assert env.call("GET", "/api/v1/devices/nope").status == 404
+    assert env.call("GET", "/api/v1/devices/m1", token=None).status == 401
+    assert env.call("GET", "/api/v1/devices/m1", token="wrong").status == 401
+    assert env.call("GET", "/api/v1/devices", headers={"Authorization": "Basic eDp5"}
+                    ).status == 401
+    assert env.call("GET", "/no/such/route").status == 404
+    assert env.call("PUT", "/api/v1/devices").status == 405  # no such route for PUT
+    assert env.call("GET", "/health", token=None).status == 200
+    s = _rest_scrape(env)
+    requests = {(dict(ls)["route"], dict(ls)["method"], dict(ls)["status"]): v
+                for (n, ls), v in s.samples.items() if n == "wasmbed_rest_requests_total"}
+    assert requests == {
+        ("/api/v1/devices", "POST", "201"): 1,
+        ("/api/v1/devices/{name}", "GET", "200"): 1,
+        ("/api/v1/devices/{name}", "GET", "404"): 1,
+        ("/api/v1/devices/{name}", "GET", "401"): 2,
+        ("/api/v1/devices", "GET", "401"): 1,
+        ("unmatched", "GET", "404"): 1,
+        ("unmatched", "PUT", "405"): 1,
+        ("/health", "GET", "200"): 1,
+    }
+    assert s.by_label("wasmbed_rest_auth_failures_total", "reason") == {
+        "missing": 1, "scheme": 1, "invalid_token": 1}
+    counts = {(dict(ls)["route"], dict(ls)["method"]): v for (n, ls), v in s.samples.items()
+              if n == "wasmbed_rest_request_duration_seconds_count"}
+    assert counts[("/api/v1/devices/{name}", "GET")] == 4
+    assert sum(counts.values()) == sum(requests.values())
+    assert s.value("wasmbed_rest_request_duration_seconds_sum", route="/api/v1/devices",
+                   method="POST") > 0
+    assert s.types["wasmbed_rest_request_duration_seconds"] == "histogram"
+    assert s.value("process_resident_memory_bytes") > 0
+
+
+def test_metrics_endpoint_is_served_on_its_own_port_without_a_token(env: Env) -> None:
+    """`serve_metrics` answers `GET /metrics` on a port of its own (no token, as a
+    Prometheus scrape in the cluster); the REST port does not serve /metrics, and a scrape
+    is no REST request."""
+    from wasmbed_hil.bench.scrape import scrape
+
+    host, port = env.loop.run(env.api.serve_metrics("127.0.0.1", 0))
+    assert port != int(env.api.url.rsplit(":", 1)[1])
+    assert env.call("GET", "/metrics").status == 404  # authenticated, but no such route
+    url = f"http://{host}:{port}/metrics"
+    first = scrape(url)
+    assert scrape(url).value("wasmbed_rest_requests_total", route="unmatched",
+                             method="GET", status="404") == 1
+    with pytest.raises(RuntimeError):
+        env.loop.run(env.api.serve_metrics("127.0.0.1", 0))
+    assert first.by_label("wasmbed_rest_auth_failures_total", "reason") == {
+        "missing": 0, "scheme": 0, "invalid_token": 0}
+
+
+def test_metrics_method_label_is_bounded() -> None:
+    from wasmbed_hil.controlplane.metrics import METHODS, method_label
+
+    assert {method_label(m) for m in METHODS} == METHODS
+    assert method_label("PROPFIND") == method_label("get") == "other"

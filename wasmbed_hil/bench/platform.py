@@ -66,6 +66,9 @@ class PlatformConfig:
     # Devices reach the gateways through one load balancer (the seed's Service) instead of
     # each being wired to one gateway: when a gateway dies they reconnect to another.
     balancer: bool = False
+    # Serve the REST API's and the controllers' Prometheus metrics on ports of their own
+    # (`rest_metrics_url`, `controller_metrics_url`).
+    metrics: bool = False
 
 
 class _Provisioner:
@@ -174,6 +177,8 @@ class Platform:
             self.add_gateway(f"gateway-{i}")
         settings = self.config.controller_settings or ControllerSettings()
         settings = replace(settings, namespace=self.namespace)
+        if self.config.metrics:
+            settings = replace(settings, metrics_port=0, metrics_host="127.0.0.1")
         assert self.kube_config is not None
         self.controllers = Controllers(self.kube_config, settings, self.manager).start()
         if self.config.rest:
@@ -207,6 +212,8 @@ class Platform:
         self.rest = RestApi(self.kube, namespace=self.namespace, token=self.token,
                             provisioner=_Provisioner(self.manager))
         await self.rest.start(self.config.rest_socket)
+        if self.config.metrics:
+            await self.rest.serve_metrics("127.0.0.1", 0)
 
     def add_gateway(self, name: str, **overrides: Any) -> GatewayHandle:
         config = replace(self.config.gateway_config, name=name, **overrides)
@@ -332,6 +339,20 @@ class Platform:
         if self.rest is None:
             raise RuntimeError("the REST API is not running")
         return str(self.rest.url)
+
+    @property
+    def rest_metrics_url(self) -> str:
+        address = self.rest.metrics_address if self.rest is not None else None
+        if address is None:
+            raise RuntimeError("the REST API serves no metrics (PlatformConfig.metrics)")
+        return f"http://{address[0]}:{address[1]}/metrics"
+
+    @property
+    def controller_metrics_url(self) -> str:
+        address = self.controllers.metrics_address if self.controllers is not None else None
+        if address is None:
+            raise RuntimeError("the controllers serve no metrics (PlatformConfig.metrics)")
+        return f"http://{address[0]}:{address[1]}/metrics"
 
     def request(self, method: str, path: str, body: Any = None, *,
                 token: str | None = None, data: Any = None) -> tuple[int, Any]:

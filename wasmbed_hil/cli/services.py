@@ -44,6 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_kube_options(p)
     p.add_argument("--gateway-stale", type=float, default=30.0, metavar="SECONDS",
                    help="a Gateway silent this long is marked Failed (default: 30)")
+    _add_metrics_options(p)
     p.set_defaults(run=run_controllers)
 
     p = sub.add_parser("gateway", help="run one gateway with its control-plane agent",
@@ -72,11 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="refuse this device identity (SHA-256 of its certificate's public key) "
                    "from now on, kept in the local cache; repeatable. A running gateway revokes "
                    "through the control plane (Device spec.revoked)")
-    p.add_argument("--metrics-port", type=_port, metavar="PORT",
-                   help="serve Prometheus metrics on http://<metrics-host>:PORT/metrics "
-                   "(docs/monitoring.md; default: none; 0: any free port)")
-    p.add_argument("--metrics-host", default="0.0.0.0",
-                   help="address of the metrics endpoint (default: 0.0.0.0)")
+    _add_metrics_options(p)
     p.add_argument("--print-events", action="store_true",
                    help="print every gateway event (enrollments, connections, deployment "
                    "steps, results) on stdout, one `event ...` line each")
@@ -89,6 +86,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument("--token-file", type=Path, required=True,
                    help="file holding the bearer token callers must present")
+    _add_metrics_options(p)
     p.set_defaults(run=run_rest)
 
     p = sub.add_parser("apiserver", help="serve an emulated Kubernetes API server",
@@ -98,9 +96,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
     p.add_argument("--insecure-http", action="store_true", help="plain HTTP, no TLS")
+    p.add_argument("--san", action="append", default=[], metavar="HOST",
+                   help="another name or IP address for the serving certificate (repeatable; "
+                   "it always names localhost, 127.0.0.1, ::1 and the --host address)")
+    p.add_argument("--advertise", metavar="HOST",
+                   help="the host clients dial, written into the kubeconfig (default: the "
+                   "--host address; 127.0.0.1 for 0.0.0.0); added to the certificate")
     p.add_argument("--crds", action="store_true",
                    help="install the Device, Application and Gateway CRDs at start")
     p.set_defaults(run=run_apiserver)
+
+
+def _add_metrics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-port", type=_port, metavar="PORT",
+                   help="serve Prometheus metrics on http://<metrics-host>:PORT/metrics, "
+                   "without authentication (docs/monitoring.md; default: none; 0: any free "
+                   "port)")
+    p.add_argument("--metrics-host", default="0.0.0.0",
+                   help="address of the metrics endpoint (default: 0.0.0.0)")
 
 
 def _port(value: str) -> int:
@@ -145,12 +158,15 @@ def run_controllers(args: argparse.Namespace) -> int:
     from ..controlplane.controllers import Controllers, ControllerSettings
 
     config = kube_config(args)
-    controllers = Controllers(config, ControllerSettings(namespace=args.namespace,
-                                                         gateway_stale_s=args.gateway_stale))
+    controllers = Controllers(config, ControllerSettings(
+        namespace=args.namespace, gateway_stale_s=args.gateway_stale,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host))
 
     def announce_ready() -> None:
         if controllers.ready.wait(120):
-            announce(f"ready controllers namespace={args.namespace}")
+            metrics = controllers.metrics_address
+            shown = f" metrics_port={metrics[1]}" if metrics is not None else ""
+            announce(f"ready controllers namespace={args.namespace}{shown}")
 
     threading.Thread(target=announce_ready, daemon=True).start()
     # kopf, in the main thread, stops gracefully on SIGINT/SIGTERM by itself.
@@ -251,8 +267,17 @@ def run_rest(args: argparse.Namespace) -> int:
         api = RestApi(kube, namespace=config.namespace, token=token)
         await api.start(sock)
         try:
+            shown = ""
+            if args.metrics_port is not None:
+                try:
+                    metrics = await api.serve_metrics(args.metrics_host, args.metrics_port)
+                except OSError as exc:
+                    raise CliError(f"--metrics-port {args.metrics_port}: "
+                                   f"{exc.strerror or exc}") from None
+                shown = f" metrics_port={metrics[1]}"
+
             async def started() -> None:
-                announce(f"ready rest {api.url}")
+                announce(f"ready rest {api.url}{shown}")
 
             await until_signal(started)
         finally:
@@ -272,7 +297,8 @@ def run_apiserver(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
 
     async def main() -> None:
-        server = ApiServer(tls=not args.insecure_http)
+        server = ApiServer(tls=not args.insecure_http, hosts=args.san,
+                           advertise=args.advertise)
         await server.start(sock)
         try:
             path = args.kubeconfig or Path(tempfile.mkdtemp(prefix="wasmbed-kube-")) / "kc"

@@ -52,6 +52,7 @@ from ..kube.resources import (
     rfc3339,
 )
 from .emulation import EmulationError, MachineManager
+from .metrics import ControllerMetrics, Pass
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ class ControllerSettings:
     resync_s: float = 30.0  # aggregation also runs this often without any change
     batch_window_s: float = 0.02
     window_per_row_s: float = 0.002  # 100 target devices: at most 5 status writes a second
+    metrics_port: int | None = None  # serve /metrics on this port (0: any free one)
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -176,6 +179,18 @@ class _Shared:
     """State the handlers share, living on kopf's loop."""
 
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> labels, status
+    # The phase each Application's and Gateway's status had when last seen (for metrics).
+    app_phases: dict[str, str | None] = field(default_factory=dict)
+    gateway_phases: dict[str, str | None] = field(default_factory=dict)
+
+    def phase_readers(self) -> dict[str, Callable[[], list[str | None]]]:
+        """For a scrape, possibly from another thread: each dict is copied first (one C-level
+        call under the GIL), never iterated while kopf's loop may change it."""
+        return {
+            "Device": lambda: [d["status"].get("phase") for d in self.devices.copy().values()],
+            "Application": lambda: list(self.app_phases.copy().values()),
+            "Gateway": lambda: list(self.gateway_phases.copy().values()),
+        }
     changed: asyncio.Condition | None = None
     version: int = 0
 
@@ -214,9 +229,13 @@ def build_registry(
     settings: ControllerSettings,
     manager: MachineManager | None,
     kube_for_loop: Callable[[], KubeClient],
+    metrics: ControllerMetrics | None = None,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     shared = _Shared()
+    if metrics is None:
+        metrics = ControllerMetrics()
+    metrics.watch_objects(shared.phase_readers())
     ns = settings.namespace
 
     @kopf.on.login(registry=registry)
@@ -246,6 +265,11 @@ def build_registry(
         emulation = spec.get("emulation")
         if not emulation:
             return
+        with metrics.reconcile("device") as one:
+            _emulate(name, body, spec, patch, status, emulation, one)
+
+    def _emulate(name: str, body: kopf.Body, spec: kopf.Spec, patch: kopf.Patch,
+                 status: kopf.Status, emulation: Any, one: Pass) -> None:
         previous = list(status.get("conditions") or [])
         if manager is None:
             cond = _condition("Emulated", False, "NoDeviceManager",
@@ -264,6 +288,7 @@ def build_registry(
                                   f"{machine.gateway}", previous)
             except (EmulationError, ResourceError, ValueError) as exc:
                 cond = _condition("Emulated", False, "MachineFailed", str(exc), previous)
+                one.failed()
                 kopf.warn(body, reason="MachineFailed", message=str(exc)[:512])
         others = [c for c in previous if c.get("type") != "Emulated"]
         patch.status["conditions"] = [*others, cond]
@@ -271,7 +296,8 @@ def build_registry(
     @kopf.on.delete(GROUP, VERSION, "devices", registry=registry)
     def device_deleted(name: str, spec: kopf.Spec, **_: Any) -> None:
         if manager is not None and spec.get("emulation"):
-            manager.stop(name)
+            with metrics.reconcile("device"):
+                manager.stop(name)
 
     # -- Application ----------------------------------------------------------------------
     async def write_app_status(kube: KubeClient, name: str, status: dict[str, Any]) -> None:
@@ -287,23 +313,33 @@ def build_registry(
         seen = -1
         while not stopped:
             seen = shared.version
-            try:
-                app = Application.from_dict(dict(body))
-            except ResourceError as exc:  # the API server validates; be safe anyway
-                status = {"phase": ApplicationPhase.FAILED.value, "error": str(exc)}
-            else:
-                status = application_status(app, name, shared.devices)
-                status["observedGeneration"] = body.metadata.get("generation")
-            if status != last:
+            written = True
+            with metrics.reconcile("application") as one:
                 try:
-                    await write_app_status(kube, name, {**status, "lastUpdated": rfc3339()})
-                    last = status
-                except KubeError as exc:
-                    if exc.status == 404:
-                        return
-                    log.info("application %s: status not written: %s", name, exc)
-                    await asyncio.sleep(0.2)  # retry pacing during an API outage
-                    continue
+                    app = Application.from_dict(dict(body))
+                except ResourceError as exc:  # the API server validates; be safe anyway
+                    status = {"phase": ApplicationPhase.FAILED.value, "error": str(exc)}
+                    one.failed()
+                else:
+                    status = application_status(app, name, shared.devices)
+                    status["observedGeneration"] = body.metadata.get("generation")
+                # Before the write: whoever sees the phase written finds it in the metrics.
+                shared.app_phases[name] = status.get("phase")
+                if status != last:
+                    try:
+                        await write_app_status(kube, name,
+                                               {**status, "lastUpdated": rfc3339()})
+                        last = status
+                    except KubeError as exc:
+                        if exc.status == 404:
+                            shared.app_phases.pop(name, None)
+                            return
+                        log.info("application %s: status not written: %s", name, exc)
+                        one.failed()
+                        written = False
+            if not written:
+                await asyncio.sleep(0.2)  # retry pacing during an API outage
+                continue
             # Coalesce bursts of device events: a write of N rows costs the API server (and
             # every watcher) O(N), so large fleets get a proportionally wider window.
             rows = len(status.get("deviceStatuses") or ())
@@ -313,7 +349,15 @@ def build_registry(
 
     @kopf.on.delete(GROUP, VERSION, "applications", registry=registry)
     async def application_deleted(name: str, body: kopf.Body, **_: Any) -> None:
+        with metrics.reconcile("application_delete"):
+            try:
+                await _remove_application(name, body)
+            finally:
+                shared.app_phases.pop(name, None)
+
+    async def _remove_application(name: str, body: kopf.Body) -> None:
         kube = kube_for_loop()
+        shared.app_phases[name] = ApplicationPhase.DELETING.value
         with contextlib.suppress(KubeError):
             await write_app_status(kube, name, {"phase": ApplicationPhase.DELETING.value,
                                                 "lastUpdated": rfc3339()})
@@ -343,43 +387,60 @@ def build_registry(
                              **_: Any) -> None:
         kube = kube_for_loop()
         last: dict[str, Any] | None = None
-        while not stopped:
-            seen = shared.version
-            mine = [d["status"] for d in shared.devices.values()
-                    if (d["status"].get("gateway") or {}).get("name") == name]
-            status_now = dict(body.get("status") or {})
-            beat = _parse_time(status_now.get("lastHeartbeat"))
-            fresh = beat is not None and time.time() - beat < settings.gateway_stale_s
-            running = status_now.get("phase") == GatewayPhase.RUNNING.value
-            ready = running and fresh
-            reason = ("Serving" if ready else "NotStarted" if beat is None
-                      else "Stopped" if status_now.get("phase") == GatewayPhase.STOPPED.value
-                      else "HeartbeatStale")
-            message = (f"last report {status_now.get('lastHeartbeat') or 'never'}")
-            status: dict[str, Any] = {
-                "connectedDevices": sum(s.get("phase") == DevicePhase.CONNECTED.value
-                                        for s in mine),
-                "enrolledDevices": sum(bool(s.get("deviceId")) for s in mine),
-                "conditions": [_condition("Ready", ready, reason, message,
-                                          status_now.get("conditions"))],
-                "observedGeneration": body.metadata.get("generation"),
-            }
-            if running and not fresh and beat is not None:
-                status["phase"] = GatewayPhase.FAILED.value
-            compare = {**status, "conditions": [
-                {k: v for k, v in c.items() if k != "lastTransitionTime"}
-                for c in status["conditions"]]}
-            if compare != last:
-                try:
-                    await kube.patch(GATEWAYS, name, {"status": status}, ns, status=True)
-                    last = compare
-                except KubeError as exc:
-                    if exc.status == 404:
-                        return
+        try:
+            while not stopped:
+                seen = shared.version
+                written = True
+                with metrics.reconcile("gateway") as one:
+                    status, compare = gateway_status(name, body)
+                    shared.gateway_phases[name] = status.get(
+                        "phase", (body.get("status") or {}).get("phase"))
+                    if compare != last:
+                        try:
+                            await kube.patch(GATEWAYS, name, {"status": status}, ns,
+                                             status=True)
+                            last = compare
+                        except KubeError as exc:
+                            if exc.status == 404:
+                                return
+                            one.failed()
+                            written = False
+                if not written:
                     await asyncio.sleep(0.2)  # retry pacing during an API outage
                     continue
-            await shared.pause(stopped, seen,
-                               min(settings.resync_s, settings.gateway_stale_s / 2))
+                await shared.pause(stopped, seen,
+                                   min(settings.resync_s, settings.gateway_stale_s / 2))
+        finally:
+            shared.gateway_phases.pop(name, None)
+
+    def gateway_status(name: str, body: kopf.Body) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The Gateway's status from its devices, and the same without transition times
+        (what decides whether it changed)."""
+        mine = [d["status"] for d in shared.devices.values()
+                if (d["status"].get("gateway") or {}).get("name") == name]
+        status_now = dict(body.get("status") or {})
+        beat = _parse_time(status_now.get("lastHeartbeat"))
+        fresh = beat is not None and time.time() - beat < settings.gateway_stale_s
+        running = status_now.get("phase") == GatewayPhase.RUNNING.value
+        ready = running and fresh
+        reason = ("Serving" if ready else "NotStarted" if beat is None
+                  else "Stopped" if status_now.get("phase") == GatewayPhase.STOPPED.value
+                  else "HeartbeatStale")
+        message = (f"last report {status_now.get('lastHeartbeat') or 'never'}")
+        status: dict[str, Any] = {
+            "connectedDevices": sum(s.get("phase") == DevicePhase.CONNECTED.value
+                                    for s in mine),
+            "enrolledDevices": sum(bool(s.get("deviceId")) for s in mine),
+            "conditions": [_condition("Ready", ready, reason, message,
+                                      status_now.get("conditions"))],
+            "observedGeneration": body.metadata.get("generation"),
+        }
+        if running and not fresh and beat is not None:
+            status["phase"] = GatewayPhase.FAILED.value
+        compare = {**status, "conditions": [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in status["conditions"]]}
+        return status, compare
 
     return registry
 
@@ -401,6 +462,9 @@ class Controllers:
         self._thread: threading.Thread | None = None
         self._kube: KubeClient | None = None
         self.errors: list[BaseException] = []
+        self.metrics = ControllerMetrics()
+        # Where /metrics is served (settings.metrics_port), once the operator runs.
+        self.metrics_address: tuple[str, int] | None = None
 
     def _kube_for_loop(self) -> KubeClient:
         if self._kube is None:
@@ -425,7 +489,15 @@ class Controllers:
     async def run(self) -> None:
         """Run until the stop flag is set (for the CLI and for `start()`)."""
         registry = build_registry(self.kube_config, self.settings, self.manager,
-                                  self._kube_for_loop)
+                                  self._kube_for_loop, self.metrics)
+        endpoint = None
+        if self.settings.metrics_port is not None:
+            from ..gateway.metrics import MetricsEndpoint
+
+            # In kopf's own loop: a scrape reads the controllers' view between two callbacks.
+            endpoint = MetricsEndpoint(self.metrics.registry)
+            self.metrics_address = await endpoint.start(self.settings.metrics_host,
+                                                        self.settings.metrics_port)
         try:
             await kopf.operator(
                 registry=registry, settings=self.operator_settings(), standalone=True,
@@ -439,6 +511,8 @@ class Controllers:
             kube, self._kube = self._kube, None
             if kube is not None:
                 await kube.close()
+            if endpoint is not None:
+                await endpoint.stop()
 
     def start(self, timeout: float = 30.0) -> Controllers:
         """Run in a thread (kopf then cannot handle OS signals; the caller stops it)."""

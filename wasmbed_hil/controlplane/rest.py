@@ -34,6 +34,7 @@ import math
 import re
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -42,6 +43,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from ..aio import AppServer
+from ..gateway.metrics import MetricsEndpoint
 from ..kube.client import Kind, KubeClient, KubeError
 from ..kube.resources import (
     API_VERSION,
@@ -57,6 +59,7 @@ from ..kube.resources import (
     json_name,
 )
 from .emulation import Provisioner
+from .metrics import UNMATCHED, RestMetrics
 from .openapi import API_PREFIX, MAX_COUNT, openapi_document
 
 log = logging.getLogger(__name__)
@@ -416,7 +419,9 @@ class RestApi:
         self._token = token.encode()
         self._ssl_context = ssl_context
         self._url: str | None = None
-        self.app = web.Application(middlewares=[self._errors, self._auth],
+        self.metrics = RestMetrics()
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        self.app = web.Application(middlewares=[self._measure, self._errors, self._auth],
                                    client_max_size=max_body)
         self._routes()
         # lingering_time=0: `_drain` reads what is left of a body instead; aiohttp's own
@@ -461,8 +466,27 @@ class RestApi:
         self._url = await self._server.start(sock)
 
     async def stop(self) -> None:
-        """Close the listener and the connections (the KubeClient stays the caller's)."""
+        """Close the listener and the connections (the KubeClient stays the caller's), and
+        the metrics endpoint if one was started."""
         await self._server.stop()
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.stop()
+            self._metrics_endpoint = None
+
+    async def serve_metrics(self, host: str, port: int) -> tuple[str, int]:
+        """Serve `GET /metrics` (no token: see docs/monitoring.md) on a port of its own;
+        returns the address bound (port 0: one the OS picks)."""
+        if self._metrics_endpoint is not None:
+            raise RuntimeError("the metrics endpoint is already started")
+        endpoint = MetricsEndpoint(self.metrics.registry)
+        address = await endpoint.start(host, port)
+        self._metrics_endpoint = endpoint
+        return address
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        endpoint = self._metrics_endpoint
+        return endpoint.address if endpoint is not None else None
 
     async def __aenter__(self) -> RestApi:
         await self.start()
@@ -472,6 +496,24 @@ class RestApi:
         await self.stop()
 
     # -- middlewares ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _measure(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Count and time every answered request by its route's template (bounded labels).
+        Outermost, so it sees the status the error middleware settled on."""
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # a redirect the error middleware lets through
+            status = exc.status
+            raise
+        finally:
+            route = request.match_info.route.resource
+            template = route.canonical if route is not None else UNMATCHED
+            self.metrics.observe(template, request.method, status, time.perf_counter() - start)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -536,11 +578,13 @@ class RestApi:
         challenge = {"WWW-Authenticate": 'Bearer realm="wasmbed"'}
         header = request.headers.get("Authorization")
         if not header:
+            self.metrics.auth_failed("missing")
             raise RestError(401, "Unauthorized",
                             "missing credentials: send Authorization: Bearer <token>",
                             headers=challenge)
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer":
+            self.metrics.auth_failed("scheme")
             raise RestError(401, "Unauthorized",
                             "unsupported authorization scheme: use Bearer", headers=challenge)
         try:
@@ -548,6 +592,7 @@ class RestApi:
         except UnicodeError:
             presented = b""
         if not hmac.compare_digest(presented, self._token):
+            self.metrics.auth_failed("invalid_token")
             raise RestError(401, "Unauthorized", "invalid bearer token", headers=challenge)
         return await handler(request)
 

@@ -8,6 +8,7 @@ import secrets
 import socket
 import ssl
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,13 @@ class ApiServer:
 
     ``token`` is the bearer token clients must present (a random one when None). With
     ``tls`` (the default) it serves HTTPS with a certificate issued by ``ca`` (a fresh
-    FleetCA when None). ``history_limit`` bounds the retained watch history; watches from an
-    older resourceVersion get 410 Gone. ``bookmark_interval`` spaces BOOKMARK events.
+    FleetCA when None); the certificate names `HOSTS`, the extra ``hosts`` (names or IP
+    addresses clients use) and the address it is bound to when that is not a wildcard, so a
+    client on another machine or network namespace can verify it. ``advertise`` is the host
+    put in ``url`` and the kubeconfig instead of the bound one (needed when bound to
+    0.0.0.0, which clients cannot dial; it is named in the certificate too).
+    ``history_limit`` bounds the retained watch history; watches from an older
+    resourceVersion get 410 Gone. ``bookmark_interval`` spaces BOOKMARK events.
     """
 
     def __init__(
@@ -42,10 +48,14 @@ class ApiServer:
         history_limit: int = DEFAULT_HISTORY,
         bookmark_interval: float = 60.0,
         default_watch_timeout: float = 1800.0,
+        hosts: Sequence[str] = (),
+        advertise: str | None = None,
     ) -> None:
         self.token = token or secrets.token_urlsafe(32)
         self.tls = tls
         self._ca = ca
+        self.hosts = tuple(hosts)
+        self.advertise = advertise
         self.store = Store(history_limit)
         self.registry = Registry()
         self.api = ObjectApi(self.store, self.registry)
@@ -70,9 +80,14 @@ class ApiServer:
         """PEM of the CA that signed the serving certificate (None over plain HTTP)."""
         return self._ca_pem
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def _ssl_context(self, bound: str | None) -> ssl.SSLContext:
         ca = self._ca or FleetCA.create("wasmbed-hil kube-apiserver CA")
-        credentials = ca.issue_gateway("kube-apiserver", HOSTS)
+        names = [*HOSTS, *self.hosts]
+        if bound and bound not in ("0.0.0.0", "::"):
+            names.append(bound)
+        if self.advertise:
+            names.append(self.advertise)
+        credentials = ca.issue_gateway("kube-apiserver", tuple(dict.fromkeys(names)))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         with tempfile.TemporaryDirectory(prefix="wasmbed-apiserver-") as directory:
@@ -87,8 +102,14 @@ class ApiServer:
         """Serve on ``sock`` (bound, handed over) or on an OS-chosen port of 127.0.0.1."""
         if self._server.started:
             raise RuntimeError("the API server is already started")
-        self._server.ssl_context = self._ssl_context() if self.tls else None
-        self._url = await self._server.start(sock)
+        bound = str(sock.getsockname()[0]) if sock is not None else None
+        self._server.ssl_context = self._ssl_context(bound) if self.tls else None
+        url = await self._server.start(sock)
+        if self.advertise:
+            scheme, _, rest = url.partition("://")
+            host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
+            url = f"{scheme}://{host}:{rest.rsplit(':', 1)[1]}"
+        self._url = url
 
     async def stop(self) -> None:
         """End every watch, close the listener and the connections.
