@@ -60,6 +60,7 @@ RAMP_WINDOW_S = 5.0
 RAMP_MIN_HEARTBEATS = 4
 ONLINE_TIMEOUT_S = 30.0
 RUN_LIMITS = Limits(fuel=0, timeout_ms=30_000)
+SECTIONS = ("enroll", "deploy", "fib", "footprint", "ramp")
 
 
 # ====================================================================== small utilities
@@ -523,6 +524,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 5, quick 2)")
     parser.add_argument("--max-devices", type=int, help="largest ramp step (default 24, quick 4)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="run only these sections (default: all)",
+    )
     args = parser.parse_args()
     args.repeats = max(1, args.repeats or (2 if args.quick else 5))
     args.max_devices = max(1, args.max_devices or (4 if args.quick else 24))
@@ -545,11 +553,16 @@ def main() -> None:
         print(f"firmware image ready in {time.monotonic() - t0:.1f} s")
         bench = Bench(args)
         gw = bench.gateway("gateway-0", **HEARTBEAT)
-        bench.bench_enroll(gw, args.repeats)
-        bench.bench_deploy(gw, min(args.repeats, 3))
-        bench.bench_fib(gw, args.repeats)
-        bench.bench_footprint()
-        bench.bench_ramp(args.max_devices)
+        if "enroll" in args.only:
+            bench.bench_enroll(gw, args.repeats)
+        if "deploy" in args.only:
+            bench.bench_deploy(gw, min(args.repeats, 3))
+        if "fib" in args.only:
+            bench.bench_fib(gw, args.repeats)
+        if "footprint" in args.only:
+            bench.bench_footprint()
+        if "ramp" in args.only:
+            bench.bench_ramp(args.max_devices)
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"\ninterrupted ({exc.__class__.__name__}): cleaning up")
     finally:
