@@ -7,7 +7,6 @@
 #include "wb/platform.h"
 
 #define LINK_UART WB_UART1_BASE
-#define RX_GAP_MS 2u /* inside a read, wait this long for the next byte before returning */
 
 /* --- BIO on UART1 ------------------------------------------------------------------------- */
 
@@ -57,33 +56,21 @@ static bool rx_sync(void)
     return rx.synced;
 }
 
+/* Takes what the port has received (its ring) and returns at once: mbedTLS asks again for
+ * the rest of a record, and WANT_READ lets the device loop sleep until more bytes come
+ * (the port's idle wait), rather than spinning here for the next byte. */
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     (void)ctx;
     size_t n = 0;
-    uint64_t last = 0;
     if (!rx.synced && !rx_sync()) {
         return MBEDTLS_ERR_SSL_WANT_READ;
     }
     while (n < len && rx.held_at < rx.held_n) {
         buf[n++] = rx.held[rx.held_at++];
     }
-    while (n < len) {
-        if (uart_getc_nb(LINK_UART, &buf[n])) {
-            n++;
-            last = 0;
-            continue;
-        }
-        if (n == 0) {
-            break;
-        }
-        /* bytes of a record arrive one UART byte at a time: wait a little for the rest */
-        uint64_t now = board_now_ms();
-        if (last == 0) {
-            last = now;
-        } else if (now - last >= RX_GAP_MS) {
-            break;
-        }
+    while (n < len && uart_getc_nb(LINK_UART, &buf[n])) {
+        n++;
     }
     return n == 0 ? MBEDTLS_ERR_SSL_WANT_READ : (int)n;
 }
