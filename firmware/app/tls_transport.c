@@ -75,16 +75,23 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
     return n == 0 ? MBEDTLS_ERR_SSL_WANT_READ : (int)n;
 }
 
+/* Drops what the link received before this session and waits until it has been quiet for
+ * WB_TLS_QUIET_MS. Quiet time that has already passed counts: since the last byte received,
+ * or since boot when none came (a first connect after power-on waits only what remains of
+ * the 50 ms after boot, not 50 ms more). */
 static void drain_stale_rx(void)
 {
     uint8_t c;
     unsigned dropped = 0;
-    uint64_t quiet_since = board_now_ms();
+    uint64_t quiet_since = board_link_last_rx_ms();
     while (board_now_ms() - quiet_since < WB_TLS_QUIET_MS) {
         if (uart_getc_nb(LINK_UART, &c)) {
             dropped++;
             quiet_since = board_now_ms();
         }
+    }
+    while (uart_getc_nb(LINK_UART, &c)) {
+        dropped++;
     }
     if (dropped) {
         wb_platform_log("tls: discarded %u stale bytes", dropped);
