@@ -1,6 +1,7 @@
 /* Board support for MPS2-AN385: UARTs, console on UART0 through picolibc stdio, SysTick
  * time base (board_now_ms: timer 0, DWT or SysTick, probed at boot), HardFault reporting. */
 #include "board.h"
+#include "wb/platform.h"
 
 #include <stdio.h>
 
@@ -67,7 +68,11 @@ void uart_write(uint32_t base, const uint8_t *buf, size_t len)
  * ring is empty, which also keeps the link working where the interrupt never comes.
  * picolibc's vector table has only the 16 system exceptions, so board_init() copies it into
  * a RAM table with the external interrupts and points VTOR at that. */
-#define WB_LINK_RX_RING 8192u /* a power of two */
+#ifndef WB_LINK_RX_RING
+#define WB_LINK_RX_RING 8192u /* a power of two; make LINK_RX_RING=<n> for a test image */
+#endif
+_Static_assert(WB_LINK_RX_RING >= 16u && (WB_LINK_RX_RING & (WB_LINK_RX_RING - 1u)) == 0,
+               "WB_LINK_RX_RING must be a power of two, at least 16");
 #define LINK_RX_IRQ 2u        /* AN385: UART1 RX */
 #define UART_CTRL_RXINTEN 0x8u
 #define UART_INT_RX 0x2u
@@ -122,9 +127,17 @@ static void link_rx_init(void)
     NVIC_ISER0 = 1u << LINK_RX_IRQ;
 }
 
-/* Masked: the ISR's work done by the reader, for a byte left in the UART. */
+/* Masked: the ISR's work done by the reader, for a byte left in the UART. The first time
+ * (per boot) it says so on the console: tests/test_qemu_backend.py checks, with a tiny ring,
+ * that this path carries the link. */
 static void link_pull(void)
 {
+    static bool said;
+    if (!said) {
+        said = true;
+        wb_platform_log("link: receive ring full (%u bytes): a byte waited in the UART",
+                        (unsigned)WB_LINK_RX_RING);
+    }
     uint32_t primask;
     __asm__ volatile("mrs %0, primask\n cpsid i" : "=r"(primask)::"memory");
     link_held = false;
