@@ -3,6 +3,8 @@
 Run from the repository root:
     .venv/bin/python benchmarks/bench_qemu.py            # full run, under about 8 minutes
     .venv/bin/python benchmarks/bench_qemu.py --quick    # under 2 minutes
+    .venv/bin/python benchmarks/bench_qemu.py --only enroll deploy footprint \
+        --firmware before.elf firmware/build/mps2-an385/wasmbed.elf    # an A/B of two images
 
 It prints medians (p90 where useful), never asserts:
   1. QEMU process start (power_on) -> ONLINE for a new device (challenge-response enrollment)
@@ -11,6 +13,8 @@ It prints medians (p90 where useful), never asserts:
      max_frame_size 8192 and 4096, and the transfer rate over the emulated UART;
   3. fib(25) under wasm3 on the emulated Cortex-M3 versus wasmtime on the host;
   4. the image's flash and static RAM (arm-none-eabi-size);
+  (--firmware A.elf B.elf: sections 1, 2 and 4 for each image, 1 and 2 interleaved, with the
+   ratios A/B of the medians: a before/after comparison in one run and one load);
   5. a ramp of concurrent QEMU devices on one gateway (heartbeat 1 s, timeout 3 s): the
      largest N whose heartbeats are on time, and how far it holds beyond (no heartbeat
      timeouts), with load average, qemu RSS and CPU, and how fast the devices' clocks ran.
@@ -60,6 +64,7 @@ RAMP_WINDOW_S = 5.0
 RAMP_MIN_HEARTBEATS = 4
 ONLINE_TIMEOUT_S = 30.0
 RUN_LIMITS = Limits(fuel=0, timeout_ms=30_000)
+SECTIONS = ("enroll", "deploy", "fib", "footprint", "ramp")
 
 
 # ====================================================================== small utilities
@@ -223,37 +228,64 @@ class Bench:
             time.sleep(0.01)
         raise TimeoutError(f"the run of {dep.app_id} did not start within {timeout:g}s")
 
+    # -- images -------------------------------------------------------------------------
+    def images(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, device options) per image sections 1 and 2 measure: ours, or each
+        --firmware given (interleaved, so that both see the same machine load)."""
+        if not self.args.firmware:
+            return [("", {})]
+        return [(f"[{Path(p).name}] ", {"firmware": str(Path(p).resolve())})
+                for p in self.args.firmware]
+
+    def ratios(self, label: str, samples: dict[str, list[float]]) -> None:
+        """With two images: the first's median over the second's."""
+        if len(samples) == 2:
+            (a, va), (b, vb) = samples.items()
+            if va and vb:
+                print(f"  {label + ', ' + a.strip() + ' / ' + b.strip():<52} "
+                      f"{med(va) / med(vb):9.2f} x (medians)")
+
     # ================================================================== 1. enrollment
     def bench_enroll(self, gw: GatewayHandle, repeats: int) -> None:
         print("\n1. QEMU process start (power_on) -> ONLINE, through the gateway")
-        enroll, reconnect, tls_first, tls_again = [], [], [], []
+        images = self.images()
+        enroll: dict[str, list[float]] = {label: [] for label, _ in images}
+        reconnect: dict[str, list[float]] = {label: [] for label, _ in images}
+        tls_first: dict[str, list[float]] = {label: [] for label, _ in images}
+        tls_again: dict[str, list[float]] = {label: [] for label, _ in images}
         enrollments0 = gw.metrics().get("enrollments", 0)
         for i in range(repeats):
             if i and self.left() < self.args.reserve:
                 print(f"  (time budget: stopped after {i} repeats)")
                 break
-            handle = self.device(gw, f"enroll-{i}")
-            try:
-                t, tls = self.boot_online(handle)
-                enroll.append(t)
-                if tls is not None:
-                    tls_first.append(tls)
-                handle.power_off()
-                t, tls = self.boot_online(handle)
-                reconnect.append(t)
-                if tls is not None:
-                    tls_again.append(tls)
-            except WaitTimeout as exc:
-                print(f"  repeat {i}: {str(exc).splitlines()[0]}")
-            finally:
-                self.retire(handle)
+            for k, (label, options) in enumerate(images if i % 2 == 0 else images[::-1]):
+                handle = self.device(gw, f"enroll-{i}-{k}", **options)
+                try:
+                    t, tls = self.boot_online(handle)
+                    enroll[label].append(t)
+                    if tls is not None:
+                        tls_first[label].append(tls)
+                    handle.power_off()
+                    t, tls = self.boot_online(handle)
+                    reconnect[label].append(t)
+                    if tls is not None:
+                        tls_again[label].append(tls)
+                except WaitTimeout as exc:
+                    print(f"  {label}repeat {i}: {str(exc).splitlines()[0]}")
+                finally:
+                    self.retire(handle)
         enrolled = gw.metrics().get("enrollments", 0) - enrollments0
-        row("new device (challenge-response enrollment)", enroll, "ms", 1000)
-        row("enrolled device booting again (Welcome only)", reconnect, "ms", 1000)
-        row("firmware 'tls: up in N ms', first boot", tls_first, "ms")
-        row("firmware 'tls: up in N ms', boot again", tls_again, "ms")
+        for label, _ in images:
+            row(f"{label}new device (challenge-response enrollment)", enroll[label], "ms", 1000)
+            row(f"{label}enrolled device booting again (Welcome only)", reconnect[label], "ms",
+                1000)
+            row(f"{label}firmware 'tls: up in N ms', first boot", tls_first[label], "ms")
+            row(f"{label}firmware 'tls: up in N ms', boot again", tls_again[label], "ms")
+        self.ratios("new device", enroll)
+        self.ratios("firmware 'tls: up', first boot", tls_first)
+        new = sum(len(v) for v in enroll.values())
         print(
-            f"  gateway enrollments counted: {enrolled} for {len(enroll)} new devices "
+            f"  gateway enrollments counted: {enrolled} for {new} new devices "
             f"(re-boots must not enroll again)"
         )
 
@@ -273,79 +305,99 @@ class Bench:
             f"\n2. deploy -> result, a {MODULE_TARGET // 1024} KiB module "
             f"(data_module({data_size}), entry 'checksum', max_apps=1)"
         )
+        images = self.images()
         for frame in (8192, 4096):
             if self.left() < self.args.reserve:
                 print(f"  max_frame_size {frame}: skipped (time budget)")
                 continue
-            handle = self.device(gw, f"deploy-{frame}", max_frame_size=frame, max_apps=1)
-            xfer, total, rate, wire_rate, run_us = [], [], [], [], []
+            keys = ("xfer", "total", "rate", "wire_rate", "run_us")
+            got: dict[str, dict[str, list[float]]] = {
+                label: {key: [] for key in keys} for label, _ in images
+            }
+            handles: dict[str, FirmwareDeviceHandle] = {}
             module, chunks = modules.data_module(data_size), 0
             try:
-                self.boot_online(handle)
+                for k, (label, options) in enumerate(images):
+                    handles[label] = self.device(
+                        gw, f"deploy-{frame}-{k}", max_frame_size=frame, max_apps=1, **options
+                    )
+                    self.boot_online(handles[label])
                 for r in range(repeats):
                     if r and self.left() < self.args.reserve:
                         print(f"  (time budget: {r} repeats)")
                         break
-                    seed = r + 1 + frame  # a new digest each time: the device must transfer it
-                    module = modules.data_module(data_size, seed)
-                    down0 = handle.link.stats.bytes_down
-                    t0 = time.monotonic()
-                    dep = gw.deploy(
-                        handle,
-                        module,
-                        "data",
-                        limits=RUN_LIMITS,
-                        run=RunRequest("checksum"),
-                        timeout=120,
-                    )
-                    t1 = time.monotonic()
-                    wire = handle.link.stats.bytes_down - down0
-                    if dep.state != "installed":
-                        print(
-                            f"  frame {frame} repeat {r}: deployment {dep.state}: "
-                            f"{dep.error_code} {dep.error}"
-                        )
-                        continue
-                    run_id = self.wait_run_id(dep, 30)
-                    res = gw.wait_result(handle, "data", run_id, timeout=60)
-                    t2 = time.monotonic()
-                    expected = modules.data_checksum(data_size, seed)
-                    got = res.values[0] if res.values else None
-                    if (
-                        res.outcome.name != "RETURNED"
-                        or got is None
-                        or (int(got) & 0xFFFFFFFF) != expected
-                    ):
-                        print(
-                            f"  frame {frame} repeat {r}: outcome {res.outcome.name} "
-                            f"values {res.values} (expected checksum {expected}) {res.detail}"
-                        )
-                    xfer.append(t1 - t0)
-                    total.append(t2 - t0)
-                    rate.append(len(module) / (t1 - t0))
-                    wire_rate.append(wire / (t1 - t0))
-                    run_us.append(res.duration_us)
-                    chunks = dep.chunks_sent
+                    for k, (label, _) in enumerate(images if r % 2 == 0 else images[::-1]):
+                        # a new digest each time: the device must transfer it
+                        seed = r + 1 + frame + 1000 * k
+                        module = modules.data_module(data_size, seed)
+                        chunks = self.deploy_once(
+                            gw, handles[label], module, data_size, seed, got[label], label
+                        ) or chunks
             except (WaitTimeout, TimeoutError, RuntimeError) as exc:
                 print(f"  max_frame_size {frame}: {str(exc).splitlines()[0]}")
             finally:
-                self.retire(handle)
+                for handle in handles.values():
+                    self.retire(handle)
+            for label, _ in images:
+                g = got[label]
+                print(
+                    f"  {label}max_frame_size {frame} ({len(module)} B module"
+                    + (f", {chunks} chunks" if g["xfer"] else "")
+                    + "):"
+                )
+                row("  deploy call -> installed (transfer)", g["xfer"], "s", 1, p90=False)
+                row("  deploy call -> result", g["total"], "s", 1, p90=False)
+                row("  module bytes / transfer time", g["rate"], "KiB/s", 1 / 1024, p90=False)
+                row(
+                    "  bridge bytes down (TLS, framing) / transfer time",
+                    g["wire_rate"],
+                    "KiB/s",
+                    1 / 1024,
+                    p90=False,
+                )
+                row("  checksum run on the device (duration_us)", g["run_us"], "ms", 1 / 1000,
+                    p90=False)
+            self.ratios(f"frame {frame}: deploy -> result",
+                        {label: got[label]["total"] for label, _ in images})
+
+    def deploy_once(
+        self,
+        gw: GatewayHandle,
+        handle: FirmwareDeviceHandle,
+        module: bytes,
+        data_size: int,
+        seed: int,
+        got: dict[str, list[float]],
+        label: str,
+    ) -> int:
+        """One deploy -> result of `module`; its figures appended to `got`; the chunks sent
+        (0 when it failed)."""
+        down0 = handle.link.stats.bytes_down
+        t0 = time.monotonic()
+        dep = gw.deploy(
+            handle, module, "data", limits=RUN_LIMITS, run=RunRequest("checksum"), timeout=120
+        )
+        t1 = time.monotonic()
+        wire = handle.link.stats.bytes_down - down0
+        if dep.state != "installed":
+            print(f"  {label}deployment {dep.state}: {dep.error_code} {dep.error}")
+            return 0
+        run_id = self.wait_run_id(dep, 30)
+        res = gw.wait_result(handle, "data", run_id, timeout=60)
+        t2 = time.monotonic()
+        expected = modules.data_checksum(data_size, seed)
+        value = res.values[0] if res.values else None
+        if res.outcome.name != "RETURNED" or value is None or (int(value) & 0xFFFFFFFF) != expected:
             print(
-                f"  max_frame_size {frame} ({len(module)} B module"
-                + (f", {chunks} chunks" if xfer else "")
-                + "):"
+                f"  {label}outcome {res.outcome.name} values {res.values} "
+                f"(expected checksum {expected}) {res.detail}"
             )
-            row("  deploy call -> installed (transfer)", xfer, "s", 1, p90=False)
-            row("  deploy call -> result", total, "s", 1, p90=False)
-            row("  module bytes / transfer time", rate, "KiB/s", 1 / 1024, p90=False)
-            row(
-                "  bridge bytes down (TLS, framing) / transfer time",
-                wire_rate,
-                "KiB/s",
-                1 / 1024,
-                p90=False,
-            )
-            row("  checksum run on the device (duration_us)", run_us, "ms", 1 / 1000, p90=False)
+        got["xfer"].append(t1 - t0)
+        got["total"].append(t2 - t0)
+        got["rate"].append(len(module) / (t1 - t0))
+        got["wire_rate"].append(wire / (t1 - t0))
+        got["run_us"].append(res.duration_us)
+        return int(dep.chunks_sent)
 
     # ================================================================== 3. fib(25)
     def bench_fib(self, gw: GatewayHandle, repeats: int) -> None:
@@ -391,18 +443,21 @@ class Bench:
 
     # ================================================================== 4. footprint
     def bench_footprint(self) -> None:
-        fp = footprint(self.elf)
         cwd = Path.cwd()
-        where = self.elf.relative_to(cwd) if self.elf.is_relative_to(cwd) else self.elf
-        print(f"\n4. image footprint ({where})")
-        print(
-            f"  flash (text + data)  {fp['flash']:>9} B  {fp['flash'] / 1024:8.1f} KiB"
-            f"   (text {fp['text']}, data {fp['data']})"
-        )
-        print(
-            f"  static RAM (data+bss){fp['ram']:>9} B  {fp['ram'] / 1024:8.1f} KiB"
-            f"   (bss {fp['bss']}; 64 KiB stack and the heap come on top)"
-        )
+        elfs = [Path(p).resolve() for p in self.args.firmware] if self.args.firmware else [
+            self.elf]
+        for elf in elfs:
+            fp = footprint(elf)
+            where = elf.relative_to(cwd) if elf.is_relative_to(cwd) else elf
+            print(f"\n4. image footprint ({where})")
+            print(
+                f"  flash (text + data)  {fp['flash']:>9} B  {fp['flash'] / 1024:8.1f} KiB"
+                f"   (text {fp['text']}, data {fp['data']})"
+            )
+            print(
+                f"  static RAM (data+bss){fp['ram']:>9} B  {fp['ram'] / 1024:8.1f} KiB"
+                f"   (bss {fp['bss']}; 64 KiB stack and the heap come on top)"
+            )
 
     # ================================================================== 5. ramp
     def snapshot(self, gw: GatewayHandle) -> tuple[int, dict[str, tuple[Any, ...]]]:
@@ -523,11 +578,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 5, quick 2)")
     parser.add_argument("--max-devices", type=int, help="largest ramp step (default 24, quick 4)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="run only these sections (default: all)",
+    )
+    parser.add_argument(
+        "--firmware",
+        nargs="+",
+        metavar="ELF",
+        help="sections 1 and 2 on each of these images, interleaved (two: also the ratios "
+        "of the first over the second), e.g. a build of main against this tree's",
+    )
     args = parser.parse_args()
     args.repeats = max(1, args.repeats or (2 if args.quick else 5))
     args.max_devices = max(1, args.max_devices or (4 if args.quick else 24))
     args.budget = 110.0 if args.quick else 465.0
     args.reserve = 45.0 if args.quick else 200.0  # seconds kept for the ramp
+    if "ramp" not in args.only:
+        args.reserve = 0.0
     args.online_cap = 30.0 if args.quick else 60.0
 
     signal.signal(signal.SIGTERM, _sigterm)
@@ -545,11 +616,16 @@ def main() -> None:
         print(f"firmware image ready in {time.monotonic() - t0:.1f} s")
         bench = Bench(args)
         gw = bench.gateway("gateway-0", **HEARTBEAT)
-        bench.bench_enroll(gw, args.repeats)
-        bench.bench_deploy(gw, min(args.repeats, 3))
-        bench.bench_fib(gw, args.repeats)
-        bench.bench_footprint()
-        bench.bench_ramp(args.max_devices)
+        if "enroll" in args.only:
+            bench.bench_enroll(gw, args.repeats)
+        if "deploy" in args.only:
+            bench.bench_deploy(gw, min(args.repeats, 3))
+        if "fib" in args.only:
+            bench.bench_fib(gw, args.repeats)
+        if "footprint" in args.only:
+            bench.bench_footprint()
+        if "ramp" in args.only:
+            bench.bench_ramp(args.max_devices)
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"\ninterrupted ({exc.__class__.__name__}): cleaning up")
     finally:

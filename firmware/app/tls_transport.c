@@ -7,7 +7,6 @@
 #include "wb/platform.h"
 
 #define LINK_UART WB_UART1_BASE
-#define RX_GAP_MS 2u /* inside a read, wait this long for the next byte before returning */
 
 /* --- BIO on UART1 ------------------------------------------------------------------------- */
 
@@ -57,47 +56,42 @@ static bool rx_sync(void)
     return rx.synced;
 }
 
+/* Takes what the port has received (its ring) and returns at once: mbedTLS asks again for
+ * the rest of a record, and WANT_READ lets the device loop sleep until more bytes come
+ * (the port's idle wait), rather than spinning here for the next byte. */
 static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 {
     (void)ctx;
     size_t n = 0;
-    uint64_t last = 0;
     if (!rx.synced && !rx_sync()) {
         return MBEDTLS_ERR_SSL_WANT_READ;
     }
     while (n < len && rx.held_at < rx.held_n) {
         buf[n++] = rx.held[rx.held_at++];
     }
-    while (n < len) {
-        if (uart_getc_nb(LINK_UART, &buf[n])) {
-            n++;
-            last = 0;
-            continue;
-        }
-        if (n == 0) {
-            break;
-        }
-        /* bytes of a record arrive one UART byte at a time: wait a little for the rest */
-        uint64_t now = board_now_ms();
-        if (last == 0) {
-            last = now;
-        } else if (now - last >= RX_GAP_MS) {
-            break;
-        }
+    while (n < len && uart_getc_nb(LINK_UART, &buf[n])) {
+        n++;
     }
     return n == 0 ? MBEDTLS_ERR_SSL_WANT_READ : (int)n;
 }
 
+/* Drops what the link received before this session and waits until it has been quiet for
+ * WB_TLS_QUIET_MS. Quiet time that has already passed counts: since the last byte received,
+ * or since boot when none came (a first connect after power-on waits only what remains of
+ * the 50 ms after boot, not 50 ms more). */
 static void drain_stale_rx(void)
 {
     uint8_t c;
     unsigned dropped = 0;
-    uint64_t quiet_since = board_now_ms();
+    uint64_t quiet_since = board_link_last_rx_ms();
     while (board_now_ms() - quiet_since < WB_TLS_QUIET_MS) {
         if (uart_getc_nb(LINK_UART, &c)) {
             dropped++;
             quiet_since = board_now_ms();
         }
+    }
+    while (uart_getc_nb(LINK_UART, &c)) {
+        dropped++;
     }
     if (dropped) {
         wb_platform_log("tls: discarded %u stale bytes", dropped);

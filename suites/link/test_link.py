@@ -62,6 +62,37 @@ def test_on_a_slow_line_a_device_still_enrolls_deploys_and_runs(gateway, device_
     assert device.link.impairments == []  # the block took both off
 
 
+def test_a_64_kib_module_crosses_the_link_and_a_uart_line_still_bounds_its_rate(
+    gateway, device_factory, wasm
+):
+    """A module of 64 KiB (eight 8 KiB frames, the firmware's interrupt-driven receive
+    taking bytes while it decrypts the previous record) arrives whole: its checksum comes
+    back. Then a 115200-baud line on the same link: a second module takes at least its
+    bytes over the line's rate, so a real UART's speed stays available to scenarios."""
+    # max_apps=1: the firmware gives one application its whole 256 KiB store (at 4, each
+    # module is held to a fifth of it)
+    dev = device_factory("bulk", max_frame_size=8192, max_apps=1)
+    size = 65_000  # with the module's header: about 64 KiB
+    module = wasm.data(size, seed=21)
+    result = gateway.run(dev, module, "bulk", entry="checksum")
+    assert result.outcome is Outcome.RETURNED
+    assert result.values == (wasm.data_checksum(size, seed=21),)
+    dep = gateway.deployments()[-1]
+    assert dep.bytes_sent == len(module) and dep.chunks_sent >= len(module) // 8192
+
+    line = Bandwidth.uart(115200)
+    slow = wasm.data(12_000, seed=22)
+    down0 = dev.link.stats.bytes_down
+    with dev.link.impair(line):
+        begun = time.monotonic()
+        dep = gateway.deploy(dev, slow, "bulk", timeout=60)  # replaces the first
+        elapsed = time.monotonic() - begun
+        crossed = dev.link.stats.bytes_down - down0
+    assert dep.state == "installed", dep.error
+    assert crossed >= len(slow)
+    assert elapsed >= len(slow) / line.bytes_per_s  # 12 kB at 11520 B/s: over a second
+
+
 @pytest.mark.parametrize("direction", ["down", "up"])
 def test_a_corrupted_byte_breaks_tls_and_the_device_reconnects(gateway, device, direction):
     """One flipped byte in a TLS record: the receiving side's TLS refuses the record, the

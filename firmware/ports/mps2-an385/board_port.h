@@ -22,7 +22,7 @@
 
 /* Called by this port's main.c only (board.c). */
 void board_init(void);                 /* UARTs, console stdio, SysTick */
-void board_idle(uint32_t quiet_ms);    /* wfi until the next tick once UARTs are quiet */
+void board_idle(void);                 /* wfi until a link byte or the next tick */
 void uart_init(uint32_t base);         /* CMSDK APB UART */
 const char *board_time_base(void);     /* "cmsdk-timer0", "dwt-cyccnt" or "systick" */
 

@@ -85,11 +85,10 @@ static void __attribute__((noreturn)) selftest(void)
 static uint8_t module_store[WB_MODULE_STORE_SIZE] __attribute__((aligned(8)));
 static uint8_t frame_buffer[WB_MAX_FRAME_SIZE + 4] __attribute__((aligned(8)));
 
-/* Between two polls: keep polling while bytes flow, sleep until the next tick once the UARTs
- * have been quiet for 50 ms (board_idle). */
+/* Between two polls: sleep until a byte arrives on the link or the next tick (board_idle). */
 static void idle(void)
 {
-    board_idle(50);
+    board_idle();
 }
 
 static void __attribute__((noreturn)) run_device(void)
