@@ -99,12 +99,15 @@ class Client:
         self.state = "connected"
         self.reader = reader
 
-    async def ping_loop(self, interval: float, reply_timeout: float) -> None:
+    async def ping_loop(self, interval: float, reply_timeout: float,
+                        limit: int | None = None) -> None:
+        """PINGREQ every `interval` s, timing each PINGRESP; ends on a lost connection (state
+        "lost") or after `limit` pings."""
         loop = asyncio.get_running_loop()
         assert self.writer is not None
         due = loop.time() + random.random() * interval
         try:
-            while True:
+            while limit is None or len(self.rtts) < limit:
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 t0 = time.perf_counter()
                 self.writer.write(PINGREQ)
