@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -295,8 +296,10 @@ def ratios(ours: Side, theirs: Side) -> dict[str, Any]:
             "cpu_met": cpu <= CPU_TARGET, "memory_met": mem <= MEMORY_TARGET}
 
 
-def compare(sizes: list[int], opts: argparse.Namespace) -> dict[str, Any]:
-    """The comparison as data: {"skipped": reason} without mosquitto, else sides and ratios."""
+def compare(sizes: list[int], opts: argparse.Namespace,
+            on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The comparison as data: {"skipped": reason} without mosquitto, else sides and ratios
+    (`on_row` is called with each device count's row as soon as it is measured)."""
     binary = mosquitto_binary()
     if binary is None:
         return {"skipped": SKIP}
@@ -313,6 +316,8 @@ def compare(sizes: list[int], opts: argparse.Namespace) -> dict[str, Any]:
             theirs = measure_mosquitto(binary, root / f"mosquitto-{n}", ca, ca_dir, n, opts)
             out["rows"].append({"load": load, "gateway": asdict(ours),
                                 "mosquitto": asdict(theirs), **ratios(ours, theirs)})
+            if on_row is not None:
+                on_row(out["rows"][-1])
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out["load_end"] = gwb.loadavg()
@@ -365,32 +370,35 @@ def main() -> None:
     print(f"bench_mosquitto: {os.cpu_count()} cores, load average {gwb.loadavg()}; devices "
           f"{args.devices}; {args.windows} windows of {args.window:g} s after a "
           f"{args.warmup:g} s warm-up; 1 reply per device per second")
+    print(f"  {'N':>6} {'server':16} {'conn':>6} {'replies/s':>9} {'CPU/1k':>7} {'kB/conn':>8} "
+          f"{'p99 ms':>7} {'unans':>6}  load at start", flush=True)
     try:
-        result = compare(args.devices, args)
+        result = compare(args.devices, args, print_row)
     except KeyboardInterrupt:
         print("\ninterrupted: processes stopped, temporary files removed", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
         left = _own_brokers(before)
         print("mosquitto processes of this run left: " + (str(left) if left else "none"))
-    print(f"  {'N':>6} {'server':16} {'conn':>6} {'replies/s':>9} {'CPU/1k':>7} {'kB/conn':>8} "
-          f"{'p99 ms':>7} {'unans':>6}  load")
-    for row in result["rows"]:
-        for key in ("gateway", "mosquitto"):
-            s = row[key]
-            print(f"  {s['devices']:>6} {s['server']:16} {s['connected']:>6} "
-                  f"{s['replies_per_s']:>9.0f} {s['cpu_per_1k']:>7.1%} {s['kb_per_conn']:>8.1f} "
-                  f"{s['p99_ms']:>7.2f} {s['unanswered']:>6}  {row['load']}")
-        print(f"  => {row['devices']} devices, ours/Mosquitto: CPU per 1,000 replies/s "
-              f"{row['cpu_ratio']:.2f}x (target <= {CPU_TARGET:g}x: "
-              f"{'met' if row['cpu_met'] else 'missed'}), memory per connection "
-              f"{row['memory_ratio']:.2f}x (target <= {MEMORY_TARGET:g}x: "
-              f"{'met' if row['memory_met'] else 'missed'})")
     print("  CPU/1k: the server process's share of one core per 1,000 replies/s; kB/conn: its "
           "RSS growth per connected client; p99: reply round trip at the client; unans: "
           "replies expected but not received over the windows")
+    print(f"  load average at the end {result['load_end']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def print_row(row: dict[str, Any]) -> None:
+    for key in ("gateway", "mosquitto"):
+        s = row[key]
+        print(f"  {s['devices']:>6} {s['server']:16} {s['connected']:>6} "
+              f"{s['replies_per_s']:>9.0f} {s['cpu_per_1k']:>7.1%} {s['kb_per_conn']:>8.1f} "
+              f"{s['p99_ms']:>7.2f} {s['unanswered']:>6}  {row['load']}")
+    print(f"  => {row['devices']} devices, ours/Mosquitto: CPU per 1,000 replies/s "
+          f"{row['cpu_ratio']:.2f}x (target <= {CPU_TARGET:g}x: "
+          f"{'met' if row['cpu_met'] else 'missed'}), memory per connection "
+          f"{row['memory_ratio']:.2f}x (target <= {MEMORY_TARGET:g}x: "
+          f"{'met' if row['memory_met'] else 'missed'})", flush=True)
 
 
 if __name__ == "__main__":
