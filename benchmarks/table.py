@@ -177,7 +177,28 @@ def _tmp(prefix: str) -> Path:
 
 
 # ====================================================================== shared runs
-@functools.cache
+def once(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """functools.cache that also keeps a failure: two rows sharing a run that failed (say
+    after minutes of timeouts) report the same error instead of running it twice."""
+    outcomes: dict[tuple[Any, ...], tuple[bool, Any]] = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        if args not in outcomes:
+            try:
+                outcomes[args] = (True, fn(*args))
+            except Exception as exc:
+                outcomes[args] = (False, exc)
+        ok, value = outcomes[args]
+        if ok:
+            return value
+        raise value
+
+    wrapper.cache_clear = outcomes.clear  # type: ignore[attr-defined]
+    return wrapper
+
+
+@once
 def heartbeat_run(devices: int, procs: int, windows: int, window_s: float) -> dict[str, Any]:
     """Our gateway alone: N devices at 1 Hz, as bench_mosquitto measures it."""
     _bench_modules()
@@ -210,7 +231,7 @@ def _heartbeat(s: Sizes) -> dict[str, Any]:
     return heartbeat_run(s.hb_devices, s.hb_procs, s.hb_windows, s.hb_window_s)
 
 
-@functools.cache
+@once
 def controlplane_run(devices: int, repeats: int) -> dict[str, Any]:
     _bench_modules()
     from bench_controlplane import measure
@@ -222,7 +243,7 @@ def controlplane_run(devices: int, repeats: int) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@functools.cache
+@once
 def mosquitto_run(devices: int, windows: int, window_s: float) -> dict[str, Any]:
     _bench_modules()
     import bench_mosquitto as bm
@@ -232,7 +253,7 @@ def mosquitto_run(devices: int, windows: int, window_s: float) -> dict[str, Any]
     return bm.compare([devices], opts)
 
 
-@functools.cache
+@once
 def qemu_run(repeats: int) -> dict[str, Any]:
     """New firmware device: process start -> ONLINE (and its own TLS time); then deploy ->
     result of the 64 KiB module (max_frame_size 8192), as bench_qemu parts 1 and 2."""
@@ -287,7 +308,7 @@ def qemu_run(repeats: int) -> dict[str, Any]:
         bench.cleanup()
 
 
-@functools.cache
+@once
 def suites_run(path: str, workers: int) -> float:
     """Wall seconds of the virtual suites at `-n workers`; RuntimeError if any test fails."""
     cmd = [sys.executable, "-m", "pytest", path, "-q", "-p", "no:randomly", "-n", str(workers)]

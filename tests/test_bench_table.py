@@ -237,3 +237,20 @@ def test_real_broker_answers_a_certified_client_and_refuses_others(
     finally:
         broker.close()
     assert broker.proc is not None and broker.proc.poll() is not None
+
+
+def test_a_shared_run_happens_once_even_when_it_fails(table: ModuleType) -> None:
+    calls: list[int] = []
+
+    @table.once
+    def run(size: int) -> int:
+        calls.append(size)
+        if size > 256:
+            raise RuntimeError("at most 256 machines are allowed")
+        return size * 2
+
+    assert run(10) == 20 and run(10) == 20
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="256 machines"):
+            run(1000)
+    assert calls == [10, 1000]
