@@ -87,6 +87,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.bench_pki
 	$(BIN)/python -m benchmarks.bench_runtime
 	$(BIN)/python -m benchmarks.bench_kube --quick
+	$(BIN)/python benchmarks/bench_mosquitto.py --quick
 	$(BIN)/python -m benchmarks.bench_controlplane --quick
 	$(BIN)/python -m benchmarks.bench_link --runs 3 --mib 16
 	$(BIN)/python -m benchmarks.bench_fuzz --seconds 10

@@ -2,16 +2,26 @@
 # Debian packages the harness needs: installs the missing ones (as root), or says which are
 # missing (otherwise). Safe to repeat: installs nothing when everything is present.
 #   --fuzz   also clang and its libFuzzer/sanitizer runtimes (firmware/fuzz; CI passes it)
+#   --bench  also what benchmarks/ compares against: the Mosquitto MQTT broker
+#            (benchmarks/bench_mosquitto.py and benchmarks/table.py skip its rows without it)
 set -euo pipefail
 need=()
-if [ "${1:-}" = "--fuzz" ]; then
-  command -v clang-14 >/dev/null 2>&1 || need+=(clang-14)
-  compgen -G '/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a' >/dev/null \
-    || need+=(libclang-rt-14-dev)
-elif [ $# -gt 0 ]; then
-  echo "usage: $0 [--fuzz]" >&2
-  exit 2
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --fuzz)
+      command -v clang-14 >/dev/null 2>&1 || need+=(clang-14)
+      compgen -G '/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a' >/dev/null \
+        || need+=(libclang-rt-14-dev)
+      ;;
+    --bench)
+      command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+      ;;
+    *)
+      echo "usage: $0 [--fuzz] [--bench]" >&2
+      exit 2
+      ;;
+  esac
+done
 command -v make >/dev/null 2>&1 || need+=(make)
 if ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   need+=(python3 python3-venv python3-pip)

@@ -1,0 +1,256 @@
+"""benchmarks/table.py's plumbing (row registry, met/missed, JSON) and bench_mosquitto's parts
+(MQTT packets, broker configuration, ratios), without running a heavy benchmark. One test
+starts a real mosquitto for a single client when the broker is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import their siblings by plain name
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def table() -> ModuleType:
+    return _load("table")
+
+
+@pytest.fixture(scope="module")
+def mqtt() -> ModuleType:
+    return _load("_mqtt_clients")
+
+
+@pytest.fixture(scope="module")
+def mosq() -> ModuleType:
+    return _load("bench_mosquitto")
+
+
+# ---------------------------------------------------------------------- the row registry
+def test_every_row_of_the_issue_table_is_registered_in_order(table: ModuleType) -> None:
+    assert list(table.ROWS) == [
+        "gateway_cpu", "protocol", "memory_per_device", "preauth_memory", "enrollments",
+        "app_running", "fleet_join", "qemu_deploy", "qemu_enroll", "suites_speedup",
+        "mosquitto_cpu", "mosquitto_memory",
+    ]
+    bounds = {k: (r.target.op, r.target.bound) for k, r in table.ROWS.items()}
+    assert bounds["gateway_cpu"] == ("<=", 1.0)
+    assert bounds["protocol"] == (">=", 20_000)
+    assert bounds["memory_per_device"] == ("<=", 48.0)
+    assert bounds["preauth_memory"] == ("<=", 64.0)
+    assert bounds["enrollments"] == (">=", 800)
+    assert bounds["app_running"] == ("<=", 3.0)
+    assert bounds["fleet_join"] == ("<=", 10.0)
+    assert bounds["qemu_deploy"] == ("<=", 0.4)
+    assert bounds["qemu_enroll"] == ("<=", 0.2)
+    assert bounds["suites_speedup"] == (">=", 1.8)
+    assert bounds["mosquitto_cpu"] == ("<=", 2.5)
+    assert bounds["mosquitto_memory"] == ("<=", 2.0)
+
+
+def test_a_key_registered_twice_is_refused(table: ModuleType) -> None:
+    before = dict(table.ROWS)
+    with pytest.raises(ValueError, match="registered twice"):
+        table.row("protocol", "again", table.Target(">=", 1, "x"))(lambda s: None)
+    assert before == table.ROWS
+
+
+# ---------------------------------------------------------------------- met / missed
+@pytest.mark.parametrize(("op", "value", "met"), [
+    ("<=", 47.9, True), ("<=", 48.0, True), ("<=", 48.1, False),
+    (">=", 799.0, False), (">=", 800.0, True), (">=", 801.0, True),
+])
+def test_target_bounds_are_inclusive(table: ModuleType, op: str, value: float,
+                                     met: bool) -> None:
+    bound = 48.0 if op == "<=" else 800.0
+    assert table.Target(op, bound, "t").met(value) is met
+
+
+def test_no_value_is_neither_met_nor_missed(table: ModuleType) -> None:
+    target = table.Target("<=", 1.0, "t")
+    assert target.met(None) is None
+    assert target.met(math.nan) is None
+
+
+def test_verdict_needs_the_value_and_every_check(table: ModuleType) -> None:
+    target = table.Target("<=", 50.0, "t")
+    M = table.Measurement
+    assert table.verdict(target, M(10.0, "ok", {"a": True, "b": True})) == (True, "met")
+    assert table.verdict(target, M(10.0, "one check", {"a": True, "b": False})) == (
+        False, "missed")
+    assert table.verdict(target, M(60.0, "too big", {"a": True})) == (False, "missed")
+    assert table.verdict(target, M(None, "")) == (None, "error")
+    assert table.verdict(target, M(None, "", skipped="no broker")) == (None, "skipped")
+
+
+def _fake_row(table: ModuleType, key: str, fn: object, op: str = "<=",
+              bound: float = 1.0) -> object:
+    return table.Row(key, f"figure {key}", table.Target(op, bound, f"target {key}"), fn)
+
+
+def test_a_failing_row_is_an_error_row_not_the_end_of_the_table(table: ModuleType) -> None:
+    def boom(sizes: object) -> object:
+        raise RuntimeError("at most 256 machines are allowed\nsecond line")
+
+    result = table.run_row(_fake_row(table, "boom", boom), table.Sizes.quick_sizes())
+    assert result.status == "error" and result.met is None and result.value is None
+    assert result.now == "error: RuntimeError: at most 256 machines are allowed"
+    assert result.load_before >= 0 and result.load_after >= 0 and result.seconds >= 0
+
+
+def test_a_skipped_row_says_why(table: ModuleType) -> None:
+    result = table.run_row(
+        _fake_row(table, "skip", lambda s: table.Measurement(None, "", skipped="no qemu")),
+        table.Sizes())
+    assert (result.status, result.now, result.met) == ("skipped", "skipped: no qemu", None)
+
+
+# ---------------------------------------------------------------------- sizes and output
+def test_quick_and_explicit_sizes(table: ModuleType) -> None:
+    _, full = table.parse([])
+    assert (full.hb_devices, full.cp_devices, full.suites_path) == (10_000, 1000, "suites")
+    _, quick = table.parse(["--quick"])
+    assert quick.quick and quick.hb_devices < full.hb_devices
+    _, sized = table.parse(["--quick", "--hb-devices", "50", "--suites-path", "suites/power"])
+    assert (sized.hb_devices, sized.suites_path, sized.cp_devices) == (
+        50, "suites/power", quick.cp_devices)
+    with pytest.raises(SystemExit):
+        table.parse(["--hb-devices", "0"])
+    with pytest.raises(SystemExit):
+        table.parse(["--only", "no-such-row"])
+
+
+def test_main_prints_each_row_and_writes_json(table: ModuleType, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(table.ROWS, "fake_met", _fake_row(
+        table, "fake_met", lambda s: table.Measurement(12.5, "12.5 things"), ">=", 10))
+    monkeypatch.setitem(table.ROWS, "fake_missed", _fake_row(
+        table, "fake_missed", lambda s: table.Measurement(0.5, "half", {"big enough": False})))
+    out = tmp_path / "table.json"
+    assert table.main(["--quick", "--only", "fake_met", "--only", "fake_missed",
+                       "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fake_met           met" in printed and "12.5 things  |  target fake_met" in printed
+    assert "also not met: big enough" in printed
+    assert "1 met, 1 missed, 0 skipped, 0 error" in printed
+    data = json.loads(out.read_text())
+    assert data["sizes"]["quick"] is True and data["cores"] >= 1
+    rows = {r["key"]: r for r in data["rows"]}
+    assert list(rows) == ["fake_met", "fake_missed"]
+    assert rows["fake_met"]["met"] is True and rows["fake_met"]["value"] == 12.5
+    assert rows["fake_missed"]["status"] == "missed"
+    assert rows["fake_missed"]["checks"] == {"big enough": False}
+    assert isinstance(rows["fake_met"]["load_before"], float)
+
+
+# ---------------------------------------------------------------------- bench_mosquitto
+@pytest.mark.parametrize(("n", "encoded"), [
+    (0, "00"), (127, "7f"), (128, "8001"), (16_383, "ff7f"), (16_384, "808001"),
+    (2_097_151, "ffff7f"), (2_097_152, "80808001"), (268_435_455, "ffffff7f"),
+])
+def test_mqtt_remaining_length_matches_the_spec(mqtt: ModuleType, n: int, encoded: str) -> None:
+    assert mqtt.remaining_length(n).hex() == encoded
+
+
+def test_mqtt_packets(mqtt: ModuleType) -> None:
+    with pytest.raises(ValueError):
+        mqtt.remaining_length(268_435_456)
+    # MQTT 3.1.1 section 3.1: "MQTT", level 4, clean session, keep-alive 2, client id "ab"
+    assert mqtt.connect_packet("ab", 2).hex() == "100e00044d5154540402000200026162"
+    mqtt.check_connack(bytes.fromhex("20020000"))
+    with pytest.raises(ConnectionError, match="return code 5"):
+        mqtt.check_connack(bytes.fromhex("20020005"))
+    with pytest.raises(ConnectionError, match="expected CONNACK"):
+        mqtt.check_connack(bytes.fromhex("d0000000"))
+
+
+def test_broker_configuration_is_mutual_tls13(mosq: ModuleType, tmp_path: Path) -> None:
+    conf = mosq.broker_config(18_883, tmp_path, "nobody").splitlines()
+    for line in ("listener 18883 127.0.0.1", "require_certificate true",
+                 "use_identity_as_username true", "tls_version tlsv1.3", "persistence false",
+                 f"cafile {tmp_path / 'ca.pem'}", "user nobody"):
+        assert line in conf
+
+
+def _side(mosq: ModuleType, cpu: float, kb: float) -> object:
+    return mosq.Side("s", 1000, 1000, 1000.0, cpu, kb, 1.0, 0, 0)
+
+
+def test_ratios_against_the_targets(mosq: ModuleType) -> None:
+    r = mosq.ratios(_side(mosq, 0.10, 48.0), _side(mosq, 0.04, 24.0))
+    assert (r["cpu_ratio"], r["memory_ratio"], r["cpu_met"], r["memory_met"]) == (
+        2.5, 2.0, True, True)
+    r = mosq.ratios(_side(mosq, 0.19, 90.0), _side(mosq, 0.041, 24.0))
+    assert (r["cpu_met"], r["memory_met"]) == (False, False)
+    assert r["cpu_ratio"] == pytest.approx(4.63, abs=0.01)
+
+
+@pytest.mark.skipif(_load("bench_mosquitto").mosquitto_binary() is None,
+                    reason="mosquitto is not installed (scripts/system-deps.sh --bench)")
+def test_real_broker_answers_a_certified_client_and_refuses_others(
+        mosq: ModuleType, mqtt: ModuleType, tmp_path: Path) -> None:
+    import ssl
+
+    from wasmbed_hil.pki import FleetCA, client_ssl_context
+
+    ca = FleetCA.create("test CA")
+    broker = mosq.Broker(mosq.mosquitto_binary(), tmp_path / "broker", ca)
+    try:
+        ca.issue_device("dev-1").write(tmp_path / "dev-1")
+        client = mqtt.Client("dev-1", client_ssl_context(tmp_path / "dev-1"))
+        no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        no_cert.load_verify_locations(cadata=ca.cert_pem.decode())
+
+        async def scenario() -> None:
+            await client.connect("127.0.0.1", broker.port, 2, 10)
+            await client.ping_loop(0.05, 5, limit=3)
+            assert client.state == "connected", client.error
+            await client.close()
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", broker.port, ssl=no_cert, server_hostname="127.0.0.1")
+                writer.write(mqtt.connect_packet("anon", 2))
+                await asyncio.wait_for(reader.readexactly(4), 10)
+
+        asyncio.run(asyncio.wait_for(scenario(), 30))
+        assert len(client.rtts) >= 3 and all(0 < r < 5 for r in client.rtts)
+    finally:
+        broker.close()
+    assert broker.proc is not None and broker.proc.poll() is not None
+
+
+def test_a_shared_run_happens_once_even_when_it_fails(table: ModuleType) -> None:
+    calls: list[int] = []
+
+    @table.once
+    def run(size: int) -> int:
+        calls.append(size)
+        if size > 256:
+            raise RuntimeError("at most 256 machines are allowed")
+        return size * 2
+
+    assert run(10) == 20 and run(10) == 20
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="256 machines"):
+            run(1000)
+    assert calls == [10, 1000]
