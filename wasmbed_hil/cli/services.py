@@ -31,6 +31,7 @@ from .common import (
     kube_config,
     until_signal,
 )
+from .gwprocs import MAX_PROCESSES, check_reuse_port, reserve_port, supervise
 
 log = logging.getLogger("wasmbed_hil.cli")
 
@@ -80,6 +81,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--print-events", action="store_true",
                    help="print every gateway event (enrollments, connections, deployment "
                    "steps, results) on stdout, one `event ...` line each")
+    p.add_argument("--processes", type=_processes, default=1, metavar="N",
+                   help="run N gateway processes sharing the device port through SO_REUSEPORT "
+                   "(default: 1), one per core: each a gateway of its own named NAME-p0, "
+                   "NAME-p1... with its cache in STATE_DIR/p0..., its metrics on --metrics-port "
+                   "+ 0, + 1...; this process supervises them (restarts one that dies, stops "
+                   "all on SIGINT/SIGTERM). docs/cli.md")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="bind the device port with SO_REUSEPORT, so that several gateway "
+                   "processes started by someone else (systemd, a script) share it")
     p.set_defaults(run=run_gateway)
 
     p = sub.add_parser("rest", help="serve the REST API (port 8080)",
@@ -113,6 +123,17 @@ def _port(value: str) -> int:
     return port
 
 
+def _processes(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is no process count (1..{MAX_PROCESSES})")
+    return count
+
+
 def _identity(value: str) -> str:
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
         raise argparse.ArgumentTypeError(
@@ -134,9 +155,9 @@ def _read_crl(path: Path, pki_dir: Path) -> tuple[bytes, x509.Certificate]:
     return crl, ca_cert
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     try:
-        return socket.create_server((host, port), backlog=1024, reuse_port=False)
+        return socket.create_server((host, port), backlog=1024, reuse_port=reuse_port)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -167,7 +188,11 @@ def run_gateway(args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError, ValueError, PkiError) as exc:
         raise CliError(f"--pki-dir {args.pki_dir}: {exc}") from None
     crl = _read_crl(args.crl, args.pki_dir) if args.crl else None
-    sock = _bind(args.host, args.tls_port)
+    if args.processes > 1:
+        return _run_gateway_processes(args)
+    if args.reuse_port:
+        check_reuse_port("--reuse-port")
+    sock = _bind(args.host, args.tls_port, args.reuse_port)
     port = sock.getsockname()[1]
     endpoint = args.endpoint or f"{socket.gethostname()}:{port}"
     gw_config = GatewayConfig(name=args.name, heartbeat_interval_s=args.heartbeat,
@@ -215,6 +240,22 @@ def run_gateway(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return EXIT_OK
+
+
+def _run_gateway_processes(args: argparse.Namespace) -> int:
+    """--processes N: reserve the port, then supervise N gateway processes on it
+    (cli/gwprocs.py)."""
+    check_reuse_port("--processes")
+    if args.metrics_port and args.metrics_port + args.processes - 1 > 65535:
+        raise CliError(f"--metrics-port {args.metrics_port}: {args.processes} processes need "
+                       f"ports up to {args.metrics_port + args.processes - 1}", EXIT_USAGE)
+    reserved = reserve_port(args.host, args.tls_port)
+    try:
+        port = reserved.getsockname()[1]
+        endpoint = args.endpoint or f"{socket.gethostname()}:{port}"
+        return supervise(args, port, endpoint)
+    finally:
+        reserved.close()
 
 
 def _reload_crl_on_sighup(gateway: Gateway, path: Path, pki_dir: Path) -> None:
