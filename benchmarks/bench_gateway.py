@@ -625,7 +625,7 @@ def bench_processes(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
     """The same fleet on one gateway process and on two sharing the port (SO_REUSEPORT, as
     `wasmbed-hil gateway --processes 2`), alternating rigs: per-process and per-host figures."""
     interval, timeout = 1.0, 3.0
-    n = args.procs_devices or (500 if args.quick else 1000)
+    n = args.procs_devices or (300 if args.quick else 1000)
     rounds = 1 if args.quick else 2
     print(f"\n== 5. gateway processes on one port: {n} devices at {interval:g} s, 1 process "
           f"against 2 (SO_REUSEPORT), {rounds} round(s) of each, {args.device_procs} device "
@@ -962,7 +962,7 @@ def main() -> None:
                         help="parts 2 and 3 read the gateway's counters, phases and connections "
                         "from its Prometheus /metrics (as a monitoring system would)")
     parser.add_argument("--procs-devices", type=int,
-                        help="devices of part 5 (processes on one port; default 1000, quick 500)")
+                        help="devices of part 5 (processes on one port; default 1000, quick 300)")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
                         help="copy the child processes' logs (stderr) into DIR")
     args = parser.parse_args()
