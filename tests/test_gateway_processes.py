@@ -96,8 +96,11 @@ def test_a_bad_process_count_is_a_usage_error(count: str,
 
 @pytest.fixture
 def offline(tmp_path: Path) -> list[str]:
-    """Options of a gateway whose PKI is valid and whose API server does not answer."""
-    FleetCA.create("procs CA").issue_gateway("gw", hosts=("127.0.0.1",)).write(tmp_path / "pki")
+    """Options of a gateway whose PKI is valid (its CA saved in tmp_path/ca) and whose API
+    server does not answer."""
+    ca = FleetCA.create("procs CA")
+    ca.save(tmp_path / "ca")
+    ca.issue_gateway("gw", hosts=("127.0.0.1",)).write(tmp_path / "pki")
     (tmp_path / "kc").write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
         "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
@@ -266,10 +269,11 @@ def test_processes_share_the_port_and_a_device_keeps_its_enrollment_across_them(
         finally:
             device.close()
 
-        # 5. SIGTERM stops every process cleanly; none is left.
+        # 5. SIGTERM stops every process cleanly; none is left, and the port is free.
         alive = [pids[other], restarted]
         assert supervisor.terminate(WAIT) == 0
         assert all(exited(pid, 0) for pid in alive)
+        socket.create_server(("127.0.0.1", port)).close()
 
 
 def _run_app(loop: LoopThread, client: KubeClient, url: str, name: str, args: list[int],
@@ -284,6 +288,24 @@ def _run_app(loop: LoopThread, client: KubeClient, url: str, name: str, args: li
         return bool(rows) and rows[0].get("values") == [value]
 
     wait_resource(loop, client, Application, name, done, f"with the result {value}")
+
+
+def test_sighup_makes_every_process_reload_its_crl(offline: list[str], tmp_path: Path) -> None:
+    ca = FleetCA.load(tmp_path / "ca")
+    crl = tmp_path / "fleet.crl"
+    crl.write_bytes(ca.crl_pem())
+    service = ServiceProcess("sup", [*CLI, *offline, "--processes", "2", "--crl", str(crl)],
+                             tmp_path / "logs", ready=r"^ready gateway gw ")
+    with service:
+        ca.revoke(ca.issue_device("listed"))
+        crl.write_bytes(ca.crl_pem())
+        mark = len(service.lines)
+        assert service.pid is not None
+        os.kill(service.pid, signal.SIGHUP)
+        for name in ("gw-p0", "gw-p1"):
+            service.wait_line(rf"^\[{name}\] crl loaded serials=1$", WAIT, since=mark)
+        assert service.running
+        assert service.terminate(WAIT) == 0
 
 
 def test_a_killed_supervisor_leaves_no_gateway_process(offline: list[str],

@@ -13,9 +13,9 @@ This process only supervises: it reserves the port (a bound, never listening SO_
 socket, so that the port stays ours while a process restarts), starts the processes, forwards
 their stdout lines prefixed with `[NAME-pK] `, restarts one that dies (after a back-off; one
 that dies before it ever served stops them all, as its error is a configuration error), passes
-SIGHUP on, and on SIGINT/SIGTERM stops every process (SIGTERM, SIGKILL after a timeout).
-On Linux each process also gets SIGTERM when this one dies, even by SIGKILL (PR_SET_PDEATHSIG),
-so none is left orphaned.
+SIGHUP on when there is a --crl to reload, and on SIGINT/SIGTERM stops every process
+(SIGTERM, SIGKILL after a timeout). On Linux each process also gets SIGTERM when this one
+dies, even by SIGKILL (PR_SET_PDEATHSIG), so none is left orphaned.
 """
 
 from __future__ import annotations
@@ -228,7 +228,9 @@ def supervise(args: argparse.Namespace, port: int, endpoint: str) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, sup.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, sup.signal_all, signal.SIGHUP)
+        if args.crl is not None:  # each process reloads its --crl; without one a gateway
+            # process has no SIGHUP handler and would die of it, as the supervisor does then
+            loop.add_signal_handler(signal.SIGHUP, sup.signal_all, signal.SIGHUP)
         keepers = [asyncio.create_task(sup.keep(p)) for p in sup.processes]
         try:
             all_served = asyncio.gather(*(p.served.wait() for p in sup.processes))
