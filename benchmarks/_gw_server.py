@@ -37,7 +37,7 @@ async def serve(args: argparse.Namespace) -> None:
         heartbeat_timeout_s=args.timeout,
         max_devices=args.max_devices,
         **({"tls_read_buffer": args.tls_read_buffer} if args.tls_read_buffer else {}),
-        trace_limit=0,
+        trace_limit=args.trace_limit,
         handshake_timeout_s=args.handshake_timeout,
         hello_timeout_s=args.handshake_timeout,
         enrollment_timeout_s=args.handshake_timeout,
@@ -100,6 +100,9 @@ def main() -> None:
                         help="GatewayConfig.tls_read_buffer (0: its default; 262144: asyncio's)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop implementation (uvloop: the optional extra)")
+    parser.add_argument("--trace-limit", type=int, default=0,
+                        help="GatewayConfig.trace_limit: protocol messages kept per device "
+                        "(default 0 as `wasmbed-hil gateway`; the library's default is 2000)")
     parser.add_argument("--port", type=int, default=0, help="device port (0: any free one)")
     parser.add_argument("--reuse-port", action="store_true",
                         help="bind with SO_REUSEPORT (several gateway processes on one port)")

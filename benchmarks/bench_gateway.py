@@ -768,7 +768,7 @@ def gw_kb_per_device(rig: Rig, window: Window) -> float:
 
 def gateway_args(args: argparse.Namespace) -> list[str]:
     """The gateway child's options from ours."""
-    out = ["--loop", args.gateway_loop]
+    out = ["--loop", args.gateway_loop, "--trace-limit", str(args.gateway_trace_limit)]
     if args.gateway_tls_buffer:
         out += ["--tls-read-buffer", str(args.gateway_tls_buffer)]
     return out
@@ -953,6 +953,9 @@ def main() -> None:
     parser.add_argument("--gateway-tls-buffer", type=int, default=0,
                         help="the gateway's GatewayConfig.tls_read_buffer (default: its own, "
                              "4 KiB; 262144 is asyncio's, as before the gateway bounded it)")
+    parser.add_argument("--gateway-trace-limit", type=int, default=0,
+                        help="the gateway's GatewayConfig.trace_limit (default 0, as the "
+                        "`gateway` service runs it; 2000 is the library's default)")
     parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the gateway process's event loop (uvloop must be installed)")
     parser.add_argument("--tmp-root", type=Path,
