@@ -172,7 +172,15 @@ class Supervisor:
         """Run `p` until the supervisor stops, restarting it whenever it dies."""
         backoff = RESTART_MIN_S
         while not self.stopping.is_set():
-            proc = await self._spawn(p)
+            try:
+                proc = await self._spawn(p)
+            except OSError as exc:  # the interpreter cannot be started: nothing to restart
+                self.failed = (p, EXIT_FAILED)
+                announce(f"process {p.name} could not start: {exc}; stopping all")
+                self.stopping.set()
+                return
+            if self.stopping.is_set():  # stopped while it was starting: stop it too
+                proc.terminate()
             began = time.monotonic()
             await self._forward(p, proc)
             code = await proc.wait()
@@ -201,22 +209,21 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     p.proc.send_signal(signum)
 
-    async def stop_all(self) -> list[int]:
+    async def stop_all(self, keepers: list[asyncio.Task[None]]) -> list[int]:
+        """SIGTERM to every process, SIGKILL to those still running after STOP_TIMEOUT_S;
+        returns once every keeper ended (so every process was reaped), with their codes."""
         self.stopping.set()
         self.signal_all(signal.SIGTERM)
-        codes = []
-        for p in self.processes:
-            if p.proc is None:
-                continue
-            try:
-                codes.append(await asyncio.wait_for(p.proc.wait(), STOP_TIMEOUT_S))
-            except TimeoutError:
-                log.error("gateway process %s ignored SIGTERM for %gs: killed", p.name,
-                          STOP_TIMEOUT_S)
-                with contextlib.suppress(ProcessLookupError):
-                    p.proc.kill()
-                codes.append(await p.proc.wait())
-        return codes
+        _, pending = await asyncio.wait(keepers, timeout=STOP_TIMEOUT_S)
+        if pending:
+            log.error("gateway processes ignored SIGTERM for %gs: killed", STOP_TIMEOUT_S)
+            self.signal_all(signal.SIGKILL)
+            await asyncio.wait(pending)
+        for task in keepers:
+            if not task.cancelled() and task.exception() is not None:  # a supervisor bug
+                log.error("supervising failed", exc_info=task.exception())
+        return [p.proc.returncode if p.proc.returncode is not None else EXIT_FAILED
+                for p in self.processes if p.proc is not None]
 
 
 def supervise(args: argparse.Namespace, port: int, endpoint: str) -> int:
@@ -242,10 +249,7 @@ def supervise(args: argparse.Namespace, port: int, endpoint: str) -> int:
                          f"processes={args.processes} port={port}")
             await stopped
         finally:
-            codes = await sup.stop_all()
-            for task in keepers:
-                task.cancel()
-            await asyncio.gather(*keepers, return_exceptions=True)
+            codes = await sup.stop_all(keepers)
         if sup.failed is not None:
             code = sup.failed[1]
             return code if code > 0 else EXIT_FAILED
