@@ -5,6 +5,8 @@
 Prints {"port": P, "pid": PID, ...} once serving, then answers JSON-line commands on stdin:
     {"cmd": "metrics"}  -> gateway metrics, device phases, connections, RSS, open fds, loop lag
     {"cmd": "stop"}     -> stops the gateway, replies {"stopped": true} and exits
+--port P --reuse-port joins another gateway process's port (SO_REUSEPORT, as `wasmbed-hil
+gateway --processes N` does): the kernel spreads new connections over the processes.
 With --metrics-port it also serves Prometheus metrics (docs/monitoring.md) and names the port
 in its first line ("metrics_port"); bench_gateway.py --metrics then reads the gateway's figures
 there, as a Prometheus server would, rather than from the "metrics" command.
@@ -35,14 +37,15 @@ async def serve(args: argparse.Namespace) -> None:
         heartbeat_timeout_s=args.timeout,
         max_devices=args.max_devices,
         **({"tls_read_buffer": args.tls_read_buffer} if args.tls_read_buffer else {}),
-        trace_limit=0,
+        trace_limit=args.trace_limit,
         handshake_timeout_s=args.handshake_timeout,
         hello_timeout_s=args.handshake_timeout,
         enrollment_timeout_s=args.handshake_timeout,
         metrics_port=args.metrics_port,
     )
     gateway = Gateway(config, server_ssl_context(tls_dir), args.workdir / "state")
-    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    listener = socket.create_server(("127.0.0.1", args.port), backlog=4096,
+                                    reuse_port=args.reuse_port)
     lag = common.LagMonitor()
     gc_pauses = common.GcPauses()
     try:
@@ -97,6 +100,12 @@ def main() -> None:
                         help="GatewayConfig.tls_read_buffer (0: its default; 262144: asyncio's)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop implementation (uvloop: the optional extra)")
+    parser.add_argument("--trace-limit", type=int, default=0,
+                        help="GatewayConfig.trace_limit: protocol messages kept per device "
+                        "(default 0 as `wasmbed-hil gateway`; the library's default is 2000)")
+    parser.add_argument("--port", type=int, default=0, help="device port (0: any free one)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind with SO_REUSEPORT (several gateway processes on one port)")
     parser.add_argument("--metrics-port", type=int,
                         help="serve /metrics on 127.0.0.1:PORT (0: any free port)")
     args = parser.parse_args()

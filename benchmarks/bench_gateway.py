@@ -15,7 +15,10 @@ It prints (never asserts):
      the fd limit, the time budget or the first step whose heartbeats are not all answered
      in time, with the gateway's RSS per connection;
   4. the cost of Prometheus metrics: gateway CPU per heartbeat with /metrics scraped every
-     second against not scraped, alternating windows of one rig (docs/monitoring.md).
+     second against not scraped, alternating windows of one rig (docs/monitoring.md);
+  5. the same fleet on one gateway process and on two sharing the port through SO_REUSEPORT
+     (`wasmbed-hil gateway --processes 2`): heartbeats/s, CPU per 1,000 heartbeats/s and
+     memory per device, per process and for the host, p99, and the ratios.
 --metrics makes parts 2 and 3 read the gateway's counters from its /metrics.
 Every process it starts is stopped (killed after a timeout) and its temporary directory
 removed, also on Ctrl-C. All traffic stays on 127.0.0.1.
@@ -230,7 +233,8 @@ class Window:
     unacked: int
     gw_before: dict[str, Any]
     gw_after: dict[str, Any]
-    cpu_gateway: float  # CPU seconds per wall second (1.0 = one core)
+    cpu_gateway: float  # CPU seconds per wall second (1.0 = one core), all gateway processes
+    cpu_gateways: list[float]  # the same per gateway process
     cpu_devices: float
     cpu_others: float  # cores busy on this machine outside the rig (other users, this script)
     dev_lag_max_ms: float
@@ -252,14 +256,17 @@ class Window:
 
 
 class Rig:
-    """One gateway process and `procs` device processes (names: devices are split evenly)."""
+    """`gateways` gateway processes on one port (SO_REUSEPORT when more than one) and `procs`
+    device processes (names: devices are split evenly)."""
 
     def __init__(self, root: Path, ca_dir: Path, *, interval: float, timeout: float,
                  procs: int, ssl_max_size: int, metrics: bool = False,
-                 gateway_args: Sequence[str] = ()) -> None:
+                 gateway_args: Sequence[str] = (), gateways: int = 1) -> None:
         self.root = root
         self.metrics = metrics  # read the gateway's figures from its /metrics
-        self.metrics_url = ""
+        self.metrics_urls: list[str] = []
+        self.n_gateways = gateways
+        self.gateways: list[Child] = []
         self.scrapes: list[tuple[int, float]] = []  # (bytes, seconds) of each timed scrape
         root.mkdir(parents=True)
         self.children: list[Child] = []
@@ -277,17 +284,23 @@ class Rig:
     def _start(self, ca_dir: Path, interval: float, timeout: float, procs: int,
                ssl_max_size: int, gateway_args: Sequence[str]) -> None:
         root = self.root
-        self.gateway = self._spawn(
-            "gateway", "_gw_server.py",
-            ["--ca-dir", str(ca_dir), "--workdir", str(root / "gateway"),
-             "--interval", str(interval), "--timeout", str(timeout), *gateway_args,
-             *(["--metrics-port", "0"] if self.metrics else [])],
-        )  # the gateway bounds its own TLS read buffer (GatewayConfig.tls_read_buffer)
-        hello = self.gateway.recv(60)
-        self.port = int(hello["port"])
-        if self.metrics:
-            self.metrics_url = f"http://127.0.0.1:{hello['metrics_port']}/metrics"
-        self.gw_base_rss_kb = int(hello["rss_kb"])
+        shared = ["--reuse-port"] if self.n_gateways > 1 else []
+        for k in range(self.n_gateways):
+            name = "gateway" if k == 0 else f"gateway-{k}"
+            gateway = self._spawn(
+                name, "_gw_server.py",
+                ["--ca-dir", str(ca_dir), "--workdir", str(root / name),
+                 "--interval", str(interval), "--timeout", str(timeout), *gateway_args,
+                 "--port", str(self.port), *shared,
+                 *(["--metrics-port", "0"] if self.metrics else [])],
+            )  # the gateway bounds its own TLS read buffer (GatewayConfig.tls_read_buffer)
+            self.gateways.append(gateway)
+            hello = gateway.recv(60)
+            self.port = int(hello["port"])  # the first one's, which the others join
+            if self.metrics:
+                self.metrics_urls.append(f"http://127.0.0.1:{hello['metrics_port']}/metrics")
+            self.gw_base_rss_kb += int(hello["rss_kb"])
+        self.gateway = self.gateways[0]
         for k in range(procs):
             child = self._spawn(
                 f"devices-{k}", "_gw_devices.py",
@@ -305,12 +318,34 @@ class Rig:
         self.children.append(child)
         return child
 
+    @property
+    def metrics_url(self) -> str:
+        return self.metrics_urls[0] if self.metrics_urls else ""
+
     def gw_metrics(self, timeout: float = 60) -> dict[str, Any]:
-        """The gateway's figures; with --metrics its counters, phases and connections come
-        from a scrape of /metrics (RSS, fds, loop lag and GC pauses from the command)."""
-        figures = self.gateway.request({"cmd": "metrics"}, timeout)
+        """The gateways' figures, summed over the gateway processes (loop lag and GC pauses:
+        the worst); with --metrics the counters, phases and connections come from a scrape of
+        each one's /metrics (RSS, fds, loop lag and GC pauses from the command)."""
+        each = [self._gw_figures(k, timeout) for k in range(len(self.gateways))]
+        if len(each) == 1:
+            return each[0]
+        total: dict[str, Any] = {"metrics": {}, "phases": {}, "per_gateway": each}
+        for figures in each:
+            for key, value in figures.items():
+                if isinstance(value, dict):
+                    for k, v in value.items():
+                        if isinstance(v, int | float):
+                            total[key][k] = total[key].get(k, 0) + v
+                elif isinstance(value, int | float) and not isinstance(value, bool):
+                    worst = "lag" in key or "gc" in key
+                    total[key] = max(total.get(key, 0), value) if worst else \
+                        total.get(key, 0) + value
+        return total
+
+    def _gw_figures(self, k: int, timeout: float) -> dict[str, Any]:
+        figures = self.gateways[k].request({"cmd": "metrics"}, timeout)
         if self.metrics:
-            s = scrape(self.metrics_url, timeout)
+            s = scrape(self.metrics_urls[k], timeout)
             figures["metrics"] = gateway_counters(s, "gateway-0")
             figures["phases"] = {k: int(v) for k, v in
                                  s.by_label("wasmbed_gateway_devices", "phase").items()}
@@ -340,9 +375,10 @@ class Rig:
         used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
         machine = (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
         self.total = total
+        g = len(self.gateways)
         return {
-            "cpu_gateway": used[0],
-            "cpu_devices": sum(used[1:]),
+            "cpu_gateway": sum(used[:g]),
+            "cpu_devices": sum(used[g:]),
             "cpu_others": max(0.0, machine - sum(used)),
             "added": add,
             "online": sum(r["online"] for r in replies),
@@ -393,8 +429,9 @@ class Rig:
             unacked=sum(r["unacked_over_1s"] for r in replies),
             gw_before=gw_before,
             gw_after=gw_after,
-            cpu_gateway=used[0],
-            cpu_devices=sum(used[1:]),
+            cpu_gateway=sum(used[:len(self.gateways)]),
+            cpu_gateways=used[:len(self.gateways)],
+            cpu_devices=sum(used[len(self.gateways):]),
             cpu_others=max(0.0, machine - sum(used)),
             dev_lag_max_ms=max(r["lag_max_ms"] for r in replies),
             dev_rss_kb=sum(r["rss_kb"] for r in replies),
@@ -405,7 +442,7 @@ class Rig:
 
     def close(self) -> None:
         # Devices first (they would otherwise retry against a closed port), then the gateway.
-        for child in sorted(self.children, key=lambda c: c.name == "gateway"):
+        for child in sorted(self.children, key=lambda c: c.name.startswith("gateway")):
             try:
                 child.close(timeout=45)
             except Exception as exc:  # keep closing the others
@@ -583,6 +620,81 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
         rig.close()
 
 
+# ====================================================================== 5. processes on one port
+def bench_processes(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
+    """The same fleet on one gateway process and on two sharing the port (SO_REUSEPORT, as
+    `wasmbed-hil gateway --processes 2`), alternating rigs: per-process and per-host figures."""
+    interval, timeout = 1.0, 3.0
+    n = args.procs_devices or (300 if args.quick else 1000)
+    rounds = 1 if args.quick else 2
+    print(f"\n== 5. gateway processes on one port: {n} devices at {interval:g} s, 1 process "
+          f"against 2 (SO_REUSEPORT), {rounds} round(s) of each, {args.device_procs} device "
+          "processes ==")
+    print(f"  load average {loadavg()}; {os.cpu_count()} cores; each rig: {args.hb_warmup:g} s "
+          f"warm-up, {args.hb_windows} windows of {args.hb_window:g} s")
+    print(f"  {'gw':>3} {'hb/s':>6} {'p50 ms':>7} {'p99 ms':>7} {'gwCPU':>6} {'per process':>13} "
+          f"{'hb/s per process':>17} {'CPU/1k':>6} {'kB/dev':>6} {'devCPU':>6} {'other':>6} "
+          f"{'unack':>5}  load")
+    results: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    for r in range(rounds):
+        for g in (1, 2):
+            rig = Rig(root / f"r{r}-g{g}", ca_dir, interval=interval, timeout=timeout,
+                      procs=args.device_procs, ssl_max_size=args.ssl_max_size,
+                      metrics=args.metrics, gateway_args=gateway_args(args), gateways=g)
+            try:
+                grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 300)
+                if grown["failed"]:
+                    print(f"  {g} process(es): {grown['failed']} devices not ONLINE: "
+                          f"{grown['failed_examples']}")
+                time.sleep(args.hb_warmup)
+                windows = [rig.observe(args.hb_window) for _ in range(args.hb_windows)]
+            finally:
+                rig.close()
+            row = {
+                "hb_s": statistics.median(w.gw_delta("heartbeats") / w.seconds for w in windows),
+                "p50": statistics.median(pct(w.rtts, 0.5) for w in windows),
+                "p99": statistics.median(pct(w.rtts, 0.99) for w in windows),
+                "cpu": statistics.median(w.cpu_gateway for w in windows),
+                "cpu_1k": gw_cpu_per_khb(windows),
+                "kb_dev": gw_kb_per_device(rig, windows[-1]),
+            }
+            results[g].append(row)
+            each_cpu = [statistics.median(w.cpu_gateways[k] for w in windows) for k in range(g)]
+            each_hb = [statistics.median(_gw_delta_of(w, k, "heartbeats") / w.seconds
+                                         for w in windows) for k in range(g)]
+            print(f"  {g:>3} {row['hb_s']:6.0f} {row['p50'] * 1000:7.2f} {row['p99'] * 1000:7.2f} "
+                  f"{row['cpu']:6.0%} {' / '.join(f'{c:.0%}' for c in each_cpu):>13} "
+                  f"{' / '.join(f'{h:.0f}' for h in each_hb):>17} {row['cpu_1k']:6.1%} "
+                  f"{row['kb_dev']:6.1f} "
+                  f"{statistics.median(w.cpu_devices for w in windows):6.0%} "
+                  f"{statistics.median(w.cpu_others for w in windows):6.0%} "
+                  f"{sum(w.unacked for w in windows):>5}  {loadavg()}")
+    one, two = ({k: statistics.median(row[k] for row in results[g]) for k in results[g][0]}
+                for g in (1, 2))
+    print(f"  medians: 1 process {one['cpu_1k']:.1%} of a core per 1,000 hb/s, p99 "
+          f"{one['p99'] * 1000:.1f} ms, {one['kb_dev']:.1f} kB/device; 2 processes "
+          f"{two['cpu_1k']:.1%}, p99 {two['p99'] * 1000:.1f} ms, {two['kb_dev']:.1f} kB/device")
+    print(f"  ratios 2 processes / 1: CPU per heartbeat {two['cpu_1k'] / one['cpu_1k']:.2f}, "
+          f"p99 {two['p99'] / one['p99']:.2f}, "
+          f"memory per device {two['kb_dev'] / one['kb_dev']:.2f}")
+    cores = os.cpu_count() or 1
+    print(f"  capacity, projected from CPU per heartbeat (a process uses at most one core; not "
+          f"measured at saturation, the devices share these cores): 1 process "
+          f"{1000 / one['cpu_1k']:,.0f} hb/s; {min(2, cores)} processes on this host "
+          f"{min(2, cores) * 1000 / two['cpu_1k']:,.0f} hb/s")
+    print("  gw: gateway processes; hb/s: heartbeats the gateways counted per second; gwCPU: "
+          "all gateway processes (100% = one core), per process beside it; CPU/1k: gateway CPU "
+          "per 1,000 hb/s; kB/dev: gateway RSS growth since start per connected device, all "
+          "processes")
+    print(f"  load average {loadavg()}")
+
+
+def _gw_delta_of(w: Window, k: int, key: str) -> int:
+    """A counter's growth during the window in gateway process k (the only one if single)."""
+    after, before = (f.get("per_gateway", [f])[k] for f in (w.gw_after, w.gw_before))
+    return int(after["metrics"].get(key, 0) - before["metrics"].get(key, 0))
+
+
 # ====================================================================== 4. metrics overhead
 def bench_metrics_overhead(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
     """Gateway CPU per heartbeat with /metrics scraped every second against not scraped, in
@@ -656,7 +768,7 @@ def gw_kb_per_device(rig: Rig, window: Window) -> float:
 
 def gateway_args(args: argparse.Namespace) -> list[str]:
     """The gateway child's options from ours."""
-    out = ["--loop", args.gateway_loop]
+    out = ["--loop", args.gateway_loop, "--trace-limit", str(args.gateway_trace_limit)]
     if args.gateway_tls_buffer:
         out += ["--tls-read-buffer", str(args.gateway_tls_buffer)]
     return out
@@ -819,7 +931,7 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
-    parser.add_argument("--only", choices=("fixture", "heartbeat", "ramp", "metrics"),
+    parser.add_argument("--only", choices=("fixture", "heartbeat", "ramp", "metrics", "procs"),
                         action="append",
                         help="run only these parts (repeatable)")
     parser.add_argument("--repeats", type=int, help="part 1 repeats (default 20, quick 5)")
@@ -841,6 +953,9 @@ def main() -> None:
     parser.add_argument("--gateway-tls-buffer", type=int, default=0,
                         help="the gateway's GatewayConfig.tls_read_buffer (default: its own, "
                              "4 KiB; 262144 is asyncio's, as before the gateway bounded it)")
+    parser.add_argument("--gateway-trace-limit", type=int, default=0,
+                        help="the gateway's GatewayConfig.trace_limit (default 0, as the "
+                        "`gateway` service runs it; 2000 is the library's default)")
     parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the gateway process's event loop (uvloop must be installed)")
     parser.add_argument("--tmp-root", type=Path,
@@ -849,6 +964,8 @@ def main() -> None:
     parser.add_argument("--metrics", action="store_true",
                         help="parts 2 and 3 read the gateway's counters, phases and connections "
                         "from its Prometheus /metrics (as a monitoring system would)")
+    parser.add_argument("--procs-devices", type=int,
+                        help="devices of part 5 (processes on one port; default 1000, quick 300)")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
                         help="copy the child processes' logs (stderr) into DIR")
     args = parser.parse_args()
@@ -860,7 +977,7 @@ def main() -> None:
     args.hb_windows = 2 if args.quick else 3
     if args.repeats < 1 or args.device_procs < 1 or args.connect_rate <= 0:
         parser.error("--repeats, --device-procs and --connect-rate must be positive")
-    parts = set(args.only or ("fixture", "heartbeat", "ramp", "metrics"))
+    parts = set(args.only or ("fixture", "heartbeat", "ramp", "metrics", "procs"))
     budget = Deadline(args.budget)
 
     def on_term(signum: int, frame: object) -> None:
@@ -886,6 +1003,8 @@ def main() -> None:
             bench_ramp(root / "ramp", ca_dir, args, budget)
         if "metrics" in parts:
             bench_metrics_overhead(root / "metrics", ca_dir, args)
+        if "procs" in parts:
+            bench_processes(root / "procs", ca_dir, args)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping child processes and removing temporary files",
               file=sys.stderr)

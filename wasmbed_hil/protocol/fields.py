@@ -166,7 +166,13 @@ class ListOf(Kind):
             raise FieldError(path, f"expected array, got {type(value).__name__}")
         if len(value) > self.max_items:
             raise FieldError(path, f"{len(value)} items exceeds {self.max_items}")
-        return tuple(self.inner.decode(v, f"{path}[{i}]") for i, v in enumerate(value))
+        inner = self.inner
+        try:  # the hot path formats no item path (see decode_fields)
+            return tuple([inner.decode(v, "") for v in value])
+        except FieldError:
+            for i, v in enumerate(value):
+                inner.decode(v, f"{path}[{i}]")  # fails again, naming the item
+            raise
 
 
 class Struct(Kind):
@@ -205,11 +211,17 @@ def decode_fields(cls: type, values: Sequence[Any], path: str) -> Any:
     spec = kinds(cls)
     if len(values) != len(spec):
         raise FieldError(path, f"{cls.__name__} has {len(spec)} fields, got {len(values)}")
-    decoded = {
-        name: kind.decode(v, f"{path}.{name}")
-        for (name, kind), v in zip(spec, values, strict=True)
-    }
-    return cls(**decoded)
+    try:
+        # The hot path (every message a gateway receives): no field path is formatted, and
+        # the values go to the constructor by position (kinds() is in field order).
+        args = [kind.decode(v, "") for (_, kind), v in zip(spec, values, strict=True)]
+    except FieldError:
+        # The cold path: decode again with each field's path, which fails the same way
+        # (decoding is deterministic) and names the field, e.g. Heartbeat.apps[0].state.
+        for (name, kind), v in zip(spec, values, strict=True):
+            kind.decode(v, f"{path}.{name}")
+        raise
+    return cls(*args)
 
 
 def _snake(name: str) -> str:

@@ -476,6 +476,9 @@ def find_tag(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+_MESSAGE_ID = UInt(32)  # made once: decode_envelope is on every message's path
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Decode and validate one envelope. Raises ProtocolError, never anything else."""
     tagged = find_tag(data)
@@ -503,7 +506,7 @@ def decode_envelope(data: bytes) -> Envelope:
             ErrorCode.UNSUPPORTED_VERSION, f"version {show_int(version)}, expected 0"
         )
     try:
-        message_id = UInt(32).decode(message_id, "message_id")
+        message_id = _MESSAGE_ID.decode(message_id, "message_id")
     except FieldError as exc:
         raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
     return Envelope(message_id, decode_message(body))
