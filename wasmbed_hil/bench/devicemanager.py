@@ -38,7 +38,24 @@ from .loop import LoopThread
 
 log = logging.getLogger(__name__)
 
+#: Machines one manager starts by default: a fleet of 1,000 virtual devices fits; a mistake
+#: (a loop creating Devices) is still stopped before it exhausts the host. QEMU machines cost
+#: a process each, so a qemu run meets the host's limits long before this one.
+DEFAULT_MAX_MACHINES = 2048
+#: The largest value `max_machines` accepts (one process's file descriptors are the limit of
+#: virtual devices long before it).
+MAX_MACHINES_CEILING = 100_000
+
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def check_max_machines(value: object) -> int:
+    """`value` as a machine limit: an integer in 1..MAX_MACHINES_CEILING, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1 <= value <= MAX_MACHINES_CEILING:
+        raise ValueError(f"max_machines={value!r}: must be an integer in "
+                         f"1..{MAX_MACHINES_CEILING}")
+    return value
 
 
 class DeviceManagerError(EmulationError):
@@ -77,14 +94,14 @@ class DeviceManager:
         endpoints: Endpoints,
         *,
         backend_options: dict[str, dict[str, Any]] | None = None,
-        max_machines: int = 256,
+        max_machines: int = DEFAULT_MAX_MACHINES,
     ) -> None:
+        self.max_machines = check_max_machines(max_machines)
         self.loop = loop
         self.ca = ca
         self.workdir = workdir
         self.endpoints = endpoints
         self.backend_options = backend_options or {}
-        self.max_machines = max_machines
         self.machines: dict[str, Machine] = {}
         self._backends: dict[str, Backend] = {}
         self._lock = threading.RLock()
@@ -189,7 +206,10 @@ class DeviceManager:
             if existing is not None:
                 return existing
             if len(self.machines) >= self.max_machines:
-                raise DeviceManagerError(f"at most {self.max_machines} machines are allowed")
+                raise DeviceManagerError(
+                    f"at most {self.max_machines} machines are allowed (the device manager's "
+                    "max_machines; PlatformConfig.max_machines, `wasmbed-hil up` raises it to "
+                    "its --devices)")
             creds = self.credentials_for(name, identity)
             driver = self.backend(backend)
             gateway, endpoint = self._choose_gateway(preferred_gateway)

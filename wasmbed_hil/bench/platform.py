@@ -38,7 +38,7 @@ from ..pki import FleetCA
 from . import waits
 from .apiserver import ApiServer
 from .backends.registry import DEFAULT_BACKEND
-from .devicemanager import DeviceManager
+from .devicemanager import DEFAULT_MAX_MACHINES, DeviceManager, check_max_machines
 from .gateway import GatewayHandle
 from .link.balancer import Balancer
 from .link.faultproxy import FaultProxy
@@ -66,6 +66,11 @@ class PlatformConfig:
     # Devices reach the gateways through one load balancer (the seed's Service) instead of
     # each being wired to one gateway: when a gateway dies they reconnect to another.
     balancer: bool = False
+    # Machines the device manager starts at most (bench.devicemanager.check_max_machines).
+    max_machines: int = DEFAULT_MAX_MACHINES
+
+    def __post_init__(self) -> None:
+        check_max_machines(self.max_machines)
 
 
 class _Provisioner:
@@ -151,7 +156,8 @@ class Platform:
         self.gateways: dict[str, GatewayHandle] = {}
         self.agents: dict[str, GatewayAgent] = {}
         self.manager = DeviceManager(loop, ca, workdir / "machines", self._endpoints,
-                                     backend_options=self.config.backend_options)
+                                     backend_options=self.config.backend_options,
+                                     max_machines=self.config.max_machines)
         self.controllers: Controllers | None = None
         self.balancer: Balancer | None = None
         self.rest: Any = None
