@@ -18,6 +18,7 @@ the machines themselves live on the harness loop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -103,6 +104,7 @@ class DeviceManager:
         self.endpoints = endpoints
         self.backend_options = backend_options or {}
         self.machines: dict[str, Machine] = {}
+        self._starting: dict[str, str] = {}  # machines being started -> their gateway
         self._backends: dict[str, Backend] = {}
         self._lock = threading.RLock()
 
@@ -127,9 +129,17 @@ class DeviceManager:
             return base64.b64encode(creds.spki_der).decode()
 
     async def aprovision(self, name: str, backend: str, board: str | None) -> str:
-        """The REST API's Provisioner interface (a ValueError is the request's fault)."""
-        self.backend(backend)  # refuse an unusable backend before the Device exists
-        return self.provision(name)
+        """The REST API's Provisioner interface (a ValueError is the request's fault).
+
+        Called on the harness loop: the work (and the lock) is taken in a thread, since a
+        controller thread starting a machine holds the lock while it may wait on the loop
+        (making a backend). Waiting on the lock here deadlocked a fleet created through REST
+        while the first machines started."""
+        def work() -> str:
+            self.backend(backend)  # refuse an unusable backend before the Device exists
+            return self.provision(name)
+
+        return await asyncio.to_thread(work)
 
     def credentials_for(self, name: str, identity: str) -> Credentials:
         directory = self._cred_dir(name)
@@ -183,9 +193,9 @@ class DeviceManager:
                 )
             return preferred, endpoints[preferred]
         load = {gw: 0 for gw in endpoints}
-        for machine in self.machines.values():
-            if machine.gateway in load:
-                load[machine.gateway] += 1
+        for gw in [m.gateway for m in self.machines.values()] + list(self._starting.values()):
+            if gw in load:
+                load[gw] += 1
         name = min(sorted(load), key=lambda gw: load[gw])
         return name, endpoints[name]
 
@@ -200,12 +210,18 @@ class DeviceManager:
         options: dict[str, Any] | None = None,
     ) -> Machine:
         """Start (power on) the machine of Device `name`; idempotent. `options` go to the
-        backend (e.g. max_module_size), over the manager's per-backend defaults."""
+        backend (e.g. max_module_size), over the manager's per-backend defaults.
+
+        The lock is held only to check and book: making and powering on the machine waits
+        on the harness loop, which must never wait on this lock in turn (the REST API
+        provisions from the loop), and machines of different Devices start in parallel."""
         with self._lock:
             existing = self.machines.get(name)
             if existing is not None:
                 return existing
-            if len(self.machines) >= self.max_machines:
+            if name in self._starting:
+                raise DeviceManagerError(f"the machine of {name!r} is being started")
+            if len(self.machines) + len(self._starting) >= self.max_machines:
                 raise DeviceManagerError(
                     f"at most {self.max_machines} machines are allowed (the device manager's "
                     "max_machines; PlatformConfig.max_machines, `wasmbed-hil up` raises it to "
@@ -213,6 +229,8 @@ class DeviceManager:
             creds = self.credentials_for(name, identity)
             driver = self.backend(backend)
             gateway, endpoint = self._choose_gateway(preferred_gateway)
+            self._starting[name] = gateway
+        try:
             merged = {**self.backend_options.get(backend, {}), **(options or {})}
             try:
                 handle = driver.create(name, creds, endpoint, **merged)
@@ -224,9 +242,13 @@ class DeviceManager:
                 handle.close()
                 raise
             machine = Machine(name, backend, board, gateway, handle)
-            self.machines[name] = machine
-            log.info("machine %s started on %s, gateway %s", name, backend, gateway)
-            return machine
+            with self._lock:
+                self.machines[name] = machine
+        finally:
+            with self._lock:
+                self._starting.pop(name, None)
+        log.info("machine %s started on %s, gateway %s", name, backend, gateway)
+        return machine
 
     def stop(self, name: str, *, forget: bool = True) -> bool:
         """Power off and discard the machine of `name`; with `forget`, also its credentials.

@@ -178,14 +178,18 @@ class FleetHandle:
 
     def collect(self) -> dict[str, Any]:
         """Since `mark()`: the round trips (seconds, sorted), the window, acknowledgements
-        per device (min, max), and the workers' RSS (kB) and CPU time (s)."""
+        per device (min, max), lifecycle counts, connections made, the workers' RSS (kB),
+        CPU time (s) and largest event-loop lateness (ms)."""
         replies = list(self._request_each({w: {} for w in self.workers}, "collect", 60).values())
         return {"rtts": sorted(us / 1e6 for r in replies for us in r["rtts_us"]),
                 "window_s": max(r["window_s"] for r in replies),
                 "acks_min": min(r["acks_min"] for r in replies),
                 "acks_max": max(r["acks_max"] for r in replies),
                 "rss_kb": sum(r["rss_kb"] for r in replies),
-                "cpu_s": sum(r["cpu_s"] for r in replies)}
+                "cpu_s": sum(r["cpu_s"] for r in replies),
+                "lag_max_ms": max(r["lag_max_ms"] for r in replies),
+                "lifecycles": dict(sum((Counter(r["lifecycles"]) for r in replies), Counter())),
+                "connections": sum(r["connections"] for r in replies)}
 
     # -- plumbing ----------------------------------------------------------------------------
     def _share(self, names: Iterable[str] | None) -> dict[FleetWorker, list[str] | None]:

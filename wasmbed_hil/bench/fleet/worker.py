@@ -65,6 +65,7 @@ class Population:
         self.devices: dict[str, VirtualDevice] = {}
         self._marks: dict[str, int] = {}
         self._mark_time = time.monotonic()
+        self.lag_max_s = 0.0  # the loop's largest lateness since the mark (LagProbe)
 
     def _pick(self, names: list[str] | None) -> list[VirtualDevice]:
         if names is None:
@@ -135,6 +136,7 @@ class Population:
     def mark(self) -> dict[str, Any]:
         self._marks = {n: len(d.heartbeat_rtts) for n, d in self.devices.items()}
         self._mark_time = time.monotonic()
+        self.lag_max_s = 0.0
         return {"marked": len(self._marks)}
 
     def collect(self) -> dict[str, Any]:
@@ -147,7 +149,16 @@ class Population:
             per_device.append(len(dev.heartbeat_rtts) - start)
         return {"rtts_us": rtts, "window_s": round(time.monotonic() - self._mark_time, 3),
                 "acks_min": min(per_device, default=0), "acks_max": max(per_device, default=0),
-                "rss_kb": _rss_kb(), "cpu_s": round(time.process_time(), 3)}
+                "rss_kb": _rss_kb(), "cpu_s": round(time.process_time(), 3),
+                "lag_max_ms": round(self.lag_max_s * 1000, 1), **self.counts()}
+
+    async def probe_lag(self, period: float = 0.05) -> None:
+        """How late the loop wakes a sleeper: a saturated worker shows here."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(period)
+            self.lag_max_s = max(self.lag_max_s, loop.time() - before - period)
 
 
 def _rss_kb() -> int:
@@ -205,6 +216,7 @@ async def serve(pop: Population) -> None:
                    "traceback": traceback.format_exc()})
 
     reply({"ready": True, "pid": os.getpid(), "commands": sorted(COMMANDS)})
+    probe = asyncio.create_task(pop.probe_lag())
     try:
         while line := await reader.readline():
             try:
@@ -218,6 +230,7 @@ async def serve(pop: Population) -> None:
             running.add(task)
             task.add_done_callback(running.discard)
     finally:
+        probe.cancel()
         for task in list(running):
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
