@@ -118,14 +118,26 @@ class FleetHandle:
         self._names += names
         return names
 
-    def power_on(self, names: Iterable[str] | None = None, *, rate: float = 0.0) -> None:
-        """Power devices on (None: all), at most `rate` per second in all (0: at once)."""
+    def power_on(self, names: Iterable[str] | None = None, *, rate: float = 0.0,
+                 concurrency: int = 0, online_timeout: float = 60.0) -> dict[str, Any]:
+        """Power devices on (None: all), at most `rate` per second in all (0: at once).
+        With `concurrency` > 0 (per worker), at most that many joins are in flight and the
+        call returns once each joined or `online_timeout` passed: {"failed",
+        "failed_examples", "join_s", "online_p50_ms", "online_p99_ms"} (the percentiles
+        are the workers' largest)."""
         share = self._share(names)
         per_worker = rate / len(share) if rate > 0 and share else 0.0
         count = sum(len(n) if n is not None else len(self._names) for n in share.values())
-        timeout = 30 + (count / rate if rate > 0 else 0)
-        self._request_each({w: {"names": n, "rate": per_worker} for w, n in share.items()},
-                           "power_on", timeout)
+        timeout = 30 + (count / rate if rate > 0 else 0) + (online_timeout if concurrency else 0)
+        replies = list(self._request_each(
+            {w: {"names": n, "rate": per_worker, "concurrency": concurrency,
+                 "online_timeout": online_timeout} for w, n in share.items()},
+            "power_on", timeout).values())
+        return {"failed": sum(r["failed"] for r in replies),
+                "failed_examples": [e for r in replies for e in r["failed_examples"]][:3],
+                "join_s": max((r["join_s"] for r in replies), default=0.0),
+                "online_p50_ms": max((r["online_p50_ms"] or 0 for r in replies), default=0),
+                "online_p99_ms": max((r["online_p99_ms"] or 0 for r in replies), default=0)}
 
     def power_off(self, names: Iterable[str] | None = None) -> None:
         share = self._share(names)
@@ -188,6 +200,8 @@ class FleetHandle:
                 "rss_kb": sum(r["rss_kb"] for r in replies),
                 "cpu_s": sum(r["cpu_s"] for r in replies),
                 "lag_max_ms": max(r["lag_max_ms"] for r in replies),
+                "gc_max_ms": max(r["gc_max_ms"] for r in replies),
+                "unacked_over_1s": sum(r["unacked_over_1s"] for r in replies),
                 "lifecycles": dict(sum((Counter(r["lifecycles"]) for r in replies), Counter())),
                 "connections": sum(r["connections"] for r in replies)}
 

@@ -4,14 +4,17 @@ Commands (parent -> worker), each with an "id" its reply repeats:
 
     add        names, options (VirtualDeviceConfig fields), key_type: issue credentials and
                make the devices, powered off
-    power_on   names (null: all), rate (per second, 0: all at once)
+    power_on   names (null: all), rate (per second, 0: all at once); concurrency > 0: at
+               most that many joins in flight, each awaited (online_timeout): the reply
+               has failures and join times (p50/p99)
     power_off  names (null: all)
     wait       names (null: all), lifecycle, timeout: until each is in that lifecycle;
                {"ok", "late": [states of up to 20 laggards], "late_count"}
     states     names (null: all): {"devices": [DeviceState fields]}
     counts     {"lifecycles": {lifecycle: n}, "heartbeats", "connections"}
     mark       start a window of heartbeat round trips
-    collect    {"rtts_us", "window_s", "acks_min", "acks_max", "rss_kb", "cpu_s"} since mark
+    collect    since mark: {"rtts_us", "window_s", "acks_min", "acks_max", "unacked_over_1s",
+               "gc_max_ms", "lag_max_ms", "rss_kb", "cpu_s", lifecycles, connections}
     stop       power every device off and exit (end of input does the same)
     fail, crash  for the tests of error reporting and of a worker's death
 
@@ -65,6 +68,8 @@ def check_command(command: Any) -> dict[str, Any]:
             raise ValueError(f"key_type: one of {', '.join(sorted(KEY_TYPES))}")
     elif cmd == "power_on":
         _number(command, "rate", 0)
+        _number(command, "concurrency", 0)
+        _number(command, "online_timeout", 60)
     elif cmd == "wait":
         _number(command, "timeout")
         try:
