@@ -70,13 +70,14 @@ def raise_nofile() -> int:
     return hard
 
 
-def hold(loop: LoopThread, gw: GatewayHandle, fleet: FleetHandle, n: int, rate: float) -> None:
+def hold(loop: LoopThread, gw: GatewayHandle, fleet: FleetHandle, n: int, rate: float,
+         connect_timeout: float) -> None:
     print(f"\n== 1. hold: {n} devices in {fleet.processes} worker processes, one gateway "
           f"(heartbeat {INTERVAL_S:g} s, timeout {TIMEOUT_S:g} s) ==")
     print(f"  load average {loadavg()}")
     base_rss = rss_kb()
     t0 = time.monotonic()
-    fleet.add([f"dev-{i}" for i in range(n)])
+    fleet.add([f"dev-{i}" for i in range(n)], connect_timeout_s=connect_timeout)
     issued = time.monotonic() - t0
     t1 = time.monotonic()
     fleet.power_on(rate=rate)
@@ -151,6 +152,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, help="devices held (default 10,000)")
     parser.add_argument("--processes", type=int, default=4, help="worker processes")
     parser.add_argument("--rate", type=float, default=400.0, help="devices joining per second")
+    parser.add_argument("--connect-timeout", type=float, default=30.0,
+                        help="device TCP + TLS connect timeout (s; the model's default is 5, "
+                        "which a loaded machine's handshake backlog exceeds)")
     parser.add_argument("--deploy", type=int, help="devices deployed to (default 1,000)")
     parser.add_argument("--repeats", type=int, default=3, help="deployment repeats")
     parser.add_argument("--only", choices=("hold", "deploy"),
@@ -158,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.devices or (1000 if args.quick else 10_000)
     m = min(n, args.deploy or (200 if args.quick else 1000))
-    if n < 1 or m < 1 or args.rate <= 0 or args.repeats < 1:
+    if n < 1 or m < 1 or args.rate <= 0 or args.repeats < 1 or not args.connect_timeout > 0:
         parser.error("--devices, --deploy, --rate and --repeats must be positive")
     hard = raise_nofile()
     print(f"bench_fleet: Python {sys.version.split()[0]}, {os.cpu_count()} cores, "
@@ -177,7 +181,7 @@ def main() -> None:
             max_devices=n + 16, max_unauthenticated=512, trace_limit=0))
         gw.start()
         fleet = FleetHandle(loop, ca, root / "fleet", gw.endpoint, args.processes).start()
-        hold(loop, gw, fleet, n, args.rate)
+        hold(loop, gw, fleet, n, args.rate, args.connect_timeout)
         if args.only != "hold":
             deploy(loop, gw, fleet, m, args.repeats)
     except KeyboardInterrupt:

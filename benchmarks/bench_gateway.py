@@ -299,7 +299,7 @@ class Rig:
 
     @property
     def device_pids(self) -> list[int]:
-        return [w.pid for w in self.fleet.workers if w.pid] if self.fleet else []
+        return [w.pid for w in self.fleet.workers if w.pid] if self.fleet is not None else []
 
     def _cpu(self) -> list[float]:
         """CPU seconds so far: the gateway's, then each device process's."""

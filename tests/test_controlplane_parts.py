@@ -18,9 +18,9 @@ from wasmbed_hil.bench.devicemanager import (
     DeviceManager,
     DeviceManagerError,
 )
-from wasmbed_hil.bench.platform import PlatformConfig
 from wasmbed_hil.bench.link.faultproxy import FaultProxy
 from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.platform import PlatformConfig
 from wasmbed_hil.controlplane.agent import GatewayAgent, dns_name
 from wasmbed_hil.controlplane.controllers import (
     application_phase,
