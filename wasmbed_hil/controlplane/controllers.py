@@ -327,13 +327,16 @@ def build_registry(
 
     async def _coalesce(stopped: Any, window: float, written: tuple[Any, bool],
                         now: Callable[[], tuple[Any, bool]]) -> None:
-        """Wait `window` seconds, looking every batch window whether the devices' changes
-        reached a milestone other than the one written (then return at once)."""
+        """Wait `window` seconds, looking whether the devices' changes reached a milestone
+        other than the one written (then return at once). A look recomputes the status, O(N):
+        every batch window cost 15 % of the controllers' thread at 1,000 targets, so it is
+        taken ten times a window, but never less often than every 0.25 s."""
         loop = asyncio.get_running_loop()
         end = loop.time() + window
+        every = min(max(settings.batch_window_s, window / 10), 0.25)
         seen = shared.version
         while not stopped and (left := end - loop.time()) > 0:
-            await asyncio.sleep(min(left, settings.batch_window_s))
+            await asyncio.sleep(min(left, every))
             if shared.version != seen:
                 seen = shared.version
                 if now() != written:

@@ -9,10 +9,11 @@ Layout (version 1):
 Every JSON write goes to a temporary file renamed over the old one, so a power cut leaves
 either the old or the new state, never half of one.
 
-One Flash object owns its directory: it keeps the state and the bytes used in memory (read
-at the first use, updated by its own writes), since a heartbeat reports the free memory and
+One Flash object owns its modules: it keeps the bytes they use in memory (counted at the
+first use, recounted after its own writes), since a heartbeat reports the free memory and
 reading the directory for it at each one cost a fleet of 1,000 devices several per cent of
-the loop.
+the loop. The state and the applications are read from their files at each use, so a
+corrupted file is seen as such.
 """
 
 from __future__ import annotations
@@ -49,16 +50,10 @@ class Flash:
         self.partial = root / "partial"
         for d in (self.root, self.modules, self.partial):
             d.mkdir(parents=True, exist_ok=True)
-        self._state_cache: dict[str, Any] | None = None
         self._used: int | None = None
 
     # -- device id -----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        if self._state_cache is None:
-            self._state_cache = self._read_state()
-        return self._state_cache
-
-    def _read_state(self) -> dict[str, Any]:
         path = self.root / "state.json"
         if not path.exists():
             return {"version": LAYOUT_VERSION, "device_id": None}
@@ -80,9 +75,7 @@ class Flash:
     @device_id.setter
     def device_id(self, value: bytes | None) -> None:
         state = {"version": LAYOUT_VERSION, "device_id": value.hex() if value else None}
-        self._state_cache = None
         _write_atomic(self.root / "state.json", json.dumps(state).encode())
-        self._state_cache = state
 
     # -- modules -------------------------------------------------------------------------
     def module_path(self, digest: bytes) -> Path:
