@@ -1,4 +1,4 @@
-"""Helpers shared by the gateway benchmark's child processes (_gw_server.py, _gw_devices.py).
+"""Helpers shared by the gateway benchmark's child process (_gw_server.py).
 
 The children talk to bench_gateway.py with one JSON object per line: commands on stdin,
 replies on stdout (logs go to stderr). End of stdin means "stop now": a child never outlives

@@ -14,7 +14,7 @@ CONNACK, PINGREQ, PINGRESP) are the whole protocol surface, and the client side 
 same asyncio TLS stack as the gateway benchmark's virtual devices, so both load generators
 cost alike.
 
-JSON-line commands on stdin, one JSON reply each on stdout (as _gw_devices.py):
+JSON-line commands on stdin, one JSON reply each on stdout:
     {"cmd": "add", "count": N, "rate": R, "concurrency": C, "online_timeout": S}
     {"cmd": "mark"}     start a measurement window
     {"cmd": "collect"}  PINGRESP RTTs (microseconds) since the mark, clients connected...

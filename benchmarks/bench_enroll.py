@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/bench_enroll.py [--devices 1000] [--device-procs 2]
 
 One gateway process (benchmarks/_gw_server.py) and --device-procs load generator processes
-(_gw_devices.py) with never-enrolled virtual devices (identities issued before the clock
-starts, as a factory would have done). All devices join as fast as the load generators can
-(--connect-rate, --concurrency joins in flight per process), and each counts once it is
-ONLINE, i.e. TLS 1.3 handshake, Hello, enrollment challenge signed and accepted, Welcome.
+(the fleet workers of wasmbed_hil.bench.fleet) with never-enrolled virtual devices
+(identities issued before the clock starts, as a factory would have done). All devices join
+as fast as the load generators can (--connect-rate, --concurrency joins in flight per
+process), and each counts once it is ONLINE, i.e. TLS 1.3 handshake, Hello, enrollment
+challenge signed and accepted, Welcome.
 
 Prints the gateway's enrollments (its own counter) per CPU-second of the gateway process
 (utime + stime from /proc over the joining: the rate one gateway core would sustain, since

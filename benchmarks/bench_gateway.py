@@ -10,7 +10,8 @@ It prints (never asserts):
      as the pytest fixtures do), and power_on -> ONLINE against a running gateway for a new
      device (challenge-response enrollment) and for an enrolled one reconnecting;
   2. heartbeat round trip (device side) with 1, 100 and 1,000 devices on one gateway; the
-     gateway runs in its own process (_gw_server.py), the devices in another (_gw_devices.py);
+     gateway runs in its own process (_gw_server.py), the devices in another: a worker of
+     wasmbed_hil.bench.fleet, as the fleet(n, processes=K) fixture's;
   3. a ramp of concurrent devices on one gateway process (heartbeat 5 s, timeout 15 s) up to
      the fd limit, the time budget or the first step whose heartbeats are not all answered
      in time, with the gateway's RSS per connection;
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from wasmbed_hil.bench.fleet import FleetError, FleetHandle
 from wasmbed_hil.bench.gateway import GatewayHandle
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.scrape import gateway_counters, scrape
@@ -257,7 +259,8 @@ class Window:
 
 class Rig:
     """`gateways` gateway processes on one port (SO_REUSEPORT when more than one) and `procs`
-    device processes (names: devices are split evenly)."""
+    device processes: the fleet(n, processes=K) fixture's FleetHandle
+    (wasmbed_hil.bench.fleet), devices spread round robin over its workers."""
 
     def __init__(self, root: Path, ca_dir: Path, *, interval: float, timeout: float,
                  procs: int, ssl_max_size: int, metrics: bool = False,
@@ -270,7 +273,8 @@ class Rig:
         self.scrapes: list[tuple[int, float]] = []  # (bytes, seconds) of each timed scrape
         root.mkdir(parents=True)
         self.children: list[Child] = []
-        self.devices: list[Child] = []
+        self.loop = LoopThread("bench-gateway-fleet")
+        self.fleet: FleetHandle | None = None
         self.total = 0
         self.gateway: Child
         self.port = 0
@@ -301,17 +305,18 @@ class Rig:
                 self.metrics_urls.append(f"http://127.0.0.1:{hello['metrics_port']}/metrics")
             self.gw_base_rss_kb += int(hello["rss_kb"])
         self.gateway = self.gateways[0]
-        for k in range(procs):
-            child = self._spawn(
-                f"devices-{k}", "_gw_devices.py",
-                ["--ca-dir", str(ca_dir), "--workdir", str(root / f"devices-{k}"),
-                 "--port", str(self.port), "--prefix", f"p{k}",
-                 "--ssl-max-size", str(ssl_max_size)],
-            )
-            self.devices.append(child)
-        for child in self.devices:
-            child.recv(60)  # {"ready": true}
-        self.dev_base_rss_kb = sum(_rss_kb(c.pid) for c in self.devices)
+        self.fleet = FleetHandle(self.loop, FleetCA.load(ca_dir), root / "fleet",
+                                 ("127.0.0.1", self.port), procs, tls_read_buffer=ssl_max_size)
+        self.fleet.start()
+        self.dev_base_rss_kb = sum(_rss_kb(pid) for pid in self.device_pids)
+
+    @property
+    def device_pids(self) -> list[int]:
+        return [w.pid for w in self.fleet.workers if w.pid] if self.fleet is not None else []
+
+    def _cpu(self) -> list[float]:
+        """CPU seconds so far: each gateway's, then each device process's."""
+        return [cpu_seconds(pid) for pid in (*(g.pid for g in self.gateways), *self.device_pids)]
 
     def _spawn(self, name: str, script: str, args: list[str]) -> Child:
         child = Child(name, script, args, self.root)
@@ -353,24 +358,24 @@ class Rig:
         return figures
 
     def grow_to(self, total: int, rate: float, concurrency: int, timeout: float) -> dict[str, Any]:
-        """Add devices (split over the device processes, connected in parallel) up to total."""
+        """Add devices (spread over the device processes, joining in parallel) up to total."""
         add = total - self.total
         if add <= 0:
             return {"added": 0, "online": self.total, "failed": 0}
-        share = [add // len(self.devices) + (k < add % len(self.devices))
-                 for k in range(len(self.devices))]
-        active = [(c, n) for c, n in zip(self.devices, share, strict=True) if n]
-        per_rate = rate / len(active)
-        cpu0 = [cpu_seconds(c.pid) for c in self.children]
+        assert self.fleet is not None
+        cpu0 = self._cpu()
         busy0, total0 = machine_busy()
         t0 = time.monotonic()
-        for child, n in active:
-            child.send({"cmd": "add", "count": n, "rate": per_rate,
-                        "concurrency": concurrency, "online_timeout": 60.0})
-        end = time.monotonic() + timeout
-        replies = [child.recv(end - time.monotonic()) for child, _ in active]
+        names = self.fleet.add([f"dev-{i}" for i in range(self.total, total)])
+        issue_s = time.monotonic() - t0
+        online_timeout = min(60.0, max(1.0, timeout - issue_s))
+        try:
+            joined = self.fleet.power_on(names, rate=rate, concurrency=concurrency,
+                                         online_timeout=online_timeout)
+        except FleetError as exc:
+            raise ChildError(f"no answer: {exc}") from None
         wall = time.monotonic() - t0
-        cpu1 = [cpu_seconds(c.pid) for c in self.children]
+        cpu1 = self._cpu()
         busy1, total1 = machine_busy()
         used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
         machine = (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
@@ -381,24 +386,24 @@ class Rig:
             "cpu_devices": sum(used[g:]),
             "cpu_others": max(0.0, machine - sum(used)),
             "added": add,
-            "online": sum(r["online"] for r in replies),
-            "failed": sum(r["failed"] for r in replies),
-            "failed_examples": [e for r in replies for e in r["failed_examples"]][:3],
-            "issue_s": max(r["issue_s"] for r in replies),
-            "connect_s": max(r["connect_s"] for r in replies),
-            "online_p50_ms": max((r["online_p50_ms"] or 0) for r in replies),
-            "online_p99_ms": max((r["online_p99_ms"] or 0) for r in replies),
+            "online": add - joined["failed"],
+            "failed": joined["failed"],
+            "failed_examples": joined["failed_examples"],
+            "issue_s": round(issue_s, 3),
+            "connect_s": joined["join_s"],
+            "online_p50_ms": joined["online_p50_ms"],
+            "online_p99_ms": joined["online_p99_ms"],
         }
 
     def observe(self, seconds: float, scrape_every: float | None = None) -> Window:
         """One window; with `scrape_every`, /metrics is scraped that often during it (the
         overhead part: a Prometheus server scraping the gateway)."""
+        assert self.fleet is not None
         gw_before = self.gw_metrics()
-        cpu0 = [cpu_seconds(c.pid) for c in self.children]
+        cpu0 = self._cpu()
         busy0, total0 = machine_busy()
         t0 = time.monotonic()
-        for child in self.devices:
-            child.request({"cmd": "mark"}, 60)
+        self.fleet.mark()
         if scrape_every is None:
             time.sleep(seconds)
         else:
@@ -407,46 +412,48 @@ class Rig:
                 t = time.monotonic()
                 self.scrapes.append((len(scrape_text(self.metrics_url)), time.monotonic() - t))
                 time.sleep(max(0.0, min(left, scrape_every - (time.monotonic() - t))))
-        for child in self.devices:
-            child.send({"cmd": "collect"})
-        replies = [child.recv(60) for child in self.devices]
+        got = self.fleet.collect()
         wall = time.monotonic() - t0
-        cpu1 = [cpu_seconds(c.pid) for c in self.children]
+        cpu1 = self._cpu()
         busy1, total1 = machine_busy()
         gw_after = self.gw_metrics()
         used = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
         machine = (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
-        lifecycles: dict[str, int] = {}
-        for r in replies:
-            for k, v in r["lifecycles"].items():
-                lifecycles[k] = lifecycles.get(k, 0) + v
         return Window(
-            seconds=statistics.median(r["window_s"] for r in replies),
-            rtts=sorted(us / 1e6 for r in replies for us in r["rtts_us"]),
-            lifecycles=lifecycles,
-            devices=sum(r["devices"] for r in replies),
-            connections=sum(r["connections"] for r in replies),
-            unacked=sum(r["unacked_over_1s"] for r in replies),
+            seconds=got["window_s"],
+            rtts=got["rtts"],
+            lifecycles=got["lifecycles"],
+            devices=len(self.fleet),
+            connections=got["connections"],
+            unacked=got["unacked_over_1s"],
             gw_before=gw_before,
             gw_after=gw_after,
             cpu_gateway=sum(used[:len(self.gateways)]),
             cpu_gateways=used[:len(self.gateways)],
             cpu_devices=sum(used[len(self.gateways):]),
             cpu_others=max(0.0, machine - sum(used)),
-            dev_lag_max_ms=max(r["lag_max_ms"] for r in replies),
-            dev_rss_kb=sum(r["rss_kb"] for r in replies),
-            acks_min=min(r["acks_min"] for r in replies),
-            acks_max=max(r["acks_max"] for r in replies),
-            dev_gc_max_ms=max(r["gc_max_ms"] for r in replies),
+            dev_lag_max_ms=got["lag_max_ms"],
+            dev_rss_kb=got["rss_kb"],
+            acks_min=got["acks_min"],
+            acks_max=got["acks_max"],
+            dev_gc_max_ms=got["gc_max_ms"],
         )
 
     def close(self) -> None:
         # Devices first (they would otherwise retry against a closed port), then the gateway.
-        for child in sorted(self.children, key=lambda c: c.name.startswith("gateway")):
+        try:
+            if self.fleet is not None:
+                self.fleet.close(timeout=45)
+        except Exception as exc:  # keep closing the others
+            print(f"  warning: closing the device processes: {exc}", file=sys.stderr)
+        for child in self.children:
             try:
                 child.close(timeout=45)
-            except Exception as exc:  # keep closing the others
+            except Exception as exc:
                 print(f"  warning: closing {child.name}: {exc}", file=sys.stderr)
+        leftovers = self.loop.close()
+        if leftovers:
+            print(f"  warning: tasks left on the loop: {leftovers}", file=sys.stderr)
 
 
 def scrape_text(url: str) -> bytes:

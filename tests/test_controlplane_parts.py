@@ -13,9 +13,14 @@ from typing import Any
 import pytest
 
 from wasmbed_hil.bench import modules
-from wasmbed_hil.bench.devicemanager import DeviceManager, DeviceManagerError
+from wasmbed_hil.bench.devicemanager import (
+    DEFAULT_MAX_MACHINES,
+    DeviceManager,
+    DeviceManagerError,
+)
 from wasmbed_hil.bench.link.faultproxy import FaultProxy
 from wasmbed_hil.bench.loop import LoopThread
+from wasmbed_hil.bench.platform import PlatformConfig
 from wasmbed_hil.controlplane.agent import GatewayAgent, dns_name
 from wasmbed_hil.controlplane.controllers import (
     application_phase,
@@ -168,6 +173,58 @@ def test_device_manager_refuses_what_it_cannot_start(ca: FleetCA, tmp_path: Path
         with pytest.raises(DeviceManagerError, match="no gateway is running"):
             empty.start("d3", device_identity(base64.b64decode(empty.provision("d3"))),
                         "virtual")
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("bad", [0, -5, 100_001, 2.0, True, "1000", None])
+def test_the_machine_limit_is_validated(ca: FleetCA, tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"max_machines=.*integer in 1\.\.100000"):
+        PlatformConfig(max_machines=bad)
+    with pytest.raises(ValueError, match="max_machines="):
+        DeviceManager(None, ca, tmp_path, dict, max_machines=bad)  # type: ignore[arg-type]
+
+
+def test_the_machine_limit_is_enforced_and_permits_a_fleet_of_1000(ca: FleetCA,
+                                                                   tmp_path: Path) -> None:
+    assert DEFAULT_MAX_MACHINES >= 1000 and PlatformConfig().max_machines == DEFAULT_MAX_MACHINES
+    from wasmbed_hil.pki import device_identity
+
+    loop = LoopThread("dm-test-limit")
+    try:
+        manager = DeviceManager(loop, ca, tmp_path, lambda: {"gw": ("127.0.0.1", 9)},
+                                max_machines=2)
+        ids = {n: device_identity(base64.b64decode(manager.provision(n)))
+               for n in ("a", "b", "c")}
+        manager.start("a", ids["a"], "virtual", options={"relay": False})
+        manager.start("b", ids["b"], "virtual", options={"relay": False})
+        assert manager.start("a", ids["a"], "virtual").name == "a"  # idempotent: no new one
+        with pytest.raises(DeviceManagerError, match="at most 2 machines are allowed"):
+            manager.start("c", ids["c"], "virtual")
+        manager.stop("a")
+        manager.start("c", ids["c"], "virtual", options={"relay": False})  # room again
+        assert sorted(manager.machines) == ["b", "c"]
+        manager.close()
+    finally:
+        loop.close()
+
+
+def test_provisioning_on_the_loop_never_waits_on_a_machine_start(ca: FleetCA,
+                                                                  tmp_path: Path) -> None:
+    """The REST API provisions on the harness loop while kopf's threads start machines,
+    which wait on that loop. Provisioning used to take the manager's lock on the loop: with a
+    start holding it and waiting on the loop, a fleet created through REST deadlocked (seen at
+    1,000 devices, benchmarks/bench_controlplane.py)."""
+    loop = LoopThread("dm-test-deadlock")
+    try:
+        manager = DeviceManager(loop, ca, tmp_path, dict)
+        with manager._lock:  # as a controller thread does in the middle of a start
+            future = loop.start_task_soon(manager.aprovision, "d1", "virtual", None)
+            # the loop still turns (it would hang here, then time out, before the fix)
+            assert loop.run(asyncio.sleep(0, "turns"), timeout=5) == "turns"
+            assert not future.done()
+        assert future.result(timeout=10)  # provisioned once the lock was free
+        assert (tmp_path / "credentials" / "d1" / "cert.pem").exists()
     finally:
         loop.close()
 

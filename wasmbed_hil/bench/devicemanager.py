@@ -18,6 +18,7 @@ the machines themselves live on the harness loop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -38,7 +39,24 @@ from .loop import LoopThread
 
 log = logging.getLogger(__name__)
 
+#: Machines one manager starts by default: a fleet of 1,000 virtual devices fits; a mistake
+#: (a loop creating Devices) is still stopped before it exhausts the host. QEMU machines cost
+#: a process each, so a qemu run meets the host's limits long before this one.
+DEFAULT_MAX_MACHINES = 2048
+#: The largest value `max_machines` accepts (one process's file descriptors are the limit of
+#: virtual devices long before it).
+MAX_MACHINES_CEILING = 100_000
+
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def check_max_machines(value: object) -> int:
+    """`value` as a machine limit: an integer in 1..MAX_MACHINES_CEILING, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1 <= value <= MAX_MACHINES_CEILING:
+        raise ValueError(f"max_machines={value!r}: must be an integer in "
+                         f"1..{MAX_MACHINES_CEILING}")
+    return value
 
 
 class DeviceManagerError(EmulationError):
@@ -77,15 +95,16 @@ class DeviceManager:
         endpoints: Endpoints,
         *,
         backend_options: dict[str, dict[str, Any]] | None = None,
-        max_machines: int = 256,
+        max_machines: int = DEFAULT_MAX_MACHINES,
     ) -> None:
+        self.max_machines = check_max_machines(max_machines)
         self.loop = loop
         self.ca = ca
         self.workdir = workdir
         self.endpoints = endpoints
         self.backend_options = backend_options or {}
-        self.max_machines = max_machines
         self.machines: dict[str, Machine] = {}
+        self._starting: dict[str, str] = {}  # machines being started -> their gateway
         self._backends: dict[str, Backend] = {}
         self._lock = threading.RLock()
 
@@ -110,9 +129,24 @@ class DeviceManager:
             return base64.b64encode(creds.spki_der).decode()
 
     async def aprovision(self, name: str, backend: str, board: str | None) -> str:
-        """The REST API's Provisioner interface (a ValueError is the request's fault)."""
-        self.backend(backend)  # refuse an unusable backend before the Device exists
-        return self.provision(name)
+        """The REST API's Provisioner interface (a ValueError is the request's fault).
+
+        Called on the harness loop, which must never wait on the manager's lock: a
+        controller thread starting a machine may hold it while it waits on the loop (waiting
+        here deadlocked a fleet created through REST while its first machines started). So
+        the work runs here only when the lock is free at once; otherwise in a thread. The
+        fast path matters at scale: a REST request provisions up to 100 devices in turn, and
+        a thread hop each costs a turn of a busy loop."""
+        def work() -> str:
+            self.backend(backend)  # refuse an unusable backend before the Device exists
+            return self.provision(name)
+
+        if self._lock.acquire(blocking=False):
+            try:
+                return work()
+            finally:
+                self._lock.release()
+        return await asyncio.to_thread(work)
 
     def credentials_for(self, name: str, identity: str) -> Credentials:
         directory = self._cred_dir(name)
@@ -166,9 +200,9 @@ class DeviceManager:
                 )
             return preferred, endpoints[preferred]
         load = {gw: 0 for gw in endpoints}
-        for machine in self.machines.values():
-            if machine.gateway in load:
-                load[machine.gateway] += 1
+        for gw in [m.gateway for m in self.machines.values()] + list(self._starting.values()):
+            if gw in load:
+                load[gw] += 1
         name = min(sorted(load), key=lambda gw: load[gw])
         return name, endpoints[name]
 
@@ -183,16 +217,27 @@ class DeviceManager:
         options: dict[str, Any] | None = None,
     ) -> Machine:
         """Start (power on) the machine of Device `name`; idempotent. `options` go to the
-        backend (e.g. max_module_size), over the manager's per-backend defaults."""
+        backend (e.g. max_module_size), over the manager's per-backend defaults.
+
+        The lock is held only to check and book: making and powering on the machine waits
+        on the harness loop, which must never wait on this lock in turn (the REST API
+        provisions from the loop), and machines of different Devices start in parallel."""
         with self._lock:
             existing = self.machines.get(name)
             if existing is not None:
                 return existing
-            if len(self.machines) >= self.max_machines:
-                raise DeviceManagerError(f"at most {self.max_machines} machines are allowed")
+            if name in self._starting:
+                raise DeviceManagerError(f"the machine of {name!r} is being started")
+            if len(self.machines) + len(self._starting) >= self.max_machines:
+                raise DeviceManagerError(
+                    f"at most {self.max_machines} machines are allowed (the device manager's "
+                    "max_machines; PlatformConfig.max_machines, `wasmbed-hil up` raises it to "
+                    "its --devices)")
             creds = self.credentials_for(name, identity)
             driver = self.backend(backend)
             gateway, endpoint = self._choose_gateway(preferred_gateway)
+            self._starting[name] = gateway
+        try:
             merged = {**self.backend_options.get(backend, {}), **(options or {})}
             try:
                 handle = driver.create(name, creds, endpoint, **merged)
@@ -204,9 +249,13 @@ class DeviceManager:
                 handle.close()
                 raise
             machine = Machine(name, backend, board, gateway, handle)
-            self.machines[name] = machine
-            log.info("machine %s started on %s, gateway %s", name, backend, gateway)
-            return machine
+            with self._lock:
+                self.machines[name] = machine
+        finally:
+            with self._lock:
+                self._starting.pop(name, None)
+        log.info("machine %s started on %s, gateway %s", name, backend, gateway)
+        return machine
 
     def stop(self, name: str, *, forget: bool = True) -> bool:
         """Power off and discard the machine of `name`; with `forget`, also its credentials.

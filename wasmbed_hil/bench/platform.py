@@ -38,7 +38,7 @@ from ..pki import FleetCA
 from . import waits
 from .apiserver import ApiServer
 from .backends.registry import DEFAULT_BACKEND
-from .devicemanager import DeviceManager
+from .devicemanager import DEFAULT_MAX_MACHINES, DeviceManager, check_max_machines
 from .gateway import GatewayHandle
 from .link.balancer import Balancer
 from .link.faultproxy import FaultProxy
@@ -69,6 +69,11 @@ class PlatformConfig:
     # Serve the REST API's and the controllers' Prometheus metrics on ports of their own
     # (`rest_metrics_url`, `controller_metrics_url`).
     metrics: bool = False
+    # Machines the device manager starts at most (bench.devicemanager.check_max_machines).
+    max_machines: int = DEFAULT_MAX_MACHINES
+
+    def __post_init__(self) -> None:
+        check_max_machines(self.max_machines)
 
 
 class _Provisioner:
@@ -154,7 +159,8 @@ class Platform:
         self.gateways: dict[str, GatewayHandle] = {}
         self.agents: dict[str, GatewayAgent] = {}
         self.manager = DeviceManager(loop, ca, workdir / "machines", self._endpoints,
-                                     backend_options=self.config.backend_options)
+                                     backend_options=self.config.backend_options,
+                                     max_machines=self.config.max_machines)
         self.controllers: Controllers | None = None
         self.balancer: Balancer | None = None
         self.rest: Any = None

@@ -202,6 +202,7 @@ class Workdir:
 
 
 def _run(args: argparse.Namespace, workdir: Workdir) -> int:
+    from ..bench.devicemanager import DEFAULT_MAX_MACHINES
     from ..bench.platform import Platform, PlatformConfig
     from ..controlplane.rest import listen_socket
 
@@ -223,6 +224,7 @@ def _run(args: argparse.Namespace, workdir: Workdir) -> int:
                                          heartbeat_timeout_s=3 * args.heartbeat,
                                          pairing=False, max_devices=max(100, args.devices)),
             agent_refresh_s=max(2.0, args.heartbeat),
+            max_machines=max(DEFAULT_MAX_MACHINES, args.devices),
         ))
     except BaseException:
         rest_sock.close()

@@ -313,6 +313,7 @@ def build_registry(
         seen = -1
         while not stopped:
             seen = shared.version
+            app: Application | None = None
             written = True
             with metrics.reconcile("application") as one:
                 try:
@@ -341,11 +342,41 @@ def build_registry(
                 await asyncio.sleep(0.2)  # retry pacing during an API outage
                 continue
             # Coalesce bursts of device events: a write of N rows costs the API server (and
-            # every watcher) O(N), so large fleets get a proportionally wider window.
+            # every watcher) O(N), so large fleets get a proportionally wider window. A
+            # milestone (the phase changes, or the last target reports its result) ends the
+            # window early: 1,000 targets meant a 2 s window between the last result and
+            # the Application's Running.
             rows = len(status.get("deviceStatuses") or ())
-            await asyncio.sleep(max(settings.batch_window_s, rows * settings.window_per_row_s))
+            window = max(settings.batch_window_s, rows * settings.window_per_row_s)
+            if app is not None:
+                await _coalesce(stopped, window, milestone(status),
+                                lambda a=app: milestone(application_status(  # type: ignore[misc]
+                                    a, name, shared.devices)))
+            else:
+                await asyncio.sleep(window)
             if shared.version == seen:
                 await shared.pause(stopped, seen, settings.resync_s)
+
+    def milestone(status: dict[str, Any]) -> tuple[Any, bool]:
+        rows = status.get("deviceStatuses") or ()
+        return status.get("phase"), bool(rows) and all("outcome" in r for r in rows)
+
+    async def _coalesce(stopped: Any, window: float, written: tuple[Any, bool],
+                        now: Callable[[], tuple[Any, bool]]) -> None:
+        """Wait `window` seconds, looking whether the devices' changes reached a milestone
+        other than the one written (then return at once). A look recomputes the status, O(N):
+        every batch window cost 15 % of the controllers' thread at 1,000 targets, so it is
+        taken ten times a window, but never less often than every 0.25 s."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + window
+        every = min(max(settings.batch_window_s, window / 10), 0.25)
+        seen = shared.version
+        while not stopped and (left := end - loop.time()) > 0:
+            await asyncio.sleep(min(left, every))
+            if shared.version != seen:
+                seen = shared.version
+                if now() != written:
+                    return
 
     @kopf.on.delete(GROUP, VERSION, "applications", registry=registry)
     async def application_deleted(name: str, body: kopf.Body, **_: Any) -> None:

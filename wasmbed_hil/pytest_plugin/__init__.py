@@ -10,7 +10,8 @@ Fixture ladder (session -> function):
     gateway       an in-process gateway on an OS-chosen port (handed over, never guessed)
     device_factory  makes devices on the chosen backend; they are closed at teardown
     device        one device, enrolled and online
-    fleet         fleet(n) -> n devices, enrolled and online
+    fleet         fleet(n) -> n devices, enrolled and online; fleet(n, processes=K) -> a
+                  FleetHandle over K worker processes (thousands of virtual devices)
     wasm          builds the test WebAssembly modules from source
     control_plane the whole platform: emulated API server, REST API, kopf controllers and
                   gateways with their agents (@pytest.mark.hil_platform(gateways=2, ...));
@@ -48,6 +49,7 @@ try:
     from ..bench.convergence import Convergence, ConvergenceOracle, DesiredState, NotConverged
     from ..bench.device import DeviceHandle
     from ..bench.errors import InfrastructureError
+    from ..bench.fleet import FleetHandle, check_processes
     from ..bench.gateway import GatewayHandle
     from ..bench.loop import LoopThread
     from ..bench.scope import BenchScope
@@ -470,16 +472,60 @@ def device(device_factory: DeviceFactory) -> DeviceHandle:
     return device_factory("device-0")
 
 
+#: fleet(n, processes=K) waits this long per device for the fleet to come online, on top
+#: of the run's timeout (joining is bounded by the gateway's handshakes: about 1,000/s/core).
+FLEET_JOIN_S_PER_DEVICE = 0.02
+
+
 @pytest.fixture
-def fleet(device_factory: DeviceFactory) -> Callable[..., list[DeviceHandle]]:
+def fleet(device_factory: DeviceFactory, hil_scope: BenchScope, gateway: GatewayHandle,
+          hil_backend_name: str, hil_timeout: float, tmp_path: Path,
+          request: pytest.FixtureRequest) -> Callable[..., Any]:
     """fleet(count, prefix="fleet", **options) -> `count` devices, powered on together and
-    returned once all are enrolled and online."""
-    def make(count: int, prefix: str = "fleet", **options: Any) -> list[DeviceHandle]:
+    returned once all are enrolled and online.
+
+    fleet(count, processes=K, rate=0.0, timeout=None, **options) -> a FleetHandle
+    (bench.fleet): `count` virtual devices spread over K worker processes, for fleets one
+    event loop cannot hold (10,000 devices against one gateway). It is a fleet-level handle
+    (names, per-device state, lifecycle counts, power on/off, waits; the gateway's waits and
+    deployments take a device's name), not a list of DeviceHandles. `rate`: devices powered
+    on per second in all (0: at once); `timeout`: for all to be online (default: the run's
+    timeout plus 20 ms a device). Virtual backend only (skips elsewhere); the workers are
+    killed with the test, pass, fail or Ctrl-C, and a worker's error or death fails it."""
+    def make(count: int, prefix: str = "fleet", *, processes: int | None = None,
+             rate: float = 0.0, timeout: float | None = None,
+             **options: Any) -> list[DeviceHandle] | FleetHandle:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise pytest.UsageError(f"fleet(count={count!r}): a number of devices >= 0")
+        if processes is not None:
+            return _process_fleet(count, prefix, processes, rate, timeout, options)
         devices = [device_factory(f"{prefix}-{i}", online=False, **options) for i in range(count)]
         for dev in devices:
             if not dev.gdb_halted:  # halted for a debugger: the scenario's waits wait for it
                 dev.wait_online()
         return devices
+
+    def _process_fleet(count: int, prefix: str, processes: int, rate: float,
+                       timeout: float | None, options: dict[str, Any]) -> FleetHandle:
+        if hil_backend_name != "virtual":
+            pytest.skip(f"fleet(processes=...) holds virtual devices; backend {hil_backend_name}")
+        try:
+            check_processes(processes)
+        except ValueError as exc:
+            raise pytest.UsageError(f"fleet: {exc}") from None
+        if not (rate >= 0 and rate != float("inf")):
+            raise pytest.UsageError(f"fleet(rate={rate!r}): devices per second, >= 0")
+        key_type = options.pop("key_type", "p256")
+        directory = tmp_path / f"fleet-{prefix}"
+        handle = FleetHandle(hil_scope.loop, hil_scope.ca, directory, gateway.endpoint,
+                             processes)
+        hil_scope.callback(f"fleet {prefix} ({processes} processes)", handle.close)
+        handle.start()
+        handle.add([f"{prefix}-{i}" for i in range(count)], key_type=key_type, **options)
+        handle.power_on(rate=rate)
+        handle.wait_online(hil_timeout + FLEET_JOIN_S_PER_DEVICE * count
+                           if timeout is None else timeout)
+        return handle
 
     return make
 
