@@ -43,7 +43,8 @@ from .message_faults import Delay, Drop, Duplicate, MessageFault, Reorder
 from .points import Point, after_chunk_acked, after_start, during_handshake
 from .seams import Lifecycle
 
-__all__ = ["FAULT_KINDS", "FaultContext", "FaultKind", "fault_kind", "healed", "strike"]
+__all__ = ["FAULT_KINDS", "FaultContext", "FaultKind", "MessageFaultKind", "fault_kind", "healed",
+           "strike"]
 
 
 @dataclass
