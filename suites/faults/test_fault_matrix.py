@@ -71,10 +71,12 @@ def gateway_config(gateway_config, hil_backend_name, request):
 @pytest.mark.parametrize(
     "fault", [pytest.param(name, marks=pytest.mark.hil_fault(name)) for name in DEVICE_FAULTS])
 def test_fault_during_operation_converges(fault, operation, gateway, device_factory, wasm,
-                                          fault_rng, converged, hil_timeout, request):
+                                          fault_rng, converged, hil_timeout, hil_backend_name,
+                                          request):
     kind = FAULT_KINDS[fault]
     large = operation == "deploy_large"
-    dev = device_factory("dut", start=False, **({"max_frame_size": FRAME} if large else {}))
+    dev = device_factory("dut", start=False, **({"max_frame_size": FRAME} if large else {}),
+                         **kind.device_options(hil_backend_name))
     module = wasm.data(LARGE, seed=3) if large else wasm("add")
     chunks = _chunks(len(module), FRAME) if operation.startswith("deploy") or operation == "run" \
         else 0
