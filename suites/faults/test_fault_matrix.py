@@ -16,11 +16,19 @@ choices come from `--hil-fault-seed` (printed in the run's header).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
+from wasmbed_hil.bench.backends import get_backend
 from wasmbed_hil.bench.convergence import DesiredState
-from wasmbed_hil.bench.faultkinds import FAULT_KINDS, FaultContext, healed, strike
+from wasmbed_hil.bench.faultkinds import (
+    FAULT_KINDS,
+    FaultContext,
+    MessageFaultKind,
+    healed,
+    strike,
+)
 from wasmbed_hil.gateway import RunRequest
 from wasmbed_hil.gateway.deployment import CHUNK_OVERHEAD
 
@@ -45,14 +53,30 @@ def _chunks(size: int, frame: int) -> int:
 DEVICE_FAULTS = [name for name, kind in FAULT_KINDS.items() if not kind.needs_platform]
 
 
+@pytest.fixture
+def gateway_config(gateway_config, hil_backend_name, request):
+    """A message fault loses or spoils a message the gateway may be waiting an answer for
+    (msg_drop of a module's one chunk): the scenario then waits out the reply timeout, so
+    it is the backend's answers_within_s where the backend states one (3 s for the virtual
+    device, against 10 s by default). No other fault waits it out; they keep the default."""
+    callspec = getattr(request.node, "callspec", None)
+    kind = FAULT_KINDS.get(callspec.params.get("fault", "")) if callspec else None
+    within = get_backend(hil_backend_name).answers_within_s
+    if within is not None and isinstance(kind, MessageFaultKind):
+        return replace(gateway_config, reply_timeout_s=within)
+    return gateway_config
+
+
 @pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize(
     "fault", [pytest.param(name, marks=pytest.mark.hil_fault(name)) for name in DEVICE_FAULTS])
 def test_fault_during_operation_converges(fault, operation, gateway, device_factory, wasm,
-                                          fault_rng, converged, hil_timeout, request):
+                                          fault_rng, converged, hil_timeout, hil_backend_name,
+                                          request):
     kind = FAULT_KINDS[fault]
     large = operation == "deploy_large"
-    dev = device_factory("dut", start=False, **({"max_frame_size": FRAME} if large else {}))
+    dev = device_factory("dut", start=False, **({"max_frame_size": FRAME} if large else {}),
+                         **kind.device_options(hil_backend_name))
     module = wasm.data(LARGE, seed=3) if large else wasm("add")
     chunks = _chunks(len(module), FRAME) if operation.startswith("deploy") or operation == "run" \
         else 0

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from wasmbed_hil.bench.faultkinds import half_open_device_options
 from wasmbed_hil.bench.link.impairments import (
     Bandwidth,
     Corrupt,
@@ -125,10 +126,12 @@ def test_a_partition_for_a_duration_heals_by_itself_and_the_device_reconnects(ga
     assert during == []  # no session got through the partition
 
 
-def test_a_half_open_link_makes_the_device_unreachable_and_it_recovers_after(gateway, device):
+def test_a_half_open_link_makes_the_device_unreachable_and_it_recovers_after(
+        gateway, device_factory, hil_backend_name):
     """The gateway hears nothing more from the device while the connection stays up: its
     heartbeat timeout marks the device Unreachable. After the link heals the device is
     Connected again (on the same connection or a new one)."""
+    device = device_factory("device-0", **half_open_device_options(hil_backend_name))
     device_id = device.device_id
     gateway.wait_heartbeats(device, 1)
     timeouts = gateway.metrics().get("heartbeat_timeouts", 0)

@@ -78,8 +78,9 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
 from .junit import JunitRetries
 from .leaks import LeakCheck
 
-# --hil-shard K/N (shard.py): its pytest_configure must run before pytest-split's
-pytest_plugins = ["wasmbed_hil.pytest_plugin.shard"]
+# --hil-shard K/N (shard.py): its pytest_configure must run before pytest-split's;
+# --hil-order (order.py): under pytest-xdist, the longest tests first
+pytest_plugins = ["wasmbed_hil.pytest_plugin.shard", "wasmbed_hil.pytest_plugin.order"]
 
 # The markers the plugin reads, registered in pytest_configure (the one list of them).
 MARKERS = {

@@ -57,6 +57,11 @@ class Backend(ABC):
     options: ClassVar[tuple[BackendOption, ...]] = ()
     #: Whether the backend runs firmware images (--hil-firmware, --hil-board apply to it).
     runs_firmware: ClassVar[bool] = False
+    #: Seconds within which a device of this backend answers one protocol message even on a
+    #: loaded machine, measured, with a wide margin: a scenario that waits out the gateway's
+    #: reply timeout on purpose (a message lost by a fault) sets the timeout to this. None:
+    #: not established for this backend, the scenario keeps its own (longer) value.
+    answers_within_s: ClassVar[float | None] = None
 
     def __init__(self, loop: LoopThread, workdir: Path) -> None:
         self.loop = loop
