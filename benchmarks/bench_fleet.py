@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._gw_common import raise_nofile, rss_kb
 from wasmbed_hil.bench import modules
 from wasmbed_hil.bench.fleet import FleetHandle
 from wasmbed_hil.bench.gateway import GatewayHandle
@@ -52,22 +53,6 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     return values[min(len(values) - 1, max(0, int(q * len(values) + 0.5) - 1))]
-
-
-def rss_kb(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def raise_nofile() -> int:
-    import resource
-
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def hold(loop: LoopThread, gw: GatewayHandle, fleet: FleetHandle, n: int, rate: float,
@@ -164,7 +149,7 @@ def main() -> None:
     m = min(n, args.deploy or (200 if args.quick else 1000))
     if n < 1 or m < 1 or args.rate <= 0 or args.repeats < 1 or not args.connect_timeout > 0:
         parser.error("--devices, --deploy, --rate and --repeats must be positive")
-    hard = raise_nofile()
+    _soft, hard = raise_nofile()
     print(f"bench_fleet: Python {sys.version.split()[0]}, {os.cpu_count()} cores, "
           f"RLIMIT_NOFILE {hard}, load average {loadavg()}")
     shm = Path("/dev/shm")

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 from gateway_clients import RawClient
+from kube_services import emulated_kube
 from test_service_crashes import rest_call, wait_resource
 
 from wasmbed_hil.bench import modules
-from wasmbed_hil.bench.apiserver import ApiServer
 from wasmbed_hil.bench.backends.virtual import VirtualBackend
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.process import ServiceProcess
@@ -36,7 +36,7 @@ from wasmbed_hil.bench.scrape import scrape
 from wasmbed_hil.cli import main, parser
 from wasmbed_hil.cli.gwprocs import child_argv
 from wasmbed_hil.cli.services import service_config
-from wasmbed_hil.kube.client import KubeClient, KubeConfig, install_crds
+from wasmbed_hil.kube.client import KubeClient
 from wasmbed_hil.kube.resources import Application, Device, Gateway
 from wasmbed_hil.pki import FleetCA
 
@@ -153,20 +153,7 @@ def test_a_process_that_cannot_start_stops_them_all_with_its_error(offline: list
 # ============================================================ the processes at work
 @pytest.fixture
 def kube(tmp_path: Path, hil_loop: LoopThread) -> Iterator[tuple[Path, KubeClient]]:
-    server = ApiServer(token="procs-test")
-    hil_loop.run(server.start())
-    path = server.write_kubeconfig(tmp_path / "kubeconfig", NS)
-    client = KubeClient(KubeConfig.from_kubeconfig(path))
-    try:
-        async def prepare() -> None:
-            await install_crds(client)
-            await client.ensure_namespace(NS)
-
-        hil_loop.run(prepare())
-        yield path, client
-    finally:
-        hil_loop.run(client.close())
-        hil_loop.run(server.stop())
+    yield from emulated_kube(tmp_path, hil_loop, token="procs-test")
 
 
 def exited(pid: int, timeout: float) -> bool:

@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kube_services import emulated_kube
 
 from wasmbed_hil.bench import modules
-from wasmbed_hil.bench.apiserver import ApiServer
 from wasmbed_hil.bench.backends.virtual import VirtualBackend
 from wasmbed_hil.bench.link.balancer import Balancer
 from wasmbed_hil.bench.link.pump import Direction, Impairment
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.process import ProcessExited, ServiceProcess
 from wasmbed_hil.gateway import GatewayStore
-from wasmbed_hil.kube.client import Informer, Kind, KubeClient, KubeConfig, install_crds
+from wasmbed_hil.kube.client import Informer, Kind, KubeClient
 from wasmbed_hil.kube.resources import Application, Device
 from wasmbed_hil.pki import FleetCA
 
@@ -41,20 +41,7 @@ NS = "wasmbed"
 
 @pytest.fixture
 def kube(tmp_path: Path, hil_loop: LoopThread) -> Iterator[tuple[Path, KubeClient]]:
-    server = ApiServer(token="crash-test")
-    hil_loop.run(server.start())
-    path = server.write_kubeconfig(tmp_path / "kubeconfig", NS)
-    client = KubeClient(KubeConfig.from_kubeconfig(path))
-    try:
-        async def prepare() -> None:
-            await install_crds(client)
-            await client.ensure_namespace(NS)
-
-        hil_loop.run(prepare())
-        yield path, client
-    finally:
-        hil_loop.run(client.close())
-        hil_loop.run(server.stop())
+    yield from emulated_kube(tmp_path, hil_loop, token="crash-test")
 
 
 def wait_resource(loop: LoopThread, kube: KubeClient, cls: type, name: str,
