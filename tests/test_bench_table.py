@@ -254,3 +254,11 @@ def test_a_shared_run_happens_once_even_when_it_fails(table: ModuleType) -> None
         with pytest.raises(RuntimeError, match="256 machines"):
             run(1000)
     assert calls == [10, 1000]
+
+
+def test_the_control_plane_rows_call_their_benchmark_as_it_is_now(table: ModuleType) -> None:
+    """The rows call bench_controlplane.measure for real (two devices, one Application): a
+    change of its signature once turned both rows into errors that only a full run showed."""
+    figures = table.controlplane_run(2, 1)
+    assert len(figures["running"]) == 1 and figures["running"][0] > 0
+    assert len(figures["join"]) == 1 and figures["join"][0] > 0
