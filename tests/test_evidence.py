@@ -267,3 +267,34 @@ def test_the_virtual_backend_has_no_image_to_attach(tmp_path: Path) -> None:
     (result,) = results(tmp_path)["test_passes_with_a_device"]
     assert not [a for a in result["attachments"] if "firmware" in a["name"]]
     assert "firmware_sha256" not in labels(result)
+
+
+BACKEND_SPECIFIC = '''
+import pytest
+
+
+@pytest.mark.backend_specific("virtual", reason="builds its own platform on virtual")
+def test_without_a_harness_fixture():
+    pass
+'''
+
+
+def test_a_backend_specific_test_without_harness_fixtures_is_one_test_per_backend(
+        tmp_path: Path) -> None:
+    """suites/netns uses no harness fixture but runs on one backend only: `make hil`'s report
+    once merged its pass on virtual and its skip on qemu into one skipped test."""
+    (tmp_path / "test_specific.py").write_text(BACKEND_SPECIFIC)
+    for backend in ("virtual", "qemu"):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+             str(tmp_path / "test_specific.py"), "--rootdir", str(tmp_path),
+             "--alluredir", str(tmp_path / "allure"), f"--hil-backend={backend}"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    from wasmbed_hil.report import load_run
+
+    tests = load_run(tmp_path / "allure").tests
+    assert sorted(tests) == ["test_specific#test_without_a_harness_fixture@qemu",
+                             "test_specific#test_without_a_harness_fixture@virtual"]
+    assert {t.label("backend"): t.status for t in tests.values()} == {
+        "virtual": "passed", "qemu": "skipped"}

@@ -489,14 +489,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             _attach("evidence error", repr(exc))
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if not uses_hil(item):
+    hil = uses_hil(item)
+    if not hil and item.get_closest_marker("backend_specific") is None:
         return
     if report.when == "setup":  # each attempt is its own Allure result: label each
-        item.stash[CATEGORY] = []
+        # A test that says which backends it runs on depends on the backend even without a
+        # harness fixture (suites/netns builds its own platform): without the parameter its
+        # runs on two backends shared one key, and the report kept only one of them.
         for name, value in backend_labels(item.config).items():
             _label(name, value)
         if allure is not None:  # a parameter: one test on two backends is two tests
             allure.dynamic.parameter("backend", str(item.config.getoption("--hil-backend")))
+    if not hil:
+        return
+    if report.when == "setup":
+        item.stash[CATEGORY] = []
         earlier = item.stash.get(EARLIER, [])
         retried = int(getattr(item, "execution_count", 1)) - 1  # set by pytest-rerunfailures
         if retried > 0 and earlier:  # this attempt follows infrastructure failures
