@@ -31,6 +31,7 @@ from wasmbed_hil.pki import (
     read_crl,
     server_ssl_context,
     spki_der,
+    verify_certificate_signature,
     verify_signature,
 )
 
@@ -295,6 +296,48 @@ def test_verify_signature_does_not_confuse_key_types(ca: FleetCA) -> None:
     p256 = ca.issue_device("p256", key_type="p256")
     assert not verify_signature(p256.spki_der, ed.sign(b"m"), b"m")
     assert not verify_signature(ed.spki_der, p256.sign(b"m"), b"m")
+
+
+@pytest.mark.parametrize("key_type", KEY_TYPES)
+def test_verify_certificate_signature_answers_as_verify_signature_on_its_spki(
+    ca: FleetCA, key_type: str
+) -> None:
+    """The gateway checks enrollment proofs with the certificate's key object rather than
+    its SPKI parsed again: the same answer for every signature, valid or not."""
+    creds = ca.issue_device("signer", key_type=key_type)  # type: ignore[arg-type]
+    others = [ca.issue_device("other", key_type=t) for t in KEY_TYPES]  # type: ignore[arg-type]
+    message = b"enroll:" + bytes(range(32))
+    good = creds.sign(message)
+    cases = [
+        (good, message),
+        (good, message + b"!"),
+        (good[:-1] + bytes([good[-1] ^ 1]), message),
+        (b"", message),
+        (b"\x30\x00", message),
+        *((o.sign(message), message) for o in others),
+    ]
+    answers = [verify_certificate_signature(creds.cert, sig, data) for sig, data in cases]
+    assert answers == [verify_signature(creds.spki_der, sig, data) for sig, data in cases]
+    assert answers == [True] + [False] * (len(cases) - 1)
+    assert not verify_certificate_signature(creds.cert, "text", message)  # type: ignore[arg-type]
+    assert not verify_certificate_signature(creds.cert, good, 12)  # type: ignore[arg-type]
+    assert not verify_certificate_signature(creds.cert_der, good, message)  # type: ignore[arg-type]
+
+
+def test_verify_certificate_signature_refuses_other_key_types() -> None:
+    """A P-384 certificate with a valid ECDSA/SHA-256 signature: not a device key."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p384")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    message = b"data"
+    assert not verify_certificate_signature(
+        cert, key.sign(message, ec.ECDSA(hashes.SHA256())), message)
 
 
 # -- revocation ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ heartbeat makes it Connected again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import ssl
@@ -32,8 +33,8 @@ from typing import Any, ClassVar
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ..pki import device_certificate_problem, device_identity, load_certificate, spki_der
-from ..pki import verify_signature as verify_proof
+from ..pki import device_certificate_problem, device_identity, load_certificate
+from ..pki import verify_certificate_signature as verify_proof
 from ..protocol import (
     ENROLL_CONTEXT,
     ChunkAck,
@@ -342,14 +343,18 @@ class ConnectionHandler:
             return
         proof = proof_event.message
         assert isinstance(proof, EnrollProof)
-        if proof.public_key != spki_der(self.cert):
+        # The identity is the SHA-256 of the certificate's SPKI (pki.device_identity): equal
+        # digests mean the same key, without serialising the certificate's key once more.
+        if hashlib.sha256(proof.public_key).hexdigest() != conn.identity:
             self._reject(
                 proof_event.message_id,
                 ErrorCode.KEY_MISMATCH,
                 "enrollment public key differs from the TLS certificate's",
             )
             return
-        if not verify_proof(proof.public_key, proof.signature, ENROLL_CONTEXT + nonce):
+        # With the key of the certificate the TLS handshake verified: the same key, as checked
+        # above, without parsing the SPKI the device sent.
+        if not verify_proof(self.cert, proof.signature, ENROLL_CONTEXT + nonce):
             self._reject(
                 proof_event.message_id,
                 ErrorCode.BAD_PROOF,

@@ -16,6 +16,7 @@ from .identity import (
     load_certificate,
     load_private_key,
     spki_der,
+    verify_certificate_signature,
     verify_signature,
 )
 from .tls import client_ssl_context, server_ssl_context
@@ -34,6 +35,7 @@ __all__ = [
     "read_crl",
     "server_ssl_context",
     "spki_der",
+    "verify_certificate_signature",
     "verify_signature",
     "write_file",
 ]

@@ -136,12 +136,35 @@ def verify_signature(spki: bytes, signature: bytes, data: bytes) -> bool:
         return False
     try:
         public_key = serialization.load_der_public_key(bytes(spki))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return _verify(public_key, bytes(signature), bytes(data))
+
+
+def verify_certificate_signature(cert: x509.Certificate, signature: bytes, data: bytes) -> bool:
+    """``verify_signature`` against the public key of ``cert``, without serialising it to an
+    SPKI and parsing that again: the gateway checks an enrollment proof with the key of the
+    certificate its TLS handshake just verified (``cryptography`` keeps that key once built).
+    The same keys are accepted and the same answers given; False, never raises."""
+    if not isinstance(cert, x509.Certificate) or not all(
+        isinstance(v, _BYTES_LIKE) for v in (signature, data)
+    ):
+        return False
+    try:
+        public_key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return _verify(public_key, bytes(signature), bytes(data))
+
+
+def _verify(public_key: object, signature: bytes, data: bytes) -> bool:
+    try:
         if isinstance(public_key, ed25519.Ed25519PublicKey):
-            public_key.verify(bytes(signature), bytes(data))
+            public_key.verify(signature, data)
         elif isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
             public_key.curve, ec.SECP256R1
         ):
-            public_key.verify(bytes(signature), bytes(data), ec.ECDSA(hashes.SHA256()))
+            public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
         else:
             return False
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):

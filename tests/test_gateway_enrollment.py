@@ -1,0 +1,108 @@
+"""Enrollment at the gateway: what a device is told, the gateway keeps.
+
+A device that got its Welcome for a new enrollment must be known to the next incarnation of the
+gateway, even when the gateway dies the moment the Welcome has left it: the enrollment is in
+the local cache (committed to SQLite, not only in memory or in an open transaction) before the
+Welcome is sent. The proof checks (the key the device proves must be its certificate's, and
+the signature must verify) are made with the certificate the TLS handshake verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_clients import INFO, ProtocolClient
+
+from wasmbed_hil.protocol import (
+    ENROLL_CONTEXT,
+    EnrollChallenge,
+    EnrollProof,
+    EnrollReject,
+    ErrorCode,
+    Hello,
+    Welcome,
+)
+from wasmbed_hil.protocol.types import DevicePhase
+
+
+@pytest.fixture
+def closing() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+_DIRS = itertools.count()
+
+
+def _client(gateway, fleet_ca, tmp_path: Path, stack, name: str, creds=None) -> ProtocolClient:
+    creds = creds if creds is not None else fleet_ca.issue_device(name)
+    client = ProtocolClient(gateway.endpoint, creds, tmp_path / f"{name}-{next(_DIRS)}")
+    stack.callback(client.close)
+    return client
+
+
+def test_a_welcomed_enrollment_survives_the_gateway_dying_right_after(
+    gateway, fleet_ca, tmp_path, closing,
+):
+    creds = fleet_ca.issue_device("told")
+    # The gateway dies (as in SIGKILL: its task cancelled on the spot, connections aborted,
+    # an open SQLite transaction rolled back) at the event it logs once the Welcome is sent.
+    died = gateway.crash_when("connection", lambda e: e.data.get("state") == "open")
+    first = _client(gateway, fleet_ca, tmp_path, closing, "told", creds)
+    welcome = first.enroll_or_welcome()
+    assert welcome.enrolled_now
+    assert died.result(timeout=10).device_id == welcome.device_id.hex()
+    gateway.crash()
+    # What the dead incarnation left on disk, read as another process would read it.
+    db = sqlite3.connect(gateway.workdir / "state" / "gateway.sqlite3")
+    try:
+        rows = db.execute("SELECT device_id, name FROM devices").fetchall()
+    finally:
+        db.close()
+    assert rows == [(welcome.device_id.hex(), "told")]
+
+    gateway.start()  # the next incarnation, on the same local cache
+    again = _client(gateway, fleet_ca, tmp_path, closing, "told", creds)
+    second = again.enroll_or_welcome()
+    assert second.enrolled_now is False  # no challenge: it is known
+    assert second.device_id == welcome.device_id
+    gateway.wait_phase(welcome.device_id.hex(), DevicePhase.CONNECTED)
+
+
+def _prove(client: ProtocolClient, public_key: bytes, signature_of) -> object:
+    client.send_message(Hello(None, INFO))
+    challenge = client.receive()
+    assert isinstance(challenge, EnrollChallenge)
+    client.send_message(EnrollProof(public_key, signature_of(ENROLL_CONTEXT + challenge.nonce)))
+    return client.receive()
+
+
+@pytest.mark.parametrize("key_type", ["p256", "ed25519"])
+def test_the_proof_must_be_made_with_the_certificates_key(
+    gateway, fleet_ca, tmp_path, closing, key_type,
+):
+    mine = fleet_ca.issue_device("mine", key_type=key_type)
+    other = fleet_ca.issue_device("other", key_type=key_type)
+    # Another key, properly signed with it: not the certificate's key.
+    reply = _prove(_client(gateway, fleet_ca, tmp_path, closing, "mine", mine),
+                   other.spki_der, other.sign)
+    assert isinstance(reply, EnrollReject) and reply.code is ErrorCode.KEY_MISMATCH
+    # The certificate's key named, but the signature made with another key.
+    reply = _prove(_client(gateway, fleet_ca, tmp_path, closing, "mine", mine),
+                   mine.spki_der, other.sign)
+    assert isinstance(reply, EnrollReject) and reply.code is ErrorCode.BAD_PROOF
+    # The certificate's key, a signature of something else than the challenge.
+    reply = _prove(_client(gateway, fleet_ca, tmp_path, closing, "mine", mine),
+                   mine.spki_der, lambda data: mine.sign(data + b"!"))
+    assert isinstance(reply, EnrollReject) and reply.code is ErrorCode.BAD_PROOF
+    assert gateway.devices() == []
+    assert gateway.metrics()["enrollments_rejected"] == 3
+    # The real proof gets in.
+    reply = _prove(_client(gateway, fleet_ca, tmp_path, closing, "mine", mine),
+                   mine.spki_der, mine.sign)
+    assert isinstance(reply, Welcome) and reply.enrolled_now
