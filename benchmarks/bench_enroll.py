@@ -15,13 +15,22 @@ on a shared 2-core machine the load generators' own TLS work keeps the gateway f
 saturated), and the wall-clock rate. That CPU is the whole join of each device as a device
 does it: the TLS handshake, Hello, challenge, proof, Welcome, and the heartbeat a device sends
 at once when welcomed (the gateway's heartbeat count over the window is printed beside it);
-the load generators' CPU is not in it. Never asserts; every process is stopped.
+the load generators' CPU is not in it.
+
+In the same run (alternating with the enrollments, --repeats times) it measures the ceiling:
+a bare asyncio mutual-TLS 1.3 server (_tls_server.py: the gateway's TLS context, accept path
+and TLS read buffer, no protocol) and as many new client certificates, handshakes per server
+CPU-second. The ratio of the two says how much of an enrollment is the TLS handshake itself.
+Never asserts; every process is stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
+import ssl
+import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_gateway as gwb
 
-from wasmbed_hil.pki import FleetCA
+from wasmbed_hil.pki import FleetCA, client_ssl_context
 
 
 def measure(root: Path, devices: int, procs: int = 2, rate: float = 5000.0,
@@ -71,6 +80,58 @@ def measure(root: Path, devices: int, procs: int = 2, rate: float = 5000.0,
     }
 
 
+def handshake_ceiling(root: Path, handshakes: int, concurrency: int = 64) -> dict[str, Any]:
+    """`handshakes` new clients (a certificate each) complete a mutual TLS 1.3 handshake with a
+    bare server process (_tls_server.py); its handshakes per CPU-second."""
+    gwb.raise_nofile()
+    root.mkdir(parents=True, exist_ok=True)
+    ca_dir = root / "ca"
+    ca = FleetCA.create("bench handshake CA")
+    ca.save(ca_dir)
+    contexts = []
+    for i in range(handshakes):  # issued before the clock starts, as the devices' are
+        creds_dir = root / "clients" / str(i)
+        ca.issue_device(f"client-{i}").write(creds_dir)
+        contexts.append(client_ssl_context(creds_dir))
+    server = gwb.Child("tls-server", "_tls_server.py",
+                       ["--ca-dir", str(ca_dir), "--workdir", str(root / "server")], root)
+    try:
+        port = int(server.recv(60)["port"])
+        cpu0 = gwb.cpu_seconds(server.pid)
+        t0 = time.monotonic()
+        asyncio.run(_clients(port, contexts, concurrency))
+        wall = time.monotonic() - t0
+        cpu = gwb.cpu_seconds(server.pid) - cpu0
+        counts = server.request({"cmd": "metrics"}, 60)
+    finally:
+        server.close()
+    done = int(counts["handshakes"])
+    return {
+        "handshakes": done,
+        "failures": int(counts["failures"]),
+        "server_cpu_s": round(cpu, 3),
+        "per_core_s": round(done / cpu, 1) if cpu > 0 else float("nan"),
+        "server_cores": round(cpu / wall, 3) if wall > 0 else float("nan"),
+    }
+
+
+async def _clients(port: int, contexts: list[ssl.SSLContext], concurrency: int) -> None:
+    """Each context connects once; returns when every server has said it is through."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(context: ssl.SSLContext) -> None:
+        async with slots:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                "127.0.0.1", port, ssl=context, server_hostname="localhost"), 30)
+            try:
+                if await asyncio.wait_for(reader.read(1), 30) != b"k":
+                    raise RuntimeError("the TLS server closed before its byte")
+            finally:
+                writer.close()
+
+    await asyncio.gather(*(one(c) for c in contexts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
@@ -78,22 +139,45 @@ def main() -> None:
     parser.add_argument("--connect-rate", type=float, default=5000.0)
     parser.add_argument("--concurrency", type=int, default=64,
                         help="joins in flight per device process")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="enrollment runs, each followed by a handshake-ceiling run")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help="skip the bare TLS server's handshake ceiling")
     args = parser.parse_args()
-    if min(args.devices, args.device_procs, args.concurrency) < 1 or args.connect_rate <= 0:
+    if min(args.devices, args.device_procs, args.concurrency, args.repeats) < 1 \
+            or args.connect_rate <= 0:
         parser.error("sizes and rates must be positive")
-    root = Path(tempfile.mkdtemp(prefix="bench-enroll-", dir=gwb.default_tmp()))
-    try:
-        print(f"bench_enroll: {args.devices} new devices, {args.device_procs} device processes, "
-              f"load average {gwb.loadavg()}")
-        res = measure(root, args.devices, args.device_procs, args.connect_rate,
-                      args.concurrency)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    print(f"  enrolled {res['enrolled']} ({res['failed']} failed) in {res['wall_s']} s; gateway "
-          f"CPU {res['gateway_cpu_s']} s, {res['gateway_cores']:.0%} of a core while joining "
-          f"(with {res['heartbeats']} heartbeats answered)")
-    print(f"  => {res['per_core_s']:.0f} enrollments per gateway CPU-second (one core); "
-          f"{res['wall_rate']:.0f}/s wall-clock; power_on->ONLINE p99 {res['online_p99_ms']} ms")
+    print(f"bench_enroll: {args.devices} new devices, {args.device_procs} device processes, "
+          f"load average {gwb.loadavg()}")
+    enrolls: list[float] = []
+    ceilings: list[float] = []
+    for _ in range(args.repeats):
+        root = Path(tempfile.mkdtemp(prefix="bench-enroll-", dir=gwb.default_tmp()))
+        try:
+            res = measure(root / "enroll", args.devices, args.device_procs, args.connect_rate,
+                          args.concurrency)
+            enrolls.append(res["per_core_s"])
+            print(f"  enrolled {res['enrolled']} ({res['failed']} failed) in {res['wall_s']} s; "
+                  f"gateway CPU {res['gateway_cpu_s']} s, {res['gateway_cores']:.0%} of a core "
+                  f"while joining (with {res['heartbeats']} heartbeats answered)")
+            print(f"  => {res['per_core_s']:.0f} enrollments per gateway CPU-second (one core); "
+                  f"{res['wall_rate']:.0f}/s wall-clock; power_on->ONLINE p99 "
+                  f"{res['online_p99_ms']} ms; load average {gwb.loadavg()}")
+            if not args.no_ceiling:
+                hs = handshake_ceiling(root / "ceiling", args.devices,
+                                       args.concurrency * args.device_procs)
+                ceilings.append(hs["per_core_s"])
+                print(f"  bare TLS server: {hs['handshakes']} handshakes ({hs['failures']} "
+                      f"failed), server at {hs['server_cores']:.0%} of a core => "
+                      f"{hs['per_core_s']:.0f} handshakes per server CPU-second; "
+                      f"load average {gwb.loadavg()}")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    enroll = statistics.median(enrolls)
+    print(f"  median of {len(enrolls)}: {enroll:.0f} enrollments per gateway CPU-second"
+          + (f"; bare TLS handshakes {statistics.median(ceilings):.0f} per CPU-second; an "
+             f"enrollment costs {statistics.median(ceilings) / enroll:.2f} handshakes"
+             if ceilings else ""))
     print(f"  load average {gwb.loadavg()}")
 
 
