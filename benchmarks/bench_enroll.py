@@ -21,6 +21,8 @@ In the same run (alternating with the enrollments, --repeats times) it measures 
 a bare asyncio mutual-TLS 1.3 server (_tls_server.py: the gateway's TLS context, accept path
 and TLS read buffer, no protocol) and as many new client certificates, handshakes per server
 CPU-second. The ratio of the two says how much of an enrollment is the TLS handshake itself.
+And OpenSSL's own share of a handshake: the same handshakes between two `ssl.SSLObject`s over
+memory BIOs in this process (no socket, no event loop), the server side's CPU timed alone.
 Never asserts; every process is stopped.
 """
 
@@ -41,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_gateway as gwb
 
-from wasmbed_hil.pki import FleetCA, client_ssl_context
+from wasmbed_hil.pki import FleetCA, client_ssl_context, server_ssl_context
 
 
 def measure(root: Path, devices: int, procs: int = 2, rate: float = 5000.0,
@@ -115,6 +117,52 @@ def handshake_ceiling(root: Path, handshakes: int, concurrency: int = 64) -> dic
     }
 
 
+def openssl_handshake_us(root: Path, handshakes: int) -> dict[str, Any]:
+    """Median server-side CPU (thread time, microseconds) of one mutual TLS 1.3 handshake
+    done by OpenSSL alone: `ssl.SSLObject`s over memory BIOs, a new client certificate each,
+    the server context the gateway's; only the server's calls are timed."""
+    root.mkdir(parents=True, exist_ok=True)
+    ca = FleetCA.create("bench openssl CA")
+    ca.issue_gateway("bench-openssl", hosts=("localhost",)).write(root / "server")
+    server_ctx = server_ssl_context(root / "server")
+    times: list[float] = []
+    for i in range(handshakes):
+        ca.issue_device(f"bio-{i}").write(root / "clients" / str(i))
+        client_ctx = client_ssl_context(root / "clients" / str(i))
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+        t0 = time.thread_time()
+        server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        spent = time.thread_time() - t0
+        client_done = server_done = False
+        for _ in range(10):  # a TLS 1.3 handshake with client auth takes two round trips
+            if not client_done:
+                client_done = _step(client)
+            s_in.write(c_out.read())
+            t0 = time.thread_time()
+            server_done = server_done or _step(server)
+            spent += time.thread_time() - t0
+            c_in.write(s_out.read())
+            if client_done and server_done:
+                break
+        else:
+            raise RuntimeError("the memory-BIO handshake did not complete")
+        if server.getpeercert(binary_form=True) is None:
+            raise RuntimeError("the server got no client certificate")
+        times.append(spent)
+    median = statistics.median(times)
+    return {"handshakes": len(times), "server_us": round(median * 1e6, 1),
+            "per_core_s": round(1 / median, 1) if median > 0 else float("nan")}
+
+
+def _step(obj: ssl.SSLObject) -> bool:
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        return False
+    return True
+
+
 async def _clients(port: int, contexts: list[ssl.SSLContext], concurrency: int) -> None:
     """Each context connects once; returns when every server has said it is through."""
     slots = asyncio.Semaphore(concurrency)
@@ -173,6 +221,15 @@ def main() -> None:
                       f"load average {gwb.loadavg()}")
         finally:
             shutil.rmtree(root, ignore_errors=True)
+    if not args.no_ceiling:
+        root = Path(tempfile.mkdtemp(prefix="bench-enroll-", dir=gwb.default_tmp()))
+        try:
+            bio = openssl_handshake_us(root, min(args.devices, 300))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print(f"  OpenSSL alone (memory BIOs, no socket, no event loop): {bio['server_us']:.0f} "
+              f"us of server CPU per handshake, median of {bio['handshakes']} "
+              f"(=> {bio['per_core_s']:.0f}/s); load average {gwb.loadavg()}")
     enroll = statistics.median(enrolls)
     print(f"  median of {len(enrolls)}: {enroll:.0f} enrollments per gateway CPU-second"
           + (f"; bare TLS handshakes {statistics.median(ceilings):.0f} per CPU-second; an "

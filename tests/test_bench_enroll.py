@@ -68,3 +68,9 @@ def test_the_handshake_ceiling_completes_one_handshake_per_client(
     assert res["server_cpu_s"] >= 0
     assert res["per_core_s"] > 0 or math.isnan(res["per_core_s"])
     assert _children() <= before  # the server process is stopped
+
+
+def test_openssl_alone_times_complete_handshakes(bench: ModuleType, tmp_path: Path) -> None:
+    res = bench.openssl_handshake_us(tmp_path, 3)
+    assert res["handshakes"] == 3
+    assert res["server_us"] > 0 and res["per_core_s"] > 0
