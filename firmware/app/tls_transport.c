@@ -79,10 +79,21 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
  * WB_TLS_QUIET_MS. Quiet time that has already passed counts: since the last byte received,
  * or since boot when none came (a first connect after power-on waits only what remains of
  * the 50 ms after boot, not 50 ms more). */
+__attribute__((weak)) bool board_link_fresh(void)
+{
+    return false;
+}
+
 static void drain_stale_rx(void)
 {
+    static bool connected_before;
     uint8_t c;
     unsigned dropped = 0;
+    if (!connected_before && board_link_fresh()) {
+        connected_before = true;
+        return; /* first connect of this boot on a link that carries nothing older */
+    }
+    connected_before = true;
     uint64_t quiet_since = board_link_last_rx_ms();
     while (board_now_ms() - quiet_since < WB_TLS_QUIET_MS) {
         if (uart_getc_nb(LINK_UART, &c)) {
