@@ -238,6 +238,17 @@ uint64_t board_link_last_rx_ms(void)
 {
     static uint32_t seen;
     static uint64_t stamp;
+    static uint32_t dropped_said;
+    uint32_t dropped = link_eth ? eth_dropped_frames() : 0;
+    if (dropped != dropped_said) {
+        /* A lost frame stalls the stream (later ones are out of sequence): say so. Credits
+         * keep the bridge from overrunning the controller; tests/test_qemu_ethernet.py checks
+         * that this line appears when the bridge ignores them, and never otherwise. */
+        dropped_said = dropped;
+        wb_platform_log("link: dropped %u ethernet frames (out of sequence or another "
+                        "boot's), %u new streams after a lost frame",
+                        (unsigned)dropped, (unsigned)eth_resyncs());
+    }
     uint32_t count = rx_count;
     if (count != seen) {
         seen = count;

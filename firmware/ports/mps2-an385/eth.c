@@ -52,6 +52,7 @@ static uint32_t tx_seq;
 static volatile uint32_t rx_seq;     /* DATA frames accepted this boot */
 static volatile uint32_t advertised; /* the limit last granted */
 static volatile uint32_t dropped;    /* DATA frames dropped: other nonce, out of sequence */
+static volatile uint32_t resyncs;    /* new streams started after a lost frame */
 static uint32_t rx_words[(2048u + 4u) / 4u]; /* one received frame (+ its CRC) */
 static uint32_t tx_words[(MAX_FRAME + 3u) / 4u];
 
@@ -143,6 +144,19 @@ void eth_credit_update(void)
     }
 }
 
+/* After a lost frame: a new nonce and HELLO, as at boot. The bridge forgets what it held
+ * and the TLS session (which lost bytes) fails and reconnects; the link itself carries on.
+ * Called with interrupts masked (the ISR). */
+static void resync(void)
+{
+    nonce = nonce * 1664525u + 1013904223u;
+    rx_seq = 0;
+    tx_seq = 0;
+    resyncs = resyncs + 1u;
+    advertised = limit_now();
+    send_frame(KIND_HELLO, advertised, NULL, 0);
+}
+
 static void eth_isr(void)
 {
     E(INT_STS) = INT_RSFL; /* before draining: a frame landing after the last pop raises it */
@@ -162,9 +176,17 @@ static void eth_isr(void)
             continue; /* not ours */
         }
         const uint32_t len = size - 4u - HDR;
-        if (f[14] != KIND_DATA || get32(f + 15) != nonce || get32(f + 19) != rx_seq ||
-            rx_seq >= advertised || len > ETH_MAX_PAYLOAD || len > link_ring_free()) {
+        if (f[14] != KIND_DATA || get32(f + 15) != nonce) {
+            dropped = dropped + 1u; /* another boot's (or not a DATA frame) */
+            continue;
+        }
+        const uint32_t seq = get32(f + 19);
+        if (seq != rx_seq || rx_seq >= advertised || len > ETH_MAX_PAYLOAD ||
+            len > link_ring_free()) {
             dropped = dropped + 1u;
+            if (seq > rx_seq) {
+                resync(); /* a frame was lost: the stream has a hole, start a new one */
+            }
             continue;
         }
         link_ring_put(f + HDR, len);
@@ -176,6 +198,11 @@ static void eth_isr(void)
 uint32_t eth_dropped_frames(void)
 {
     return dropped;
+}
+
+uint32_t eth_resyncs(void)
+{
+    return resyncs;
 }
 
 bool eth_init(uint32_t boot_nonce)

@@ -20,7 +20,9 @@
  * never more than its ring's free space (in full frames). The bridge sends nothing beyond
  * it. HELLO is the first credit of a boot: the bridge then forgets what it held for the
  * previous boot (a new nonce), and the device drops DATA of any other nonce or out of
- * sequence (counted, said once on the console). */
+ * sequence (counted, said on the console). Should a frame be lost all the same (a sequence
+ * number beyond the expected one), the device starts a new stream: a new nonce and HELLO;
+ * the TLS session, which lost bytes, fails and reconnects over it. */
 #ifndef WB_PORT_ETH_H
 #define WB_PORT_ETH_H
 
@@ -41,6 +43,7 @@ void eth_send(const uint8_t *buf, size_t len);
  * interrupts masked, or from the ISR). */
 void eth_credit_update(void);
 uint32_t eth_dropped_frames(void);
+uint32_t eth_resyncs(void); /* lost frames seen: each started a new stream (a new HELLO) */
 
 /* The receive ring's side (board.c): free bytes, and storing a frame's payload. */
 uint32_t link_ring_free(void);
