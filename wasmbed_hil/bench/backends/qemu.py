@@ -4,9 +4,16 @@ per device.
 Each device is one qemu-system-arm process (bench.machines.qemu.QemuMachine) running the
 image (ours, firmware/build/mps2-an385/wasmbed.elf, or --hil-firmware / firmware=) on the
 board of --hil-board (bench.boards: machine, CPU, blob address, UART roles), with its
-identity in a per-device blob, its link UART wired through the bridge to the gateway and its
+identity in a per-device blob, its link wired through the bridge to the gateway and its
 console UART read into the handle, the firmware backends' FirmwareDeviceHandle
 (bench.backends.firmware).
+
+The link (`link_of`): our image on the MPS2-AN385 uses the board's LAN9118 Ethernet
+controller (QEMU's ``-nic socket`` to the bridge, frames with credits: bench.link.ethernet),
+which moves whole frames where QEMU's UART model moves one byte per main-loop iteration;
+any other image keeps the link UART of the firmware contract. ``--qemu-link uart|ethernet``
+or a device's ``link=`` choose; impairments act on the byte stream either way, so
+``Bandwidth.uart(115200)`` gives a scenario a real serial line's rate on either.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from ...pki import Credentials
-
 from ..firmware.blob import LINK_ETHERNET
 from ..link.ethernet import open_ethernet
 from ..machines.gdb import GdbRequest
@@ -68,9 +74,9 @@ class QemuBackend(FirmwareBackend):
         return super().create(name, credentials, endpoint, **options)
 
     def link_of(self, name: str) -> str:
-        """Device `name`'s link: its ``link=``, else --qemu-link when given; else Ethernet for our own image on a
-        board whose QEMU machine has a controller our firmware drives, the UART otherwise
-        (another image speaks the firmware contract's link UART)."""
+        """Device `name`'s link: its ``link=``, else --qemu-link when given; else Ethernet
+        for our own image on a board whose QEMU machine has a controller our firmware
+        drives, the UART otherwise (another image speaks the firmware contract's link UART)."""
         chosen = self._links.get(name) or link_choice()
         if chosen is not None:
             return chosen
