@@ -7,6 +7,7 @@ import pytest
 
 from wasmbed_hil.bench import modules
 from wasmbed_hil.bench.backends.qemu import QemuBackend
+from wasmbed_hil.bench.device import Lifecycle
 from wasmbed_hil.bench.link.ethernet import MAX_PAYLOAD
 from wasmbed_hil.protocol import Outcome
 
@@ -47,7 +48,9 @@ def test_a_64_kib_burst_is_held_back_by_credits_and_arrives_whole(gateway, eth_d
     dev.power_on()
     device_id = dev.wait_online()
     assert any("link: ethernet (LAN9118" in line for line in dev.console)
-    assert not any("stale bytes" in line for line in dev.console)  # no quiet wait on a boot
+    # A boot is a new stream on Ethernet: its first connect skips the 50 ms quiet wait
+    assert any("tls: fresh link: no quiet wait" in line for line in dev.console)
+    assert not any("stale bytes" in line for line in dev.console)
     size = 65_000
     result = gateway.run(dev, modules.data_module(size, seed=31), "burst", entry="checksum")
     assert result.outcome is Outcome.RETURNED
@@ -80,3 +83,26 @@ def test_without_credits_the_controller_drops_frames_and_the_link_recovers(
     result = gateway.run(dev, modules.data_module(8_000, seed=33), "lost", entry="checksum")
     assert result.outcome is Outcome.RETURNED
     assert result.values == (modules.data_checksum(8_000, seed=33),)
+
+
+def test_a_reset_during_a_transfer_starts_a_clean_stream_without_a_quiet_wait(
+    gateway, eth_device
+):
+    """A QMP reset while the gateway is sending a module: the same QEMU process and TCP
+    connection, so the bridge learns of the boot from the device's HELLO, drops what it held
+    for the old boot and the old upstream connection; the new boot's first connect skips the
+    quiet wait and no stale byte reaches its handshake."""
+    dev = eth_device
+    dev.power_on()
+    device_id = dev.wait_online()
+    gateway.deploy(dev, modules.data_module(65_000, seed=34), "cut", wait=False)
+    dev.reset()
+    dev.wait_lifecycle(Lifecycle.CONNECTING)  # the new boot
+    assert dev.wait_online(30) == device_id
+    stats = dev.link.raw.frames.stats
+    assert stats.hellos == 2
+    assert sum("tls: fresh link: no quiet wait" in line for line in dev.console) == 2
+    assert not any("stale bytes" in line for line in dev.console)
+    assert _dropped_lines(dev) == []
+    result = gateway.run(dev, modules.data_module(8_000, seed=35), "cut", entry="checksum")
+    assert result.values == (modules.data_checksum(8_000, seed=35),)

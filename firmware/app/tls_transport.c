@@ -91,7 +91,9 @@ static void drain_stale_rx(void)
     unsigned dropped = 0;
     if (!connected_before && board_link_fresh()) {
         connected_before = true;
-        return; /* first connect of this boot on a link that carries nothing older */
+        /* first connect of this boot on a link that carries nothing older */
+        wb_platform_log("tls: fresh link: no quiet wait before the first connect");
+        return;
     }
     connected_before = true;
     uint64_t quiet_since = board_link_last_rx_ms();
