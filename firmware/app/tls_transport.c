@@ -92,7 +92,8 @@ static void drain_stale_rx(void)
     if (!connected_before && board_link_fresh()) {
         connected_before = true;
         /* first connect of this boot on a link that carries nothing older */
-        wb_platform_log("tls: fresh link: no quiet wait before the first connect");
+        wb_platform_log("tls: fresh link: no quiet wait before the first connect (%u ms "
+                        "after boot)", (unsigned)board_now_ms());
         return;
     }
     connected_before = true;
