@@ -245,9 +245,10 @@ uint64_t board_link_last_rx_ms(void)
          * keep the bridge from overrunning the controller; tests/test_qemu_ethernet.py checks
          * that this line appears when the bridge ignores them, and never otherwise. */
         dropped_said = dropped;
-        wb_platform_log("link: dropped %u ethernet frames (out of sequence or another "
-                        "boot's), %u new streams after a lost frame",
-                        (unsigned)dropped, (unsigned)eth_resyncs());
+        wb_platform_log("link: dropped %u ethernet frames (out of sequence), %u new streams "
+                        "after a lost frame, %u stale frames of an earlier stream",
+                        (unsigned)dropped, (unsigned)eth_resyncs(),
+                        (unsigned)eth_stale_frames());
     }
     uint32_t count = rx_count;
     if (count != seen) {

@@ -51,7 +51,8 @@ static uint32_t nonce;
 static uint32_t tx_seq;
 static volatile uint32_t rx_seq;     /* DATA frames accepted this boot */
 static volatile uint32_t advertised; /* the limit last granted */
-static volatile uint32_t dropped;    /* DATA frames dropped: other nonce, out of sequence */
+static volatile uint32_t dropped;    /* DATA frames of this stream dropped: out of sequence */
+static volatile uint32_t stale;      /* frames of another nonce (an earlier boot or stream) */
 static volatile uint32_t resyncs;    /* new streams started after a lost frame */
 static uint32_t rx_words[(2048u + 4u) / 4u]; /* one received frame (+ its CRC) */
 static uint32_t tx_words[(MAX_FRAME + 3u) / 4u];
@@ -177,7 +178,7 @@ static void eth_isr(void)
         }
         const uint32_t len = size - 4u - HDR;
         if (f[14] != KIND_DATA || get32(f + 15) != nonce) {
-            dropped = dropped + 1u; /* another boot's (or not a DATA frame) */
+            stale = stale + 1u; /* another boot's (in flight at a reset), or not DATA */
             continue;
         }
         const uint32_t seq = get32(f + 19);
@@ -198,6 +199,11 @@ static void eth_isr(void)
 uint32_t eth_dropped_frames(void)
 {
     return dropped;
+}
+
+uint32_t eth_stale_frames(void)
+{
+    return stale;
 }
 
 uint32_t eth_resyncs(void)

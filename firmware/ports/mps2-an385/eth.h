@@ -19,8 +19,8 @@
  * grants credits: a limit never more than ETH_WINDOW frames ahead of what it received and
  * never more than its ring's free space (in full frames). The bridge sends nothing beyond
  * it. HELLO is the first credit of a boot: the bridge then forgets what it held for the
- * previous boot (a new nonce), and the device drops DATA of any other nonce or out of
- * sequence (counted, said on the console). Should a frame be lost all the same (a sequence
+ * previous boot (a new nonce), and the device drops DATA of any other nonce (frames in flight
+ * at a reset: counted as stale) or out of sequence (counted as dropped, said on the console). Should a frame be lost all the same (a sequence
  * number beyond the expected one), the device starts a new stream: a new nonce and HELLO;
  * the TLS session, which lost bytes, fails and reconnects over it. */
 #ifndef WB_PORT_ETH_H
@@ -42,7 +42,8 @@ void eth_send(const uint8_t *buf, size_t len);
 /* Sends a CREDIT when the ring's free space allows the bridge more frames (call with
  * interrupts masked, or from the ISR). */
 void eth_credit_update(void);
-uint32_t eth_dropped_frames(void);
+uint32_t eth_dropped_frames(void); /* of this stream: a hole in the sequence, a full ring */
+uint32_t eth_stale_frames(void);   /* another nonce's: expected after a reset, not a loss */
 uint32_t eth_resyncs(void); /* lost frames seen: each started a new stream (a new HELLO) */
 
 /* The receive ring's side (board.c): free bytes, and storing a frame's payload. */
