@@ -79,11 +79,6 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
  * WB_TLS_QUIET_MS. Quiet time that has already passed counts: since the last byte received,
  * or since boot when none came (a first connect after power-on waits only what remains of
  * the 50 ms after boot, not 50 ms more). */
-__attribute__((weak)) bool board_link_fresh(void)
-{
-    return false;
-}
-
 static void drain_stale_rx(void)
 {
     static bool connected_before;
