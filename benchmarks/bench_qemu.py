@@ -14,7 +14,8 @@ It prints medians (p90 where useful), never asserts:
   3. fib(25) under wasm3 on the emulated Cortex-M3 versus wasmtime on the host;
   4. the image's flash and static RAM (arm-none-eabi-size);
   (--firmware A.elf B.elf: sections 1, 2 and 4 for each image, 1 and 2 interleaved, with the
-   ratios A/B of the medians: a before/after comparison in one run and one load);
+   ratios A/B of the medians: a before/after comparison in one run and one load; --links
+   uart ethernet: the link of each, e.g. main's image on the UART against ours on Ethernet);
   5. a ramp of concurrent QEMU devices on one gateway (heartbeat 1 s, timeout 3 s): the
      largest N whose heartbeats are on time, and how far it holds beyond (no heartbeat
      timeouts), with load average, qemu RSS and CPU, and how fast the devices' clocks ran.
@@ -232,10 +233,22 @@ class Bench:
     def images(self) -> list[tuple[str, dict[str, Any]]]:
         """(label, device options) per image sections 1 and 2 measure: ours, or each
         --firmware given (interleaved, so that both see the same machine load)."""
+        links = self.args.links or []
         if not self.args.firmware:
-            return [("", {})]
-        return [(f"[{Path(p).name}] ", {"firmware": str(Path(p).resolve())})
-                for p in self.args.firmware]
+            if not links:
+                return [("", {})]
+            return [(f"[{link}] ", {"link": link}) for link in links]
+        if links and len(links) != len(self.args.firmware):
+            raise SystemExit("--links needs one link per --firmware image")
+        out = []
+        for i, p in enumerate(self.args.firmware):
+            options: dict[str, Any] = {"firmware": str(Path(p).resolve())}
+            label = Path(p).name
+            if links:
+                options["link"] = links[i]
+                label += f" {links[i]}"
+            out.append((f"[{label}] ", options))
+        return out
 
     def ratios(self, label: str, samples: dict[str, list[float]]) -> None:
         """With two images: the first's median over the second's."""
@@ -591,6 +604,14 @@ def main() -> None:
         metavar="ELF",
         help="sections 1 and 2 on each of these images, interleaved (two: also the ratios "
         "of the first over the second), e.g. a build of main against this tree's",
+    )
+    parser.add_argument(
+        "--links",
+        nargs="+",
+        choices=("uart", "ethernet"),
+        help="the device's link per --firmware image (in order), or, without --firmware, "
+        "the links to compare on our image (default: the backend's choice: ethernet for our "
+        "image, uart for a given one; an image from before the Ethernet link has only uart)",
     )
     args = parser.parse_args()
     args.repeats = max(1, args.repeats or (2 if args.quick else 5))

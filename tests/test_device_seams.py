@@ -407,7 +407,8 @@ def test_backends_declare_their_own_settings(monkeypatch: pytest.MonkeyPatch) ->
     assert set(group.added) == {"--renode-binary", "--renode-remote", "--virtual-relay",
                                 "--hil-firmware", "--hil-board", "--board-env",
                                 "--board-coordinator", "--board-places", "--board-lab",
-                                "--board-wait"}
+                                "--board-wait", "--qemu-link"}
+    assert "for --hil-backend=qemu; sets $WASMBED_QEMU_LINK" in group.added["--qemu-link"]["help"]
     assert "for firmware backends (qemu, renode" in group.added["--hil-firmware"]["help"]
     assert "sets $WASMBED_BOARD_LAB" in group.added["--board-lab"]["help"]
     assert group.added["--renode-binary"]["dest"] == "renode_binary"

@@ -473,7 +473,7 @@ def test_make_and_cmake_read_the_same_lists(tmp_path: Path) -> None:
                                     f"BUILD_DIR={tmp_path / 'build'}"], ["TARGET_SRCS"])
     board = _make_values(tmp_path, ["-f", str(MPS2 / "board.mk")], ["BOARD_SRCS"])
     ported = [MPS2 / name for name in board["BOARD_SRCS"].split()]
-    assert {p.name for p in ported} == {"main.c", "board.c", "entropy.c"}
+    assert {p.name for p in ported} == {"main.c", "board.c", "entropy.c", "eth.c"}
     assert [Path(p) for p in image["TARGET_SRCS"].split()] == ported + _list_file(FW_APP)
 
     if shutil.which("cmake") is None:

@@ -55,7 +55,8 @@ enum {
     WB_CFG_BACKOFF_MAX_MS = 6,
     WB_CFG_REJECT_BACKOFF_MS = 7,
     WB_CFG_SETUP_TIMEOUT_MS = 8,
-    WB_CFG_KEYS = 9,
+    WB_CFG_LINK = 9, /* the port's link: 0 or 1 its UART, 2 Ethernet where it has one */
+    WB_CFG_KEYS = 10,
 };
 
 typedef struct {

@@ -19,6 +19,10 @@
 
 uint64_t board_now_ms(void);
 uint64_t board_link_last_rx_ms(void);  /* when the link UART last delivered a byte */
+/* True when the link itself guarantees that nothing of an earlier boot reaches this one (the
+ * mps2-an385 port's Ethernet link: a boot nonce in every frame), so the first connect after
+ * boot need not wait for the link to be quiet. A serial link's port returns false. */
+bool board_link_fresh(void);
 uint32_t board_systick_value(void);    /* a fast-moving counter (entropy mixing) */
 void board_halt(void) __attribute__((noreturn));
 

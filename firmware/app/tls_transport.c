@@ -81,8 +81,17 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
  * the 50 ms after boot, not 50 ms more). */
 static void drain_stale_rx(void)
 {
+    static bool connected_before;
     uint8_t c;
     unsigned dropped = 0;
+    if (!connected_before && board_link_fresh()) {
+        connected_before = true;
+        /* first connect of this boot on a link that carries nothing older */
+        wb_platform_log("tls: fresh link: no quiet wait before the first connect (%u ms "
+                        "after boot)", (unsigned)board_now_ms());
+        return;
+    }
+    connected_before = true;
     uint64_t quiet_since = board_link_last_rx_ms();
     while (board_now_ms() - quiet_since < WB_TLS_QUIET_MS) {
         if (uart_getc_nb(LINK_UART, &c)) {

@@ -16,4 +16,4 @@ BOARD_LDFLAGS := -Wl,--defsym=__flash=0 -Wl,--defsym=__flash_size=0x400000 \
 	-Wl,--defsym=__stack_size=0x10000
 
 # This port's own sources, relative to this directory (the application's: app/sources.txt).
-BOARD_SRCS := main.c board.c entropy.c
+BOARD_SRCS := main.c board.c entropy.c eth.c

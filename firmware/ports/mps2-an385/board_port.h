@@ -11,6 +11,7 @@
 #ifndef WB_BOARD_PORT_H
 #define WB_BOARD_PORT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define WB_CPU_HZ 25000000u
@@ -25,5 +26,9 @@ void board_init(void);                 /* UARTs, console stdio, SysTick */
 void board_idle(void);                 /* wfi until a link byte or the next tick */
 void uart_init(uint32_t base);         /* CMSDK APB UART */
 const char *board_time_base(void);     /* "cmsdk-timer0", "dwt-cyccnt" or "systick" */
+#define WB_LINK_ETHERNET 2u            /* the blob's link key (WB_CFG_LINK) for the LAN9118 */
+/* Moves the link to the LAN9118 when `kind` asks for it and the chip is there (eth.h);
+ * `nonce` tells this boot's frames from an earlier boot's. True when it did. */
+bool board_link_select(uint32_t kind, uint32_t nonce);
 
 #endif

@@ -128,6 +128,12 @@ int main(void)
     wb_platform_log("WARNING: no TRNG on this board: entropy = blob seed + SysTick. "
                     "FIT FOR TESTS ONLY.");
     wb_app_load_credentials((const uint8_t *)WB_BLOB_ADDRESS, WB_BLOB_MAX_SIZE, NULL, &blob);
+    /* The nonce only has to differ from the previous boot's: the blob's seed and the clock. */
+    uint32_t nonce = board_systick_value() ^ (uint32_t)board_now_ms() * 2654435761u;
+    for (unsigned i = 0; i < 4; i++) {
+        nonce ^= (uint32_t)blob.seed[i] << (8 * i);
+    }
+    board_link_select(blob.config[WB_CFG_LINK], nonce);
     int ret = wb_tls_transport_init(&transport, &tls);
     if (ret != 0) {
         wb_platform_log("tls: init: %s", wb_crypto_strerror(ret, err, sizeof(err)));

@@ -472,7 +472,7 @@ class FirmwareBackend(Backend):
         devdir = (self.workdir / "machines" / name).resolve()
         devdir.mkdir(parents=True, exist_ok=True)
         blob = devdir / "blob.bin"
-        config = {**HARNESS_TIMING, **options}
+        config = {**HARNESS_TIMING, **self.link_config(name), **options}
         data = build_blob(credentials, name, "localhost", seed=os.urandom(32), config=config)
         if len(data) > self.board_spec.blob_max_size:
             raise InfrastructureError(
@@ -491,6 +491,11 @@ class FirmwareBackend(Backend):
         return FirmwareDeviceHandle(self.loop, name, credentials, machine, link,
                                     backend=self.name,
                                     release=functools.partial(self.close_link, name))
+
+    def link_config(self, name: str) -> dict[str, int]:
+        """Blob configuration for device `name`'s link (none: the port's link UART); the qemu
+        backend asks for Ethernet here."""
+        return {}
 
     async def open_link(self, name: str, endpoint: tuple[str, int]) -> Link:
         """The link of device `name` to the gateway at `endpoint` (on the loop): a bridge

@@ -49,7 +49,10 @@ CONFIG_KEYS = {
     "backoff_max_ms": 6,
     "reject_backoff_ms": 7,
     "setup_timeout_ms": 8,
+    "link": 9,  # the port's link: 1 its UART, 2 Ethernet (LINK_ETHERNET) where it has one
 }
+LINK_UART = 1
+LINK_ETHERNET = 2
 CONFIG_PAIR = struct.Struct("<HI")
 _FIELDS = {
     KEY: "key_der",

@@ -37,6 +37,12 @@ from .pump import DOWN, UP, Impairments, Pipe, Sever, abort
 Endpoint = tuple[str, int]
 #: Opens a UART the harness connects itself: a (reader, writer) pair (bench.link.serial).
 UartOpener = Callable[[], Awaitable[tuple[asyncio.StreamReader, Any]]]
+#: Turns an emulator's connection into the byte stream's (reader, writer) pair, given the
+#: raw pair and a callback for "the device restarted" (bench.link.ethernet.open_ethernet).
+Framing = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter, Callable[[], None]],
+    Awaitable[tuple[asyncio.StreamReader, Any]],
+]
 READ_SIZE = 16 * 1024
 TLS_HANDSHAKE_RECORD = b"\x16\x03"  # record type 22 (handshake), version major 3
 TLS_APPLICATION_DATA = 0x17
@@ -194,6 +200,10 @@ class Link:
     upstream: Endpoint
     listener: socket.socket | None
     opener: UartOpener | None = None
+    #: The emulator's connection carries frames, not bytes (an Ethernet link): unwrapped by
+    #: this before the pump; `frames` is then the unwrapping side (its stats, for tests).
+    framing: Framing | None = None
+    frames: Any = None
     stats: LinkStats = field(default_factory=LinkStats)
     on_event: Callable[[str, str], None] | None = None
     impairments: Impairments = field(default_factory=Impairments)
@@ -274,6 +284,9 @@ class Link:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        if self.framing is not None:
+            reader, writer = await self.framing(reader, writer, self._device_restarted)
+            self.frames = writer
         if self._down_writer is not None:  # a new emulator process replaces the old link
             self._down_writer.close()
             await self.drop_upstream()
@@ -297,6 +310,14 @@ class Link:
                 await self.drop_upstream()
             writer.close()
             self._event("uart closed")
+
+    def _device_restarted(self) -> None:
+        """The framing saw the device boot (an Ethernet HELLO): the old session is over."""
+        self._event("device restarted: upstream dropped")
+        self.stats.session_restarts += 1
+        task = asyncio.create_task(self.drop_upstream())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _forward_up(self, data: bytes) -> None:
         if self._up_writer is not None and not self._up_writer.is_closing():
@@ -393,12 +414,15 @@ class Bridge:
         self.links: dict[str, Link] = {}
 
     async def open_link(
-        self, name: str, upstream: Endpoint, on_event: Callable[[str, str], None] | None = None
+        self, name: str, upstream: Endpoint, on_event: Callable[[str, str], None] | None = None,
+        framing: Framing | None = None,
     ) -> Link:
+        """A link whose emulator dials a listener (``framing``: its connection carries
+        frames, e.g. bench.link.ethernet.open_ethernet)."""
         if name in self.links:
             raise ValueError(f"a link named {name!r} exists already")
         listener = socket.create_server((self.host, 0))
-        link = Link(name, upstream, listener, on_event=on_event)
+        link = Link(name, upstream, listener, on_event=on_event, framing=framing)
         await link.start()
         self.links[name] = link
         return link

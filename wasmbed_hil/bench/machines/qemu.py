@@ -54,6 +54,10 @@ def _kill_leftovers() -> None:
 UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; keep a margin
 
 QEMU = "qemu-system-arm"
+LINKS = ("uart", "ethernet")
+#: QEMU machines whose Ethernet controller our firmware drives as its link (-nic model).
+ETHERNET_MODELS = {"mps2-an385": "lan9118"}
+ETHERNET_MAC = "02:57:42:00:00:01"  # the firmware's (firmware/ports/mps2-an385/eth.c)
 
 
 def qemu_command(
@@ -64,6 +68,7 @@ def qemu_command(
     *,
     board: Board | str = DEFAULT_BOARD,
     qemu: str = QEMU,
+    link: str = "uart",
 ) -> list[str]:
     """The qemu-system-arm argv running ``elf`` on ``board`` with the per-device ``blob``.
 
@@ -72,6 +77,9 @@ def qemu_command(
     -serial order: the console UART is the process's stdin/stdout, the link UART dials out to
     127.0.0.1:``uart1_port`` (the harness listens first; nodelay avoids 40 ms Nagle stalls),
     any other UART below them is ``null``.
+    ``link="ethernet"``: the board's Ethernet controller dials 127.0.0.1:``uart1_port``
+    instead (``-nic socket,connect=``: a 4-byte length before each frame;
+    bench.link.ethernet), and the link UART is ``null``.
     ``qmp_socket``: a unix socket path on which QEMU serves QMP (server, no wait).
     (A GDB server is added per boot by QemuMachine: gdb_arguments.)
     """
@@ -79,9 +87,15 @@ def qemu_command(
     if spec.qemu_machine is None:
         raise BoardError(f"no QEMU machine for board {spec.name!r}: its board file "
                          f"({spec.source}) has no [qemu] table")
+    if link not in LINKS:
+        raise ValueError(f"link must be one of {LINKS}, not {link!r}")
+    model = ETHERNET_MODELS.get(spec.qemu_machine)
+    if link == "ethernet" and model is None:
+        raise BoardError(f"board {spec.name!r}: no Ethernet link on QEMU machine "
+                         f"{spec.qemu_machine!r} (known: {sorted(ETHERNET_MODELS)})")
     serial = {
         "console": "chardev:uart0",
-        "link": f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on",
+        "link": f"tcp:127.0.0.1:{int(uart1_port)},nodelay=on" if link == "uart" else "null",
         "none": "null",
     }
     argv = [qemu, "-M", spec.qemu_machine]
@@ -95,6 +109,9 @@ def qemu_command(
     ]
     for role in spec.serial_roles():
         argv += ["-serial", serial[role]]
+    if link == "ethernet":
+        argv += ["-nic", f"socket,model={model},mac={ETHERNET_MAC},"
+                         f"connect=127.0.0.1:{int(uart1_port)}"]
     argv += ["-monitor", "none"]
     if qmp_socket is not None:
         argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]

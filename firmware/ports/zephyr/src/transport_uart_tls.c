@@ -106,6 +106,13 @@ uint64_t board_link_last_rx_ms(void)
     return t;
 }
 
+/* A serial line has no notion of a boot: bytes of a session from before a reset can still
+ * arrive, so every connect waits for the link to be quiet (app/board.h). */
+bool board_link_fresh(void)
+{
+    return false;
+}
+
 /* ---- this layer ---------------------------------------------------------------------------- */
 
 void wb_zephyr_wait_rx(uint32_t timeout_ms)
