@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from _gw_common import raise_nofile  # also bench_enroll's, table's, bench_mosquitto's (gwb.)
+
 from wasmbed_hil.bench.fleet import FleetError, FleetHandle
 from wasmbed_hil.bench.gateway import GatewayHandle
 from wasmbed_hil.bench.loop import LoopThread
@@ -72,13 +74,6 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f}"
-
-
-def raise_nofile() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def cpu_seconds(pid: int) -> float:

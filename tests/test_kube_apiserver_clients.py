@@ -112,13 +112,18 @@ def wait_for_widget(
     namespace: str,
     name: str,
     predicate: Callable[[str, dict[str, Any]], bool],
+    since: str | None = None,
 ) -> dict[str, Any]:
-    """Watch one widget (from its current state) until predicate(type, object) holds."""
+    """Watch one widget until predicate(type, object) holds: from its current state, or
+    with ``since`` (a resourceVersion) from the history after it. A wait for an event that
+    may already have happened (DELETED) needs ``since``: a watch from the current state of
+    an object already gone sees nothing."""
     watcher = k8s_watch.Watch()
     seen = []
     for event in watcher.stream(
         custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
         field_selector=f"metadata.name={name}", timeout_seconds=WAIT,
+        **({"resource_version": since} if since is not None else {}),
     ):
         seen.append((event["type"], event["object"].get("status")))
         if predicate(event["type"], event["object"]):
@@ -430,8 +435,12 @@ def test_kopf_operator(server: ApiServer, custom: k8s.CustomObjectsApi) -> None:
                                lambda _t, o: (o.get("status") or {}).get("phase") == "Ready")
         assert done["status"]["doubled"] == 6
         assert done["metadata"]["finalizers"]  # kopf's, for its delete handler
+        # kopf's delete handler and finalizer removal can finish before a watch from the
+        # current state would start (then it saw nothing, and failed under load): watch
+        # the history from before the delete instead.
+        before = done["metadata"]["resourceVersion"]
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "op")
-        wait_for_widget(custom, namespace, "op", lambda t, _o: t == "DELETED")
+        wait_for_widget(custom, namespace, "op", lambda t, _o: t == "DELETED", since=before)
         assert deleted.is_set()
         with pytest.raises(ApiException) as info:
             custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "op")

@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 from kube_services import emulated_kube
 
-from wasmbed_hil.bench import modules
+from wasmbed_hil.bench import kubewait, modules
 from wasmbed_hil.bench.backends.virtual import VirtualBackend
 from wasmbed_hil.bench.link.balancer import Balancer
 from wasmbed_hil.bench.link.pump import Direction, Impairment
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.process import ProcessExited, ServiceProcess
 from wasmbed_hil.gateway import GatewayStore
-from wasmbed_hil.kube.client import Informer, Kind, KubeClient
-from wasmbed_hil.kube.resources import Application, Device
+from wasmbed_hil.kube.client import KubeClient
+from wasmbed_hil.kube.resources import Application, Device, Resource
 from wasmbed_hil.pki import FleetCA
 
 CLI = [sys.executable, "-m", "wasmbed_hil"]
@@ -44,31 +44,11 @@ def kube(tmp_path: Path, hil_loop: LoopThread) -> Iterator[tuple[Path, KubeClien
     yield from emulated_kube(tmp_path, hil_loop, token="crash-test")
 
 
-def wait_resource(loop: LoopThread, kube: KubeClient, cls: type, name: str,
+def wait_resource(loop: LoopThread, kube: KubeClient, cls: type[Resource], name: str,
                   predicate: Any, what: str) -> dict[str, Any]:
     """Wait (on an informer's events) until `predicate(object)` holds."""
-
-    async def wait() -> dict[str, Any]:
-        changed = asyncio.Event()
-        informer = Informer(kube, Kind.of(cls), NS, on_change=lambda *_: changed.set())
-        informer.start()
-        try:
-            while True:
-                obj = informer.objects.get(name)
-                if obj is not None and predicate(obj):
-                    return obj
-                changed.clear()
-                await changed.wait()
-        finally:
-            await informer.stop()
-
-    async def bounded() -> dict[str, Any]:
-        try:
-            return await asyncio.wait_for(wait(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting for {cls.__name__} {name} {what}") from None
-
-    return loop.run(bounded(), timeout=WAIT + 5)
+    return loop.run(kubewait.wait_resource(kube, cls, NS, name, predicate, what, WAIT),
+                    timeout=WAIT + 5)
 
 
 class HoldDown(Impairment):

@@ -37,11 +37,12 @@ import pytest
 
 from wasmbed_hil.bench import modules
 from wasmbed_hil.bench.backends.virtual import VirtualBackend
+from wasmbed_hil.bench.kubewait import wait_resource
 from wasmbed_hil.bench.loop import LoopThread
 from wasmbed_hil.bench.netns import NetnsLan, unavailable
 from wasmbed_hil.bench.process import ServiceProcess
 from wasmbed_hil.bench.scrape import Scrape, parse
-from wasmbed_hil.kube.client import Informer, Kind, KubeClient, KubeConfig
+from wasmbed_hil.kube.client import KubeClient, KubeConfig
 from wasmbed_hil.kube.resources import Application, Gateway
 from wasmbed_hil.pki import FleetCA
 
@@ -165,25 +166,6 @@ async def _scrape(url: str) -> Scrape:
         return parse(await response.text())
 
 
-async def _wait(kube: KubeClient, cls: type, name: str, predicate: Any, what: str
-                ) -> dict[str, Any]:
-    changed = asyncio.Event()
-    informer = Informer(kube, Kind.of(cls), NS, on_change=lambda *_: changed.set())
-    informer.start()
-    try:
-        async with asyncio.timeout(WAIT):
-            while True:
-                obj = informer.objects.get(name)
-                if obj is not None and predicate(obj):
-                    return obj
-                changed.clear()
-                await changed.wait()
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {cls.__name__} {name} {what}") from None
-    finally:
-        await informer.stop()
-
-
 async def _refused_on_loopback(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -204,8 +186,9 @@ def test_gateway_devices_and_control_plane_in_separate_namespaces(site: Site,
         for local in (API_PORT, REST_PORT, GW_PORT, METRICS_PORT):
             assert site.run(_refused_on_loopback(local)), local
 
-    gateway = site.run(_wait(site.kube, Gateway, site.gateway_name,
-                             lambda o: _status(o).get("phase") == "Running", "to run"))
+    gateway = site.run(wait_resource(site.kube, Gateway, NS, site.gateway_name,
+                                     lambda o: _status(o).get("phase") == "Running", "to run",
+                                     WAIT))
     assert gateway["spec"]["endpoint"] == f"{host}:{port}"  # what it advertises
     before = site.run(_scrape(site.metrics_url))
     # No relay: the device's own TCP connection goes from its namespace to the gateway's
@@ -220,8 +203,9 @@ def test_gateway_devices_and_control_plane_in_separate_namespaces(site: Site,
             "name": site.app, "wasmBytes": base64.b64encode(modules.build("add")).decode(),
             "targetDevices": {"deviceNames": [site.device]}, "args": [40, 2]}))
         assert code == 201, app
-        done = site.run(_wait(site.kube, Application, site.app, lambda o: any(
-            "outcome" in r for r in _status(o).get("deviceStatuses", [])), "to have a result"))
+        done = site.run(wait_resource(site.kube, Application, NS, site.app, lambda o: any(
+            "outcome" in r for r in _status(o).get("deviceStatuses", [])), "to have a result",
+            WAIT))
         (row,) = _status(done)["deviceStatuses"]
         assert (row["device"], row["outcome"], row["values"]) == (site.device, "RETURNED", [42])
         code, listed = site.run(_rest(site, "GET", f"/api/v1/devices/{site.device}"))
