@@ -61,7 +61,7 @@ FULL = ["--log-format", "json", "--log-level", "info", "-v", "gateway",
         "--pki-dir", "pki", "--state-dir", "st", "--heartbeat", "2.5", "--pairing",
         "--crl", "fleet.crl", "--revoke", IDENTITY, "--revoke", "cd" * 32,
         "--metrics-port", "9090", "--metrics-host", "127.0.0.2", "--print-events",
-        "--processes", "3", "--reuse-port"]
+        "--processes", "3", "--reuse-port", "--loop", "uvloop"]
 
 
 def test_each_process_gets_every_option_and_its_own_name_cache_and_metrics_port() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ..gateway import Gateway, GatewayConfig
+from ..gateway.eventloop import DEFAULT_LOOP, LOOPS, LoopUnavailable, loop_runner
 from ..kube.client import KubeClient, KubeError
 from ..pki import PkiError, read_crl, server_ssl_context
 from .common import (
@@ -87,6 +88,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--reuse-port", action="store_true",
                    help="bind the device port with SO_REUSEPORT, so that several gateway "
                    "processes started by someone else (systemd, a script) share it")
+    p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
+                   help="the event loop (default: asyncio); uvloop needs the fast extra "
+                   "(pip install 'wasmbed-hil[fast]'). docs/cli.md")
     p.set_defaults(run=run_gateway)
 
     p = sub.add_parser("rest", help="serve the REST API (port 8080)",
@@ -210,6 +214,10 @@ def service_config(args: argparse.Namespace) -> GatewayConfig:
 def run_gateway(args: argparse.Namespace) -> int:
     from ..controlplane.agent import GatewayAgent
 
+    try:
+        run_loop = loop_runner(args.loop)
+    except LoopUnavailable as exc:
+        raise CliError(f"--loop {args.loop}: {exc}") from None
     config = kube_config(args)
     try:
         tls = server_ssl_context(args.pki_dir)
@@ -262,7 +270,7 @@ def run_gateway(args: argparse.Namespace) -> int:
             await kube.close()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         sock.close()
     return EXIT_OK
