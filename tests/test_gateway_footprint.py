@@ -22,6 +22,7 @@ from test_gateway_handler import _dispatch, _handler
 
 from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.gateway import Gateway, GatewayConfig
+from wasmbed_hil.gateway.events import EventLog
 from wasmbed_hil.gateway.tlsbuffer import limit_tls_read_buffer
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 from wasmbed_hil.protocol import Heartbeat
@@ -120,3 +121,28 @@ def test_a_heartbeat_moves_the_deadline_without_a_new_timer():
         handler._disarm_liveness()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 10.0, "10"])
+def test_the_event_log_limit_must_be_a_positive_integer(limit):
+    with pytest.raises(ValueError, match="event_log_limit"):
+        GatewayConfig(event_log_limit=limit)
+    with pytest.raises(ValueError, match="at least 1 event"):
+        EventLog(limit)
+
+
+def test_a_gateway_keeps_at_most_its_event_log_limit(tmp_path: Path):
+    """One heartbeat is one event: the log, not the connections, bounds what they cost."""
+    ca = FleetCA.create("events CA")
+    ca.issue_gateway("gateway-0", hosts=("localhost",)).write(tmp_path / "tls")
+    gateway = Gateway(GatewayConfig.for_tests(event_log_limit=5),
+                      server_ssl_context(tmp_path / "tls"), tmp_path / "state")
+    try:
+        seen = []
+        gateway.events.add_listener(seen.append)
+        for n in range(12):
+            gateway.events.emit("heartbeat", "d" * 32, count=n)
+        assert [e.data["count"] for e in gateway.events.events("heartbeat")] == [7, 8, 9, 10, 11]
+        assert len(seen) == 12  # listeners still see every one
+    finally:
+        gateway.store.close()

@@ -44,6 +44,11 @@ class GatewayConfig:
     # about 317 kB of RSS per device connection; 4 KiB brings it to about 65 kB at the same CPU
     # per heartbeat. Process-wide (an asyncio class attribute), only ever lowered.
     tls_read_buffer: int = 4 * 1024
+    # Events the gateway keeps (events.py: what waits and failure messages read; listeners such
+    # as the control-plane agent see every event regardless). Each heartbeat is one (about
+    # 350 bytes), so 1,000 devices at 1 Hz fill 100,000 in 100 s: 35 MB, 35 kB per device.
+    # The harness keeps that many for its waits; the `gateway` service keeps 10,000.
+    event_log_limit: int = 100_000
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
@@ -64,6 +69,9 @@ class GatewayConfig:
             raise ValueError(f"metrics_host must be a host name or address, got "
                              f"{self.metrics_host!r}")
         check_tls_read_buffer(self.tls_read_buffer)
+        limit = self.event_log_limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"event_log_limit must be an integer of 1 or more, got {limit!r}")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_s") and value is not None and value <= 0:

@@ -83,7 +83,7 @@ class Gateway:
         self.tls = tls
         self.state_dir = state_dir
         self.store = GatewayStore(state_dir / "gateway.sqlite3" if state_dir else None)
-        self.events = EventLog()
+        self.events = EventLog(config.event_log_limit)
         self.metrics: Counter[str] = Counter()
         self.registry = DeviceRegistry(self.events, self.metrics, config.trace_limit)
         for dev in self.store.devices():
