@@ -306,3 +306,23 @@ def test_the_read_size_must_be_positive(contexts):
         with socket.socket() as sock, pytest.raises(ValueError, match="read_size"):
             TlsStream(sock, contexts[0], 0)
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_writing_to_a_peer_that_left_is_a_connection_error_not_a_tls_error(contexts, loop):
+    """The device cut the link mid-transfer: the gateway reads the end of the stream, and its
+    next writes fail. drain() must raise a ConnectionError (the deployment engine's signal to
+    resume on the next connection), never OpenSSL's SSLEOFError, and read() still says b""."""
+    async def scenario() -> None:
+        async with connected(contexts) as (stream, peer):
+            peer.close()  # no close_notify: the TCP connection just ends
+            assert await stream.read() == b""
+            with pytest.raises(ConnectionError):
+                for _ in range(64):  # the first sends may still reach the kernel
+                    stream.write(os.urandom(16 * 1024))
+                    await stream.drain()
+            assert not isinstance(stream._error, ssl.SSLError)
+            assert await stream.read() == b""
+            await stream.wait_closed()
+            assert_unregistered(stream)
+    run(loop, scenario)

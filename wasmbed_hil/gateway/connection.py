@@ -117,7 +117,7 @@ class DeviceConnection:
     async def drain(self) -> None:
         try:
             await self.stream.drain()
-        except (ConnectionError, RuntimeError) as exc:
+        except (OSError, RuntimeError) as exc:  # ConnectionError, or an ssl.SSLError
             self.close(f"write failed: {exc}")
             raise ConnectionLost() from None
         if self.closed.is_set():

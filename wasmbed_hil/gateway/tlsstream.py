@@ -183,9 +183,11 @@ class TlsStream:
         """What the peer sent since the last read (at least one byte); b"" at end of stream.
         Raises the connection's error (ssl.SSLError, ConnectionError) if it failed."""
         while not self._inbox:
+            if self._eof:  # the peer's end came first: whatever failed after, that is the story
+                return b""
             if self._error is not None:
                 raise self._error
-            if self._eof or self._closing:
+            if self._closing:
                 return b""
             if self._read_waiter is not None:
                 raise RuntimeError("TlsStream.read() is already being awaited")
@@ -216,7 +218,7 @@ class TlsStream:
                 self._start_writing()
                 return
             except (OSError, ssl.SSLError) as exc:
-                self._fail(exc)
+                self._write_failed(exc)
                 return
         self._outbox.append(data)
         self._out_size += len(data)
@@ -259,7 +261,7 @@ class TlsStream:
         except _WANT:
             return  # still registered: called again once the socket takes more
         except (OSError, ssl.SSLError) as exc:
-            self._fail(exc)
+            self._write_failed(exc)
             return
         self._stop_writing()
         self._wake_drainers()
@@ -325,6 +327,16 @@ class TlsStream:
         self._wake_reader_closed()
         self._wake_drainers()
         self._release()
+
+    def _write_failed(self, exc: BaseException) -> None:
+        """A write failed: the peer is gone (a reset, a broken pipe, or OpenSSL's SSLEOFError
+        once the peer ended the stream). Raised by drain() and read() as the ConnectionError it
+        is, never as an ssl.SSLError, which read() reserves for a record that failed."""
+        if not isinstance(exc, ConnectionError):
+            lost = ConnectionResetError(f"write failed: {exc}")
+            lost.__cause__ = exc
+            exc = lost
+        self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
