@@ -17,7 +17,8 @@ What the connection code needs, and nothing more: the handshake with a timeout, 
 `write()`, the size of what waits to be written, `drain()`, `close()` (flushes what is queued,
 then close_notify; bounded by LINGER_S), `abort()`, `wait_closed()`, the peer's certificate.
 A TLS error (a corrupted or forged record) is raised by `read()` as the ssl.SSLError it is,
-a reset as the ConnectionError; end of stream is b"".
+a reset as the ConnectionError; end of stream is b"" (also when a write failed after it); a
+failed write is a ConnectionError from `drain()` and `read()`, whatever OpenSSL called it.
 """
 
 from __future__ import annotations
