@@ -38,6 +38,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_devices=args.max_devices,
         **({"tls_read_buffer": args.tls_read_buffer} if args.tls_read_buffer else {}),
         trace_limit=args.trace_limit,
+        event_log_limit=args.event_log_limit,
         handshake_timeout_s=args.handshake_timeout,
         hello_timeout_s=args.handshake_timeout,
         enrollment_timeout_s=args.handshake_timeout,
@@ -103,6 +104,9 @@ def main() -> None:
     parser.add_argument("--trace-limit", type=int, default=0,
                         help="GatewayConfig.trace_limit: protocol messages kept per device "
                         "(default 0 as `wasmbed-hil gateway`; the library's default is 2000)")
+    parser.add_argument("--event-log-limit", type=int, default=10_000,
+                        help="GatewayConfig.event_log_limit: events kept (default 10,000 as "
+                        "`wasmbed-hil gateway`; the library's default is 100,000)")
     parser.add_argument("--port", type=int, default=0, help="device port (0: any free one)")
     parser.add_argument("--reuse-port", action="store_true",
                         help="bind with SO_REUSEPORT (several gateway processes on one port)")

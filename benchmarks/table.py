@@ -207,7 +207,7 @@ def heartbeat_run(devices: int, procs: int, windows: int, window_s: float) -> di
 
     opts = argparse.Namespace(client_procs=procs, ssl_max_size=32 * 1024, connect_rate=150.0,
                               connect_concurrency=16, warmup=2.0, windows=windows,
-                              window=window_s)
+                              window=window_s, gateway_loop="asyncio")
     gwb.raise_nofile()
     root = _tmp("table-heartbeat-")
     try:

@@ -262,3 +262,11 @@ def test_the_control_plane_rows_call_their_benchmark_as_it_is_now(table: ModuleT
     figures = table.controlplane_run(2, 1)
     assert len(figures["running"]) == 1 and figures["running"][0] > 0
     assert len(figures["join"]) == 1 and figures["join"][0] > 0
+
+
+def test_the_gateway_row_calls_bench_mosquittos_gateway_side_as_it_is_now(
+        table: ModuleType) -> None:
+    """The heartbeat row builds bench_mosquitto's options itself: an option measure_gateway
+    reads (--gateway-loop) and the row lacks would be an error only a full run showed."""
+    figures = table.heartbeat_run(2, 1, 1, 1.0)
+    assert figures["devices"] == 2 and figures["connected"] == 2

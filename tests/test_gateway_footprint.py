@@ -1,11 +1,14 @@
-"""The gateway's per-device cost: asyncio's TLS read buffer bounded (gateway/tlsbuffer.py) and
-one lazily moved liveness timer per connection (handler.py).
+"""The gateway's per-device cost: its TLS reads bounded (GatewayConfig.tls_read_buffer, the
+most one read of gateway/tlsstream.py takes), asyncio's TLS read buffer bound for other
+connections (gateway/tlsbuffer.py, the fleet workers' clients), and one lazily moved liveness
+timer per connection (handler.py).
 
-The figures behind both (bench_gateway.py, 1,000 devices at 1 Hz) are in the README's
-benchmark table; these tests hold the behaviour: the bound is validated, applied when a gateway
-starts, only ever lowered, and a real device's session (frames larger than the buffer
-included) works under it; a heartbeat moves the liveness deadline without a new timer, and the
-timer still fires at the deadline in force.
+The figures behind them (bench_gateway.py, 1,000 devices at 1 Hz) are in the README's
+benchmark table; these tests hold the behaviour: the bound is validated, a gateway reads in
+pieces of at most that size and leaves asyncio's process-wide knob alone, and a real device's
+session (frames larger than the read size included) works under it; asyncio's bound is only
+ever lowered; a heartbeat moves the liveness deadline without a new timer, and the timer still
+fires at the deadline in force.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from test_gateway_handler import _dispatch, _handler
 
 from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.gateway import Gateway, GatewayConfig
+from wasmbed_hil.gateway.events import EventLog
 from wasmbed_hil.gateway.tlsbuffer import limit_tls_read_buffer
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 from wasmbed_hil.protocol import Heartbeat
@@ -52,8 +56,8 @@ def test_the_bound_is_only_ever_lowered():
 
 @pytest.mark.usefixtures("stock_buffer")
 def test_a_started_gateway_serves_a_device_through_the_bounded_buffer(tmp_path: Path):
-    """Enrollment, heartbeats and a DeviceInfoReport through a 1 KiB buffer: the TLS records
-    (certificates, frames) are larger and pass in pieces."""
+    """Enrollment, heartbeats and a DeviceInfoReport through 1 KiB reads: the frames are
+    larger and pass in pieces. asyncio's TLS layer is not the gateway's: its knob stays."""
     ca = FleetCA.create("footprint CA")
     ca.issue_gateway("gateway-0", hosts=("localhost", "127.0.0.1")).write(tmp_path / "tls")
     gateway = Gateway(GatewayConfig.for_tests(tls_read_buffer=1024),
@@ -61,7 +65,8 @@ def test_a_started_gateway_serves_a_device_through_the_bounded_buffer(tmp_path: 
 
     async def scenario() -> None:
         host, port = await gateway.start()
-        assert gateway.tls_read_buffer == 1024 == sslproto.SSLProtocol.max_size
+        assert gateway.tls_read_buffer == 1024
+        assert sslproto.SSLProtocol.max_size == 256 * 1024
         dev = VirtualDevice(VirtualDeviceConfig(name="dev-0", flash_dir=tmp_path / "flash",
                                                 gateway_host=host, gateway_port=port),
                             ca.issue_device("dev-0"))
@@ -116,3 +121,28 @@ def test_a_heartbeat_moves_the_deadline_without_a_new_timer():
         handler._disarm_liveness()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 10.0, "10"])
+def test_the_event_log_limit_must_be_a_positive_integer(limit):
+    with pytest.raises(ValueError, match="event_log_limit"):
+        GatewayConfig(event_log_limit=limit)
+    with pytest.raises(ValueError, match="at least 1 event"):
+        EventLog(limit)
+
+
+def test_a_gateway_keeps_at_most_its_event_log_limit(tmp_path: Path):
+    """One heartbeat is one event: the log, not the connections, bounds what they cost."""
+    ca = FleetCA.create("events CA")
+    ca.issue_gateway("gateway-0", hosts=("localhost",)).write(tmp_path / "tls")
+    gateway = Gateway(GatewayConfig.for_tests(event_log_limit=5),
+                      server_ssl_context(tmp_path / "tls"), tmp_path / "state")
+    try:
+        seen = []
+        gateway.events.add_listener(seen.append)
+        for n in range(12):
+            gateway.events.emit("heartbeat", "d" * 32, count=n)
+        assert [e.data["count"] for e in gateway.events.events("heartbeat")] == [7, 8, 9, 10, 11]
+        assert len(seen) == 12  # listeners still see every one
+    finally:
+        gateway.store.close()

@@ -36,6 +36,7 @@ from wasmbed_hil.bench.scrape import scrape
 from wasmbed_hil.cli import main, parser
 from wasmbed_hil.cli.gwprocs import child_argv
 from wasmbed_hil.cli.services import service_config
+from wasmbed_hil.gateway import GatewayConfig
 from wasmbed_hil.kube.client import KubeClient
 from wasmbed_hil.kube.resources import Application, Device, Gateway
 from wasmbed_hil.pki import FleetCA
@@ -61,7 +62,7 @@ FULL = ["--log-format", "json", "--log-level", "info", "-v", "gateway",
         "--pki-dir", "pki", "--state-dir", "st", "--heartbeat", "2.5", "--pairing",
         "--crl", "fleet.crl", "--revoke", IDENTITY, "--revoke", "cd" * 32,
         "--metrics-port", "9090", "--metrics-host", "127.0.0.2", "--print-events",
-        "--processes", "3", "--reuse-port"]
+        "--processes", "3", "--reuse-port", "--loop", "uvloop"]
 
 
 def test_each_process_gets_every_option_and_its_own_name_cache_and_metrics_port() -> None:
@@ -89,6 +90,7 @@ def test_the_service_keeps_no_protocol_trace() -> None:
     """350 bytes and 4 us per message nobody reads in a deployed gateway (services.py)."""
     config = service_config(parser().parse_args(FULL))
     assert config.trace_limit == 0
+    assert config.event_log_limit == 10_000 < GatewayConfig().event_log_limit
     assert (config.name, config.heartbeat_interval_s, config.metrics_port) == ("gw", 2.5, 9090)
 
 

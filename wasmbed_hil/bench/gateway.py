@@ -159,7 +159,7 @@ class GatewayHandle:
     @staticmethod
     def _die(gateway: Gateway) -> Coroutine[Any, Any, None]:
         for conn in list(gateway.connections.values()):  # now, before any other callback
-            conn.writer.transport.abort()
+            conn.stream.abort()
         return gateway.stop()
 
     def restart(self, **config_overrides: Any) -> None:

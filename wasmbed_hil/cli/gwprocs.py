@@ -103,7 +103,8 @@ def child_argv(args: argparse.Namespace, index: int, port: int, endpoint: str) -
     argv += ["--tls-port", str(port), "--reuse-port", "--host", args.host,
              "--endpoint", endpoint, "--pki-dir", str(args.pki_dir),
              "--state-dir", str(Path(args.state_dir) / f"p{index}"),
-             "--heartbeat", repr(args.heartbeat), "--metrics-host", args.metrics_host]
+             "--heartbeat", repr(args.heartbeat), "--metrics-host", args.metrics_host,
+             "--loop", args.loop]
     if args.pairing:
         argv.append("--pairing")
     if args.crl is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ..gateway import Gateway, GatewayConfig
+from ..gateway.eventloop import DEFAULT_LOOP, LOOPS, LoopUnavailable, loop_runner
 from ..kube.client import KubeClient, KubeError
 from ..pki import PkiError, read_crl, server_ssl_context
 from .common import (
@@ -87,6 +88,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--reuse-port", action="store_true",
                    help="bind the device port with SO_REUSEPORT, so that several gateway "
                    "processes started by someone else (systemd, a script) share it")
+    p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
+                   help="the event loop (default: asyncio); uvloop needs the fast extra "
+                   "(pip install 'wasmbed-hil[fast]'). docs/cli.md")
     p.set_defaults(run=run_gateway)
 
     p = sub.add_parser("rest", help="serve the REST API (port 8080)",
@@ -195,21 +199,31 @@ def run_controllers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SERVICE_EVENT_LOG_LIMIT = 10_000  # events the `gateway` service keeps (service_config)
+
+
 def service_config(args: argparse.Namespace) -> GatewayConfig:
     """The gateway's settings as the `gateway` service runs it. No protocol trace: it is
     evidence for the test harness's reports, which nothing reads in a deployed gateway, and it
     costs about 350 bytes and 4 us of CPU per message, so at GatewayConfig's 2,000 messages per
     device about 680 KiB per device once full (half an hour of heartbeats at 1 Hz), ten times
-    what the rest of a connection costs."""
+    what the rest of a connection costs. A shorter event log (SERVICE_EVENT_LOG_LIMIT): the
+    harness's 100,000 events hold its waits' history, but one heartbeat is one event of about
+    350 bytes, 35 kB per device at 1,000 devices once full; the service's listeners (the
+    agent, --print-events) see every event anyway."""
     return GatewayConfig(name=args.name, heartbeat_interval_s=args.heartbeat,
                          heartbeat_timeout_s=args.heartbeat * 3, pairing=args.pairing,
                          metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                         trace_limit=0)
+                         trace_limit=0, event_log_limit=SERVICE_EVENT_LOG_LIMIT)
 
 
 def run_gateway(args: argparse.Namespace) -> int:
     from ..controlplane.agent import GatewayAgent
 
+    try:
+        run_loop = loop_runner(args.loop)
+    except LoopUnavailable as exc:
+        raise CliError(f"--loop {args.loop}: {exc}") from None
     config = kube_config(args)
     try:
         tls = server_ssl_context(args.pki_dir)
@@ -262,7 +276,7 @@ def run_gateway(args: argparse.Namespace) -> int:
             await kube.close()
 
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         sock.close()
     return EXIT_OK

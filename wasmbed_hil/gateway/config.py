@@ -29,21 +29,28 @@ class GatewayConfig:
     # Execution results kept per (device, application) in the local cache; beyond it the
     # oldest are dropped (0: no limit).
     max_results_per_app: int = 1000
-    # Connections accepted but not yet welcomed (TLS handshake, Hello, enrollment proof). Each
-    # costs about 57 kB before anyone is authenticated (with tls_read_buffer below; 313 kB
-    # with asyncio's own buffer); beyond the cap a new connection is closed before its TLS
-    # handshake. 128 exceeds the default max_devices (100), so a whole fleet reconnecting at
-    # once after a gateway restart is admitted in one go, and bounds that memory at about
-    # 7 MiB. Welcomed devices do not count.
+    # Connections accepted but not yet welcomed (TLS handshake, Hello, enrollment proof). One
+    # whose client has sent nothing yet costs about 15 kB (benchmarks/bench_preauth.py; OpenSSL
+    # is not called before the ClientHello, tlsstream.py), one in or past its handshake about
+    # 45 kB; beyond the cap a new connection is closed before its TLS handshake. 128 exceeds
+    # the default max_devices (100), so a whole fleet reconnecting at once after a gateway
+    # restart is admitted in one go, and bounds that memory at about 6 MiB. Welcomed devices
+    # do not count.
     max_unauthenticated: int = 128
     # Prometheus metrics over HTTP (`GET /metrics`, gateway/metrics.py; needs the controlplane
     # extra): None serves none, 0 any free port.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
-    # asyncio's TLS read buffer per connection (gateway/tlsbuffer.py): 256 KiB unless bounded,
-    # about 317 kB of RSS per device connection; 4 KiB brings it to about 65 kB at the same CPU
-    # per heartbeat. Process-wide (an asyncio class attribute), only ever lowered.
+    # The most plaintext one read of a device connection takes (tlsstream.py): allocated for
+    # the read only, never held per connection; a frame larger than it arrives in pieces.
+    # (Before the gateway had its own TLS layer this bounded asyncio's per-connection buffer,
+    # gateway/tlsbuffer.py, which the fleet workers' clients still use.)
     tls_read_buffer: int = 4 * 1024
+    # Events the gateway keeps (events.py: what waits and failure messages read; listeners such
+    # as the control-plane agent see every event regardless). Each heartbeat is one (about
+    # 350 bytes), so 1,000 devices at 1 Hz fill 100,000 in 100 s: 35 MB, 35 kB per device.
+    # The harness keeps that many for its waits; the `gateway` service keeps 10,000.
+    event_log_limit: int = 100_000
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
@@ -64,6 +71,9 @@ class GatewayConfig:
             raise ValueError(f"metrics_host must be a host name or address, got "
                              f"{self.metrics_host!r}")
         check_tls_read_buffer(self.tls_read_buffer)
+        limit = self.event_log_limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"event_log_limit must be an integer of 1 or more, got {limit!r}")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_s") and value is not None and value <= 0:

@@ -1,4 +1,4 @@
-"""One device connection at the gateway: a GatewaySession driven over an asyncio stream."""
+"""One device connection at the gateway: a GatewaySession driven over a TlsStream."""
 
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ from ..protocol import (
 from .errors import ConnectionLost
 from .msgfaults import AppliedFault, ConnectionFaults, FaultHook
 from .store import EnrolledDevice
-
-READ_SIZE = 64 * 1024
+from .tlsstream import TlsStream
 
 
 class TraceEntry(tuple[float, str, int, str, dict[str, Any]]):
@@ -47,8 +46,7 @@ def _summarise(value: Any) -> Any:
 class DeviceConnection:
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: TlsStream,
         *,
         identity: str,
         name: str,
@@ -59,8 +57,7 @@ class DeviceConnection:
         faults: FaultHook | None = None,
         on_fault: Callable[[DeviceConnection, AppliedFault], None] | None = None,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
+        self.stream = stream
         self.identity = identity
         self.name = name
         self.trace: deque[TraceEntry] = deque(maxlen=trace_limit or 1)
@@ -111,16 +108,16 @@ class DeviceConnection:
 
     def flush(self) -> None:
         data = self.session.data_to_send()
-        if data and not self.writer.is_closing():
+        if data and not self.stream.is_closing():
             self._metrics["bytes_out"] += len(data)
-            self.writer.write(data)
-            if self.writer.transport.get_write_buffer_size() > self._write_limit:
+            self.stream.write(data)
+            if self.stream.write_buffer_size() > self._write_limit:
                 self.close("device stopped reading (write buffer over limit)")
 
     async def drain(self) -> None:
         try:
-            await self.writer.drain()
-        except (ConnectionError, RuntimeError) as exc:
+            await self.stream.drain()
+        except (OSError, RuntimeError) as exc:  # ConnectionError, or an ssl.SSLError
             self.close(f"write failed: {exc}")
             raise ConnectionLost() from None
         if self.closed.is_set():
@@ -153,11 +150,11 @@ class DeviceConnection:
         return message_id
 
     def _write_frame(self, data: bytes) -> None:
-        if self.closed.is_set() or self.writer.is_closing():
+        if self.closed.is_set() or self.stream.is_closing():
             return
         self._metrics["bytes_out"] += len(data)
-        self.writer.write(data)
-        if self.writer.transport.get_write_buffer_size() > self._write_limit:
+        self.stream.write(data)
+        if self.stream.write_buffer_size() > self._write_limit:
             self.close("device stopped reading (write buffer over limit)")
 
     def _to_inbox(self, data: bytes) -> None:
@@ -184,7 +181,7 @@ class DeviceConnection:
             if inbox:
                 return inbox.popleft()
             if self._read_task is None:
-                self._read_task = asyncio.ensure_future(self.reader.read(READ_SIZE))
+                self._read_task = asyncio.ensure_future(self.stream.read())
             inbox_ready.clear()
             ready = asyncio.ensure_future(inbox_ready.wait())
             try:
@@ -219,8 +216,8 @@ class DeviceConnection:
             self._fault_io.close()
         if self._read_task is not None:
             self._read_task.cancel()
-        if not self.writer.is_closing():
-            self.writer.close()
+        if not self.stream.is_closing():
+            self.stream.close()
 
     # -- routing of replies --------------------------------------------------------------
     def open_transfer(self, app_id: str) -> asyncio.Queue[Message | None]:
@@ -284,7 +281,7 @@ class DeviceConnection:
             return await self._read_faulted()  # tests only: faults start between frames
         if not self.session.buffered:
             self._frame_deadline = None
-            data = await self.reader.read(READ_SIZE)
+            data = await self.stream.read()
             if faults is not None and faults.interceptor is not None and data:
                 # installed while this read waited: these bytes are the first it sees
                 self._fault_machinery().receive(data)
@@ -297,7 +294,7 @@ class DeviceConnection:
         try:
             if remaining <= 0:
                 raise TimeoutError
-            return await asyncio.wait_for(self.reader.read(READ_SIZE), remaining)
+            return await asyncio.wait_for(self.stream.read(), remaining)
         except TimeoutError:
             raise ProtocolError(
                 ErrorCode.TIMEOUT,

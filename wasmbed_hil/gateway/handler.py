@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import socket
 import ssl
 import time
 from collections import Counter
@@ -69,6 +70,7 @@ from .events import EventLog
 from .msgfaults import AppliedFault, FaultHook
 from .registry import DeviceRegistry, DeviceStatus
 from .store import EnrolledDevice, GatewayStore, RunRecord, StoredResult
+from .tlsstream import TlsStream
 
 log = logging.getLogger("wasmbed_hil.gateway")
 
@@ -138,12 +140,12 @@ class SessionServices:
 
 
 async def serve_connection(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    sock: socket.socket,
     peer: object,
     services: SessionServices,
 ) -> None:
-    """Admit one accepted connection (TLS, identity, revocation), then serve its session.
+    """Admit one accepted TCP connection (TLS, identity, revocation), then serve its session;
+    the socket is closed when this returns.
 
     Until it is welcomed the connection holds one of `max_unauthenticated` slots; with none
     free it is closed at once, before the TLS handshake allocates its buffers. The handshake,
@@ -155,37 +157,46 @@ async def serve_connection(
         metrics["refused_unauthenticated"] += 1
         events.emit("connection_refused", None, peer=str(peer),
                     reason=f"{config.max_unauthenticated} connections not yet authenticated")
-        return  # the caller closes the socket
+        sock.close()
+        return
     try:
-        await _admit(reader, writer, peer, services, slot)
+        stream = TlsStream(sock, services.tls, config.tls_read_buffer)
+    except BaseException:
+        sock.close()
+        slot.release()
+        raise
+    try:
+        await _admit(stream, peer, services, slot)
     finally:
         slot.release()
+        stream.close()
+        # What is queued (a last Error frame) leaves within tlsstream.LINGER_S, or is dropped.
+        await stream.wait_closed()
 
 
 async def _admit(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    stream: TlsStream,
     peer: object,
     services: SessionServices,
     slot: AdmissionSlot,
 ) -> None:
     config, metrics, events = services.config, services.metrics, services.events
     try:
-        await writer.start_tls(services.tls, ssl_handshake_timeout=config.handshake_timeout_s)
+        await stream.handshake(config.handshake_timeout_s)
     except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
         metrics["handshake_failures"] += 1
         reason = getattr(exc, "reason", None) or type(exc).__name__
         events.emit("handshake_failed", None, peer=str(peer), reason=str(reason))
         return
     metrics["handshakes"] += 1
-    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    der = stream.peer_certificate()
+    assert der is not None  # the context requires a client certificate
     cert = load_certificate(der)
     identity = device_identity(cert)
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     name = str(cns[0].value) if cns else identity[:16]
     conn = DeviceConnection(
-        reader,
-        writer,
+        stream,
         identity=identity,
         name=name,
         max_frame_size=config.max_frame_size,

@@ -10,7 +10,6 @@ session, liveness.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -48,7 +47,6 @@ from .handler import SessionServices, serve_connection
 from .msgfaults import FaultHook
 from .registry import DeviceRegistry, DeviceStatus
 from .store import GatewayStore, RunIdsExhausted, StoredResult
-from .tlsbuffer import limit_tls_read_buffer
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -62,6 +60,9 @@ __all__ = ["DeviceStatus", "Gateway", "GatewayError"]
 log = logging.getLogger("wasmbed_hil.gateway")
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _HEX_IDENTITY = re.compile(r"^[0-9a-f]{64}$")
+ACCEPT_BACKLOG = 4096  # the listener's queue when the gateway binds its own
+ACCEPT_BATCH = 64  # connections accepted per wake-up of the listener
+ACCEPT_PAUSE_S = 1.0  # accepts paused after an error such as EMFILE (asyncio's own pause)
 
 
 class Gateway:
@@ -74,10 +75,15 @@ class Gateway:
         if tls.verify_mode != ssl.CERT_REQUIRED or tls.minimum_version != ssl.TLSVersion.TLSv1_3:
             raise ValueError("the gateway's TLS context must require client certificates, TLS 1.3")
         self.config = config
+        # OpenSSL answers a peer's end of stream without close_notify (a device powered off,
+        # a truncated frame) with a decode_error alert straight onto the socket (tlsstream.py:
+        # OpenSSL owns the socket); this makes it a plain end of stream, as asyncio's TLS
+        # layer reported it, with no alert sent.
+        tls.options |= ssl.OP_IGNORE_UNEXPECTED_EOF
         self.tls = tls
         self.state_dir = state_dir
         self.store = GatewayStore(state_dir / "gateway.sqlite3" if state_dir else None)
-        self.events = EventLog()
+        self.events = EventLog(config.event_log_limit)
         self.metrics: Counter[str] = Counter()
         self.registry = DeviceRegistry(self.events, self.metrics, config.trace_limit)
         for dev in self.store.devices():
@@ -91,12 +97,12 @@ class Gateway:
             start_app=self.start_app,
         )
         self.address: tuple[str, int] | None = None
-        # asyncio's TLS read buffer per connection once started (None: the loop's TLS layer
-        # is not asyncio's, e.g. uvloop's, and keeps its own size)
+        # The most plaintext one read of a device connection takes (tlsstream.TlsStream).
         self.tls_read_buffer: int | None = None
         self._pairing = config.pairing
         self._pairing_timer: asyncio.TimerHandle | None = None
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accept_resume: asyncio.TimerHandle | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._metrics_registry: CollectorRegistry | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -168,20 +174,20 @@ class Gateway:
     ) -> tuple[str, int]:
         """Serve on `sock` (a bound, listening socket handed over; kept open by its owner) or
         on an OS-chosen port of `host`."""
-        self.tls_read_buffer = limit_tls_read_buffer(self.config.tls_read_buffer)
+        self.tls_read_buffer = self.config.tls_read_buffer
         if sock is not None:
-            sock = sock.dup()  # our close() must not release the owner's port
-            self._server = await asyncio.start_server(self._accept, sock=sock)
+            listener = sock.dup()  # our close() must not release the owner's port
         else:
-            self._server = await asyncio.start_server(self._accept, host, 0)
-        self.address = self._server.sockets[0].getsockname()[:2]
+            listener = socket.create_server((host, 0), backlog=ACCEPT_BACKLOG)
+        listener.setblocking(False)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._on_acceptable)
         if self.config.metrics_port is not None:
             try:
                 await self._start_metrics()
             except BaseException:
-                self._server.close()
-                await self._server.wait_closed()
-                self._server = None
+                self._close_listener()
                 raise
         if self._pairing and self.config.pairing_timeout_s:
             self.set_pairing(True, self.config.pairing_timeout_s)
@@ -191,9 +197,18 @@ class Gateway:
         )
         return self.address
 
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(listener.fileno())
+            if self._accept_resume is not None:
+                self._accept_resume.cancel()
+                self._accept_resume = None
+            listener.close()
+
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        self._close_listener()
         if self._metrics_endpoint is not None:
             await self._metrics_endpoint.stop()
             self._metrics_endpoint = None
@@ -202,9 +217,6 @@ class Gateway:
         # Each handler disarms its liveness timer as it ends.
         await cancel_and_wait(list(self._handlers))
         await self.deployments.close()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
         if self._pairing_timer:
             self._pairing_timer.cancel()
         self.store.close()
@@ -453,34 +465,45 @@ class Gateway:
     def _is_revoked(self, identity: str, serial: int) -> bool:
         return identity in self.store.revoked or serial in self.store.crl_serials
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        peer = writer.get_extra_info("peername")
+    def _on_acceptable(self) -> None:
+        """The listener is readable: accept what waits (up to ACCEPT_BATCH), a task each."""
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:  # out of descriptors, say: asyncio's servers pause as well
+                log.warning("accept failed (%s): pausing accepts for %gs", exc, ACCEPT_PAUSE_S)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listener.fileno())
+                self._accept_resume = loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio does
+            task = asyncio.ensure_future(self._serve(sock, peer))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume = None
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._on_acceptable)
+
+    async def _serve(self, sock: socket.socket, peer: object) -> None:
         self.metrics["connections_accepted"] += 1
         try:
-            await serve_connection(reader, writer, peer, self._services)
+            await serve_connection(sock, peer, self._services)
         except asyncio.CancelledError:
-            pass
+            pass  # the gateway is stopping; serve_connection closed the socket
         except Exception:  # a bug must cost one connection, never the gateway
             log.exception("connection handler failed for %s", peer)
             self.metrics["handler_errors"] += 1
-        finally:
-            writer.close()
-            # A cancelled wait here (gateway stopping) must end the task quietly: on 3.11 a
-            # handler task that ends cancelled is logged as an error by asyncio's streams.
-            # The task stays in _handlers until it has closed, so stop() ends it too rather
-            # than leave it running for up to a second after the gateway stopped.
-            try:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(writer.wait_closed(), 1.0)
-            finally:
-                self._handlers.discard(task)
 
 
 def _peer_serial(conn: DeviceConnection) -> int | None:
     """The serial of the certificate a live connection's device presented."""
-    ssl_object = conn.writer.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    der = conn.stream.peer_certificate()
     return x509.load_der_x509_certificate(der).serial_number if der else None

@@ -1,16 +1,21 @@
-"""The TLS read buffer asyncio gives each connection, bounded for a gateway's many devices.
+"""The TLS read buffer asyncio gives each connection, bounded for processes with many of them.
+
+The gateway's device connections no longer go through asyncio's TLS layer (tlsstream.py has
+its own); this bound serves the asyncio TLS clients that remain, such as the fleet workers'
+thousands of virtual devices (bench/fleet/worker.py) and the benchmarks' load generators.
 
 asyncio's TLS layer (asyncio.sslproto.SSLProtocol, CPython 3.11-3.13) allocates a read buffer
 of `SSLProtocol.max_size` bytes (256 KiB) per connection, before the handshake, and reads up to
-that much plaintext at a time. Measured with 1,000 devices at 1 Hz (benchmarks/bench_gateway.py):
-about 317 kB of gateway RSS per connection with the default, 93 kB with 32 KiB, 65 kB with
-4 KiB, at the same CPU per heartbeat. The size only bounds how much one read takes; a frame
-larger than it is read in several steps, so it changes no behaviour.
+that much plaintext at a time. Measured with 1,000 devices at 1 Hz (benchmarks/bench_gateway.py,
+while the gateway still used that layer): about 317 kB of gateway RSS per connection with the
+default, 93 kB with 32 KiB, 65 kB with 4 KiB, at the same CPU per heartbeat. The size only
+bounds how much one read takes; a frame larger than it is read in several steps, so it changes
+no behaviour.
 
 The class attribute is the one knob asyncio offers, so the limit is process-wide: every asyncio
-TLS connection of the process (the gateway's, and clients' such as the control-plane agent's)
-reads in pieces of at most this size. It is only ever lowered, never raised, so two gateways in
-one process (the test bench) cannot undo each other's bound. Other event loops (uvloop) have TLS
+TLS connection of the process (clients' such as the control-plane agent's too) reads in
+pieces of at most this size. `limit_tls_read_buffer` only ever lowers it, so two users in one
+process cannot undo each other's bound. Other event loops (uvloop) have TLS
 layers of their own, which this leaves alone; `limit_tls_read_buffer` reports None for them.
 """
 
