@@ -30,7 +30,7 @@ from .. import waits
 from ..loop import LoopThread
 from ..seams import Lifecycle
 from .client import FleetError, FleetWorker
-from .protocol import DeviceState
+from .protocol import LINKS, DeviceState
 
 #: Largest number of worker processes (each is a Python process of about 60 MB).
 MAX_PROCESSES = 64
@@ -42,6 +42,12 @@ class FleetWaitTimeout(FleetError, AssertionError):
     """A fleet wait ended without its condition; the message lists the laggards."""
 
 
+def check_link(value: object) -> str:
+    if value not in LINKS:
+        raise ValueError(f"link={value!r}: one of {', '.join(sorted(LINKS))}")
+    return str(value)
+
+
 def check_processes(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROCESSES:
         raise ValueError(f"processes={value!r}: must be an integer in 1..{MAX_PROCESSES}")
@@ -50,12 +56,14 @@ def check_processes(value: object) -> int:
 
 class FleetHandle:
     def __init__(self, loop: LoopThread, ca: FleetCA, workdir: Path,
-                 endpoint: tuple[str, int], processes: int, *, tls_read_buffer: int = 0) -> None:
+                 endpoint: tuple[str, int], processes: int, *, tls_read_buffer: int = 0,
+                 link: str = "lean") -> None:
         self.loop = loop
         self.workdir = workdir
         self.endpoint = endpoint
         self.processes = check_processes(processes)
         self.tls_read_buffer = tls_read_buffer
+        self.link = check_link(link)
         self._ca = ca
         self.workers: list[FleetWorker] = []
         self._where: dict[str, FleetWorker] = {}
@@ -68,7 +76,7 @@ class FleetHandle:
         ca_dir = self.workdir / "ca"
         self._ca.save(ca_dir)
         self.workers = [FleetWorker(k, ca_dir, self.workdir / f"worker-{k}", self.endpoint,
-                                    tls_read_buffer=self.tls_read_buffer)
+                                    tls_read_buffer=self.tls_read_buffer, link=self.link)
                         for k in range(self.processes)]
         self.loop.run(self._all(lambda w: w.start(timeout)), timeout + 10)
         return self

@@ -33,6 +33,9 @@ from ..seams import Lifecycle
 COMMANDS = frozenset({"add", "power_on", "power_off", "wait", "states", "counts", "mark",
                       "collect", "stop", "fail", "crash"})
 KEY_TYPES = frozenset({"p256", "ed25519"})
+#: How a worker's devices connect (worker.py --link): lean links on the worker's hub, or
+#: asyncio's TLS streams.
+LINKS = frozenset({"lean", "stream"})
 
 
 def _names(value: Any) -> None:
