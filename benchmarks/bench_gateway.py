@@ -264,8 +264,10 @@ class Rig:
 
     def __init__(self, root: Path, ca_dir: Path, *, interval: float, timeout: float,
                  procs: int, ssl_max_size: int, metrics: bool = False,
-                 gateway_args: Sequence[str] = (), gateways: int = 1) -> None:
+                 gateway_args: Sequence[str] = (), gateways: int = 1,
+                 link: str = "lean") -> None:
         self.root = root
+        self.link = link  # the devices' links in the fleet workers (bench.fleet)
         self.metrics = metrics  # read the gateway's figures from its /metrics
         self.metrics_urls: list[str] = []
         self.n_gateways = gateways
@@ -306,7 +308,8 @@ class Rig:
             self.gw_base_rss_kb += int(hello["rss_kb"])
         self.gateway = self.gateways[0]
         self.fleet = FleetHandle(self.loop, FleetCA.load(ca_dir), root / "fleet",
-                                 ("127.0.0.1", self.port), procs, tls_read_buffer=ssl_max_size)
+                                 ("127.0.0.1", self.port), procs, tls_read_buffer=ssl_max_size,
+                                 link=self.link)
         self.fleet.start()
         self.dev_base_rss_kb = sum(_rss_kb(pid) for pid in self.device_pids)
 

@@ -198,8 +198,10 @@ class FleetHandle:
 
     def collect(self) -> dict[str, Any]:
         """Since `mark()`: the round trips (seconds, sorted), the window, acknowledgements
-        per device (min, max), lifecycle counts, connections made, the workers' RSS (kB),
-        CPU time (s) and largest event-loop lateness (ms)."""
+        per device (min, max), heartbeats unanswered for over a second now (how many, from
+        how many devices, up to ten of their names), lifecycle counts, connections made, lean
+        links open (None on stream links), the workers' RSS (kB), CPU time (s) and largest
+        event-loop lateness (ms)."""
         replies = list(self._request_each({w: {} for w in self.workers}, "collect", 60).values())
         return {"rtts": sorted(us / 1e6 for r in replies for us in r["rtts_us"]),
                 "window_s": max(r["window_s"] for r in replies),
@@ -210,6 +212,10 @@ class FleetHandle:
                 "lag_max_ms": max(r["lag_max_ms"] for r in replies),
                 "gc_max_ms": max(r["gc_max_ms"] for r in replies),
                 "unacked_over_1s": sum(r["unacked_over_1s"] for r in replies),
+                "unacked_devices": sum(r["unacked_devices"] for r in replies),
+                "unacked_examples": sorted(n for r in replies for n in r["unacked_examples"])[:10],
+                "open_links": (None if any(r["open_links"] is None for r in replies)
+                               else sum(r["open_links"] for r in replies)),
                 "lifecycles": dict(sum((Counter(r["lifecycles"]) for r in replies), Counter())),
                 "connections": sum(r["connections"] for r in replies)}
 

@@ -207,12 +207,16 @@ class Population:
             per_device.append(len(dev.heartbeat_rtts) - start)
         now = time.perf_counter()
         # heartbeats sent over a second ago and still unacknowledged (the device's send times
-        # by message id: a private field of the reference model, read for the benchmark)
-        unacked = sum(sum(1 for sent in getattr(d, "_hb_sent", {}).values() if now - sent > 1.0)
-                      for d in self.devices.values() if d.lifecycle is Lifecycle.ONLINE)
+        # by message id: a private field of the reference model, read for the benchmark),
+        # and which devices they are from
+        late = {name: n for name, d in self.devices.items() if d.lifecycle is Lifecycle.ONLINE
+                if (n := sum(1 for sent in d._hb_sent.values() if now - sent > 1.0))}
         gc_max, self.gc_max_s = self.gc_max_s, 0.0
         return {"rtts_us": rtts, "window_s": round(time.monotonic() - self._mark_time, 3),
-                "unacked_over_1s": unacked, "gc_max_ms": round(gc_max * 1000, 2),
+                "unacked_over_1s": sum(late.values()), "unacked_devices": len(late),
+                "unacked_examples": sorted(late)[:10],
+                "open_links": len(self.hub) if self.hub is not None else None,
+                "gc_max_ms": round(gc_max * 1000, 2),
                 "acks_min": min(per_device, default=0), "acks_max": max(per_device, default=0),
                 "rss_kb": _rss_kb(), "cpu_s": round(time.process_time(), 3),
                 "lag_max_ms": round(self.lag_max_s * 1000, 1), **self.counts()}
