@@ -363,12 +363,13 @@ class VirtualDevice:
                         established = True
                         setup_deadline.cancel()
                         interval = event.message.heartbeat_interval_ms / 1000
-                        if isinstance(link, LeanLink):
-                            link.fast_acks = True  # the session is established now
-                            self._start_wheel_heartbeats(interval)
-                        else:
+                        if not isinstance(link, LeanLink):
                             heartbeat = asyncio.create_task(self._heartbeats(interval))
                     await self._handle(event)
+                    if isinstance(event.message, Welcome) and isinstance(link, LeanLink):
+                        # as the task above: the first heartbeat after the Welcome's handling
+                        link.fast_acks = True  # the session is established now
+                        self._start_wheel_heartbeats(interval)
                 self._flush()
                 if session.state is State.CLOSED:
                     break
