@@ -64,6 +64,7 @@ def _window_figures(rig: gwb.Rig, w: gwb.Window, n: int) -> dict[str, Any]:
 
 
 JOIN_STEP = 2000  # devices powered on by one fleet command (each bounded by its own timeout)
+WAIT_ONLINE_S = 120.0  # after the last step, for the stragglers
 
 
 def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s: float,
@@ -72,20 +73,30 @@ def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s
     """N devices at 1 Hz on one gateway process; the figures of table.py's gateway rows
     (the keys of bench_mosquitto.Side, plus the load generator's and the run's details).
     Devices join JOIN_STEP at a time; one that did not come online within a step's time keeps
-    trying, and all get `join_timeout` to be online before the windows (those still not
-    online are counted in `connected` and the unanswered heartbeats, not hidden)."""
+    trying. A step that does not finish (a gateway that cannot keep up: its heartbeat
+    timeouts disconnect devices faster than they join) ends the joining, `stalled` says
+    where, and the windows measure what the gateway does then: an error would say nothing.
+    All devices get `join_timeout` in all (at most WAIT_ONLINE_S after the last step) to be
+    online before the windows; those still not online count in `online`, `connected` and
+    the unanswered heartbeats, not hidden."""
     load_before = gwb.loadavg()
     rig = gwb.Rig(root, ca_dir, interval=INTERVAL_S, timeout=TIMEOUT_S, procs=procs,
                   ssl_max_size=32 * 1024, link=link)
     try:
         t0 = time.monotonic()
-        failed = 0
-        while rig.total < n:
-            grown = rig.grow_to(min(n, rig.total + JOIN_STEP), connect_rate, concurrency, 60)
+        failed, stalled = 0, ""
+        while rig.total < n and time.monotonic() - t0 < join_timeout:
+            step = min(n, rig.total + JOIN_STEP)
+            try:
+                grown = rig.grow_to(step, connect_rate, concurrency, 60)
+            except gwb.ChildError as exc:
+                stalled = f"joining devices {rig.total:,}..{step:,}: {exc}".splitlines()[0]
+                break
             failed += int(grown["failed"])
         assert rig.fleet is not None
         with contextlib.suppress(FleetWaitTimeout):  # the stragglers' count shows below
-            rig.fleet.wait_online(max(1.0, join_timeout - (time.monotonic() - t0)))
+            left = join_timeout - (time.monotonic() - t0)
+            rig.fleet.wait_online(max(1.0, min(WAIT_ONLINE_S, left)))
         join_s = time.monotonic() - t0
         time.sleep(warmup)  # the heartbeats of the last devices to join settle in
         figures = [_window_figures(rig, rig.observe(window_s), n) for _ in range(windows)]
@@ -113,7 +124,7 @@ def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s
         "unacked_over_1s": got["unacked_over_1s"], "unacked_devices": got["unacked_devices"],
         "unacked_examples": got["unacked_examples"],
         "heartbeat_timeouts": last["timeouts"],
-        "failed_joins": failed, "join_s": round(join_s, 1),
+        "failed_joins": failed, "join_s": round(join_s, 1), "stalled": stalled,
         "online": int(got["lifecycles"].get("online", 0)),
         "loadgen_cpu": round(med["dev_cpu"], 4),
         "loadgen_cpu_per_1k": round(med["dev_cpu_per_1k"], 4),
@@ -127,6 +138,8 @@ def print_hold(h: dict[str, Any]) -> None:
     print(f"  {h['devices']:,} devices at 1 Hz, {h['processes']} worker(s), {h['link']} links: "
           f"joined in {h['join_s']:.0f} s ({h['failed_joins']} not online within their "
           f"step's 60 s), {h['online']:,} online, {h['connected']:,} connected at the gateway")
+    if h["stalled"]:
+        print(f"  joining stalled: {h['stalled']}")
     print(f"  gateway: {h['cpu']:.0%} of a core for {h['gw_heartbeats_per_s']:,.0f} heartbeats/s "
           f"({h['cpu_per_1k']:.1%} per 1,000/s), {h['kb_per_conn']:.1f} kB per device, "
           f"{h['heartbeat_timeouts']} heartbeat timeouts")

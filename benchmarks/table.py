@@ -333,6 +333,8 @@ def gateway_cpu(s: Sizes) -> Measurement:
     per_core = 1000 / hb["cpu_per_1k"] if hb["cpu_per_1k"] else float("inf")
     loadgen = (f"; load generator {hb['loadgen_cpu']:.0%} of a core in "
                f"{hb['processes']} workers" if "loadgen_cpu" in hb else "")
+    if hb.get("stalled"):
+        loadgen += f"; only {hb['connected']:,} connected: {hb['stalled']}"
     return Measurement(
         cores,
         f"{hb['devices']:,} devices: {cores:.0%} of a core ({hb['cpu_per_1k']:.1%} per "
