@@ -37,17 +37,17 @@ import bench_gateway as gwb
 from wasmbed_hil.bench.fleet import FleetWaitTimeout
 from wasmbed_hil.pki import FleetCA
 
-INTERVAL_S, TIMEOUT_S = 1.0, 3.0
+INTERVAL_S = 1.0  # the table rows' heartbeat; the gateway's timeout is three intervals
 
 
-def _window_figures(rig: gwb.Rig, w: gwb.Window, n: int) -> dict[str, Any]:
+def _window_figures(rig: gwb.Rig, w: gwb.Window, n: int, interval: float) -> dict[str, Any]:
     hb = max(1, w.gw_delta("heartbeats"))
     return {
         "seconds": w.seconds,
         "rtts": len(w.rtts),
         "p50_ms": gwb.pct(w.rtts, 0.5) * 1000,
         "p99_ms": gwb.pct(w.rtts, 0.99) * 1000,
-        "expected": n * w.seconds / INTERVAL_S,
+        "expected": n * w.seconds / interval,
         "gw_hb_s": hb / w.seconds,
         "gw_cpu": w.cpu_gateway,
         "gw_cpu_per_1k": w.cpu_gateway / (hb / w.seconds / 1000),
@@ -69,8 +69,9 @@ WAIT_ONLINE_S = 120.0  # after the last step, for the stragglers
 
 def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s: float,
          warmup: float = 3.0, connect_rate: float = 200.0, concurrency: int = 64,
-         link: str = "lean", join_timeout: float = 600.0) -> dict[str, Any]:
-    """N devices at 1 Hz on one gateway process; the figures of table.py's gateway rows
+         link: str = "lean", join_timeout: float = 600.0,
+         interval: float = INTERVAL_S) -> dict[str, Any]:
+    """N devices at 1 Hz (`interval`) on one gateway process; the figures of table.py's gateway rows
     (the keys of bench_mosquitto.Side, plus the load generator's and the run's details).
     Devices join JOIN_STEP at a time; one that did not come online within a step's time keeps
     trying. A step that does not finish (a gateway that cannot keep up: its heartbeat
@@ -80,7 +81,7 @@ def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s
     online before the windows; those still not online count in `online`, `connected` and
     the unanswered heartbeats, not hidden."""
     load_before = gwb.loadavg()
-    rig = gwb.Rig(root, ca_dir, interval=INTERVAL_S, timeout=TIMEOUT_S, procs=procs,
+    rig = gwb.Rig(root, ca_dir, interval=interval, timeout=3 * interval, procs=procs,
                   ssl_max_size=32 * 1024, link=link)
     try:
         t0 = time.monotonic()
@@ -99,7 +100,8 @@ def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s
             rig.fleet.wait_online(max(1.0, min(WAIT_ONLINE_S, left)))
         join_s = time.monotonic() - t0
         time.sleep(warmup)  # the heartbeats of the last devices to join settle in
-        figures = [_window_figures(rig, rig.observe(window_s), n) for _ in range(windows)]
+        figures = [_window_figures(rig, rig.observe(window_s), n, interval)
+                   for _ in range(windows)]
         got = rig.fleet.collect()  # the unanswered heartbeats now, and whose
     finally:
         rig.close()
@@ -109,7 +111,7 @@ def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s
         "gw_cpu", "gw_cpu_per_1k", "gw_hb_s", "p50_ms", "p99_ms", "dev_cpu", "dev_cpu_per_1k",
         "others")}
     return {
-        "devices": n, "link": link, "processes": procs,
+        "devices": n, "link": link, "processes": procs, "interval_s": interval,
         "connected": last["connected"],
         "replies_per_s": round(statistics.median(f["rtts"] / f["seconds"] for f in figures), 1),
         "cpu": round(med["gw_cpu"], 4),
@@ -135,7 +137,8 @@ def hold(root: Path, ca_dir: Path, n: int, *, procs: int, windows: int, window_s
 
 
 def print_hold(h: dict[str, Any]) -> None:
-    print(f"  {h['devices']:,} devices at 1 Hz, {h['processes']} worker(s), {h['link']} links: "
+    print(f"  {h['devices']:,} devices, a heartbeat every {h['interval_s']:g} s, "
+          f"{h['processes']} worker(s), {h['link']} links: "
           f"joined in {h['join_s']:.0f} s ({h['failed_joins']} not online within their "
           f"step's 60 s), {h['online']:,} online, {h['connected']:,} connected at the gateway")
     if h["stalled"]:
@@ -194,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument("--window", type=float, default=5.0, help="seconds")
     parser.add_argument("--connect-rate", type=float, default=200.0, help="joins per second")
+    parser.add_argument("--interval", type=float, default=INTERVAL_S,
+                        help="heartbeat interval of --hold, s (default 1)")
     args = parser.parse_args(argv)
     if args.quick:
         args.ab, args.rounds, args.windows, args.window = args.ab or 300, 1, 2, 3.0
@@ -208,10 +213,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.ab:
             ab(root / "ab", root / "ca", args.ab, args.rounds, args.windows, args.window, 1)
         if args.hold:
-            print(f"\n== hold: {args.hold:,} devices at 1 Hz on one gateway process ==")
+            print(f"\n== hold: {args.hold:,} devices, heartbeat {args.interval:g} s, on one "
+                  "gateway process ==")
             print_hold(hold(root / "hold", root / "ca", args.hold, procs=args.processes,
                             windows=args.windows, window_s=args.window,
-                            connect_rate=args.connect_rate))
+                            connect_rate=args.connect_rate, interval=args.interval))
     except KeyboardInterrupt:
         print("\ninterrupted: stopping child processes", file=sys.stderr)
         raise SystemExit(130) from None

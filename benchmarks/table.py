@@ -335,9 +335,11 @@ def gateway_cpu(s: Sizes) -> Measurement:
                f"{hb['processes']} workers" if "loadgen_cpu" in hb else "")
     if hb.get("stalled"):
         loadgen += f"; only {hb['connected']:,} connected: {hb['stalled']}"
+    held = (f"{hb['devices']:,} devices" if hb["connected"] >= hb["devices"] else
+            f"{hb['devices']:,} devices ({hb['connected']:,} connected)")
     return Measurement(
         cores,
-        f"{hb['devices']:,} devices: {cores:.0%} of a core ({hb['cpu_per_1k']:.1%} per "
+        f"{held}: {cores:.0%} of a core ({hb['cpu_per_1k']:.1%} per "
         f"1,000 heartbeats/s, ~{per_core:,.0f}/s per core), p99 {hb['p99_ms']:.1f} ms, "
         f"{hb['unanswered']} unanswered{loadgen}",
         checks={"every heartbeat acknowledged": hb["unanswered"] == 0,
@@ -361,8 +363,8 @@ def protocol(s: Sizes) -> Measurement:
      Target("<=", 48.0, "under 48 kB (2x Mosquitto's)"))
 def memory_per_device(s: Sizes) -> Measurement:
     hb = _heartbeat(s)
-    return Measurement(hb["kb_per_conn"], f"{hb['kb_per_conn']:.1f} kB at {hb['devices']:,} "
-                       "devices", detail=hb)
+    return Measurement(hb["kb_per_conn"], f"{hb['kb_per_conn']:.1f} kB at {hb['connected']:,} "
+                       f"connected devices (of {hb['devices']:,})", detail=hb)
 
 
 @row("preauth_memory", "memory per TCP connection before authentication",
