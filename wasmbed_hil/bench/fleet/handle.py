@@ -12,6 +12,9 @@ lifecycle counts, power on and off by name, waits, and heartbeat round trips. Wh
 gateway saw (phases, deployments, results) is read on the gateway as usual: its waits and
 `GatewayHandle.deploy(name, ...)` take a device name.
 
+`link` ("lean", the default, or "stream") is how the workers' devices connect
+(bench/virtual/lean.py, docs/fleets.md); the devices behave the same on both.
+
 Every call runs on the harness loop through the LoopThread, so a wait ended by its timeout,
 pytest-timeout or Ctrl-C cancels its work there. `close()` stops every worker (killing what
 does not stop) and raises the first worker's death it recorded.
