@@ -140,6 +140,36 @@ def test_a_stalled_loop_does_not_make_the_wheel_bunch_calls_up():
     assert calls[2] - calls[1] >= 0.05 - 0.002
 
 
+def test_a_ticket_that_raises_is_reported_and_the_others_keep_going():
+    async def main() -> tuple[int, int, list[str]]:
+        hub = LeanHub()
+        loop = asyncio.get_running_loop()
+        reported: list[str] = []
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(repr(ctx["exception"])))
+        calls = {"bad": 0, "good": 0}
+        done = asyncio.Event()
+
+        def bad() -> bool:
+            calls["bad"] += 1
+            raise RuntimeError("a device bug")
+
+        def good() -> bool:
+            calls["good"] += 1
+            if calls["good"] == 4:
+                done.set()
+            return True
+
+        hub.every(0.01, bad)
+        hub.every(0.01, good)
+        await asyncio.wait_for(done.wait(), 10)
+        hub.close()
+        return calls["bad"], calls["good"], reported
+
+    bad, good, reported = asyncio.run(main())
+    assert bad == 1 and good == 4
+    assert reported == ["RuntimeError('a device bug')"]
+
+
 # ====================================================================== links, via the fleet
 def test_lean_devices_enroll_heartbeat_deploy_and_every_ack_is_accounted(fleet, gateway, wasm):
     handle = fleet(4, processes=2)  # link="lean" is the default

@@ -147,7 +147,8 @@ class LeanHub:
     # -- the wheel ---------------------------------------------------------------------------
     def every(self, interval: float, fn: Callable[[], bool]) -> Ticket:
         """Call `fn` every `interval` seconds from now + interval, within one tick of each
-        due time, until it returns False or the ticket is cancelled. A late tick does not
+        due time, until it returns False, raises (reported to the loop's exception handler)
+        or the ticket is cancelled. A late tick does not
         bunch calls up: each due time is the previous one plus the interval (skipping what
         was missed)."""
         if not interval > 0:
@@ -184,7 +185,14 @@ class LeanHub:
             for ticket in slots.pop(slot, ()):
                 if not ticket.alive:
                     continue
-                if not ticket.fn():
+                try:
+                    again = ticket.fn()
+                except Exception as exc:  # one device's bug must not stop everyone's wheel
+                    self.loop.call_exception_handler({
+                        "message": "a lean heartbeat raised; its ticket is cancelled",
+                        "exception": exc})
+                    again = False
+                if not again:
                     ticket.alive = False
                     continue
                 ticket.due += ticket.interval
