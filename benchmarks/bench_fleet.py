@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 devices, 200 deployed")
     parser.add_argument("--devices", type=int, help="devices held (default 10,000)")
     parser.add_argument("--processes", type=int, default=4, help="worker processes")
+    parser.add_argument("--link", choices=("lean", "stream"), default="lean",
+                        help="the workers' device links (fleet(n, processes=K, link=...))")
     parser.add_argument("--rate", type=float, default=400.0, help="devices joining per second")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="device TCP + TLS connect timeout (s; the model's default is 5, "
@@ -165,7 +167,8 @@ def main() -> None:
             heartbeat_interval_s=INTERVAL_S, heartbeat_timeout_s=TIMEOUT_S,
             max_devices=n + 16, max_unauthenticated=512, trace_limit=0))
         gw.start()
-        fleet = FleetHandle(loop, ca, root / "fleet", gw.endpoint, args.processes).start()
+        fleet = FleetHandle(loop, ca, root / "fleet", gw.endpoint, args.processes,
+                            link=args.link).start()
         hold(loop, gw, fleet, n, args.rate, args.connect_timeout)
         if args.only != "hold":
             deploy(loop, gw, fleet, m, args.repeats)

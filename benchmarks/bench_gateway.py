@@ -259,8 +259,10 @@ class Rig:
 
     def __init__(self, root: Path, ca_dir: Path, *, interval: float, timeout: float,
                  procs: int, ssl_max_size: int, metrics: bool = False,
-                 gateway_args: Sequence[str] = (), gateways: int = 1) -> None:
+                 gateway_args: Sequence[str] = (), gateways: int = 1,
+                 link: str = "stream") -> None:
         self.root = root
+        self.link = link  # the devices' links in the fleet workers (bench.fleet)
         self.metrics = metrics  # read the gateway's figures from its /metrics
         self.metrics_urls: list[str] = []
         self.n_gateways = gateways
@@ -301,7 +303,8 @@ class Rig:
             self.gw_base_rss_kb += int(hello["rss_kb"])
         self.gateway = self.gateways[0]
         self.fleet = FleetHandle(self.loop, FleetCA.load(ca_dir), root / "fleet",
-                                 ("127.0.0.1", self.port), procs, tls_read_buffer=ssl_max_size)
+                                 ("127.0.0.1", self.port), procs, tls_read_buffer=ssl_max_size,
+                                 link=self.link)
         self.fleet.start()
         self.dev_base_rss_kb = sum(_rss_kb(pid) for pid in self.device_pids)
 
@@ -583,7 +586,7 @@ def bench_heartbeat(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
           f"{'CPU/1k':>6} {'kB/dev':>6}  p50/p99 ms per window")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=1,
               ssl_max_size=args.ssl_max_size, metrics=args.metrics,
-              gateway_args=gateway_args(args))
+              gateway_args=gateway_args(args), link=args.device_link)
     try:
         for n in (1, 100, 1000):
             grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 300)
@@ -642,7 +645,8 @@ def bench_processes(root: Path, ca_dir: Path, args: argparse.Namespace) -> None:
         for g in (1, 2):
             rig = Rig(root / f"r{r}-g{g}", ca_dir, interval=interval, timeout=timeout,
                       procs=args.device_procs, ssl_max_size=args.ssl_max_size,
-                      metrics=args.metrics, gateway_args=gateway_args(args), gateways=g)
+                      metrics=args.metrics, gateway_args=gateway_args(args),
+                      link=args.device_link, gateways=g)
             try:
                 grown = rig.grow_to(n, args.connect_rate, args.connect_concurrency, 300)
                 if grown["failed"]:
@@ -812,7 +816,7 @@ def bench_ramp(root: Path, ca_dir: Path, args: argparse.Namespace, budget: Deadl
           f"{'devCPU':>6} {'other':>6} {'gwLag':>6} {'gwRSS MB':>8} {'kB/conn':>7}  result")
     rig = Rig(root, ca_dir, interval=interval, timeout=timeout, procs=procs,
               metrics=args.metrics, ssl_max_size=args.ssl_max_size,
-              gateway_args=gateway_args(args))
+              gateway_args=gateway_args(args), link=args.device_link)
     best, limiter = 0, ""
     rss_per_conn_kb: float | None = None
     dev_per_conn_kb: float | None = None
@@ -958,6 +962,10 @@ def main() -> None:
     parser.add_argument("--gateway-trace-limit", type=int, default=0,
                         help="the gateway's GatewayConfig.trace_limit (default 0, as the "
                         "`gateway` service runs it; 2000 is the library's default)")
+    parser.add_argument("--device-link", choices=("stream", "lean"), default="stream",
+                        help="the fleet workers' device links (parts 2, 3, 5): asyncio's TLS "
+                        "streams, or lean links (bench/virtual/lean.py; benchmarks/"
+                        "bench_loadgen.py compares the two)")
     parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the gateway process's event loop (uvloop must be installed)")
     parser.add_argument("--tmp-root", type=Path,

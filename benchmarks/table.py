@@ -200,21 +200,20 @@ def once(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @once
 def heartbeat_run(devices: int, procs: int, windows: int, window_s: float) -> dict[str, Any]:
-    """Our gateway alone: N devices at 1 Hz, as bench_mosquitto measures it."""
+    """Our gateway alone: N devices at 1 Hz in `procs` fleet workers on lean links
+    (bench_loadgen.hold: the figures of bench_mosquitto's Side, plus the load generator's)."""
     _bench_modules()
     import bench_gateway as gwb
-    import bench_mosquitto as bm
+    import bench_loadgen
 
-    opts = argparse.Namespace(client_procs=procs, ssl_max_size=32 * 1024, connect_rate=150.0,
-                              connect_concurrency=16, warmup=2.0, windows=windows,
-                              window=window_s, gateway_loop="asyncio")
     gwb.raise_nofile()
     root = _tmp("table-heartbeat-")
     try:
         from wasmbed_hil.pki import FleetCA
 
         FleetCA.create("table CA").save(root / "ca")
-        return dataclasses.asdict(bm.measure_gateway(root / "rig", root / "ca", devices, opts))
+        return bench_loadgen.hold(root / "rig", root / "ca", devices, procs=procs,
+                                  windows=windows, window_s=window_s)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -332,11 +331,17 @@ def gateway_cpu(s: Sizes) -> Measurement:
     hb = _heartbeat(s)
     cores = hb["cpu_per_1k"] * hb["replies_per_s"] / 1000
     per_core = 1000 / hb["cpu_per_1k"] if hb["cpu_per_1k"] else float("inf")
+    loadgen = (f"; load generator {hb['loadgen_cpu']:.0%} of a core in "
+               f"{hb['processes']} workers" if "loadgen_cpu" in hb else "")
+    if hb.get("stalled"):
+        loadgen += f"; only {hb['connected']:,} connected: {hb['stalled']}"
+    held = (f"{hb['devices']:,} devices" if hb["connected"] >= hb["devices"] else
+            f"{hb['devices']:,} devices ({hb['connected']:,} connected)")
     return Measurement(
         cores,
-        f"{hb['devices']:,} devices: {cores:.0%} of a core ({hb['cpu_per_1k']:.1%} per "
+        f"{held}: {cores:.0%} of a core ({hb['cpu_per_1k']:.1%} per "
         f"1,000 heartbeats/s, ~{per_core:,.0f}/s per core), p99 {hb['p99_ms']:.1f} ms, "
-        f"{hb['unanswered']} unanswered",
+        f"{hb['unanswered']} unanswered{loadgen}",
         checks={"every heartbeat acknowledged": hb["unanswered"] == 0,
                 "p99 under 50 ms": hb["p99_ms"] < 50,
                 "all devices connected": hb["connected"] == hb["devices"],
@@ -358,8 +363,8 @@ def protocol(s: Sizes) -> Measurement:
      Target("<=", 48.0, "under 48 kB (2x Mosquitto's)"))
 def memory_per_device(s: Sizes) -> Measurement:
     hb = _heartbeat(s)
-    return Measurement(hb["kb_per_conn"], f"{hb['kb_per_conn']:.1f} kB at {hb['devices']:,} "
-                       "devices", detail=hb)
+    return Measurement(hb["kb_per_conn"], f"{hb['kb_per_conn']:.1f} kB at {hb['connected']:,} "
+                       f"connected devices (of {hb['devices']:,})", detail=hb)
 
 
 @row("preauth_memory", "memory per TCP connection before authentication",

@@ -264,9 +264,16 @@ def test_the_control_plane_rows_call_their_benchmark_as_it_is_now(table: ModuleT
     assert len(figures["join"]) == 1 and figures["join"][0] > 0
 
 
-def test_the_gateway_row_calls_bench_mosquittos_gateway_side_as_it_is_now(
-        table: ModuleType) -> None:
-    """The heartbeat row builds bench_mosquitto's options itself: an option measure_gateway
-    reads (--gateway-loop) and the row lacks would be an error only a full run showed."""
-    figures = table.heartbeat_run(2, 1, 1, 1.0)
-    assert figures["devices"] == 2 and figures["connected"] == 2
+def test_the_gateway_rows_run_their_hold_for_real(table: ModuleType) -> None:
+    """The gateway rows' run (bench_loadgen.hold: a gateway process, fleet workers on lean
+    links) at three devices, one short window: every heartbeat accounted for, and the load
+    generator's figures beside the gateway's."""
+    hb = table.heartbeat_run(3, 1, 1, 2.0)
+    assert hb["devices"] == 3 and hb["online"] == 3 and hb["connected"] == 3
+    assert hb["link"] == "lean" and hb["failed_joins"] == 0
+    assert hb["acked"] >= 5 and hb["unacked_over_1s"] == 0 and hb["heartbeat_timeouts"] == 0
+    assert hb["cpu"] >= 0 and hb["loadgen_cpu"] >= 0 and hb["processes"] == 1
+    m = table.gateway_cpu(table.Sizes(hb_devices=3, hb_procs=1, hb_windows=1, hb_window_s=2.0))
+    assert "load generator" in m.text and "in 1 workers" in m.text
+    assert m.checks["all devices connected"] is True
+    assert m.checks["the issue's 10,000 devices"] is False  # 3 devices never pass for 10,000

@@ -49,7 +49,7 @@ try:
     from ..bench.convergence import Convergence, ConvergenceOracle, DesiredState, NotConverged
     from ..bench.device import DeviceHandle
     from ..bench.errors import InfrastructureError
-    from ..bench.fleet import FleetHandle, check_processes
+    from ..bench.fleet import FleetHandle, check_link, check_processes
     from ..bench.gateway import GatewayHandle
     from ..bench.loop import LoopThread
     from ..bench.scope import BenchScope
@@ -491,7 +491,9 @@ def fleet(device_factory: DeviceFactory, hil_scope: BenchScope, gateway: Gateway
     (names, per-device state, lifecycle counts, power on/off, waits; the gateway's waits and
     deployments take a device's name), not a list of DeviceHandles. `rate`: devices powered
     on per second in all (0: at once); `timeout`: for all to be online (default: the run's
-    timeout plus 20 ms a device). Virtual backend only (skips elsewhere); the workers are
+    timeout plus 20 ms a device); `link="lean"` (default: bench/virtual/lean.py, for
+    thousands of devices a worker) or "stream" (asyncio's TLS streams, as `fleet(n)`'s
+    devices). Virtual backend only (skips elsewhere); the workers are
     killed with the test, pass, fail or Ctrl-C, and a worker's error or death fails it."""
     def make(count: int, prefix: str = "fleet", *, processes: int | None = None,
              rate: float = 0.0, timeout: float | None = None,
@@ -517,9 +519,14 @@ def fleet(device_factory: DeviceFactory, hil_scope: BenchScope, gateway: Gateway
         if not (rate >= 0 and rate != float("inf")):
             raise pytest.UsageError(f"fleet(rate={rate!r}): devices per second, >= 0")
         key_type = options.pop("key_type", "p256")
+        link = options.pop("link", "lean")
+        try:
+            check_link(link)
+        except ValueError as exc:
+            raise pytest.UsageError(f"fleet: {exc}") from None
         directory = tmp_path / f"fleet-{prefix}"
         handle = FleetHandle(hil_scope.loop, hil_scope.ca, directory, gateway.endpoint,
-                             processes)
+                             processes, link=link)
         hil_scope.callback(f"fleet {prefix} ({processes} processes)", handle.close)
         handle.start()
         handle.add([f"{prefix}-{i}" for i in range(count)], key_type=key_type, **options)

@@ -7,8 +7,8 @@
 """
 
 from .client import FleetCommandError, FleetError, FleetWorkerDied
-from .handle import MAX_PROCESSES, FleetHandle, FleetWaitTimeout, check_processes
+from .handle import MAX_PROCESSES, FleetHandle, FleetWaitTimeout, check_link, check_processes
 from .protocol import DeviceState
 
 __all__ = ["MAX_PROCESSES", "DeviceState", "FleetCommandError", "FleetError", "FleetHandle",
-           "FleetWaitTimeout", "FleetWorkerDied", "check_processes"]
+           "FleetWaitTimeout", "FleetWorkerDied", "check_link", "check_processes"]

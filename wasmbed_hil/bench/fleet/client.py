@@ -47,13 +47,15 @@ class FleetWorker:
     """One worker process and its devices; every method runs on the harness loop."""
 
     def __init__(self, index: int, ca_dir: Path, workdir: Path,
-                 endpoint: tuple[str, int], *, tls_read_buffer: int = 0) -> None:
+                 endpoint: tuple[str, int], *, tls_read_buffer: int = 0,
+                 link: str = "lean") -> None:
         self.index = index
         self.name = f"fleet-worker-{index}"
         self.ca_dir = ca_dir
         self.workdir = workdir
         self.endpoint = endpoint
         self.tls_read_buffer = tls_read_buffer
+        self.link = link
         self.log_path = workdir / "worker.log"
         self.pid: int | None = None
         self.died: FleetWorkerDied | None = None
@@ -75,7 +77,7 @@ class FleetWorker:
         argv = [*wrapper, sys.executable, "-m", "wasmbed_hil.bench.fleet.worker",
                 "--ca-dir", str(self.ca_dir), "--workdir", str(self.workdir / "devices"),
                 "--host", host, "--port", str(port),
-                "--tls-read-buffer", str(self.tls_read_buffer)]
+                "--tls-read-buffer", str(self.tls_read_buffer), "--link", self.link]
         self._proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=self._log, start_new_session=True, limit=1 << 26)

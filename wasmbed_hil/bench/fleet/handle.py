@@ -12,6 +12,9 @@ lifecycle counts, power on and off by name, waits, and heartbeat round trips. Wh
 gateway saw (phases, deployments, results) is read on the gateway as usual: its waits and
 `GatewayHandle.deploy(name, ...)` take a device name.
 
+`link` ("lean", the default, or "stream") is how the workers' devices connect
+(bench/virtual/lean.py, docs/fleets.md); the devices behave the same on both.
+
 Every call runs on the harness loop through the LoopThread, so a wait ended by its timeout,
 pytest-timeout or Ctrl-C cancels its work there. `close()` stops every worker (killing what
 does not stop) and raises the first worker's death it recorded.
@@ -30,7 +33,7 @@ from .. import waits
 from ..loop import LoopThread
 from ..seams import Lifecycle
 from .client import FleetError, FleetWorker
-from .protocol import DeviceState
+from .protocol import LINKS, DeviceState
 
 #: Largest number of worker processes (each is a Python process of about 60 MB).
 MAX_PROCESSES = 64
@@ -42,6 +45,12 @@ class FleetWaitTimeout(FleetError, AssertionError):
     """A fleet wait ended without its condition; the message lists the laggards."""
 
 
+def check_link(value: object) -> str:
+    if value not in LINKS:
+        raise ValueError(f"link={value!r}: one of {', '.join(sorted(LINKS))}")
+    return str(value)
+
+
 def check_processes(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROCESSES:
         raise ValueError(f"processes={value!r}: must be an integer in 1..{MAX_PROCESSES}")
@@ -50,12 +59,14 @@ def check_processes(value: object) -> int:
 
 class FleetHandle:
     def __init__(self, loop: LoopThread, ca: FleetCA, workdir: Path,
-                 endpoint: tuple[str, int], processes: int, *, tls_read_buffer: int = 0) -> None:
+                 endpoint: tuple[str, int], processes: int, *, tls_read_buffer: int = 0,
+                 link: str = "lean") -> None:
         self.loop = loop
         self.workdir = workdir
         self.endpoint = endpoint
         self.processes = check_processes(processes)
         self.tls_read_buffer = tls_read_buffer
+        self.link = check_link(link)
         self._ca = ca
         self.workers: list[FleetWorker] = []
         self._where: dict[str, FleetWorker] = {}
@@ -68,7 +79,7 @@ class FleetHandle:
         ca_dir = self.workdir / "ca"
         self._ca.save(ca_dir)
         self.workers = [FleetWorker(k, ca_dir, self.workdir / f"worker-{k}", self.endpoint,
-                                    tls_read_buffer=self.tls_read_buffer)
+                                    tls_read_buffer=self.tls_read_buffer, link=self.link)
                         for k in range(self.processes)]
         self.loop.run(self._all(lambda w: w.start(timeout)), timeout + 10)
         return self
@@ -190,8 +201,10 @@ class FleetHandle:
 
     def collect(self) -> dict[str, Any]:
         """Since `mark()`: the round trips (seconds, sorted), the window, acknowledgements
-        per device (min, max), lifecycle counts, connections made, the workers' RSS (kB),
-        CPU time (s) and largest event-loop lateness (ms)."""
+        per device (min, max), heartbeats unanswered for over a second now (how many, from
+        how many devices, up to ten of their names), lifecycle counts, connections made, lean
+        links open (None on stream links), the workers' RSS (kB), CPU time (s) and largest
+        event-loop lateness (ms)."""
         replies = list(self._request_each({w: {} for w in self.workers}, "collect", 60).values())
         return {"rtts": sorted(us / 1e6 for r in replies for us in r["rtts_us"]),
                 "window_s": max(r["window_s"] for r in replies),
@@ -202,6 +215,10 @@ class FleetHandle:
                 "lag_max_ms": max(r["lag_max_ms"] for r in replies),
                 "gc_max_ms": max(r["gc_max_ms"] for r in replies),
                 "unacked_over_1s": sum(r["unacked_over_1s"] for r in replies),
+                "unacked_devices": sum(r["unacked_devices"] for r in replies),
+                "unacked_examples": sorted(n for r in replies for n in r["unacked_examples"])[:10],
+                "open_links": (None if any(r["open_links"] is None for r in replies)
+                               else sum(r["open_links"] for r in replies)),
                 "lifecycles": dict(sum((Counter(r["lifecycles"]) for r in replies), Counter())),
                 "connections": sum(r["connections"] for r in replies)}
 

@@ -13,8 +13,11 @@ Commands (parent -> worker), each with an "id" its reply repeats:
     states     names (null: all): {"devices": [DeviceState fields]}
     counts     {"lifecycles": {lifecycle: n}, "heartbeats", "connections"}
     mark       start a window of heartbeat round trips
-    collect    since mark: {"rtts_us", "window_s", "acks_min", "acks_max", "unacked_over_1s",
-               "gc_max_ms", "lag_max_ms", "rss_kb", "cpu_s", lifecycles, connections}
+    collect    since mark: {"rtts_us", "window_s", "acks_min", "acks_max", "unacked_over_1s"
+               (heartbeats of ONLINE devices unanswered over 1 s), "unacked_devices",
+               "unacked_examples" (up to 10 of their names), "open_links" (lean links on the
+               worker's hub; null on streams), "gc_max_ms", "lag_max_ms", "rss_kb", "cpu_s",
+               lifecycles, connections}
     stop       power every device off and exit (end of input does the same)
     fail, crash  for the tests of error reporting and of a worker's death
 
@@ -33,6 +36,9 @@ from ..seams import Lifecycle
 COMMANDS = frozenset({"add", "power_on", "power_off", "wait", "states", "counts", "mark",
                       "collect", "stop", "fail", "crash"})
 KEY_TYPES = frozenset({"p256", "ed25519"})
+#: How a worker's devices connect (worker.py --link): lean links on the worker's hub, or
+#: asyncio's TLS streams.
+LINKS = frozenset({"lean", "stream"})
 
 
 def _names(value: Any) -> None:

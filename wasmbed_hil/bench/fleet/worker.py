@@ -1,6 +1,7 @@
 """A fleet worker process: virtual devices on its own asyncio loop, driven over stdin/stdout.
 
     python -m wasmbed_hil.bench.fleet.worker --ca-dir DIR --workdir DIR --host H --port P
+        [--link lean|stream]
 
 Started by `bench.fleet.client.FleetWorker` (never by hand): one JSON object per line, each
 command with an "id" that its reply repeats (protocol.py lists the commands). Device
@@ -12,6 +13,11 @@ off, exit), the parent starts it under `setpriv --pdeathsig KILL` in its own ses
 Ctrl-C at the terminal reaches the parent, which decides), and SIGTERM ends it at once. An
 exception in a command is answered as {"id", "error"} with the traceback; anything else that
 goes wrong ends the process with the traceback on stderr, which the parent reports.
+
+Links (--link): "lean" (the default) puts every device's connection on the worker's LeanHub
+(bench/virtual/lean.py: non-blocking SSLSockets on one epoll, heartbeats from one wheel, acks
+past the session's decoding); "stream" gives each device asyncio's TLS streams, as a device of
+`fleet(n)` has. The devices behave the same on both (enrollment, deployments, runs).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from ...gateway.events import WaitTimeout
 from ...pki import FleetCA
 from ..seams import Lifecycle
 from ..virtual.device import VirtualDevice, VirtualDeviceConfig
-from .protocol import COMMANDS, check_command
+from ..virtual.lean import LeanHub
+from .protocol import COMMANDS, LINKS, check_command
 
 CONFIG_FIELDS = frozenset(f.name for f in fields(VirtualDeviceConfig)) - {
     "name", "flash_dir", "gateway_host", "gateway_port"}
@@ -58,8 +65,10 @@ def device_state(dev: VirtualDevice) -> dict[str, Any]:
 class Population:
     """The worker's devices, by name, in the order they were added."""
 
-    def __init__(self, ca: FleetCA, workdir: Path, host: str, port: int) -> None:
+    def __init__(self, ca: FleetCA, workdir: Path, host: str, port: int,
+                 hub: LeanHub | None = None) -> None:
         self.ca = ca
+        self.hub = hub  # lean links (None: asyncio's streams)
         self.workdir = workdir
         self.host = host
         self.port = port
@@ -98,7 +107,7 @@ class Population:
                                          gateway_host=self.host, gateway_port=self.port,
                                          **options)
             creds = self.ca.issue_device(name, key_type=key_type)  # type: ignore[arg-type]
-            self.devices[name] = VirtualDevice(config, creds)
+            self.devices[name] = VirtualDevice(config, creds, hub=self.hub)
             if i % 16 == 15:
                 await asyncio.sleep(0)  # devices already online keep heartbeating
         return {"added": len(names), "issue_s": round(time.monotonic() - t0, 3)}
@@ -198,12 +207,16 @@ class Population:
             per_device.append(len(dev.heartbeat_rtts) - start)
         now = time.perf_counter()
         # heartbeats sent over a second ago and still unacknowledged (the device's send times
-        # by message id: a private field of the reference model, read for the benchmark)
-        unacked = sum(sum(1 for sent in getattr(d, "_hb_sent", {}).values() if now - sent > 1.0)
-                      for d in self.devices.values() if d.lifecycle is Lifecycle.ONLINE)
+        # by message id: a private field of the reference model, read for the benchmark),
+        # and which devices they are from
+        late = {name: n for name, d in self.devices.items() if d.lifecycle is Lifecycle.ONLINE
+                if (n := sum(1 for sent in d._hb_sent.values() if now - sent > 1.0))}
         gc_max, self.gc_max_s = self.gc_max_s, 0.0
         return {"rtts_us": rtts, "window_s": round(time.monotonic() - self._mark_time, 3),
-                "unacked_over_1s": unacked, "gc_max_ms": round(gc_max * 1000, 2),
+                "unacked_over_1s": sum(late.values()), "unacked_devices": len(late),
+                "unacked_examples": sorted(late)[:10],
+                "open_links": len(self.hub) if self.hub is not None else None,
+                "gc_max_ms": round(gc_max * 1000, 2),
                 "acks_min": min(per_device, default=0), "acks_max": max(per_device, default=0),
                 "rss_kb": _rss_kb(), "cpu_s": round(time.process_time(), 3),
                 "lag_max_ms": round(self.lag_max_s * 1000, 1), **self.counts()}
@@ -259,8 +272,10 @@ def reply(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def serve(pop: Population) -> None:
+async def serve(pop: Population, link: str = "lean") -> None:
     loop = asyncio.get_running_loop()
+    if link == "lean":
+        pop.hub = LeanHub()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     running: set[asyncio.Task[None]] = set()
@@ -293,6 +308,8 @@ async def serve(pop: Population) -> None:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         await pop.power_off(None)
+        if pop.hub is not None:
+            pop.hub.close()
     reply({"id": "stop", "stopped": True})
 
 
@@ -305,7 +322,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tls-read-buffer", type=int, default=0,
-                        help="asyncio's TLS read buffer per connection (0: leave it)")
+                        help="asyncio's TLS read buffer per connection (0: leave it; stream "
+                        "links only)")
+    parser.add_argument("--link", choices=sorted(LINKS), default="lean",
+                        help="the devices' connections (see the module's docstring)")
     args = parser.parse_args(argv)
     if args.tls_read_buffer:
         from ...gateway.tlsbuffer import set_tls_read_buffer
@@ -317,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     pop = Population(FleetCA.load(args.ca_dir), args.workdir, args.host, args.port)
-    asyncio.run(serve(pop))
+    asyncio.run(serve(pop, args.link))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ real TLS 1.3 connection with its own client certificate; keeps identity, modules
 applications in a Flash directory that survives reboots; runs modules with wasmtime under a
 memory limit, a fuel budget and a wall-clock budget; and reconnects with backoff when the
 connection drops. Results produced while disconnected are kept and sent after reconnecting.
+
+Its connection is a link: asyncio's TLS streams (`StreamLink`, the default), or, for devices by
+the thousand in a fleet worker, a `lean.LeanLink` on the worker's `LeanHub` (hub=...), whose
+heartbeats go out from the hub's wheel and whose HeartbeatAcks skip the session's decoding.
+Everything else (enrollment, deployments, runs, reconnects) is the same code on either link.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ...aio import cancel_and_wait
 from ...gateway.events import EventLog
@@ -51,10 +58,14 @@ from ...protocol import (
     StopApp,
     Violation,
     Welcome,
+    encode_envelope,
+    frame,
 )
+from ...protocol.messages import MAX_MESSAGE_ID
 from ..consolelog import ConsoleLog
 from ..seams import Lifecycle
 from .flash import Flash, InstalledApp
+from .lean import LeanHub, LeanLink, Ticket, heartbeat_frame
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
 FIRMWARE_VERSION = "wasmbed-virtual 0.1"
@@ -71,6 +82,40 @@ class FaultState:
     silent: bool = False  # stop sending heartbeats (connection stays up)
     enroll_with: Credentials | None = None  # prove enrollment with another key than the TLS one
     corrupt_proof: bool = False  # send an enrollment signature that does not verify
+
+
+class Link(Protocol):
+    """A device's connection to the gateway, whatever carries it."""
+
+    async def read(self) -> bytes: ...  # b"" when the link is down
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def abort(self) -> None: ...  # drop it now, as a lost link would
+    async def close(self) -> None: ...
+
+
+class StreamLink:
+    """A Link over asyncio's TLS streams (the reference device's own)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    async def read(self) -> bytes:
+        return await self._reader.read(65536)
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    def is_closing(self) -> bool:
+        return self._writer.is_closing()
+
+    def abort(self) -> None:
+        self._writer.transport.abort()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
 
 
 @dataclass
@@ -131,8 +176,11 @@ class VirtualDevice:
         config: VirtualDeviceConfig,
         credentials: Credentials | None = None,
         runtime: WasmRuntime | None = None,
+        *,
+        hub: LeanHub | None = None,
     ) -> None:
         self.config = config
+        self.hub = hub  # None: asyncio's streams; else lean links on this hub
         self.flash = Flash(config.flash_dir)
         if credentials is not None:
             credentials.write(self.flash.identity_dir)
@@ -151,8 +199,10 @@ class VirtualDevice:
         self._task: asyncio.Task[None] | None = None
         self._booted_at = 0.0
         self._session: DeviceSession | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._link: Link | None = None
         self._hb_sent: dict[int, float] = {}
+        self._hb_ticket: Ticket | None = None  # on the hub's wheel (lean links)
+        self._hb_next_id = 1  # the lean heartbeats' message ids (the session's, on streams)
         self._last_ack = 0.0
         self._runs: dict[str, _Run] = {}
         # (app_id, run_id) -> (the StartApp's id, the result), oldest first, until its ResultAck
@@ -213,9 +263,9 @@ class VirtualDevice:
 
     def drop_link(self) -> None:
         """Abort the connection to the gateway now, as a lost link would (no goodbye)."""
-        if self._writer is not None:
+        if self._link is not None:
             self._log("fault: dropping the link")
-            self._writer.transport.abort()
+            self._link.abort()
 
     def console_command(self, line: str) -> None:
         """The firmware's console test commands (wb_device_console_command in
@@ -238,8 +288,11 @@ class VirtualDevice:
             self.lifecycle = state
             self.events.emit("lifecycle", None, state=state.value, **data)
 
+    def _memory_free(self) -> int:
+        return max(0, self.config.memory_total - self.flash.used_bytes())
+
     def _info(self) -> DeviceInfo:
-        free = max(0, self.config.memory_total - self.flash.used_bytes())
+        free = self._memory_free()
         return DeviceInfo(
             self.config.architecture,
             "wasmtime",
@@ -284,31 +337,20 @@ class VirtualDevice:
         """One connection's life; True when a session was established on it."""
         self._set_lifecycle(Lifecycle.CONNECTING)
         self._log(f"connecting to {self.config.gateway_host}:{self.config.gateway_port}")
-        if self._tls is None:
-            self._tls = client_ssl_context(self.flash.identity_dir)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                self.config.gateway_host,
-                self.config.gateway_port,
-                ssl=self._tls,
-                server_hostname=self.config.server_name,
-                ssl_handshake_timeout=self.config.connect_timeout_s,
-            ),
-            self.config.connect_timeout_s,
-        )
+        link = await asyncio.wait_for(self._open_link(), self.config.connect_timeout_s)
         self.connections += 1
         session = DeviceSession(self.config.max_frame_size)
-        self._session, self._writer = session, writer
+        self._session, self._link = session, link
         heartbeat: asyncio.Task[None] | None = None
         established = False
         setup_deadline = asyncio.get_running_loop().call_later(
-            self.config.setup_timeout_s, self._setup_expired, writer)
+            self.config.setup_timeout_s, self._setup_expired, link)
         try:
             self._set_lifecycle(Lifecycle.ENROLLING)
             self._send(Hello(self.flash.device_id, self._info()))
             while True:
-                data = await reader.read(65536)
-                self._last_ack = time.monotonic()  # any byte proves the link alive
+                data = await link.read()
+                self._link_alive()  # any byte proves the link alive
                 if not data:
                     self._log("link down: gateway closed the connection")
                     break
@@ -320,10 +362,14 @@ class VirtualDevice:
                     if isinstance(event.message, Welcome):
                         established = True
                         setup_deadline.cancel()
-                        heartbeat = asyncio.create_task(
-                            self._heartbeats(event.message.heartbeat_interval_ms / 1000)
-                        )
+                        interval = event.message.heartbeat_interval_ms / 1000
+                        if not isinstance(link, LeanLink):
+                            heartbeat = asyncio.create_task(self._heartbeats(interval))
                     await self._handle(event)
+                    if isinstance(event.message, Welcome) and isinstance(link, LeanLink):
+                        # as the task above: the first heartbeat after the Welcome's handling
+                        link.fast_acks = True  # the session is established now
+                        self._start_wheel_heartbeats(interval)
                 self._flush()
                 if session.state is State.CLOSED:
                     break
@@ -331,19 +377,37 @@ class VirtualDevice:
             setup_deadline.cancel()
             if heartbeat is not None:
                 heartbeat.cancel()  # not awaited: awaiting here could swallow our own cancel
-            self._session = self._writer = None
+            if self._hb_ticket is not None:
+                self._hb_ticket.cancel()
+                self._hb_ticket = None
+            self._session = self._link = None
             self._transfers.clear()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await link.close()
             self.events.emit("disconnected", None)
         return established
 
-    def _setup_expired(self, writer: asyncio.StreamWriter) -> None:
+    async def _open_link(self) -> Link:
+        """A TLS connection to the gateway: lean on the hub, else asyncio's streams."""
+        if self._tls is None:
+            self._tls = client_ssl_context(self.flash.identity_dir)
+        cfg = self.config
+        if self.hub is not None:
+            return await LeanLink.open(self.hub, cfg.gateway_host, cfg.gateway_port, self._tls,
+                                       cfg.server_name, cfg.max_frame_size,
+                                       self._heartbeat_acked, self._link_alive)
+        reader, writer = await asyncio.open_connection(
+            cfg.gateway_host, cfg.gateway_port, ssl=self._tls, server_hostname=cfg.server_name,
+            ssl_handshake_timeout=cfg.connect_timeout_s)
+        return StreamLink(reader, writer)
+
+    def _link_alive(self) -> None:
+        self._last_ack = time.monotonic()
+
+    def _setup_expired(self, link: Link) -> None:
         self._log(f"no Welcome within {self.config.setup_timeout_s:g} s of the link coming up:"
                   " giving up")
         self.events.emit("setup_timeout", None)
-        writer.transport.abort()
+        link.abort()
 
     def _send(self, message: Message, reply_to: int | None = None) -> int | None:
         if self._session is None or self._session.state is State.CLOSED:
@@ -353,38 +417,78 @@ class VirtualDevice:
         return message_id
 
     def _flush(self) -> None:
-        if self._session is not None and self._writer is not None:
+        if self._session is not None and self._link is not None:
             data = self._session.data_to_send()
-            if data and not self._writer.is_closing():
-                self._writer.write(data)
+            if data and not self._link.is_closing():
+                self._link.write(data)
 
     async def _heartbeats(self, interval: float) -> None:
-        """Send heartbeats; nothing from the gateway (no HeartbeatAck, no other frame) for
-        DEAD_AFTER_INTERVALS intervals means the link is dead (half-open): drop it so the main
-        loop reconnects. Any frame counts, since acks can queue behind a large transfer."""
+        """Send heartbeats (the stream link's task; a lean link's come from the hub's wheel,
+        `_wheel_heartbeat`)."""
         self._last_ack = time.monotonic()
-        while True:
-            if self.faults.silent:  # no heartbeat sent, so no ack owed
-                self._last_ack = time.monotonic()
-            silence = time.monotonic() - self._last_ack
-            if not self.faults.silent and silence > DEAD_AFTER_INTERVALS * interval:
-                self._log(f"nothing from the gateway for {silence:.2f}s: link presumed dead")
-                self.events.emit("dead_link", None, silence_s=silence)
-                if self._writer is not None:
-                    self._writer.transport.abort()
-                return
-            if not self.faults.silent:
-                summary = tuple(
-                    AppSummary(
-                        a.app_id, a.digest, self.app_states.get(a.app_id, AppState.INSTALLED)
-                    )
-                    for a in self.apps.values()
-                )
-                uptime = int((time.monotonic() - self._booted_at) * 1000)
-                mid = self._send(Heartbeat(uptime, self._info().memory_free, summary))
-                if mid is not None:
-                    self._hb_sent[mid] = time.perf_counter()
+        while self._heartbeat_due(interval):
             await asyncio.sleep(interval)  # the device's own heartbeat period
+
+    def _heartbeat_due(self, interval: float) -> bool:
+        """One heartbeat period: nothing from the gateway (no HeartbeatAck, no other frame)
+        for DEAD_AFTER_INTERVALS intervals means the link is dead (half-open): drop it so the
+        main loop reconnects (False). Any frame counts, since acks can queue behind a large
+        transfer. Else send the heartbeat (True)."""
+        if self.faults.silent:  # no heartbeat sent, so no ack owed
+            self._last_ack = time.monotonic()
+        silence = time.monotonic() - self._last_ack
+        if not self.faults.silent and silence > DEAD_AFTER_INTERVALS * interval:
+            self._log(f"nothing from the gateway for {silence:.2f}s: link presumed dead")
+            self.events.emit("dead_link", None, silence_s=silence)
+            if self._link is not None:
+                self._link.abort()
+            return False
+        if not self.faults.silent:
+            mid = self._send_heartbeat()
+            if mid is not None:
+                self._hb_sent[mid] = time.perf_counter()
+        return True
+
+    def _send_heartbeat(self) -> int | None:
+        uptime = int((time.monotonic() - self._booted_at) * 1000)
+        free = self._memory_free()
+        if self.hub is not None and not self.apps:
+            return self._send_lean(lambda mid: heartbeat_frame(mid, uptime, free))
+        summary = tuple(
+            AppSummary(a.app_id, a.digest, self.app_states.get(a.app_id, AppState.INSTALLED))
+            for a in self.apps.values()
+        )
+        heartbeat = Heartbeat(uptime, free, summary)
+        if self.hub is None:
+            return self._send(heartbeat)
+        return self._send_lean(lambda mid: frame(encode_envelope(mid, heartbeat)))
+
+    def _start_wheel_heartbeats(self, interval: float) -> None:
+        """The first heartbeat now, then one per interval from the hub's wheel."""
+        self._last_ack = time.monotonic()
+        if self._heartbeat_due(interval):
+            assert self.hub is not None
+            self._hb_ticket = self.hub.every(interval, lambda: self._heartbeat_due(interval))
+
+    def _send_lean(self, encode: Callable[[int], bytes]) -> int | None:
+        """A heartbeat straight onto the lean link, past the session (whose state allows it):
+        with no apps from pre-encoded parts (lean.heartbeat_frame), else through the
+        protocol's encoder; its message id from the device's own counter (the gateway only
+        echoes it in the HeartbeatAck)."""
+        session, link = self._session, self._link
+        if session is None or session.state is not State.ESTABLISHED or link is None \
+                or link.is_closing():
+            return None
+        mid = self._hb_next_id
+        self._hb_next_id = (mid + 1) & MAX_MESSAGE_ID
+        link.write(encode(mid))
+        return mid
+
+    def _heartbeat_acked(self, mid: int) -> None:
+        sent = self._hb_sent.pop(mid, None)
+        self._last_ack = time.monotonic()
+        if sent is not None:
+            self.heartbeat_rtts.append(time.perf_counter() - sent)
 
     async def _handle(self, event: Received) -> None:
         msg, mid = event.message, event.message_id
@@ -413,10 +517,7 @@ class VirtualDevice:
                 self.last_reject = (msg.code, msg.reason)
                 self._set_lifecycle(Lifecycle.REJECTED, code=msg.code.name, reason=msg.reason)
         elif isinstance(msg, HeartbeatAck):
-            sent = self._hb_sent.pop(mid, None)
-            self._last_ack = time.monotonic()
-            if sent is not None:
-                self.heartbeat_rtts.append(time.perf_counter() - sent)
+            self._heartbeat_acked(mid)
         elif isinstance(msg, DeviceInfoRequest):
             self._send(DeviceInfoReport(self._info()), reply_to=mid)
         elif isinstance(msg, DeployBegin):
@@ -497,8 +598,8 @@ class VirtualDevice:
         ):
             self.faults.drop_after_chunks = None
             self._log("fault: dropping the link mid-transfer")
-            if self._writer is not None:
-                self._writer.transport.abort()
+            if self._link is not None:
+                self._link.abort()
             return
         if held == t.size:
             t.done = True
