@@ -286,3 +286,32 @@ def test_fault_proxy_cuts_and_restores() -> None:
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_watcher_timeline_records_additions_deletions_and_phase_changes_only() -> None:
+    from wasmbed_hil.bench.platform import Watcher
+
+    async def scenario() -> list[tuple[str, str, str, str]]:
+        watcher = Watcher(SimpleNamespace(), "ns")  # type: ignore[arg-type]
+        record = watcher._recorder("devices")
+
+        def obj(name: str, phase: str | None) -> dict[str, Any]:
+            return {"metadata": {"name": name}, "status": {"phase": phase} if phase else {}}
+
+        for event, name, phase in [
+            ("ADDED", "a", None), ("MODIFIED", "a", None), ("ADDED", "b", None),
+            ("MODIFIED", "a", "Connected"), ("MODIFIED", "b", "Enrolled"),
+            ("MODIFIED", "a", "Connected"), ("MODIFIED", "b", "Connected"),
+            ("DELETED", "a", "Connected"), ("ADDED", "a", None), ("MODIFIED", "a", None),
+        ]:
+            await record(event, obj(name, phase))
+        apps = watcher._recorder("applications")
+        await apps("MODIFIED", obj("a", "Running"))  # another kind, the same name
+        return [t[1:] for t in watcher.timeline]
+
+    assert asyncio.run(scenario()) == [
+        ("ADDED", "devices", "a", "-"), ("ADDED", "devices", "b", "-"),
+        ("MODIFIED", "devices", "a", "Connected"), ("MODIFIED", "devices", "b", "Enrolled"),
+        ("MODIFIED", "devices", "b", "Connected"), ("DELETED", "devices", "a", "Connected"),
+        ("ADDED", "devices", "a", "-"), ("MODIFIED", "applications", "a", "Running"),
+    ]

@@ -97,6 +97,9 @@ class Watcher:
     def __init__(self, kube: KubeClient, namespace: str) -> None:
         self.changed = asyncio.Condition()
         self.timeline: list[tuple[float, str, str, str, str]] = []
+        # The phase of each object's last timeline entry: a look-up per change, where a
+        # search of the timeline cost O(entries) and made a 1,000-device join quadratic.
+        self._phases: dict[tuple[str, str], str] = {}
         self.informers = {
             plural: Informer(kube, kind, namespace, on_change=self._recorder(plural))
             for plural, kind in KINDS.items()
@@ -106,10 +109,10 @@ class Watcher:
         async def changed(event: str, obj: dict[str, Any]) -> None:
             phase = str((obj.get("status") or {}).get("phase", "-"))
             name = str((obj.get("metadata") or {}).get("name", "?"))
-            last = next((t for t in reversed(self.timeline)
-                         if t[2] == plural and t[3] == name), None)
-            if event != "MODIFIED" or last is None or last[4] != phase:
+            key = (plural, name)
+            if event != "MODIFIED" or self._phases.get(key) != phase:
                 self.timeline.append((time.time(), event, plural, name, phase))
+                self._phases[key] = phase
             async with self.changed:
                 self.changed.notify_all()
 
