@@ -315,3 +315,40 @@ def test_watcher_timeline_records_additions_deletions_and_phase_changes_only() -
         ("MODIFIED", "devices", "b", "Connected"), ("DELETED", "devices", "a", "Connected"),
         ("ADDED", "devices", "a", "-"), ("MODIFIED", "applications", "a", "Running"),
     ]
+
+
+def test_gateway_device_counts_follow_every_device_change() -> None:
+    """The Gateway controller's counts are kept per change; after any sequence they equal
+    a count over all Devices (a device moving between gateways, losing its connection,
+    enrolling, being deleted, a status that names no gateway or a bad one)."""
+    import random
+
+    from wasmbed_hil.controlplane.controllers import _Shared
+
+    shared = _Shared()
+    rng = random.Random(14)
+
+    def counted() -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for info in shared.devices.values():
+            st = info["status"]
+            gw = (st.get("gateway") or {}).get("name")
+            if isinstance(gw, str):
+                c = out.setdefault(gw, [0, 0])
+                c[0] += st.get("phase") == "Connected"
+                c[1] += bool(st.get("deviceId"))
+        return {k: v for k, v in out.items() if v != [0, 0]}
+
+    for _ in range(2000):
+        name = f"d{rng.randrange(30)}"
+        if rng.random() < 0.15:
+            shared.drop_device(name)
+            continue
+        status: dict[str, Any] = {}
+        if rng.random() < 0.9:
+            status["gateway"] = {"name": rng.choice(["g0", "g1", 7])}
+        status["phase"] = rng.choice(["Connected", "Disconnected", "Enrolled"])
+        if rng.random() < 0.7:
+            status["deviceId"] = "abc"
+        shared.set_device(name, {}, status)
+        assert shared.gateway_counts == counted()
