@@ -352,3 +352,27 @@ def test_gateway_device_counts_follow_every_device_change() -> None:
             status["deviceId"] = "abc"
         shared.set_device(name, {}, status)
         assert shared.gateway_counts == counted()
+
+
+def test_agent_deployments_by_device_follow_every_change() -> None:
+    """The agent's index of deployments by device equals a scan of all of them after any
+    sequence of additions, replacements, pops (also of absent keys) and deletions."""
+    import random
+
+    from wasmbed_hil.controlplane.agent import _DeployedIndex
+
+    index = _DeployedIndex()
+    rng = random.Random(3)
+    for _ in range(3000):
+        key = (f"dev{rng.randrange(12)}", f"app{rng.randrange(4)}")
+        roll = rng.random()
+        if roll < 0.5:
+            index[key] = SimpleNamespace(digest="d")  # type: ignore[assignment]
+        elif roll < 0.8:
+            index.pop(key, None)
+        elif key in index:
+            del index[key]
+        for device in {k[0] for k in index} | {key[0]}:
+            assert index.apps_of(device) == {a for d, a in index if d == device}
+    with pytest.raises(KeyError):
+        index.pop(("nobody", "app"))

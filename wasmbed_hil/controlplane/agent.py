@@ -137,6 +137,41 @@ class _Deployed:
     dep: Deployment
 
 
+class _DeployedIndex(dict[tuple[str, str], _Deployed]):
+    """The agent's deployments by (device id, application), also indexed by device: a
+    device's status lists its applications on every write, and a scan of every deployment
+    for that made each write O(devices) at 1,000 devices running one application."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._apps: dict[str, set[str]] = {}
+
+    def __setitem__(self, key: tuple[str, str], value: _Deployed) -> None:
+        super().__setitem__(key, value)
+        self._apps.setdefault(key[0], set()).add(key[1])
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        super().__delitem__(key)
+        self._unindex(key)
+
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:  # type: ignore[override]
+        had = key in self
+        value = super().pop(key, *default)
+        if had:
+            self._unindex(key)
+        return value
+
+    def _unindex(self, key: tuple[str, str]) -> None:
+        apps = self._apps.get(key[0])
+        if apps is not None:
+            apps.discard(key[1])
+            if not apps:
+                del self._apps[key[0]]
+
+    def apps_of(self, device_id: str) -> set[str]:
+        return set(self._apps.get(device_id, ()))
+
+
 class GatewayAgent:
     """Connect `gateway` to the control plane through `kube` (namespace `namespace`).
 
@@ -171,7 +206,7 @@ class GatewayAgent:
         self._identities: dict[str, str] = {}  # identity -> Device name
         self._deleting: set[str] = set()  # identities whose Device is being deleted
         self._enrollments_seen: dict[str, str] = {}  # Device name -> enrollment taken in
-        self._deployed: dict[tuple[str, str], _Deployed] = {}  # (device_id, app) -> last
+        self._deployed = _DeployedIndex()  # (device_id, app) -> the last deployment
         self._removing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._written: dict[str, tuple[Any, float]] = {}  # device name -> (core, when)
         self._gateway_written: tuple[Any, float] | None = None
@@ -333,8 +368,8 @@ class GatewayAgent:
             # not resumed here (the serving gateway deploys what the device needs).
             moved = gateway.deployments.abandon(
                 enrollment.device_id, f"device moved to gateway {enrollment.enrolled_by}")
-            for key in [k for k in self._deployed if k[0] == enrollment.device_id]:
-                del self._deployed[key]
+            for app_id in self._deployed.apps_of(enrollment.device_id):
+                del self._deployed[(enrollment.device_id, app_id)]
             if moved:
                 log.info("gateway %s: gave up %d deployment(s) to %s, now served by %s",
                          self.name, len(moved), name, enrollment.enrolled_by)
@@ -663,7 +698,7 @@ class GatewayAgent:
         self, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
     ) -> list[dict[str, Any]]:
         reported = {a.app_id: a for a in st.apps}
-        ours = {app for (dev, app) in self._deployed if dev == st.device_id}
+        ours = self._deployed.apps_of(st.device_id)
         entries = []
         for app_id in sorted(set(reported) | ours):
             summary = reported.get(app_id)
