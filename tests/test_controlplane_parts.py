@@ -376,3 +376,68 @@ def test_agent_deployments_by_device_follow_every_change() -> None:
             assert index.apps_of(device) == {a for d, a in index if d == device}
     with pytest.raises(KeyError):
         index.pop(("nobody", "app"))
+
+
+def test_an_agent_pass_starts_every_deployment_before_its_status_writes() -> None:
+    """With more devices than writes in flight, every device's deployment starts before
+    the pass's first status write ends (the deployments once waited for the writes before
+    them, 16 at a time); each device is still written once per pass, and a failed write or
+    plan leaves the others done."""
+    from wasmbed_hil.controlplane import agent as agent_module
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.kube.client import KubeClient, KubeConfig
+    from wasmbed_hil.protocol import DevicePhase
+
+    count = agent_module.WRITE_CONCURRENCY + 9
+
+    async def scenario() -> None:
+        names = [f"d{i}" for i in range(count)]
+        status = {f"id{i}": DeviceStatus(f"id{i}", n, f"identity{i}", DevicePhase.CONNECTED)
+                  for i, n in enumerate(names)}
+        gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
+                                  config=SimpleNamespace(name="gw"))
+        kube = KubeClient(KubeConfig(server="https://127.0.0.1:9"))  # never called here
+        agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", name="gw")
+        for i, n in enumerate(names):
+            agent._identities[f"identity{i}"] = n
+            agent.devices.objects[n] = {"apiVersion": "wasmbed.github.io/v1",
+                                        "kind": "Device", "metadata": {"name": n},
+                                        "spec": {"publicKey": "AAAA"}}
+        agent.devices.synced.set()
+        agent.applications.synced.set()
+        order: list[tuple[str, str]] = []
+        gate = asyncio.Event()
+
+        async def no_gateway() -> None:
+            return None
+
+        def reconcile(st: Any, name: str, labels: Any, apps: Any) -> None:
+            if name == "d3":
+                raise RuntimeError("plan failed")
+            order.append(("deploy", name))
+
+        async def write(name: str, st: Any, apps: Any) -> None:
+            order.append(("write", name))
+            await gate.wait()
+            if name == "d5":
+                raise RuntimeError("write failed")
+            order.append(("written", name))
+
+        agent._sync_gateway = no_gateway  # type: ignore[method-assign]
+        agent._device_models.get = lambda raw: object()  # type: ignore[method-assign]
+        agent._reconcile_apps = reconcile  # type: ignore[method-assign]
+        agent._write_device_status = write  # type: ignore[method-assign]
+        task = asyncio.ensure_future(agent._pass(None))
+        while sum(kind == "write" for kind, _ in order) < agent_module.WRITE_CONCURRENCY:
+            await asyncio.sleep(0)
+        deployed = [n for kind, n in order if kind == "deploy"]
+        assert sorted(deployed) == sorted(set(names) - {"d3"})  # all, before any write ended
+        gate.set()
+        with pytest.raises(RuntimeError, match="plan failed"):
+            await asyncio.wait_for(task, 5)
+        written = [n for kind, n in order if kind == "written"]
+        assert sorted(written) == sorted(set(names) - {"d3", "d5"})
+        await kube.close()
+
+    asyncio.run(scenario())

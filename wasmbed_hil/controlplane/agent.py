@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -445,14 +446,29 @@ class GatewayAgent:
         apps = self._applications()
         todo = [st for st in list(self.gateway.status.values())
                 if only is None or st.device_id in only]
+        # Every device's deployments start first, then the writes: when the deploys waited
+        # for the writes before them (16 at a time), the 1,000th device's deployment began
+        # 50 s after the Application, and each device was written twice (Deploying, then
+        # its result). A status is computed when its write's turn comes, so a device whose
+        # result is in by then is written once, with it.
+        writes: list[Callable[[], Awaitable[None]]] = []
+        errors: list[BaseException] = []
+        for st in todo:
+            try:
+                work = self._plan_device(st, apps)
+            except Exception as exc:  # as a write's: the other devices go on
+                errors.append(exc)
+                continue
+            if work is not None:
+                writes.append(work)
         limit = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-        async def one(st: GatewayDeviceStatus) -> None:
+        async def one(work: Callable[[], Awaitable[None]]) -> None:
             async with limit:
-                await self._sync_device(st, apps)
+                await work()
 
-        outcomes = await asyncio.gather(*(one(st) for st in todo), return_exceptions=True)
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        outcomes = await asyncio.gather(*(one(w) for w in writes), return_exceptions=True)
+        errors += [o for o in outcomes if isinstance(o, BaseException)]
         for error in errors:
             if not isinstance(error, KubeError):
                 raise error
@@ -520,29 +536,32 @@ class GatewayAgent:
         return out
 
     # -- one device -------------------------------------------------------------------------
-    async def _sync_device(
+    def _plan_device(
         self, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
-    ) -> None:
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Start or stop what the device should run (now), and return its write to the API
+        server (run in its turn), if any."""
         name = self._identities.get(st.identity)
         if name is None:
             if st.identity not in self._deleting:
-                await self._register_device(st)
-            return
+                return lambda: self._register_device(st)
+            return None
         raw = self.devices.objects.get(name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
-            return
+            return None
         model: Device | None = self._device_models.get(raw)
         if model is None:
-            return
+            return None
         labels = raw["metadata"].get("labels") or {}
         connected = st.phase == DevicePhase.CONNECTED and st.device_id in self.gateway.connections
         owner = ((raw.get("status") or {}).get("gateway") or {}).get("name")
         if not connected and owner not in (None, self.name):
-            await self._publish_revocation(name, st, raw)
-            return  # another gateway serves it now
+            # another gateway serves it now
+            return lambda: self._publish_revocation(
+                name, st, self.devices.objects.get(name) or raw)
         if connected:
             self._reconcile_apps(st, name, labels, apps)
-        await self._write_device_status(name, st, apps)
+        return lambda: self._write_device_status(name, st, apps)
 
     async def _publish_revocation(
         self, name: str, st: GatewayDeviceStatus, raw: dict[str, Any]
