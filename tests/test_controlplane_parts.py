@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -439,5 +440,68 @@ def test_an_agent_pass_starts_every_deployment_before_its_status_writes() -> Non
         written = [n for kind, n in order if kind == "written"]
         assert sorted(written) == sorted(set(names) - {"d3", "d5"})
         await kube.close()
+
+    asyncio.run(scenario())
+
+
+def test_refresh_only_status_writes_are_rate_bounded_stalest_first() -> None:
+    """Writes that would only refresh a Device's heartbeat go out at most refresh_rate a
+    second (a bucket of refresh_rate * refresh_s), the stalest Devices first; a Device whose
+    status changed is written whatever the bucket holds; a refresh not written now is
+    written by a later pass."""
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.protocol import DevicePhase
+
+    async def scenario() -> None:
+        names = [f"d{i}" for i in range(6)]
+        status = {f"id{i}": DeviceStatus(f"id{i}", n, f"identity{i}", DevicePhase.CONNECTED)
+                  for i, n in enumerate(names)}
+        store = SimpleNamespace(by_id=lambda _id: None, revoked=set(),
+                                next_run_id=lambda _id: 1, open_runs=lambda _id, _n: [],
+                                results=lambda *_a: [])
+        gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
+                                  config=SimpleNamespace(name="gw"), store=store,
+                                  deployments=SimpleNamespace(history=[]))
+        patched: list[str] = []
+
+        async def patch(kind: Any, name: str, body: Any, ns: str, status: bool) -> None:
+            patched.append(name)
+
+        async def close() -> None:
+            return None
+
+        kube = SimpleNamespace(patch=patch, close=close)
+        with pytest.raises(ValueError, match="positive"):
+            GatewayAgent(gateway, kube, namespace="ns", endpoint="h:1",  # type: ignore[arg-type]
+                         refresh_rate=0)
+        agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", name="gw", refresh_s=1.0, refresh_rate=2.0)
+        for i, n in enumerate(names):
+            agent._identities[f"identity{i}"] = n
+            agent.devices.objects[n] = {"metadata": {"name": n}}
+        agent.devices.synced.set()
+        agent.applications.synced.set()
+
+        async def no_gateway() -> None:
+            return None
+
+        agent._sync_gateway = no_gateway  # type: ignore[method-assign]
+        agent._device_models.get = lambda raw: object()  # type: ignore[method-assign]
+        await agent._pass(None)
+        assert sorted(patched) == names  # first writes: no token needed
+        for i, n in enumerate(names):  # all stale now; d4 the stalest, then d1
+            core, _ = agent._written[n]
+            agent._written[n] = (core, time.time() - {4: 500, 1: 400}.get(i, 100 + i))
+        patched.clear()
+        await agent._pass(None)
+        assert patched == ["d4", "d1"]  # the bucket held 2
+        status["id0"].phase = DevicePhase.DISCONNECTED
+        patched.clear()
+        await agent._pass(None)
+        assert patched == ["d0"]  # a change goes out with the bucket empty
+        agent._refresh_at -= 1.0  # a second later: two more tokens
+        patched.clear()
+        await agent._pass(None)
+        assert patched == ["d5", "d3"]  # the stalest of those left
 
     asyncio.run(scenario())

@@ -62,6 +62,7 @@ APPLICATIONS = Kind.of(Application)
 GATEWAYS = Kind.of(GatewayResource)
 REGISTERED_BY = "wasmbed.github.io/registered-by"
 WRITE_CONCURRENCY = 16  # status writes in flight at once
+DEFAULT_REFRESH_RATE = 50.0  # refresh-only Device status writes a second, at most
 PUBLISH_RUN_TIMEOUT_S = 1.0  # longest a run start waits for its publication
 
 
@@ -178,7 +179,12 @@ class GatewayAgent:
 
     `endpoint` is the address devices use ("host:port"), written into the Gateway resource.
     `refresh_s` bounds how stale `lastHeartbeat` fields may get (they are not rewritten on
-    every heartbeat). `backoff` spaces retries while the API server is unreachable.
+    every heartbeat), for fleets of up to `refresh_rate * refresh_s` devices: the writes that
+    only refresh a Device's heartbeat and telemetry are at most `refresh_rate` a second,
+    the stalest first, so a large fleet's bound is `devices / refresh_rate` seconds (1,000
+    devices refreshed every 5 s were 200 writes a second, most of what one gateway's agent
+    wrote, queued before the writes that changed something). `backoff` spaces retries while
+    the API server is unreachable.
     """
 
     def __init__(
@@ -190,14 +196,22 @@ class GatewayAgent:
         endpoint: str,
         name: str | None = None,
         refresh_s: float = 5.0,
+        refresh_rate: float = DEFAULT_REFRESH_RATE,
         backoff: tuple[float, float] = (0.05, 1.0),
     ) -> None:
+        if not (refresh_s > 0 and refresh_rate > 0):  # also refuses NaN
+            raise ValueError(f"refresh_s={refresh_s!r} and refresh_rate={refresh_rate!r} "
+                             "must be positive")
         self.gateway = gateway
         self.kube = kube
         self.namespace = namespace
         self.endpoint = endpoint
         self.name = name or gateway.config.name
         self.refresh_s = refresh_s
+        self.refresh_rate = refresh_rate
+        # A token bucket for refresh-only writes: refresh_rate a second, refresh_s' worth.
+        self._refresh_tokens = self._refresh_capacity = max(1.0, refresh_rate * refresh_s)
+        self._refresh_at = time.monotonic()
         self.backoff = backoff
         self.devices = Informer(kube, DEVICES, namespace, on_change=self._on_device)
         self.applications = Informer(kube, APPLICATIONS, namespace, on_change=self._on_app)
@@ -446,6 +460,8 @@ class GatewayAgent:
         apps = self._applications()
         todo = [st for st in list(self.gateway.status.values())
                 if only is None or st.device_id in only]
+        if only is None:  # the stalest first: refreshes beyond the rate wait for a later pass
+            todo.sort(key=self._last_written)
         # Every device's deployments start first, then the writes: when the deploys waited
         # for the writes before them (16 at a time), the 1,000th device's deployment began
         # 50 s after the Application, and each device was written twice (Deploying, then
@@ -536,6 +552,22 @@ class GatewayAgent:
         return out
 
     # -- one device -------------------------------------------------------------------------
+    def _last_written(self, st: GatewayDeviceStatus) -> float:
+        name = self._identities.get(st.identity)
+        written = self._written.get(name) if name is not None else None
+        return written[1] if written is not None else 0.0
+
+    def _may_refresh(self) -> bool:
+        """Take a refresh-only write's token, if there is one."""
+        now = time.monotonic()
+        self._refresh_tokens = min(self._refresh_capacity, self._refresh_tokens
+                                   + (now - self._refresh_at) * self.refresh_rate)
+        self._refresh_at = now
+        if self._refresh_tokens < 1.0:
+            return False
+        self._refresh_tokens -= 1.0
+        return True
+
     def _plan_device(
         self, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
     ) -> Callable[[], Awaitable[None]] | None:
@@ -790,8 +822,9 @@ class GatewayAgent:
         }
         now = time.time()
         written = self._written.get(name)
-        if written is not None and written[0] == core and now - written[1] < self.refresh_s:
-            return
+        if written is not None and written[0] == core and (
+                now - written[1] < self.refresh_s or not self._may_refresh()):
+            return  # nothing changed, and it is not yet time (or not our turn) to refresh
         status = dict(core)
         if st.last_heartbeat is not None:
             status.update(lastHeartbeat=rfc3339(st.last_heartbeat), uptimeMs=st.uptime_ms,
