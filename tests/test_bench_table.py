@@ -277,3 +277,29 @@ def test_the_gateway_rows_run_their_hold_for_real(table: ModuleType) -> None:
     assert "load generator" in m.text and "in 1 workers" in m.text
     assert m.checks["all devices connected"] is True
     assert m.checks["the issue's 10,000 devices"] is False  # 3 devices never pass for 10,000
+
+
+def test_the_join_wait_needs_every_device_connected_at_once() -> None:
+    """bench_controlplane's join check: true only when every Device is Connected together,
+    whatever order they connect in, and false again while one that was passed has dropped."""
+    from types import SimpleNamespace
+
+    bench = _load("bench_controlplane")
+    objects: dict[str, dict[str, object]] = {}
+    platform = SimpleNamespace(watcher=SimpleNamespace(
+        informers={"devices": SimpleNamespace(objects=objects)}))
+    names = [f"d{i}" for i in range(6)]
+    check = bench.all_connected(platform, names)
+
+    def phase(name: str, value: str) -> None:
+        objects[name] = {"status": {"phase": value}}
+
+    assert not check()
+    for name in ["d3", "d0", "d5", "d1", "d4"]:
+        phase(name, "Connected")
+        assert not check()
+    phase("d0", "Disconnected")  # passed already by the walk
+    phase("d2", "Connected")
+    assert not check()
+    phase("d0", "Connected")
+    assert check()

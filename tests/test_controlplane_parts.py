@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -286,3 +287,221 @@ def test_fault_proxy_cuts_and_restores() -> None:
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_watcher_timeline_records_additions_deletions_and_phase_changes_only() -> None:
+    from wasmbed_hil.bench.platform import Watcher
+
+    async def scenario() -> list[tuple[str, str, str, str]]:
+        watcher = Watcher(SimpleNamespace(), "ns")  # type: ignore[arg-type]
+        record = watcher._recorder("devices")
+
+        def obj(name: str, phase: str | None) -> dict[str, Any]:
+            return {"metadata": {"name": name}, "status": {"phase": phase} if phase else {}}
+
+        for event, name, phase in [
+            ("ADDED", "a", None), ("MODIFIED", "a", None), ("ADDED", "b", None),
+            ("MODIFIED", "a", "Connected"), ("MODIFIED", "b", "Enrolled"),
+            ("MODIFIED", "a", "Connected"), ("MODIFIED", "b", "Connected"),
+            ("DELETED", "a", "Connected"), ("ADDED", "a", None), ("MODIFIED", "a", None),
+        ]:
+            await record(event, obj(name, phase))
+        apps = watcher._recorder("applications")
+        await apps("MODIFIED", obj("a", "Running"))  # another kind, the same name
+        return [t[1:] for t in watcher.timeline]
+
+    assert asyncio.run(scenario()) == [
+        ("ADDED", "devices", "a", "-"), ("ADDED", "devices", "b", "-"),
+        ("MODIFIED", "devices", "a", "Connected"), ("MODIFIED", "devices", "b", "Enrolled"),
+        ("MODIFIED", "devices", "b", "Connected"), ("DELETED", "devices", "a", "Connected"),
+        ("ADDED", "devices", "a", "-"), ("MODIFIED", "applications", "a", "Running"),
+    ]
+
+
+def test_gateway_device_counts_follow_every_device_change() -> None:
+    """The Gateway controller's counts are kept per change; after any sequence they equal
+    a count over all Devices (a device moving between gateways, losing its connection,
+    enrolling, being deleted, a status that names no gateway or a bad one)."""
+    import random
+
+    from wasmbed_hil.controlplane.controllers import _Shared
+
+    shared = _Shared()
+    rng = random.Random(14)
+
+    def counted() -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for info in shared.devices.values():
+            st = info["status"]
+            gw = (st.get("gateway") or {}).get("name")
+            if isinstance(gw, str):
+                c = out.setdefault(gw, [0, 0])
+                c[0] += st.get("phase") == "Connected"
+                c[1] += bool(st.get("deviceId"))
+        return {k: v for k, v in out.items() if v != [0, 0]}
+
+    for _ in range(2000):
+        name = f"d{rng.randrange(30)}"
+        if rng.random() < 0.15:
+            shared.drop_device(name)
+            continue
+        status: dict[str, Any] = {}
+        if rng.random() < 0.9:
+            status["gateway"] = {"name": rng.choice(["g0", "g1", 7])}
+        status["phase"] = rng.choice(["Connected", "Disconnected", "Enrolled"])
+        if rng.random() < 0.7:
+            status["deviceId"] = "abc"
+        shared.set_device(name, {}, status)
+        assert shared.gateway_counts == counted()
+
+
+def test_agent_deployments_by_device_follow_every_change() -> None:
+    """The agent's index of deployments by device equals a scan of all of them after any
+    sequence of additions, replacements, pops (also of absent keys) and deletions."""
+    import random
+
+    from wasmbed_hil.controlplane.agent import _DeployedIndex
+
+    index = _DeployedIndex()
+    rng = random.Random(3)
+    for _ in range(3000):
+        key = (f"dev{rng.randrange(12)}", f"app{rng.randrange(4)}")
+        roll = rng.random()
+        if roll < 0.5:
+            index[key] = SimpleNamespace(digest="d")  # type: ignore[assignment]
+        elif roll < 0.8:
+            index.pop(key, None)
+        elif key in index:
+            del index[key]
+        for device in {k[0] for k in index} | {key[0]}:
+            assert index.apps_of(device) == {a for d, a in index if d == device}
+    with pytest.raises(KeyError):
+        index.pop(("nobody", "app"))
+
+
+def test_an_agent_pass_starts_every_deployment_before_its_status_writes() -> None:
+    """With more devices than writes in flight, every device's deployment starts before
+    the pass's first status write ends (the deployments once waited for the writes before
+    them, 16 at a time); each device is still written once per pass, and a failed write or
+    plan leaves the others done."""
+    from wasmbed_hil.controlplane import agent as agent_module
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.kube.client import KubeClient, KubeConfig
+    from wasmbed_hil.protocol import DevicePhase
+
+    count = agent_module.WRITE_CONCURRENCY + 9
+
+    async def scenario() -> None:
+        names = [f"d{i}" for i in range(count)]
+        status = {f"id{i}": DeviceStatus(f"id{i}", n, f"identity{i}", DevicePhase.CONNECTED)
+                  for i, n in enumerate(names)}
+        gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
+                                  config=SimpleNamespace(name="gw"))
+        kube = KubeClient(KubeConfig(server="https://127.0.0.1:9"))  # never called here
+        agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", name="gw")
+        for i, n in enumerate(names):
+            agent._identities[f"identity{i}"] = n
+            agent.devices.objects[n] = {"apiVersion": "wasmbed.github.io/v1",
+                                        "kind": "Device", "metadata": {"name": n},
+                                        "spec": {"publicKey": "AAAA"}}
+        agent.devices.synced.set()
+        agent.applications.synced.set()
+        order: list[tuple[str, str]] = []
+        gate = asyncio.Event()
+
+        async def no_gateway() -> None:
+            return None
+
+        def reconcile(st: Any, name: str, labels: Any, apps: Any) -> None:
+            if name == "d3":
+                raise RuntimeError("plan failed")
+            order.append(("deploy", name))
+
+        async def write(name: str, st: Any, apps: Any) -> None:
+            order.append(("write", name))
+            await gate.wait()
+            if name == "d5":
+                raise RuntimeError("write failed")
+            order.append(("written", name))
+
+        agent._sync_gateway = no_gateway  # type: ignore[method-assign]
+        agent._device_models.get = lambda raw: object()  # type: ignore[method-assign]
+        agent._reconcile_apps = reconcile  # type: ignore[method-assign]
+        agent._write_device_status = write  # type: ignore[method-assign]
+        task = asyncio.ensure_future(agent._pass(None))
+        while sum(kind == "write" for kind, _ in order) < agent_module.WRITE_CONCURRENCY:
+            await asyncio.sleep(0)
+        deployed = [n for kind, n in order if kind == "deploy"]
+        assert sorted(deployed) == sorted(set(names) - {"d3"})  # all, before any write ended
+        gate.set()
+        with pytest.raises(RuntimeError, match="plan failed"):
+            await asyncio.wait_for(task, 5)
+        written = [n for kind, n in order if kind == "written"]
+        assert sorted(written) == sorted(set(names) - {"d3", "d5"})
+        await kube.close()
+
+    asyncio.run(scenario())
+
+
+def test_refresh_only_status_writes_are_rate_bounded_stalest_first() -> None:
+    """Writes that would only refresh a Device's heartbeat go out at most refresh_rate a
+    second (a bucket of refresh_rate * refresh_s), the stalest Devices first; a Device whose
+    status changed is written whatever the bucket holds; a refresh not written now is
+    written by a later pass."""
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.protocol import DevicePhase
+
+    async def scenario() -> None:
+        names = [f"d{i}" for i in range(6)]
+        status = {f"id{i}": DeviceStatus(f"id{i}", n, f"identity{i}", DevicePhase.CONNECTED)
+                  for i, n in enumerate(names)}
+        store = SimpleNamespace(by_id=lambda _id: None, revoked=set(),
+                                next_run_id=lambda _id: 1, open_runs=lambda _id, _n: [],
+                                results=lambda *_a: [])
+        gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
+                                  config=SimpleNamespace(name="gw"), store=store,
+                                  deployments=SimpleNamespace(history=[]))
+        patched: list[str] = []
+
+        async def patch(kind: Any, name: str, body: Any, ns: str, status: bool) -> None:
+            patched.append(name)
+
+        async def close() -> None:
+            return None
+
+        kube = SimpleNamespace(patch=patch, close=close)
+        with pytest.raises(ValueError, match="positive"):
+            GatewayAgent(gateway, kube, namespace="ns", endpoint="h:1",  # type: ignore[arg-type]
+                         refresh_rate=0)
+        agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", name="gw", refresh_s=1.0, refresh_rate=2.0)
+        for i, n in enumerate(names):
+            agent._identities[f"identity{i}"] = n
+            agent.devices.objects[n] = {"metadata": {"name": n}}
+        agent.devices.synced.set()
+        agent.applications.synced.set()
+
+        async def no_gateway() -> None:
+            return None
+
+        agent._sync_gateway = no_gateway  # type: ignore[method-assign]
+        agent._device_models.get = lambda raw: object()  # type: ignore[method-assign]
+        await agent._pass(None)
+        assert sorted(patched) == names  # first writes: no token needed
+        for i, n in enumerate(names):  # all stale now; d4 the stalest, then d1
+            core, _ = agent._written[n]
+            agent._written[n] = (core, time.time() - {4: 500, 1: 400}.get(i, 100 + i))
+        patched.clear()
+        await agent._pass(None)
+        assert patched == ["d4", "d1"]  # the bucket held 2
+        status["id0"].phase = DevicePhase.DISCONNECTED
+        patched.clear()
+        await agent._pass(None)
+        assert patched == ["d0"]  # a change goes out with the bucket empty
+        agent._refresh_at -= 1.0  # a second later: two more tokens
+        patched.clear()
+        await agent._pass(None)
+        assert patched == ["d5", "d3"]  # the stalest of those left
+
+    asyncio.run(scenario())

@@ -15,7 +15,7 @@ from wasmbed_hil.bench.apiserver.registry import Registry, crd_to_type
 from wasmbed_hil.bench.apiserver.schema import prune_and_default, validate
 from wasmbed_hil.bench.apiserver.selectors import object_filter, parse_label_selector
 from wasmbed_hil.bench.apiserver.store import Store
-from wasmbed_hil.bench.apiserver.watch import watch_events
+from wasmbed_hil.bench.apiserver.watch import MAX_BATCH, watch_batches, watch_events
 
 # -- selectors -------------------------------------------------------------------------------
 
@@ -326,6 +326,31 @@ def test_watch_selector_transitions_and_bookmarks() -> None:
         api.store.close()
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(events.__anext__(), 5)
+
+    asyncio.run(scenario())
+
+
+def test_changes_queued_for_a_watcher_come_in_one_batch_in_order() -> None:
+    """A watcher that resumes after many changes gets them in one batch (one write), in
+    order, never more than MAX_BATCH at once."""
+    async def scenario() -> None:
+        api = _api(history=10_000)
+        widgets = api.registry.lookup("example.com", "v1", "widgets")
+        batches = watch_batches(api.store, widgets, "v1", None, object_filter("tier=a", None),
+                                str(api.store.rv), timeout=5)
+        first = asyncio.ensure_future(batches.__anext__())
+        await asyncio.sleep(0)  # the watcher subscribes and waits
+        count = MAX_BATCH + 10
+        for i in range(count):  # no turn of the loop in between
+            api.create(widgets, "v1", "default", _widget(f"w{i}", tier="a" if i % 2 else "b"))
+        one = await asyncio.wait_for(first, 5)
+        two = await asyncio.wait_for(batches.__anext__(), 5)
+        names = [e["object"]["metadata"]["name"] for e in one + two]
+        assert names == [f"w{i}" for i in range(count) if i % 2]  # the filter still applies
+        assert len(one) == MAX_BATCH // 2 and len(two) == (count - MAX_BATCH) // 2
+        api.store.close()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(batches.__anext__(), 5)
 
     asyncio.run(scenario())
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from ..controlplane.agent import GatewayAgent
+from ..controlplane.agent import DEFAULT_REFRESH_RATE, GatewayAgent
 from ..controlplane.controllers import EMULATION_OPTIONS, Controllers, ControllerSettings
 from ..gateway import GatewayConfig
 from ..gateway.events import WaitTimeout
@@ -61,6 +61,8 @@ class PlatformConfig:
     rest_socket: socket.socket | None = None  # handed over; None: an OS-chosen port
     token: str | None = None  # REST API bearer token; None: a random one
     agent_refresh_s: float = 2.0
+    # Refresh-only Device status writes (heartbeat, telemetry) a second per gateway agent.
+    agent_refresh_rate: float = DEFAULT_REFRESH_RATE
     controller_settings: ControllerSettings | None = None
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Devices reach the gateways through one load balancer (the seed's Service) instead of
@@ -74,6 +76,8 @@ class PlatformConfig:
 
     def __post_init__(self) -> None:
         check_max_machines(self.max_machines)
+        if not (self.agent_refresh_s > 0 and self.agent_refresh_rate > 0):
+            raise ValueError("agent_refresh_s and agent_refresh_rate must be positive")
 
 
 class _Provisioner:
@@ -97,6 +101,9 @@ class Watcher:
     def __init__(self, kube: KubeClient, namespace: str) -> None:
         self.changed = asyncio.Condition()
         self.timeline: list[tuple[float, str, str, str, str]] = []
+        # The phase of each object's last timeline entry: a look-up per change, where a
+        # search of the timeline cost O(entries) and made a 1,000-device join quadratic.
+        self._phases: dict[tuple[str, str], str] = {}
         self.informers = {
             plural: Informer(kube, kind, namespace, on_change=self._recorder(plural))
             for plural, kind in KINDS.items()
@@ -106,10 +113,10 @@ class Watcher:
         async def changed(event: str, obj: dict[str, Any]) -> None:
             phase = str((obj.get("status") or {}).get("phase", "-"))
             name = str((obj.get("metadata") or {}).get("name", "?"))
-            last = next((t for t in reversed(self.timeline)
-                         if t[2] == plural and t[3] == name), None)
-            if event != "MODIFIED" or last is None or last[4] != phase:
+            key = (plural, name)
+            if event != "MODIFIED" or self._phases.get(key) != phase:
                 self.timeline.append((time.time(), event, plural, name, phase))
+                self._phases[key] = phase
             async with self.changed:
                 self.changed.notify_all()
 
@@ -235,7 +242,8 @@ class Platform:
         host, port = handle.endpoint
         agent = self.loop.call(lambda: GatewayAgent(
             handle.gateway, self.kube, namespace=self.namespace,  # type: ignore[arg-type]
-            endpoint=f"{host}:{port}", name=name, refresh_s=self.config.agent_refresh_s))
+            endpoint=f"{host}:{port}", name=name, refresh_s=self.config.agent_refresh_s,
+            refresh_rate=self.config.agent_refresh_rate))
         self.loop.run(agent.start())
         self.agents[name] = agent
 

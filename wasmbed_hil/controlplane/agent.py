@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,7 @@ APPLICATIONS = Kind.of(Application)
 GATEWAYS = Kind.of(GatewayResource)
 REGISTERED_BY = "wasmbed.github.io/registered-by"
 WRITE_CONCURRENCY = 16  # status writes in flight at once
+DEFAULT_REFRESH_RATE = 50.0  # refresh-only Device status writes a second, at most
 PUBLISH_RUN_TIMEOUT_S = 1.0  # longest a run start waits for its publication
 
 
@@ -137,12 +139,52 @@ class _Deployed:
     dep: Deployment
 
 
+class _DeployedIndex(dict[tuple[str, str], _Deployed]):
+    """The agent's deployments by (device id, application), also indexed by device: a
+    device's status lists its applications on every write, and a scan of every deployment
+    for that made each write O(devices) at 1,000 devices running one application."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._apps: dict[str, set[str]] = {}
+
+    def __setitem__(self, key: tuple[str, str], value: _Deployed) -> None:
+        super().__setitem__(key, value)
+        self._apps.setdefault(key[0], set()).add(key[1])
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        super().__delitem__(key)
+        self._unindex(key)
+
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:  # type: ignore[override]
+        had = key in self
+        value = super().pop(key, *default)
+        if had:
+            self._unindex(key)
+        return value
+
+    def _unindex(self, key: tuple[str, str]) -> None:
+        apps = self._apps.get(key[0])
+        if apps is not None:
+            apps.discard(key[1])
+            if not apps:
+                del self._apps[key[0]]
+
+    def apps_of(self, device_id: str) -> set[str]:
+        return set(self._apps.get(device_id, ()))
+
+
 class GatewayAgent:
     """Connect `gateway` to the control plane through `kube` (namespace `namespace`).
 
     `endpoint` is the address devices use ("host:port"), written into the Gateway resource.
     `refresh_s` bounds how stale `lastHeartbeat` fields may get (they are not rewritten on
-    every heartbeat). `backoff` spaces retries while the API server is unreachable.
+    every heartbeat), for fleets of up to `refresh_rate * refresh_s` devices: the writes that
+    only refresh a Device's heartbeat and telemetry are at most `refresh_rate` a second,
+    the stalest first, so a large fleet's bound is `devices / refresh_rate` seconds (1,000
+    devices refreshed every 5 s were 200 writes a second, most of what one gateway's agent
+    wrote, queued before the writes that changed something). `backoff` spaces retries while
+    the API server is unreachable.
     """
 
     def __init__(
@@ -154,14 +196,22 @@ class GatewayAgent:
         endpoint: str,
         name: str | None = None,
         refresh_s: float = 5.0,
+        refresh_rate: float = DEFAULT_REFRESH_RATE,
         backoff: tuple[float, float] = (0.05, 1.0),
     ) -> None:
+        if not (refresh_s > 0 and refresh_rate > 0):  # also refuses NaN
+            raise ValueError(f"refresh_s={refresh_s!r} and refresh_rate={refresh_rate!r} "
+                             "must be positive")
         self.gateway = gateway
         self.kube = kube
         self.namespace = namespace
         self.endpoint = endpoint
         self.name = name or gateway.config.name
         self.refresh_s = refresh_s
+        self.refresh_rate = refresh_rate
+        # A token bucket for refresh-only writes: refresh_rate a second, refresh_s' worth.
+        self._refresh_tokens = self._refresh_capacity = max(1.0, refresh_rate * refresh_s)
+        self._refresh_at = time.monotonic()
         self.backoff = backoff
         self.devices = Informer(kube, DEVICES, namespace, on_change=self._on_device)
         self.applications = Informer(kube, APPLICATIONS, namespace, on_change=self._on_app)
@@ -171,7 +221,7 @@ class GatewayAgent:
         self._identities: dict[str, str] = {}  # identity -> Device name
         self._deleting: set[str] = set()  # identities whose Device is being deleted
         self._enrollments_seen: dict[str, str] = {}  # Device name -> enrollment taken in
-        self._deployed: dict[tuple[str, str], _Deployed] = {}  # (device_id, app) -> last
+        self._deployed = _DeployedIndex()  # (device_id, app) -> the last deployment
         self._removing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._written: dict[str, tuple[Any, float]] = {}  # device name -> (core, when)
         self._gateway_written: tuple[Any, float] | None = None
@@ -333,8 +383,8 @@ class GatewayAgent:
             # not resumed here (the serving gateway deploys what the device needs).
             moved = gateway.deployments.abandon(
                 enrollment.device_id, f"device moved to gateway {enrollment.enrolled_by}")
-            for key in [k for k in self._deployed if k[0] == enrollment.device_id]:
-                del self._deployed[key]
+            for app_id in self._deployed.apps_of(enrollment.device_id):
+                del self._deployed[(enrollment.device_id, app_id)]
             if moved:
                 log.info("gateway %s: gave up %d deployment(s) to %s, now served by %s",
                          self.name, len(moved), name, enrollment.enrolled_by)
@@ -410,14 +460,31 @@ class GatewayAgent:
         apps = self._applications()
         todo = [st for st in list(self.gateway.status.values())
                 if only is None or st.device_id in only]
+        if only is None:  # the stalest first: refreshes beyond the rate wait for a later pass
+            todo.sort(key=self._last_written)
+        # Every device's deployments start first, then the writes: when the deploys waited
+        # for the writes before them (16 at a time), the 1,000th device's deployment began
+        # 50 s after the Application, and each device was written twice (Deploying, then
+        # its result). A status is computed when its write's turn comes, so a device whose
+        # result is in by then is written once, with it.
+        writes: list[Callable[[], Awaitable[None]]] = []
+        errors: list[BaseException] = []
+        for st in todo:
+            try:
+                work = self._plan_device(st, apps)
+            except Exception as exc:  # as a write's: the other devices go on
+                errors.append(exc)
+                continue
+            if work is not None:
+                writes.append(work)
         limit = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-        async def one(st: GatewayDeviceStatus) -> None:
+        async def one(work: Callable[[], Awaitable[None]]) -> None:
             async with limit:
-                await self._sync_device(st, apps)
+                await work()
 
-        outcomes = await asyncio.gather(*(one(st) for st in todo), return_exceptions=True)
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        outcomes = await asyncio.gather(*(one(w) for w in writes), return_exceptions=True)
+        errors += [o for o in outcomes if isinstance(o, BaseException)]
         for error in errors:
             if not isinstance(error, KubeError):
                 raise error
@@ -485,29 +552,48 @@ class GatewayAgent:
         return out
 
     # -- one device -------------------------------------------------------------------------
-    async def _sync_device(
+    def _last_written(self, st: GatewayDeviceStatus) -> float:
+        name = self._identities.get(st.identity)
+        written = self._written.get(name) if name is not None else None
+        return written[1] if written is not None else 0.0
+
+    def _may_refresh(self) -> bool:
+        """Take a refresh-only write's token, if there is one."""
+        now = time.monotonic()
+        self._refresh_tokens = min(self._refresh_capacity, self._refresh_tokens
+                                   + (now - self._refresh_at) * self.refresh_rate)
+        self._refresh_at = now
+        if self._refresh_tokens < 1.0:
+            return False
+        self._refresh_tokens -= 1.0
+        return True
+
+    def _plan_device(
         self, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
-    ) -> None:
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Start or stop what the device should run (now), and return its write to the API
+        server (run in its turn), if any."""
         name = self._identities.get(st.identity)
         if name is None:
             if st.identity not in self._deleting:
-                await self._register_device(st)
-            return
+                return lambda: self._register_device(st)
+            return None
         raw = self.devices.objects.get(name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
-            return
+            return None
         model: Device | None = self._device_models.get(raw)
         if model is None:
-            return
+            return None
         labels = raw["metadata"].get("labels") or {}
         connected = st.phase == DevicePhase.CONNECTED and st.device_id in self.gateway.connections
         owner = ((raw.get("status") or {}).get("gateway") or {}).get("name")
         if not connected and owner not in (None, self.name):
-            await self._publish_revocation(name, st, raw)
-            return  # another gateway serves it now
+            # another gateway serves it now
+            return lambda: self._publish_revocation(
+                name, st, self.devices.objects.get(name) or raw)
         if connected:
             self._reconcile_apps(st, name, labels, apps)
-        await self._write_device_status(name, st, apps)
+        return lambda: self._write_device_status(name, st, apps)
 
     async def _publish_revocation(
         self, name: str, st: GatewayDeviceStatus, raw: dict[str, Any]
@@ -663,7 +749,7 @@ class GatewayAgent:
         self, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
     ) -> list[dict[str, Any]]:
         reported = {a.app_id: a for a in st.apps}
-        ours = {app for (dev, app) in self._deployed if dev == st.device_id}
+        ours = self._deployed.apps_of(st.device_id)
         entries = []
         for app_id in sorted(set(reported) | ours):
             summary = reported.get(app_id)
@@ -736,8 +822,9 @@ class GatewayAgent:
         }
         now = time.time()
         written = self._written.get(name)
-        if written is not None and written[0] == core and now - written[1] < self.refresh_s:
-            return
+        if written is not None and written[0] == core and (
+                now - written[1] < self.refresh_s or not self._may_refresh()):
+            return  # nothing changed, and it is not yet time (or not our turn) to refresh
         status = dict(core)
         if st.last_heartbeat is not None:
             status.update(lastHeartbeat=rfc3339(st.last_heartbeat), uptimeMs=st.uptime_ms,

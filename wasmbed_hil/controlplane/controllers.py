@@ -179,6 +179,9 @@ class _Shared:
     """State the handlers share, living on kopf's loop."""
 
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> labels, status
+    # Per Gateway name: [connected, enrolled] Devices whose status names it, kept up to date
+    # by set_device/drop_device (counting all Devices on every change was O(N) per event).
+    gateway_counts: dict[str, list[int]] = field(default_factory=dict)
     # The phase each Application's and Gateway's status had when last seen (for metrics).
     app_phases: dict[str, str | None] = field(default_factory=dict)
     gateway_phases: dict[str, str | None] = field(default_factory=dict)
@@ -193,6 +196,27 @@ class _Shared:
         }
     changed: asyncio.Condition | None = None
     version: int = 0
+
+    def set_device(self, name: str, labels: dict[str, Any], status: dict[str, Any]) -> None:
+        self._count(self.devices.get(name), -1)
+        self.devices[name] = info = {"labels": labels, "status": status}
+        self._count(info, 1)
+
+    def drop_device(self, name: str) -> None:
+        self._count(self.devices.pop(name, None), -1)
+
+    def _count(self, info: dict[str, Any] | None, sign: int) -> None:
+        if info is None:
+            return
+        status = info["status"]
+        gateway = (status.get("gateway") or {}).get("name")
+        if not isinstance(gateway, str):
+            return
+        counts = self.gateway_counts.setdefault(gateway, [0, 0])
+        counts[0] += sign * (status.get("phase") == DevicePhase.CONNECTED.value)
+        counts[1] += sign * bool(status.get("deviceId"))
+        if counts == [0, 0]:
+            del self.gateway_counts[gateway]
 
     def condition(self) -> asyncio.Condition:
         if self.changed is None:
@@ -252,10 +276,10 @@ def build_registry(
     @kopf.on.event(GROUP, VERSION, "devices", registry=registry)
     async def device_event(type: str, name: str, body: kopf.Body, **_: Any) -> None:
         if type == "DELETED":
-            shared.devices.pop(name, None)
+            shared.drop_device(name)
         else:
-            shared.devices[name] = {"labels": dict(body.metadata.labels or {}),
-                                    "status": dict(body.get("status") or {})}
+            shared.set_device(name, dict(body.metadata.labels or {}),
+                              dict(body.get("status") or {}))
         await shared.bump()
 
     @kopf.on.resume(GROUP, VERSION, "devices", registry=registry)
@@ -447,8 +471,7 @@ def build_registry(
     def gateway_status(name: str, body: kopf.Body) -> tuple[dict[str, Any], dict[str, Any]]:
         """The Gateway's status from its devices, and the same without transition times
         (what decides whether it changed)."""
-        mine = [d["status"] for d in shared.devices.values()
-                if (d["status"].get("gateway") or {}).get("name") == name]
+        connected, enrolled = shared.gateway_counts.get(name, (0, 0))
         status_now = dict(body.get("status") or {})
         beat = _parse_time(status_now.get("lastHeartbeat"))
         fresh = beat is not None and time.time() - beat < settings.gateway_stale_s
@@ -459,9 +482,8 @@ def build_registry(
                   else "HeartbeatStale")
         message = (f"last report {status_now.get('lastHeartbeat') or 'never'}")
         status: dict[str, Any] = {
-            "connectedDevices": sum(s.get("phase") == DevicePhase.CONNECTED.value
-                                    for s in mine),
-            "enrolledDevices": sum(bool(s.get("deviceId")) for s in mine),
+            "connectedDevices": connected,
+            "enrolledDevices": enrolled,
             "conditions": [_condition("Ready", ready, reason, message,
                                       status_now.get("conditions"))],
             "observedGeneration": body.metadata.get("generation"),

@@ -18,7 +18,7 @@ from .objects import ObjectApi
 from .patch import APPLY_PATCH
 from .registry import ResourceType
 from .selectors import object_filter
-from .watch import watch_events
+from .watch import watch_batches
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class ApiApplication:
     ) -> web.StreamResponse:
         query = request.query
         timeout = _int_param(query.get("timeoutSeconds"), "timeoutSeconds")
-        events = watch_events(
+        batches = watch_batches(
             self.api.store,
             rtype,
             target.version,
@@ -259,13 +259,14 @@ class ApiApplication:
         response.enable_chunked_encoding()
         await response.prepare(request)
         try:
-            async for event in events:
-                await response.write(json.dumps(event).encode() + b"\n")
+            async for batch in batches:  # one write (one chunk) per batch
+                await response.write(
+                    "".join(json.dumps(event) + "\n" for event in batch).encode())
             await response.write_eof()
         except ConnectionError:  # the client went away (aiohttp's reset error is one too)
             pass
         finally:
-            await events.aclose()
+            await batches.aclose()
         return response
 
 

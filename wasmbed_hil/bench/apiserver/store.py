@@ -34,12 +34,33 @@ class Change:
 
 
 class Subscription:
-    """A watcher's queue of changes for one resource type; ``None`` marks the store closing."""
+    """A watcher's changes of one resource type, not yet taken; ``None`` marks the store
+    closing. `take` hands over everything queued at once (a watch writes it as one batch)."""
 
     def __init__(self, store: Store, key: Key) -> None:
         self.key = key
-        self.queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        self._pending: deque[Change | None] = deque()
+        self._ready = asyncio.Event()
         self._store = store
+
+    def put(self, change: Change | None) -> None:
+        self._pending.append(change)
+        self._ready.set()
+
+    def empty(self) -> bool:
+        return not self._pending
+
+    async def wait(self) -> None:
+        """Until something is queued."""
+        await self._ready.wait()
+
+    def take(self, limit: int) -> list[Change | None]:
+        """Up to `limit` queued changes, oldest first."""
+        pending = self._pending
+        taken = [pending.popleft() for _ in range(min(limit, len(pending)))]
+        if not pending:
+            self._ready.clear()
+        return taken
 
     def close(self) -> None:
         self._store._subscriptions.discard(self)
@@ -112,7 +133,7 @@ class Store:
             self.compacted_rv = self._history.popleft().rv
         for subscription in list(self._subscriptions):
             if subscription.key == change.key:
-                subscription.queue.put_nowait(change)
+                subscription.put(change)
 
     def compact(self) -> None:
         """Forget the whole history, as an etcd compaction does: older versions give 410."""
@@ -138,5 +159,5 @@ class Store:
         """End every watch: each subscriber gets the closing marker."""
         self.closed = True
         for subscription in list(self._subscriptions):
-            subscription.queue.put_nowait(None)
+            subscription.put(None)
         self._subscriptions.clear()

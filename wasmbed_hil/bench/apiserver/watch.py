@@ -62,6 +62,10 @@ def parse_resource_version(value: str | None) -> int | None:
     return number
 
 
+#: The most changes one watch batch carries (one write to the stream).
+MAX_BATCH = 256
+
+
 async def watch_events(
     store: Store,
     rtype: ResourceType,
@@ -75,7 +79,38 @@ async def watch_events(
     bookmark_interval: float = 60.0,
     send_initial_events: bool = False,
 ) -> AsyncIterator[Event]:
-    """Yield watch events until the timeout, the store closing, or a 410 (its last event)."""
+    """Yield watch events until the timeout, the store closing, or a 410 (its last event):
+    the events of `watch_batches`, one at a time."""
+    batches = watch_batches(store, rtype, version, namespace, matches, resource_version,
+                            bookmarks=bookmarks, timeout=timeout,
+                            bookmark_interval=bookmark_interval,
+                            send_initial_events=send_initial_events)
+    try:
+        async for batch in batches:
+            for event in batch:
+                yield event
+    finally:
+        await batches.aclose()
+
+
+async def watch_batches(
+    store: Store,
+    rtype: ResourceType,
+    version: str,
+    namespace: str | None,
+    matches: Matcher,
+    resource_version: str | None,
+    *,
+    bookmarks: bool = False,
+    timeout: float | None = None,
+    bookmark_interval: float = 60.0,
+    send_initial_events: bool = False,
+) -> AsyncIterator[list[Event]]:
+    """Watch events in batches: every change already queued for this watcher when it
+    resumes (up to MAX_BATCH) comes in one batch, which the server writes to the stream at
+    once. One event per turn of the loop fell behind at 1,000 devices: on a busy loop a
+    watcher was served once per turn while many changes were made per turn, and its backlog
+    grew until the stream's timeout and a re-list (its changes had left the history)."""
     api_version = rtype.api_version(version)
 
     def shown(obj: dict[str, Any]) -> dict[str, Any]:
@@ -83,46 +118,58 @@ async def watch_events(
         obj["apiVersion"] = api_version
         return obj
 
+    def seen_as_event(change: Change) -> Event | None:
+        seen = event_for(change, namespace, matches)
+        return {"type": seen[0], "object": shown(seen[1])} if seen else None
+
     since = parse_resource_version(resource_version)
     if send_initial_events:  # a watch-list request: the current state, then a marked bookmark
         since = None
     try:
         replay, subscription = store.subscribe(rtype.key, since)
     except ApiError as exc:
-        yield {"type": "ERROR", "object": exc.body()}
+        yield [{"type": "ERROR", "object": exc.body()}]
         return
     try:
+        first: list[Event] = []
         if since is None:
-            for obj in store.items(rtype.key, namespace or None):
-                if matches(obj):
-                    yield {"type": "ADDED", "object": shown(obj)}
+            first = [{"type": "ADDED", "object": shown(obj)}
+                     for obj in store.items(rtype.key, namespace or None) if matches(obj)]
         if send_initial_events:
             end = bookmark(rtype, version, store.rv)
             end["object"]["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
-            yield end
-        for change in replay:
-            seen = event_for(change, namespace, matches)
-            if seen:
-                yield {"type": seen[0], "object": shown(seen[1])}
+            first.append(end)
+        first += [e for e in map(seen_as_event, replay) if e is not None]
+        if first:
+            yield first
         deadline = None if timeout is None else time.monotonic() + timeout
         while not store.closed:
-            wait = bookmark_interval if bookmarks else None
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                wait = left if wait is None else min(wait, left)
-            try:
-                change = await asyncio.wait_for(subscription.queue.get(), wait)
-            except TimeoutError:
-                if bookmarks and subscription.queue.empty():
-                    yield bookmark(rtype, version, store.rv)
-                continue
-            if change is None:
+            if subscription.empty():
+                wait = bookmark_interval if bookmarks else None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    wait = left if wait is None else min(wait, left)
+                try:
+                    await asyncio.wait_for(subscription.wait(), wait)
+                except TimeoutError:
+                    if bookmarks and subscription.empty():
+                        yield [bookmark(rtype, version, store.rv)]
+                    continue
+            elif deadline is not None and time.monotonic() >= deadline:
                 return
-            seen = event_for(change, namespace, matches)
-            if seen:
-                yield {"type": seen[0], "object": shown(seen[1])}
+            batch: list[Event] = []
+            for change in subscription.take(MAX_BATCH):
+                if change is None:  # the store closes: what came before it still goes
+                    if batch:
+                        yield batch
+                    return
+                event = seen_as_event(change)
+                if event is not None:
+                    batch.append(event)
+            if batch:
+                yield batch
     finally:
         subscription.close()
 
