@@ -7,6 +7,7 @@ the benchmark that started it, even when that one is killed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -17,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 
@@ -63,6 +65,16 @@ def child_signals() -> None:
     stdin); SIGTERM ends the child at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(3))
+
+
+def child_parser(description: str) -> argparse.ArgumentParser:
+    """A benchmark child process's start: its signals (child_signals) and the arguments every
+    child takes, --ca-dir (the fleet CA the parent made) and --workdir."""
+    child_signals()
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--ca-dir", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    return parser
 
 
 async def commands() -> AsyncIterator[dict[str, Any]]:

@@ -20,7 +20,6 @@ import asyncio
 import socket
 import sys
 from collections import Counter
-from pathlib import Path
 
 import _gw_common as common
 
@@ -85,10 +84,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    common.child_signals()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ca-dir", type=Path, required=True)
-    parser.add_argument("--workdir", type=Path, required=True)
+    parser = common.child_parser(__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=1.0, help="heartbeat interval (s)")
     parser.add_argument("--timeout", type=float, default=3.0, help="heartbeat timeout (s)")
     parser.add_argument("--max-devices", type=int, default=50_000)

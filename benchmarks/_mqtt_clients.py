@@ -33,7 +33,6 @@ import ssl
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import _gw_common as common
@@ -282,10 +281,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    common.child_signals()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ca-dir", type=Path, required=True)
-    parser.add_argument("--workdir", type=Path, required=True)
+    parser = common.child_parser(__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--prefix", default="mqtt")

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import ssl
 import sys
-from pathlib import Path
 
 import _gw_common as common
 
@@ -61,10 +60,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    common.child_signals()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ca-dir", type=Path, required=True)
-    parser.add_argument("--workdir", type=Path, required=True)
+    parser = common.child_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     common.raise_nofile()
     asyncio.run(serve(args))

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from gateway_device import serve_one_device
 
-from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.cli import main, parser
 from wasmbed_hil.cli.common import EXIT_ENVIRONMENT
 from wasmbed_hil.gateway import Gateway, GatewayConfig
@@ -57,26 +57,7 @@ def test_a_gateway_serves_a_device_under_uvloop(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
-        host, port = await gateway.start()
-        dev = VirtualDevice(VirtualDeviceConfig(name="dev-0", flash_dir=tmp_path / "flash",
-                                                gateway_host=host, gateway_port=port),
-                            ca.issue_device("dev-0"))
-        try:
-            dev.power_on()
-            await dev.events.wait_for(lambda: dev.lifecycle is Lifecycle.ONLINE, 10, "online")
-            device_id = dev.device_id
-            assert device_id is not None
-
-            def two_heartbeats() -> bool:
-                st = gateway.status.get(device_id)
-                return st is not None and st.heartbeats >= 2
-
-            await gateway.events.wait_for(two_heartbeats, 10, "two heartbeats")
-            info = await gateway.request_device_info(device_id)
-            assert info.max_module_size == dev.config.max_module_size
-        finally:
-            await dev.power_off()
-            await gateway.stop()
+        await serve_one_device(gateway, ca, tmp_path / "flash", heartbeats=2)
         assert gateway.metrics["handshakes"] == 1
 
     loop_runner("uvloop")(scenario())

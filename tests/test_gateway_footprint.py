@@ -18,9 +18,9 @@ import asyncio.sslproto as sslproto
 from pathlib import Path
 
 import pytest
+from gateway_device import serve_one_device
 from test_gateway_handler import _dispatch, _handler
 
-from wasmbed_hil.bench.virtual.device import Lifecycle, VirtualDevice, VirtualDeviceConfig
 from wasmbed_hil.gateway import Gateway, GatewayConfig
 from wasmbed_hil.gateway.events import EventLog
 from wasmbed_hil.gateway.tlsbuffer import limit_tls_read_buffer
@@ -63,31 +63,12 @@ def test_a_started_gateway_serves_a_device_through_the_bounded_buffer(tmp_path: 
     gateway = Gateway(GatewayConfig.for_tests(tls_read_buffer=1024),
                       server_ssl_context(tmp_path / "tls"), tmp_path / "state")
 
-    async def scenario() -> None:
-        host, port = await gateway.start()
+    def bounded() -> None:
         assert gateway.tls_read_buffer == 1024
         assert sslproto.SSLProtocol.max_size == 256 * 1024
-        dev = VirtualDevice(VirtualDeviceConfig(name="dev-0", flash_dir=tmp_path / "flash",
-                                                gateway_host=host, gateway_port=port),
-                            ca.issue_device("dev-0"))
-        try:
-            dev.power_on()
-            await dev.events.wait_for(lambda: dev.lifecycle is Lifecycle.ONLINE, 10, "online")
-            device_id = dev.device_id
-            assert device_id is not None
 
-            def three_heartbeats() -> bool:
-                st = gateway.status.get(device_id)
-                return st is not None and st.heartbeats >= 3
-
-            await gateway.events.wait_for(three_heartbeats, 10, "three heartbeats")
-            info = await gateway.request_device_info(device_id)
-            assert info.max_module_size == dev.config.max_module_size
-        finally:
-            await dev.power_off()
-            await gateway.stop()
-
-    asyncio.run(scenario())
+    asyncio.run(serve_one_device(gateway, ca, tmp_path / "flash", heartbeats=3,
+                                 on_start=bounded))
 
 
 def test_a_heartbeat_moves_the_deadline_without_a_new_timer():
