@@ -250,12 +250,17 @@ class DeviceConnection:
         fut = self.expect(key)
         if key[0] != "start":
             self.asked.add(key)
-        self.send(message)
         try:
+            self.send(message)
             return await asyncio.wait_for(fut, timeout)
         finally:
             if self.waiters.get(key) is fut:  # gave up: a reply now is late, not awaited
                 del self.waiters[key]
+            if fut.done() and not fut.cancelled():
+                # The caller has its answer (the reply, ConnectionLost raised by send, or
+                # its own cancellation): a loss set on the future too is no error to log as
+                # "Future exception was never retrieved" when it is collected.
+                fut.exception()
 
     def was_asked(self, key: tuple[str, Any]) -> bool:
         """Whether this connection ever asked for a reply under `key` (not for "start")."""
