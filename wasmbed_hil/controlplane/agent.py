@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -139,26 +139,38 @@ class _Deployed:
     dep: Deployment
 
 
-class _DeployedIndex(dict[tuple[str, str], _Deployed]):
+class _DeployedIndex:
     """The agent's deployments by (device id, application), also indexed by device: a
     device's status lists its applications on every write, and a scan of every deployment
-    for that made each write O(devices) at 1,000 devices running one application."""
+    for that made each write O(devices) at 1,000 devices running one application.
+
+    A mapping of its own rather than a dict subclass: only the operations below exist, so
+    none (setdefault, update, clear...) can change the deployments without the index."""
 
     def __init__(self) -> None:
-        super().__init__()
+        self._by_key: dict[tuple[str, str], _Deployed] = {}
         self._apps: dict[str, set[str]] = {}
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._by_key)
+
+    def get(self, key: tuple[str, str]) -> _Deployed | None:
+        return self._by_key.get(key)
+
     def __setitem__(self, key: tuple[str, str], value: _Deployed) -> None:
-        super().__setitem__(key, value)
+        self._by_key[key] = value
         self._apps.setdefault(key[0], set()).add(key[1])
 
     def __delitem__(self, key: tuple[str, str]) -> None:
-        super().__delitem__(key)
+        del self._by_key[key]
         self._unindex(key)
 
-    def pop(self, key: tuple[str, str], *default: Any) -> Any:  # type: ignore[override]
-        had = key in self
-        value = super().pop(key, *default)
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:
+        had = key in self._by_key
+        value = self._by_key.pop(key, *default)
         if had:
             self._unindex(key)
         return value
