@@ -318,9 +318,23 @@ class ConnectionHandler:
                 return None
 
     # ================================================================== handshake
+    async def _expect(self, timeout: float) -> Received | None:
+        """The next message within `timeout` s, None at end of stream; ProtocolError TIMEOUT
+        when none came in time. One deadline over the whole wait (asyncio.timeout): unlike
+        _next_message's own timeout (asyncio.wait_for), no task and no extra loop turns per
+        message, which an enrollment pays twice (Hello, proof)."""
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await self._next_message(None)
+        except TimeoutError:
+            if not deadline.expired():  # a socket's own ETIMEDOUT, say: not our deadline
+                raise
+            raise ProtocolError(ErrorCode.TIMEOUT, f"no message within {timeout:g}s") from None
+
     async def _handshake(self) -> None:
         conn = self.conn
-        event = await self._next_message(self.config.hello_timeout_s)
+        event = await self._expect(self.config.hello_timeout_s)
         if event is None:
             return
         if isinstance(event.message, Error):
@@ -349,7 +363,7 @@ class ConnectionHandler:
         nonce = os.urandom(32)
         conn.send(EnrollChallenge(nonce), reply_to=event.message_id)
         self.events.emit("enrolling", None, name=conn.name, identity=conn.identity)
-        proof_event = await self._next_message(self.config.enrollment_timeout_s)
+        proof_event = await self._expect(self.config.enrollment_timeout_s)
         if proof_event is None or isinstance(proof_event.message, Error):
             return
         proof = proof_event.message
