@@ -9,15 +9,19 @@ the signature must verify) are made with the certificate the TLS handshake verif
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import itertools
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gateway_clients import INFO, ProtocolClient
 
+from wasmbed_hil.gateway.handler import ConnectionHandler
 from wasmbed_hil.protocol import (
     ENROLL_CONTEXT,
     EnrollChallenge,
@@ -25,6 +29,7 @@ from wasmbed_hil.protocol import (
     EnrollReject,
     ErrorCode,
     Hello,
+    ProtocolError,
     Welcome,
 )
 from wasmbed_hil.protocol.types import DevicePhase
@@ -106,3 +111,45 @@ def test_the_proof_must_be_made_with_the_certificates_key(
     reply = _prove(_client(gateway, fleet_ca, tmp_path, closing, "mine", mine),
                    mine.spki_der, mine.sign)
     assert isinstance(reply, Welcome) and reply.enrolled_now
+
+
+@pytest.mark.hil_gateway(enrollment_timeout_s=0.3)
+def test_a_device_that_never_proves_is_dropped_after_the_enrollment_timeout(
+    gateway, fleet_ca, tmp_path, closing,
+):
+    client = _client(gateway, fleet_ca, tmp_path, closing, "silent")
+    client.send_message(Hello(None, INFO))
+    assert isinstance(client.receive(), EnrollChallenge)
+    started = time.monotonic()
+    error = client.read_error()  # no proof sent: the gateway gives up on its own
+    waited = time.monotonic() - started
+    assert error.code is ErrorCode.TIMEOUT
+    assert error.reason == "no message within 0.3s"
+    assert 0.25 <= waited < 5.0  # the enrollment timeout, not the Hello's nor a frame's
+    client.assert_closed()
+    assert gateway.devices() == []
+    assert gateway.metrics().get("enrollments", 0) == 0
+
+
+def test_only_the_enrollment_deadline_becomes_a_timeout_error_frame() -> None:
+    """`_expect` turns its own deadline into ProtocolError TIMEOUT; a TimeoutError from below
+    it (a socket's ETIMEDOUT) is no deadline of the protocol's and goes up as it is."""
+    handler = object.__new__(ConnectionHandler)  # only _expect and _next_message are used
+
+    async def never(timeout: float | None) -> None:
+        await asyncio.Event().wait()
+
+    async def timed_out_socket(timeout: float | None) -> None:
+        raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+    async def scenario() -> None:
+        handler._next_message = never  # type: ignore[method-assign]
+        with pytest.raises(ProtocolError) as raised:
+            await handler._expect(0.05)
+        assert raised.value.code is ErrorCode.TIMEOUT
+        handler._next_message = timed_out_socket  # type: ignore[method-assign]
+        with pytest.raises(TimeoutError) as lower:
+            await handler._expect(10.0)
+        assert lower.value.errno == errno.ETIMEDOUT
+
+    asyncio.run(scenario())
