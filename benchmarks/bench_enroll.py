@@ -47,13 +47,14 @@ from wasmbed_hil.pki import FleetCA, client_ssl_context, server_ssl_context
 
 
 def measure(root: Path, devices: int, procs: int = 2, rate: float = 5000.0,
-            concurrency: int = 64) -> dict[str, Any]:
-    """Enroll `devices` new devices on one gateway process; figures as a dict."""
+            concurrency: int = 64, loop: str = "asyncio") -> dict[str, Any]:
+    """Enroll `devices` new devices on one gateway process (its event loop `loop`: asyncio or
+    uvloop); figures as a dict."""
     gwb.raise_nofile()
     ca_dir = root / "ca"
     FleetCA.create("bench enroll CA").save(ca_dir)
     rig = gwb.Rig(root / "rig", ca_dir, interval=5.0, timeout=15.0, procs=procs,
-                  ssl_max_size=32 * 1024)
+                  ssl_max_size=32 * 1024, gateway_args=["--loop", loop])
     try:
         before = rig.gw_metrics()["metrics"]
         cpu0 = gwb.cpu_seconds(rig.gateway.pid)
@@ -189,6 +190,8 @@ def main() -> None:
                         help="joins in flight per device process")
     parser.add_argument("--repeats", type=int, default=1,
                         help="enrollment runs, each followed by a handshake-ceiling run")
+    parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="the gateway process's event loop (uvloop: the fast extra)")
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip the bare TLS server's handshake ceiling")
     args = parser.parse_args()
@@ -196,14 +199,14 @@ def main() -> None:
             or args.connect_rate <= 0:
         parser.error("sizes and rates must be positive")
     print(f"bench_enroll: {args.devices} new devices, {args.device_procs} device processes, "
-          f"load average {gwb.loadavg()}")
+          f"gateway loop {args.gateway_loop}, load average {gwb.loadavg()}")
     enrolls: list[float] = []
     ceilings: list[float] = []
     for _ in range(args.repeats):
         root = Path(tempfile.mkdtemp(prefix="bench-enroll-", dir=gwb.default_tmp()))
         try:
             res = measure(root / "enroll", args.devices, args.device_procs, args.connect_rate,
-                          args.concurrency)
+                          args.concurrency, args.gateway_loop)
             enrolls.append(res["per_core_s"])
             print(f"  enrolled {res['enrolled']} ({res['failed']} failed) in {res['wall_s']} s; "
                   f"gateway CPU {res['gateway_cpu_s']} s, {res['gateway_cores']:.0%} of a core "
