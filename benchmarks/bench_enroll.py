@@ -18,11 +18,13 @@ at once when welcomed (the gateway's heartbeat count over the window is printed 
 the load generators' CPU is not in it.
 
 In the same run (alternating with the enrollments, --repeats times) it measures the ceiling:
-a bare asyncio mutual-TLS 1.3 server (_tls_server.py: the gateway's TLS context, accept path
-and TLS read buffer, no protocol) and as many new client certificates, handshakes per server
-CPU-second. The ratio of the two says how much of an enrollment is the TLS handshake itself.
+a bare mutual-TLS 1.3 server on the gateway's own connection layer (_tls_server.py: the
+Gateway's accept path, gateway.tlsstream.TlsStream, its TLS context, read size and handshake
+timeout; no protocol) and as many new client certificates, handshakes per server CPU-second.
+The ratio of the two says how much of an enrollment is the TLS handshake itself.
 And OpenSSL's own share of a handshake: the same handshakes between two `ssl.SSLObject`s over
 memory BIOs in this process (no socket, no event loop), the server side's CPU timed alone.
+--gateway-loop uvloop runs the gateway process on uvloop (the `fast` extra) instead.
 Never asserts; every process is stopped.
 """
 
