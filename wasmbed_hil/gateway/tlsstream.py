@@ -28,6 +28,7 @@ import contextlib
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 # Plaintext queued unread beyond which the reader callback stops reading the socket until the
@@ -69,6 +70,8 @@ class TlsStream:
         self._inbox_size = 0
         self._reading = False  # our reader callback is registered
         self._read_waiter: asyncio.Future[None] | None = None
+        # deliver()'s consumer: while set, what is read goes to it from the reader callback
+        self._consumer: Callable[[bytes], None] | None = None
         self._eof = False
         self._error: BaseException | None = None  # what read() and drain() raise
         self._outbox: deque[bytes] = deque()
@@ -167,6 +170,8 @@ class TlsStream:
         except (OSError, ssl.SSLError) as exc:
             self._fail(exc)
             return
+        if self._consumer is not None:
+            self._deliver()
         self._wake_reader()
 
     def _at_eof(self) -> None:
@@ -203,6 +208,50 @@ class TlsStream:
         if not self._reading and not self._read_wants_write:
             self._start_reading()
         return data
+
+    async def deliver(self, consumer: Callable[[bytes], None]) -> None:
+        """Hand what the peer sends to `consumer(data)` straight from the reader callback, as
+        it arrives (no task wakes per chunk), until stop_delivering() (returns), end of stream
+        or close() (returns) or a failure (raises, as read() would). `consumer` must not raise.
+        What is already queued goes to it first; after it, read() picks up where it stopped."""
+        if self._read_waiter is not None:
+            raise RuntimeError("TlsStream.read() or deliver() is already being awaited")
+        self._consumer = consumer
+        try:
+            if self._inbox:
+                self._deliver()
+            while self._consumer is not None:
+                if self._eof:  # as read(): the peer's end first, then a failure, then close()
+                    return
+                if self._error is not None:
+                    raise self._error
+                if self._closing:
+                    return
+                self._read_waiter = self._loop.create_future()
+                try:
+                    await self._read_waiter
+                finally:
+                    self._read_waiter = None
+        finally:
+            self._consumer = None
+
+    def stop_delivering(self) -> None:
+        """End deliver(): once it returns, what arrives is queued for read() again."""
+        if self._consumer is not None:
+            self._consumer = None
+            _wake = self._read_waiter
+            if _wake is not None and not _wake.done():
+                _wake.set_result(None)
+
+    def _deliver(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        data = self._inbox.popleft() if len(self._inbox) == 1 else b"".join(self._inbox)
+        self._inbox.clear()
+        self._inbox_size = 0
+        if not self._reading and not self._read_wants_write:
+            self._start_reading()  # the queue's limit stopped reading: it is empty again
+        consumer(data)
 
     # ------------------------------------------------------------------ output
     def write(self, data: bytes) -> None:
