@@ -57,6 +57,7 @@ class DeadlineWheel:
         self._ticks: list[int] = []  # heap of the buckets' numbers
         self._timer: asyncio.TimerHandle | None = None
         self._timer_tick = 0
+        self._running = False
 
     def __len__(self) -> int:
         """Callbacks scheduled, cancelled ones included until their bucket is due."""
@@ -75,8 +76,8 @@ class DeadlineWheel:
         if bucket is None:
             self._buckets[tick] = bucket = []
             heapq.heappush(self._ticks, tick)
-            if self._timer is None or tick < self._timer_tick:
-                self._arm(tick)
+            if not self._running and (self._timer is None or tick < self._timer_tick):
+                self._arm(tick)  # (while _run runs, it arms the timer once at its end)
         bucket.append(deadline)
         return deadline
 
@@ -95,14 +96,18 @@ class DeadlineWheel:
         early = getattr(self._loop, "_clock_resolution", 0.0)
         due = math.floor((self._loop.time() + early) / self.resolution)
         ticks, buckets = self._ticks, self._buckets
-        while ticks and ticks[0] <= due:
-            for deadline in buckets.pop(heapq.heappop(ticks)):
-                if not deadline.cancelled:
-                    try:
-                        deadline.callback()
-                    except Exception:  # as the loop does for a failed callback: log, go on
-                        log.exception("deadline callback %r failed", deadline.callback)
-        if ticks:
+        self._running = True
+        try:
+            while ticks and ticks[0] <= due:
+                for deadline in buckets.pop(heapq.heappop(ticks)):
+                    if not deadline.cancelled:
+                        try:
+                            deadline.callback()
+                        except Exception:  # as the loop does for a failed callback: log, go on
+                            log.exception("deadline callback %r failed", deadline.callback)
+        finally:
+            self._running = False
+        if ticks and self._timer is None:
             self._arm(ticks[0])
 
     def close(self) -> None:
