@@ -8,12 +8,15 @@ heartbeat beside the system calls, and its buffers most of its memory per connec
 
 Here OpenSSL reads and writes the socket itself (`SSLSocket.recv`/`send` on a non-blocking
 socket): one reader callback per connection, registered once with `loop.add_reader`, reads
-what the socket holds into a small queue and wakes the one task reading; a write goes straight
+what the socket holds into a small queue and wakes the one task reading, or, under
+`deliver(consumer)`, hands it to the consumer there and then (the gateway's session: no task
+woken per message); a write goes straight
 to `SSLSocket.send`, and only what the socket does not take waits in the queue for
 `loop.add_writer`. Both asyncio's loop and uvloop offer add_reader/add_writer, so the layer
 is the same under either (`wasmbed-hil gateway --loop`).
 
 What the connection code needs, and nothing more: the handshake with a timeout, `read()`,
+`deliver()` and `stop_delivering()`,
 `write()`, the size of what waits to be written, `drain()`, `close()` (flushes what is queued,
 then close_notify; bounded by LINGER_S), `abort()`, `wait_closed()`, the peer's certificate.
 A TLS error (a corrupted or forged record) is raised by `read()` as the ssl.SSLError it is,
