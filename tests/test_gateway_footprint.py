@@ -77,7 +77,8 @@ def test_a_heartbeat_moves_the_deadline_without_a_new_timer():
         loop = asyncio.get_running_loop()
         assert _dispatch(handler, Heartbeat(1, 1, ()), 1)
         timer, first = handler._liveness, handler._live_until
-        assert timer is not None and timer.when() == pytest.approx(first)
+        resolution = services.deadlines.resolution
+        assert timer is not None and first <= timer.when() < first + resolution
         assert _dispatch(handler, Heartbeat(2, 1, ()), 2)
         assert handler._liveness is timer  # the same timer, the deadline moved
         assert handler._live_until >= first
@@ -87,7 +88,8 @@ def test_a_heartbeat_moves_the_deadline_without_a_new_timer():
         st = handler._status
         assert st is not None and st.phase is DevicePhase.CONNECTED
         assert handler._liveness is not timer
-        assert handler._liveness.when() == pytest.approx(handler._live_until)
+        due = handler._liveness.when()
+        assert handler._live_until <= due < handler._live_until + resolution
         assert services.metrics["heartbeat_timeouts"] == 0
         timer.cancel()
         # Firing at (or after) the deadline: Unreachable, counted once.

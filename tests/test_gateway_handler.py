@@ -469,3 +469,43 @@ def test_an_unsolicited_reply_gets_an_error_and_a_closed_connection(gateway, cli
     event = gateway.wait_event("violation", lambda e: e.device_id == device_id, timeout=5)
     assert event.data["code"] == "UNEXPECTED_MESSAGE"
     assert gateway.metrics()["unsolicited_replies"] == 1
+
+
+# ====================================================================== the session's messages
+# In the session the handler takes its messages from the TLS layer's reader callback
+# (TlsStream.deliver -> ConnectionHandler._on_data), not by awaiting reads.
+def test_messages_in_one_chunk_are_answered_in_order(gateway, client):
+    dev = client("batched")
+    welcome = dev.enroll_or_welcome()
+    device_id = welcome.device_id.hex()
+    gateway.wait_phase(device_id, DevicePhase.CONNECTED)
+    session = dev.session
+    ids = [session.send(Heartbeat(k, 1, ())) for k in range(5)]
+    dev.sock.sendall(session.data_to_send())  # five frames, one TLS record
+    acks = []
+    while len(acks) < len(ids):
+        data = dev.sock.recv(65536)
+        assert data, "the gateway closed the connection"
+        acks += [e.message_id for e in session.receive_data(data)
+                 if isinstance(e.message, HeartbeatAck)]
+    assert acks == ids
+    assert gateway.device(device_id).heartbeats == 5
+
+
+@pytest.mark.hil_gateway(frame_timeout_s=0.3)
+def test_in_the_session_a_frame_left_incomplete_times_out(gateway, client):
+    dev = client("trickler")
+    welcome = dev.enroll_or_welcome()
+    device_id = welcome.device_id.hex()
+    gateway.wait_phase(device_id, DevicePhase.CONNECTED)
+    before = gateway.metrics().get("protocol_errors", 0)
+    dev.session.send(Heartbeat(1, 1, ()))
+    whole = dev.session.data_to_send()
+    dev.sock.sendall(whole + whole[:3])  # one heartbeat, then a frame begun, never finished
+    error = dev.read_error()  # the first heartbeat's ack comes before the Error
+    assert error.code is ErrorCode.TIMEOUT and "incomplete" in error.reason, error
+    dev.assert_closed()
+    gateway.wait_phase(device_id, DevicePhase.DISCONNECTED)
+    assert gateway.device(device_id).heartbeats == 1
+    assert gateway.metrics()["protocol_errors"] == before + 1
+

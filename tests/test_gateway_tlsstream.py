@@ -326,3 +326,67 @@ def test_writing_to_a_peer_that_left_is_a_connection_error_not_a_tls_error(conte
             await stream.wait_closed()
             assert_unregistered(stream)
     run(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_deliver_hands_each_chunk_to_the_consumer_until_stopped(contexts, loop):
+    """deliver(): what was queued first, then each chunk from the reader callback; after
+    stop_delivering() what arrives is queued for read() again."""
+    async def scenario() -> None:
+        async with connected(contexts) as (stream, peer):
+            await peer.send(b"queued")
+            assert await stream.read() == b"queued"  # reading is on: the next chunk queues
+            await peer.send(b"early")
+            got: list[bytes] = []
+            seen = asyncio.Event()
+
+            def consume(data: bytes) -> None:
+                got.append(data)
+                seen.set()
+                if b"stop" in data:
+                    stream.stop_delivering()
+
+            delivering = asyncio.ensure_future(stream.deliver(consume))
+            while b"".join(got) != b"early":
+                seen.clear()
+                await asyncio.wait_for(seen.wait(), 10)
+            assert not delivering.done()
+            with pytest.raises(RuntimeError, match="already"):
+                await stream.read()
+            await peer.send(b"then stop")
+            await asyncio.wait_for(delivering, 10)
+            assert b"".join(got) == b"earlythen stop"
+            await peer.send(b"after")
+            assert await stream.read() == b"after"
+    run(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_deliver_returns_at_end_of_stream_and_raises_a_corrupted_record(contexts, loop):
+    async def scenario() -> None:
+        async with connected(contexts) as (stream, peer):
+            got: list[bytes] = []
+            await peer.send(b"last words")
+            socket.socket.shutdown(peer.tls, socket.SHUT_WR)
+            await asyncio.wait_for(stream.deliver(got.append), 10)
+            assert b"".join(got) == b"last words"
+            assert await stream.read() == b""
+        async with connected(contexts) as (stream, peer):
+            forged = b"\x17\x03\x03\x00\x20" + os.urandom(32)  # application data, bad tag
+            asyncio.get_running_loop().call_soon(socket.socket.sendall, peer.tls, forged)
+            with pytest.raises(ssl.SSLError):
+                async with asyncio.timeout(10):
+                    await stream.deliver(got.append)
+    run(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_deliver_returns_once_the_stream_is_closed(contexts, loop):
+    async def scenario() -> None:
+        async with connected(contexts) as (stream, _peer):
+            asyncio.get_running_loop().call_soon(stream.close)  # once deliver() waits
+            async with asyncio.timeout(10):
+                await stream.deliver(lambda data: None)
+            await stream.wait_closed()
+            assert_unregistered(stream)
+    run(loop, scenario)

@@ -274,6 +274,18 @@ class DeviceConnection:
         return True
 
     # -- input ---------------------------------------------------------------------------
+    def faults_in_play(self) -> bool:
+        """Whether inbound bytes must go through the message faults (tests only): once their
+        machinery exists, or from the next frame on once a test installed rules."""
+        faults = self._faults
+        return self._fault_io is not None or (
+            faults is not None and faults.interceptor is not None and not self.session.buffered)
+
+    def divert_to_faults(self, data: bytes) -> None:
+        """Bytes read before the faults came into play, the first ones they see (tests only);
+        read() hands on what the faults let through."""
+        self._fault_machinery().receive(data)
+
     async def read(self, frame_timeout: float) -> bytes:
         """Next bytes from the device; b"" on EOF.
 
@@ -281,8 +293,7 @@ class DeviceConnection:
         spaces its bytes, so a client trickling one byte a second is cut off.
         """
         faults = self._faults
-        if self._fault_io is not None or (faults is not None and faults.interceptor is not None
-                                          and not self.session.buffered):
+        if self.faults_in_play():
             return await self._read_faulted()  # tests only: faults start between frames
         if not self.session.buffered:
             self._frame_deadline = None

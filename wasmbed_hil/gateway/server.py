@@ -214,8 +214,9 @@ class Gateway:
             self._metrics_endpoint = None
         for conn in list(self.connections.values()):
             conn.fail(ErrorCode.SHUTTING_DOWN, "gateway stopping")
-        # Each handler disarms its liveness timer as it ends.
+        # Each handler disarms its liveness deadline as it ends; the wheel's timer goes too.
         await cancel_and_wait(list(self._handlers))
+        self._services.deadlines.close()
         await self.deployments.close()
         if self._pairing_timer:
             self._pairing_timer.cancel()

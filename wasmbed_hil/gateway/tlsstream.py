@@ -8,12 +8,15 @@ heartbeat beside the system calls, and its buffers most of its memory per connec
 
 Here OpenSSL reads and writes the socket itself (`SSLSocket.recv`/`send` on a non-blocking
 socket): one reader callback per connection, registered once with `loop.add_reader`, reads
-what the socket holds into a small queue and wakes the one task reading; a write goes straight
+what the socket holds into a small queue and wakes the one task reading, or, under
+`deliver(consumer)`, hands it to the consumer there and then (the gateway's session: no task
+woken per message); a write goes straight
 to `SSLSocket.send`, and only what the socket does not take waits in the queue for
 `loop.add_writer`. Both asyncio's loop and uvloop offer add_reader/add_writer, so the layer
 is the same under either (`wasmbed-hil gateway --loop`).
 
 What the connection code needs, and nothing more: the handshake with a timeout, `read()`,
+`deliver()` and `stop_delivering()`,
 `write()`, the size of what waits to be written, `drain()`, `close()` (flushes what is queued,
 then close_notify; bounded by LINGER_S), `abort()`, `wait_closed()`, the peer's certificate.
 A TLS error (a corrupted or forged record) is raised by `read()` as the ssl.SSLError it is,
@@ -28,6 +31,7 @@ import contextlib
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 # Plaintext queued unread beyond which the reader callback stops reading the socket until the
@@ -69,6 +73,8 @@ class TlsStream:
         self._inbox_size = 0
         self._reading = False  # our reader callback is registered
         self._read_waiter: asyncio.Future[None] | None = None
+        # deliver()'s consumer: while set, what is read goes to it from the reader callback
+        self._consumer: Callable[[bytes], None] | None = None
         self._eof = False
         self._error: BaseException | None = None  # what read() and drain() raise
         self._outbox: deque[bytes] = deque()
@@ -167,6 +173,8 @@ class TlsStream:
         except (OSError, ssl.SSLError) as exc:
             self._fail(exc)
             return
+        if self._consumer is not None:
+            self._deliver()
         self._wake_reader()
 
     def _at_eof(self) -> None:
@@ -203,6 +211,50 @@ class TlsStream:
         if not self._reading and not self._read_wants_write:
             self._start_reading()
         return data
+
+    async def deliver(self, consumer: Callable[[bytes], None]) -> None:
+        """Hand what the peer sends to `consumer(data)` straight from the reader callback, as
+        it arrives (no task wakes per chunk), until stop_delivering() (returns), end of stream
+        or close() (returns) or a failure (raises, as read() would). `consumer` must not raise.
+        What is already queued goes to it first; after it, read() picks up where it stopped."""
+        if self._read_waiter is not None:
+            raise RuntimeError("TlsStream.read() or deliver() is already being awaited")
+        self._consumer = consumer
+        try:
+            if self._inbox:
+                self._deliver()
+            while self._consumer is not None:
+                if self._eof:  # as read(): the peer's end first, then a failure, then close()
+                    return
+                if self._error is not None:
+                    raise self._error
+                if self._closing:
+                    return
+                self._read_waiter = self._loop.create_future()
+                try:
+                    await self._read_waiter
+                finally:
+                    self._read_waiter = None
+        finally:
+            self._consumer = None
+
+    def stop_delivering(self) -> None:
+        """End deliver(): once it returns, what arrives is queued for read() again."""
+        if self._consumer is not None:
+            self._consumer = None
+            _wake = self._read_waiter
+            if _wake is not None and not _wake.done():
+                _wake.set_result(None)
+
+    def _deliver(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        data = self._inbox.popleft() if len(self._inbox) == 1 else b"".join(self._inbox)
+        self._inbox.clear()
+        self._inbox_size = 0
+        if not self._reading and not self._read_wants_write:
+            self._start_reading()  # the queue's limit stopped reading: it is empty again
+        consumer(data)
 
     # ------------------------------------------------------------------ output
     def write(self, data: bytes) -> None:

@@ -406,11 +406,13 @@ class Envelope:
     message: Message
 
 
-def encode_envelope(message_id: int, message: Message) -> bytes:
-    """CBOR bytes of `[0, message_id, message]` (no length prefix)."""
+def encode_envelope(message_id: int, message: Message, body: list[Any] | None = None) -> bytes:
+    """CBOR bytes of `[0, message_id, message]` (no length prefix); `body`, when given, is
+    `message.to_cbor_obj()` already made by the caller."""
     if not 0 <= message_id <= MAX_MESSAGE_ID:
         raise ValueError(f"message_id {message_id} is not a u32")
-    return cbor2.dumps([PROTOCOL_VERSION, message_id, message.to_cbor_obj()])
+    return cbor2.dumps([PROTOCOL_VERSION, message_id,
+                        message.to_cbor_obj() if body is None else body])
 
 
 _BIGNUM_TAGS = (2, 3)

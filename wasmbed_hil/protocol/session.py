@@ -184,12 +184,13 @@ class Session:
             raise LocalProtocolError(
                 f"cannot send {type(message).__name__} in state {self.state.value}"
             )
+        body = message.to_cbor_obj()  # encoded once: checked, then sent
         try:  # what the peer would refuse is refused here, as the caller's bug
-            decode_message(message.to_cbor_obj())
+            decode_message(body)
         except ProtocolError as exc:
             raise LocalProtocolError(f"invalid {type(message).__name__}: {exc.reason}") from None
         message_id = self._next_id if reply_to is None else reply_to
-        payload = encode_envelope(message_id, message)
+        payload = encode_envelope(message_id, message, body)
         if len(payload) > self.peer_max_frame_size:
             raise LocalProtocolError(
                 f"{type(message).__name__} frame of {len(payload)} bytes exceeds the peer's "
