@@ -505,3 +505,39 @@ def test_refresh_only_status_writes_are_rate_bounded_stalest_first() -> None:
         assert patched == ["d5", "d3"]  # the stalest of those left
 
     asyncio.run(scenario())
+
+
+def test_events_before_enrollment_wake_no_pass_over_every_device() -> None:
+    """A device's connection before its enrollment (enrolling, a refusal, a failed handshake,
+    a rejection, a violation: no device id) changes no device's status, so it wakes no pass
+    over every device: one such pass per joining device, O(devices) each, took half of the
+    harness loop in a 1,000-device join. Its enrollment wakes a pass over that device only;
+    any other event without a device id (pairing, revocation, unknown kinds) still wakes a
+    pass over all of them."""
+    from wasmbed_hil.controlplane.agent import PRE_ENROLLMENT_EVENTS
+    from wasmbed_hil.gateway.events import GatewayEvent
+
+    async def scenario() -> None:
+        gateway = SimpleNamespace(status={}, config=SimpleNamespace(name="gw"))
+        kube = SimpleNamespace()
+        agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", name="gw")
+
+        def woken(kind: str, device_id: str | None) -> tuple[bool, set[str]]:
+            agent._all, agent._dirty = False, set()
+            agent._wake.clear()
+            agent._on_gateway_event(GatewayEvent(1, time.time(), kind, device_id, {}))
+            return (agent._all if agent._wake.is_set() else False), set(agent._dirty)
+
+        pre = {"enrolling", "rejected", "connection_refused", "handshake_failed", "violation"}
+        assert pre == PRE_ENROLLMENT_EVENTS
+        for kind in pre:
+            assert woken(kind, None) == (False, set()), kind
+            assert not agent._wake.is_set(), kind
+        assert woken("violation", "id1") == (False, {"id1"})  # an enrolled device's
+        assert woken("enrolled", "id2") == (False, {"id2"})
+        assert woken("connection", "id3") == (False, {"id3"})
+        for kind in ("pairing", "revoked", "gateway", "crl_loaded", "something-new"):
+            assert woken(kind, None) == (True, set()), kind
+
+    asyncio.run(scenario())

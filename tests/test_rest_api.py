@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import hashlib
 import io
@@ -440,6 +441,38 @@ def test_count_creates_numbered_devices_and_rolls_back(env: Env) -> None:
     assert_error(clash, 409, reason="AlreadyExists")
     remaining = sorted(d["metadata"]["name"] for d in env.kube_list(DEVICES))
     assert remaining == ["batch-0", "batch-1", "batch-2", "clash-2", "solo-0"]
+
+
+def test_a_batch_of_devices_is_created_concurrently_in_order(env: Env) -> None:
+    """The Devices of one request are created several at a time (one after the other, a
+    request of 100 waited 100 round trips on a busy loop), and come back in their order."""
+    original = env.api.kube.create
+    in_flight = 0
+    most = 0
+    second = asyncio.Event()
+
+    async def create(kind: Any, obj: Any, namespace: Any = None) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight >= 2:
+            second.set()
+        try:
+            # the first create waits (at most 5 s) for a second one to be in flight
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(second.wait(), 5)
+            return await original(kind, obj, namespace)
+        finally:
+            in_flight -= 1
+
+    env.api.kube.create = create  # type: ignore[method-assign]
+    try:
+        reply = env.call("POST", "/api/v1/devices", json=device_body("many", count=40))
+    finally:
+        env.api.kube.create = original  # type: ignore[method-assign]
+    assert reply.status == 201, reply.body
+    assert [d["name"] for d in reply.body["items"]] == [f"many-{i}" for i in range(40)]
+    assert most > 1
 
 
 # ----------------------------------------------------------------------------- applications

@@ -64,6 +64,8 @@ from .openapi import API_PREFIX, MAX_COUNT, openapi_document
 
 log = logging.getLogger(__name__)
 
+CREATE_CONCURRENCY = 16  # creates in flight at once for one request (count > 1)
+
 __all__ = [
     "DEFAULT_PORT", "Provisioner", "RestApi", "RestError", "application_view", "device_view",
     "from_kube_error", "gateway_view", "listen_socket", "pairing_view",
@@ -717,13 +719,26 @@ class RestApi:
 
     async def _create_all(self, kind: Kind, objects: list[dict[str, Any]]
                           ) -> list[dict[str, Any]]:
-        """Create in order; on a failure, delete what this request created and re-raise."""
-        created: list[dict[str, Any]] = []
+        """Create them, CREATE_CONCURRENCY at a time; the created objects in the order
+        given. On a failure, delete what this request created and raise the first failure
+        in that order. One create after the other made a request of 100 Devices wait 100
+        round trips on a busy loop: at 1,000 devices the fleet join was the REST API's pace
+        (the last Device created 61 s in, everything else followed within a second)."""
+        created: dict[int, dict[str, Any]] = {}
+        limit = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def one(index: int, obj: dict[str, Any]) -> None:
+            async with limit:
+                created[index] = await self.kube.create(kind, obj, self.namespace)
+
         try:
-            for obj in objects:
-                created.append(await self.kube.create(kind, obj, self.namespace))
+            outcomes = await asyncio.gather(*(one(i, o) for i, o in enumerate(objects)),
+                                            return_exceptions=True)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                raise failed[0]
         except BaseException:
-            for obj in created:
+            for obj in created.values():
                 name = obj["metadata"]["name"]
                 try:
                     await self.kube.delete(kind, name, self.namespace)
@@ -731,7 +746,7 @@ class RestApi:
                     log.warning("REST API: could not roll back %s %s: %s", kind.plural, name,
                                 exc)
             raise
-        return created
+        return [created[i] for i in range(len(objects))]
 
     # -- handlers: devices ----------------------------------------------------------------
 
