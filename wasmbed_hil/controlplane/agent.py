@@ -728,9 +728,8 @@ class GatewayAgent:
         """Take as ours a deployment of this module the gateway resumed from its local cache
         (accepted before a restart, not finished): deploying it again would install and run
         it twice."""
-        for dep in self.gateway.deployments.history:
-            if (dep.device_id, dep.app_id) == (device_id, app_name) and (
-                    dep.digest.hex() == digest and not dep.done.done()):
+        for dep in self.gateway.deployments.unfinished(device_id):
+            if dep.app_id == app_name and dep.digest.hex() == digest:
                 self._deployed[(device_id, app_name)] = _Deployed(digest, dep)
                 dep.done.add_done_callback(lambda _f: self.wake(device_id))
                 return True
