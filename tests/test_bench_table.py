@@ -259,9 +259,15 @@ def test_a_shared_run_happens_once_even_when_it_fails(table: ModuleType) -> None
 def test_the_control_plane_rows_call_their_benchmark_as_it_is_now(table: ModuleType) -> None:
     """The rows call bench_controlplane.measure for real (two devices, one Application): a
     change of its signature once turned both rows into errors that only a full run showed."""
+    import gc
+
     figures = table.controlplane_run(2, 1)
     assert len(figures["running"]) == 1 and figures["running"][0] > 0
     assert len(figures["join"]) == 1 and figures["join"][0] > 0
+    # Beside each Application: the process's CPU and the full collections that ran.
+    assert len(figures["cpu"]) == 1 and figures["cpu"][0] > 0
+    assert figures["gc_full"][0] >= 0 and figures["gc_full_s"][0] >= 0
+    assert gc.get_freeze_count() == 0  # what the run froze is handed back to the collector
 
 
 def test_the_gateway_rows_run_their_hold_for_real(table: ModuleType) -> None:

@@ -540,4 +540,98 @@ def test_events_before_enrollment_wake_no_pass_over_every_device() -> None:
         for kind in ("pairing", "revoked", "gateway", "crl_loaded", "something-new"):
             assert woken(kind, None) == (True, set()), kind
 
+
+def test_a_run_waits_for_its_publication_while_the_api_server_answers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's publication is waited for up to the busy bound while the API server answered
+    the last pass (at 1,000 devices a busy one took longer than the 1 s bound, and most runs
+    started unpublished); after a publication failed for want of the API server, the next
+    ones wait the short bound only, until a pass reaches it again. Not-yet-answering at
+    start-up also means the short bound."""
+    from wasmbed_hil.controlplane import agent as agent_module
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.kube.client import KubeError
+    from wasmbed_hil.protocol import DevicePhase
+
+    monkeypatch.setattr(agent_module, "PUBLISH_RUN_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(agent_module, "PUBLISH_RUN_BUSY_TIMEOUT_S", 30.0)
+
+    async def scenario() -> None:
+        status = {"id0": DeviceStatus("id0", "d0", "identity0", DevicePhase.CONNECTED)}
+        store = SimpleNamespace(by_id=lambda _id: None, revoked=set(),
+                                next_run_id=lambda _id: 8, open_runs=lambda _id, _n: [("a", 7)])
+        gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
+                                  config=SimpleNamespace(name="gw"), store=store)
+        release = asyncio.Event()
+        answer: list[BaseException | None] = [None]
+        published: list[Any] = []
+
+        async def patch(kind: Any, name: str, body: Any, ns: str, status: bool) -> None:
+            await release.wait()
+            if answer[0] is not None:
+                raise answer[0]
+            published.append((name, body["status"]["enrollment"]["openRuns"]))
+
+        kube = SimpleNamespace(patch=patch)
+        agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", name="gw")
+        agent._identities["identity0"] = "d0"
+
+        # Never answered yet: the short bound.
+        await asyncio.wait_for(agent._publish_run("id0"), 5)
+        assert agent.unpublished_runs == 1 and not published and agent._publish_failed
+        # Answering (a pass reached it): a slow publication is waited for past the short bound.
+        agent.api_reachable, agent._publish_failed = True, False
+        task = asyncio.ensure_future(agent._publish_run("id0"))
+        done, _ = await asyncio.wait({task}, timeout=0.5)  # ten short bounds
+        assert not done
+        release.set()
+        await asyncio.wait_for(task, 5)
+        assert published == [("d0", [{"appId": "a", "runId": 7}])]
+        assert agent.unpublished_runs == 1
+        # Unreachable on a publication: the next one waits the short bound only.
+        answer[0] = KubeError(0, "Unreachable", "connection refused")
+        await asyncio.wait_for(agent._publish_run("id0"), 5)
+        assert agent.unpublished_runs == 2
+        release.clear()
+        answer[0] = None
+        await asyncio.wait_for(agent._publish_run("id0"), 5)
+        assert agent.unpublished_runs == 3 and len(published) == 1
+        # A refusal (4xx) is an answer: the busy bound stays after the next pass succeeds.
+        agent._publish_failed = False
+        answer[0] = KubeError(404, "NotFound", "gone")
+        release.set()
+        await asyncio.wait_for(agent._publish_run("id0"), 5)
+        assert agent.unpublished_runs == 4 and not agent._publish_failed
+
+    asyncio.run(scenario())
+
+
+def test_a_successful_pass_ends_the_short_publication_bound() -> None:
+    """The agent's loop: a pass that reaches the API server clears a failed publication's
+    mark (the runs after it wait the busy bound again)."""
+    gateway = SimpleNamespace(status={}, connections={}, config=SimpleNamespace(name="gw"))
+
+    async def scenario() -> None:
+        agent = GatewayAgent(gateway, SimpleNamespace(),  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", namespace="ns", name="gw")
+        passed = asyncio.Event()
+
+        async def one_pass(only: Any) -> None:
+            passed.set()
+
+        agent._pass = one_pass  # type: ignore[method-assign]
+        agent._publish_failed = True
+        task = asyncio.ensure_future(agent._run())
+        agent.wake()
+        await asyncio.wait_for(passed.wait(), 5)
+        while not agent.api_reachable:  # set right after the pass returns
+            await asyncio.sleep(0)
+        assert not agent._publish_failed
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if agent._timer is not None:
+            agent._timer.cancel()
+
     asyncio.run(scenario())

@@ -365,3 +365,61 @@ def test_deploy_ack_success_before_the_last_chunk_went_out_is_unexpected():
         await fx.engine.close()
 
     asyncio.run(scenario())
+
+
+def test_unfinished_lists_a_devices_queued_and_transferring_deployments_only():
+    """What the agent reads per device on every pass (it once scanned the whole history):
+    the device's deployments not yet installed or failed, in submission order, never
+    another device's, never a refused one; abandon() gives up exactly those."""
+    def deployment(device_id: str = DEVICE, app_id: str = "app") -> Deployment:
+        return Deployment(device_id, app_id, app_id, MODULE, hashlib.sha256(MODULE).digest(),
+                          Limits(), None, 100)
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        async def connection_for(device_id: str) -> Device:
+            await gate.wait()
+            return Device()
+
+        fx = Fixture([])
+        fx.engine.connection_for = connection_for
+        assert fx.engine.unfinished(DEVICE) == []
+        first = fx.engine.submit(deployment())
+        second = fx.engine.submit(deployment(app_id="other"))
+        fx.engine.refuse(deployment(), ErrorCode.MODULE_TOO_LARGE, "too big")
+        elsewhere = fx.engine.submit(deployment(device_id="elsewhere"))
+        assert fx.engine.unfinished(DEVICE) == [first, second]
+        assert fx.engine.unfinished("elsewhere") == [elsewhere]
+        gate.set()
+        await asyncio.wait_for(first.done, 5)
+        assert first.state == "installed"
+        assert fx.engine.unfinished(DEVICE) in ([second], [])  # the second may be done too
+        await asyncio.wait_for(second.done, 5)
+        assert second.state == "installed" and fx.engine.unfinished(DEVICE) == []
+        fx.engine.abandon(DEVICE, "moved")  # nothing left to give up there
+        assert first.state == second.state == "installed"
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_abandon_gives_up_the_unfinished_deployments_of_that_device_only():
+    async def scenario() -> None:
+        never = asyncio.Event()
+
+        async def connection_for(device_id: str) -> Device:
+            await never.wait()
+            raise AssertionError("unreachable")
+
+        fx = Fixture([])
+        fx.engine.connection_for = connection_for
+        mine = fx.engine.submit(_deployment())
+        other = fx.engine.submit(Deployment("elsewhere", "app", "app", MODULE,
+                                            hashlib.sha256(MODULE).digest(), Limits(), None))
+        assert fx.engine.abandon(DEVICE, "moved") == [mine]
+        assert mine.state == "failed" and not other.done.done()
+        assert fx.engine.unfinished(DEVICE) == [] and fx.engine.unfinished("elsewhere") == [other]
+        await fx.engine.close()
+
+    asyncio.run(scenario())

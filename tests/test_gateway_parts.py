@@ -247,3 +247,28 @@ def test_a_crl_never_replaces_a_newer_one(loaded, new, refused):
         assert why is None
     else:
         assert why is not None and refused in why
+
+
+def test_results_filter_by_device_and_app_and_look_one_device_up_by_its_key(tmp_path):
+    """Each filter alone, both, and none give what a brute-force filter gives, in order of
+    arrival; with a device the look-up uses the results' key (the agent reads one device
+    and application per status write: a scan of every result made that O(results))."""
+    store = GatewayStore(tmp_path / "gw.sqlite3")
+    rows = [replace(_result(run), device_id=dev, app_id=app, received_at=float(run))
+            for run, (dev, app) in enumerate([(d, a) for d in ("d1", "d2", "d3")
+                                              for a in ("a1", "a2")] * 2, start=1)]
+    for row in rows:
+        assert store.add_result(row)
+    for dev in (None, "d1", "d2", "nobody"):
+        for app in (None, "a2", "nobody"):
+            want = [r.run_id for r in rows if dev in (None, r.device_id)
+                    and app in (None, r.app_id)]
+            assert [r.run_id for r in store.results(dev, app)] == want, (dev, app)
+    seen: list[str] = []
+    store._db.set_trace_callback(seen.append)  # the statement as run, its values bound
+    store.results("d1", "a1")
+    store._db.set_trace_callback(None)
+    [query] = [q for q in seen if q.startswith("SELECT")]
+    plan = str(store._db.execute("EXPLAIN QUERY PLAN " + query).fetchall())
+    assert "USING INDEX" in plan and "SCAN results" not in plan, plan
+    store.close()

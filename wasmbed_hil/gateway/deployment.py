@@ -145,6 +145,11 @@ class DeploymentEngine:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._abandoned: set[asyncio.Task[None]] = set()  # cancelled, maybe not ended yet
         self.history: list[Deployment] = []
+        # Per device, what was submitted and may not have ended (pruned when read): the
+        # control plane's agent asks per device on every pass, and a scan of the whole
+        # history per device made a pass O(devices x deployments) (3,000,000 steps at
+        # 1,000 devices and their third Application).
+        self._open: dict[str, list[Deployment]] = {}
 
     def submit(self, dep: Deployment) -> Deployment:
         """Queue a deployment; it is recorded in the local cache first, so a gateway restart
@@ -164,6 +169,7 @@ class DeploymentEngine:
                 )
             )
         self.history.append(dep)
+        self._open.setdefault(dep.device_id, []).append(dep)
         self.metrics["deployments_submitted"] += 1
         self._queues.setdefault(dep.device_id, deque()).append(dep)
         worker = self._workers.get(dep.device_id)
@@ -212,11 +218,24 @@ class DeploymentEngine:
             resumed.append(self.submit(dep))
         return resumed
 
+    def unfinished(self, device_id: str) -> list[Deployment]:
+        """The device's deployments not ended yet (queued or transferring: `done` is set
+        once installed or failed), in the order they were submitted."""
+        deps = self._open.get(device_id)
+        if deps is None:
+            return []
+        live = [d for d in deps if not d.done.done()]
+        if live:
+            self._open[device_id] = live
+        else:
+            del self._open[device_id]
+        return live[:]
+
     def abandon(self, device_id: str, reason: str) -> list[Deployment]:
         """Give up every unfinished deployment to the device, for good: it is failed in the
         local cache too, so no later incarnation resumes it (the device is served by another
         gateway now, which deploys what it needs). Returns those deployments."""
-        pending = [d for d in self.history if d.device_id == device_id and not d.done.done()]
+        pending = self.unfinished(device_id)
         queue = self._queues.get(device_id)
         if queue is not None:
             queue.clear()
