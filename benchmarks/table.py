@@ -323,6 +323,26 @@ def suites_run(path: str, workers: int) -> float:
     return took
 
 
+def every_heartbeat_acknowledged(hb: dict[str, Any]) -> tuple[bool, str]:
+    """Whether every heartbeat the devices sent was acknowledged, and the words for it.
+
+    The fleet workers' devices keep each heartbeat's send time until its acknowledgement
+    (`unacked_over_1s`: those still unanswered a second after they were sent, at the end of
+    the run, over the whole run); with that bookkeeping the verdict is exact: none left
+    unanswered, no heartbeat timeout at the gateway, every device still online. The window
+    count (acknowledgements against N x window / interval) only estimates: each device's
+    phase puts one heartbeat more or fewer in a window, so the total strays by tens at
+    10,000 devices with every heartbeat answered. It decides only for runs without the
+    bookkeeping (the Mosquitto comparison's gateway side, which `--quick` reuses)."""
+    if "unacked_over_1s" not in hb:
+        return hb["unanswered"] == 0, f"{hb['unanswered']} unanswered (window estimate)"
+    window = f"{hb['acked']:,} acknowledged in the windows, ~{hb['expected']:,} expected"
+    ok = (hb["unacked_over_1s"] == 0 and hb.get("heartbeat_timeouts", 0) == 0
+          and hb.get("online", hb["devices"]) >= hb["devices"])
+    return ok, (f"{hb['unacked_over_1s']} heartbeats unanswered after 1 s, "
+                f"{hb.get('heartbeat_timeouts', 0)} timeouts ({window})")
+
+
 # ====================================================================== the rows
 @row("gateway_cpu", "gateway CPU per heartbeat, N devices at 1 Hz on one gateway process",
      Target("<=", 1.0, "10,000 devices at 1 Hz on one gateway process using at most one "
@@ -337,12 +357,13 @@ def gateway_cpu(s: Sizes) -> Measurement:
         loadgen += f"; only {hb['connected']:,} connected: {hb['stalled']}"
     held = (f"{hb['devices']:,} devices" if hb["connected"] >= hb["devices"] else
             f"{hb['devices']:,} devices ({hb['connected']:,} connected)")
+    answered, how = every_heartbeat_acknowledged(hb)
     return Measurement(
         cores,
         f"{held}: {cores:.0%} of a core ({hb['cpu_per_1k']:.1%} per "
         f"1,000 heartbeats/s, ~{per_core:,.0f}/s per core), p99 {hb['p99_ms']:.1f} ms, "
-        f"{hb['unanswered']} unanswered{loadgen}",
-        checks={"every heartbeat acknowledged": hb["unanswered"] == 0,
+        f"{how}{loadgen}",
+        checks={"every heartbeat acknowledged": answered,
                 "p99 under 50 ms": hb["p99_ms"] < 50,
                 "all devices connected": hb["connected"] == hb["devices"],
                 "the issue's 10,000 devices": hb["devices"] >= 10_000},

@@ -282,6 +282,7 @@ def test_the_gateway_rows_run_their_hold_for_real(table: ModuleType) -> None:
     m = table.gateway_cpu(table.Sizes(hb_devices=3, hb_procs=1, hb_windows=1, hb_window_s=2.0))
     assert "load generator" in m.text and "in 1 workers" in m.text
     assert m.checks["all devices connected"] is True
+    assert m.checks["every heartbeat acknowledged"] is True
     assert m.checks["the issue's 10,000 devices"] is False  # 3 devices never pass for 10,000
 
 
@@ -309,3 +310,20 @@ def test_the_join_wait_needs_every_device_connected_at_once() -> None:
     assert not check()
     phase("d0", "Connected")
     assert check()
+
+
+def test_every_heartbeat_acknowledged_is_decided_by_the_bookkeeping(table: ModuleType) -> None:
+    """With the devices' own send-to-ack bookkeeping the verdict is exact: a window count
+    short of N x window / interval (a phase effect) does not fail it, one heartbeat left
+    unanswered, a timeout or a device gone does; without it the window estimate decides."""
+    run = {"devices": 10_000, "online": 10_000, "acked": 150_749, "expected": 150_790,
+           "unanswered": 41, "unacked_over_1s": 0, "heartbeat_timeouts": 0}
+    ok, text = table.every_heartbeat_acknowledged(run)
+    assert ok and "0 heartbeats unanswered after 1 s" in text and "150,749" in text
+    assert not table.every_heartbeat_acknowledged({**run, "unacked_over_1s": 1})[0]
+    assert not table.every_heartbeat_acknowledged({**run, "heartbeat_timeouts": 2})[0]
+    assert not table.every_heartbeat_acknowledged({**run, "online": 9_999})[0]
+    estimate = {"devices": 1_000, "unanswered": 3}
+    assert table.every_heartbeat_acknowledged(estimate) == (
+        False, "3 unanswered (window estimate)")
+    assert table.every_heartbeat_acknowledged({**estimate, "unanswered": 0})[0]
