@@ -248,16 +248,22 @@ def test_a_refused_deployment_is_kept_and_counted_as_refused_but_not_recorded():
     asyncio.run(scenario())
 
 
+def _never_connected() -> Fixture:
+    """An engine whose device never connects: its deployments wait for the connection."""
+    never = asyncio.Event()
+
+    async def connection_for(device_id: str) -> Device:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    fx = Fixture([])
+    fx.engine.connection_for = connection_for
+    return fx
+
+
 def test_stopping_the_engine_leaves_the_transfer_pending_in_the_records():
     async def scenario() -> None:
-        never = asyncio.Event()
-
-        async def connection_for(device_id: str) -> Device:
-            await never.wait()
-            raise AssertionError("unreachable")
-
-        fx = Fixture([])
-        fx.engine.connection_for = connection_for
+        fx = _never_connected()
         dep = fx.engine.submit(_deployment())
         await asyncio.sleep(0)
         await fx.engine.close()
@@ -406,14 +412,7 @@ def test_unfinished_lists_a_devices_queued_and_transferring_deployments_only():
 
 def test_abandon_gives_up_the_unfinished_deployments_of_that_device_only():
     async def scenario() -> None:
-        never = asyncio.Event()
-
-        async def connection_for(device_id: str) -> Device:
-            await never.wait()
-            raise AssertionError("unreachable")
-
-        fx = Fixture([])
-        fx.engine.connection_for = connection_for
+        fx = _never_connected()
         mine = fx.engine.submit(_deployment())
         other = fx.engine.submit(Deployment("elsewhere", "app", "app", MODULE,
                                             hashlib.sha256(MODULE).digest(), Limits(), None))
