@@ -136,10 +136,10 @@ def test_only_the_enrollment_deadline_becomes_a_timeout_error_frame() -> None:
     it (a socket's ETIMEDOUT) is no deadline of the protocol's and goes up as it is."""
     handler = object.__new__(ConnectionHandler)  # only _expect and _next_message are used
 
-    async def never(timeout: float | None) -> None:
+    async def never() -> None:
         await asyncio.Event().wait()
 
-    async def timed_out_socket(timeout: float | None) -> None:
+    async def timed_out_socket() -> None:
         raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
 
     async def scenario() -> None:
@@ -153,3 +153,44 @@ def test_only_the_enrollment_deadline_becomes_a_timeout_error_frame() -> None:
         assert lower.value.errno == errno.ETIMEDOUT
 
     asyncio.run(scenario())
+
+
+def test_a_socket_timing_out_ends_the_connection_as_a_link_failure() -> None:
+    """A socket's own ETIMEDOUT (a TimeoutError from the TLS layer's read) goes up from the
+    read as it is, and run() ends the connection with it as the reason, as it does for any
+    other failure of the link: it neither escapes run() nor turns into another error."""
+    timed_out = TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+    class Link:  # the parts of DeviceConnection that _next_message and run() touch
+        device = None
+        asked: set[object] = set()
+        pending: list[object] = []
+        close_reason: str | None = None
+
+        async def read(self, frame_timeout: float) -> bytes:
+            raise timed_out
+
+        def close(self, reason: str) -> None:
+            if self.close_reason is None:
+                self.close_reason = reason
+
+    class Registry:
+        detached: list[object] = []
+
+        def detach(self, conn: object) -> None:
+            self.detached.append(conn)
+
+    handler = object.__new__(ConnectionHandler)
+    link, registry = Link(), Registry()
+    handler.conn, handler.registry, handler._liveness = link, registry, None  # type: ignore[assignment]
+    handler.config = type("Config", (), {"frame_timeout_s": 1.0, "hello_timeout_s": 5.0})()  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        with pytest.raises(TimeoutError) as raised:
+            await handler._next_message()
+        assert raised.value is timed_out
+        await handler.run()  # the handshake's first read fails the same way: no exception
+
+    asyncio.run(scenario())
+    assert link.close_reason == "TimeoutError: [Errno 110] Connection timed out"
+    assert registry.detached == [link]

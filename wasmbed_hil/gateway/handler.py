@@ -276,11 +276,13 @@ class ConnectionHandler:
                 reason=exc.reason,
             )
             conn.fail(exc.code, exc.reason)
-        except (ConnectionError, ConnectionLost, LocalProtocolError) as exc:
-            conn.close(f"{type(exc).__name__}: {exc}")
         except ssl.SSLError as exc:  # a corrupted or forged record: the link's fault, no bug
             self.metrics["tls_errors"] += 1
             conn.close(f"TLS error: {exc.reason or exc}")
+        except (OSError, ConnectionLost, LocalProtocolError) as exc:
+            # The socket's own failures too (ConnectionError, ETIMEDOUT's TimeoutError, ...):
+            # the link's end, not a bug of this handler's.
+            conn.close(f"{type(exc).__name__}: {exc}")
         finally:
             if conn.device is not None and conn.asked:
                 self.asked_before.setdefault(conn.device.device_id, set()).update(conn.asked)
@@ -289,23 +291,16 @@ class ConnectionHandler:
             self.registry.detach(conn)
 
     # ================================================================== input
-    async def _next_message(self, timeout: float | None) -> Received | None:
-        """Read until one event; None on EOF. Raises ProtocolError on violation or timeout.
+    async def _next_message(self) -> Received | None:
+        """Read until one event; None on EOF. Raises ProtocolError on a violation or an
+        incomplete frame's timeout; a wait's own deadline is the caller's (_expect).
         (The handshake's path, and the session's while message faults are in play; the
         session otherwise takes its messages from _on_data.)"""
         conn = self.conn
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         while True:
             if conn.pending:
                 return conn.pending.pop(0)
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                raise ProtocolError(ErrorCode.TIMEOUT, f"no message within {timeout:g}s")
-            try:
-                data = await asyncio.wait_for(conn.read(self.config.frame_timeout_s), remaining)
-            except TimeoutError:
-                raise ProtocolError(ErrorCode.TIMEOUT, f"no message within {timeout:g}s") from None
+            data = await conn.read(self.config.frame_timeout_s)
             if not data:
                 return None
             conn.pending = self._receive(data)
@@ -339,13 +334,13 @@ class ConnectionHandler:
     # ================================================================== handshake
     async def _expect(self, timeout: float) -> Received | None:
         """The next message within `timeout` s, None at end of stream; ProtocolError TIMEOUT
-        when none came in time. One deadline over the whole wait (asyncio.timeout): unlike
-        _next_message's own timeout (asyncio.wait_for), no task and no extra loop turns per
-        message, which an enrollment pays twice (Hello, proof)."""
+        when none came in time. One deadline over the whole wait (asyncio.timeout: no task
+        and no extra loop turns per message, as wait_for had, which an enrollment paid twice,
+        Hello and proof); the only place a wait for a message has a deadline."""
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                return await self._next_message(None)
+                return await self._next_message()
         except TimeoutError:
             if not deadline.expired():  # a socket's own ETIMEDOUT, say: not our deadline
                 raise
@@ -454,7 +449,7 @@ class ConnectionHandler:
             if conn.pending or conn.faults_in_play():
                 # Messages left from the handshake's last read, or message faults in play
                 # (tests only: their machinery sits between the stream and the session).
-                event = await self._next_message(None)
+                event = await self._next_message()
                 if event is None or not dispatch[type(event.message)](self, event):
                     return
             elif not await self._stream():
