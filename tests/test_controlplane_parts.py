@@ -210,6 +210,37 @@ def test_the_machine_limit_is_enforced_and_permits_a_fleet_of_1000(ca: FleetCA,
         loop.close()
 
 
+def test_a_started_machine_is_counted_once_against_the_limit(ca: FleetCA,
+                                                             tmp_path: Path) -> None:
+    """The moment a machine is recorded, it is no longer counted as being started: counted
+    twice, it made the limit refuse the last Device of a fleet of exactly max_machines (one
+    Device in a few dozen 20-device joins stayed Pending, "at most 20 machines are
+    allowed"). A start is made here at that very moment (when the first machine is recorded)."""
+    from wasmbed_hil.pki import device_identity
+
+    loop = LoopThread("dm-test-count")
+    try:
+        manager = DeviceManager(loop, ca, tmp_path, lambda: {"gw": ("127.0.0.1", 9)},
+                                max_machines=2)
+        ids = {n: device_identity(base64.b64decode(manager.provision(n))) for n in ("a", "b")}
+        seen: list[str] = []
+
+        class Recording(dict):  # type: ignore[type-arg]
+            def __setitem__(self, key: str, value: Any) -> None:
+                super().__setitem__(key, value)
+                if key == "a":  # "a" is recorded: start "b" before anything else happens
+                    seen.append(manager.start("b", ids["b"], "virtual",
+                                              options={"relay": False}).name)
+
+        manager.machines = Recording()
+        manager.start("a", ids["a"], "virtual", options={"relay": False})
+        assert seen == ["b"] and sorted(manager.machines) == ["a", "b"]
+        assert manager._starting == {}
+        manager.close()
+    finally:
+        loop.close()
+
+
 def test_provisioning_on_the_loop_never_waits_on_a_machine_start(ca: FleetCA,
                                                                   tmp_path: Path) -> None:
     """The REST API provisions on the harness loop while kopf's threads start machines,

@@ -249,7 +249,11 @@ class DeviceManager:
                 handle.close()
                 raise
             machine = Machine(name, backend, board, gateway, handle)
+            # Booked to recorded in one step: counted in both for a moment, a machine made
+            # the limit refuse another Device's start (at max_machines = the fleet's size,
+            # one Device in a few dozen joins stayed Pending with "at most N machines").
             with self._lock:
+                self._starting.pop(name, None)
                 self.machines[name] = machine
         finally:
             with self._lock:
