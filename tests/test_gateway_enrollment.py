@@ -113,6 +113,31 @@ def test_the_proof_must_be_made_with_the_certificates_key(
     assert isinstance(reply, Welcome) and reply.enrolled_now
 
 
+
+@pytest.mark.hil_gateway(max_devices=1)
+def test_devices_enrolling_at_once_never_take_the_gateway_past_max_devices(
+    gateway, fleet_ca, tmp_path, closing,
+):
+    """Both devices say Hello while the gateway has room for one, so both are challenged;
+    the first proof takes the place, the second is refused for capacity (it was enrolled
+    too, past max_devices, when the limit was checked at the Hello only)."""
+    first = _client(gateway, fleet_ca, tmp_path, closing, "first")
+    second = _client(gateway, fleet_ca, tmp_path, closing, "second")
+    challenges = []
+    for client in (first, second):
+        client.send_message(Hello(None, INFO))
+        challenges.append(client.receive())
+    assert all(isinstance(c, EnrollChallenge) for c in challenges)
+    for client, challenge in zip((first, second), challenges, strict=True):
+        creds = client.creds
+        client.send_message(EnrollProof(creds.spki_der,
+                                        creds.sign(ENROLL_CONTEXT + challenge.nonce)))
+    welcome, refused = first.receive(), second.receive()
+    assert isinstance(welcome, Welcome) and welcome.enrolled_now
+    assert isinstance(refused, EnrollReject) and refused.code is ErrorCode.CAPACITY
+    assert "during enrollment" in refused.reason
+    assert [d.device_id for d in gateway.devices()] == [welcome.device_id.hex()]
+
 @pytest.mark.hil_gateway(enrollment_timeout_s=0.3)
 def test_a_device_that_never_proves_is_dropped_after_the_enrollment_timeout(
     gateway, fleet_ca, tmp_path, closing,

@@ -407,6 +407,18 @@ class ConnectionHandler:
                 "pairing mode turned off during enrollment",
             )
             return
+        if self.store.by_identity(conn.identity) is None \
+                and self.store.count() >= self.config.max_devices:
+            # Checked again where the device is added (no await in between): every device
+            # that sent its Hello while there was room got a challenge, and without this
+            # all of them were enrolled, past max_devices.
+            self._reject(
+                proof_event.message_id,
+                ErrorCode.CAPACITY,
+                f"gateway reached its maximum of {self.config.max_devices} devices "
+                "during enrollment",
+            )
+            return
         dev, new = self.store.enroll(conn.identity, conn.name)
         if new:
             self.metrics["enrollments"] += 1
