@@ -241,6 +241,51 @@ def test_a_started_machine_is_counted_once_against_the_limit(ca: FleetCA,
         loop.close()
 
 
+def test_a_machine_started_while_the_manager_closes_is_not_left_running(
+        ca: FleetCA, tmp_path: Path) -> None:
+    """kopf runs the Device handlers in threads that outlive the controllers' stop, so
+    Platform.stop() can close the manager while a machine starts. The start recorded its
+    machine after close() had powered the others off: left running, never closed. close()
+    now waits for the start, which powers its machine off instead of recording it."""
+    import threading
+
+    from wasmbed_hil.pki import device_identity
+
+    loop = LoopThread("dm-test-close")
+    try:
+        manager = DeviceManager(loop, ca, tmp_path, lambda: {"gw": ("127.0.0.1", 9)})
+        identity = device_identity(base64.b64decode(manager.provision("a")))
+        backend = manager.backend("virtual")
+        create = backend.create
+        handles: list[Any] = []
+        closing = threading.Event()  # close() waits for the start, or has already returned
+        wait_for = manager._start_ended.wait_for
+
+        def waiting(predicate: Any, timeout: float | None = None) -> bool:
+            closing.set()
+            return wait_for(predicate, timeout)
+
+        manager._start_ended.wait_for = waiting  # type: ignore[method-assign]
+        closer = threading.Thread(target=lambda: (manager.close(), closing.set()))
+
+        def creating(*args: Any, **kwargs: Any) -> Any:
+            handles.append(create(*args, **kwargs))
+            closer.start()  # the platform stops while this machine is being made
+            assert closing.wait(30)
+            return handles[0]
+
+        backend.create = creating  # type: ignore[method-assign]
+        with pytest.raises(DeviceManagerError, match="closed while the machine of 'a'"):
+            manager.start("a", identity, "virtual", options={"relay": False})
+        closer.join(30)
+        assert not closer.is_alive()
+        assert manager.machines == {} and not handles[0].powered
+        with pytest.raises(DeviceManagerError, match="is closed"):
+            manager.start("a", identity, "virtual", options={"relay": False})
+    finally:
+        loop.close()
+
+
 def test_provisioning_on_the_loop_never_waits_on_a_machine_start(ca: FleetCA,
                                                                   tmp_path: Path) -> None:
     """The REST API provisions on the harness loop while kopf's threads start machines,

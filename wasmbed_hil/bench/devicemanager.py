@@ -107,6 +107,9 @@ class DeviceManager:
         self._starting: dict[str, str] = {}  # machines being started -> their gateway
         self._backends: dict[str, Backend] = {}
         self._lock = threading.RLock()
+        # Notified when a start ends: close() waits for the starts in flight (see there).
+        self._start_ended = threading.Condition(self._lock)
+        self._closed = False
 
     # -- credentials ------------------------------------------------------------------------
     def _cred_dir(self, name: str) -> Path:
@@ -228,6 +231,8 @@ class DeviceManager:
                 return existing
             if name in self._starting:
                 raise DeviceManagerError(f"the machine of {name!r} is being started")
+            if self._closed:
+                raise DeviceManagerError("the device manager is closed")
             if len(self.machines) + len(self._starting) >= self.max_machines:
                 raise DeviceManagerError(
                     f"at most {self.max_machines} machines are allowed (the device manager's "
@@ -253,11 +258,20 @@ class DeviceManager:
             # the limit refuse another Device's start (at max_machines = the fleet's size,
             # one Device in a few dozen joins stayed Pending with "at most N machines").
             with self._lock:
+                closed = self._closed
                 self._starting.pop(name, None)
-                self.machines[name] = machine
+                if not closed:
+                    self.machines[name] = machine
+            if closed:
+                # close() ran while this machine started (kopf's handler threads outlive the
+                # controllers' stop): recorded now, it was left running after close().
+                handle.close()
+                raise DeviceManagerError(f"the device manager closed while the machine of "
+                                         f"{name!r} started")
         finally:
             with self._lock:
                 self._starting.pop(name, None)
+                self._start_ended.notify_all()
         log.info("machine %s started on %s, gateway %s", name, backend, gateway)
         return machine
 
@@ -273,8 +287,13 @@ class DeviceManager:
         return machine is not None
 
     def close(self) -> None:
-        """Power off every machine, then close the backends (credentials stay)."""
+        """Power off every machine, then close the backends (credentials stay). Starts in
+        flight are waited for (they need the harness loop, which still runs): each powers
+        its machine off again instead of recording it, and later starts are refused."""
         errors: list[str] = []
+        with self._lock:
+            self._closed = True
+            self._start_ended.wait_for(lambda: not self._starting)
         for name in list(self.machines):
             try:
                 self.stop(name, forget=False)
