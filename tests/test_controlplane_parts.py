@@ -286,6 +286,31 @@ def test_a_machine_started_while_the_manager_closes_is_not_left_running(
         loop.close()
 
 
+def test_a_device_created_again_while_the_old_one_is_deleted_keeps_its_credentials(
+        ca: FleetCA, tmp_path: Path) -> None:
+    """DELETE then POST of the same emulated Device (a client retrying on 409): the REST API
+    provisions the new Device, getting the key still kept, then the old one's deletion
+    (manager.stop) removed those credentials before the new Device was created with that
+    key. Its machine then never started: "no credentials for 'a'"."""
+    from wasmbed_hil.pki import device_identity
+
+    loop = LoopThread("dm-test-recreate")
+    try:
+        manager = DeviceManager(loop, ca, tmp_path, lambda: {"gw": ("127.0.0.1", 9)})
+        key = manager.provision("a")
+        identity = device_identity(base64.b64decode(key))
+        manager.start("a", identity, "virtual", options={"relay": False})
+        assert manager.provision("a") == key  # the REST API, for the Device made again
+        assert manager.stop("a")  # the old Device's deletion, before that create
+        machine = manager.start("a", identity, "virtual", options={"relay": False})
+        assert machine.name == "a" and machine.handle.powered
+        assert manager.stop("a")  # a deletion with nothing provisioned meanwhile forgets
+        assert not (tmp_path / "credentials" / "a").exists()
+        manager.close()
+    finally:
+        loop.close()
+
+
 def test_provisioning_on_the_loop_never_waits_on_a_machine_start(ca: FleetCA,
                                                                   tmp_path: Path) -> None:
     """The REST API provisions on the harness loop while kopf's threads start machines,

@@ -110,6 +110,8 @@ class DeviceManager:
         # Notified when a start ends: close() waits for the starts in flight (see there).
         self._start_ended = threading.Condition(self._lock)
         self._closed = False
+        # Names whose credentials provision() handed out since their machine last started.
+        self._handed_out: set[str] = set()
 
     # -- credentials ------------------------------------------------------------------------
     def _cred_dir(self, name: str) -> Path:
@@ -129,6 +131,7 @@ class DeviceManager:
             else:
                 creds = self.ca.issue_device(name, key_type=key_type)  # type: ignore[arg-type]
                 creds.write(directory)
+            self._handed_out.add(name)
             return base64.b64encode(creds.spki_der).decode()
 
     async def aprovision(self, name: str, backend: str, board: str | None) -> str:
@@ -262,6 +265,7 @@ class DeviceManager:
                 self._starting.pop(name, None)
                 if not closed:
                     self.machines[name] = machine
+                    self._handed_out.discard(name)
             if closed:
                 # close() ran while this machine started (kopf's handler threads outlive the
                 # controllers' stop): recorded now, it was left running after close().
@@ -276,14 +280,21 @@ class DeviceManager:
         return machine
 
     def stop(self, name: str, *, forget: bool = True) -> bool:
-        """Power off and discard the machine of `name`; with `forget`, also its credentials.
-        Returns whether a machine was running."""
+        """Power off and discard the machine of `name`; with `forget`, also its credentials,
+        unless provision() handed them out since the machine started (for a Device of the
+        same name created meanwhile). Returns whether a machine was running."""
         with self._lock:
             machine = self.machines.pop(name, None)
         if machine is not None:
             machine.handle.close()
         if forget:
-            shutil.rmtree(self._cred_dir(name), ignore_errors=True)
+            with self._lock:
+                # A Device deleted and created again: the REST API provisioned the new one
+                # (getting the key still kept) before the old one's deletion removed the
+                # credentials; the new Device carried a key whose credentials were gone, and
+                # its machine never started ("no credentials").
+                if name not in self._handed_out:
+                    shutil.rmtree(self._cred_dir(name), ignore_errors=True)
         return machine is not None
 
     def close(self) -> None:
