@@ -545,6 +545,58 @@ def test_an_agent_pass_starts_every_deployment_before_its_status_writes() -> Non
     asyncio.run(scenario())
 
 
+def test_devices_of_one_name_registering_at_once_get_a_device_each() -> None:
+    """Two unknown devices whose certificates carry the same name enrol at once: the agent
+    looked the name up in its informer (which had not seen the first one's Device yet),
+    and the second create's 409 made it take the first device's Device as its own (both
+    wrote their status there; the second never had a Device). Now a taken name is the
+    device's only when that Device names its identity; else it gets the suffixed name.
+    The same device registered by another gateway (a 409 on its own Device) is taken."""
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.kube.client import KubeError
+    from wasmbed_hil.protocol import DevicePhase
+
+    ids = {n: hashlib.sha256(n.encode()).hexdigest() for n in ("one", "two", "moved")}
+
+    async def scenario() -> None:
+        status = {f"{n}0000000000": DeviceStatus(f"{n}0000000000", "sensor" if n != "moved"
+                                                 else "moved", ids[n], DevicePhase.CONNECTED)
+                  for n in ids}
+        gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
+                                  config=SimpleNamespace(name="gw"))
+        server: dict[str, dict[str, Any]] = {  # registered by another gateway before
+            "moved": {"apiVersion": "wasmbed.github.io/v1", "kind": "Device",
+                      "metadata": {"name": "moved"}, "spec": {"identity": ids["moved"]}}}
+
+        async def create(kind: Any, body: dict[str, Any], ns: str) -> dict[str, Any]:
+            name = body["metadata"]["name"]
+            if name in server:
+                raise KubeError(409, "AlreadyExists", f"{name} exists")
+            server[name] = body
+            return body
+
+        async def get_or_none(kind: Any, name: str, ns: str) -> dict[str, Any] | None:
+            return server.get(name)
+
+        kube = SimpleNamespace(create=create, get_or_none=get_or_none)
+        agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                             endpoint="127.0.0.1:1", name="gw")
+        agent.devices.synced.set()  # the informer has seen none of these Devices
+        agent.applications.synced.set()
+
+        async def no_gateway() -> None:
+            return None
+
+        agent._sync_gateway = no_gateway  # type: ignore[method-assign]
+        await agent._pass(None)
+        assert agent._identities == {ids["one"]: "sensor", ids["two"]: "sensor-two00000",
+                                     ids["moved"]: "moved"}
+        assert {n: d["spec"]["identity"] for n, d in server.items()} == {
+            "moved": ids["moved"], "sensor": ids["one"], "sensor-two00000": ids["two"]}
+
+    asyncio.run(scenario())
+
+
 def test_refresh_only_status_writes_are_rate_bounded_stalest_first() -> None:
     """Writes that would only refresh a Device's heartbeat go out at most refresh_rate a
     second (a bucket of refresh_rate * refresh_s), the stalest Devices first; a Device whose

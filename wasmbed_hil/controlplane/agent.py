@@ -681,18 +681,33 @@ class GatewayAgent:
 
     async def _register_device(self, st: GatewayDeviceStatus) -> None:
         base = dns_name(st.name, f"device-{st.device_id[:12]}")
-        name = base if base not in self.devices.objects else f"{base}-{st.device_id[:8]}"
-        body = {
-            "apiVersion": API_VERSION, "kind": "Device",
-            "metadata": {"name": name, "labels": {REGISTERED_BY: self.name}},
-            "spec": {"identity": st.identity},
-        }
-        try:
-            await self.kube.create(DEVICES, body, self.namespace)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-        self._identities.setdefault(st.identity, name)
+        suffixed = f"{base}-{st.device_id[:8]}"
+        for name in [suffixed] if base in self.devices.objects else [base, suffixed]:
+            body = {
+                "apiVersion": API_VERSION, "kind": "Device",
+                "metadata": {"name": name, "labels": {REGISTERED_BY: self.name}},
+                "spec": {"identity": st.identity},
+            }
+            try:
+                await self.kube.create(DEVICES, body, self.namespace)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                # Taken since the name was looked up in the informer (which lags the API
+                # server): by this device's Device (another gateway registered it), or by
+                # another device's, of the same name, registered at once. Taking the name
+                # blindly gave that other device's Device to this one: its status and the
+                # other's overwrote each other there, and it never had a Device of its own.
+                existing = await self.kube.get_or_none(DEVICES, name, self.namespace)
+                try:
+                    ours = existing is not None and Device.from_dict(
+                        existing).spec.device_identity == st.identity
+                except ResourceError:
+                    ours = False
+                if not ours:
+                    continue
+            self._identities.setdefault(st.identity, name)
+            return
 
     def _reconcile_apps(
         self, st: GatewayDeviceStatus, name: str, labels: dict[str, str],
