@@ -545,6 +545,61 @@ def test_an_agent_pass_starts_every_deployment_before_its_status_writes() -> Non
     asyncio.run(scenario())
 
 
+def test_a_deleted_application_shows_deleting_after_the_daemons_write_in_flight() -> None:
+    """kopf signals the Application's daemon to stop as the deletion begins and runs the
+    deletion handler meanwhile: the daemon's status write then in flight landed after the
+    handler's Deleting, and the Application showed its old phase until it was gone. The
+    handler now writes after that write, and a stopped daemon writes no more."""
+    import kopf
+
+    from wasmbed_hil.controlplane.controllers import ControllerSettings, build_registry
+    from wasmbed_hil.kube.client import KubeConfig
+
+    class Stopped:  # kopf's DaemonStopped, as far as the daemon uses it
+        def __init__(self) -> None:
+            self.event = asyncio.Event()
+
+        def __bool__(self) -> bool:
+            return self.event.is_set()
+
+        async def wait(self) -> None:
+            await self.event.wait()
+
+    async def scenario() -> None:
+        landed: list[str] = []  # the phases written, in the order the API server took them
+        in_flight, release = asyncio.Event(), asyncio.Event()
+
+        async def patch(kind: Any, name: str, body: Any, ns: str, status: bool) -> None:
+            if not in_flight.is_set():  # the daemon's first write: held on its way
+                in_flight.set()
+                await release.wait()
+            landed.append(body["status"]["phase"])
+
+        kube = SimpleNamespace(patch=patch)
+        registry = build_registry(KubeConfig(server="https://127.0.0.1:9"),
+                                  ControllerSettings(), None, lambda: kube)  # type: ignore
+        fns = {h.id: h.fn for h in [*registry._spawning.get_all_handlers(),
+                                    *registry._changing.get_all_handlers()]}
+        aggregate = next(fn for hid, fn in fns.items() if "aggregate" in hid)
+        deleted = next(fn for hid, fn in fns.items() if "application_deleted" in hid)
+        body = kopf.Body({"apiVersion": "wasmbed.github.io/v1", "kind": "Application",
+                          "metadata": {"name": "a", "generation": 1},
+                          "spec": {"wasmBytes": base64.b64encode(MODULE).decode(),
+                                   "targetDevices": {"deviceNames": ["d"]}}})
+        stopped = Stopped()
+        daemon = asyncio.ensure_future(aggregate(name="a", body=body, stopped=stopped))
+        await in_flight.wait()
+        stopped.event.set()  # the deletion begins: kopf stops the daemon, then the handler
+        deletion = asyncio.ensure_future(deleted(name="a", body=body))
+        for _ in range(50):  # the handler's turns, up to its write (before the fix: done)
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(daemon, deletion), 10)
+        assert landed == ["Deploying", "Deleting"]
+
+    asyncio.run(scenario())
+
+
 def test_devices_of_one_name_registering_at_once_get_a_device_each() -> None:
     """Two unknown devices whose certificates carry the same name enrol at once: the agent
     looked the name up in its informer (which had not seen the first one's Device yet),

@@ -185,6 +185,8 @@ class _Shared:
     # The phase each Application's and Gateway's status had when last seen (for metrics).
     app_phases: dict[str, str | None] = field(default_factory=dict)
     gateway_phases: dict[str, str | None] = field(default_factory=dict)
+    # Per Application: held while its status is written (the daemon and the deletion).
+    app_writes: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def phase_readers(self) -> dict[str, Callable[[], list[str | None]]]:
         """For a scrape, possibly from another thread: each dict is copied first (one C-level
@@ -348,20 +350,26 @@ def build_registry(
                 else:
                     status = application_status(app, name, shared.devices)
                     status["observedGeneration"] = body.metadata.get("generation")
-                # Before the write: whoever sees the phase written finds it in the metrics.
-                shared.app_phases[name] = status.get("phase")
-                if status != last:
-                    try:
-                        await write_app_status(kube, name,
-                                               {**status, "lastUpdated": rfc3339()})
-                        last = status
-                    except KubeError as exc:
-                        if exc.status == 404:
-                            shared.app_phases.pop(name, None)
-                            return
-                        log.info("application %s: status not written: %s", name, exc)
-                        one.failed()
-                        written = False
+                async with shared.app_writes.setdefault(name, asyncio.Lock()):
+                    if stopped:
+                        # Being deleted (kopf stops this daemon as the deletion begins): a
+                        # write in flight as the deletion wrote Deleting could land after
+                        # it, and the Application showed its old phase until it was gone.
+                        return
+                    # Before the write: whoever sees the phase written finds it in metrics.
+                    shared.app_phases[name] = status.get("phase")
+                    if status != last:
+                        try:
+                            await write_app_status(kube, name,
+                                                   {**status, "lastUpdated": rfc3339()})
+                            last = status
+                        except KubeError as exc:
+                            if exc.status == 404:
+                                shared.app_phases.pop(name, None)
+                                return
+                            log.info("application %s: status not written: %s", name, exc)
+                            one.failed()
+                            written = False
             if not written:
                 await asyncio.sleep(0.2)  # retry pacing during an API outage
                 continue
@@ -409,13 +417,16 @@ def build_registry(
                 await _remove_application(name, body)
             finally:
                 shared.app_phases.pop(name, None)
+                shared.app_writes.pop(name, None)
 
     async def _remove_application(name: str, body: kopf.Body) -> None:
         kube = kube_for_loop()
-        shared.app_phases[name] = ApplicationPhase.DELETING.value
-        with contextlib.suppress(KubeError):
-            await write_app_status(kube, name, {"phase": ApplicationPhase.DELETING.value,
-                                                "lastUpdated": rfc3339()})
+        # After the daemon's write in flight, if any (it writes no more once stopped).
+        async with shared.app_writes.setdefault(name, asyncio.Lock()):
+            shared.app_phases[name] = ApplicationPhase.DELETING.value
+            with contextlib.suppress(KubeError):
+                await write_app_status(kube, name, {"phase": ApplicationPhase.DELETING.value,
+                                                    "lastUpdated": rfc3339()})
         deadline = time.monotonic() + settings.delete_grace_s
         seen = -1
         while True:
