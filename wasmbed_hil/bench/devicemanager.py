@@ -46,6 +46,8 @@ DEFAULT_MAX_MACHINES = 2048
 #: The largest value `max_machines` accepts (one process's file descriptors are the limit of
 #: virtual devices long before it).
 MAX_MACHINES_CEILING = 100_000
+#: How long close() waits for machine starts in flight before it closes what it has.
+CLOSE_WAIT_S = 60.0
 
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
@@ -304,7 +306,11 @@ class DeviceManager:
         errors: list[str] = []
         with self._lock:
             self._closed = True
-            self._start_ended.wait_for(lambda: not self._starting)
+            if not self._start_ended.wait_for(lambda: not self._starting, CLOSE_WAIT_S):
+                # A start stuck on a hung backend must not hang the platform's stop too; it
+                # powers its machine off itself, should it ever end.
+                errors.append(f"machine starts still in flight after {CLOSE_WAIT_S:g} s: "
+                              + ", ".join(sorted(self._starting)))
         for name in list(self.machines):
             try:
                 self.stop(name, forget=False)
