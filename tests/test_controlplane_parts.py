@@ -652,6 +652,51 @@ def test_devices_of_one_name_registering_at_once_get_a_device_each() -> None:
     asyncio.run(scenario())
 
 
+def test_a_status_write_in_flight_never_lands_after_a_run_publication() -> None:
+    """A pass computes a Device's status (its enrollment: run counter, open runs) and writes
+    it; a run published meanwhile wrote the newer enrollment first, and the pass's older one
+    landed after it, setting the counter back until the next pass: a gateway dying then left
+    its successor to give that run id again. The two writes of one Device now go in turn,
+    each computed when its turn comes."""
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.protocol import DevicePhase
+
+    async def scenario() -> None:
+        st = DeviceStatus("id0", "d0", "identity0", DevicePhase.CONNECTED)
+        runs = {"next": 1, "open": []}
+        store = SimpleNamespace(by_id=lambda _id: None, revoked=set(),
+                                next_run_id=lambda _id: runs["next"],
+                                open_runs=lambda _id, _n: list(runs["open"]))
+        gateway = SimpleNamespace(status={"id0": st}, connections={"id0": None},
+                                  config=SimpleNamespace(name="gw"), store=store)
+        landed: list[int] = []
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def patch(kind: Any, name: str, body: dict[str, Any], ns: str,
+                        status: bool = False) -> dict[str, Any]:
+            if not entered.is_set():  # the pass's write: held on its way to the server
+                entered.set()
+                await release.wait()
+            landed.append(body["status"]["enrollment"]["nextRunId"])
+            return body
+
+        agent = GatewayAgent(gateway, SimpleNamespace(patch=patch),  # type: ignore[arg-type]
+                             namespace="ns", endpoint="127.0.0.1:1", name="gw")
+        agent._identities["identity0"] = "d0"
+        write = asyncio.create_task(agent._write_device_status("d0", st, {}))
+        await entered.wait()
+        runs.update(next=2, open=[("app", 1)])  # run 1 starts: published before it runs
+        publish = asyncio.create_task(agent._publish_run("id0"))
+        for _ in range(50):  # turns of the loop (no time passes) for an unordered one to land
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(write, publish)
+        assert landed == [1, 2]  # the run's publication last: the server keeps counter 2
+        assert agent.unpublished_runs == 0
+
+    asyncio.run(scenario())
+
+
 def test_refresh_only_status_writes_are_rate_bounded_stalest_first() -> None:
     """Writes that would only refresh a Device's heartbeat go out at most refresh_rate a
     second (a bucket of refresh_rate * refresh_s), the stalest Devices first; a Device whose

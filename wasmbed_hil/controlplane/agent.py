@@ -245,6 +245,10 @@ class GatewayAgent:
         self._deployed = _DeployedIndex()  # (device_id, app) -> the last deployment
         self._removing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._written: dict[str, tuple[Any, float]] = {}  # device name -> (core, when)
+        # Per Device name: held from computing its status.enrollment to the write's answer
+        # (the pass's status write and a run's publication), so the later write carries the
+        # later enrollment (see _write_device_status).
+        self._status_locks: dict[str, asyncio.Lock] = {}
         self._gateway_written: tuple[Any, float] | None = None
         self._pairing_generation: int | None = None
         self._wake = asyncio.Event()
@@ -337,6 +341,9 @@ class GatewayAgent:
         if kind == "DELETED":
             self._device_models.drop(name)
             self._written.pop(name, None)
+            lock = self._status_locks.get(name)
+            if lock is not None and not lock.locked():
+                del self._status_locks[name]
             self._enrollments_seen.pop(name, None)
             if identity is not None and self._identities.get(identity, name) == name:
                 self._identities.pop(identity, None)
@@ -651,12 +658,12 @@ class GatewayAgent:
         name = self._identities.get(st.identity) if st is not None else None
         if st is None or name is None:
             return
-        patch = {"status": {"enrollment": self._enrollment(st)}}
         answering = self.api_reachable and not self._publish_failed
         bound = PUBLISH_RUN_BUSY_TIMEOUT_S if answering else PUBLISH_RUN_TIMEOUT_S
         try:
-            await asyncio.wait_for(self.kube.patch(DEVICES, name, patch, self.namespace,
-                                                   status=True), bound)
+            async with asyncio.timeout(bound), self._status_lock(name):
+                patch = {"status": {"enrollment": self._enrollment(st)}}
+                await self.kube.patch(DEVICES, name, patch, self.namespace, status=True)
         except (KubeError, TimeoutError) as exc:
             if not isinstance(exc, KubeError) or exc.unreachable or exc.status >= 500:
                 self._publish_failed = True  # the next runs wait 1 s, until a pass succeeds
@@ -857,7 +864,23 @@ class GatewayAgent:
                     else DeploymentPhase.INSTALLED), None
         return DeploymentPhase.PENDING, None
 
+    def _status_lock(self, name: str) -> asyncio.Lock:
+        lock = self._status_locks.get(name)
+        if lock is None:
+            lock = self._status_locks[name] = asyncio.Lock()
+        return lock
+
     async def _write_device_status(
+        self, name: str, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
+    ) -> None:
+        # Computed and written under the Device's lock: a pass's write computed before a run
+        # was published, and landing after that publication, set status.enrollment back (the
+        # run counter before the run, no open run) until the next pass; a gateway dying then
+        # left its successor to give that run id again.
+        async with self._status_lock(name):
+            await self._write_device_status_locked(name, st, apps)
+
+    async def _write_device_status_locked(
         self, name: str, st: GatewayDeviceStatus, apps: dict[str, tuple[Application, bool]]
     ) -> None:
         core: dict[str, Any] = {
