@@ -27,6 +27,7 @@ from wasmbed_hil.protocol import (
     EnrollChallenge,
     EnrollProof,
     EnrollReject,
+    Error,
     ErrorCode,
     Hello,
     ProtocolError,
@@ -137,6 +138,34 @@ def test_devices_enrolling_at_once_never_take_the_gateway_past_max_devices(
     assert isinstance(refused, EnrollReject) and refused.code is ErrorCode.CAPACITY
     assert "during enrollment" in refused.reason
     assert [d.device_id for d in gateway.devices()] == [welcome.device_id.hex()]
+
+@pytest.mark.parametrize("how", ["identity", "crl"])
+def test_a_device_revoked_while_it_proves_its_key_is_refused_not_enrolled(
+    gateway, fleet_ca, tmp_path, closing, how,
+):
+    """Revoked (its identity, or a CRL listing its certificate) after its admission, while
+    the gateway waits for its proof: it gets Error(REVOKED), as at the admission, and is not
+    enrolled. revoke() and load_crl() end the welcomed connections only, and this one was
+    welcomed and enrolled, revoked certificate and all, when revocation was checked at the
+    admission only."""
+    client = _client(gateway, fleet_ca, tmp_path, closing, "revoked-meanwhile")
+    client.send_message(Hello(None, INFO))
+    challenge = client.receive()
+    assert isinstance(challenge, EnrollChallenge)  # admitted: the gateway awaits the proof
+    if how == "identity":
+        gateway.revoke(client.creds.identity)
+    else:
+        fleet_ca.revoke(client.creds)
+        gateway.load_crl(fleet_ca.crl_pem())
+    client.send_message(EnrollProof(client.creds.spki_der,
+                                    client.creds.sign(ENROLL_CONTEXT + challenge.nonce)))
+    reply = client.receive()
+    assert isinstance(reply, Error) and reply.code is ErrorCode.REVOKED, reply
+    client.assert_closed()
+    assert gateway.devices() == []
+    assert gateway.metrics().get("enrollments", 0) == 0
+    assert gateway.metrics()["refused_revoked"] == 1
+
 
 @pytest.mark.hil_gateway(enrollment_timeout_s=0.3)
 def test_a_device_that_never_proves_is_dropped_after_the_enrollment_timeout(

@@ -251,6 +251,7 @@ class ConnectionHandler:
         self.metrics = services.metrics
         self.registry = services.registry
         self.may_enroll = services.may_enroll
+        self.is_revoked = services.is_revoked
         self.asked_before = services.asked_before
         self._status: DeviceStatus | None = None  # set once the session is established
         self.deadlines = services.deadlines
@@ -356,6 +357,8 @@ class ConnectionHandler:
         hello = event.message
         assert isinstance(hello, Hello)  # the session allows nothing else first
         conn.info = hello.info
+        if self._revoked_meanwhile():
+            return
         known = self.store.by_identity(conn.identity)
         if known is not None:
             self._welcome(known, event.message_id, enrolled_now=False)
@@ -382,6 +385,8 @@ class ConnectionHandler:
             return
         proof = proof_event.message
         assert isinstance(proof, EnrollProof)
+        if self._revoked_meanwhile():
+            return
         # The identity is the SHA-256 of the certificate's SPKI (pki.device_identity): equal
         # digests mean the same key, without serialising the certificate's key once more.
         if hashlib.sha256(proof.public_key).hexdigest() != conn.identity:
@@ -426,6 +431,21 @@ class ConnectionHandler:
             self.registry.set_phase(st, DevicePhase.ENROLLED, "enrollment proof verified")
         self.events.emit("enrolled", dev.device_id, name=dev.name, new=new)
         self._welcome(dev, proof_event.message_id, enrolled_now=True)
+
+    def _revoked_meanwhile(self) -> bool:
+        """Whether the identity was revoked, or a CRL listing the certificate loaded, since
+        the admission check; if so the connection ends with Error(REVOKED), as there.
+        Checked again before a Welcome (no await in between): revoke() and load_crl() end
+        the welcomed connections only, and one awaiting its Hello or proving its key was
+        welcomed, and enrolled, all the same."""
+        conn = self.conn
+        if not self.is_revoked(conn.identity, self.cert.serial_number):
+            return False
+        self.metrics["refused_revoked"] += 1
+        self.events.emit("rejected", None, name=conn.name, code="REVOKED",
+                         reason="revoked during the handshake")
+        conn.fail(ErrorCode.REVOKED, "certificate revoked")
+        return True
 
     def _reject(self, reply_to: int, code: ErrorCode, reason: str) -> None:
         conn = self.conn
