@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ssl
 from typing import Any
 
 import pytest
+from gateway_clients import INFO
 
+from wasmbed_hil.gateway import Gateway, GatewayConfig
 from wasmbed_hil.gateway.connection import DeviceConnection
 from wasmbed_hil.gateway.errors import ConnectionLost
-from wasmbed_hil.protocol import DeviceInfoRequest
+from wasmbed_hil.protocol import (
+    DeviceInfoRequest,
+    DevicePhase,
+    Hello,
+    StartAck,
+    Welcome,
+    encode_envelope,
+    frame,
+)
 
 
 class FakeStream:
@@ -61,3 +72,58 @@ def test_a_request_on_a_closed_connection_raises_and_leaves_nothing_to_log() -> 
 
     assert _unretrieved(run) == []
 
+
+
+class SignallingStream(FakeStream):
+    """A FakeStream that says when something was written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.wrote.set()
+
+
+def test_a_run_starts_on_the_connection_the_device_has_once_the_run_is_published() -> None:
+    """The device reconnects while the run is published (on_run_recorded: the agent writes
+    it to the API server, seconds when that is busy): its StartApp goes to the new
+    connection. It went to the connection looked up before, closed by then, and the run
+    failed to start ("the device's connection closed before it answered") on a device
+    connected all along but for that moment."""
+
+    async def scenario() -> None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.verify_mode, tls.minimum_version = ssl.CERT_REQUIRED, ssl.TLSVersion.TLSv1_3
+        gateway = Gateway(GatewayConfig.for_tests(), tls)
+        try:
+            dev, _ = gateway.store.enroll("ab" * 32, "dev-0")
+            gateway.registry.status_for(dev, DevicePhase.CONNECTED)
+            first = _connection()
+            second = DeviceConnection(SignallingStream(), identity="ab" * 32,  # type: ignore[arg-type]
+                                      name="dev-0", max_frame_size=4096,
+                                      write_buffer_limit=1 << 20, trace_limit=0)
+            for conn in (first, second):  # welcomed: StartApp is allowed
+                conn.session.receive_data(frame(encode_envelope(1, Hello(None, INFO))))
+                conn.session.send(Welcome(bytes.fromhex(dev.device_id), 1000, 4096, False), 1)
+                conn.session.data_to_send()
+            gateway.registry.attach(first, dev)
+
+            async def reconnected_meanwhile(device_id: str) -> None:
+                gateway.registry.attach(second, dev)  # supersedes (closes) the first
+
+            gateway.on_run_recorded = reconnected_meanwhile
+            start = asyncio.create_task(gateway.start_app(dev.device_id, "app"))
+            sent = asyncio.create_task(second.stream.wrote.wait())  # type: ignore[attr-defined]
+            await asyncio.wait({start, sent}, return_when=asyncio.FIRST_COMPLETED)
+            assert not start.done(), start.exception()  # ConnectionLost: sent on the first
+            assert first.closed.is_set()
+            [(kind, (app_id, run_id))] = second.waiters
+            assert (kind, app_id) == ("start", "app")
+            assert second.resolve((kind, (app_id, run_id)), StartAck("app", run_id, 0, ""))
+            assert await start == run_id
+        finally:
+            gateway.store.close()
+
+    asyncio.run(scenario())

@@ -397,6 +397,10 @@ class Gateway:
             raise GatewayError(f"cannot start {app_id}: {exc}") from None
         if self.on_run_recorded is not None:
             await self.on_run_recorded(device_id)
+            # Looked up again after that wait (seconds, with a busy API server): a device that
+            # reconnected meanwhile was sent its StartApp on the connection it had replaced,
+            # closed, and the run failed to start.
+            conn = self.registry.connection(device_id)
         start = StartApp(app_id, run_id, entry, tuple(args))
         ack = await conn.request(("start", (app_id, run_id)), start, self.config.reply_timeout_s)
         assert isinstance(ack, StartAck)
