@@ -17,6 +17,7 @@ import pytest
 
 from wasmbed_hil.gateway import ConnectionLost, Deployment, EventLog, GatewayError, RunRequest
 from wasmbed_hil.gateway.deployment import DeploymentEngine
+from wasmbed_hil.gateway.registry import DeviceRegistry
 from wasmbed_hil.gateway.store import StoredDeployment
 from wasmbed_hil.protocol import (
     ChunkAck,
@@ -419,6 +420,42 @@ def test_abandon_gives_up_the_unfinished_deployments_of_that_device_only():
         assert fx.engine.abandon(DEVICE, "moved") == [mine]
         assert mine.state == "failed" and not other.done.done()
         assert fx.engine.unfinished(DEVICE) == [] and fx.engine.unfinished("elsewhere") == [other]
+        await fx.engine.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_abandoned_deployment_stays_abandoned_when_the_device_comes_back():
+    """abandon() (the device moved to another gateway) cancels the device's worker, which
+    waits for the device's connection (DeviceRegistry.wait_connection, on the event log).
+    abandon() also logs the deployment's failure, and on Python 3.11 the event log's wait
+    (asyncio.wait_for) swallowed a cancellation that came with an event: the worker went on
+    waiting, and when the device came back it installed and ran the abandoned module after
+    all, the record turned from failed to installed (what abandon() is there to prevent)."""
+
+    async def scenario() -> None:
+        fx = Fixture([])
+        registry = DeviceRegistry(fx.events, fx.metrics, 0)
+        waiting = asyncio.Event()
+
+        async def connection_for(device_id: str) -> Device:
+            waiting.set()  # the worker goes on to its wait without a pause
+            return await registry.wait_connection(device_id)  # type: ignore[return-value]
+
+        fx.engine.connection_for = connection_for
+        dep = fx.engine.submit(_deployment(run=RunRequest()))
+        worker = fx.engine._workers[DEVICE]
+        await waiting.wait()  # the worker waits for the device's connection
+        assert fx.engine.abandon(DEVICE, "moved") == [dep]
+        assert dep.state == "failed"
+        back = Device()
+        back.closed = asyncio.Event()  # type: ignore[attr-defined]
+        registry.connections[DEVICE] = back  # type: ignore[assignment]
+        fx.events.emit("connection", DEVICE, state="open")  # the device comes back
+        await asyncio.wait({worker}, timeout=5)  # a bound only: the worker ends at once
+        assert (dep.state, back.chunks, fx.started) == ("failed", 0, [])
+        assert fx.records.states[dep.row_id][0] == "failed"
+        assert worker.cancelled()
         await fx.engine.close()
 
     asyncio.run(scenario())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -98,8 +99,14 @@ class EventLog:
                     detail = seen() if seen else self.tail()
                     raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}; {detail}")
                 self._changed.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                # cancellation that comes with an event (its inner task done first), and
+                # the waiter went on. DeploymentEngine.abandon() logs the failures, then
+                # cancels the worker waiting here: it went on, and installed and ran what
+                # was abandoned when the device came back.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), remaining)
+                    async with asyncio.timeout(None if math.isinf(remaining) else remaining):
+                        await self._changed.wait()
         finally:
             self._waiters -= 1
 
