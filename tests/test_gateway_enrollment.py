@@ -167,6 +167,32 @@ def test_a_device_revoked_while_it_proves_its_key_is_refused_not_enrolled(
     assert gateway.metrics()["refused_revoked"] == 1
 
 
+def test_a_crl_loaded_while_a_connection_is_being_torn_down_still_revokes_the_others(
+    gateway, fleet_ca, tmp_path, closing,
+):
+    """A connection reset by its peer releases its socket at once, and stays registered
+    until its handler runs again. A CRL loaded in between reached it, read its certificate
+    from the closed socket (AttributeError), and stopped there: the CRL was in force, but
+    the connected devices it listed after that one kept their sessions, and the SIGHUP
+    reload died with the error instead of saying "crl loaded"."""
+    reset, listed = (_client(gateway, fleet_ca, tmp_path, closing, name)
+                     for name in ("reset", "listed"))
+    reset_id = reset.enroll_or_welcome().device_id.hex()  # first: iterated first
+    listed.enroll_or_welcome()
+    fleet_ca.revoke(listed.creds)
+    crl = fleet_ca.crl_pem()
+
+    def reset_then_load() -> frozenset[int]:  # one loop callback: no handler runs between
+        gw = gateway.gateway
+        gw.connections[reset_id].stream.abort()  # as a reset does: the socket is released
+        return gw.load_crl(crl, fleet_ca.cert)
+
+    assert listed.creds.serial in gateway.loop.call(reset_then_load)
+    reply = listed.receive()
+    assert isinstance(reply, Error) and reply.code is ErrorCode.REVOKED, reply
+    listed.assert_closed()
+
+
 @pytest.mark.hil_gateway(enrollment_timeout_s=0.3)
 def test_a_device_that_never_proves_is_dropped_after_the_enrollment_timeout(
     gateway, fleet_ca, tmp_path, closing,

@@ -87,6 +87,7 @@ class TlsStream:
         self._linger: asyncio.TimerHandle | None = None
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._handshake_waiter: asyncio.Future[None] | None = None
+        self._peer_der: bytes | None = None  # the peer's certificate, kept at the handshake
 
     # ------------------------------------------------------------------ handshake
     async def handshake(self, timeout: float) -> None:
@@ -108,6 +109,7 @@ class TlsStream:
                     await self._ready(self._loop.add_reader, self._loop.remove_reader)
                 except ssl.SSLWantWriteError:
                     await self._ready(self._loop.add_writer, self._loop.remove_writer)
+        self._peer_der = self._sock.getpeercert(binary_form=True)
         self._start_reading()
 
     async def _ready(self, add: Any, remove: Any) -> None:
@@ -122,8 +124,12 @@ class TlsStream:
                 remove(self._fd)
 
     def peer_certificate(self) -> bytes | None:
-        """The DER certificate the peer presented (the context requires one)."""
-        return self._sock.getpeercert(binary_form=True)
+        """The DER certificate the peer presented (the context requires one), None before
+        the handshake. Kept from the handshake: the socket, once released (a reset by the
+        peer), no longer has it, and the connection stays registered until its handler runs
+        again: Gateway.load_crl reading it then raised and left the other connections the
+        CRL lists in place."""
+        return self._peer_der
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """"peername", "ssl_object" (the SSLSocket: getpeercert, version, cipher), "socket"."""
