@@ -248,8 +248,9 @@ class Gateway:
         self.events.emit("revoked", None, identity=identity)
 
     def forget(self, identity: str) -> bool:
-        """Drop an enrolled device (the control plane deleted it): its session ends and it
-        must enroll again. Returns whether it was enrolled here."""
+        """Drop an enrolled device (the control plane deleted it): its session ends, its
+        unfinished deployments are given up and it must enroll again. Returns whether it
+        was enrolled here."""
         dev = self.store.by_identity(identity)
         if dev is None:
             return False
@@ -258,6 +259,10 @@ class Gateway:
             conn.fail(ErrorCode.NOT_ENROLLED, "device removed from the control plane")
         self.store.forget(dev.device_id)
         self.registry.forget(dev.device_id)
+        # Its deployments too: waiting for a device id nobody connects with again (enrolling
+        # again gives a new one), a worker was left behind, and the pending record resumed,
+        # to wait again, by every later incarnation.
+        self.deployments.abandon(dev.device_id, "device removed from the control plane")
         self.events.emit("forgotten", dev.device_id, identity=identity)
         return True
 
