@@ -154,3 +154,29 @@ def test_a_forgotten_device_leaves_no_deployment_waiting_for_it(tmp_path) -> Non
             await gateway.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_revoked_device_leaves_no_deployment_waiting_for_it(tmp_path) -> None:
+    """Revoking a device ends its session, which interrupts a transfer to it, and refuses it
+    from then on: revoke() gives up its deployments. They went on waiting for a connection
+    that is refused for good, their worker task left behind, their records pending and so
+    resumed, and left waiting again, by every later incarnation of the gateway."""
+
+    async def scenario() -> None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.verify_mode, tls.minimum_version = ssl.CERT_REQUIRED, ssl.TLSVersion.TLSv1_3
+        gateway = Gateway(GatewayConfig.for_tests(), tls, tmp_path)
+        try:
+            dev, _ = gateway.store.enroll("ab" * 32, "dev-0")
+            gateway.registry.status_for(dev, DevicePhase.DISCONNECTED)
+            dep = gateway.deploy(dev.device_id, b"\0asm\1\0\0\0", app_id="app")
+            worker = gateway.deployments._workers[dev.device_id]
+            gateway.revoke(dev.identity)
+            assert dep.done.done() and dep.state == "failed", dep.state
+            assert gateway.store.unfinished_deployments() == []
+            await asyncio.wait({worker}, timeout=5)  # a bound only: it ends at once
+            assert worker.done()
+        finally:
+            await gateway.stop()
+
+    asyncio.run(scenario())

@@ -240,11 +240,18 @@ class Gateway:
         self.events.emit("pairing", None, enabled=enabled)
 
     def revoke(self, identity: str) -> None:
-        """Refuse this identity from now on and drop its live connection."""
+        """Refuse this identity from now on, drop its live connection and give up its
+        unfinished deployments."""
         self.store.revoke(identity)
         for conn in list(self.connections.values()):
             if conn.identity == identity:
                 conn.fail(ErrorCode.REVOKED, "certificate revoked")
+        dev = self.store.by_identity(identity)
+        if dev is not None:
+            # Refused for good: a deployment left waiting for its connection (the one just
+            # ended interrupted it) kept a worker until the gateway stopped, and its pending
+            # record was resumed, to wait again, by every later incarnation.
+            self.deployments.abandon(dev.device_id, "certificate revoked")
         self.events.emit("revoked", None, identity=identity)
 
     def forget(self, identity: str) -> bool:
