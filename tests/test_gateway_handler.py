@@ -509,3 +509,44 @@ def test_in_the_session_a_frame_left_incomplete_times_out(gateway, client):
     assert gateway.device(device_id).heartbeats == 1
     assert gateway.metrics()["protocol_errors"] == before + 1
 
+
+
+def test_a_known_device_revoked_while_its_hello_is_awaited_is_refused_not_welcomed():
+    """Revoked after the admission's check, while the gateway waits for its Hello (up to
+    hello_timeout_s): the Hello gets Error(REVOKED), as the admission would have given, not
+    a Welcome. revoke() ends the welcomed connections only, and this one was welcomed,
+    revoked or not, when revocation was checked at the admission only."""
+
+    class Refusable(FakeConnection):
+        failed: tuple[ErrorCode, str] | None = None
+
+        def fail(self, code: ErrorCode, reason: str) -> None:
+            self.failed = (code, reason)
+
+    async def scenario() -> None:
+        config = GatewayConfig.for_tests()
+        events, metrics = EventLog(), Counter[str]()
+        revoked: set[str] = set()
+        services = SessionServices(
+            config, ssl.create_default_context(), GatewayStore(None), events, metrics,
+            DeviceRegistry(events, metrics, config.trace_limit),
+            is_revoked=lambda identity, serial: identity in revoked,
+            may_enroll=lambda identity: True,
+        )
+        conn = Refusable()
+        services.store.enroll(conn.identity, conn.name)  # known: a Hello gets its Welcome
+        cert = type("Cert", (), {"serial_number": 7})()
+        handler = ConnectionHandler(conn, cert, services)  # type: ignore[arg-type]
+
+        async def hello_once_revoked(timeout: float) -> Received:
+            revoked.add(conn.identity)  # revoked while the Hello was awaited
+            return Received(1, _sample(Hello))
+
+        handler._expect = hello_once_revoked  # type: ignore[method-assign]
+        await handler._handshake()
+        assert conn.failed == (ErrorCode.REVOKED, "certificate revoked")
+        assert conn.sent == [] and conn.device is None and services.registry.connections == {}
+        assert metrics["refused_revoked"] == 1
+        handler._disarm_liveness()
+
+    asyncio.run(scenario())
