@@ -10,6 +10,7 @@ connections that never finish.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
@@ -18,8 +19,8 @@ from pathlib import Path
 import pytest
 from gateway_clients import ProtocolClient, RawClient
 
-from wasmbed_hil.gateway import GatewayConfig
-from wasmbed_hil.pki import FleetCA
+from wasmbed_hil.gateway import Gateway, GatewayConfig
+from wasmbed_hil.pki import FleetCA, server_ssl_context
 from wasmbed_hil.protocol.types import DevicePhase
 
 
@@ -110,3 +111,29 @@ def test_welcomed_devices_do_not_count(gateway, fleet_ca, tmp_path, closing):
         client = _device(gateway, fleet_ca, tmp_path, closing, f"dev-{i}")
         gateway.wait_phase(client.enroll_or_welcome().device_id.hex(), DevicePhase.CONNECTED)
     assert gateway.metrics().get("refused_unauthenticated", 0) == 0
+
+
+def test_a_connection_accepted_as_the_gateway_stops_is_closed(tmp_path: Path) -> None:
+    """A connection accepted in the loop turn stop() begins in: its handler task is
+    cancelled before its first step, so the handler never runs to close the socket; the
+    gateway closes it. It was left to the garbage collector ("unclosed socket")."""
+    ca = FleetCA.create("stop CA")
+    ca.issue_gateway("gw", hosts=("127.0.0.1",)).write(tmp_path / "tls")
+
+    async def scenario() -> None:
+        gateway = Gateway(GatewayConfig.for_tests(), server_ssl_context(tmp_path / "tls"))
+        address = await gateway.start()
+        with socket.create_connection(address) as client:
+            gateway._on_acceptable()  # accepted: its task is created, not started yet
+            [task] = gateway._handlers
+            accepted = task.get_coro().cr_frame.f_locals["sock"]  # type: ignore[union-attr]
+            try:
+                await gateway.stop()
+                assert task.cancelled()
+                assert accepted.fileno() == -1  # closed
+                client.settimeout(10)
+                assert client.recv(16) == b""
+            finally:
+                accepted.close()
+
+    asyncio.run(scenario())

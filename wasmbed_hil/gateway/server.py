@@ -503,6 +503,10 @@ class Gateway:
             task = asyncio.ensure_future(self._serve(sock, peer))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
+            # A task cancelled before its first step (stop() begun in this loop turn) never
+            # runs the handler that closes the socket; a no-op once the TLS stream took it
+            # over (detached) or the handler closed it.
+            task.add_done_callback(lambda _task, sock=sock: sock.close())
 
     def _resume_accepting(self) -> None:
         self._accept_resume = None
