@@ -459,3 +459,43 @@ def test_an_abandoned_deployment_stays_abandoned_when_the_device_comes_back():
         await fx.engine.close()
 
     asyncio.run(scenario())
+
+
+def test_abandon_ends_a_worker_whose_transfer_just_lost_its_connection():
+    """revoke() and forget() end the device's session, whose transfer queue gets its end
+    (None), and then abandon() cancels the worker waiting for the next reply, in the same
+    loop turn. That wait (asyncio.wait_for on Python 3.11) returned the end it had just got
+    instead of the cancellation: the worker took it for a lost connection and waited for
+    the next one, for good (the device is refused now), a task left until the gateway
+    stopped."""
+
+    class Silent(Device):
+        def __init__(self) -> None:
+            super().__init__()
+            self.closed = asyncio.Event()
+            self.began = asyncio.Event()
+
+        def send(self, message: Message, reply_to: int | None = None) -> int:
+            self.began.set()  # DeployBegin: the worker now waits for its reply
+            return 0
+
+    async def scenario() -> None:
+        fx = Fixture([])
+        registry = DeviceRegistry(fx.events, fx.metrics, 0)
+        device = Silent()
+        registry.connections[DEVICE] = device  # type: ignore[assignment]
+        fx.engine.connection_for = registry.wait_connection  # type: ignore[assignment]
+        dep = fx.engine.submit(_deployment())
+        worker = fx.engine._workers[DEVICE]
+        await device.began.wait()
+        # What revoke() does: the connection ends (its transfer gets None), then abandon().
+        del registry.connections[DEVICE]
+        device.closed.set()
+        assert device.replies is not None
+        device.replies.put_nowait(None)
+        assert fx.engine.abandon(DEVICE, "certificate revoked") == [dep]
+        await asyncio.wait({worker}, timeout=5)  # a bound only: it ends at once
+        assert worker.done() and dep.state == "failed"
+        await fx.engine.close()
+
+    asyncio.run(scenario())

@@ -311,6 +311,13 @@ class DeploymentEngine:
                 await self._transfer(conn, dep)
                 break
             except ConnectionLost:
+                if dep.done.done():
+                    # Given up meanwhile: revoke() and forget() end the session (the transfer
+                    # gets its end), then abandon() cancels this worker, in one loop turn; the
+                    # reply's wait (asyncio.wait_for, Python 3.11) returned that end instead
+                    # of the cancellation, and the worker waited for the device's next
+                    # connection, for good.
+                    return
                 self.events.emit(
                     "deploy",
                     dep.device_id,
