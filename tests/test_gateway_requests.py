@@ -180,3 +180,30 @@ def test_a_revoked_device_leaves_no_deployment_waiting_for_it(tmp_path) -> None:
             await gateway.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_gateway_started_after_a_revocation_resumes_nothing_for_that_device(tmp_path) -> None:
+    """`wasmbed-hil gateway --revoke ID` revokes before start(), and start() resumes the
+    deployments a previous incarnation left unfinished: the revoked device's were resumed
+    after revoke() had given up what there was (nothing yet), and waited for a connection
+    refused for good. Those of a device no longer enrolled (forgotten) likewise."""
+
+    async def scenario() -> None:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.verify_mode, tls.minimum_version = ssl.CERT_REQUIRED, ssl.TLSVersion.TLSv1_3
+        first = Gateway(GatewayConfig.for_tests(), tls, tmp_path)
+        dev, _ = first.store.enroll("ab" * 32, "dev-0")
+        first.registry.status_for(dev, DevicePhase.DISCONNECTED)
+        first.deploy(dev.device_id, b"\0asm\1\0\0\0", app_id="app")
+        await first.stop()  # the deployment stays pending, for the next incarnation
+        second = Gateway(GatewayConfig.for_tests(), tls, tmp_path)
+        second.revoke(dev.identity)  # as --revoke does, before start()
+        await second.start()
+        try:
+            assert [d.state for d in second.deployments.history] == ["failed"]
+            assert second.deployments.unfinished(dev.device_id) == []
+            assert second.store.unfinished_deployments() == []
+        finally:
+            await second.stop()
+
+    asyncio.run(scenario())

@@ -191,7 +191,13 @@ class Gateway:
                 raise
         if self._pairing and self.config.pairing_timeout_s:
             self.set_pairing(True, self.config.pairing_timeout_s)
-        self.deployments.resume_unfinished()
+        for dep in self.deployments.resume_unfinished():
+            # Revoked (--revoke revokes before start: revoke() found nothing to give up
+            # then) or forgotten: resumed, it would wait for a connection that never comes.
+            dev = self.store.by_id(dep.device_id)
+            if dev is None or dev.identity in self.store.revoked:
+                self.deployments.abandon(
+                    dep.device_id, "device revoked" if dev else "device not enrolled")
         self.events.emit(
             "gateway", None, state="started", address=f"{self.address[0]}:{self.address[1]}"
         )
