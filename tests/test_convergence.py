@@ -185,6 +185,10 @@ def test_the_control_plane_is_compared_with_the_gateway(control_plane, wasm):
 
 
 def test_a_desired_device_that_does_not_exist_is_caught(gateway, device):
+    # The real device agrees with its gateway once a heartbeat was acknowledged (the fixture
+    # returns once the device is online, possibly before its first heartbeat): only the
+    # ghost then disagrees.
+    gateway.wait_heartbeats(device, 1)
     found = oracle_for(gateway, device).check(DesiredState().holds_nothing("ghost"))
     assert kinds(found) == {("missing_device", (DESIRED, DEVICE))}
 
