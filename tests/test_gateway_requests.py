@@ -129,12 +129,16 @@ def test_a_run_starts_on_the_connection_the_device_has_once_the_run_is_published
     asyncio.run(scenario())
 
 
-def test_a_forgotten_device_leaves_no_deployment_waiting_for_it(tmp_path) -> None:
-    """The control plane deletes a Device while a deployment to it waits for its connection
-    (the device is off, or reconnecting): forget() gives that deployment up. It went on
-    waiting for a device id nobody would ever connect with again (re-enrolling gives a new
-    one), its worker task left behind, its record pending and so resumed, and left waiting
-    again, by every later incarnation of the gateway."""
+@pytest.mark.parametrize("ending", ["forget", "revoke"])
+def test_a_device_forgotten_or_revoked_leaves_no_deployment_waiting_for_it(
+        tmp_path, ending: str) -> None:
+    """forget(): the control plane deletes a Device while a deployment to it waits for its
+    connection (the device is off, or reconnecting); revoke(): the device's session ends,
+    which interrupts a transfer to it, and it is refused from then on. Either gives the
+    device's deployments up. They went on waiting for a connection that never comes (a
+    forgotten device enrolls again under a new id; a revoked one is refused), their worker
+    task left behind, their records pending and so resumed, and left waiting again, by every
+    later incarnation of the gateway."""
 
     async def scenario() -> None:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -145,33 +149,10 @@ def test_a_forgotten_device_leaves_no_deployment_waiting_for_it(tmp_path) -> Non
             gateway.registry.status_for(dev, DevicePhase.DISCONNECTED)
             dep = gateway.deploy(dev.device_id, b"\0asm\1\0\0\0", app_id="app")
             worker = gateway.deployments._workers[dev.device_id]
-            assert gateway.forget(dev.identity)
-            assert dep.done.done() and dep.state == "failed", dep.state
-            assert gateway.store.unfinished_deployments() == []
-            await asyncio.wait({worker}, timeout=5)  # a bound only: it ends at once
-            assert worker.done()
-        finally:
-            await gateway.stop()
-
-    asyncio.run(scenario())
-
-
-def test_a_revoked_device_leaves_no_deployment_waiting_for_it(tmp_path) -> None:
-    """Revoking a device ends its session, which interrupts a transfer to it, and refuses it
-    from then on: revoke() gives up its deployments. They went on waiting for a connection
-    that is refused for good, their worker task left behind, their records pending and so
-    resumed, and left waiting again, by every later incarnation of the gateway."""
-
-    async def scenario() -> None:
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.verify_mode, tls.minimum_version = ssl.CERT_REQUIRED, ssl.TLSVersion.TLSv1_3
-        gateway = Gateway(GatewayConfig.for_tests(), tls, tmp_path)
-        try:
-            dev, _ = gateway.store.enroll("ab" * 32, "dev-0")
-            gateway.registry.status_for(dev, DevicePhase.DISCONNECTED)
-            dep = gateway.deploy(dev.device_id, b"\0asm\1\0\0\0", app_id="app")
-            worker = gateway.deployments._workers[dev.device_id]
-            gateway.revoke(dev.identity)
+            if ending == "forget":
+                assert gateway.forget(dev.identity)
+            else:
+                gateway.revoke(dev.identity)
             assert dep.done.done() and dep.state == "failed", dep.state
             assert gateway.store.unfinished_deployments() == []
             await asyncio.wait({worker}, timeout=5)  # a bound only: it ends at once
