@@ -518,3 +518,36 @@ def test_the_renode_uart_pipe_is_a_pump():
                 await uart.wait_closed()
 
     run(scenario)
+
+
+def test_the_fault_proxy_refuses_a_connection_whose_handler_runs_after_stop():
+    # A connection accepted just before stop() closed the server: its handler task had not
+    # run yet, so stop() did not know it. It must not dial the upstream afterwards.
+    class Gated(FaultProxy):
+        """Holds each handler before it runs, as a task not scheduled yet is."""
+
+        def __init__(self, upstream: tuple[str, int]) -> None:
+            super().__init__(upstream)
+            self.accepted = asyncio.Event()
+            self.gate = asyncio.Event()
+
+        async def _accept(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+            self.accepted.set()
+            await self.gate.wait()
+            await super()._accept(reader, writer)
+
+    async def scenario():
+        echo = Echo()
+        async with echo as upstream:
+            proxy = Gated(upstream)
+            await proxy.start()
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            await asyncio.wait_for(proxy.accepted.wait(), 5)
+            await proxy.stop()
+            proxy.gate.set()
+            await _eof((reader, writer))
+            writer.close()
+            assert (proxy.connections, echo.connections) == (0, 0)
+
+    run(scenario)
