@@ -8,6 +8,9 @@ import contextlib
 import threading
 from pathlib import Path
 
+import pytest
+
+from wasmbed_hil.bench.errors import MachineError
 from wasmbed_hil.bench.machines.board import BoardMachine
 
 
@@ -64,6 +67,29 @@ def test_a_board_whose_start_was_cancelled_during_power_on_is_powered_off_by_clo
             await start
         control.release.set()
         await machine.close()
+
+    asyncio.run(main())
+    assert control.calls == ["power_off", "flash", "power_on", "power_off"]
+
+
+def test_a_board_closed_during_its_power_on_is_powered_off_and_starts_no_more(tmp_path):
+    # close() ran while start() waited for labgrid to switch the board on (the test's
+    # teardown while a trigger's power-on ran): close() found the board off, so the start
+    # must power it off again itself. A start after close() powers nothing on.
+    control = FakeControl()
+
+    async def main() -> None:
+        machine = BoardMachine("dev", tmp_path, control, tmp_path / "fw.elf",
+                               tmp_path / "blob.bin")
+        start = asyncio.create_task(machine.start())
+        assert await asyncio.to_thread(control.powering_on.wait, 10)
+        await machine.close()
+        control.release.set()
+        with pytest.raises(MachineError, match="closed while starting"):
+            await start
+        assert not machine.running and machine._reader_task is None
+        with pytest.raises(MachineError, match="closed"):
+            await machine.start()
 
     asyncio.run(main())
     assert control.calls == ["power_off", "flash", "power_on", "power_off"]
