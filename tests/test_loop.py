@@ -183,6 +183,43 @@ def test_close_cancels_leftovers_names_them_and_refuses_later_calls():
         loop.call(time.time)
 
 
+
+def test_a_call_made_while_close_shuts_down_is_refused_not_left_pending():
+    # Another thread (a controller's handler thread, say) calls in after close()'s shutdown
+    # has looked for leftover tasks, before the loop stops: the call would never run nor
+    # end, its caller waiting out its timeout (forever without one).
+    loop = LoopThread("test-loop-close-race")
+    late: list[object] = []
+    queued = threading.Event()
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    def call_in() -> None:
+        try:
+            late.append(loop.start_task_soon(forever, name="late"))
+        except RuntimeError as exc:
+            late.append(exc)
+        queued.set()
+
+    caller = threading.Thread(target=call_in)
+
+    async def leftover() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:  # cancelled by close(): its shutdown has taken the leftovers already
+            caller.start()
+            assert queued.wait(10), "the other thread never called in"
+
+    loop.start_task_soon(leftover, name="leftover")
+    loop.call(lambda: None)  # the task has started by now
+    assert loop.close() == ["leftover"]
+    caller.join(10)
+    [outcome] = late
+    assert isinstance(outcome, RuntimeError), f"left pending: {outcome!r}"
+    assert "after the loop was closed" in str(outcome)
+
+
 class Recorder:
     """An async context manager that notes where and in which task it runs."""
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from leakcheck import own_garbage, resource_warnings
 
-from wasmbed_hil.bench.link.bridge import Bridge
+from wasmbed_hil.bench.link.bridge import Bridge, Link
 from wasmbed_hil.bench.link.faultproxy import FaultProxy
 from wasmbed_hil.bench.link.impairments import Partition
 from wasmbed_hil.bench.link.pump import (
@@ -516,5 +517,70 @@ def test_the_renode_uart_pipe_is_a_pump():
                 renode[1].close()
                 uart.close()
                 await uart.wait_closed()
+
+    run(scenario)
+
+
+def test_the_fault_proxy_refuses_a_connection_whose_handler_runs_after_stop():
+    # A connection accepted just before stop() closed the server: its handler task had not
+    # run yet, so stop() did not know it. It must not dial the upstream afterwards.
+    class Gated(FaultProxy):
+        """Holds each handler before it runs, as a task not scheduled yet is."""
+
+        def __init__(self, upstream: tuple[str, int]) -> None:
+            super().__init__(upstream)
+            self.accepted = asyncio.Event()
+            self.gate = asyncio.Event()
+
+        async def _accept(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+            self.accepted.set()
+            await self.gate.wait()
+            await super()._accept(reader, writer)
+
+    async def scenario():
+        echo = Echo()
+        async with echo as upstream:
+            proxy = Gated(upstream)
+            await proxy.start()
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            await asyncio.wait_for(proxy.accepted.wait(), 5)
+            await proxy.stop()
+            proxy.gate.set()
+            await _eof((reader, writer))
+            writer.close()
+            assert (proxy.connections, echo.connections) == (0, 0)
+
+    run(scenario)
+
+
+def test_the_bridge_link_refuses_a_uart_whose_handler_runs_after_close():
+    # An emulator's connection accepted just before close() closed the server: its handler
+    # task had not run yet, so close() did not know it. It must not carry the UART after.
+    class GatedLink(Link):
+        """Holds each handler before it runs, as a task not scheduled yet is."""
+
+        async def _on_uart(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+            self.accepted.set()
+            await self.gate.wait()
+            await super()._on_uart(reader, writer)
+
+    async def scenario():
+        echo, events = Echo(), []
+        async with echo as upstream:
+            link = GatedLink("dev", upstream, socket.create_server(("127.0.0.1", 0)),
+                             on_event=lambda _n, e: events.append(e))
+            link.accepted, link.gate = asyncio.Event(), asyncio.Event()
+            await link.start()
+            reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+            await asyncio.wait_for(link.accepted.wait(), 5)
+            await link.close()
+            link.gate.set()
+            writer.write(HELLO)
+            await _eof((reader, writer))
+            writer.close()
+            assert (echo.connections, link.stats.uart_connections) == (0, 0)
+            assert "uart connected" not in events
 
     run(scenario)

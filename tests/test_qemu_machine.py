@@ -91,3 +91,58 @@ def test_a_missing_emulator_is_an_infrastructure_error(tmp_path):
         await machine.close()
 
     asyncio.run(scenario())
+
+
+SLEEPER = "import time; time.sleep(60)"
+
+
+def test_a_closed_machine_starts_no_process(tmp_path):
+    # A trigger's power-on (bench.points) may run after the device closed its machine.
+    async def scenario() -> None:
+        machine = QemuMachine("closed", [sys.executable, "-c", SLEEPER], tmp_path)
+        await machine.close()
+        try:
+            with pytest.raises(MachineError, match="closed"):
+                await machine.start()
+            assert machine.pid is None
+        finally:
+            if machine.running:  # the unfixed code left it: do not leak it past the test
+                await machine.power_cut()
+
+    asyncio.run(scenario())
+
+
+def test_a_machine_closed_while_its_process_is_spawned_kills_it(tmp_path, monkeypatch):
+    # close() runs while start() awaits the spawn: it finds no process yet; the process
+    # the spawn then returns must not be left running.
+    spawning, gate = asyncio.Event(), asyncio.Event()
+    spawned: list[asyncio.subprocess.Process] = []
+    real = asyncio.create_subprocess_exec
+
+    async def held_spawn(*args, **kwargs):
+        spawning.set()
+        await gate.wait()
+        proc = await real(*args, **kwargs)
+        spawned.append(proc)
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", held_spawn)
+
+    async def scenario() -> None:
+        machine = QemuMachine("racing", [sys.executable, "-c", SLEEPER], tmp_path)
+        start = asyncio.create_task(machine.start())
+        await asyncio.wait_for(spawning.wait(), 10)
+        await machine.close()
+        gate.set()
+        try:
+            with pytest.raises(MachineError, match="closed while starting"):
+                await start
+            assert spawned[0].returncode is not None, "the spawned process is left running"
+            assert spawned[0].pid not in _LIVE
+        finally:
+            for proc in spawned:  # the unfixed code left it: do not leak it past the test
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+    asyncio.run(scenario())

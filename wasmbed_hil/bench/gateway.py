@@ -96,6 +96,7 @@ class GatewayHandle:
     def start(self) -> GatewayHandle:
         if self._gateway is not None:
             return self
+        self._wait_dying()  # never two incarnations on one local cache and one endpoint
         tls = server_ssl_context(self.tls_dir)
         # Built on the loop thread: everything it owns (its SQLite cache too) lives there.
         gateway = self.loop.call(Gateway, self.config, tls, self.workdir / "state")
@@ -112,6 +113,10 @@ class GatewayHandle:
         gateway, self._gateway = self._gateway, None
         if gateway is not None and self.loop.alive:
             self.loop.run(gateway.stop())
+        # An incarnation a crash_when() point killed may still be stopping: a restart (or
+        # start) went on at once, the next incarnation serving the same endpoint and local
+        # cache beside it, and close() left its stop running past the test.
+        self._wait_dying()
 
     def crash(self) -> None:
         """The gateway dies (the in-process stand-in for SIGKILL): every device connection
@@ -123,6 +128,10 @@ class GatewayHandle:
                 await self._die(gateway)
 
             self.loop.run(die())
+        self._wait_dying()
+
+    def _wait_dying(self) -> None:
+        """Wait until the incarnation a crash_when() point killed has fully stopped."""
         dying, self._dying = self._dying, None
         if dying is not None and self.loop.alive:
             async def wait() -> None:
@@ -138,7 +147,8 @@ class GatewayHandle:
         device), it dies as in `crash()`, inside the event loop: the task that logged the
         event is cancelled on the spot, so nothing after that point is processed or
         recorded. Returns the future of that event; call `crash()` afterwards to wait until
-        the incarnation is fully stopped."""
+        the incarnation is fully stopped (`start()`, `stop()`, `restart()` and `close()`
+        wait for that too)."""
         gateway = self.gateway
         fired: concurrent.futures.Future[GatewayEvent] = concurrent.futures.Future()
 

@@ -5,7 +5,8 @@ anyio's blocking portal does (`run`/`call`, `start_task_soon`, `wrap_async_conte
 Whatever interrupts a wait from outside (a timeout, pytest-timeout, Robot's test timeout,
 Ctrl-C: any BaseException) cancels the work on the loop and waits briefly until the
 cancellation has landed, so nothing keeps running for a test that has gone. Closing the
-thread cancels whatever is left and joins it. None of this may be called from the loop
+thread cancels whatever is left and joins it; a call made (from another thread) once closing
+has begun is refused with RuntimeError, as after the close. None of this may be called from the loop
 thread itself: it would wait for itself.
 """
 
@@ -96,6 +97,8 @@ class _Call(Generic[T]):
 class LoopThread:
     def __init__(self, name: str = "wasmbed-hil-loop") -> None:
         self.loop = asyncio.new_event_loop()
+        self._closing = False
+        self._submit_lock = threading.Lock()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -116,9 +119,17 @@ class LoopThread:
         if not self._thread.is_alive() or self.loop.is_closed():
             raise RuntimeError(f"LoopThread.{what} called after the loop was closed")
 
-    def _submit(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> _Call[T]:
+    def _submit(self, coro: Coroutine[Any, Any, T], name: str | None = None,
+                *, closing: bool = False) -> _Call[T]:
         call = _Call(self.loop, coro, name)
-        self.loop.call_soon_threadsafe(call.start)
+        with self._submit_lock:
+            # A call queued once close() has begun may start after its shutdown looked for
+            # leftovers and before the loop stops: it would never run nor end, its caller
+            # waiting out its timeout (forever without one). Refused instead, as after close.
+            if self._closing and not closing:
+                coro.close()
+                raise RuntimeError("LoopThread called after the loop was closed")
+            self.loop.call_soon_threadsafe(call.start)
         return call
 
     def _wait(self, call: _Call[T], timeout: float | None) -> T:
@@ -199,7 +210,10 @@ class LoopThread:
             await self.loop.shutdown_default_executor()
             return [t.get_name() for t in leftovers]
 
-        names = self.run(shutdown(), timeout=30)
+        self._check_caller("close")
+        with self._submit_lock:
+            self._closing = True
+        names = self._wait(self._submit(shutdown(), closing=True), timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
         self.loop.close()

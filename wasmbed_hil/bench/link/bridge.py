@@ -216,6 +216,7 @@ class Link:
     _records: RecordCursor = field(default_factory=RecordCursor)
     uart_connected: asyncio.Event = field(default_factory=asyncio.Event)
     _started: bool = False
+    _closed: bool = False
 
     @property
     def port(self) -> int:
@@ -242,6 +243,7 @@ class Link:
         self.impairments.attach(self)
 
     async def close(self) -> None:
+        self._closed = True
         if self._server is not None:
             self._server.close()
         self.impairments.detach(self)
@@ -281,6 +283,11 @@ class Link:
             await cancel_and_wait([pump])
 
     async def _on_uart(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closed:
+            # Accepted before close() closed the server, this handler ran only after close()
+            # cancelled the handlers it knew: it would carry the UART past the link's close.
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)

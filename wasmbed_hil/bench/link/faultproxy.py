@@ -53,6 +53,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._pumps: set[Pump] = set()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     @property
     def is_cut(self) -> bool:
@@ -76,11 +77,13 @@ class FaultProxy:
 
     async def start(self) -> tuple[str, int]:
         sock = socket.create_server((self.host, 0))
+        self._stopped = False
         self._server = await asyncio.start_server(self._accept, sock=sock)
         self.address = sock.getsockname()[:2]
         return self.address
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         await self._drop_all()
@@ -125,6 +128,12 @@ class FaultProxy:
         return await asyncio.open_connection(*self.upstream)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopped:
+            # Accepted before stop() closed the server, this handler ran only after stop()
+            # cancelled the handlers it knew: carried, it would outlive the proxy, a
+            # connection through a link that is closed.
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)

@@ -50,7 +50,8 @@ class Machine(Protocol):
         """The process behind the machine, when there is one."""
 
     async def start(self) -> None:
-        """Power on and boot (nothing when running already)."""
+        """Power on and boot (nothing when running already); MachineError once closed: a
+        closed machine starts nothing, as close() may have run during the start."""
 
     async def power_cut(self) -> None:
         """Stop now, as pulling the plug would: RAM is lost, the next start boots afresh."""

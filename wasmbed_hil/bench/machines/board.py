@@ -78,6 +78,7 @@ class BoardMachine:
         self.died: MachineDied | None = None
         self.boots = 0
         self._running = False
+        self._closed = False
         self._flashed = False
         self._console_writer: Any = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -127,6 +128,8 @@ class BoardMachine:
     async def start(self) -> None:
         if self._running:
             return
+        if self._closed:  # e.g. a trigger's power-on (bench.points) after the device closed
+            raise MachineError(f"{self.name}: cannot start, the machine is closed")
         if not self._flashed:
             await self._control("power off", self.control.power_off)
             await self._control("flash", self.control.flash, self.image, self.blob)
@@ -134,8 +137,24 @@ class BoardMachine:
             self._line(f"[harness] flashed {self.image.name} and the device blob on board "
                        f"{self.control.name}")
         await self._open_console()
-        await self._control("power on", self.control.power_on)
+        try:
+            await self._control("power on", self.control.power_on)
+        except asyncio.CancelledError:
+            # The labgrid call goes on in its thread: the board comes on after the cancel
+            # (a power_on() wait that timed out). Counted as on, so that close() and
+            # power_cut() power it off (queued behind the power-on in that one thread).
+            self._running = True
+            raise
         self._running = True
+        if self._closed:
+            # close() ran during the start and found the board off: it is on now, with a
+            # console opened after close() released it.
+            try:
+                await self._control("power off", self.control.power_off)
+                self._running = False
+            finally:
+                await self._release_console()
+            raise MachineError(f"{self.name}: closed while starting")
         self.boots += 1
         self._line(f"[harness] power on (boot {self.boots}, board {self.control.name})")
 
@@ -163,17 +182,21 @@ class BoardMachine:
         await self._console_writer.drain()
 
     async def close(self) -> None:
+        self._closed = True
         try:
             if self._running:
                 await self.power_cut()
         finally:
-            if self._console_writer is not None:
-                self._console_writer.close()
-                self._console_writer = None
-            if self._reader_task is not None:
-                await cancel_and_wait([self._reader_task])
-                self._reader_task = None
-            self._console_file.close()
+            await self._release_console()
+
+    async def _release_console(self) -> None:
+        if self._console_writer is not None:
+            self._console_writer.close()
+            self._console_writer = None
+        if self._reader_task is not None:
+            await cancel_and_wait([self._reader_task])
+            self._reader_task = None
+        self._console_file.close()
 
     def exit_report(self) -> str:
         return self._last_error

@@ -166,6 +166,7 @@ class QemuMachine:
         self.started_at = 0.0
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
         self.qmp_path = workdir / "qmp.sock"
         self._short_dir: Path | None = None
         if len(str(self.qmp_path)) > UNIX_PATH_MAX:
@@ -203,6 +204,8 @@ class QemuMachine:
     async def start(self) -> None:
         if self.running:
             return
+        if self._closed:  # e.g. a trigger's power-on (bench.points) after the device closed
+            raise MachineError(f"{self.name}: cannot start, the machine is closed")
         if shutil.which(self.argv[0]) is None:
             raise MachineError(f"{self.name}: cannot start {self.argv[0]}: not found")
         wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
@@ -225,6 +228,12 @@ class QemuMachine:
             )
         except OSError as exc:
             raise MachineError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
+        if self._closed:
+            # close() ran while the process was being spawned: it found no process to kill,
+            # and nothing would kill this one (a QEMU left running past the test).
+            proc, self._proc = self._proc, None
+            await kill_process_group(proc)
+            raise MachineError(f"{self.name}: closed while starting")
         _LIVE.add(self._proc.pid)
         self.died = None
         self.console.end(None)
@@ -295,6 +304,7 @@ class QemuMachine:
         self._line(f"[harness] power off (exit {proc.returncode})")
 
     async def close(self) -> None:
+        self._closed = True
         await self.power_cut()
         self._console_file.close()
         if self._gdb_listener is not None:

@@ -1,0 +1,61 @@
+"""GatewayHandle (bench.gateway): the lifecycle of its incarnations."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+import pytest
+
+from wasmbed_hil.bench.gateway import GatewayHandle
+from wasmbed_hil.gateway import GatewayConfig
+
+
+class HeldDeath(GatewayHandle):
+    """An incarnation killed at a crash_when() point stops only once something waits for
+    its death (the gate opens then): a stop that nobody waits for never completes."""
+
+    gate: asyncio.Event
+
+    def _die(self, gateway):  # type: ignore[override]
+        stop = GatewayHandle._die(gateway)
+
+        async def held() -> None:
+            try:
+                await self.gate.wait()
+            except BaseException:
+                stop.close()
+                raise
+            await stop
+
+        return held()
+
+    def _wait_dying(self) -> None:
+        self.loop.call(self.gate.set)
+        super()._wait_dying()
+
+
+def test_a_restart_after_a_crash_point_waits_until_the_dead_incarnation_stopped(
+    hil_loop, fleet_ca, tmp_path,
+):
+    # The test restarts the gateway after a crash_when() point fired, without crash():
+    # the next incarnation must not start beside the one still stopping (same endpoint,
+    # same local cache), nor may close() leave that stop running.
+    handle = HeldDeath(hil_loop, fleet_ca, tmp_path / "gateway", GatewayConfig.for_tests())
+    handle.gate = hil_loop.call(asyncio.Event)
+    try:
+        handle.start()
+        old = handle.gateway
+        fired = handle.crash_when("marker")
+        with pytest.raises(concurrent.futures.CancelledError):  # the logging task dies
+            hil_loop.call(old.events.emit, "marker")
+        assert fired.done()
+
+        handle.restart()
+        assert handle.gateway is not old
+        states = hil_loop.call(lambda: [e.data["state"] for e in old.events.events("gateway")])
+        assert states == ["started", "stopped"], "the dead incarnation is still stopping"
+    finally:
+        hil_loop.call(handle.gate.set)  # the unfixed code never opened it
+        handle.crash()
+        handle.close()
