@@ -51,6 +51,15 @@ class _Writer:
         pass
 
 
+async def _start_held_at_power_on(control: FakeControl, tmp_path: Path
+                                  ) -> tuple[BoardMachine, asyncio.Task[None]]:
+    """A board machine whose start() is under way, held where labgrid switches it on."""
+    machine = BoardMachine("dev", tmp_path, control, tmp_path / "fw.elf", tmp_path / "blob.bin")
+    start = asyncio.create_task(machine.start())
+    assert await asyncio.to_thread(control.powering_on.wait, 10)
+    return machine, start
+
+
 def test_a_board_whose_start_was_cancelled_during_power_on_is_powered_off_by_close(tmp_path):
     # power_on() through the loop timed out (or the test was interrupted) while labgrid was
     # switching the board on: the call still completes in the labgrid thread. close() must
@@ -58,10 +67,7 @@ def test_a_board_whose_start_was_cancelled_during_power_on_is_powered_off_by_clo
     control = FakeControl()
 
     async def main() -> None:
-        machine = BoardMachine("dev", tmp_path, control, tmp_path / "fw.elf",
-                               tmp_path / "blob.bin")
-        start = asyncio.create_task(machine.start())
-        assert await asyncio.to_thread(control.powering_on.wait, 10)
+        machine, start = await _start_held_at_power_on(control, tmp_path)
         start.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await start
@@ -79,10 +85,7 @@ def test_a_board_closed_during_its_power_on_is_powered_off_and_starts_no_more(tm
     control = FakeControl()
 
     async def main() -> None:
-        machine = BoardMachine("dev", tmp_path, control, tmp_path / "fw.elf",
-                               tmp_path / "blob.bin")
-        start = asyncio.create_task(machine.start())
-        assert await asyncio.to_thread(control.powering_on.wait, 10)
+        machine, start = await _start_held_at_power_on(control, tmp_path)
         await machine.close()
         control.release.set()
         with pytest.raises(MachineError, match="closed while starting"):
