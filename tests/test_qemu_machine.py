@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import select
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from wasmbed_hil.bench.machines.qemu import _LIVE, MachineError, QemuMachine
+from wasmbed_hil.bench.machines.qemu import _LIVE, MachineError, QemuMachine, _exited
 
 FAKE = textwrap.dedent("""
     import subprocess, sys
@@ -146,3 +150,39 @@ def test_a_machine_closed_while_its_process_is_spawned_kills_it(tmp_path, monkey
                     await proc.wait()
 
     asyncio.run(scenario())
+
+
+_SYS_EXIT = {"x86_64": 60, "aarch64": 93}.get(platform.machine())
+
+
+@pytest.mark.skipif(_SYS_EXIT is None or not sys.platform.startswith("linux"),
+                    reason="needs Linux on x86_64 or aarch64 (exit of one thread)")
+def test_a_process_already_exiting_counts_as_exited() -> None:
+    """A QEMU killed from outside closes its sockets (the gateway sees the device go) before
+    it is a zombie: a power cut in between took the death for its own doing and the test's
+    teardown reported none. The process's exit is seen from its first step (PF_EXITING).
+    Made here with a process whose main thread has exited while another still runs: exiting
+    (and shown so), never a zombie while that thread lives."""
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import ctypes, sys, threading, time\n"
+         "threading.Thread(target=time.sleep, args=(60,), daemon=False).start()\n"
+         f"ctypes.CDLL(None).syscall({_SYS_EXIT}, 0)\n"],  # only the main thread exits
+        stdin=subprocess.DEVNULL)
+    try:
+        proc = SimpleNamespace(pid=child.pid, returncode=None)
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            assert time.monotonic() < deadline, "the child's main thread never exited"
+            time.sleep(0.01)  # polling a condition (the main thread's exit), with a deadline
+        assert os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        assert _exited(proc)  # type: ignore[arg-type]
+    finally:
+        child.kill()
+        child.wait()
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not _exited(SimpleNamespace(pid=running.pid, returncode=None))  # type: ignore[arg-type]
+    finally:
+        running.kill()
+        running.wait()

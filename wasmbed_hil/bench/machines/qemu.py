@@ -124,16 +124,36 @@ def gdb_arguments(fd: int, halted: bool) -> list[str]:
     return [*args, "-S"] if halted else args
 
 
+#: Linux's task flag "getting shut down" (PF_EXITING), field 9 of /proc/PID/stat: set as
+#: the process begins to exit, before it closes its files (its sockets), long before it is
+#: a zombie.
+PF_EXITING = 0x4
+
+
 def _exited(proc: asyncio.subprocess.Process) -> bool:
-    """Whether our child process has ended, even if asyncio has not said so yet: a zombie is
-    looked at without being reaped (WNOWAIT); no such child means asyncio's watcher has
-    reaped it already and is about to set its returncode."""
+    """Whether our child process has ended or is ending, even if asyncio has not said so
+    yet: a zombie is looked at without being reaped (WNOWAIT); no such child means asyncio's
+    watcher has reaped it already and is about to set its returncode; a process already
+    exiting (killed from outside, its sockets closed so the gateway saw it go) is not a
+    zombie yet but is on its way (_exiting)."""
     if proc.returncode is not None:
         return True
     try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
     except ChildProcessError:
         return True
+    return _exiting(proc.pid)
+
+
+def _exiting(pid: int) -> bool:
+    """Whether Linux shows the process exiting (PF_EXITING); False where it cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        flags = int(stat[stat.rindex(")") + 2:].split()[6])  # fields 3.. after "(comm) "
+    except (OSError, ValueError, IndexError):
+        return False
+    return bool(flags & PF_EXITING)
 
 
 class QemuMachine:
