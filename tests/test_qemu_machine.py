@@ -116,9 +116,10 @@ def test_a_closed_machine_starts_no_process(tmp_path):
     asyncio.run(scenario())
 
 
-def test_a_machine_closed_while_its_process_is_spawned_kills_it(tmp_path, monkeypatch):
-    # close() runs while start() awaits the spawn: it finds no process yet; the process
-    # the spawn then returns must not be left running.
+def _held_spawns(monkeypatch) -> tuple[asyncio.Event, asyncio.Event,
+                                        list[asyncio.subprocess.Process]]:
+    """Spawns of the emulator held until `gate` is set (`spawning` is set when one waits);
+    the processes spawned, in order."""
     spawning, gate = asyncio.Event(), asyncio.Event()
     spawned: list[asyncio.subprocess.Process] = []
     real = asyncio.create_subprocess_exec
@@ -131,23 +132,60 @@ def test_a_machine_closed_while_its_process_is_spawned_kills_it(tmp_path, monkey
         return proc
 
     monkeypatch.setattr(asyncio, "create_subprocess_exec", held_spawn)
+    return spawning, gate, spawned
+
+
+async def _reap(spawned: list[asyncio.subprocess.Process]) -> None:
+    for proc in spawned:  # what unfixed code left running: not past the test
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize("cut", ["close", "power_cut"])
+def test_a_machine_cut_while_its_process_is_spawned_kills_it(tmp_path, monkeypatch, cut):
+    # close() or a power cut runs while start() awaits the spawn: it finds no process yet;
+    # the process the spawn then returns must not be left running (past the test, or on
+    # after a power-off that returned).
+    spawning, gate, spawned = _held_spawns(monkeypatch)
 
     async def scenario() -> None:
         machine = QemuMachine("racing", [sys.executable, "-c", SLEEPER], tmp_path)
         start = asyncio.create_task(machine.start())
         await asyncio.wait_for(spawning.wait(), 10)
-        await machine.close()
+        await (machine.close() if cut == "close" else machine.power_cut())
         gate.set()
         try:
-            with pytest.raises(MachineError, match="closed while starting"):
+            with pytest.raises(MachineError, match=f"{cut.replace('_', ' ')}d? while starting"):
                 await start
             assert spawned[0].returncode is not None, "the spawned process is left running"
-            assert spawned[0].pid not in _LIVE
+            assert spawned[0].pid not in _LIVE and not machine.running
         finally:
-            for proc in spawned:  # the unfixed code left it: do not leak it past the test
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+            await _reap(spawned)
+            await machine.close()
+
+    asyncio.run(scenario())
+
+
+def test_two_starts_at_once_spawn_one_emulator(tmp_path, monkeypatch):
+    # A test's power_on and a trigger's at once: each spawned an emulator, and the first,
+    # no longer referenced, ran on with nobody to kill it.
+    spawning, gate, spawned = _held_spawns(monkeypatch)
+
+    async def scenario() -> None:
+        machine = QemuMachine("twice", [sys.executable, "-c", SLEEPER], tmp_path)
+        first = asyncio.create_task(machine.start())
+        await asyncio.wait_for(spawning.wait(), 10)
+        second = asyncio.create_task(machine.start())
+        for _ in range(20):  # turns of the loop (no time passes) for a second spawn to begin
+            await asyncio.sleep(0)
+        gate.set()
+        try:
+            await asyncio.gather(first, second)
+            assert len(spawned) == 1 and machine.pid == spawned[0].pid
+        finally:
+            await machine.close()
+            await _reap(spawned)
 
     asyncio.run(scenario())
 

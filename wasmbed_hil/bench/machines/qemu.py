@@ -187,6 +187,8 @@ class QemuMachine:
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._cuts = 0  # power cuts so far: a start spawning meanwhile must not stay on
+        self._start_lock = asyncio.Lock()
         self.qmp_path = workdir / "qmp.sock"
         self._short_dir: Path | None = None
         if len(str(self.qmp_path)) > UNIX_PATH_MAX:
@@ -222,6 +224,12 @@ class QemuMachine:
         return attach_hint(self.elf, port, self.name, self.gdb.halted)
 
     async def start(self) -> None:
+        # One start at a time: two at once (a test's power_on and a trigger's) each spawned
+        # an emulator, and the first, no longer referenced, ran on with nobody to kill it.
+        async with self._start_lock:
+            await self._start()
+
+    async def _start(self) -> None:
         if self.running:
             return
         if self._closed:  # e.g. a trigger's power-on (bench.points) after the device closed
@@ -237,6 +245,7 @@ class QemuMachine:
         if self.gdb is not None and self._gdb_listener is not None:
             pass_fds = (self._gdb_listener.fileno(),)
             argv += gdb_arguments(pass_fds[0], self.gdb.halted)
+        cuts = self._cuts
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -248,12 +257,14 @@ class QemuMachine:
             )
         except OSError as exc:
             raise MachineError(f"{self.name}: cannot start {argv[0]}: {exc}") from exc
-        if self._closed:
-            # close() ran while the process was being spawned: it found no process to kill,
-            # and nothing would kill this one (a QEMU left running past the test).
+        if self._closed or self._cuts != cuts:
+            # close() or a power cut ran while the process was being spawned: it found no
+            # process to kill, and this one would run on (past the test, or on after a
+            # power-off that had returned). The cut wins.
             proc, self._proc = self._proc, None
             await kill_process_group(proc)
-            raise MachineError(f"{self.name}: closed while starting")
+            raise MachineError(f"{self.name}: "
+                               f"{'closed' if self._closed else 'power cut'} while starting")
         _LIVE.add(self._proc.pid)
         self.died = None
         self.console.end(None)
@@ -307,7 +318,9 @@ class QemuMachine:
         await self._proc.stdin.drain()
 
     async def power_cut(self) -> None:
-        """Kill the emulator now; RAM is lost, the blob is loaded again on the next boot."""
+        """Kill the emulator now; RAM is lost, the blob is loaded again on the next boot.
+        A start under way (its process being spawned) ends with the machine off."""
+        self._cuts += 1
         proc = self._proc
         if proc is None:
             return
