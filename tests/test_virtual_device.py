@@ -138,3 +138,27 @@ def test_results_wait_in_a_bounded_outbox_until_acknowledged(tmp_path: Path) -> 
 def test_the_outbox_holds_at_least_one_result(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="result_outbox"):
         VirtualDeviceConfig("dev", tmp_path / "dev", "127.0.0.1", 1, result_outbox=0)
+
+
+@pytest.mark.parametrize("action", ["power_on", "reboot"])
+def test_a_closed_virtual_device_powers_nothing_on(tmp_path: Path, action: str) -> None:
+    """A trigger's power-on (bench.points) after the test's teardown closed the device ran
+    it again, dialling its gateway past the test: refused now, as QEMU and board machines
+    refuse a start once closed."""
+    from wasmbed_hil.bench.backends.virtual import VirtualBackend
+    from wasmbed_hil.bench.errors import MachineError
+    from wasmbed_hil.bench.loop import LoopThread
+
+    loop = LoopThread("virtual-closed")
+    try:
+        backend = VirtualBackend(loop, tmp_path / "backend")
+        handle = backend.create("dev", FleetCA.create().issue_device("dev"),
+                                ("127.0.0.1", 9), relay=False)
+        handle.close()
+        with pytest.raises(MachineError, match=f"dev: cannot {action.replace('_', ' ')}, the "
+                           "device is closed"):
+            loop.run(handle.on_loop(action))
+        assert not handle.powered
+        backend.close()
+    finally:
+        loop.close()

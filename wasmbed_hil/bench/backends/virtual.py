@@ -21,6 +21,7 @@ from ...pki import Credentials
 from ...protocol import ErrorCode
 from ..consolelog import ConsoleLog
 from ..device import DeviceHandle, Faults, Lifecycle
+from ..errors import MachineError
 from ..link.faultproxy import FaultProxy
 from ..link.pump import Impairment
 from ..linkhandle import LinkHandle
@@ -85,6 +86,7 @@ class VirtualDeviceHandle(DeviceHandle):
         if relay is not None:
             self._link_handle = LinkHandle(backend.loop, relay, device.config.name)
         self._faults = VirtualFaults(self)
+        self._closed = False
 
     @property
     def device_id(self) -> str | None:
@@ -110,6 +112,12 @@ class VirtualDeviceHandle(DeviceHandle):
         return self._faults
 
     async def on_loop(self, action: DeviceAction) -> None:
+        if self._closed and action in ("power_on", "reset", "reboot"):
+            # A trigger's power-on (bench.points) after the test's teardown closed the
+            # device: it ran on, dialling its gateway, past the test (as QEMU and board
+            # machines refuse a start once closed).
+            raise MachineError(f"{self.name}: cannot {action.replace('_', ' ')}, the device "
+                               "is closed")
         if action == "power_on":
             self.device.power_on()
         elif action == "power_off":
@@ -132,6 +140,7 @@ class VirtualDeviceHandle(DeviceHandle):
             self._loop.run(self.on_loop("power_off"))
 
     def close(self) -> None:
+        self._closed = True  # before the power-off: a power-on after it is refused
         self.power_off()
         if self.relay is not None and self._loop.alive:
             self._loop.run(self._backend.close_relay(self.name, self.relay))
