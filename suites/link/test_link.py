@@ -94,6 +94,29 @@ def test_a_64_kib_module_crosses_the_link_and_a_uart_line_still_bounds_its_rate(
     assert elapsed >= len(slow) / line.bytes_per_s  # 12 kB at 11520 B/s: over a second
 
 
+def test_a_record_slower_than_the_dead_link_limit_keeps_the_session(
+    gateway, device_factory, wasm
+):
+    """On a 38,400-baud line one 8 KiB deployment chunk's TLS record takes 2.1 s, longer
+    than three heartbeat intervals (0.6 s here), and the HeartbeatAcks queue behind it: a
+    device counts the record's bytes as they arrive (docs/protocol.md section 9), so the
+    deployment completes on its first connection, with no reconnection."""
+    dev = device_factory("trickle", max_frame_size=8192, max_apps=1)
+    gateway.wait_heartbeats(dev, 1)
+    mark = _last_seq(gateway)
+    line = Bandwidth.uart(38400)
+    module = wasm.data(12_000, seed=23)
+    with dev.link.impair(line):
+        begun = time.monotonic()
+        dep = gateway.deploy(dev, module, "trickle", timeout=60)
+        elapsed = time.monotonic() - begun
+    assert dep.state == "installed", dep.error
+    assert elapsed >= len(module) / line.bytes_per_s  # the line did bound it: over 3 s
+    closed = [e.describe() for e in gateway.events("connection", dev)
+              if e.seq > mark and e.data.get("state") == "closed"]
+    assert closed == [], f"the device dropped its session during the transfer: {closed}"
+
+
 @pytest.mark.parametrize("direction", ["down", "up"])
 def test_a_corrupted_byte_breaks_tls_and_the_device_reconnects(gateway, device, direction):
     """One flipped byte in a TLS record: the receiving side's TLS refuses the record, the

@@ -66,11 +66,12 @@ from ..consolelog import ConsoleLog
 from ..seams import Lifecycle
 from .flash import Flash, InstalledApp
 from .lean import LeanHub, LeanLink, Ticket, heartbeat_frame
+from .rawbytes import watch_raw_bytes
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
 FIRMWARE_VERSION = "wasmbed-virtual 0.1"
 UNMETERED_FUEL = 1 << 62  # Limits.fuel == 0 means "no fuel budget": only the clock limits it
-DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without any frame before the link is dropped
+DEAD_AFTER_INTERVALS = 3  # heartbeat intervals without any byte before the link is dropped
 
 
 @dataclass
@@ -196,6 +197,7 @@ class VirtualDevice:
         self.chunks_received = 0
         self.connections = 0
         self._tls: ssl.SSLContext | None = None
+        self._raw_warned = False  # logged once: raw bytes not observable (rawbytes.py)
         self._task: asyncio.Task[None] | None = None
         self._booted_at = 0.0
         self._session: DeviceSession | None = None
@@ -398,6 +400,11 @@ class VirtualDevice:
         reader, writer = await asyncio.open_connection(
             cfg.gateway_host, cfg.gateway_port, ssl=self._tls, server_hostname=cfg.server_name,
             ssl_handshake_timeout=cfg.connect_timeout_s)
+        # bytes count as they arrive, not only as whole TLS records (rawbytes.py)
+        if not watch_raw_bytes(writer.transport, self._link_alive) and not self._raw_warned:
+            self._raw_warned = True
+            self._log("this event loop hides the link's raw bytes: only whole TLS records "
+                      "keep the link alive")
         return StreamLink(reader, writer)
 
     def _link_alive(self) -> None:
@@ -430,10 +437,11 @@ class VirtualDevice:
             await asyncio.sleep(interval)  # the device's own heartbeat period
 
     def _heartbeat_due(self, interval: float) -> bool:
-        """One heartbeat period: nothing from the gateway (no HeartbeatAck, no other frame)
-        for DEAD_AFTER_INTERVALS intervals means the link is dead (half-open): drop it so the
-        main loop reconnects (False). Any frame counts, since acks can queue behind a large
-        transfer. Else send the heartbeat (True)."""
+        """One heartbeat period: nothing from the gateway (no byte, counted as it arrives,
+        before TLS, as the firmware counts them) for DEAD_AFTER_INTERVALS intervals means the
+        link is dead (half-open): drop it so the main loop reconnects (False). Any byte
+        counts, since acks can queue behind a large transfer on a slow line. Else send the
+        heartbeat (True)."""
         if self.faults.silent:  # no heartbeat sent, so no ack owed
             self._last_ack = time.monotonic()
         silence = time.monotonic() - self._last_ack

@@ -223,7 +223,8 @@ class LeanLink:
     The device's side of it is the same as StreamLink's in device.py: `read()` (b"" at the
     end), `write()`, `is_closing()`, `abort()`, `close()`. `on_ack(message_id)` is called for
     HeartbeatAcks once `fast_acks` is set (the device sets it when its session is
-    established); `on_bytes()` for any bytes received (a device's proof of a live link).
+    established); `on_bytes()` for any bytes received, whole TLS records or not (a device's
+    proof of a live link).
     """
 
     def __init__(self, hub: LeanHub, tls: ssl.SSLSocket, max_frame: int,
@@ -349,10 +350,14 @@ class LeanLink:
     def _receive(self) -> None:
         tls = self._tls
         got = False
+        arrived = False  # bytes came, maybe part of a record only: the link is alive
         while not self._closing:
             try:
                 data = tls.recv(READ_SIZE)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                # OpenSSL took what the socket held (epoll said it held something) into
+                # an incomplete record: bytes arrived all the same (rawbytes.py)
+                arrived = True
                 break
             except (ssl.SSLError, OSError):
                 data = b""
@@ -366,8 +371,9 @@ class LeanLink:
             self._in += data
             if not tls.pending():  # the kernel may hold more: epoll says so again
                 break
-        if got:
+        if got or arrived:
             self._on_bytes()
+        if got:
             self._frames()
 
     def _frames(self) -> None:
