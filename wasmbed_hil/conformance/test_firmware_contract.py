@@ -13,6 +13,7 @@ from itertools import pairwise
 import pytest
 
 from wasmbed_hil.bench.device import DeviceHandle, Lifecycle
+from wasmbed_hil.bench.link.impairments import Bandwidth
 from wasmbed_hil.conformance.contract import clause
 from wasmbed_hil.pki import FleetCA
 from wasmbed_hil.protocol import DevicePhase, ErrorCode, Outcome
@@ -150,6 +151,32 @@ def test_c7_reconnects_after_a_link_cut_as_the_same_device(gateway, device, hil_
         assert device.wait_online(hil_timeout * 3) == device_id, "came back as another device"
         gateway.wait_heartbeats(device, 1, timeout=hil_timeout)
         assert len(gateway.devices()) == 1, "the gateway enrolled it a second time"
+
+
+def test_c7_a_record_slower_than_the_dead_link_limit_keeps_the_session(
+        gateway, device, wasm, hil_timeout):
+    """Bytes count as they arrive, not when their TLS record is whole: one deployment
+    chunk's record crosses a line paced to take twice the dead-link limit (three intervals),
+    and the device keeps its session through it."""
+    with clause("C7", device):
+        gateway.wait_heartbeats(device, 1, timeout=hil_timeout)
+        info = gateway.device(device).info
+        assert info is not None, "the gateway has no DeviceInfo from the Hello"
+        frame = min(info.max_frame_size, gateway.config.max_frame_size)
+        dead_after = 3 * HEARTBEAT_INTERVAL_S
+        line = Bandwidth(frame / (2 * dead_after))  # one record: twice the limit
+        module = wasm.data(frame + frame // 2, seed=7)  # two chunks, the first one whole
+        mark = gateway.events()[-1].seq
+        with device.link.impair(line):
+            dep = gateway.deploy(device, module, "trickle",
+                                 timeout=len(module) / line.bytes_per_s * 3 + hil_timeout)
+        assert dep.state == "installed", f"deployment {dep.state}: {dep.error}"
+        closed = [e.describe() for e in gateway.events("connection", device)
+                  if e.seq > mark and e.data.get("state") == "closed"]
+        assert not closed, (
+            f"the device dropped its session while a {frame}-byte record took "
+            f"{frame / line.bytes_per_s:.1f}s to arrive (dead-link limit {dead_after}s): "
+            "count the link's bytes as they arrive, before TLS")
 
 
 def test_c8_comes_back_as_itself_after_a_reset(gateway, device, hil_timeout):
