@@ -52,6 +52,11 @@ def _broken_image() -> Path:
     return elf
 
 
+#: The suite's checks: one or more per clause.
+CHECKS = len(re.findall(r"^def test_c\d_", (ROOT / "wasmbed_hil" / "conformance"
+                                            / "test_firmware_contract.py").read_text(), re.M))
+
+
 def test_every_clause_has_a_check_and_a_section_in_the_contract():
     doc = (ROOT / "docs" / "firmware-contract.md").read_text()
     module = (ROOT / "wasmbed_hil" / "conformance" / "test_firmware_contract.py").read_text()
@@ -63,7 +68,7 @@ def test_every_clause_has_a_check_and_a_section_in_the_contract():
 def test_the_reference_model_passes(tmp_path):
     out = _conformance(tmp_path, "--hil-backend=virtual")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    assert re.search(rf"{len(CLAUSES) + 1} passed", out.stdout), out.stdout[-2000:]
+    assert re.search(rf"{CHECKS} passed", out.stdout), out.stdout[-2000:]
 
 
 def test_our_image_passes_on_qemu(tmp_path):
@@ -73,7 +78,7 @@ def test_our_image_passes_on_qemu(tmp_path):
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     # the header says which image on which board was checked
     assert f"wasmbed-hil: board mps2-an385, firmware image {elf}" in out.stdout
-    assert re.search(rf"{len(CLAUSES) + 1} passed", out.stdout), out.stdout[-2000:]
+    assert re.search(rf"{CHECKS} passed", out.stdout), out.stdout[-2000:]
 
 
 def test_an_image_that_never_sends_heartbeats_fails_the_heartbeat_clause(tmp_path):
