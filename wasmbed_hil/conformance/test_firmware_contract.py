@@ -1,4 +1,4 @@
-"""The firmware contract's checks, one test per clause (docs/firmware-contract.md, C1..C8).
+"""The firmware contract's checks, one or two per clause (docs/firmware-contract.md, C1..C8).
 
 Run against your image: ``pytest --pyargs wasmbed_hil.conformance --hil-backend=qemu
 --hil-firmware=my.elf``. Every wait is bounded by --hil-timeout (default 10 s) or by a bound
