@@ -93,6 +93,46 @@ def test_an_ended_wait_cancels_its_coroutine_and_waits_for_it(loop, how):
     assert others(loop) == []
 
 
+def test_work_that_ends_as_its_wait_times_out_returns_its_result(loop):
+    """The race: the wait's timeout expires, then the work ends before the wait cancels it.
+    The work happened; its result is returned, not a TimeoutError for work done."""
+    done = threading.Event()
+
+    async def quick() -> int:
+        done.set()
+        return 42
+
+    call = loop._submit(quick())
+    real = call.future.result
+
+    def times_out_once_done(timeout: float | None = None) -> int:
+        assert call.ended.wait(10)  # the work has ended meanwhile...
+        call.future.result = real  # type: ignore[method-assign]
+        raise TimeoutError  # ...but the wait's own timeout fired first
+
+    call.future.result = times_out_once_done  # type: ignore[method-assign]
+    assert loop._wait(call, 0.01) == 42
+    assert done.is_set()
+
+
+def test_work_still_running_when_its_wait_times_out_is_cancelled_not_returned(loop):
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def slow() -> int:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    with pytest.raises(TimeoutError):
+        loop.run(slow(), timeout=0.2)
+    assert started.is_set() and cancelled.is_set()
+
+
 def test_a_coroutine_that_swallows_one_cancellation_is_cancelled_again(loop):
     """On Python 3.11 asyncio.wait_for can swallow a cancellation (see aio.cancel_and_wait)."""
     swallowed = []

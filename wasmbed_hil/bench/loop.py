@@ -135,9 +135,18 @@ class LoopThread:
     def _wait(self, call: _Call[T], timeout: float | None) -> T:
         try:
             return call.future.result(timeout)
+        except TimeoutError:
+            if call.future.cancel() or call.future.cancelled():
+                if not call.ended.is_set():
+                    call.cancel_and_wait(CANCEL_GRACE)
+                raise
+            # The work ended between the wait's timeout and its cancellation (a future
+            # that is being or has been given its outcome cannot be cancelled): what it
+            # did stands, and a TimeoutError would tell the caller it had not happened.
+            return call.future.result(CANCEL_GRACE)
         except BaseException:
-            # Whatever ended the wait (its timeout, a test timeout, Ctrl-C...), the work
-            # must not outlive it. (When the coroutine itself failed, it has ended already.)
+            # Whatever else ended the wait (a test timeout, Ctrl-C...), the work must not
+            # outlive it. (When the coroutine itself failed, it has ended already.)
             if not call.ended.is_set():
                 call.cancel_and_wait(CANCEL_GRACE)
             raise
