@@ -111,7 +111,7 @@ class FakeConnection:
     def route_transfer(self, message: Message) -> bool:
         return message.app_id in self.transfers  # type: ignore[attr-defined]
 
-    def resolve(self, key: tuple[str, Any], message: Message) -> bool:
+    def resolve(self, key: tuple[str, Any], message: Message, reply_id: int) -> bool:
         if key not in self.waiting:
             return False
         self.waiting[key] = message

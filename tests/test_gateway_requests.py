@@ -1,12 +1,15 @@
-"""DeviceConnection.request on a connection that is gone: the caller gets ConnectionLost, and
+"""DeviceConnection.request: on a connection that is gone the caller gets ConnectionLost, and
 the reply future left behind is not reported by asyncio as "Future exception was never
-retrieved" (the failover scenario logged it whenever a gateway died under a request)."""
+retrieved" (the failover scenario logged it whenever a gateway died under a request); two
+requests of one key at once each get the reply that copies their id; the gateway's requests
+after revocations and reconnections."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import ssl
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from wasmbed_hil.gateway import Gateway, GatewayConfig
 from wasmbed_hil.gateway.connection import DeviceConnection
 from wasmbed_hil.gateway.errors import ConnectionLost
 from wasmbed_hil.protocol import (
+    DeviceInfoReport,
     DeviceInfoRequest,
     DevicePhase,
     Hello,
@@ -120,8 +124,10 @@ def test_a_run_starts_on_the_connection_the_device_has_once_the_run_is_published
             assert not start.done(), start.exception()  # ConnectionLost: sent on the first
             assert first.closed.is_set()
             [(kind, (app_id, run_id))] = second.waiters
+            [message_id] = second.waiters[(kind, (app_id, run_id))]
             assert (kind, app_id) == ("start", "app")
-            assert second.resolve((kind, (app_id, run_id)), StartAck("app", run_id, 0, ""))
+            assert second.resolve((kind, (app_id, run_id)), StartAck("app", run_id, 0, ""),
+                                  message_id)
             assert await start == run_id
         finally:
             gateway.store.close()
@@ -188,3 +194,75 @@ def test_a_gateway_started_after_a_revocation_resumes_nothing_for_that_device(tm
             await second.stop()
 
     asyncio.run(scenario())
+
+
+def _welcomed() -> DeviceConnection:
+    conn = _connection()
+    conn.session.receive_data(frame(encode_envelope(1, Hello(None, INFO))))
+    conn.session.send(Welcome(b"\x01" * 16, 1000, 4096, False), 1)
+    conn.session.data_to_send()
+    return conn
+
+
+async def _until_waiting(conn: DeviceConnection, n: int) -> None:
+    """Until `n` info requests were sent (each task's first step: a loop turn or two)."""
+    for _ in range(10):
+        if len(conn.waiters.get(("info", None), {})) >= n:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{n} requests were not sent: {conn.waiters}")
+
+
+def test_two_requests_of_one_key_at_once_each_get_their_own_reply() -> None:
+    """Two callers asking one device's information at once: the second request used to take
+    the first one's place, which then timed out although the device had answered it."""
+    async def scenario() -> None:
+        conn = _welcomed()
+        first = asyncio.create_task(conn.request(("info", None), DeviceInfoRequest(), 5.0))
+        second = asyncio.create_task(conn.request(("info", None), DeviceInfoRequest(), 5.0))
+        await _until_waiting(conn, 2)
+        first_id, second_id = conn.waiters[("info", None)]
+        assert first_id != second_id
+        # answered in the other order, each reply copying its request's id
+        older, newer = DeviceInfoReport(INFO), DeviceInfoReport(replace(INFO, window=9))
+        assert conn.resolve(("info", None), newer, second_id)
+        assert conn.resolve(("info", None), older, first_id)
+        assert await first is older and await second is newer
+        assert conn.waiters == {}
+        assert not conn.resolve(("info", None), older, first_id)  # late now: nobody waits
+
+    asyncio.run(scenario())
+
+
+def test_a_reply_whose_id_matches_no_request_goes_to_the_oldest_of_its_key() -> None:
+    async def scenario() -> None:
+        conn = _welcomed()
+        first = asyncio.create_task(conn.request(("info", None), DeviceInfoRequest(), 5.0))
+        second = asyncio.create_task(conn.request(("info", None), DeviceInfoRequest(), 5.0))
+        await _until_waiting(conn, 2)
+        reply = DeviceInfoReport(INFO)
+        assert conn.resolve(("info", None), reply, 12345)  # a device that does not copy ids
+        assert await first is reply
+        assert not second.done()
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert conn.waiters == {}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.backend_specific("virtual", reason="calls the in-process Gateway directly")
+def test_two_callers_asking_a_device_at_once_both_get_its_information(gateway, device):
+    """Through a real gateway and device: both requests are sent in one loop turn, before
+    either reply; each returns the device's information (the first used to time out)."""
+    gw = gateway.gateway
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(*(gw.request_device_info(device.device_id)
+                                           for _ in range(2))))
+
+    first, second = gateway.loop.run(both(), timeout=30)
+    assert first.max_frame_size == second.max_frame_size >= 1024
+    asked = [e for e in gateway.trace(device) if e[1] == "out" and e[3] == "DeviceInfoRequest"]
+    assert len(asked) == 2

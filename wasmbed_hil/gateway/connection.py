@@ -72,7 +72,10 @@ class DeviceConnection:
         # The gateway's counters (bytes_out); a connection of its own when none is given.
         self._metrics: Counter[str] = Counter() if metrics is None else metrics
         self._transfers: dict[str, asyncio.Queue[Message | None]] = {}
-        self.waiters: dict[tuple[str, Any], asyncio.Future[Message]] = {}
+        # Requests awaiting their reply, by key, each under its own message id: two
+        # requests of one key at once (two callers asking a device's information) each get
+        # their own reply (matched by the id the reply copies; see resolve()).
+        self.waiters: dict[tuple[str, Any], dict[int, asyncio.Future[Message]]] = {}
         # What this connection ever asked the device, so that a reply with no waiter can be
         # told apart: late (asked, its wait gave up) or unsolicited (never asked). Keys of
         # kind "start" are not kept: every run is recorded in the store already, and one key
@@ -209,9 +212,10 @@ class DeviceConnection:
         self.closed.set()
         for queue in self._transfers.values():
             queue.put_nowait(None)
-        for fut in self.waiters.values():
-            if not fut.done():
-                fut.set_exception(ConnectionLost())
+        for pending in self.waiters.values():
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionLost())
         if self._fault_io is not None:
             self._fault_io.close()
         if self._read_task is not None:
@@ -238,26 +242,24 @@ class DeviceConnection:
         queue.put_nowait(message)
         return True
 
-    def expect(self, key: tuple[str, Any]) -> asyncio.Future[Message]:
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        if self.closed.is_set():
-            fut.set_exception(ConnectionLost())
-        self.waiters[key] = fut
-        return fut
-
     async def request(self, key: tuple[str, Any], message: Message, timeout: float) -> Message:
         """Send `message` and wait for the reply the session handler resolves under `key`."""
-        fut = self.expect(key)
         if key[0] != "start":
             self.asked.add(key)
+        message_id = self.send(message)  # ConnectionLost once closed
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        pending = self.waiters.setdefault(key, {})
+        pending[message_id] = fut
         try:
-            self.send(message)
             return await asyncio.wait_for(fut, timeout)
         finally:
-            if self.waiters.get(key) is fut:  # gave up: a reply now is late, not awaited
+            # gave up, or answered: a reply to it now is late, not awaited
+            if pending.get(message_id) is fut:
+                del pending[message_id]
+            if not pending and self.waiters.get(key) is pending:
                 del self.waiters[key]
             if fut.done() and not fut.cancelled():
-                # The caller has its answer (the reply, ConnectionLost raised by send, or
+                # The caller has its answer (the reply, ConnectionLost set by close(), or
                 # its own cancellation): a loss set on the future too is no error to log as
                 # "Future exception was never retrieved" when it is collected.
                 fut.exception()
@@ -266,9 +268,20 @@ class DeviceConnection:
         """Whether this connection ever asked for a reply under `key` (not for "start")."""
         return key in self.asked
 
-    def resolve(self, key: tuple[str, Any], message: Message) -> bool:
-        fut = self.waiters.pop(key, None)
-        if fut is None or fut.done():
+    def resolve(self, key: tuple[str, Any], message: Message, reply_id: int) -> bool:
+        """Hand `message` to the request of `key` whose id the reply copies (`reply_id`),
+        else, for a device that does not copy ids, to the oldest request of that key
+        still waiting. False when no request of `key` waits (the reply is late or was
+        never asked for)."""
+        pending = self.waiters.get(key)
+        if not pending:
+            return False
+        fut = pending.pop(reply_id, None)
+        if fut is None:
+            fut = pending.pop(next(iter(pending)))
+        if not pending:
+            del self.waiters[key]
+        if fut.done():
             return False
         fut.set_result(message)
         return True

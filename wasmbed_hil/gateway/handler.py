@@ -594,7 +594,7 @@ class ConnectionHandler:
     def _on_start_ack(self, event: Received) -> bool:
         msg = event.message
         assert isinstance(msg, StartAck) and self._status is not None
-        if self.conn.resolve(("start", (msg.app_id, msg.run_id)), msg):
+        if self.conn.resolve(("start", (msg.app_id, msg.run_id)), msg, event.message_id):
             return True
         # Every run started is recorded in the store (section 11), on this connection or not.
         started = self.store.run_record(self._status.device_id, msg.app_id, msg.run_id)
@@ -604,7 +604,7 @@ class ConnectionHandler:
     def _on_stop_ack(self, event: Received) -> bool:
         msg = event.message
         assert isinstance(msg, StopAck)
-        if self.conn.resolve(("stop", msg.app_id), msg):
+        if self.conn.resolve(("stop", msg.app_id), msg, event.message_id):
             return True
         return self._unmatched(self._was_asked(("stop", msg.app_id)), msg,
                                f"a stop of {msg.app_id}")
@@ -612,7 +612,7 @@ class ConnectionHandler:
     def _on_info_report(self, event: Received) -> bool:
         msg = event.message
         assert isinstance(msg, DeviceInfoReport) and self._status is not None
-        if self.conn.resolve(("info", None), msg):
+        if self.conn.resolve(("info", None), msg, event.message_id):
             self.conn.info = self._status.info = msg.info
             return True
         return self._unmatched(self._was_asked(("info", None)), msg, "device information")
