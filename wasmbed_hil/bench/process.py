@@ -33,6 +33,11 @@ class ProcessTimeout(AssertionError):
     """A wait on the process's output ended without its line."""
 
 
+#: How long reaping an incarnation waits for its stdout reader to see the end of the pipe (a
+#: child that left the process group, still holding the pipe, keeps it open past the kill).
+READER_JOIN_S = 10.0
+
+
 class ServiceProcess:
     """`argv` run with `env` (added to the environment); `ready` is the regex of the line
     that says it serves. Output goes to `log_dir/<name>.{out,err}.log`, appended across
@@ -86,9 +91,10 @@ class ServiceProcess:
         with self._cond:
             self._proc, self._eof, self.ready = proc, False, None
             self.incarnations += 1
+            incarnation = self.incarnations
             first = self._first = len(self.lines)
-        self._reader = threading.Thread(target=self._read, args=(proc,), daemon=True,
-                                        name=f"{self.name}-stdout")
+        self._reader = threading.Thread(target=self._read, args=(proc, incarnation),
+                                        daemon=True, name=f"{self.name}-stdout")
         self._reader.start()
         try:
             self.ready = self.wait_line(self.ready_pattern.pattern, timeout, since=first)
@@ -152,15 +158,25 @@ class ServiceProcess:
                                 f"{self.lines[-5:]}; stderr in {self.log_dir}")
         return found[0]
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
+    def _read(self, proc: subprocess.Popen[str], incarnation: int) -> None:
+        """One incarnation's stdout until its end. A reader that outlived its reaping (see
+        READER_JOIN_S) speaks no more once the next incarnation started: its lines and its
+        end would be taken for the new one's (a wait ended by ProcessExited while the new
+        process runs)."""
         assert proc.stdout is not None
-        for line in proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
+        # The reader closes the pipe at its end: closing it from another thread would wait
+        # for this thread's read, for as long as a child that left the group holds it open.
+        with proc.stdout, contextlib.suppress(ValueError, OSError):
+            for line in proc.stdout:
+                with self._cond:
+                    if self.incarnations != incarnation:
+                        return
+                    self.lines.append(line.rstrip("\n"))
+                    self._cond.notify_all()
         with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+            if self.incarnations == incarnation:
+                self._eof = True
+                self._cond.notify_all()
 
     # -- internals ------------------------------------------------------------------------
     def _signal(self, sig: signal.Signals, timeout: float = 30.0) -> int | None:
@@ -189,7 +205,5 @@ class ServiceProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if self._reader is not None:
-            self._reader.join(10)
+            self._reader.join(READER_JOIN_S)  # it closes proc.stdout when it ends
             self._reader = None
-        if proc.stdout is not None:
-            proc.stdout.close()
