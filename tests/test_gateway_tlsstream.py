@@ -16,14 +16,13 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tls_contexts import tls_contexts
 
 from wasmbed_hil.gateway import tlsstream
 from wasmbed_hil.gateway.tlsstream import TlsStream
-from wasmbed_hil.pki import FleetCA, client_ssl_context, server_ssl_context
 
 try:
     import uvloop
@@ -44,13 +43,9 @@ def run(loop: str, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 @pytest.fixture(scope="module")
 def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    root: Path = tmp_path_factory.mktemp("tlsstream")
-    ca = FleetCA.create("tlsstream CA")
-    ca.issue_gateway("gw", hosts=("localhost", "127.0.0.1")).write(root / "gw")
-    ca.issue_device("dev").write(root / "dev")
-    server = server_ssl_context(root / "gw")
+    server, client = tls_contexts(tmp_path_factory.mktemp("tlsstream"), "tlsstream")
     server.options |= ssl.OP_IGNORE_UNEXPECTED_EOF  # as the Gateway sets it
-    return server, client_ssl_context(root / "dev")
+    return server, client
 
 
 class Peer:

@@ -14,14 +14,13 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tls_contexts import tls_contexts
 
 from wasmbed_hil.bench.virtual.lean import LeanHub, LeanLink
 from wasmbed_hil.bench.virtual.rawbytes import watch_raw_bytes
-from wasmbed_hil.pki import FleetCA, client_ssl_context, server_ssl_context
 
 PLAINTEXT = bytes(range(256)) * 32  # 8 KiB: one record, as a deployment chunk's frame
 WAIT_S = 10.0
@@ -29,13 +28,9 @@ WAIT_S = 10.0
 
 @pytest.fixture(scope="module")
 def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    root: Path = tmp_path_factory.mktemp("rawbytes")
-    ca = FleetCA.create("rawbytes CA")
-    ca.issue_gateway("gw", hosts=("localhost", "127.0.0.1")).write(root / "gw")
-    ca.issue_device("dev").write(root / "dev")
-    server = server_ssl_context(root / "gw")
+    server, client = tls_contexts(tmp_path_factory.mktemp("rawbytes"), "rawbytes")
     server.num_tickets = 0  # no record after the handshake but the test's own
-    return server, client_ssl_context(root / "dev")
+    return server, client
 
 
 class RecordServer:
