@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 
 import pytest
 
@@ -57,5 +58,46 @@ def test_a_restart_after_a_crash_point_waits_until_the_dead_incarnation_stopped(
         assert states == ["started", "stopped"], "the dead incarnation is still stopping"
     finally:
         hil_loop.call(handle.gate.set)  # the unfixed code never opened it
+        handle.crash()
+        handle.close()
+
+
+class CrashInTheWindow(GatewayHandle):
+    """When a crash_when() point fires, the test's thread calls crash() at the moment the
+    handle moves the incarnation from serving to dying (the first _die call, on the loop)."""
+
+    concurrent_crash_returned: bool | None = None
+
+    def _die(self, gateway):  # type: ignore[override]
+        if self.concurrent_crash_returned is None:
+            other = threading.Thread(target=self.crash, name="concurrent-crash")
+            other.start()
+            # crash() must not return yet: the incarnation has not even begun to stop. With
+            # the handle's state lock it waits (this join runs out); without it, it saw
+            # neither a gateway nor a dying one and returned at once.
+            other.join(0.5)
+            self.concurrent_crash_returned = not other.is_alive()
+            self.other = other
+        return GatewayHandle._die(gateway)
+
+
+def test_a_crash_during_a_crash_points_handover_waits_until_the_incarnation_stopped(
+    hil_loop, fleet_ca, tmp_path,
+):
+    handle = CrashInTheWindow(hil_loop, fleet_ca, tmp_path / "gateway",
+                              GatewayConfig.for_tests())
+    try:
+        handle.start()
+        old = handle.gateway
+        handle.crash_when("marker")
+        with pytest.raises(concurrent.futures.CancelledError):
+            hil_loop.call(old.events.emit, "marker")
+        handle.other.join(30)  # the concurrent crash() has returned...
+        assert not handle.other.is_alive()
+        assert handle.concurrent_crash_returned is False
+        # ...and only once the incarnation had stopped
+        states = hil_loop.call(lambda: [e.data["state"] for e in old.events.events("gateway")])
+        assert states == ["started", "stopped"]
+    finally:
         handle.crash()
         handle.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime
@@ -90,6 +91,10 @@ class GatewayHandle:
         self.endpoint: tuple[str, int] = self.listener.getsockname()[:2]
         self._gateway: Gateway | None = None
         self._dying: asyncio.Future[None] | None = None
+        # _gateway and _dying change together: a crash_when() point (on the loop thread)
+        # moves the incarnation from one to the other, and a crash() or stop() from the
+        # test's thread between the two steps saw neither and returned before it stopped.
+        self._state = threading.Lock()
         self.incarnations = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -110,7 +115,8 @@ class GatewayHandle:
         return self
 
     def stop(self) -> None:
-        gateway, self._gateway = self._gateway, None
+        with self._state:
+            gateway, self._gateway = self._gateway, None
         if gateway is not None and self.loop.alive:
             self.loop.run(gateway.stop())
         # An incarnation a crash_when() point killed may still be stopping: a restart (or
@@ -122,7 +128,8 @@ class GatewayHandle:
         """The gateway dies (the in-process stand-in for SIGKILL): every device connection
         drops at once without a goodbye (no Error message), then the incarnation is gone.
         Its local cache stays for a restart. Also completes a crash armed by `crash_when`."""
-        gateway, self._gateway = self._gateway, None
+        with self._state:
+            gateway, self._gateway = self._gateway, None
         if gateway is not None and self.loop.alive:
             async def die() -> None:
                 await self._die(gateway)
@@ -132,7 +139,8 @@ class GatewayHandle:
 
     def _wait_dying(self) -> None:
         """Wait until the incarnation a crash_when() point killed has fully stopped."""
-        dying, self._dying = self._dying, None
+        with self._state:
+            dying, self._dying = self._dying, None
         if dying is not None and self.loop.alive:
             async def wait() -> None:
                 await dying
@@ -155,9 +163,10 @@ class GatewayHandle:
         def listener(event: GatewayEvent) -> None:
             if fired.done() or event.kind != kind or (predicate and not predicate(event)):
                 return
-            if self._gateway is gateway:
-                self._gateway = None
-                self._dying = asyncio.ensure_future(self._die(gateway))
+            with self._state:
+                if self._gateway is gateway:
+                    self._gateway = None
+                    self._dying = asyncio.ensure_future(self._die(gateway))
             fired.set_result(event)
             # The code that logged the event stops right there, as the process would: no
             # message already read is handled, nothing more reaches the local cache.
