@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -58,6 +59,41 @@ def test_empty_token_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
                  str(tmp_path / "token"), "--port", "0"])
     assert code == 3
     assert "is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    (b"first-secret\nsecond-secret\n", "character 13 is a line break"),
+    ("s\u20acret-token".encode(), "character 2 is the character U+20AC"),
+    ("s\u00f8ret-token".encode(), "character 2 is the character U+00F8"),
+])
+def test_a_token_that_cannot_travel_in_a_header_is_refused_unquoted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, what: str) -> None:
+    (tmp_path / "token").write_bytes(content)
+    with socket.socket() as closed:  # bound, never listening: nothing is reached
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        code = main(["devices", "--api", url, "--token-file", str(tmp_path / "token")])
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert f"token file {tmp_path / 'token'}: the token must be one line of printable " \
+               f"ASCII characters; {what}" in " ".join(err.split())
+        assert "secret" not in err.replace(str(tmp_path), "")
+        # the REST API's own token file: refused before anything is started
+        code = main(["rest", "--kubeconfig", str(tmp_path / "missing"), "--token-file",
+                     str(tmp_path / "token"), "--port", "0"])
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert f"--token-file {tmp_path / 'token'}: the token must be" in " ".join(err.split())
+        assert "secret" not in err.replace(str(tmp_path), "")
+
+
+def test_a_rest_token_file_that_is_not_utf8_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "token").write_bytes(b"tok\xffen")
+    code = main(["rest", "--kubeconfig", str(tmp_path / "missing"), "--token-file",
+                 str(tmp_path / "token"), "--port", "0"])
+    assert code == 3
+    assert "not UTF-8 text (byte 3)" in capsys.readouterr().err
 
 
 class Service:

@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_USAGE, CliError, describe
+from .common import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CliError,
+    check_token,
+    describe,
+)
 
 ENV_API = "WASMBED_API"
 ENV_TOKEN_FILE = "WASMBED_TOKEN_FILE"
@@ -275,6 +282,7 @@ def connect(args: argparse.Namespace) -> Api:
                        f"{getattr(exc, 'strerror', None) or exc}", EXIT_ENVIRONMENT) from None
     if not token:
         raise CliError(f"{token_source}: token file {path} is empty", EXIT_ENVIRONMENT)
+    check_token(token, f"{token_source}: token file {path}")
     hint = _pid_hint(infos[url_source]) if url_source in infos else ""
     return Api(url, token, url_source, f"{token_source} ({path})", hint)
 

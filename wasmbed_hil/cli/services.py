@@ -29,6 +29,7 @@ from .common import (
     CliError,
     add_kube_options,
     announce,
+    check_token,
     kube_config,
     until_signal,
 )
@@ -318,13 +319,17 @@ def _reload_crl_on_sighup(gateway: Gateway, path: Path, pki_dir: Path) -> None:
 def run_rest(args: argparse.Namespace) -> int:
     from ..controlplane.rest import RestApi
 
-    config = kube_config(args)
     try:
         token = args.token_file.read_text().strip()
     except OSError as exc:
         raise CliError(f"--token-file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"--token-file {args.token_file}: not UTF-8 text (byte {exc.start})"
+                       ) from None
     if not token:
         raise CliError(f"--token-file {args.token_file} is empty")
+    check_token(token, f"--token-file {args.token_file}")
+    config = kube_config(args)
     sock = _bind(args.host, args.port)
 
     async def main() -> None:
