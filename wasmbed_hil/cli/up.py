@@ -31,7 +31,7 @@ from rich.table import Table
 from ..bench.backends.registry import DEFAULT_BACKEND, backend_names, get_backend
 from ..bench.loop import LoopThread
 from ..gateway import GatewayConfig
-from ..pki import FleetCA, write_file
+from ..pki import FleetCA, PkiError, write_file
 from .common import EXIT_FAILED, EXIT_OK, CliError, announce, console
 
 BATCH = 100  # the REST API creates at most this many devices per request
@@ -201,6 +201,16 @@ class Workdir:
                     entry.unlink(missing_ok=True)
 
 
+def write_platform_json(directory: Path, info: dict[str, Any]) -> None:
+    """DIR/platform.json, whole or not at all (a temporary file renamed): the REST commands
+    read it while `up` runs, and written in place a reader could find it empty or cut short
+    (`--platform DIR`: cannot read platform.json), as would the next run after a full disk."""
+    try:
+        write_file(directory / "platform.json", (json.dumps(info, indent=2) + "\n").encode())
+    except PkiError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _run(args: argparse.Namespace, workdir: Workdir) -> int:
     from ..bench.devicemanager import DEFAULT_MAX_MACHINES
     from ..bench.platform import Platform, PlatformConfig
@@ -237,7 +247,7 @@ def _run(args: argparse.Namespace, workdir: Workdir) -> int:
                 "kubeconfig": str(workdir.path / "kubeconfig"), "namespace": args.namespace,
                 "gateways": {n: f"{h}:{p}" for n, (h, p) in platform._endpoints().items()},
                 "workdir": str(workdir.path), "pid": os.getpid()}
-        (workdir.path / "platform.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_platform_json(workdir.path, info)
         announce(f"ready rest {platform.rest_url} kubeconfig={info['kubeconfig']} "
                  f"token-file={info['tokenFile']}")
         ready = _create_devices(platform, args, out)
