@@ -177,6 +177,9 @@ def test_the_power_switch_and_flasher_refuse_what_a_board_would(tmp_path):
                 await asyncio.to_thread(power, url, "on")
             with pytest.raises(RuntimeError, match="404 no board '7'"):
                 await asyncio.to_thread(power, url.replace("/0/", "/7/"), "on")
+            for index in ("%C2%B2", "%D9%A3", "-1", "x"):  # "²" and "٣" are isdigit() too
+                with pytest.raises(RuntimeError, match="404 no board"):
+                    await asyncio.to_thread(power, url.replace("/0/", f"/{index}/"), "on")
 
             def put(part: str, data: bytes) -> str:
                 req = urllib.request.Request(f"{service.flash_url(0)}/{part}", data=data,
