@@ -15,7 +15,7 @@ import pytest
 
 from wasmbed_hil.bench.apiserver import ApiServer
 from wasmbed_hil.bench.loop import LoopThread
-from wasmbed_hil.cli import main
+from wasmbed_hil.cli import main, parser
 
 CLI = [sys.executable, "-m", "wasmbed_hil"]
 WAIT = 60
@@ -94,6 +94,38 @@ def test_a_rest_token_file_that_is_not_utf8_is_refused(
                  str(tmp_path / "token"), "--port", "0"])
     assert code == 3
     assert "not UTF-8 text (byte 3)" in capsys.readouterr().err
+
+
+_GATEWAY = ["gateway", "--name", "gw", "--pki-dir", "pki", "--state-dir", "state"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([*_GATEWAY, "--tls-port", "70000"], "argument --tls-port: '70000' is no TCP port"),
+    ([*_GATEWAY, "--tls-port", "-1"], "argument --tls-port: '-1' is no TCP port"),
+    (["rest", "--token-file", "t", "--port", "65536"], "argument --port: '65536' is no TCP"),
+    (["apiserver", "--port", "99999"], "argument --port: '99999' is no TCP port"),
+    (["up", "--port", "70000"], "argument --port: '70000' is no TCP port"),
+    ([*_GATEWAY, "--endpoint", "gw.example:70000"], "the port must be 1..65535"),
+    ([*_GATEWAY, "--endpoint", "gw.example:\u00b2"], "the port must be 1..65535"),
+    ([*_GATEWAY, "--endpoint", "gw.example:"], "the port must be 1..65535"),
+    ([*_GATEWAY, "--endpoint", ":8443"], "is no host:port"),
+    ([*_GATEWAY, "--endpoint", "g" * 600 + ":8443"], "at most 512 characters"),
+    ([*_GATEWAY, "--heartbeat", "nan"], "argument --heartbeat: must be > 0, got nan"),
+    ([*_GATEWAY, "--heartbeat", "0"], "argument --heartbeat: must be > 0, got 0"),
+    (["up", "--heartbeat", "-2"], "argument --heartbeat: must be > 0, got -2"),
+])
+def test_service_options_out_of_range_are_usage_errors(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused as they are parsed: a port past 65535 made bind() raise OverflowError (a
+    traceback); an endpoint or heartbeat the Gateway resource cannot hold (port 70000,
+    NaN) made the gateway's agent fail every pass, never registering the gateway."""
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    good = [a.replace("70000", "8443") for a in argv]
+    if "--endpoint" in argv and "70000" in argv[-1]:
+        assert parser().parse_args(good).endpoint == "gw.example:8443"
 
 
 class Service:

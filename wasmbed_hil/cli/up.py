@@ -32,6 +32,7 @@ from ..bench.backends.registry import DEFAULT_BACKEND, backend_names, get_backen
 from ..bench.loop import LoopThread
 from ..gateway import GatewayConfig
 from ..pki import FleetCA, PkiError, write_file
+from .args import seconds, tcp_port
 from .common import EXIT_FAILED, EXIT_OK, CliError, announce, console
 
 BATCH = 100  # the REST API creates at most this many devices per request
@@ -49,10 +50,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend_names(),
                    help=f"device backend (default: {DEFAULT_BACKEND})")
     p.add_argument("--gateways", type=int, default=1, help="gateway instances (default: 1)")
-    p.add_argument("--port", type=int, default=8080,
+    p.add_argument("--port", type=tcp_port, default=8080,
                    help="REST API port (default: 8080; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="REST API address (default: 127.0.0.1)")
-    p.add_argument("--heartbeat", type=float, default=2.0, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=seconds, default=2.0, metavar="SECONDS",
                    help="device heartbeat interval (default: 2; timeout is 3 intervals)")
     p.add_argument("--workdir", type=Path,
                    help="state, kubeconfig and token (default: a new temporary directory)")
