@@ -96,6 +96,18 @@ def test_a_rest_token_file_that_is_not_utf8_is_refused(
     assert "not UTF-8 text (byte 3)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_gateway_stale_time_that_is_no_duration_is_a_usage_error(
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """0 or less made the Gateway daemons' pause zero (each looped without waiting, and every
+    gateway was Failed at once); NaN marked every gateway Failed."""
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(["controllers", "--gateway-stale", value])
+    assert info.value.code == 2
+    assert "argument --gateway-stale: must be > 0" in capsys.readouterr().err
+    assert parser().parse_args(["controllers", "--gateway-stale", "0.5"]).gateway_stale == 0.5
+
+
 _GATEWAY = ["gateway", "--name", "gw", "--pki-dir", "pki", "--state-dir", "state"]
 
 

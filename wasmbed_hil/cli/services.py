@@ -46,7 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                        "interrupted. Without a device manager (as in a cluster), Devices that "
                        "ask for emulation get an Emulated=False condition.")
     add_kube_options(p)
-    p.add_argument("--gateway-stale", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--gateway-stale", type=seconds, default=30.0, metavar="SECONDS",
                    help="a Gateway silent this long is marked Failed (default: 30)")
     _add_metrics_options(p)
     p.set_defaults(run=run_controllers)
