@@ -125,6 +125,8 @@ _GATEWAY = ["gateway", "--name", "gw", "--pki-dir", "pki", "--state-dir", "state
     ([*_GATEWAY, "--heartbeat", "nan"], "argument --heartbeat: must be > 0, got nan"),
     ([*_GATEWAY, "--heartbeat", "0"], "argument --heartbeat: must be > 0, got 0"),
     (["up", "--heartbeat", "-2"], "argument --heartbeat: must be > 0, got -2"),
+    (["up", "--timeout", "nan"], "argument --timeout: must be > 0, got nan"),
+    (["up", "--timeout", "-1"], "argument --timeout: must be > 0, got -1"),
 ])
 def test_service_options_out_of_range_are_usage_errors(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workdir", type=Path,
                    help="state, kubeconfig and token (default: a new temporary directory)")
     p.add_argument("--namespace", default="wasmbed", help="namespace (default: wasmbed)")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=120.0, metavar="SECONDS",
                    help="how long devices may take to connect (default: 120)")
     p.add_argument("--exit-after-ready", action="store_true",
                    help="stop once every device is connected (exit 0) or at the timeout "
