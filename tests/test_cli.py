@@ -87,6 +87,19 @@ def test_a_token_that_cannot_travel_in_a_header_is_refused_unquoted(
         assert "secret" not in err.replace(str(tmp_path), "")
 
 
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("http://[zz]:8080", "does not appear to be an IPv4 or IPv6 address"),
+])
+def test_an_api_url_with_a_broken_ipv6_host_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str) -> None:
+    (tmp_path / "token").write_text("t0ken\n")
+    code = main(["devices", "--api", url, "--token-file", str(tmp_path / "token")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert f"--api: {url!r} is not an http(s) URL" in err and problem in err
+
+
 def test_a_rest_token_file_that_is_not_utf8_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "token").write_bytes(b"tok\xffen")

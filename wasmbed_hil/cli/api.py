@@ -264,7 +264,11 @@ def connect(args: argparse.Namespace) -> Api:
     if not url:
         raise CliError(f"no REST API given: {HOW_TO_CONNECT}", EXIT_ENVIRONMENT)
     url = str(url).rstrip("/")
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # an unclosed or invalid [IPv6] host
+        raise CliError(f"{url_source}: {url!r} is not an http(s) URL: {exc}",
+                       EXIT_USAGE) from None
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise CliError(f"{url_source}: {url!r} is not an http(s) URL "
                        "(e.g. http://127.0.0.1:8080)", EXIT_USAGE)
