@@ -116,6 +116,31 @@ def test_board_selection_errors_are_clear(tmp_path):
         _flasher_beside("http://h:8/relay/{index}/{value}", 3)
 
 
+def _without(target: dict, key: str) -> dict:
+    return {k: v for k, v in target.items() if k != key}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: {"targets": [t]}, "targets must be a mapping of target names, not list"),
+    (lambda t: {"targets": {"board-0": "rack"}}, "target board-0 of .* must be a mapping"),
+    (lambda t: {"targets": {"board-0": None}}, "target board-0 of .* must be a mapping"),
+    (lambda t: {"targets": {"board-0": _without(t, "options")}},
+     "target board-0 of .* has no option 'wasmbed_flasher'"),
+    (lambda t: {"targets": {"board-0": {**t, "options": ["x"]}}},
+     "target board-0 of .* has no option 'wasmbed_flasher'"),
+    (lambda t: {"targets": {"board-0": {**t, "options": {"wasmbed_flasher": [1]}}}},
+     "option 'wasmbed_flasher' must be the flasher's http\\(s\\) URL, not list"),
+    (lambda t: {"targets": {"board-0": {**t, "drivers": [{"NoSuchDriver": {}}]}}},
+     "target board-0 of .*: unknown driver class NoSuchDriver"),
+])
+def test_a_malformed_environment_file_is_refused_naming_it(tmp_path, change, message):
+    target = files.environment(ports(tmp_path, 1))["targets"]["board-0"]
+    env_file = files.write_yaml(tmp_path / "env.yaml", change(target))
+    for _ in range(2):  # the second finds the target's lock given back
+        with pytest.raises(BoardUnavailable, match=message):
+            take_local(env_file, timeout=0.3)
+
+
 def test_a_standin_uart_is_a_stable_raw_pty_relayed_to_the_emulator(tmp_path):
     async def scenario():
         uart = PtyUart(tmp_path / "link")
@@ -152,6 +177,9 @@ def test_the_power_switch_and_flasher_refuse_what_a_board_would(tmp_path):
                 await asyncio.to_thread(power, url, "on")
             with pytest.raises(RuntimeError, match="404 no board '7'"):
                 await asyncio.to_thread(power, url.replace("/0/", "/7/"), "on")
+            for index in ("%C2%B2", "%D9%A3", "-1", "x"):  # "²" and "٣" are isdigit() too
+                with pytest.raises(RuntimeError, match="404 no board"):
+                    await asyncio.to_thread(power, url.replace("/0/", f"/{index}/"), "on")
 
             def put(part: str, data: bytes) -> str:
                 req = urllib.request.Request(f"{service.flash_url(0)}/{part}", data=data,

@@ -127,6 +127,14 @@ def test_a_bad_board_file_is_refused_naming_the_file_and_the_key(tmp_path, text,
     assert str(path) in str(info.value)
 
 
+def test_a_board_file_that_is_not_utf8_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "board.toml"
+    path.write_bytes(GOOD.replace("myboard", "my\xffboard").encode("latin-1"))
+    with pytest.raises(BoardError, match=r"not valid TOML: not UTF-8 text") as info:
+        load_board(str(path))
+    assert str(path) in str(info.value)
+
+
 def test_unknown_names_and_missing_files_say_so(tmp_path):
     with pytest.raises(BoardError, match=r"unknown board 'nrf52'.*mps2-an385.*path"):
         load_board("nrf52")

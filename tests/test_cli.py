@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -14,7 +15,7 @@ import pytest
 
 from wasmbed_hil.bench.apiserver import ApiServer
 from wasmbed_hil.bench.loop import LoopThread
-from wasmbed_hil.cli import main
+from wasmbed_hil.cli import main, parser
 
 CLI = [sys.executable, "-m", "wasmbed_hil"]
 WAIT = 60
@@ -58,6 +59,100 @@ def test_empty_token_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
                  str(tmp_path / "token"), "--port", "0"])
     assert code == 3
     assert "is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    (b"first-secret\nsecond-secret\n", "character 13 is a line break"),
+    ("s\u20acret-token".encode(), "character 2 is the character U+20AC"),
+    ("s\u00f8ret-token".encode(), "character 2 is the character U+00F8"),
+])
+def test_a_token_that_cannot_travel_in_a_header_is_refused_unquoted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, what: str) -> None:
+    (tmp_path / "token").write_bytes(content)
+    with socket.socket() as closed:  # bound, never listening: nothing is reached
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        code = main(["devices", "--api", url, "--token-file", str(tmp_path / "token")])
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert f"token file {tmp_path / 'token'}: the token must be one line of printable " \
+               f"ASCII characters; {what}" in " ".join(err.split())
+        assert "secret" not in err.replace(str(tmp_path), "")
+        # the REST API's own token file: refused before anything is started
+        code = main(["rest", "--kubeconfig", str(tmp_path / "missing"), "--token-file",
+                     str(tmp_path / "token"), "--port", "0"])
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert f"--token-file {tmp_path / 'token'}: the token must be" in " ".join(err.split())
+        assert "secret" not in err.replace(str(tmp_path), "")
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("http://[zz]:8080", "does not appear to be an IPv4 or IPv6 address"),
+])
+def test_an_api_url_with_a_broken_ipv6_host_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str) -> None:
+    (tmp_path / "token").write_text("t0ken\n")
+    code = main(["devices", "--api", url, "--token-file", str(tmp_path / "token")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert f"--api: {url!r} is not an http(s) URL" in err and problem in err
+
+
+def test_a_rest_token_file_that_is_not_utf8_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "token").write_bytes(b"tok\xffen")
+    code = main(["rest", "--kubeconfig", str(tmp_path / "missing"), "--token-file",
+                 str(tmp_path / "token"), "--port", "0"])
+    assert code == 3
+    assert "not UTF-8 text (byte 3)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_gateway_stale_time_that_is_no_duration_is_a_usage_error(
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """0 or less made the Gateway daemons' pause zero (each looped without waiting, and every
+    gateway was Failed at once); NaN marked every gateway Failed."""
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(["controllers", "--gateway-stale", value])
+    assert info.value.code == 2
+    assert "argument --gateway-stale: must be > 0" in capsys.readouterr().err
+    assert parser().parse_args(["controllers", "--gateway-stale", "0.5"]).gateway_stale == 0.5
+
+
+_GATEWAY = ["gateway", "--name", "gw", "--pki-dir", "pki", "--state-dir", "state"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([*_GATEWAY, "--tls-port", "70000"], "argument --tls-port: '70000' is no TCP port"),
+    ([*_GATEWAY, "--tls-port", "-1"], "argument --tls-port: '-1' is no TCP port"),
+    (["rest", "--token-file", "t", "--port", "65536"], "argument --port: '65536' is no TCP"),
+    (["apiserver", "--port", "99999"], "argument --port: '99999' is no TCP port"),
+    (["up", "--port", "70000"], "argument --port: '70000' is no TCP port"),
+    ([*_GATEWAY, "--endpoint", "gw.example:70000"], "the port must be 1..65535"),
+    ([*_GATEWAY, "--endpoint", "gw.example:\u00b2"], "the port must be 1..65535"),
+    ([*_GATEWAY, "--endpoint", "gw.example:"], "the port must be 1..65535"),
+    ([*_GATEWAY, "--endpoint", ":8443"], "is no host:port"),
+    ([*_GATEWAY, "--endpoint", "g" * 600 + ":8443"], "at most 512 characters"),
+    ([*_GATEWAY, "--heartbeat", "nan"], "argument --heartbeat: must be > 0, got nan"),
+    ([*_GATEWAY, "--heartbeat", "0"], "argument --heartbeat: must be > 0, got 0"),
+    (["up", "--heartbeat", "-2"], "argument --heartbeat: must be > 0, got -2"),
+    (["up", "--timeout", "nan"], "argument --timeout: must be > 0, got nan"),
+    (["up", "--timeout", "-1"], "argument --timeout: must be > 0, got -1"),
+])
+def test_service_options_out_of_range_are_usage_errors(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused as they are parsed: a port past 65535 made bind() raise OverflowError (a
+    traceback); an endpoint or heartbeat the Gateway resource cannot hold (port 70000,
+    NaN) made the gateway's agent fail every pass, never registering the gateway."""
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    good = [a.replace("70000", "8443") for a in argv]
+    if "--endpoint" in argv and "70000" in argv[-1]:
+        assert parser().parse_args(good).endpoint == "gw.example:8443"
 
 
 class Service:

@@ -182,3 +182,37 @@ def test_up_refuses_a_busy_port_and_leaves_nothing(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert "--port 0" in done.stderr
     assert leftovers(tmp_path) == []
+
+
+_CUT_SHORT = """
+import json, resource, signal, sys
+from pathlib import Path
+from wasmbed_hil.cli.common import CliError
+from wasmbed_hil.cli.up import write_platform_json
+directory = Path(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))  # the disk is full after 64 bytes
+try:
+    write_platform_json(directory, {"rest": "http://127.0.0.1:8080", "workdir": "x" * 200})
+except (CliError, OSError) as exc:
+    print("refused:", exc)
+"""
+
+
+def test_platform_json_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A reader (`--platform DIR`) never finds it cut short, even when the write fails."""
+    workdir = tmp_path / "wb"
+    workdir.mkdir()
+    previous = {"rest": "http://127.0.0.1:1", "pid": 1}
+    (workdir / "platform.json").write_text(json.dumps(previous))
+    run = subprocess.run([sys.executable, "-c", _CUT_SHORT, str(workdir)],
+                         capture_output=True, text=True, timeout=60, env=environment(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "refused:" in run.stdout
+    assert json.loads((workdir / "platform.json").read_text()) == previous
+    assert sorted(p.name for p in workdir.iterdir()) == ["platform.json"]  # no temp file
+    # and written whole when it can be
+    from wasmbed_hil.cli.up import write_platform_json
+
+    write_platform_json(workdir, {"rest": "http://127.0.0.1:2"})
+    assert json.loads((workdir / "platform.json").read_text()) == {"rest": "http://127.0.0.1:2"}

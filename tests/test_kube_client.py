@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,47 @@ def test_kubeconfig_round_trip_hides_token(tmp_path: Path) -> None:
     (tmp_path / "bad").write_text("- a list\n")
     with pytest.raises(ValueError, match="not a kubeconfig"):
         KubeConfig.from_kubeconfig(tmp_path / "bad")
+
+
+KUBECONFIG = (
+    "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+    "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    "clusters: [{name: k, cluster: {server: 'https://h:6443/'}}]\n"
+    "users: [{name: u, user: {token: tok123}}]\n"
+)
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_refused_without_quoting_its_secrets(
+        tmp_path: Path) -> None:
+    (tmp_path / "kc").write_text(KUBECONFIG.replace("{token: tok123}",
+                                                    "\n    token: s3cr3t-t0ken: more"))
+    with pytest.raises(ValueError) as info:
+        KubeConfig.from_kubeconfig(tmp_path / "kc")
+    assert "s3cr3t" not in str(info.value)  # PyYAML's own message quotes the line
+    assert re.search(r"kc: cannot read kubeconfig: not valid YAML: .* at line 7, column 10$",
+                     str(info.value))
+    (tmp_path / "kc").write_bytes(KUBECONFIG.replace("tok123", "tok\xff").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"kc: cannot read kubeconfig: not UTF-8 text"):
+        KubeConfig.from_kubeconfig(tmp_path / "kc")
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("context: {cluster: k, user: u}", "context: oops", "context 'c' must be a mapping"),
+    ("cluster: {server: 'https://h:6443/'}", "cluster: [1]", "cluster 'k' must be a mapping"),
+    ("user: {token: tok123}", "user: 7", "user 'u' must be a mapping"),
+    ("contexts: [", "contexts: {x: 1}\nz: [", "contexts must be a list"),
+    ("user: u}", "user: [u]}", "context 'c'.user must be a string"),
+    ("{token: tok123}", "{tokenFile: 5}", "user 'u'.tokenFile must be a string"),
+    ("{token: tok123}", "{client-key-data: 12}", "user 'u'.client-key-data must be a string"),
+    ("{token: tok123}", "{client-key-data: 'a'}", "user 'u'.client-key-data is not base64"),
+])
+def test_a_kubeconfig_with_a_wrong_type_is_refused_naming_the_key(
+        tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in KUBECONFIG
+    (tmp_path / "kc").write_text(KUBECONFIG.replace(old, new))
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        KubeConfig.from_kubeconfig(tmp_path / "kc")
+    assert str(tmp_path / "kc") in str(info.value)
 
 
 def test_crud_and_errors(tmp_path: Path) -> None:

@@ -689,6 +689,15 @@ def test_error_classes(env: Env) -> None:
         "Content-Type": "application/json"}), 400, reason="BadRequest")
     assert_error(env.call("GET", "/api/v1/devices", params={"labelSelector": "a in (b"}), 400)
     assert_error(env.call("GET", "/api/v1/devices", params={"watch": "1"}), 400, "watch")
+    # a body that is not what its Content-Encoding says (JSON and multipart alike)
+    for encoding in ("gzip", "deflate"):
+        error = assert_error(post("POST", "/api/v1/devices", json=device_body(), headers={
+            "Content-Encoding": encoding}), 400, None, "BadRequest")
+        assert error["message"] == ("malformed request body: Can not decode content-encoding: "
+                                    f"{encoding}")
+        assert_error(post("POST", "/api/v1/applications", data=_form(WASM, {"name": "x"}),
+                          headers={"Content-Encoding": encoding}), 400, None, "BadRequest")
+    assert env.kube_list(DEVICES) == [] and env.kube_list(APPLICATIONS) == []
     # 415: wrong content types
     assert_error(post("POST", "/api/v1/devices", data="name=x"), 415,
                  reason="UnsupportedMediaType")

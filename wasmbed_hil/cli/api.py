@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_USAGE, CliError, describe
+from .common import (
+    EXIT_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CliError,
+    check_token,
+    describe,
+)
 
 ENV_API = "WASMBED_API"
 ENV_TOKEN_FILE = "WASMBED_TOKEN_FILE"
@@ -257,7 +264,11 @@ def connect(args: argparse.Namespace) -> Api:
     if not url:
         raise CliError(f"no REST API given: {HOW_TO_CONNECT}", EXIT_ENVIRONMENT)
     url = str(url).rstrip("/")
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # an unclosed or invalid [IPv6] host
+        raise CliError(f"{url_source}: {url!r} is not an http(s) URL: {exc}",
+                       EXIT_USAGE) from None
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise CliError(f"{url_source}: {url!r} is not an http(s) URL "
                        "(e.g. http://127.0.0.1:8080)", EXIT_USAGE)
@@ -275,6 +286,7 @@ def connect(args: argparse.Namespace) -> Api:
                        f"{getattr(exc, 'strerror', None) or exc}", EXIT_ENVIRONMENT) from None
     if not token:
         raise CliError(f"{token_source}: token file {path} is empty", EXIT_ENVIRONMENT)
+    check_token(token, f"{token_source}: token file {path}")
     hint = _pid_hint(infos[url_source]) if url_source in infos else ""
     return Api(url, token, url_source, f"{token_source} ({path})", hint)
 

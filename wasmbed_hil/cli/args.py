@@ -99,3 +99,32 @@ def seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def tcp_port(text: str) -> int:
+    """A TCP port, 0..65535 (0: one the OS picks). socket.bind raises OverflowError, not
+    OSError, for one out of range: a traceback instead of a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is no TCP port (0..65535)")
+    return value
+
+
+MAX_ENDPOINT = 512  # Gateway.spec.endpoint's maxLength
+
+
+def endpoint(text: str) -> str:
+    """host or host:port, as a Gateway resource can hold it (port 1..65535, at most 512
+    characters): the gateway agent registers it, and one it cannot failed every pass."""
+    host, colon, tail = text.rpartition(":")
+    if not colon:
+        host, tail = text, ""
+    if not host or len(text) > MAX_ENDPOINT:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is no host:port (a host, at most {MAX_ENDPOINT} characters)")
+    if colon and not (tail.isascii() and tail.isdigit() and 1 <= int(tail) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}: the port must be 1..65535")
+    return text

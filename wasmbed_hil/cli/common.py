@@ -41,6 +41,21 @@ class CliError(Exception):
         self.code = code
 
 
+def check_token(token: str, where: str) -> str:
+    """`token` if it can travel in `Authorization: Bearer`, else CliError (exit 3) saying what
+    is wrong, never quoting it. A line break in the header is refused by the HTTP client (its
+    message quoting the token); a non-ASCII character is not the same bytes on both sides
+    (the client sends Latin-1, the server compares UTF-8): every request got 401, or,
+    outside Latin-1, the client crashed."""
+    for index, char in enumerate(token):
+        if not (" " <= char <= "~" or char == "\t"):
+            what = ("a line break" if char in "\r\n" else
+                    f"the character U+{ord(char):04X}")
+            raise CliError(f"{where}: the token must be one line of printable ASCII "
+                           f"characters; character {index + 1} is {what}")
+    return token
+
+
 def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 

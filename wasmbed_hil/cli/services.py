@@ -23,12 +23,14 @@ from ..gateway import Gateway, GatewayConfig
 from ..gateway.eventloop import DEFAULT_LOOP, LOOPS, LoopUnavailable, loop_runner
 from ..kube.client import KubeClient, KubeError
 from ..pki import PkiError, read_crl, server_ssl_context
+from .args import endpoint, seconds, tcp_port
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
     add_kube_options,
     announce,
+    check_token,
     kube_config,
     until_signal,
 )
@@ -44,7 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                        "interrupted. Without a device manager (as in a cluster), Devices that "
                        "ask for emulation get an Emulated=False condition.")
     add_kube_options(p)
-    p.add_argument("--gateway-stale", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--gateway-stale", type=seconds, default=30.0, metavar="SECONDS",
                    help="a Gateway silent this long is marked Failed (default: 30)")
     _add_metrics_options(p)
     p.set_defaults(run=run_controllers)
@@ -54,16 +56,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                        "Application and Gateway resources in step with this gateway.")
     add_kube_options(p)
     p.add_argument("--name", required=True, help="Gateway resource name (e.g. the pod name)")
-    p.add_argument("--tls-port", type=int, default=8443, help="device port (default: 8443; "
+    p.add_argument("--tls-port", type=tcp_port, default=8443, help="device port (default: 8443; "
                    "0: any free port)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--endpoint", help="address devices use, host:port (default: "
+    p.add_argument("--endpoint", type=endpoint, help="address devices use, host:port (default: "
                    "<hostname>:<tls-port>)")
     p.add_argument("--pki-dir", type=Path, required=True,
                    help="directory with cert.pem, key.pem (the gateway's) and ca.pem (fleet)")
     p.add_argument("--state-dir", type=Path, required=True,
                    help="directory of the gateway's local cache (SQLite)")
-    p.add_argument("--heartbeat", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=seconds, default=30.0, metavar="SECONDS",
                    help="heartbeat interval told to devices (default: 30)")
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
     p.add_argument("--crl", type=Path, metavar="PATH",
@@ -96,7 +98,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("rest", help="serve the REST API (port 8080)",
                        description="Serve the control plane's REST API over the resources.")
     add_kube_options(p)
-    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any)")
+    p.add_argument("--port", type=tcp_port, default=8080, help="port (default: 8080; 0: any)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument("--token-file", type=Path, required=True,
                    help="file holding the bearer token callers must present")
@@ -106,7 +108,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("apiserver", help="serve an emulated Kubernetes API server",
                        description="Serve the emulated kube-apiserver (custom resources, "
                        "discovery, watch) until interrupted; prints the kubeconfig path.")
-    p.add_argument("--port", type=int, default=0, help="TCP port (default: any free one)")
+    p.add_argument("--port", type=tcp_port, default=0, help="TCP port (default: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
     p.add_argument("--insecure-http", action="store_true", help="plain HTTP, no TLS")
@@ -122,22 +124,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_metrics_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics-port", type=_port, metavar="PORT",
+    p.add_argument("--metrics-port", type=tcp_port, metavar="PORT",
                    help="serve Prometheus metrics on http://<metrics-host>:PORT/metrics, "
                    "without authentication (docs/monitoring.md; default: none; 0: any free "
                    "port)")
     p.add_argument("--metrics-host", default="0.0.0.0",
                    help="address of the metrics endpoint (default: 0.0.0.0)")
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is no TCP port (0..65535)")
-    return port
 
 
 def _processes(value: str) -> int:
@@ -318,13 +310,17 @@ def _reload_crl_on_sighup(gateway: Gateway, path: Path, pki_dir: Path) -> None:
 def run_rest(args: argparse.Namespace) -> int:
     from ..controlplane.rest import RestApi
 
-    config = kube_config(args)
     try:
         token = args.token_file.read_text().strip()
     except OSError as exc:
         raise CliError(f"--token-file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"--token-file {args.token_file}: not UTF-8 text (byte {exc.start})"
+                       ) from None
     if not token:
         raise CliError(f"--token-file {args.token_file} is empty")
+    check_token(token, f"--token-file {args.token_file}")
+    config = kube_config(args)
     sock = _bind(args.host, args.port)
 
     async def main() -> None:

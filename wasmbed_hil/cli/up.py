@@ -31,7 +31,8 @@ from rich.table import Table
 from ..bench.backends.registry import DEFAULT_BACKEND, backend_names, get_backend
 from ..bench.loop import LoopThread
 from ..gateway import GatewayConfig
-from ..pki import FleetCA, write_file
+from ..pki import FleetCA, PkiError, write_file
+from .args import seconds, tcp_port
 from .common import EXIT_FAILED, EXIT_OK, CliError, announce, console
 
 BATCH = 100  # the REST API creates at most this many devices per request
@@ -49,15 +50,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend_names(),
                    help=f"device backend (default: {DEFAULT_BACKEND})")
     p.add_argument("--gateways", type=int, default=1, help="gateway instances (default: 1)")
-    p.add_argument("--port", type=int, default=8080,
+    p.add_argument("--port", type=tcp_port, default=8080,
                    help="REST API port (default: 8080; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="REST API address (default: 127.0.0.1)")
-    p.add_argument("--heartbeat", type=float, default=2.0, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=seconds, default=2.0, metavar="SECONDS",
                    help="device heartbeat interval (default: 2; timeout is 3 intervals)")
     p.add_argument("--workdir", type=Path,
                    help="state, kubeconfig and token (default: a new temporary directory)")
     p.add_argument("--namespace", default="wasmbed", help="namespace (default: wasmbed)")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=120.0, metavar="SECONDS",
                    help="how long devices may take to connect (default: 120)")
     p.add_argument("--exit-after-ready", action="store_true",
                    help="stop once every device is connected (exit 0) or at the timeout "
@@ -201,6 +202,16 @@ class Workdir:
                     entry.unlink(missing_ok=True)
 
 
+def write_platform_json(directory: Path, info: dict[str, Any]) -> None:
+    """DIR/platform.json, whole or not at all (a temporary file renamed): the REST commands
+    read it while `up` runs, and written in place a reader could find it empty or cut short
+    (`--platform DIR`: cannot read platform.json), as would the next run after a full disk."""
+    try:
+        write_file(directory / "platform.json", (json.dumps(info, indent=2) + "\n").encode())
+    except PkiError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _run(args: argparse.Namespace, workdir: Workdir) -> int:
     from ..bench.devicemanager import DEFAULT_MAX_MACHINES
     from ..bench.platform import Platform, PlatformConfig
@@ -237,7 +248,7 @@ def _run(args: argparse.Namespace, workdir: Workdir) -> int:
                 "kubeconfig": str(workdir.path / "kubeconfig"), "namespace": args.namespace,
                 "gateways": {n: f"{h}:{p}" for n, (h, p) in platform._endpoints().items()},
                 "workdir": str(workdir.path), "pid": os.getpid()}
-        (workdir.path / "platform.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_platform_json(workdir.path, info)
         announce(f"ready rest {platform.rest_url} kubeconfig={info['kubeconfig']} "
                  f"token-file={info['tokenFile']}")
         ready = _create_devices(platform, args, out)

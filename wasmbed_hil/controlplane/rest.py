@@ -624,6 +624,9 @@ class RestApi:
                             f"{self.body_timeout:g} s") from None
         except HttpProcessingError as exc:
             raise bad_request(f"malformed request body: {exc.message}") from None
+        except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip, not gzip
+            detail = " ".join(str(exc).split()).removeprefix("400, message: ")
+            raise bad_request(f"malformed request body: {detail}") from None
         except OSError as exc:
             raise bad_request(f"connection lost while reading the body: {exc}") from None
 

@@ -72,6 +72,16 @@ NAMESPACES = Kind("", "v1", "namespaces", namespaced=False)
 EVENTS = Kind("", "v1", "events")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong with a YAML text and where, without the text itself: PyYAML's own
+    message quotes the offending line, which in a kubeconfig may be a token or a key."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"not valid YAML: {exc.problem or exc.context or 'syntax error'}{where}"
+    return "not valid YAML"
+
+
 class KubeError(Exception):
     """A request the API server refused (status >= 400), or that could not be made.
 
@@ -111,13 +121,36 @@ class KubeConfig:
         path = Path(path)
         try:
             doc = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+        except OSError as exc:
             raise ValueError(f"{path}: cannot read kubeconfig: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: cannot read kubeconfig: not UTF-8 text (byte "
+                             f"{exc.start})") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: cannot read kubeconfig: {_yaml_problem(exc)}") from None
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: not a kubeconfig (expected a mapping)")
 
+        def mapping(value: Any, what: str) -> dict[str, Any]:
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise ValueError(f"{path}: {what} must be a mapping, not {type(value).__name__}")
+            return value
+
+        def text(table: dict[str, Any], key: str, what: str) -> str | None:
+            value = table.get(key)
+            if value is None or isinstance(value, str):
+                return value
+            raise ValueError(f"{path}: {what}.{key} must be a string, not "
+                             f"{type(value).__name__}")
+
         def named(section: str, name: str) -> dict[str, Any]:
-            for entry in doc.get(section) or []:
+            entries = doc.get(section) or []
+            if not isinstance(entries, list):
+                raise ValueError(f"{path}: {section} must be a list, not "
+                                 f"{type(entries).__name__}")
+            for entry in entries:
                 if isinstance(entry, dict) and entry.get("name") == name:
                     return entry
             raise ValueError(f"{path}: no {section[:-1]} named {name!r}")
@@ -125,32 +158,42 @@ class KubeConfig:
         ctx_name = context or doc.get("current-context")
         if not ctx_name:
             raise ValueError(f"{path}: no current-context and no context given")
-        ctx = named("contexts", ctx_name).get("context") or {}
-        cluster = named("clusters", ctx.get("cluster", "")).get("cluster") or {}
-        user = named("users", ctx.get("user", "")).get("user") or {} if ctx.get("user") else {}
-        if not cluster.get("server"):
+        ctx = mapping(named("contexts", ctx_name).get("context"), f"context {ctx_name!r}")
+        cluster_name = text(ctx, "cluster", f"context {ctx_name!r}") or ""
+        user_name = text(ctx, "user", f"context {ctx_name!r}")
+        cluster = mapping(named("clusters", cluster_name).get("cluster"),
+                          f"cluster {cluster_name!r}")
+        user = mapping(named("users", user_name).get("user"), f"user {user_name!r}"
+                       ) if user_name else {}
+        server = cluster.get("server")
+        if not server:
             raise ValueError(f"{path}: cluster of context {ctx_name!r} has no server")
 
         def data(key: str) -> bytes | None:
-            raw = cluster.get(f"{key}-data") if key.startswith("certificate") else user.get(
-                f"{key}-data")
+            table, what = ((cluster, f"cluster {cluster_name!r}") if key.startswith(
+                "certificate") else (user, f"user {user_name!r}"))
+            raw = text(table, f"{key}-data", what)
             if raw:
-                return base64.b64decode(raw)
-            file = cluster.get(key) if key.startswith("certificate") else user.get(key)
+                try:
+                    return base64.b64decode(raw)
+                except ValueError:  # its text is a certificate or key: never echoed
+                    raise ValueError(f"{path}: {what}.{key}-data is not base64") from None
+            file = text(table, key, what)
             if file:
                 return (path.parent / file).read_bytes()
             return None
 
-        token = user.get("token")
-        if token is None and user.get("tokenFile"):
-            token = (path.parent / user["tokenFile"]).read_text().strip()
+        token = text(user, "token", f"user {user_name!r}")
+        token_file = text(user, "tokenFile", f"user {user_name!r}")
+        if token is None and token_file:
+            token = (path.parent / token_file).read_text().strip()
         return cls(
-            server=str(cluster["server"]).rstrip("/"),
+            server=str(server).rstrip("/"),
             token=token,
             ca_pem=data("certificate-authority"),
             client_cert_pem=data("client-certificate"),
             client_key_pem=data("client-key"),
-            namespace=ctx.get("namespace") or "default",
+            namespace=text(ctx, "namespace", f"context {ctx_name!r}") or "default",
             insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
         )
 

@@ -166,6 +166,9 @@ def load_board(spec: str | os.PathLike[str] = DEFAULT_BOARD) -> Board:
         raise BoardError(f"board file {path}: cannot read it: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise BoardError(f"board file {path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # tomllib decodes the whole file before parsing
+        raise BoardError(f"board file {path}: not valid TOML: not UTF-8 text "
+                         f"(byte {exc.start}: {exc.reason})") from None
     return parse_board(data, path.resolve())
 
 

@@ -239,7 +239,8 @@ class LabService:
     def _board(self, raw: str) -> StandinBoard:
         from aiohttp import web
 
-        if not raw.isdigit() or int(raw) >= len(self.boards):
+        # isdigit() alone lets "²" through, which int() refuses (a 500)
+        if not (raw.isascii() and raw.isdigit()) or int(raw) >= len(self.boards):
             raise web.HTTPNotFound(text=f"no board {raw!r} (0..{len(self.boards) - 1})\n")
         return self.boards[int(raw)]
 

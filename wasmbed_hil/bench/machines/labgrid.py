@@ -155,7 +155,7 @@ def _lock_free_target(env_file: Path, names: list[str], timeout: float) -> tuple
 def take_local(env_file: Path, pattern: str = "*", timeout: float = 120.0) -> LabgridBoard:
     """A free target of `env_file` matching `pattern`, locked for this process."""
     from labgrid import Environment
-    from labgrid.exceptions import NoResourceFoundError
+    from labgrid.exceptions import InvalidConfigError, NoResourceFoundError
 
     if not env_file.is_file():
         raise BoardUnavailable(f"labgrid environment file {env_file} not found")
@@ -163,12 +163,24 @@ def take_local(env_file: Path, pattern: str = "*", timeout: float = 120.0) -> La
         env = Environment(str(env_file))
     except Exception as exc:
         raise BoardUnavailable(f"labgrid environment {env_file}: {exc}") from exc
-    names = sorted(n for n in env.config.get_targets() if fnmatch.fnmatchcase(n, pattern))
+    # labgrid takes the file's structure on trust: a wrong shape is an AttributeError or a
+    # KeyError deep inside it, so what the backend reads is checked here first.
+    targets = env.config.get_targets()
+    if not isinstance(targets, dict):
+        raise BoardUnavailable(f"labgrid environment {env_file}: targets must be a mapping of "
+                               f"target names, not {type(targets).__name__}")
+    names = sorted(n for n in targets if fnmatch.fnmatchcase(str(n), pattern))
     if not names:
         raise BoardUnavailable(f"no target of {env_file} matches {pattern!r}")
     name, fd = _lock_free_target(env_file, names, timeout)
     try:
-        target = env.get_target(name)
+        if not isinstance(targets[name], dict) or not targets[name]:
+            raise BoardUnavailable(f"target {name} of {env_file} must be a mapping with its "
+                                   "resources, drivers and options")
+        try:
+            target = env.get_target(name)
+        except InvalidConfigError as exc:
+            raise BoardUnavailable(f"target {name} of {env_file}: {exc}") from exc
         ports = {}
         for role in (CONSOLE, LINK):
             try:
@@ -177,10 +189,15 @@ def take_local(env_file: Path, pattern: str = "*", timeout: float = 120.0) -> La
                 raise BoardUnavailable(
                     f"target {name} of {env_file} has no RawSerialPort named {role!r}"
                 ) from exc
-        flasher = env.config.get_target_option(name, FLASHER_OPTION)
+        # A default: without one labgrid raises KeyError for a missing option.
+        flasher = env.config.get_target_option(name, FLASHER_OPTION, "")
         if not flasher:
             raise BoardUnavailable(f"target {name} of {env_file} has no option "
                                    f"{FLASHER_OPTION!r} (its flasher)")
+        if not isinstance(flasher, str):
+            raise BoardUnavailable(f"target {name} of {env_file}: option {FLASHER_OPTION!r} "
+                                   f"must be the flasher's http(s) URL, not "
+                                   f"{type(flasher).__name__}")
     except BaseException:
         os.close(fd)
         raise
