@@ -313,6 +313,15 @@ def test_gateway_service_reloads_its_crl_on_sighup_and_never_an_older_one(
         crl_file.write_bytes(b"garbage")
         service.proc.send_signal(signal.SIGHUP)
         assert "not a PEM or DER CRL" in service.proc.stdout.readline()
+        # the fleet CA's certificate damaged since the start: refused, not a traceback in
+        # the signal handler with no line for whoever waits for one
+        crl_file.write_bytes(ca.crl_pem())
+        ca_pem = (tmp_path / "pki" / "ca.pem").read_bytes()
+        (tmp_path / "pki" / "ca.pem").write_bytes(b"not a certificate")
+        service.proc.send_signal(signal.SIGHUP)
+        line = service.proc.stdout.readline().strip()
+        assert line.startswith("crl refused") and "ca.pem" in line, line
+        (tmp_path / "pki" / "ca.pem").write_bytes(ca_pem)
         assert service.proc.poll() is None  # still serving
     finally:
         assert service.stop() == 0

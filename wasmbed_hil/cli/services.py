@@ -154,9 +154,14 @@ def _read_crl(path: Path, pki_dir: Path) -> tuple[bytes, x509.Certificate]:
     """The CRL's bytes and the fleet CA certificate, the CRL checked against it."""
     try:
         crl = path.read_bytes()
-        ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
+        ca_data = (pki_dir / "ca.pem").read_bytes()
     except OSError as exc:
         raise CliError(f"--crl {path}: {exc}") from None
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_data)
+    except ValueError:  # also on a SIGHUP's reload, where no traceback may escape
+        raise CliError(f"--crl {path}: {pki_dir / 'ca.pem'} is not a PEM certificate",
+                       EXIT_USAGE) from None
     try:
         read_crl(crl, ca_cert)
     except PkiError as exc:
