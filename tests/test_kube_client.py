@@ -109,6 +109,26 @@ def test_a_kubeconfig_with_a_wrong_type_is_refused_naming_the_key(
     assert str(tmp_path / "kc") in str(info.value)
 
 
+def test_a_kubeconfigs_ca_may_be_der_and_unusable_tls_data_is_refused_naming_the_file(
+        tmp_path: Path) -> None:
+    import base64
+
+    from wasmbed_hil.pki import FleetCA
+
+    der = base64.b64encode(FleetCA.create("kube DER CA").cert_der).decode()
+    cluster = "cluster: {server: 'https://h:6443/'}"
+    (tmp_path / "kc").write_text(KUBECONFIG.replace(
+        cluster, f"cluster: {{server: 'https://h:6443/', certificate-authority-data: {der}}}"))
+    context = KubeConfig.from_kubeconfig(tmp_path / "kc").ssl_context()
+    assert not isinstance(context, bool) and len(context.get_ca_certs()) == 1
+    junk = base64.b64encode(b"no certificate at all").decode()
+    (tmp_path / "kc").write_text(KUBECONFIG.replace(
+        cluster, f"cluster: {{server: 'https://h:6443/', certificate-authority-data: {junk}}}"))
+    with pytest.raises(ValueError, match="cannot be used") as info:
+        KubeConfig.from_kubeconfig(tmp_path / "kc")
+    assert str(tmp_path / "kc") in str(info.value)
+
+
 def test_crud_and_errors(tmp_path: Path) -> None:
     asyncio.run(_crud_and_errors(tmp_path))
 

@@ -187,7 +187,7 @@ class KubeConfig:
         token_file = text(user, "tokenFile", f"user {user_name!r}")
         if token is None and token_file:
             token = (path.parent / token_file).read_text().strip()
-        return cls(
+        config = cls(
             server=str(server).rstrip("/"),
             token=token,
             ca_pem=data("certificate-authority"),
@@ -196,6 +196,13 @@ class KubeConfig:
             namespace=text(ctx, "namespace", f"context {ctx_name!r}") or "default",
             insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
         )
+        try:  # here, naming the file, not at the first request (a 500, a failing pass)
+            config.ssl_context()
+        except (ssl.SSLError, ValueError) as exc:  # OpenSSL's reason only: no data quoted
+            reason = exc.reason if isinstance(exc, ssl.SSLError) else type(exc).__name__
+            raise ValueError(f"{path}: the certificate authority or client certificate and "
+                             f"key of context {ctx_name!r} cannot be used ({reason})") from None
+        return config
 
     @classmethod
     def in_cluster(cls) -> KubeConfig:
@@ -223,9 +230,10 @@ class KubeConfig:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             return context
-        context = ssl.create_default_context(
-            cadata=self.ca_pem.decode() if self.ca_pem else None
-        )
+        ca: str | bytes | None = self.ca_pem or None
+        if ca and ca.lstrip().startswith(b"-----BEGIN"):
+            ca = ca.decode("ascii", "replace")  # PEM; other bytes are taken as DER
+        context = ssl.create_default_context(cadata=ca)
         if self.client_cert_pem and self.client_key_pem:
             with tempfile.TemporaryDirectory(prefix="wasmbed-kube-") as directory:
                 cert, key = Path(directory) / "c.pem", Path(directory) / "k.pem"
