@@ -236,3 +236,48 @@ def test_large_bodies_are_streamed(tmp_path: Path) -> None:
             assert base64.b64decode(created["spec"]["wasmBytes"]) == module
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("line", "status", "reason"), [
+    (b'{"type": "ERROR", "object": {"code": 410, "reason": "Expired", "message": "old"}}',
+     410, "Expired"),
+    (b'{"type": "ERROR", "object": {"code": "abc", "reason": 5}}', 500, "Error"),
+    (b'{"type": "ERROR", "object": {"code": 99999}}', 500, "Error"),
+    (b'{"type": "ERROR", "object": "gone"}', 0, "BadWatchEvent"),
+    (b'{"type": "ADDED", "object": [1, 2]}', 0, "BadWatchEvent"),
+    (b'{"type": 5, "object": {}}', 0, "BadWatchEvent"),
+    (b'{"type": "ADDED", "object": {"metadata": {"namespace": "wb"}}}', 0, "BadWatchEvent"),
+    (b'{"type": "MODIFIED", "object": {"metadata": "x"}}', 0, "BadWatchEvent"),
+    (b'{"type": "BOOKMARK", "object": {"metadata": 7}}', 0, "BadWatchEvent"),
+])
+def test_a_watch_event_of_the_wrong_shape_is_a_kube_error(line: bytes, status: int,
+                                                          reason: str) -> None:
+    """A misbehaving API server's watch line ends the watch with a KubeError (which the
+    informers handle by watching again), not an AttributeError or a ValueError."""
+    from aiohttp import web
+
+    async def scenario() -> None:
+        async def watch(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(line + b"\n")
+            return response
+
+        app = web.Application()
+        app.router.add_get("/apis/wasmbed.github.io/v1/namespaces/wb/devices", watch)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        kube = KubeClient(KubeConfig(server=f"http://127.0.0.1:{port}", namespace=NS))
+        try:
+            with pytest.raises(KubeError) as info:
+                async for _event in kube.watch(DEVICES, NS, resource_version="1"):
+                    pass
+            assert (info.value.status, info.value.reason) == (status, reason)
+        finally:
+            await kube.close()
+            await runner.cleanup()
+
+    asyncio.run(scenario())

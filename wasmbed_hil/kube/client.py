@@ -397,12 +397,32 @@ class KubeClient:
                         kind_name, obj = event["type"], event["object"]
                     except (ValueError, KeyError, TypeError) as exc:
                         raise KubeError(0, "BadWatchEvent", f"{line[:200]!r}: {exc}") from None
+                    if not isinstance(kind_name, str) or not isinstance(obj, dict):
+                        # the watchers index it as an object (an AttributeError there)
+                        raise KubeError(0, "BadWatchEvent",
+                                        f"{line[:200]!r}: type and object are not a string "
+                                        "and an object")
                     if kind_name == "ERROR":
-                        raise KubeError(int(obj.get("code") or 500), obj.get("reason", "Error"),
-                                        obj.get("message", ""))
+                        raise _watch_error(obj)
+                    meta = obj.get("metadata")
+                    if not isinstance(meta, dict) or (
+                            kind_name != "BOOKMARK" and not isinstance(meta.get("name"), str)):
+                        raise KubeError(0, "BadWatchEvent",
+                                        f"{line[:200]!r}: an object without metadata.name")
                     yield kind_name, obj
         except (aiohttp.ClientError, OSError) as exc:
             raise KubeError(0, "Unreachable", f"watch {kind.plural}: {exc!r}") from None
+
+
+def _watch_error(obj: dict[str, Any]) -> KubeError:
+    """A watch's ERROR event (a Status) as the KubeError it stands for; a code that is no
+    HTTP status counts as 500."""
+    code = obj.get("code")
+    if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+        code = 500
+    reason, message = obj.get("reason"), obj.get("message")
+    return KubeError(code, reason if isinstance(reason, str) and reason else "Error",
+                     message if isinstance(message, str) else "")
 
 
 def _decode(status: int, raw: bytes, method: str, path: str) -> Any:
