@@ -461,3 +461,47 @@ def test_gateway_with_an_empty_pki_dir_says_so(tmp_path: Path,
                  "--pki-dir", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "s")])
     assert code == 3
     assert "--pki-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "answer"), [
+    (["devices"], b"{}"),
+    (["devices"], b'{"items": [{}]}'),
+    (["devices"], b'{"items": [{"name": 1, "phase": "Connected"}]}'),
+    (["devices", "show", "d"], b"[]"),
+    (["apps"], b'{"items": "none"}'),
+    (["apps", "show", "a"], b'{"name": "a"}'),
+])
+def test_an_answer_of_another_shape_is_a_one_line_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str],
+        answer: bytes) -> None:
+    """--api pointing at a server that is not this REST API (it answers 200 with JSON of
+    another shape): exit 3 and one line, not a KeyError or TypeError traceback."""
+    import http.server
+    import threading
+
+    class Foreign(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "token").write_text("t0ken\n")
+        code = main([*command, "--api", f"http://127.0.0.1:{server.server_port}",
+                     "--token-file", str(tmp_path / "token")])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 3, err
+    assert "the REST API's answer is not of the shape this command reads" in err
+    assert "Traceback" not in err

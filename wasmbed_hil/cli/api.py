@@ -16,6 +16,7 @@ The token is read from its file and sent as `Authorization: Bearer ...`; it is n
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -144,6 +145,22 @@ def call(api: Api, method: str, path: str, *, what: str | None = None,
         return api.request(method, path, query=query, timeout=timeout)
     except ApiError as exc:
         raise cli_error(exc, what) from None
+
+
+def renders_answers(command: Callable[[argparse.Namespace], int]
+                    ) -> Callable[[argparse.Namespace], int]:
+    """For a command that only asks the REST API and prints its answers: an answer of
+    another shape (a server at --api that is not this REST API, or a version that differs)
+    ends it with a one-line error (exit 3), not a traceback from the formatting."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise CliError(f"the REST API's answer is not of the shape this command reads "
+                           f"({type(exc).__name__}: {exc}); is the API URL right?",
+                           EXIT_ENVIRONMENT) from None
+    return run
 
 
 def cli_error(exc: ApiError, what: str | None = None) -> CliError:

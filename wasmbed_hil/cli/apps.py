@@ -19,6 +19,7 @@ from .api import (
     cli_error,
     connect,
     quote,
+    renders_answers,
     request_timeout,
 )
 from .args import seconds
@@ -70,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     delete.set_defaults(run=run_app_delete)
 
 
+@renders_answers
 def run_apps(args: argparse.Namespace) -> int:
     api = connect(args)
     items = call(api, "GET", APPLICATIONS)["items"]
@@ -91,6 +93,7 @@ def run_apps(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@renders_answers
 def run_app_show(args: argparse.Namespace) -> int:
     api = connect(args)
     app = call(api, "GET", f"{APPLICATIONS}/{quote(args.name)}",

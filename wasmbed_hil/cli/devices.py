@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from .api import DEVICES, add_api_options, call, connect, quote
+from .api import DEVICES, add_api_options, call, connect, quote, renders_answers
 from .common import EXIT_OK, add_output_option, command_parser, output_format
 from .render import block, format_values, output_console, print_json, styled_phase, table
 
@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     show.set_defaults(run=run_device_show)
 
 
+@renders_answers
 def run_devices(args: argparse.Namespace) -> int:
     api = connect(args)
     selector = getattr(args, "selector", None)
@@ -72,6 +73,7 @@ def run_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@renders_answers
 def run_device_show(args: argparse.Namespace) -> int:
     api = connect(args)
     device = call(api, "GET", f"{DEVICES}/{quote(args.name)}", what=f"device {args.name!r}")
