@@ -316,11 +316,12 @@ def test_junit_xml_input(tmp_path: Path) -> None:
     ("test: a.py::t\n", "expected a list"),
     ("- test: a.py::t\n  reason: r\n- test: a#t\n  reason: s\n", "already quarantined"),
     ("- [unclosed\n", "not valid YAML"),
+    (b"- test: a.py::t\n  reason: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 29)"),
 ])
-def test_quarantine_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
-                           error: str) -> None:
+def test_quarantine_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           text: str | bytes, error: str) -> None:
     path = tmp_path / "q.yaml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(QuarantineError, match=re.escape(error)):
         load_quarantine(path)
     result(tmp_path / "run", "test_a")

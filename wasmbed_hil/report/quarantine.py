@@ -6,8 +6,8 @@
 
 `test` is a pytest node id (`path/to/test_x.py::Class::test_y[param]`) or an Allure
 fullName (`path.to.test_x.Class#test_y`); without a parameter id it covers every
-parametrization. A missing or empty reason, an unknown key, a bad date or a test listed twice
-is an error (QuarantineError).
+parametrization. A missing or empty reason, an unknown key, a bad date, a test listed twice
+or a file that is not UTF-8 is an error (QuarantineError).
 """
 
 from __future__ import annotations
@@ -145,4 +145,11 @@ def load_quarantine(path: Path | str, today: date | None = None) -> Quarantine:
     """The quarantine file at `path`. OSError when it cannot be read, QuarantineError when
     it is invalid."""
     path = Path(path)
-    return parse_quarantine(path.read_text(encoding="utf-8"), path, today)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # not a crash: a reason typed in another encoding (Latin-1 "café") names the byte
+        raise QuarantineError(f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                              f"{exc.start}); save the file as UTF-8") from None
+    return parse_quarantine(text, path, today)
