@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wasmbed_hil.cli import report
 from wasmbed_hil.cli.common import CliError, fail
-from wasmbed_hil.report import compare, load_quarantine, load_run
+from wasmbed_hil.report import RunReadError, compare, load_quarantine, load_run, write_report
 from wasmbed_hil.report.quarantine import QuarantineError, canonical_test, parse_quarantine
 from wasmbed_hil.report.render_html import h
 from wasmbed_hil.report.render_markdown import md_code, md_text
@@ -369,6 +371,58 @@ def test_unreadable_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert cli(["--current", str(good), "--quarantine", str(missing), "--out", out]) == 3
     assert cli(["--current", str(good), "--threshold", "-1", "--out", out]) == 2
     assert not Path(out).exists()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=6)
+ALLURE_FIELDS = ("name", "fullName", "status", "statusDetails", "start", "stop", "labels",
+                 "parameters", "attachments", "steps", "titlePath", "historyId")
+ALLURE_RESULTS = st.dictionaries(
+    st.sampled_from(ALLURE_FIELDS),
+    JSON_VALUES | st.lists(st.dictionaries(
+        st.sampled_from(("name", "value", "source", "type", "message", *ALLURE_FIELDS)),
+        JSON_VALUES, max_size=4), max_size=3))
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"statusDetails": "boom"}, "'statusDetails' is a str, not an object"),
+    ({"labels": 5}, "'labels' is a int, not a list"),
+    ({"parameters": {"backend": "qemu"}}, "'parameters' is a dict, not a list"),
+    ({"steps": [{"attachments": "log.txt"}]}, "a step's 'attachments' is a str, not a list"),
+])
+def test_a_malformed_allure_result_is_an_error_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, Any],
+        error: str) -> None:
+    run = tmp_path / "run"
+    result(run, "test_a")
+    bad = run / "bad-result.json"
+    bad.write_text(json.dumps({"name": "test_b", "fullName": f"{MODULE}#test_b",
+                               "status": "failed", **fields}))
+    with pytest.raises(RunReadError, match=re.escape(f"{bad}: not an Allure result ({error})")):
+        load_run(run)
+    assert cli(["--current", str(run), "--out", str(tmp_path / "out")]) == 3
+    assert error in capsys.readouterr().err
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=ALLURE_RESULTS)
+def test_any_json_object_as_an_allure_result_is_read_or_refused(data: dict[str, Any]) -> None:
+    """Whatever a *-result.json holds, the report reads it (and writes its outputs) or
+    refuses it with RunReadError: never another exception."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        run.mkdir()
+        (run / "x-result.json").write_text(json.dumps(data))
+        try:
+            loaded = load_run(run)
+        except RunReadError as exc:
+            assert "x-result.json" in str(exc)
+            return
+        write_report(compare(loaded, loaded), Path(tmp) / "out")
 
 
 def test_markdown_lists_are_cut(tmp_path: Path) -> None:

@@ -227,6 +227,27 @@ def _properties(path: Path) -> dict[str, str]:
     return props
 
 
+_ALLURE_LISTS = ("labels", "parameters", "attachments", "steps")
+
+
+def _malformed(node: dict[str, Any], whose: str = "") -> str | None:
+    """What in an Allure result (or step) has a shape the reader cannot use, or None: the
+    reader iterates these lists and reads statusDetails' keys, and would crash on another
+    type (a number as `labels`, a string as `statusDetails`)."""
+    for name in _ALLURE_LISTS:
+        value = node.get(name)
+        if value and not isinstance(value, list):
+            return f"{whose}{name!r} is a {type(value).__name__}, not a list"
+    details = node.get("statusDetails")
+    if details and not isinstance(details, dict):
+        return f"{whose}'statusDetails' is a {type(details).__name__}, not an object"
+    for step in node.get("steps") or []:
+        why = _malformed(step, "a step's ") if isinstance(step, dict) else None
+        if why:
+            return why
+    return None
+
+
 def read_allure(directory: Path | str) -> Run:
     """Results written by allure-pytest (`--alluredir`): every `*-result.json`."""
     directory = Path(directory)
@@ -238,6 +259,9 @@ def read_allure(directory: Path | str) -> Run:
             raise RunReadError(f"{file}: not a readable Allure result: {exc}") from None
         if not isinstance(data, dict):
             raise RunReadError(f"{file}: not an Allure result (a JSON object is expected)")
+        why = _malformed(data)
+        if why:
+            raise RunReadError(f"{file}: not an Allure result ({why})")
         key, _ = allure_key(data)
         group = str(data.get("historyId") or key)
         order = (_int(data.get("start")), _int(data.get("stop")), file.name)
@@ -271,13 +295,16 @@ def read_allure(directory: Path | str) -> Run:
 def _int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
         return 0
 
 
 def _duration(data: dict[str, Any]) -> float:
     start, stop = _int(data.get("start")), _int(data.get("stop"))
-    return max(0.0, (stop - start) / 1000.0) if start and stop else 0.0
+    try:
+        return max(0.0, (stop - start) / 1000.0) if start and stop else 0.0
+    except OverflowError:  # integers beyond a float's range
+        return 0.0
 
 
 # ----------------------------------------------------------------------------- JUnit
