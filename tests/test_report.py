@@ -425,6 +425,57 @@ def test_any_json_object_as_an_allure_result_is_read_or_refused(data: dict[str, 
         write_report(compare(loaded, loaded), Path(tmp) / "out")
 
 
+SUMMARY_TEST_FIELDS = ("key", "name", "nodeid", "fullName", "historyId", "status",
+                       "duration_s", "attempts", "labels", "category", "category_source",
+                       "message", "trace", "attachments")
+SUMMARY_TESTS = st.lists(st.fixed_dictionaries(
+    {"key": st.text(max_size=4), "status": st.sampled_from(("passed", "failed", "broken"))},
+    optional={name: JSON_VALUES | st.lists(st.dictionaries(
+        st.sampled_from(("name", "path", "type", "status", "duration_s", "start_ms",
+                         "message")), JSON_VALUES, max_size=4), max_size=2)
+        for name in SUMMARY_TEST_FIELDS if name not in ("key", "status")}), max_size=3)
+
+
+@pytest.mark.parametrize(("fields", "tests", "error"), [
+    ({"environment": ["commit=abc"]}, [], "AttributeError"),
+    ({}, [{"key": "m#t", "status": "failed", "nodeid": 5}], "nodeid of 'm#t' is not a string"),
+    ({}, [{"key": "m#t", "status": "failed"}, {"key": "m#t", "status": "passed"}],
+     "test 'm#t' is listed twice"),
+])
+def test_a_damaged_summary_json_is_an_error_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, Any],
+        tests: list[dict[str, Any]], error: str) -> None:
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"format": "wasmbed-hil/report-run", "version": 1,
+                                "tests": tests, **fields}))
+    with pytest.raises(RunReadError, match=re.escape(error)):
+        load_run(path)
+    run = tmp_path / "run"
+    result(run, "test_a")
+    assert cli(["--current", str(run), "--baseline", str(path),
+                "--out", str(tmp_path / "out")]) == 3
+    assert f"cannot read the baseline: {path}" in capsys.readouterr().err
+
+
+@settings(max_examples=150, deadline=None)
+@given(tests=SUMMARY_TESTS | JSON_VALUES, environment=JSON_VALUES)
+def test_any_summary_json_is_read_or_refused(tests: Any, environment: Any) -> None:
+    """A summary.json (a baseline kept between runs, so possibly edited or damaged) is read
+    and compared or refused with RunReadError naming it: never another exception."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "summary.json"
+        path.write_text(json.dumps({"format": "wasmbed-hil/report-run", "version": 1,
+                                    "tests": tests, "environment": environment}))
+        try:
+            loaded = load_run(path)
+        except RunReadError as exc:
+            assert str(path) in str(exc)
+            return
+        assert len(loaded.tests) == len(tests)  # none dropped
+        write_report(compare(loaded, loaded), Path(tmp) / "out")
+
+
 def test_markdown_lists_are_cut(tmp_path: Path) -> None:
     for i in range(20):
         result(tmp_path / "run", f"test_f{i:02d}", "failed", message=f"AssertionError: {i}")

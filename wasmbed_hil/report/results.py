@@ -446,6 +446,13 @@ def read_summary(path: Path | str) -> Run:
     tests: dict[str, CaseResult] = {}
     try:
         for t in data["tests"]:
+            if not isinstance(t["key"], str):
+                raise TypeError(f"a test's key {t['key']!r} is not a string")
+            if t["key"] in tests:  # the second would replace the first: a result lost
+                raise RunReadError(f"{path}: test {t['key']!r} is listed twice")
+            for name in ("nodeid", "historyId", "category"):
+                if t.get(name) is not None and not isinstance(t.get(name), str):
+                    raise TypeError(f"{name} of {t['key']!r} is not a string or null")
             status = _status(t["status"])
             labels = {str(k): [str(v) for v in vs] for k, vs in (t.get("labels") or {}).items()}
             message = str(t.get("message") or "")
@@ -466,8 +473,8 @@ def read_summary(path: Path | str) -> Run:
                                         str(a.get("type") or ""))
                              for a in t.get("attachments") or []],
                 history_id=t.get("historyId"))
+        environment = {str(k): str(v) for k, v in (data.get("environment") or {}).items()}
     except (KeyError, TypeError, AttributeError) as exc:
         raise RunReadError(f"{path}: malformed summary.json ({type(exc).__name__}: {exc})"
                            ) from None
-    environment = {str(k): str(v) for k, v in (data.get("environment") or {}).items()}
     return Run(path, "summary", tests, environment)
