@@ -11,6 +11,7 @@ GitLab, our report) count the test once and see it as flaky; others ignore them.
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -74,4 +75,11 @@ def fold(path: Path, reruns: dict[str, dict[int, list[tuple[str, str, str]]]]) -
                                          message=message)
                     element.text = text
                     final.append(element)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
+    # Beside it, then renamed over it: a rewrite cut short (a full disk, a killed run) must
+    # leave pytest's complete file, not a truncated one that loses every test's result.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

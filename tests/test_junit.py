@@ -1,0 +1,51 @@
+"""The JUnit file's re-run attempts folded into one test case (pytest_plugin/junit.py)."""
+
+from __future__ import annotations
+
+import errno
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wasmbed_hil.pytest_plugin.junit import fold
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="3">
+<testcase classname="suites.demo.test_demo" name="test_x" time="0.1"/>
+<testcase classname="suites.demo.test_demo" name="test_x" time="0.2"/>
+<testcase classname="suites.demo.test_demo" name="test_y" time="0.3"/>
+</testsuite></testsuites>
+"""
+RERUNS = {"suites/demo/test_demo.py::test_x": {0: [("call", "MachineError: once", "tb")]}}
+
+
+def test_fold_makes_one_test_case_of_the_attempts(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT)
+    fold(path, RERUNS)
+    cases = list(ET.parse(path).getroot().iter("testcase"))
+    assert [(c.get("name"), c.get("time")) for c in cases] == [("test_x", "0.2"),
+                                                                ("test_y", "0.3")]
+    assert cases[0].find("flakyFailure").get("message") == "MachineError: once"
+    assert [p.name for p in tmp_path.iterdir()] == ["junit.xml"]
+
+
+def test_a_rewrite_cut_short_leaves_the_file_pytest_wrote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up half-way through the rewrite: the file keeps every test's result
+    (unfolded) instead of ending truncated, and no temporary file is left."""
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT)
+
+    def write_half(self: ET.ElementTree, file: Any, *args: Any, **kwargs: Any) -> None:
+        with open(file, "w", encoding="utf-8") as f:
+            f.write(JUNIT[:80])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ET.ElementTree, "write", write_half)
+    with pytest.raises(OSError, match="No space left"):
+        fold(path, RERUNS)
+    assert path.read_text() == JUNIT
+    assert [p.name for p in tmp_path.iterdir()] == ["junit.xml"]
