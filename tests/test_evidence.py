@@ -203,6 +203,9 @@ def test_only_infrastructure_failures_are_retried(tmp_path: Path, workers: list[
     junit_run = load_run(tmp_path / "junit.xml")  # and so it does from the JUnit file
     assert [t.name for t in junit_run.tests.values() if t.flaky] == [
         "test_emulator_that_does_not_start_once"]
+    # under the same names, backend included: either can be the other's baseline
+    assert sorted(junit_run.tests) == sorted(run.tests)
+    assert all(k.endswith("@virtual") for k in run.tests)
 
 
 def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
@@ -214,7 +217,7 @@ def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
              f"{tmp_path / 'test_generated.py'}::test_passes_with_a_device",
              "--rootdir", str(tmp_path), "--alluredir", str(tmp_path / "allure"),
-             f"--hil-backend={backend}"],
+             f"--junitxml={tmp_path / f'junit-{backend}.xml'}", f"--hil-backend={backend}"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
     runs = results(tmp_path)["test_passes_with_a_device"]
@@ -228,6 +231,11 @@ def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
                              "test_generated#test_passes_with_a_device@virtual"]
     assert {t.label("backend") for t in tests.values()} == {"virtual", "renode"}
     assert all(len(t.attempts) == 1 for t in tests.values())
+    # the JUnit files name the tests alike, so they merge as two shards, not a duplicate
+    from wasmbed_hil.report import load_runs
+
+    junit = load_runs([tmp_path / f"junit-{backend}.xml" for backend in ("virtual", "renode")])
+    assert sorted(junit.tests) == sorted(tests)
 
 
 def _qemu_unavailable() -> str | None:

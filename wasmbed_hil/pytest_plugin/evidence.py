@@ -498,8 +498,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # runs on two backends shared one key, and the report kept only one of them.
         for name, value in backend_labels(item.config).items():
             _label(name, value)
+        backend = str(item.config.getoption("--hil-backend"))
         if allure is not None:  # a parameter: one test on two backends is two tests
-            allure.dynamic.parameter("backend", str(item.config.getoption("--hil-backend")))
+            allure.dynamic.parameter("backend", backend)
+        if ("backend", backend) not in item.user_properties:  # the JUnit file's name too
+            item.user_properties.append(("backend", backend))
     if not hil:
         return
     if report.when == "setup":

@@ -342,6 +342,11 @@ def read_junit(path: Path | str) -> Run:
     for case in root.iter("testcase"):
         classname, name = case.get("classname", ""), case.get("name", "")
         key = f"{classname}#{name}" if classname else name
+        # the pytest plugin records the backend as a property: `@BACKEND` as in Allure's key
+        backend = next((p.get("value") for p in case.iter("property")
+                        if p.get("name") == BACKEND_PARAMETER and p.get("value")), None)
+        if backend:
+            key += f"@{backend}"
         grouped.setdefault(key, []).append(case)
     tests: dict[str, CaseResult] = {}
     for key, cases in grouped.items():
@@ -375,7 +380,8 @@ def read_junit(path: Path | str) -> Run:
         category, why = categorize(final.status, labels, final.message or trace)
         tests[key] = CaseResult(
             key=key, name=last.get("name", key), status=final.status,
-            duration_s=final.duration_s, full_name=key.split("[", 1)[0], attempts=attempts,
+            duration_s=final.duration_s, full_name=key.split("[", 1)[0].split("@", 1)[0],
+            attempts=attempts,
             labels=labels, message=final.message, trace=trace, category=category,
             category_source=why)
     return Run(path, "junit", tests, environment)
