@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from wasmbed_hil.pytest_plugin.junit import fold
+from wasmbed_hil.pytest_plugin.junit import fold, junit_address
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="3">
@@ -49,3 +49,18 @@ def test_a_rewrite_cut_short_leaves_the_file_pytest_wrote(
         fold(path, RERUNS)
     assert path.read_text() == JUNIT
     assert [p.name for p in tmp_path.iterdir()] == ["junit.xml"]
+
+
+def test_a_parameter_id_holding_double_colons_is_folded_too(tmp_path: Path) -> None:
+    """pytest splits the parameter id off before the `::`s (`test_x[::1]`, an IPv6
+    address): the fold must find the same test case, or the re-run attempts stay separate
+    test cases that JUnit readers count as passes."""
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT.replace('name="test_x"', 'name="test_x[::1]"'))
+    assert junit_address("suites/demo/test_demo.py::K::test_x[::1]") == (
+        "suites.demo.test_demo.K", "test_x[::1]")
+    fold(path, {"suites/demo/test_demo.py::test_x[::1]": RERUNS[
+        "suites/demo/test_demo.py::test_x"]})
+    cases = list(ET.parse(path).getroot().iter("testcase"))
+    assert [c.get("name") for c in cases] == ["test_x[::1]", "test_y"]
+    assert cases[0].find("flakyFailure") is not None

@@ -47,8 +47,12 @@ class JunitRetries:
 
 
 def junit_address(nodeid: str) -> tuple[str, str]:
-    """(classname, name) that pytest's junitxml gives a node id."""
-    path, *names = nodeid.split("::")
+    """(classname, name) that pytest's junitxml gives a node id. As pytest does, the
+    parameter id is split off first: it may hold `::` itself (`test_x[::1]`)."""
+    path, _, tail = nodeid.partition("::")
+    names_part, bracket, params = tail.partition("[")
+    names = names_part.split("::")
+    names[-1] += bracket + params
     module = path[:-3] if path.endswith(".py") else path
     parts = [*module.replace("\\", "/").split("/"), *names]
     return ".".join(parts[:-1]), parts[-1]

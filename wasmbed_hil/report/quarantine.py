@@ -72,10 +72,12 @@ def canonical_test(ref: str) -> str:
     ref = ref.strip()
     if "::" not in ref:
         return ref
-    path, *rest = ref.split("::")
+    path, _, tail = ref.partition("::")
+    names, bracket, params = tail.partition("[")  # the parameter id may hold "::"
+    rest = names.split("::")
     module = path[:-3] if path.endswith(".py") else path
     module = module.replace("\\", "/").strip("/").replace("/", ".")
-    return ".".join([module, *rest[:-1]]) + "#" + rest[-1]
+    return ".".join([module, *rest[:-1]]) + "#" + rest[-1] + bracket + params
 
 
 class _Loader(yaml.SafeLoader):
