@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -64,3 +66,33 @@ def test_a_parameter_id_holding_double_colons_is_folded_too(tmp_path: Path) -> N
     cases = list(ET.parse(path).getroot().iter("testcase"))
     assert [c.get("name") for c in cases] == ["test_x[::1]", "test_y"]
     assert cases[0].find("flakyFailure") is not None
+
+
+ONCE = """
+from pathlib import Path
+
+def test_once():
+    marker = Path(__file__).with_name("ran")
+    if not marker.exists():
+        marker.write_text("")
+        raise AssertionError("first attempt")
+"""
+
+
+@pytest.mark.timeout(300)  # a pytest start-up on a loaded machine
+def test_the_fold_finds_the_test_cases_under_a_junit_prefix(tmp_path: Path) -> None:
+    """With pytest's --junit-prefix every classname starts with the prefix: the fold must
+    look for that one, or the re-run attempt stays a test case of its own (read as a pass
+    by JUnit readers, the test counted twice)."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_once.py").write_text(ONCE)
+    junit = tmp_path / "junit.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_once.py",
+         "--reruns", "1", "--junit-prefix", "qemu", f"--junitxml={junit}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [("qemu.test_once",
+                                                                     "test_once")]
+    assert cases[0].find("flakyFailure").get("message") == "AssertionError: first attempt"

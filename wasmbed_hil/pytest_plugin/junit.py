@@ -43,28 +43,31 @@ class JunitRetries:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         path = getattr(config.option, "xmlpath", None)
         if path and self.reruns and Path(path).is_file():
-            fold(Path(path), self.reruns)
+            fold(Path(path), self.reruns, getattr(config.option, "junitprefix", None))
 
 
-def junit_address(nodeid: str) -> tuple[str, str]:
-    """(classname, name) that pytest's junitxml gives a node id. As pytest does, the
-    parameter id is split off first: it may hold `::` itself (`test_x[::1]`)."""
+def junit_address(nodeid: str, prefix: str | None = None) -> tuple[str, str]:
+    """(classname, name) that pytest's junitxml gives a node id, `--junit-prefix` before
+    the classname. As pytest does, the parameter id is split off first: it may hold `::`
+    itself (`test_x[::1]`)."""
     path, _, tail = nodeid.partition("::")
     names_part, bracket, params = tail.partition("[")
     names = names_part.split("::")
     names[-1] += bracket + params
     module = path[:-3] if path.endswith(".py") else path
-    parts = [*module.replace("\\", "/").split("/"), *names]
+    parts = [*([prefix] if prefix else []), *module.replace("\\", "/").split("/"), *names]
     return ".".join(parts[:-1]), parts[-1]
 
 
-def fold(path: Path, reruns: dict[str, dict[int, list[tuple[str, str, str]]]]) -> None:
-    """Rewrite a JUnit file: each re-run test's earlier attempts into its final test case."""
+def fold(path: Path, reruns: dict[str, dict[int, list[tuple[str, str, str]]]],
+         prefix: str | None = None) -> None:
+    """Rewrite a JUnit file: each re-run test's earlier attempts into its final test case
+    (`prefix`: pytest's --junit-prefix, which the classnames start with)."""
     tree = ET.parse(path)
     for suite in tree.iter("testsuite"):
         cases = suite.findall("testcase")
         for nodeid, attempts in reruns.items():
-            classname, name = junit_address(nodeid)
+            classname, name = junit_address(nodeid, prefix)
             same = [c for c in cases if (c.get("classname"), c.get("name")) == (classname, name)]
             if len(same) < 2:
                 continue
