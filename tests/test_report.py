@@ -384,6 +384,9 @@ def test_unreadable_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert str(tmp_path / name) in capsys.readouterr().err
     assert cli(["--current", str(good), "--quarantine", str(missing), "--out", out]) == 3
     assert cli(["--current", str(good), "--threshold", "-1", "--out", out]) == 2
+    for option in ("--threshold", "--min-delta"):  # NaN: never slower, silently
+        assert cli(["--current", str(good), option, "nan", "--out", out]) == 2
+        assert "must be >= 0" in capsys.readouterr().err
     assert not Path(out).exists()
 
 

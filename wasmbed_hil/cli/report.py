@@ -90,7 +90,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threshold < 0 or args.min_delta < 0:
+    # not `< 0`: argparse's float() takes "nan", which every comparison is False for, so
+    # no test would ever be slower
+    if not (args.threshold >= 0 and args.min_delta >= 0):
         raise CliError("--threshold and --min-delta must be >= 0", code=EXIT_USAGE)
     quarantine = None
     path = args.quarantine
