@@ -678,6 +678,58 @@ def test_allure3_renders_the_run_with_history(tmp_path: Path) -> None:
     assert len(history.read_text().splitlines()) == len(first) + 1
 
 
+def test_a_damaged_allure_history_is_left_out_not_fatal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run cut short while Allure wrote its history left half a line: Allure 3 fails on
+    it (exit 1, naming neither the file nor the line), in this run and every later one.
+    The damaged line is left out, said in one line, and the report is made."""
+    results = tmp_path / "allure-results"
+    result(results, "test_a")
+    out = tmp_path / "reports"
+    cache = Path(os.environ.get(report.allure3.ENV_CACHE)
+                 or Path(__file__).resolve().parents[1] / report.allure3.DEFAULT_CACHE)
+    argv = ["--current", str(results), "--out", str(out), "--allure=required",
+            "--allure-cache", str(cache)]
+    assert cli(argv) == 0
+    history = out / "allure-history.jsonl"
+    whole = history.read_bytes()
+    history.write_bytes(whole + whole[:len(whole) // 2])  # the second run's line cut
+    capsys.readouterr()
+    assert cli(argv) == 0
+    assert "allure: 1 damaged line of the history" in capsys.readouterr().err
+    assert (out / "allure-report" / "index.html").is_file()
+    lines = history.read_bytes().splitlines()
+    assert len(lines) == 2 and lines[0] == whole.strip()
+    assert all(json.loads(line) for line in lines)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "allure-history.jsonl", "allure-report", "report.html", "summary.json", "summary.md"]
+
+
+def test_allure_cut_short_leaves_the_history_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Allure rewrites a copy of the history; killed half-way, the history is unchanged."""
+    allure3 = report.allure3
+    history = tmp_path / "allure-history.jsonl"
+    history.write_text('{"uuid": "run-1"}\n')
+    results = tmp_path / "results"
+    result(results, "test_a")
+
+    def killed(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        config = json.loads(Path(argv[argv.index("--config") + 1]).read_text())
+        with open(config["historyPath"], "a") as f:
+            f.write('{"uuid": "run-2", "testRes')
+        return subprocess.CompletedProcess(argv, -9, "", "Killed")
+
+    monkeypatch.setattr(allure3, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(allure3, "executable", lambda cache: tmp_path / "allure")
+    monkeypatch.setattr(allure3.subprocess, "run", killed)
+    with pytest.raises(allure3.AllureError, match="exit -9"):
+        allure3.generate(results, tmp_path / "out", history, "t")
+    assert history.read_text() == '{"uuid": "run-1"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "allure-history.jsonl", "results"]
+
+
 def test_without_node_the_allure_step_is_skipped_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -146,6 +146,10 @@ def _allure(args: argparse.Namespace, allure_results: bool) -> Path | None:
                     results, args.out / "allure-report",
                     args.allure_history or args.out / "allure-history.jsonl",
                     args.title, args.allure_cache)
+                if made.damaged:
+                    err.print(f"allure: {made.damaged} damaged line"
+                              f"{'s' if made.damaged != 1 else ''} of the history "
+                              f"{escape(str(made.history))} left out")
                 return made.index
             except (allure3.AllureError, OSError) as exc:
                 why = str(exc)
