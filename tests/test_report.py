@@ -359,6 +359,21 @@ def test_quarantine_dates_and_matching() -> None:
     assert parse_quarantine("", today=today).entries == []
 
 
+@pytest.mark.parametrize(("entry", "covered"), [
+    ("a/b.py::t[user@host]", True),  # an `@` in the parameter id, the test on any backend
+    ("a/b.py::t@qemu", True),  # every parametrization on one backend
+    ("a/b.py::t[user@host]@qemu", True),
+    ("a/b.py::t", True),
+    ("a/b.py::t@virtual", False),
+    ("a/b.py::t[user]", False),
+])
+def test_quarantine_entries_cover_parameters_and_backends(entry: str, covered: bool) -> None:
+    test = CaseResult(key="a.b#t[user@host]@qemu", name="t[user@host]", status="failed",
+                      duration_s=0.1)
+    q = parse_quarantine(f"- {{test: '{entry}', reason: r}}\n")
+    assert (q.match(test) is not None) == covered
+
+
 def test_unreadable_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good"
     result(good, "test_a")

@@ -40,10 +40,8 @@ class QuarantineEntry:
         return canonical_test(self.test)
 
     def matches(self, test: CaseResult) -> bool:
-        key = self.key
         # on any backend (`KEY@BACKEND`) and with any parameters (`KEY[id]`)
-        return (key in (test.key, test.key.split("[", 1)[0], test.key.split("@", 1)[0])
-                or self.test == test.nodeid)
+        return self.key in covering(test.key) or self.test == test.nodeid
 
 
 @dataclass
@@ -64,6 +62,18 @@ class Quarantine:
         found = [e for e in self.entries if e.matches(test)]
         found.sort(key=lambda e: (e.expired, e.key != test.key))
         return found[0] if found else None
+
+
+def covering(key: str) -> set[str]:
+    """The entries that cover the test `key` (`MODULE#NAME[PARAMS]@BACKEND`): itself, and
+    it without its parameter id, its backend or both. The backend is what follows the last
+    `@` outside the parameter id (which may hold an `@` of its own: `test_x[user@host]`)."""
+    base, at, backend = key.rpartition("@")
+    if not at or "]" in backend:  # no backend, or the `@` is inside the parameter id
+        base, backend = key, ""
+    plain = base.split("[", 1)[0]
+    suffix = f"@{backend}" if backend else ""
+    return {key, base, plain + suffix, plain}
 
 
 def canonical_test(ref: str) -> str:
