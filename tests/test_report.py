@@ -489,6 +489,22 @@ def test_a_damaged_summary_json_is_an_error_naming_it(
     assert f"cannot read the baseline: {path}" in capsys.readouterr().err
 
 
+def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    """A JUnit file or a baseline saved by a Windows tool starts with a UTF-8 BOM: it was
+    refused, as 'neither an Allure results directory, a JUnit XML file nor a summary.json'
+    and as 'Unexpected UTF-8 BOM'."""
+    junit = tmp_path / "junit.xml"
+    junit.write_bytes(b'\xef\xbb\xbf<?xml version="1.0" encoding="utf-8"?>\n<testsuites>'
+                      b'<testsuite name="s"><testcase classname="m" name="t"/></testsuite>'
+                      b'</testsuites>')
+    assert list(load_run(junit).tests) == ["m#t"]
+    summary = tmp_path / "summary.json"
+    summary.write_bytes(b"\xef\xbb\xbf" + json.dumps({
+        "format": "wasmbed-hil/report-run", "version": 1,
+        "tests": [{"key": "m#t", "status": "passed"}]}).encode())
+    assert list(load_run(summary).tests) == ["m#t"]
+
+
 @settings(max_examples=150, deadline=None)
 @given(tests=SUMMARY_TESTS | JSON_VALUES, environment=JSON_VALUES)
 def test_any_summary_json_is_read_or_refused(tests: Any, environment: Any) -> None:

@@ -130,7 +130,8 @@ def load_run(path: Path | str) -> Run:
         raise RunReadError(f"{path}: no Allure results (*-result.json) in this directory")
     try:
         with path.open("rb") as f:
-            head = f.read(512).lstrip()
+            # a UTF-8 byte order mark (Windows tools write one) before `<?xml` or `{`
+            head = f.read(512).removeprefix(b"\xef\xbb\xbf").lstrip()
     except OSError as exc:
         raise RunReadError(f"{path}: {exc.strerror or exc}") from None
     if head.startswith(b"<"):
@@ -440,7 +441,7 @@ def read_summary(path: Path | str) -> Run:
     """A summary.json written by `wasmbed-hil report`."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, if any
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunReadError(f"{path}: not a readable summary.json: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
