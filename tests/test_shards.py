@@ -155,6 +155,30 @@ def test_shards_do_not_depend_on_the_collection_order(seed: int) -> None:
             assert mine == [i for i in shuffled if i in theirs]
 
 
+def test_more_shards_than_tests_split_alike_without_a_list_per_shard(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards past the number of tests get none; pytest-split's time and memory grow with
+    N x tests, so a huge N (a typo: 1/1000000000) never ended. The split is the same."""
+    from pytest_split.algorithms import LeastDurationAlgorithm
+
+    for durations in ({}, {i.nodeid: float(n % 3) for n, i in enumerate(ITEMS)}):
+        whole = LeastDurationAlgorithm()(25, sorted(ITEMS, key=lambda i: i.nodeid), durations)
+        assert [select(ITEMS, durations, k, 25) for k in range(1, 26)] == [
+            (sorted(g.selected, key=ITEMS.index), g.duration) for g in whole]
+    original = LeastDurationAlgorithm.__call__
+    asked: list[int] = []
+
+    def bounded(self: Any, splits: int, items: list[Any], durations: dict[str, float]) -> Any:
+        asked.append(splits)
+        assert splits <= len(items), f"{splits} shards computed for {len(items)} tests"
+        return original(self, splits, items, durations)
+
+    monkeypatch.setattr(LeastDurationAlgorithm, "__call__", bounded)
+    assert select(ITEMS, {}, 3, 10**9) == ([ITEMS[2]], 1.0)
+    assert select(ITEMS, {}, 11, 10**9) == ([], 0.0)
+    assert asked == [10]
+
+
 def test_a_bad_durations_file_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     assert load_durations(path) == {}  # none recorded yet: split by count
