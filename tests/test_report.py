@@ -489,6 +489,24 @@ def test_a_damaged_summary_json_is_an_error_naming_it(
     assert f"cannot read the baseline: {path}" in capsys.readouterr().err
 
 
+def test_lone_surrogates_are_written_and_printed_as_question_marks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON's "\\ud800" in a result (a file name decoded with surrogateescape in a message)
+    and a path argument in bytes that are not UTF-8 cannot be UTF-8: writing report.html
+    and printing the summary raised UnicodeEncodeError."""
+    run = tmp_path / "run\udcff"  # the directory b"run\xff"
+    result(run, "test_a", "failed", message="FileNotFoundError: b\udcffd.bin")
+    out = tmp_path / "out"
+    assert cli(["--current", str(run), "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "FileNotFoundError: b?d.bin" in printed and "run?" in printed
+    assert "FileNotFoundError: b?d.bin" in (out / "summary.md").read_text(encoding="utf-8")
+    assert "b?d.bin" in (out / "report.html").read_text(encoding="utf-8")
+    assert load_run(out).tests[key("test_a")].message == "FileNotFoundError: b\udcffd.bin"
+    assert cli(["--current", str(tmp_path / "missing\udcff"), "--out", str(out)]) == 3
+    assert "cannot read the current run: " in capsys.readouterr().err
+
+
 def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
     """A JUnit file or a baseline saved by a Windows tool starts with a UTF-8 BOM: it was
     refused, as 'neither an Allure results directory, a JUnit XML file nor a summary.json'
