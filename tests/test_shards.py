@@ -69,6 +69,16 @@ def test_the_shards_results_merge_into_one_run(tmp_path: Path) -> None:
     assert load_runs([one]).tests.keys() == load_run(one).tests.keys()
 
 
+def test_a_shard_whose_value_is_part_of_anothers_is_still_shown(tmp_path: Path) -> None:
+    """Where the shards differ every value is shown, also when one shard's value looks like
+    a part of another's (`nrf52, rev 2` and `nrf52`)."""
+    one, two, three = (tmp_path / f"shard-{k}" for k in (1, 2, 3))
+    result(one, "test_a", environment={"hil.board": "nrf52, rev 2"})
+    result(two, "test_b", environment={"hil.board": "nrf52"})
+    result(three, "test_c", environment={"hil.board": "nrf52"})
+    assert load_runs([one, two, three]).environment == {"hil.board": "nrf52, rev 2, nrf52"}
+
+
 def test_one_test_on_two_backends_is_two_tests_not_a_duplicate(tmp_path: Path) -> None:
     result(tmp_path / "virtual", "test_a", backend="virtual")
     result(tmp_path / "qemu", "test_a", "failed", backend="qemu")
