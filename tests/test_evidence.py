@@ -203,6 +203,9 @@ def test_only_infrastructure_failures_are_retried(tmp_path: Path, workers: list[
     junit_run = load_run(tmp_path / "junit.xml")  # and so it does from the JUnit file
     assert [t.name for t in junit_run.tests.values() if t.flaky] == [
         "test_emulator_that_does_not_start_once"]
+    # under the same names, backend included: either can be the other's baseline
+    assert sorted(junit_run.tests) == sorted(run.tests)
+    assert all(k.endswith("@virtual") for k in run.tests)
 
 
 def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
@@ -214,7 +217,7 @@ def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
              f"{tmp_path / 'test_generated.py'}::test_passes_with_a_device",
              "--rootdir", str(tmp_path), "--alluredir", str(tmp_path / "allure"),
-             f"--hil-backend={backend}"],
+             f"--junitxml={tmp_path / f'junit-{backend}.xml'}", f"--hil-backend={backend}"],
             capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
     runs = results(tmp_path)["test_passes_with_a_device"]
@@ -228,6 +231,11 @@ def test_one_test_on_two_backends_is_two_tests(tmp_path: Path) -> None:
                              "test_generated#test_passes_with_a_device@virtual"]
     assert {t.label("backend") for t in tests.values()} == {"virtual", "renode"}
     assert all(len(t.attempts) == 1 for t in tests.values())
+    # the JUnit files name the tests alike, so they merge as two shards, not a duplicate
+    from wasmbed_hil.report import load_runs
+
+    junit = load_runs([tmp_path / f"junit-{backend}.xml" for backend in ("virtual", "renode")])
+    assert sorted(junit.tests) == sorted(tests)
 
 
 def _qemu_unavailable() -> str | None:
@@ -298,3 +306,37 @@ def test_a_backend_specific_test_without_harness_fixtures_is_one_test_per_backen
                              "test_specific#test_without_a_harness_fixture@virtual"]
     assert {t.label("backend"): t.status for t in tests.values()} == {
         "virtual": "passed", "qemu": "skipped"}
+
+
+CRASHES = """
+import os
+
+def test_survives():
+    pass
+
+def test_kills_its_worker():
+    os._exit(1)
+"""
+
+
+@pytest.mark.timeout(300)  # a pytest start-up with workers on a loaded machine
+def test_a_test_that_kills_its_xdist_worker_is_a_broken_result(tmp_path: Path) -> None:
+    """allure-pytest writes a test's result in the worker: one that died with its worker had
+    none, and the regression report passed a run that had lost it. The controller writes it
+    (broken, a product failure by default, under the key the test would have had)."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_crashes.py").write_text(CRASHES)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_crashes.py",
+         "-n", "2", "--alluredir", str(tmp_path / "allure"), "--hil-backend=virtual"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1 and "1 failed, 1 passed" in done.stdout, done.stdout
+    from wasmbed_hil.report import compare, load_run
+
+    run = load_run(tmp_path / "allure")
+    crashed = run.tests["test_crashes#test_kills_its_worker@virtual"]
+    assert (crashed.status, crashed.category) == ("broken", PRODUCT)
+    assert crashed.nodeid == "test_crashes.py::test_kills_its_worker"
+    assert "crashed while running 'test_crashes.py::test_kills_its_worker'" in crashed.message
+    assert run.tests["test_crashes#test_survives"].status == "passed"
+    assert compare(run).exit_code == 1

@@ -81,3 +81,24 @@ def test_workers_get_the_longest_tests_first(tmp_path: Path) -> None:
     assert _order(project, "-n", "1", "--hil-order=collected") == ["short", "long", "middle"]
     # in one process the order changes nothing of the run's time: kept as collected
     assert _order(project, "-p", "no:xdist") == ["short", "long", "middle"]
+
+
+@pytest.mark.timeout(300)  # a pytest start-up with workers on a loaded machine
+def test_a_damaged_durations_file_stops_an_xdist_run_naming_it(tmp_path: Path) -> None:
+    """A durations file cut short (pytest-split's --store-durations rewrites it in place, a
+    killed run leaves half of it) is a usage error naming it, as with --hil-shard; before,
+    every worker raised while ordering its tests and the run ended in an INTERNALERROR that
+    named no file."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "test_three.py").write_text(TESTS)
+    durations = project / ".test_durations.virtual.json"
+    durations.write_text('{"test_three.py::test_short": 0.1, "test_three.py::te')
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_three.py",
+         "-n", "1"], cwd=project, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "ORDER_FILE": os.devnull})
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
+    assert f"{durations}: not a readable durations file" in proc.stderr
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr

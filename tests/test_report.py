@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wasmbed_hil.cli import report
 from wasmbed_hil.cli.common import CliError, fail
-from wasmbed_hil.report import compare, load_quarantine, load_run
+from wasmbed_hil.report import (
+    CaseResult,
+    RunReadError,
+    compare,
+    load_quarantine,
+    load_run,
+    write_report,
+)
 from wasmbed_hil.report.quarantine import QuarantineError, canonical_test, parse_quarantine
 from wasmbed_hil.report.render_html import h
 from wasmbed_hil.report.render_markdown import md_code, md_text
@@ -316,11 +325,12 @@ def test_junit_xml_input(tmp_path: Path) -> None:
     ("test: a.py::t\n", "expected a list"),
     ("- test: a.py::t\n  reason: r\n- test: a#t\n  reason: s\n", "already quarantined"),
     ("- [unclosed\n", "not valid YAML"),
+    (b"- test: a.py::t\n  reason: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 29)"),
 ])
-def test_quarantine_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
-                           error: str) -> None:
+def test_quarantine_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           text: str | bytes, error: str) -> None:
     path = tmp_path / "q.yaml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(QuarantineError, match=re.escape(error)):
         load_quarantine(path)
     result(tmp_path / "run", "test_a")
@@ -339,7 +349,29 @@ def test_quarantine_dates_and_matching() -> None:
     assert [e.expired for e in q.entries] == [False, True, False]
     assert q.entries[0].until == date(2026, 6, 1)
     assert canonical_test("a/b.py::K::t[1]") == "a.b.K#t[1]"
+    # a parameter id holding "::" (an IPv6 address) stays whole, as in pytest's node ids
+    assert canonical_test("a/b.py::K::t[::1]") == "a.b.K#t[::1]"
+    assert canonical_test("a/b.py::t[x::y]") == "a.b#t[x::y]"
+    junit_test = CaseResult(key="a.b#t[::1]@virtual", name="t[::1]", status="failed",
+                            duration_s=0.1)  # from JUnit: no node id to fall back on
+    q = parse_quarantine("- {test: 'a/b.py::t[::1]', reason: r}\n", today=today)
+    assert q.match(junit_test) is q.entries[0]
     assert parse_quarantine("", today=today).entries == []
+
+
+@pytest.mark.parametrize(("entry", "covered"), [
+    ("a/b.py::t[user@host]", True),  # an `@` in the parameter id, the test on any backend
+    ("a/b.py::t@qemu", True),  # every parametrization on one backend
+    ("a/b.py::t[user@host]@qemu", True),
+    ("a/b.py::t", True),
+    ("a/b.py::t@virtual", False),
+    ("a/b.py::t[user]", False),
+])
+def test_quarantine_entries_cover_parameters_and_backends(entry: str, covered: bool) -> None:
+    test = CaseResult(key="a.b#t[user@host]@qemu", name="t[user@host]", status="failed",
+                      duration_s=0.1)
+    q = parse_quarantine(f"- {{test: '{entry}', reason: r}}\n")
+    assert (q.match(test) is not None) == covered
 
 
 def test_unreadable_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -367,7 +399,147 @@ def test_unreadable_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert str(tmp_path / name) in capsys.readouterr().err
     assert cli(["--current", str(good), "--quarantine", str(missing), "--out", out]) == 3
     assert cli(["--current", str(good), "--threshold", "-1", "--out", out]) == 2
+    for option in ("--threshold", "--min-delta"):  # NaN: never slower, silently
+        assert cli(["--current", str(good), option, "nan", "--out", out]) == 2
+        assert "must be >= 0" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=6)
+ALLURE_FIELDS = ("name", "fullName", "status", "statusDetails", "start", "stop", "labels",
+                 "parameters", "attachments", "steps", "titlePath", "historyId")
+ALLURE_RESULTS = st.dictionaries(
+    st.sampled_from(ALLURE_FIELDS),
+    JSON_VALUES | st.lists(st.dictionaries(
+        st.sampled_from(("name", "value", "source", "type", "message", *ALLURE_FIELDS)),
+        JSON_VALUES, max_size=4), max_size=3))
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"statusDetails": "boom"}, "'statusDetails' is a str, not an object"),
+    ({"labels": 5}, "'labels' is a int, not a list"),
+    ({"parameters": {"backend": "qemu"}}, "'parameters' is a dict, not a list"),
+    ({"steps": [{"attachments": "log.txt"}]}, "a step's 'attachments' is a str, not a list"),
+])
+def test_a_malformed_allure_result_is_an_error_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, Any],
+        error: str) -> None:
+    run = tmp_path / "run"
+    result(run, "test_a")
+    bad = run / "bad-result.json"
+    bad.write_text(json.dumps({"name": "test_b", "fullName": f"{MODULE}#test_b",
+                               "status": "failed", **fields}))
+    with pytest.raises(RunReadError, match=re.escape(f"{bad}: not an Allure result ({error})")):
+        load_run(run)
+    assert cli(["--current", str(run), "--out", str(tmp_path / "out")]) == 3
+    assert error in capsys.readouterr().err
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=ALLURE_RESULTS)
+def test_any_json_object_as_an_allure_result_is_read_or_refused(data: dict[str, Any]) -> None:
+    """Whatever a *-result.json holds, the report reads it (and writes its outputs) or
+    refuses it with RunReadError: never another exception."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        run.mkdir()
+        (run / "x-result.json").write_text(json.dumps(data))
+        try:
+            loaded = load_run(run)
+        except RunReadError as exc:
+            assert "x-result.json" in str(exc)
+            return
+        write_report(compare(loaded, loaded), Path(tmp) / "out")
+
+
+SUMMARY_TEST_FIELDS = ("key", "name", "nodeid", "fullName", "historyId", "status",
+                       "duration_s", "attempts", "labels", "category", "category_source",
+                       "message", "trace", "attachments")
+SUMMARY_TESTS = st.lists(st.fixed_dictionaries(
+    {"key": st.text(max_size=4), "status": st.sampled_from(("passed", "failed", "broken"))},
+    optional={name: JSON_VALUES | st.lists(st.dictionaries(
+        st.sampled_from(("name", "path", "type", "status", "duration_s", "start_ms",
+                         "message")), JSON_VALUES, max_size=4), max_size=2)
+        for name in SUMMARY_TEST_FIELDS if name not in ("key", "status")}), max_size=3)
+
+
+@pytest.mark.parametrize(("fields", "tests", "error"), [
+    ({"environment": ["commit=abc"]}, [], "AttributeError"),
+    ({}, [{"key": "m#t", "status": "failed", "nodeid": 5}], "nodeid of 'm#t' is not a string"),
+    ({}, [{"key": "m#t", "status": "failed"}, {"key": "m#t", "status": "passed"}],
+     "test 'm#t' is listed twice"),
+])
+def test_a_damaged_summary_json_is_an_error_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], fields: dict[str, Any],
+        tests: list[dict[str, Any]], error: str) -> None:
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"format": "wasmbed-hil/report-run", "version": 1,
+                                "tests": tests, **fields}))
+    with pytest.raises(RunReadError, match=re.escape(error)):
+        load_run(path)
+    run = tmp_path / "run"
+    result(run, "test_a")
+    assert cli(["--current", str(run), "--baseline", str(path),
+                "--out", str(tmp_path / "out")]) == 3
+    assert f"cannot read the baseline: {path}" in capsys.readouterr().err
+
+
+def test_lone_surrogates_are_written_and_printed_as_question_marks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON's "\\ud800" in a result (a file name decoded with surrogateescape in a message)
+    and a path argument in bytes that are not UTF-8 cannot be UTF-8: writing report.html
+    and printing the summary raised UnicodeEncodeError."""
+    run = tmp_path / "run\udcff"  # the directory b"run\xff"
+    result(run, "test_a", "failed", message="FileNotFoundError: b\udcffd.bin")
+    out = tmp_path / "out"
+    assert cli(["--current", str(run), "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "FileNotFoundError: b?d.bin" in printed and "run?" in printed
+    assert "FileNotFoundError: b?d.bin" in (out / "summary.md").read_text(encoding="utf-8")
+    assert "b?d.bin" in (out / "report.html").read_text(encoding="utf-8")
+    assert load_run(out).tests[key("test_a")].message == "FileNotFoundError: b\udcffd.bin"
+    assert cli(["--current", str(tmp_path / "missing\udcff"), "--out", str(out)]) == 3
+    assert "cannot read the current run: " in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    """A JUnit file or a baseline saved by a Windows tool starts with a UTF-8 BOM: it was
+    refused, as 'neither an Allure results directory, a JUnit XML file nor a summary.json'
+    and as 'Unexpected UTF-8 BOM'."""
+    junit = tmp_path / "junit.xml"
+    junit.write_bytes(b'\xef\xbb\xbf<?xml version="1.0" encoding="utf-8"?>\n<testsuites>'
+                      b'<testsuite name="s"><testcase classname="m" name="t"/></testsuite>'
+                      b'</testsuites>')
+    assert list(load_run(junit).tests) == ["m#t"]
+    summary = tmp_path / "summary.json"
+    summary.write_bytes(b"\xef\xbb\xbf" + json.dumps({
+        "format": "wasmbed-hil/report-run", "version": 1,
+        "tests": [{"key": "m#t", "status": "passed"}]}).encode())
+    assert list(load_run(summary).tests) == ["m#t"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(tests=SUMMARY_TESTS | JSON_VALUES, environment=JSON_VALUES)
+def test_any_summary_json_is_read_or_refused(tests: Any, environment: Any) -> None:
+    """A summary.json (a baseline kept between runs, so possibly edited or damaged) is read
+    and compared or refused with RunReadError naming it: never another exception."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "summary.json"
+        path.write_text(json.dumps({"format": "wasmbed-hil/report-run", "version": 1,
+                                    "tests": tests, "environment": environment}))
+        try:
+            loaded = load_run(path)
+        except RunReadError as exc:
+            assert str(path) in str(exc)
+            return
+        assert len(loaded.tests) == len(tests)  # none dropped
+        write_report(compare(loaded, loaded), Path(tmp) / "out")
 
 
 def test_markdown_lists_are_cut(tmp_path: Path) -> None:
@@ -553,6 +725,58 @@ def test_allure3_renders_the_run_with_history(tmp_path: Path) -> None:
     result(results, "test_allure_sees_this_one", start=T0 + 60_000)
     assert cli(argv) == 1
     assert len(history.read_text().splitlines()) == len(first) + 1
+
+
+def test_a_damaged_allure_history_is_left_out_not_fatal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run cut short while Allure wrote its history left half a line: Allure 3 fails on
+    it (exit 1, naming neither the file nor the line), in this run and every later one.
+    The damaged line is left out, said in one line, and the report is made."""
+    results = tmp_path / "allure-results"
+    result(results, "test_a")
+    out = tmp_path / "reports"
+    cache = Path(os.environ.get(report.allure3.ENV_CACHE)
+                 or Path(__file__).resolve().parents[1] / report.allure3.DEFAULT_CACHE)
+    argv = ["--current", str(results), "--out", str(out), "--allure=required",
+            "--allure-cache", str(cache)]
+    assert cli(argv) == 0
+    history = out / "allure-history.jsonl"
+    whole = history.read_bytes()
+    history.write_bytes(whole + whole[:len(whole) // 2])  # the second run's line cut
+    capsys.readouterr()
+    assert cli(argv) == 0
+    assert "allure: 1 damaged line of the history" in capsys.readouterr().err
+    assert (out / "allure-report" / "index.html").is_file()
+    lines = history.read_bytes().splitlines()
+    assert len(lines) == 2 and lines[0] == whole.strip()
+    assert all(json.loads(line) for line in lines)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "allure-history.jsonl", "allure-report", "report.html", "summary.json", "summary.md"]
+
+
+def test_allure_cut_short_leaves_the_history_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Allure rewrites a copy of the history; killed half-way, the history is unchanged."""
+    allure3 = report.allure3
+    history = tmp_path / "allure-history.jsonl"
+    history.write_text('{"uuid": "run-1"}\n')
+    results = tmp_path / "results"
+    result(results, "test_a")
+
+    def killed(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        config = json.loads(Path(argv[argv.index("--config") + 1]).read_text())
+        with open(config["historyPath"], "a") as f:
+            f.write('{"uuid": "run-2", "testRes')
+        return subprocess.CompletedProcess(argv, -9, "", "Killed")
+
+    monkeypatch.setattr(allure3, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(allure3, "executable", lambda cache: tmp_path / "allure")
+    monkeypatch.setattr(allure3.subprocess, "run", killed)
+    with pytest.raises(allure3.AllureError, match="exit -9"):
+        allure3.generate(results, tmp_path / "out", history, "t")
+    assert history.read_text() == '{"uuid": "run-1"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "allure-history.jsonl", "results"]
 
 
 def test_without_node_the_allure_step_is_skipped_in_one_line(

@@ -69,6 +69,16 @@ def test_the_shards_results_merge_into_one_run(tmp_path: Path) -> None:
     assert load_runs([one]).tests.keys() == load_run(one).tests.keys()
 
 
+def test_a_shard_whose_value_is_part_of_anothers_is_still_shown(tmp_path: Path) -> None:
+    """Where the shards differ every value is shown, also when one shard's value looks like
+    a part of another's (`nrf52, rev 2` and `nrf52`)."""
+    one, two, three = (tmp_path / f"shard-{k}" for k in (1, 2, 3))
+    result(one, "test_a", environment={"hil.board": "nrf52, rev 2"})
+    result(two, "test_b", environment={"hil.board": "nrf52"})
+    result(three, "test_c", environment={"hil.board": "nrf52"})
+    assert load_runs([one, two, three]).environment == {"hil.board": "nrf52, rev 2, nrf52"}
+
+
 def test_one_test_on_two_backends_is_two_tests_not_a_duplicate(tmp_path: Path) -> None:
     result(tmp_path / "virtual", "test_a", backend="virtual")
     result(tmp_path / "qemu", "test_a", "failed", backend="qemu")
@@ -153,6 +163,30 @@ def test_shards_do_not_depend_on_the_collection_order(seed: int) -> None:
             mine, theirs = select(shuffled, durations, k, 3)[0], select(ITEMS, durations, k, 3)[0]
             assert set(mine) == set(theirs)
             assert mine == [i for i in shuffled if i in theirs]
+
+
+def test_more_shards_than_tests_split_alike_without_a_list_per_shard(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards past the number of tests get none; pytest-split's time and memory grow with
+    N x tests, so a huge N (a typo: 1/1000000000) never ended. The split is the same."""
+    from pytest_split.algorithms import LeastDurationAlgorithm
+
+    for durations in ({}, {i.nodeid: float(n % 3) for n, i in enumerate(ITEMS)}):
+        whole = LeastDurationAlgorithm()(25, sorted(ITEMS, key=lambda i: i.nodeid), durations)
+        assert [select(ITEMS, durations, k, 25) for k in range(1, 26)] == [
+            (sorted(g.selected, key=ITEMS.index), g.duration) for g in whole]
+    original = LeastDurationAlgorithm.__call__
+    asked: list[int] = []
+
+    def bounded(self: Any, splits: int, items: list[Any], durations: dict[str, float]) -> Any:
+        asked.append(splits)
+        assert splits <= len(items), f"{splits} shards computed for {len(items)} tests"
+        return original(self, splits, items, durations)
+
+    monkeypatch.setattr(LeastDurationAlgorithm, "__call__", bounded)
+    assert select(ITEMS, {}, 3, 10**9) == ([ITEMS[2]], 1.0)
+    assert select(ITEMS, {}, 11, 10**9) == ([], 0.0)
+    assert asked == [10]
 
 
 def test_a_bad_durations_file_is_a_usage_error(tmp_path: Path) -> None:

@@ -41,8 +41,9 @@ STYLES = {"new_failures": "bold red", "infrastructure": "magenta", "flaky": "yel
 
 def _plain(message: str) -> str:
     """A message that the console prints as it is (fail() reads rich markup: a test id's
-    `[param]` would vanish)."""
-    return escape(message)
+    `[param]` would vanish), lone surrogates as `?`: a path given in bytes that are not
+    UTF-8, or JSON's "\ud800" in a result, cannot be written to a UTF-8 terminal."""
+    return escape(message.encode("utf-8", "replace").decode("utf-8"))
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,7 +91,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threshold < 0 or args.min_delta < 0:
+    # not `< 0`: argparse's float() takes "nan", which every comparison is False for, so
+    # no test would ever be slower
+    if not (args.threshold >= 0 and args.min_delta >= 0):
         raise CliError("--threshold and --min-delta must be >= 0", code=EXIT_USAGE)
     quarantine = None
     path = args.quarantine
@@ -144,12 +147,16 @@ def _allure(args: argparse.Namespace, allure_results: bool) -> Path | None:
                     results, args.out / "allure-report",
                     args.allure_history or args.out / "allure-history.jsonl",
                     args.title, args.allure_cache)
+                if made.damaged:
+                    err.print(f"allure: {made.damaged} damaged line"
+                              f"{'s' if made.damaged != 1 else ''} of the history "
+                              f"{_plain(str(made.history))} left out")
                 return made.index
             except (allure3.AllureError, OSError) as exc:
                 why = str(exc)
     if args.allure == "required":
         raise CliError(_plain(f"Allure 3 report not made: {why}"), code=EXIT_ENVIRONMENT)
-    err.print(f"allure: skipped, {escape(why)}")
+    err.print(f"allure: skipped, {_plain(why)}")
     return None
 
 
@@ -160,9 +167,9 @@ def _print(comparison: Comparison, html: Path) -> None:
     new = counts["new_failures"]
     verdict = (f"[bold red]FAIL[/] {new} new product failure{'s' if new != 1 else ''}"
                if new else "[bold green]PASS[/] no new product failures")
-    against = (f"against {escape(str(comparison.baseline.source))}" if comparison.baseline
+    against = (f"against {_plain(str(comparison.baseline.source))}" if comparison.baseline
                else "without a baseline")
-    out.print(f"{verdict}: {totals['total']} tests in {escape(str(comparison.current.source))}"
+    out.print(f"{verdict}: {totals['total']} tests in {_plain(str(comparison.current.source))}"
               f" {against}")
     table = Table(show_header=False, box=None, padding=(0, 2))
     for name, heading in SECTIONS.items():
@@ -174,11 +181,11 @@ def _print(comparison: Comparison, html: Path) -> None:
     out.print(table)
     for item in comparison.sections["new_failures"][:SHOWN]:
         message = item.test.message.strip().splitlines()[0] if item.test.message.strip() else ""
-        out.print(f"  [red]✗[/] {escape(item.test.display)}"
-                  + (f" [dim]{escape(message[:120])}[/]" if message else ""))
+        out.print(f"  [red]✗[/] {_plain(item.test.display)}"
+                  + (f" [dim]{_plain(message[:120])}[/]" if message else ""))
     if new > SHOWN:
         out.print(f"  ... and {new - SHOWN} more")
     for entry, why in comparison.quarantine_notes:
         if entry.expired:
-            out.print(f"[yellow]quarantine entry {escape(entry.test)} {escape(why)}[/]")
-    out.print(f"report: {escape(str(html))} (summary.md, summary.json beside it)")
+            out.print(f"[yellow]quarantine entry {_plain(entry.test)} {_plain(why)}[/]")
+    out.print(f"report: {_plain(str(html))} (summary.md, summary.json beside it)")

@@ -71,6 +71,7 @@ from .evidence import (  # noqa: F401 - hooks, found by pytest in this module
     label_faults,
     mark_infra_retries,
     project_provenance,
+    pytest_handlecrashitem,
     pytest_runtest_makereport,
     pytest_sessionfinish,
     raise_unreported_deaths,

@@ -498,8 +498,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # runs on two backends shared one key, and the report kept only one of them.
         for name, value in backend_labels(item.config).items():
             _label(name, value)
+        backend = str(item.config.getoption("--hil-backend"))
         if allure is not None:  # a parameter: one test on two backends is two tests
-            allure.dynamic.parameter("backend", str(item.config.getoption("--hil-backend")))
+            allure.dynamic.parameter("backend", backend)
+        if ("backend", backend) not in item.user_properties:  # the JUnit file's name too
+            item.user_properties.append(("backend", backend))
     if not hil:
         return
     if report.when == "setup":
@@ -532,6 +535,46 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             attach_evidence(item)
         except Exception as exc:  # never let evidence hide the outcome
             _attach("evidence error", repr(exc))
+
+
+@pytest.hookimpl(optionalhook=True, trylast=True)  # after pytest-rerunfailures' (a re-run)
+def pytest_handlecrashitem(crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+    """pytest-xdist's controller: a worker died under `crashitem`. allure-pytest writes a
+    test's result in the worker, so the test had none: the report read a run without it
+    (not failed, not run; "removed" against a baseline) and passed."""
+    if report.outcome == "failed":
+        write_crash_result(sched.config, crashitem, str(report.longrepr))
+
+
+def write_crash_result(config: pytest.Config, nodeid: str, message: str) -> None:
+    """A broken Allure result for `nodeid`, named as allure-pytest names the test's own
+    (fullName, parameter backend), into --alluredir when it is given."""
+    directory = getattr(config.option, "allure_report_dir", None)
+    if not directory or allure is None:
+        return
+    import uuid
+
+    from allure_commons.utils import md5
+    from allure_pytest.utils import ParsedPytestNodeId
+
+    parsed = ParsedPytestNodeId(nodeid)
+    classes = "".join(f".{c}" for c in parsed.class_names)
+    full_name = f"{parsed.package}{classes}#{parsed.test_function}"
+    names, bracket, params = nodeid.partition("::")[2].partition("[")
+    name = names.split("::")[-1] + bracket + params  # pytest's item.name
+    backend = str(config.getoption("--hil-backend"))
+    now = int(time.time() * 1000)
+    result = {
+        "uuid": str(uuid.uuid4()), "name": name, "fullName": full_name,
+        "historyId": md5(full_name, repr(backend)), "status": "broken",
+        "statusDetails": {"message": message}, "start": now, "stop": now,
+        "labels": [{"name": "backend", "value": backend}],
+        "parameters": [{"name": "backend", "value": repr(backend)}],
+        "titlePath": [*parsed.path_segments, *parsed.class_names],
+    }
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{result['uuid']}-result.json").write_text(json.dumps(result), encoding="utf-8")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -11,6 +11,7 @@ GitLab, our report) count the test once and see it as flaky; others ignore them.
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -42,24 +43,31 @@ class JunitRetries:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         path = getattr(config.option, "xmlpath", None)
         if path and self.reruns and Path(path).is_file():
-            fold(Path(path), self.reruns)
+            fold(Path(path), self.reruns, getattr(config.option, "junitprefix", None))
 
 
-def junit_address(nodeid: str) -> tuple[str, str]:
-    """(classname, name) that pytest's junitxml gives a node id."""
-    path, *names = nodeid.split("::")
+def junit_address(nodeid: str, prefix: str | None = None) -> tuple[str, str]:
+    """(classname, name) that pytest's junitxml gives a node id, `--junit-prefix` before
+    the classname. As pytest does, the parameter id is split off first: it may hold `::`
+    itself (`test_x[::1]`)."""
+    path, _, tail = nodeid.partition("::")
+    names_part, bracket, params = tail.partition("[")
+    names = names_part.split("::")
+    names[-1] += bracket + params
     module = path[:-3] if path.endswith(".py") else path
-    parts = [*module.replace("\\", "/").split("/"), *names]
+    parts = [*([prefix] if prefix else []), *module.replace("\\", "/").split("/"), *names]
     return ".".join(parts[:-1]), parts[-1]
 
 
-def fold(path: Path, reruns: dict[str, dict[int, list[tuple[str, str, str]]]]) -> None:
-    """Rewrite a JUnit file: each re-run test's earlier attempts into its final test case."""
+def fold(path: Path, reruns: dict[str, dict[int, list[tuple[str, str, str]]]],
+         prefix: str | None = None) -> None:
+    """Rewrite a JUnit file: each re-run test's earlier attempts into its final test case
+    (`prefix`: pytest's --junit-prefix, which the classnames start with)."""
     tree = ET.parse(path)
     for suite in tree.iter("testsuite"):
         cases = suite.findall("testcase")
         for nodeid, attempts in reruns.items():
-            classname, name = junit_address(nodeid)
+            classname, name = junit_address(nodeid, prefix)
             same = [c for c in cases if (c.get("classname"), c.get("name")) == (classname, name)]
             if len(same) < 2:
                 continue
@@ -74,4 +82,11 @@ def fold(path: Path, reruns: dict[str, dict[int, list[tuple[str, str, str]]]]) -
                                          message=message)
                     element.text = text
                     final.append(element)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
+    # Beside it, then renamed over it: a rewrite cut short (a full disk, a killed run) must
+    # leave pytest's complete file, not a truncated one that loses every test's result.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

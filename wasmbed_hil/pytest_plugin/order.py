@@ -50,6 +50,18 @@ def longest_first(items: list[T], durations: dict[str, float]) -> list[T]:
     return sorted(items, key=lambda item: -durations.get(item.nodeid, average))
 
 
+@pytest.hookimpl(trylast=True)  # after shard.py has chosen the durations file
+def pytest_configure(config: pytest.Config) -> None:
+    """On the controller of a pytest-xdist run, the durations file read (pytest.UsageError
+    naming it when it is not one): each worker reads it to order its tests, and a worker
+    that raises crashes the run with an INTERNALERROR that names no file."""
+    if (getattr(config, "workerinput", None) is None
+            and getattr(config.option, "numprocesses", None)
+            and config.getoption("--hil-order") == "longest-first"
+            and getattr(config.option, "durations_path", None) is not None):
+        load_durations(Path(config.option.durations_path))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if getattr(config, "workerinput", None) is None:  # not a pytest-xdist worker

@@ -113,8 +113,14 @@ def select(items: list[Item], durations: dict[str, float], k: int, n: int
     any order of the same items."""
     from pytest_split.algorithms import Algorithms
 
+    # pytest-split keeps a list per shard and each test in every other shard's (time and
+    # memory of tests x N: --hil-shard 1/1000000000 never ends). Shards past the number of
+    # tests get none, whatever the durations, so they are not computed: the same split.
+    splits = max(1, min(n, len(items)))
+    if k > splits:
+        return [], 0.0
     ordered = sorted(items, key=lambda item: item.nodeid)
-    group = Algorithms.least_duration.value(n, ordered, durations)[k - 1]
+    group = Algorithms.least_duration.value(splits, ordered, durations)[k - 1]
     chosen = {item.nodeid for item in group.selected}
     return [item for item in items if item.nodeid in chosen], group.duration
 

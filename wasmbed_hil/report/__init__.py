@@ -47,7 +47,9 @@ def write_report(comparison: Comparison, out_dir: Path | str,
     for name, text in texts.items():
         path = out_dir / name
         tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
+        # "replace": a lone surrogate (JSON's "\ud800", a file name decoded with
+        # surrogateescape in a message) cannot be UTF-8; summary.json escapes it anyway
+        tmp.write_text(text, encoding="utf-8", errors="replace")
         tmp.replace(path)
         paths[name] = path
     return paths

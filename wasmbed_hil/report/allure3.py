@@ -44,6 +44,7 @@ class AllureError(Exception):
 class Generated:
     index: Path  # the report's index.html
     history: Path  # the history file it read and appended to
+    damaged: int = 0  # lines of the history that could not be read, left out
 
 
 def default_cache() -> Path:
@@ -102,6 +103,47 @@ def generate(results: Path | list[Path], out_dir: Path, history: Path, name: str
     history.parent.mkdir(parents=True, exist_ok=True)
     if out_dir.exists():
         shutil.rmtree(out_dir)
+    # Allure reads and rewrites a copy, which replaces the history once the report is made:
+    # a run killed (or a disk full) while Allure wrote it left a cut line, and Allure fails
+    # on a history it cannot parse, in every later run
+    work = history.with_name(f".{history.name}.{os.getpid()}.tmp")
+    try:
+        damaged = _readable_history(history, work)
+        done, index = _generate(binary, results, out_dir, work, name)
+        if done.returncode == 0 and index.is_file() and work.is_file():
+            os.replace(work, history)
+    finally:
+        work.unlink(missing_ok=True)
+    if done.returncode != 0 or not index.is_file():
+        raise AllureError(f"allure generate failed (exit {done.returncode}): "
+                          f"{_last_line(done.stderr or done.stdout)}")
+    index.write_text(_ANALYTICS.sub("", index.read_text(encoding="utf-8")), encoding="utf-8")
+    return Generated(index, history, damaged)
+
+
+def _readable_history(history: Path, into: Path) -> int:
+    """The lines of `history` that are JSON objects, into `into` (nothing when there is no
+    history yet); how many were not, left out."""
+    try:
+        lines = history.read_bytes().splitlines()
+    except FileNotFoundError:
+        return 0
+    kept, damaged = [], 0
+    for line in filter(bytes.strip, lines):
+        try:
+            readable = isinstance(json.loads(line), dict)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            readable = False
+        if readable:
+            kept.append(line + b"\n")
+        else:
+            damaged += 1
+    into.write_bytes(b"".join(kept))
+    return damaged
+
+
+def _generate(binary: Path, results: Path | list[Path], out_dir: Path, history: Path,
+              name: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     config = {"name": name, "output": str(out_dir), "historyPath": str(history),
               "historyLimit": HISTORY_LIMIT,
               "plugins": {"awesome": {"options": {"singleFile": True, "reportName": name}}}}
@@ -118,12 +160,7 @@ def generate(results: Path | list[Path], out_dir: Path, history: Path, name: str
                 env={**os.environ, "NO_COLOR": "1"})
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise AllureError(f"allure generate failed: {exc}") from None
-    index = out_dir / "index.html"
-    if done.returncode != 0 or not index.is_file():
-        raise AllureError(f"allure generate failed (exit {done.returncode}): "
-                          f"{_last_line(done.stderr or done.stdout)}")
-    index.write_text(_ANALYTICS.sub("", index.read_text(encoding="utf-8")), encoding="utf-8")
-    return Generated(index, history)
+    return done, out_dir / "index.html"
 
 
 def _gather(directories: list[Path], into: Path) -> Path:

@@ -42,14 +42,15 @@ def merge_runs(runs: list[Run]) -> Run:
             f"{len(duplicates)} test{'s' if len(duplicates) != 1 else ''} reported by two "
             f"shards: {shown}{more}. Each test must run in exactly one shard (the same "
             "--hil-shard N and durations file on every shard)")
-    environment: dict[str, str] = {}
+    # each key's distinct values in a list: a value holding ", " itself ("nrf52, rev 2")
+    # must not hide another shard's part of it
+    values: dict[str, list[str]] = {}
     for run in runs:
         for name, value in run.environment.items():
-            values = environment.get(name)
-            if values is None:
-                environment[name] = value
-            elif value not in values.split(", "):
-                environment[name] = f"{values}, {value}"
+            seen = values.setdefault(name, [])
+            if value not in seen:
+                seen.append(value)
+    environment = {name: ", ".join(seen) for name, seen in values.items()}
     kinds = {run.kind for run in runs}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
     source = Path(" + ".join(str(run.source) for run in runs))

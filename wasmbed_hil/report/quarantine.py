@@ -6,8 +6,8 @@
 
 `test` is a pytest node id (`path/to/test_x.py::Class::test_y[param]`) or an Allure
 fullName (`path.to.test_x.Class#test_y`); without a parameter id it covers every
-parametrization. A missing or empty reason, an unknown key, a bad date or a test listed twice
-is an error (QuarantineError).
+parametrization. A missing or empty reason, an unknown key, a bad date, a test listed twice
+or a file that is not UTF-8 is an error (QuarantineError).
 """
 
 from __future__ import annotations
@@ -40,10 +40,8 @@ class QuarantineEntry:
         return canonical_test(self.test)
 
     def matches(self, test: CaseResult) -> bool:
-        key = self.key
         # on any backend (`KEY@BACKEND`) and with any parameters (`KEY[id]`)
-        return (key in (test.key, test.key.split("[", 1)[0], test.key.split("@", 1)[0])
-                or self.test == test.nodeid)
+        return self.key in covering(test.key) or self.test == test.nodeid
 
 
 @dataclass
@@ -66,16 +64,30 @@ class Quarantine:
         return found[0] if found else None
 
 
+def covering(key: str) -> set[str]:
+    """The entries that cover the test `key` (`MODULE#NAME[PARAMS]@BACKEND`): itself, and
+    it without its parameter id, its backend or both. The backend is what follows the last
+    `@` outside the parameter id (which may hold an `@` of its own: `test_x[user@host]`)."""
+    base, at, backend = key.rpartition("@")
+    if not at or "]" in backend:  # no backend, or the `@` is inside the parameter id
+        base, backend = key, ""
+    plain = base.split("[", 1)[0]
+    suffix = f"@{backend}" if backend else ""
+    return {key, base, plain + suffix, plain}
+
+
 def canonical_test(ref: str) -> str:
     """A node id as the report's key (`a/b/test_c.py::K::test_d[p]` -> `a.b.test_c.K#test_d[p]`);
     a fullName unchanged."""
     ref = ref.strip()
     if "::" not in ref:
         return ref
-    path, *rest = ref.split("::")
+    path, _, tail = ref.partition("::")
+    names, bracket, params = tail.partition("[")  # the parameter id may hold "::"
+    rest = names.split("::")
     module = path[:-3] if path.endswith(".py") else path
     module = module.replace("\\", "/").strip("/").replace("/", ".")
-    return ".".join([module, *rest[:-1]]) + "#" + rest[-1]
+    return ".".join([module, *rest[:-1]]) + "#" + rest[-1] + bracket + params
 
 
 class _Loader(yaml.SafeLoader):
@@ -145,4 +157,11 @@ def load_quarantine(path: Path | str, today: date | None = None) -> Quarantine:
     """The quarantine file at `path`. OSError when it cannot be read, QuarantineError when
     it is invalid."""
     path = Path(path)
-    return parse_quarantine(path.read_text(encoding="utf-8"), path, today)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # not a crash: a reason typed in another encoding (Latin-1 "café") names the byte
+        raise QuarantineError(f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+                              f"{exc.start}); save the file as UTF-8") from None
+    return parse_quarantine(text, path, today)

@@ -130,7 +130,8 @@ def load_run(path: Path | str) -> Run:
         raise RunReadError(f"{path}: no Allure results (*-result.json) in this directory")
     try:
         with path.open("rb") as f:
-            head = f.read(512).lstrip()
+            # a UTF-8 byte order mark (Windows tools write one) before `<?xml` or `{`
+            head = f.read(512).removeprefix(b"\xef\xbb\xbf").lstrip()
     except OSError as exc:
         raise RunReadError(f"{path}: {exc.strerror or exc}") from None
     if head.startswith(b"<"):
@@ -227,6 +228,27 @@ def _properties(path: Path) -> dict[str, str]:
     return props
 
 
+_ALLURE_LISTS = ("labels", "parameters", "attachments", "steps")
+
+
+def _malformed(node: dict[str, Any], whose: str = "") -> str | None:
+    """What in an Allure result (or step) has a shape the reader cannot use, or None: the
+    reader iterates these lists and reads statusDetails' keys, and would crash on another
+    type (a number as `labels`, a string as `statusDetails`)."""
+    for name in _ALLURE_LISTS:
+        value = node.get(name)
+        if value and not isinstance(value, list):
+            return f"{whose}{name!r} is a {type(value).__name__}, not a list"
+    details = node.get("statusDetails")
+    if details and not isinstance(details, dict):
+        return f"{whose}'statusDetails' is a {type(details).__name__}, not an object"
+    for step in node.get("steps") or []:
+        why = _malformed(step, "a step's ") if isinstance(step, dict) else None
+        if why:
+            return why
+    return None
+
+
 def read_allure(directory: Path | str) -> Run:
     """Results written by allure-pytest (`--alluredir`): every `*-result.json`."""
     directory = Path(directory)
@@ -238,6 +260,9 @@ def read_allure(directory: Path | str) -> Run:
             raise RunReadError(f"{file}: not a readable Allure result: {exc}") from None
         if not isinstance(data, dict):
             raise RunReadError(f"{file}: not an Allure result (a JSON object is expected)")
+        why = _malformed(data)
+        if why:
+            raise RunReadError(f"{file}: not an Allure result ({why})")
         key, _ = allure_key(data)
         group = str(data.get("historyId") or key)
         order = (_int(data.get("start")), _int(data.get("stop")), file.name)
@@ -271,13 +296,16 @@ def read_allure(directory: Path | str) -> Run:
 def _int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
         return 0
 
 
 def _duration(data: dict[str, Any]) -> float:
     start, stop = _int(data.get("start")), _int(data.get("stop"))
-    return max(0.0, (stop - start) / 1000.0) if start and stop else 0.0
+    try:
+        return max(0.0, (stop - start) / 1000.0) if start and stop else 0.0
+    except OverflowError:  # integers beyond a float's range
+        return 0.0
 
 
 # ----------------------------------------------------------------------------- JUnit
@@ -315,6 +343,11 @@ def read_junit(path: Path | str) -> Run:
     for case in root.iter("testcase"):
         classname, name = case.get("classname", ""), case.get("name", "")
         key = f"{classname}#{name}" if classname else name
+        # the pytest plugin records the backend as a property: `@BACKEND` as in Allure's key
+        backend = next((p.get("value") for p in case.iter("property")
+                        if p.get("name") == BACKEND_PARAMETER and p.get("value")), None)
+        if backend:
+            key += f"@{backend}"
         grouped.setdefault(key, []).append(case)
     tests: dict[str, CaseResult] = {}
     for key, cases in grouped.items():
@@ -348,7 +381,8 @@ def read_junit(path: Path | str) -> Run:
         category, why = categorize(final.status, labels, final.message or trace)
         tests[key] = CaseResult(
             key=key, name=last.get("name", key), status=final.status,
-            duration_s=final.duration_s, full_name=key.split("[", 1)[0], attempts=attempts,
+            duration_s=final.duration_s, full_name=key.split("[", 1)[0].split("@", 1)[0],
+            attempts=attempts,
             labels=labels, message=final.message, trace=trace, category=category,
             category_source=why)
     return Run(path, "junit", tests, environment)
@@ -407,7 +441,7 @@ def read_summary(path: Path | str) -> Run:
     """A summary.json written by `wasmbed-hil report`."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM, if any
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunReadError(f"{path}: not a readable summary.json: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
@@ -419,6 +453,13 @@ def read_summary(path: Path | str) -> Run:
     tests: dict[str, CaseResult] = {}
     try:
         for t in data["tests"]:
+            if not isinstance(t["key"], str):
+                raise TypeError(f"a test's key {t['key']!r} is not a string")
+            if t["key"] in tests:  # the second would replace the first: a result lost
+                raise RunReadError(f"{path}: test {t['key']!r} is listed twice")
+            for name in ("nodeid", "historyId", "category"):
+                if t.get(name) is not None and not isinstance(t.get(name), str):
+                    raise TypeError(f"{name} of {t['key']!r} is not a string or null")
             status = _status(t["status"])
             labels = {str(k): [str(v) for v in vs] for k, vs in (t.get("labels") or {}).items()}
             message = str(t.get("message") or "")
@@ -439,8 +480,8 @@ def read_summary(path: Path | str) -> Run:
                                         str(a.get("type") or ""))
                              for a in t.get("attachments") or []],
                 history_id=t.get("historyId"))
+        environment = {str(k): str(v) for k, v in (data.get("environment") or {}).items()}
     except (KeyError, TypeError, AttributeError) as exc:
         raise RunReadError(f"{path}: malformed summary.json ({type(exc).__name__}: {exc})"
                            ) from None
-    environment = {str(k): str(v) for k, v in (data.get("environment") or {}).items()}
     return Run(path, "summary", tests, environment)
