@@ -385,10 +385,9 @@ def test_unreadable_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert f"cannot read the baseline: {missing}" in capsys.readouterr().err
     bad = tmp_path / "bad"
     result(bad, "test_a")
-    broken = bad / "0000-result.json"
-    broken.write_text("{not json")
+    (bad / "0000-result.json").write_text('["a list"]')  # readable, of another shape
     assert cli(["--current", str(bad), "--out", out]) == 3
-    assert str(broken) in capsys.readouterr().err
+    assert str(bad / "0000-result.json") in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert cli(["--current", str(tmp_path / "empty"), "--out", out]) == 3
     assert "no Allure results" in capsys.readouterr().err
@@ -403,6 +402,30 @@ def test_unreadable_inputs_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert cli(["--current", str(good), option, "nan", "--out", out]) == 2
         assert "must be >= 0" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+def test_a_result_cut_short_is_a_broken_test_and_the_rest_of_the_run_is_reported(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A *-result.json cut short (pytest killed by a CI timeout while allure-pytest wrote
+    it) used to refuse the whole run (exit 3, no report) exactly when a report is needed.
+    Now the other results are reported, and the cut one is a broken test named after its
+    file: its outcome is unknown, so it fails the report (exit 1)."""
+    run = tmp_path / "run"
+    good, bad = result(run, "test_a"), result(run, "test_b", status="failed")
+    cut = run / "ffff-result.json"
+    cut.write_text('{"name": "test_c", "status": "pas')
+    (run / "eeee-result.json").write_bytes(b"\xff\xfe")  # not even UTF-8
+    out = tmp_path / "out"
+    assert cli(["--current", str(run), "--out", str(out)]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    keys = {t["key"]: t for t in summary["tests"]}
+    assert "unreadable result ffff-result.json" in keys
+    assert "unreadable result eeee-result.json" in keys
+    unreadable = keys["unreadable result ffff-result.json"]
+    assert unreadable["status"] == "broken" and unreadable["category"] == "product"
+    assert str(cut) in unreadable["message"]
+    assert keys[good]["status"] == "passed" and keys[bad]["status"] == "failed"
+    assert "unreadable result ffff-result.json" in (out / "report.html").read_text()
 
 
 JSON_VALUES = st.recursive(

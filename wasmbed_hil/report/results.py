@@ -17,7 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .categories import BROKEN, FAILED, FAILING, PASSED, SKIPPED, STATUSES, categorize
+from .categories import (
+    BROKEN,
+    FAILED,
+    FAILING,
+    PASSED,
+    PRODUCT,
+    SKIPPED,
+    STATUSES,
+    categorize,
+)
 
 SUMMARY_FORMAT = "wasmbed-hil/report-run"
 SUMMARY_VERSION = 1
@@ -253,11 +262,24 @@ def read_allure(directory: Path | str) -> Run:
     """Results written by allure-pytest (`--alluredir`): every `*-result.json`."""
     directory = Path(directory)
     groups: dict[str, list[tuple[tuple[int, int, str], dict[str, Any]]]] = {}
+    tests: dict[str, CaseResult] = {}
     for file in sorted(directory.glob("*-result.json")):
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             raise RunReadError(f"{file}: not a readable Allure result: {exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # Cut short, typically: pytest killed (a CI timeout) while allure-pytest wrote
+            # it. Refusing the run would lose every other result exactly when the report
+            # is needed; the test's outcome is unknown, so it counts as a failure.
+            key = f"unreadable result {file.name}"
+            message = (f"{file}: not a readable Allure result (cut short by a killed run?): "
+                       f"{exc}")
+            tests[key] = CaseResult(key=key, name=key, status=BROKEN, duration_s=0.0,
+                                    attempts=[Attempt(BROKEN, 0.0, None, message)],
+                                    message=message, category=PRODUCT,
+                                    category_source="unreadable result")
+            continue
         if not isinstance(data, dict):
             raise RunReadError(f"{file}: not an Allure result (a JSON object is expected)")
         why = _malformed(data)
@@ -267,7 +289,6 @@ def read_allure(directory: Path | str) -> Run:
         group = str(data.get("historyId") or key)
         order = (_int(data.get("start")), _int(data.get("stop")), file.name)
         groups.setdefault(group, []).append((order, data))
-    tests: dict[str, CaseResult] = {}
     for group, results in groups.items():
         results.sort(key=lambda r: r[0])
         attempts = [Attempt(_status(d.get("status")), _duration(d), _int(d.get("start")) or None,
