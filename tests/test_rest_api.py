@@ -744,6 +744,9 @@ def test_error_classes(env: Env) -> None:
                  "metadata.labels.a b")
     assert_error(post("POST", "/api/v1/devices", json=device_body(labels={"a": 1})), 422,
                  "metadata.labels.a")
+    for key in ("/a", "a/", "example.com/"):  # an empty prefix or name around the '/'
+        assert_error(post("POST", "/api/v1/devices", json=device_body(labels={key: "v"})),
+                     422, f"metadata.labels.{key}")
     assert_error(post("POST", "/api/v1/devices", json=device_body(name="UPPER")), 422,
                  "metadata.name")
     assert_error(post("POST", "/api/v1/devices", json=[device_body()]), 422, None)

@@ -244,8 +244,10 @@ def _check_labels(raw: Any) -> dict[str, str]:
         raise invalid("metadata.labels", "metadata.labels: expected an object")
     for key, value in raw.items():
         field = f"metadata.labels.{key}"
-        prefix, _, name = key.rpartition("/")
-        if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        prefix, slash, name = key.rpartition("/")
+        # "/a": a '/' says a prefix follows, and an empty one is no DNS subdomain (a real
+        # API server refuses it; the emulated one would store it)
+        if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
             raise invalid(field, f"label key prefix {prefix[:60]!r} is not a DNS subdomain")
         if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
             raise invalid(field, f"label key {key[:80]!r} is not a valid label name")
