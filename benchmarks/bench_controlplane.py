@@ -5,13 +5,18 @@ the Devices are created through the REST API (POST /api/v1/devices, 100 per requ
 `wasmbed-hil up` does; each an emulated machine provisioned by the device manager), timed
 until every Device's status is Connected. Then, per repeat, create an Application targeting
 all of them and time until its status is Running with a run result from every device; then
-delete it and time until it is gone (the finalizer waits for every device to remove it). The
-whole platform runs in this process: emulated API server, REST API, kopf controllers,
-gateway and agent. Prints medians with the load average, the process's CPU time and the
-garbage collector's full collections during each Application; never asserts.
+delete it and time until it is gone (the finalizer waits for every device to remove it).
+
+Where the platform runs (`--processes`): by default as a cluster runs it, the emulated API
+server and the kopf controllers each in a process of their own (PlatformConfig's
+apiserver_process and controllers_process; the controllers ask this process's device manager
+for machines over HTTP), the REST API, the gateway with its agent and the virtual devices in
+this one; `--processes off` runs all of it in this process. Prints medians with the load
+average, the CPU time of this process and of the two others and the garbage collector's full
+collections (this process) during each Application; never asserts.
 
 Run from the repository root: python -m benchmarks.bench_controlplane [--repeats N]
-[--sizes 1,10,100] [--quick] [--gc-freeze on|off]
+[--sizes 1,10,100] [--quick] [--gc-freeze on|off] [--processes on|off]
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ import argparse
 import gc
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gateway import cpu_seconds
 
 from wasmbed_hil.bench import modules
 from wasmbed_hil.bench.loop import LoopThread
@@ -140,8 +150,18 @@ class FullCollections:
         gc.callbacks.remove(self._callback)
 
 
+def service_cpu(platform: Platform) -> float:
+    """CPU seconds so far of the platform's own processes (API server, controllers), 0 when
+    they run in this one."""
+    pids = [p.pid for p in (platform.apiserver_process, getattr(platform.controllers,
+                                                                "process", None))
+            if p is not None and p.pid is not None]
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 def measure(size: int, repeats: int, workdir: Path, heartbeat: float,
-            relay: bool, *, gc_freeze: bool = True) -> dict[str, list[float]]:
+            relay: bool, *, gc_freeze: bool = True,
+            processes: bool = True) -> dict[str, list[float]]:
     """Join `size` devices, then time `repeats` Applications. With `gc_freeze` the objects
     alive once the fleet has joined are moved to the collector's permanent generation
     (gc.freeze) before the Applications: this process also holds the fleet itself (1,000
@@ -156,11 +176,13 @@ def measure(size: int, repeats: int, workdir: Path, heartbeat: float,
         gateway_config=GatewayConfig.for_tests(heartbeat_interval_s=heartbeat,
                                                heartbeat_timeout_s=5.0 * heartbeat),
         backend_options={"virtual": {"relay": relay}},
+        apiserver_process=processes, controllers_process=processes,
     )
     platform = Platform(loop, FleetCA.create("bench CA"), workdir, config)
     module = modules.build("add")
     out: dict[str, list[float]] = {"join": [], "running": [], "deleted": [], "results": [],
-                                   "cpu": [], "gc_full": [], "gc_full_s": []}
+                                   "cpu": [], "service_cpu": [], "gc_full": [],
+                                   "gc_full_s": []}
     try:
         platform.start()
         start = time.perf_counter()
@@ -172,13 +194,14 @@ def measure(size: int, repeats: int, workdir: Path, heartbeat: float,
         for r in range(repeats):
             app = f"app-{r}"
             with FullCollections() as full:
-                cpu = time.process_time()
+                cpu, others = time.process_time(), service_cpu(platform)
                 start, wall = time.perf_counter(), time.time()
                 platform.create_application(app, module, all_devices=True, args=[r, 1])
                 platform.wait("applications", app, _done(size), "to run everywhere",
                               timeout=300)
                 out["running"].append(time.perf_counter() - start)
                 out["cpu"].append(time.process_time() - cpu)  # every thread of the process
+                out["service_cpu"].append(service_cpu(platform) - others)
             out["gc_full"].append(full.count)
             out["gc_full_s"].append(full.seconds)
             # where the time went: the last result stored at the gateway (the rest is status
@@ -213,6 +236,9 @@ def main() -> None:
                         help="move what exists once the fleet joined to the collector's "
                         "permanent generation before the Applications (the default; see "
                         "measure)")
+    parser.add_argument("--processes", choices=("on", "off"), default="on",
+                        help="the emulated API server and the controllers in processes of "
+                        "their own, as in a cluster (the default), or all in this process")
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -220,14 +246,17 @@ def main() -> None:
         parser.error("--repeats and --sizes must be positive")
     if args.heartbeat is not None and not args.heartbeat > 0:
         parser.error("--heartbeat must be positive")
-    print(f"repeats={repeats} (virtual devices, one gateway, in-process platform), relay "
+    where = ("API server and controllers in processes of their own" if args.processes == "on"
+             else "the whole platform in this process")
+    print(f"repeats={repeats} (virtual devices, one gateway; {where}), relay "
           f"{args.relay}, {os.cpu_count()} cores, load average {loadavg()}")
     medians: dict[int, float] = {}
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-cp-") as directory:
             heartbeat = args.heartbeat or heartbeat_for(size)
             figures = measure(size, repeats, Path(directory), heartbeat, args.relay == "on",
-                              gc_freeze=args.gc_freeze == "on")
+                              gc_freeze=args.gc_freeze == "on",
+                              processes=args.processes == "on")
         running = figures["running"]
         medians[size] = statistics.median(running)
         print(
@@ -238,7 +267,9 @@ def main() -> None:
             f"last result at the gateway: median "
             f"{statistics.median(figures['results']) * 1000:.1f} ms  |  "
             f"delete -> gone: median {statistics.median(figures['deleted']) * 1000:.1f} ms  |  "
-            f"process CPU: median {statistics.median(figures['cpu']):.2f} s, full collections "
+            f"CPU: this process {statistics.median(figures['cpu']):.2f} s, API server and "
+            f"controllers {statistics.median(figures['service_cpu']):.2f} s (medians); full "
+            f"collections "
             f"{statistics.median(figures['gc_full']):g} taking "
             f"{statistics.median(figures['gc_full_s']):.2f} s (gc freeze {args.gc_freeze})  |  "
             f"fleet join (REST -> all Connected): {figures['join'][0]:.2f} s  |  "

@@ -9,6 +9,7 @@ Device resource asks for emulation.
 from __future__ import annotations
 
 import base64
+import socket
 
 import pytest
 
@@ -16,11 +17,21 @@ from wasmbed_hil.pki import device_identity
 
 TIMEOUT = 30.0
 
+# The same scenario with the platform laid out as a cluster runs it: the emulated API server
+# and the kopf controllers in processes of their own, the controllers asking the harness's
+# device manager for machines over HTTP (PlatformConfig.apiserver_process/controllers_process).
+AS_DEPLOYED = pytest.param("as-deployed", marks=pytest.mark.hil_platform(
+    apiserver_process=True, controllers_process=True))
+LAYOUTS = pytest.mark.parametrize("layout", ["one-process", AS_DEPLOYED])
 
-def test_seed_flow_through_the_rest_api(control_plane, wasm):
+
+@LAYOUTS
+def test_seed_flow_through_the_rest_api(control_plane, wasm, layout):
     """The architecture's flow: POST /devices starts machines that enroll and connect;
     POST /applications deploys, the devices run it, results come back; DELETE cleans up."""
     cp = control_plane
+    if layout == "as-deployed":
+        assert cp.apiserver_process.running and cp.controllers.process.running
     status_code, created = cp.request("POST", "/api/v1/devices", {
         "name": "sensor", "count": 2, "labels": {"kind": "sensor"},
         "emulation": {"backend": cp.backend}})
@@ -188,8 +199,9 @@ def test_deleting_an_application_removes_it_from_devices_before_it_goes(control_
         assert all(a.app_id != "doomed" for a in gw_view.apps)
 
 
+@LAYOUTS
 @pytest.mark.hil_platform(rest=False)
-def test_deleting_a_device_stops_its_machine_and_its_enrollment(control_plane):
+def test_deleting_a_device_stops_its_machine_and_its_enrollment(control_plane, layout):
     cp = control_plane
     _connected(cp, "gone-soon")
     device_id = status(cp.get("devices", "gone-soon"))["deviceId"]
@@ -201,6 +213,35 @@ def test_deleting_a_device_stops_its_machine_and_its_enrollment(control_plane):
     gw = cp.gateways["gateway-0"]
     gw.wait_event("forgotten", lambda e: e.device_id == device_id, timeout=TIMEOUT)
     assert all(st.device_id != device_id for st in gw.devices())
+
+
+@pytest.mark.hil_platform(rest=False, apiserver_process=True, controllers_process=True)
+def test_controllers_ask_an_unreachable_device_manager_again(control_plane):
+    """The controllers in their own process lose the device manager: a Device created
+    meanwhile says so in its Emulated condition, and gets its machine once it is back."""
+    cp = control_plane
+    service = cp.controllers.service
+    port = int(service.url.rsplit(":", 1)[1])
+    cp.loop.run(service.stop())
+    cp.create_device("patient", backend=cp.backend)
+    dev = cp.wait("devices", "patient", lambda o: any(
+        c["type"] == "Emulated" and c["reason"] == "DeviceManagerUnreachable"
+        for c in status(o).get("conditions", [])), "to say the manager is unreachable",
+        TIMEOUT)
+    emulated = {c["type"]: c for c in status(dev)["conditions"]}["Emulated"]
+    assert emulated["status"] == "False"
+    assert f"127.0.0.1:{port}" in emulated["message"]
+    assert service.token not in emulated["message"]
+    with socket.create_server(("127.0.0.1", port)) as sock:  # the address the process has
+        cp.loop.run(service.start(sock))
+        try:
+            cp.wait_phase("devices", "patient", "Connected", TIMEOUT)
+            cp.wait("devices", "patient", lambda o: any(
+                (c["type"], c["status"], c["reason"]) == ("Emulated", "True", "MachineStarted")
+                for c in status(o).get("conditions", [])), "to say its machine started",
+                TIMEOUT)
+        finally:
+            cp.loop.run(service.stop())
 
 
 def test_a_device_revoked_through_rest_is_dropped_and_refused(control_plane):

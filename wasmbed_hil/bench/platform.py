@@ -1,8 +1,9 @@
 """The whole Wasmbed platform on one machine, for the fixtures and `wasmbed-hil up`.
 
-    API server   the emulated kube-apiserver (default) or a real cluster (kubeconfig)
+    API server   the emulated kube-apiserver (default; in its own process with
+                 apiserver_process) or a real cluster (kubeconfig)
     REST API     the control plane's HTTP facade (port 8080 by default in the CLI)
-    controllers  the kopf operator, in its own thread
+    controllers  the kopf operator, in its own thread (or process: controllers_process)
     gateways     N in-process gateways, each with its control-plane agent
     machines     emulated devices started by the device manager for Device resources
 
@@ -20,6 +21,7 @@ import hashlib
 import json
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -38,14 +40,23 @@ from ..pki import FleetCA
 from . import waits
 from .apiserver import ApiServer
 from .backends.registry import DEFAULT_BACKEND
+from .controllersprocess import ControllersProcess, check_process_settings
 from .devicemanager import DEFAULT_MAX_MACHINES, DeviceManager, check_max_machines
 from .gateway import GatewayHandle
 from .link.balancer import Balancer
 from .link.faultproxy import FaultProxy
 from .loop import LoopThread
+from .machineservice import MachineService
+from .process import ServiceProcess
 
 DEVICES, APPLICATIONS, GATEWAYS = (Kind.of(k) for k in (Device, Application, Gateway))
 KINDS = {"devices": DEVICES, "applications": APPLICATIONS, "gateways": GATEWAYS}
+
+#: Why cut_api() and its kin refuse: the fault proxy sits only before an in-process API server.
+NO_OUTAGES = ("outages need the emulated API server in this process (not with a kubeconfig "
+              "or apiserver_process)")
+#: How long the API server's process has to say it is ready.
+APISERVER_START_S = 60.0
 
 #: The platform's waits span controllers, a gateway and a device: twice the run's timeout.
 PLATFORM_SCALE = 2.0
@@ -73,9 +84,20 @@ class PlatformConfig:
     metrics: bool = False
     # Machines the device manager starts at most (bench.devicemanager.check_max_machines).
     max_machines: int = DEFAULT_MAX_MACHINES
+    # Run the kopf controllers as a process of their own (`wasmbed-hil controllers`, as in a
+    # cluster), their machines asked of this platform's device manager over HTTP
+    # (bench.controllersprocess); False: in a thread of this process.
+    controllers_process: bool = False
+    # Run the emulated API server as a process of its own (`wasmbed-hil apiserver`, as a
+    # cluster's is), the components talking to it directly: no fault proxy, so no API outages.
+    apiserver_process: bool = False
 
     def __post_init__(self) -> None:
         check_max_machines(self.max_machines)
+        if self.controllers_process:
+            check_process_settings(self.controller_settings)
+        if self.apiserver_process and self.kubeconfig is not None:
+            raise ValueError("apiserver_process starts an API server: not with a kubeconfig")
         if not (self.agent_refresh_s > 0 and self.agent_refresh_rate > 0):
             raise ValueError("agent_refresh_s and agent_refresh_rate must be positive")
 
@@ -157,6 +179,8 @@ class Platform:
         self.namespace = self.config.namespace
         self.token = self.config.token or secrets.token_urlsafe(24)
         self.apiserver: ApiServer | None = None
+        self.apiserver_process: ServiceProcess | None = None  # config.apiserver_process
+        self._kubeconfig = self.config.kubeconfig  # None: the in-process emulated API server
         self.proxy: FaultProxy | None = None
         self.direct: KubeConfig | None = None  # the harness's own view
         self.kube_config: KubeConfig | None = None  # what the components use
@@ -168,7 +192,7 @@ class Platform:
         self.manager = DeviceManager(loop, ca, workdir / "machines", self._endpoints,
                                      backend_options=self.config.backend_options,
                                      max_machines=self.config.max_machines)
-        self.controllers: Controllers | None = None
+        self.controllers: Controllers | ControllersProcess | None = None
         self.balancer: Balancer | None = None
         self.rest: Any = None
         self._http: aiohttp.ClientSession | None = None
@@ -181,6 +205,13 @@ class Platform:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Platform:
+        if self.config.apiserver_process:
+            path = self.workdir / "kubeconfig"
+            self.apiserver_process = ServiceProcess(
+                "apiserver", [sys.executable, "-m", "wasmbed_hil", "apiserver",
+                              "--kubeconfig", str(path)],
+                self.workdir / "logs").start(APISERVER_START_S)
+            self._kubeconfig = path
         self.loop.run(self._start_kube())
         if self.config.balancer:
             self.balancer = Balancer(lambda: [gw.endpoint for gw in self.gateways.values()
@@ -193,14 +224,19 @@ class Platform:
         if self.config.metrics:
             settings = replace(settings, metrics_port=0, metrics_host="127.0.0.1")
         assert self.kube_config is not None
-        self.controllers = Controllers(self.kube_config, settings, self.manager).start()
+        if self.config.controllers_process:
+            self.controllers = ControllersProcess(
+                self.loop, self._components_kubeconfig(), settings,
+                MachineService(self.manager), self.workdir).start()
+        else:
+            self.controllers = Controllers(self.kube_config, settings, self.manager).start()
         if self.config.rest:
             self.loop.run(self._start_rest())
         return self
 
     async def _start_kube(self) -> None:
-        if self.config.kubeconfig is not None:
-            self.direct = KubeConfig.from_kubeconfig(self.config.kubeconfig)
+        if self._kubeconfig is not None:
+            self.direct = KubeConfig.from_kubeconfig(self._kubeconfig)
             self.kube_config = replace(self.direct, namespace=self.namespace)
         else:
             self.apiserver = ApiServer(token=secrets.token_urlsafe(24), bookmark_interval=5.0)
@@ -217,6 +253,16 @@ class Platform:
         await self.harness_kube.ensure_namespace(self.namespace)
         self.watcher = Watcher(self.harness_kube, self.namespace)
         await self.watcher.start()
+
+    def _components_kubeconfig(self) -> Path:
+        """A kubeconfig file for a component in another process: the one given, else the
+        emulated API server's through the fault proxy (as the in-process components use)."""
+        if self.apiserver is None:
+            assert self._kubeconfig is not None
+            return self._kubeconfig
+        assert self.kube_config is not None
+        return self.apiserver.write_kubeconfig(self.workdir / "kubeconfig-components",
+                                               self.namespace, server=self.kube_config.server)
 
     async def _start_rest(self) -> None:
         from ..controlplane.rest import RestApi
@@ -277,18 +323,18 @@ class Platform:
     def api_outage_fault(self) -> tuple[str, Callable[[], object], Callable[[], object]]:
         """(name, apply, heal): the API server outage of `api_outage()` as two calls."""
         if self.proxy is None:
-            raise RuntimeError("outages need the emulated API server (no kubeconfig)")
+            raise RuntimeError(NO_OUTAGES)
         return "api-outage", self.cut_api, self.restore_api
 
     def cut_api(self) -> None:
         """The platform's components lose the API server until `restore_api()`."""
         if self.proxy is None:
-            raise RuntimeError("outages need the emulated API server (no kubeconfig)")
+            raise RuntimeError(NO_OUTAGES)
         self.loop.run(self.proxy.cut())
 
     def restore_api(self) -> None:
         if self.proxy is None:
-            raise RuntimeError("outages need the emulated API server (no kubeconfig)")
+            raise RuntimeError(NO_OUTAGES)
         self.proxy.restore()
         for agent in self.agents.values():
             self.loop.call(agent.wake)
@@ -319,6 +365,8 @@ class Platform:
         for name, gw in self.gateways.items():
             attempt(f"gateway {name}", gw.close)
         attempt("kube", lambda: self.loop.run(self._stop_kube()))
+        if self.apiserver_process is not None:
+            attempt("apiserver", self.apiserver_process.terminate)
         if errors:
             raise RuntimeError("platform did not stop cleanly: " + "; ".join(errors))
 

@@ -56,6 +56,21 @@ def check_token(token: str, where: str) -> str:
     return token
 
 
+def read_token_file(path: Path, option: str) -> str:
+    """The bearer token held in `path` (surrounding white space stripped), else CliError
+    (exit 3) naming `option` and the file, never the token: unreadable, not UTF-8, empty, or
+    not one line of printable ASCII (check_token)."""
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"{option}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{option} {path}: not UTF-8 text (byte {exc.start})") from None
+    if not token:
+        raise CliError(f"{option} {path} is empty")
+    return check_token(token, f"{option} {path}")
+
+
 def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 

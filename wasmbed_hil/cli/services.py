@@ -30,8 +30,8 @@ from .common import (
     CliError,
     add_kube_options,
     announce,
-    check_token,
     kube_config,
+    read_token_file,
     until_signal,
 )
 from .gwprocs import MAX_PROCESSES, check_reuse_port, reserve_port, supervise
@@ -48,6 +48,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_kube_options(p)
     p.add_argument("--gateway-stale", type=seconds, default=30.0, metavar="SECONDS",
                    help="a Gateway silent this long is marked Failed (default: 30)")
+    p.add_argument("--machine-manager", metavar="URL",
+                   help="a device manager serving emulated machines at http://HOST:PORT (the "
+                   "test bench's, docs/architecture.md): Devices that ask for emulation get "
+                   "their machine from it; needs --machine-manager-token-file")
+    p.add_argument("--machine-manager-token-file", type=Path, metavar="PATH",
+                   help="file holding the device manager's bearer token")
     _add_metrics_options(p)
     p.set_defaults(run=run_controllers)
 
@@ -179,10 +185,23 @@ def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
 def run_controllers(args: argparse.Namespace) -> int:
     from ..controlplane.controllers import Controllers, ControllerSettings
 
+    manager = None
+    if (args.machine_manager is None) != (args.machine_manager_token_file is None):
+        raise CliError("--machine-manager and --machine-manager-token-file go together",
+                       EXIT_USAGE)
+    if args.machine_manager is not None:
+        from ..controlplane.machineclient import RemoteMachineManager
+
+        token = read_token_file(args.machine_manager_token_file,
+                                "--machine-manager-token-file")
+        try:
+            manager = RemoteMachineManager(args.machine_manager, token)
+        except ValueError as exc:
+            raise CliError(f"--machine-manager: {exc}", EXIT_USAGE) from None
     config = kube_config(args)
     controllers = Controllers(config, ControllerSettings(
         namespace=args.namespace, gateway_stale_s=args.gateway_stale,
-        metrics_port=args.metrics_port, metrics_host=args.metrics_host))
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host), manager)
 
     def announce_ready() -> None:
         if controllers.ready.wait(120):
@@ -315,16 +334,7 @@ def _reload_crl_on_sighup(gateway: Gateway, path: Path, pki_dir: Path) -> None:
 def run_rest(args: argparse.Namespace) -> int:
     from ..controlplane.rest import RestApi
 
-    try:
-        token = args.token_file.read_text().strip()
-    except OSError as exc:
-        raise CliError(f"--token-file: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise CliError(f"--token-file {args.token_file}: not UTF-8 text (byte {exc.start})"
-                       ) from None
-    if not token:
-        raise CliError(f"--token-file {args.token_file} is empty")
-    check_token(token, f"--token-file {args.token_file}")
+    token = read_token_file(args.token_file, "--token-file")
     config = kube_config(args)
     sock = _bind(args.host, args.port)
 

@@ -51,7 +51,7 @@ from ..kube.resources import (
     ResourceError,
     rfc3339,
 )
-from .emulation import EmulationError, MachineManager
+from .emulation import DeviceManagerUnreachable, EmulationError, MachineManager
 from .metrics import ControllerMetrics, Pass
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,9 @@ class ControllerSettings:
     window_per_row_s: float = 0.002  # 100 target devices: at most 5 status writes a second
     metrics_port: int | None = None  # serve /metrics on this port (0: any free one)
     metrics_host: str = "127.0.0.1"
+    # A device manager that did not answer (controlplane.machineclient) is asked again after
+    # this long.
+    manager_retry_s: float = 2.0
 
 
 @dataclass
@@ -312,6 +315,14 @@ def build_registry(
                 cond = _condition("Emulated", True, "MachineStarted",
                                   f"{machine.backend} machine wired to gateway "
                                   f"{machine.gateway}", previous)
+            except DeviceManagerUnreachable as exc:
+                # The manager may be restarting: said in the condition, and tried again.
+                cond = _condition("Emulated", False, "DeviceManagerUnreachable", str(exc),
+                                  previous)
+                one.failed()
+                others = [c for c in previous if c.get("type") != "Emulated"]
+                patch.status["conditions"] = [*others, cond]
+                raise kopf.TemporaryError(str(exc), delay=settings.manager_retry_s) from None
             except (EmulationError, ResourceError, ValueError) as exc:
                 cond = _condition("Emulated", False, "MachineFailed", str(exc), previous)
                 one.failed()

@@ -18,6 +18,11 @@ class EmulationError(RuntimeError):
     message becomes the reason of the Device's `Emulated` condition."""
 
 
+class DeviceManagerUnreachable(EmulationError):
+    """The device manager did not answer (a manager in another process: refused, reset,
+    timed out); the Device controller says so and asks again later."""
+
+
 class StartedMachine(Protocol):
     """What the controller reports of a started machine."""
 

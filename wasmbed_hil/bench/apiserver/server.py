@@ -135,8 +135,11 @@ class ApiServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
-        cluster: dict[str, Any] = {"server": self.url}
+    def kubeconfig(self, namespace: str = "default", server: str | None = None
+                   ) -> dict[str, Any]:
+        """A kubeconfig for this server; `server`: the URL clients dial instead of its own
+        (a relay in front of it that passes its TLS through)."""
+        cluster: dict[str, Any] = {"server": server or self.url}
         if self._ca_pem is not None:
             cluster["certificate-authority-data"] = base64.b64encode(self._ca_pem).decode()
         return {
@@ -153,10 +156,12 @@ class ApiServer:
             "preferences": {},
         }
 
-    def write_kubeconfig(self, path: Path | str, namespace: str = "default") -> Path:
-        """Write a kubeconfig (0600: it holds the token) for this server; returns its path."""
+    def write_kubeconfig(self, path: Path | str, namespace: str = "default",
+                         server: str | None = None) -> Path:
+        """Write a kubeconfig (0600: it holds the token) for this server (dialled at
+        `server`, as kubeconfig()); returns its path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(self.kubeconfig(namespace), sort_keys=False)
+        text = yaml.safe_dump(self.kubeconfig(namespace, server), sort_keys=False)
         write_file(path, text.encode(), 0o600)
         return path
