@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import cpu_seconds
+from bench_gateway import cpu_seconds, default_tmp
 
 from wasmbed_hil.bench import modules
 from wasmbed_hil.bench.loop import LoopThread
@@ -252,7 +252,7 @@ def main() -> None:
           f"{args.relay}, {os.cpu_count()} cores, load average {loadavg()}")
     medians: dict[int, float] = {}
     for size in sizes:
-        with tempfile.TemporaryDirectory(prefix="bench-cp-") as directory:
+        with tempfile.TemporaryDirectory(prefix="bench-cp-", dir=default_tmp()) as directory:
             heartbeat = args.heartbeat or heartbeat_for(size)
             figures = measure(size, repeats, Path(directory), heartbeat, args.relay == "on",
                               gc_freeze=args.gc_freeze == "on",

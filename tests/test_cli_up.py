@@ -4,6 +4,7 @@ status table once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -171,6 +172,73 @@ def test_up_in_an_existing_workdir_removes_only_what_it_wrote(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["notes.txt"]
     assert leftovers(tmp_path) == []
+
+
+def processes_of(workdir: Path) -> dict[int, str]:
+    """pid -> command line of every process whose arguments name `workdir` (the API server's
+    and the controllers' under --as-deployed)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(workdir) in cmdline and " up " not in cmdline:
+                found[int(entry.name)] = cmdline
+    return found
+
+
+def test_up_as_deployed_runs_its_services_apart_and_leaves_nothing(tmp_path: Path) -> None:
+    workdir = tmp_path / "mine"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("the user's own\n")
+    done = subprocess.run(
+        [*CLI, "up", "-n", "2", "--port", "0", "--exit-after-ready", "--timeout", "60",
+         "--as-deployed", "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=180, env=environment(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Connected") >= 2
+    assert sorted(p.name for p in workdir.iterdir()) == ["notes.txt"]
+    assert processes_of(workdir) == {}
+    assert leftovers(tmp_path) == []
+
+
+def test_up_as_deployed_killed_takes_its_services_along(tmp_path: Path) -> None:
+    """SIGKILL leaves `up` no chance to stop them: they go because their parent went."""
+    workdir = tmp_path / "w"
+    proc = subprocess.Popen([*CLI, "up", "-n", "1", "--port", "0", "--as-deployed",
+                             "--workdir", str(workdir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment(tmp_path))
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert ready.startswith("ready rest "), ready
+        services = processes_of(workdir)
+        assert sorted(" apiserver " in c for c in services.values()) == [False, True], services
+        assert any(" controllers " in c for c in services.values()), services
+        fds = [os.pidfd_open(pid) for pid in services]
+        proc.kill()
+        proc.communicate(timeout=WAIT)
+        try:
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            ended: set[int] = set()
+            deadline = time.monotonic() + WAIT
+            while len(ended) < len(fds) and time.monotonic() < deadline:
+                ended |= {fd for fd, _ in poller.poll(1000)}
+            assert len(ended) == len(fds), processes_of(workdir)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+        for pid in processes_of(workdir):  # only if the check above failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_up_refuses_a_busy_port_and_leaves_nothing(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
 import os
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +35,19 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], patience: float
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=patience)
+
+
+def die_with_parent(parent: int) -> None:
+    """For `preexec_fn`, in the child before exec: SIGTERM when its parent dies, even by
+    SIGKILL (Linux's PR_SET_PDEATHSIG; elsewhere nothing), and give up now if the parent
+    already died between fork and here. Linux sends the signal when the *thread* that
+    forked ends, so start such children from a thread that lives as long as they should."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 async def kill_process_group(proc: asyncio.subprocess.Process) -> None:

@@ -65,7 +65,8 @@ class ControllersProcess:
         if s.metrics_port is not None:
             argv += ["--metrics-port", str(s.metrics_port), "--metrics-host", s.metrics_host]
         self.process = ServiceProcess("controllers", argv, self.workdir / "logs",
-                                      ready=r"^ready controllers\b.*?(?:metrics_port=(\d+))?$")
+                                      ready=r"^ready controllers\b.*?(?:metrics_port=(\d+))?$",
+                                      die_with_parent=True)
         try:
             ready = self.process.start(timeout).ready
         except BaseException:

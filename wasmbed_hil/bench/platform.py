@@ -209,8 +209,8 @@ class Platform:
             path = self.workdir / "kubeconfig"
             self.apiserver_process = ServiceProcess(
                 "apiserver", [sys.executable, "-m", "wasmbed_hil", "apiserver",
-                              "--kubeconfig", str(path)],
-                self.workdir / "logs").start(APISERVER_START_S)
+                              "--kubeconfig", str(path), "--namespace", self.namespace],
+                self.workdir / "logs", die_with_parent=True).start(APISERVER_START_S)
             self._kubeconfig = path
         self.loop.run(self._start_kube())
         if self.config.balancer:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from ..aio import die_with_parent
+
 
 class ProcessExited(AssertionError):
     """The process ended while something was waited for."""
@@ -51,8 +53,12 @@ class ServiceProcess:
         *,
         ready: str = r"^ready ",
         env: dict[str, str] | None = None,
+        die_with_parent: bool = False,
     ) -> None:
+        """`die_with_parent`: the process gets SIGTERM when this one dies, even by SIGKILL
+        (aio.die_with_parent, Linux; tied to the thread that calls start())."""
         self.name = name
+        self.die_with_parent = die_with_parent
         self.argv = list(argv)
         self.ready_pattern = re.compile(ready)
         self.env = {**os.environ, **(env or {})}
@@ -83,9 +89,12 @@ class ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         err = (self.log_dir / f"{self.name}.err.log").open("a")
         try:
+            parent = os.getpid()
             proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=err, text=True, env=self.env,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=(lambda: die_with_parent(parent))
+                                    if self.die_with_parent else None)
         finally:
             err.close()  # the child holds its own descriptor
         with self._cond:

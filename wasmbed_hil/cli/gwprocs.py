@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..aio import die_with_parent
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, announce
 
 log = logging.getLogger("wasmbed_hil.cli.gateway")
@@ -118,17 +118,6 @@ def child_argv(args: argparse.Namespace, index: int, port: int, endpoint: str) -
     return argv
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child before exec: SIGTERM when the supervisor dies (Linux), and give up now if
-    it already died between fork and here."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 @dataclass
 class Process:
     """One supervised gateway process and what the supervisor knows of it."""
@@ -151,7 +140,7 @@ class Supervisor:
         parent = os.getpid()
         proc = await asyncio.create_subprocess_exec(
             *p.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=lambda: die_with_parent(parent),
             # Out of the terminal's process group: Ctrl-C reaches the supervisor only, which
             # stops the processes itself (a process that exits on its own is restarted).
             start_new_session=True)

@@ -126,6 +126,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    "--host address; 127.0.0.1 for 0.0.0.0); added to the certificate")
     p.add_argument("--crds", action="store_true",
                    help="install the Device, Application and Gateway CRDs at start")
+    p.add_argument("--namespace", default="default",
+                   help="the kubeconfig context's namespace (default: default)")
     p.set_defaults(run=run_apiserver)
 
 
@@ -378,7 +380,7 @@ def run_apiserver(args: argparse.Namespace) -> int:
         await server.start(sock)
         try:
             path = args.kubeconfig or Path(tempfile.mkdtemp(prefix="wasmbed-kube-")) / "kc"
-            server.write_kubeconfig(path, "default")
+            server.write_kubeconfig(path, args.namespace)
             if args.crds:
                 async with KubeClient(KubeConfig.from_kubeconfig(path)) as kube:
                     try:

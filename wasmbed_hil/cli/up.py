@@ -60,6 +60,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--namespace", default="wasmbed", help="namespace (default: wasmbed)")
     p.add_argument("--timeout", type=seconds, default=120.0, metavar="SECONDS",
                    help="how long devices may take to connect (default: 120)")
+    p.add_argument("--as-deployed", action="store_true",
+                   help="run the emulated API server and the controllers as processes of their "
+                   "own, as in a cluster (faster with hundreds of devices; about a second "
+                   "more to start)")
     p.add_argument("--exit-after-ready", action="store_true",
                    help="stop once every device is connected (exit 0) or at the timeout "
                    "(exit 1)")
@@ -173,7 +177,8 @@ class Workdir:
     `remove` takes away what `up` put there: a directory it created (the temporary one by
     default) as a whole; in an existing --workdir, the entries it added and its own files."""
 
-    OWN = ("token", "kubeconfig", "platform.json")
+    OWN = ("token", "kubeconfig", "platform.json", "machine-manager.token",
+           "kubeconfig-components")
 
     def __init__(self, path: Path | None) -> None:
         if path is None:
@@ -236,6 +241,7 @@ def _run(args: argparse.Namespace, workdir: Workdir) -> int:
                                          pairing=False, max_devices=max(100, args.devices)),
             agent_refresh_s=max(2.0, args.heartbeat),
             max_machines=max(DEFAULT_MAX_MACHINES, args.devices),
+            apiserver_process=args.as_deployed, controllers_process=args.as_deployed,
         ))
     except BaseException:
         rest_sock.close()
