@@ -282,3 +282,30 @@ def test_the_controllers_command_checks_its_device_manager_options(
     assert main(["controllers", "--kubeconfig", str(tmp_path / "missing"), *extra]) == code
     err = " ".join(capsys.readouterr().err.split())
     assert message in err and "s3cret" not in err
+
+
+def test_a_platform_process_that_died_is_reported_at_stop(tmp_path: Path,
+                                                          loop: LoopThread) -> None:
+    """A controllers or API server process that crashed during a test must not pass
+    unnoticed: the platform's stop says which, with its status and its log."""
+    import os
+    import signal
+
+    from wasmbed_hil.bench.platform import Platform
+    from wasmbed_hil.pki import FleetCA
+
+    platform = Platform(loop, FleetCA.create("t"), tmp_path / "p", PlatformConfig(
+        rest=False, apiserver_process=True, controllers_process=True))
+    try:
+        platform.start()
+        process = platform.controllers.process  # type: ignore[union-attr]
+        assert process is not None and process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+    except BaseException:
+        platform.stop()
+        raise
+    with pytest.raises(RuntimeError) as caught:
+        platform.stop()
+    log = tmp_path / "p" / "logs" / "controllers.err.log"
+    assert f"controllers ended with status -9 (its output: {log})" in str(caught.value)
+    assert platform.apiserver_process is not None and not platform.apiserver_process.running

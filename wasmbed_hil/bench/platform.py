@@ -366,7 +366,7 @@ class Platform:
             attempt(f"gateway {name}", gw.close)
         attempt("kube", lambda: self.loop.run(self._stop_kube()))
         if self.apiserver_process is not None:
-            attempt("apiserver", self.apiserver_process.terminate)
+            attempt("apiserver", self.apiserver_process.stop)
         if errors:
             raise RuntimeError("platform did not stop cleanly: " + "; ".join(errors))
 

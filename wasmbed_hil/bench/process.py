@@ -120,6 +120,15 @@ class ServiceProcess:
         """SIGTERM, the clean stop; SIGKILL if it has not ended within `timeout`."""
         return self._signal(signal.SIGTERM, timeout)
 
+    def stop(self, timeout: float = 30.0) -> None:
+        """terminate(), and RuntimeError unless the process then ended with status 0: it had
+        died before (a crash nobody saw), or ignored SIGTERM for `timeout`. The message
+        names its status and its stderr log."""
+        code = self.terminate(timeout)
+        if code not in (0, None):
+            log = self.log_dir / f"{self.name}.err.log"
+            raise RuntimeError(f"{self.name} ended with status {code} (its output: {log})")
+
     def restart(self, timeout: float = 30.0) -> ServiceProcess:
         """Kill the process (if it runs) and start the same command again."""
         self.kill()
