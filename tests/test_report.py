@@ -326,6 +326,11 @@ def test_junit_xml_input(tmp_path: Path) -> None:
     ("- test: a.py::t\n  reason: r\n- test: a#t\n  reason: s\n", "already quarantined"),
     ("- [unclosed\n", "not valid YAML"),
     (b"- test: a.py::t\n  reason: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 29)"),
+    # nested aliases: 9 ** 9 "lol"s as the reason's text, which hung the report
+    ("- test: a.py::t0\n  reason: &r0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+     + "".join(f"- test: a.py::t{i}\n  reason: &r{i} [{', '.join([f'*r{i - 1}'] * 9)}]\n"
+               for i in range(1, 10)),
+     "an alias (*name): anchors and aliases are not allowed in a quarantine file"),
 ])
 def test_quarantine_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                            text: str | bytes, error: str) -> None:

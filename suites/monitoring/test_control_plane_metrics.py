@@ -42,8 +42,13 @@ def _ran_everywhere(obj: dict) -> bool:
         "outcome" in r for r in rows)
 
 
-def test_rest_and_controller_metrics_match_what_the_platform_did(control_plane, wasm):
+@pytest.mark.parametrize("layout", ["one-process", pytest.param(
+    "as-deployed", marks=pytest.mark.hil_platform(apiserver_process=True,
+                                                  controllers_process=True))])
+def test_rest_and_controller_metrics_match_what_the_platform_did(control_plane, wasm, layout):
+    """Also with the controllers in a process of their own: their /metrics is theirs."""
     cp = control_plane
+    assert (cp.apiserver_process is not None) == (layout == "as-deployed")
     rest_url, ctl_url = cp.rest_metrics_url, cp.controller_metrics_url
     assert _requests(scrape(rest_url)) == {}  # nothing asked yet; a scrape is no request
     code, created = cp.request("POST", "/api/v1/devices", {

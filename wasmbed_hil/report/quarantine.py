@@ -91,7 +91,18 @@ def canonical_test(ref: str) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML without implicit timestamps: `until` is parsed here, with a clear error."""
+    """YAML without implicit timestamps (`until` is parsed here, with a clear error) and
+    without aliases: a quarantine file needs none, and nested aliases (`*a` nine times in
+    each of nine levels) make a few hundred bytes a structure whose text (the `reason`) is
+    exponentially long, which hung `wasmbed-hil report`."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "an alias (*name): anchors and aliases are not allowed in a "
+                "quarantine file", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
