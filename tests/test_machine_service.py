@@ -298,6 +298,9 @@ def test_a_platform_process_that_died_is_reported_at_stop(tmp_path: Path,
         rest=False, apiserver_process=True, controllers_process=True))
     try:
         platform.start()
+        with pytest.raises(RuntimeError, match="outages need the emulated API server in this "
+                           "process"):
+            platform.cut_api()  # no fault proxy before an API server in its own process
         process = platform.controllers.process  # type: ignore[union-attr]
         assert process is not None and process.pid is not None
         os.kill(process.pid, signal.SIGKILL)

@@ -265,8 +265,12 @@ def test_a_device_revoked_through_rest_is_dropped_and_refused(control_plane):
     assert gw.device(device_id).phase.value == "Disconnected"
 
 
+@pytest.mark.parametrize("layout", ["one-process", pytest.param(
+    "controllers-process", marks=pytest.mark.hil_platform(controllers_process=True))])
 @pytest.mark.hil_platform(rest=False, agent_refresh_s=0.5)
-def test_api_server_outage_loses_no_status_and_no_result(control_plane, wasm):
+def test_api_server_outage_loses_no_status_and_no_result(control_plane, wasm, layout):
+    """Also with the controllers in a process of their own: they reach the in-process API
+    server through the same fault proxy, so the outage cuts them off too."""
     cp = control_plane
     _connected(cp, "keeps-running", "drops-off")
     cp.create_application("adder", wasm("add"), all_devices=True, args=[20, 22])
