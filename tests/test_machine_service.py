@@ -4,6 +4,7 @@ device manager, and every way it can go wrong."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -96,6 +97,26 @@ def test_start_and_stop_reach_the_manager_with_every_field(served) -> None:
         ("start", ("dev-a", "id-1", "virtual", "mps2-an385", "gateway-1",
                    {"max_module_size": 4096})),
         ("stop", ("running",)), ("stop", ("dev-a",))]
+
+
+def test_starts_do_not_wait_behind_the_loops_default_executor(served, loop) -> None:
+    """A machine start waits on the harness loop; run in the loop's default executor, it
+    would queue behind whatever else the loop put there (here: every worker busy)."""
+    service, _ = served
+    release = threading.Event()
+
+    async def occupy() -> None:
+        running = asyncio.get_running_loop()
+        for _ in range(64):  # more than the default executor's workers
+            running.run_in_executor(None, release.wait, 30)
+
+    loop.run(occupy())
+    try:
+        machine = RemoteMachineManager(service.url, service.token, timeout_s=5).start(
+            "dev-a", "id-1", "virtual")
+        assert machine.gateway == "gateway-0"
+    finally:
+        release.set()
 
 
 def test_a_machine_that_cannot_start_is_the_managers_own_message(served) -> None:

@@ -5,7 +5,10 @@ controllers that run in a process of their own (`wasmbed-hil controllers --machi
 The client is `wasmbed_hil.controlplane.machineclient.RemoteMachineManager`; the wire format
 is there and in docs/architecture.md. Served on the harness loop, on 127.0.0.1 by default;
 every request must carry the service's bearer token. `DeviceManager.start`/`stop` are
-synchronous and wait on the harness loop, so they run in worker threads, never on the loop.
+synchronous and wait on the harness loop, so they run in worker threads of the service's own
+pool, never on the loop, and never in the loop's default executor: a start waits on the
+loop, and whatever the loop hands to that executor meanwhile (a provisioning, a name
+look-up) would wait behind the starts that wait on it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import secrets
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: The largest request body taken (a start's fields and its backend options).
 MAX_BODY = 64 * 1024
+#: Machine starts and stops served at once (the controllers run up to 8 handlers at a time).
+WORKERS = 16
 _OPTIONAL_STR = ("board", "preferredGateway")
 
 
@@ -43,6 +49,7 @@ class MachineService:
         app.router.add_put("/v1/machines/{name}", self._start)
         app.router.add_delete("/v1/machines/{name}", self._stop)
         self._server = AppServer(app)
+        self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"MachineService(url={self.url!r})"
@@ -53,10 +60,21 @@ class MachineService:
 
     async def start(self, sock: socket.socket | None = None) -> str:
         """Serve on `sock` (kept by its owner) or an OS-chosen port of 127.0.0.1."""
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="machine-service")
         return await self._server.start(sock)
 
     async def stop(self) -> None:
         await self._server.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # Not waited for: a start in flight waits on this loop (DeviceManager.close
+            # waits for those).
+            pool.shutdown(wait=False)
+
+    async def _in_pool(self, call: functools.partial[Any]) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the machine service is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -84,7 +102,7 @@ class MachineService:
             self.manager.start, name, body["identity"], body["backend"], body.get("board"),
             body.get("preferredGateway"), body.get("options") or {})
         try:
-            machine = await asyncio.get_running_loop().run_in_executor(None, call)
+            machine = await self._in_pool(call)
         except EmulationError as exc:
             return _error(422, str(exc))
         except Exception as exc:  # a bench defect: said to the controller, logged here
@@ -98,7 +116,7 @@ class MachineService:
             return _error(400, f"{name!r} is not a Device name")
         call = functools.partial(self.manager.stop, name)
         try:
-            stopped = await asyncio.get_running_loop().run_in_executor(None, call)
+            stopped = await self._in_pool(call)
         except Exception as exc:
             log.exception("stopping the machine of %s failed", name)
             return _error(500, f"the device manager failed: {type(exc).__name__}: {exc}")
