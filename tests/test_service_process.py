@@ -72,3 +72,23 @@ def test_an_old_incarnations_reader_does_not_end_or_feed_the_next(tmp_path, monk
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         svc.close()
+
+
+def test_a_service_that_never_comes_up_says_why(tmp_path) -> None:
+    """Its last stderr lines are in the error: a platform whose controllers or API server
+    process did not start tells the user the service's own reason, not only where to look."""
+    from wasmbed_hil.bench.process import ProcessExited
+
+    script = "import sys; print('error: cannot reach the API server: no kubeconfig', " \
+             "file=sys.stderr); sys.exit(3)"
+    svc = ServiceProcess("broken", [sys.executable, "-c", script], tmp_path)
+    with pytest.raises(ProcessExited) as caught:
+        svc.start(30)
+    message = str(caught.value)
+    assert "broken exited (3)" in message
+    assert f"stderr ({tmp_path / 'broken.err.log'}): error: cannot reach the API server: " \
+           "no kubeconfig" in message
+    silent = ServiceProcess("silent", [sys.executable, "-c", "import sys; sys.exit(4)"],
+                            tmp_path)
+    with pytest.raises(ProcessExited, match=r"silent exited \(4\).*: \(empty\)"):
+        silent.start(30)

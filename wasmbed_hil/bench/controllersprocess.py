@@ -54,9 +54,10 @@ class ControllersProcess:
         self.metrics_address: tuple[str, int] | None = None
 
     def start(self, timeout: float = START_TIMEOUT_S) -> ControllersProcess:
-        url = self.loop.run(self.service.start())
+        self.workdir.mkdir(parents=True, exist_ok=True)
         token_file = self.workdir / "machine-manager.token"
         write_file(token_file, self.service.token.encode(), 0o600)
+        url = self.loop.run(self.service.start())
         s = self.settings
         argv = [sys.executable, "-m", "wasmbed_hil", "controllers",
                 "--kubeconfig", str(self.kubeconfig), "--namespace", s.namespace,

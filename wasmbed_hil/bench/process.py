@@ -169,12 +169,25 @@ class ServiceProcess:
         with self._cond:
             if not self._cond.wait_for(seen, timeout):
                 raise ProcessTimeout(f"{self.name}: no line matching {pattern!r} after "
-                                     f"{timeout:g}s; last lines: {self.lines[-5:]}")
+                                     f"{timeout:g}s; last lines: {self.lines[-5:]}"
+                                     f"{self._stderr_tail()}")
         if not found:
             raise ProcessExited(f"{self.name} exited ({self._proc.poll() if self._proc else '?'})"
                                 f" before a line matching {pattern!r}; last lines: "
-                                f"{self.lines[-5:]}; stderr in {self.log_dir}")
+                                f"{self.lines[-5:]}{self._stderr_tail()}")
         return found[0]
+
+    def _stderr_tail(self, lines: int = 5) -> str:
+        """"; stderr (FILE): ...its last lines" for an error message: why a service that
+        did not come up says it did not (an unusable kubeconfig, a busy port)."""
+        log = self.log_dir / f"{self.name}.err.log"
+        try:
+            with log.open("rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+                tail = fh.read().decode("utf-8", "replace").splitlines()[-lines:]
+        except OSError:
+            return f"; stderr in {log} (unreadable)"
+        return f"; stderr ({log}): {' | '.join(tail) if tail else '(empty)'}"
 
     def _read(self, proc: subprocess.Popen[str], incarnation: int) -> None:
         """One incarnation's stdout until its end. A reader that outlived its reaping (see
