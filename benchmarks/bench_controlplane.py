@@ -8,12 +8,13 @@ all of them and time until its status is Running with a run result from every de
 delete it and time until it is gone (the finalizer waits for every device to remove it).
 
 Where the platform runs (`--processes`): by default as a cluster runs it, the emulated API
-server and the kopf controllers each in a process of their own (PlatformConfig's
-apiserver_process and controllers_process; the controllers ask this process's device manager
-for machines over HTTP), the REST API, the gateway with its agent and the virtual devices in
-this one; `--processes off` runs all of it in this process. Prints medians with the load
-average, the CPU time of this process and of the two others and the garbage collector's full
-collections (this process) during each Application; never asserts.
+server, the kopf controllers and the gateway with its agent each in a process of their own
+(PlatformConfig's apiserver_process, controllers_process and gateway_processes: the
+controllers ask this process's device manager for machines over HTTP, the gateway is the
+`wasmbed-hil gateway` service), the REST API and the virtual devices in this one;
+`--processes off` runs all of it in this process. Prints medians with the load average, the
+CPU time of this process and of the others and the garbage collector's full collections
+(this process) during each Application; never asserts.
 
 Run from the repository root: python -m benchmarks.bench_controlplane [--repeats N]
 [--sizes 1,10,100] [--quick] [--gc-freeze on|off] [--processes on|off]
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import statistics
 import sys
@@ -151,11 +153,11 @@ class FullCollections:
 
 
 def service_cpu(platform: Platform) -> float:
-    """CPU seconds so far of the platform's own processes (API server, controllers), 0 when
-    they run in this one."""
-    pids = [p.pid for p in (platform.apiserver_process, getattr(platform.controllers,
-                                                                "process", None))
-            if p is not None and p.pid is not None]
+    """CPU seconds so far of the platform's own processes (API server, controllers,
+    gateways), 0 when they run in this one."""
+    processes = [platform.apiserver_process, getattr(platform.controllers, "process", None),
+                 *(gp.process for gp in platform.gateway_processes.values())]
+    pids = [p.pid for p in processes if p is not None and p.pid is not None]
     return sum(cpu_seconds(pid) for pid in pids)
 
 
@@ -177,6 +179,7 @@ def measure(size: int, repeats: int, workdir: Path, heartbeat: float,
                                                heartbeat_timeout_s=5.0 * heartbeat),
         backend_options={"virtual": {"relay": relay}},
         apiserver_process=processes, controllers_process=processes,
+        gateway_processes=processes,
     )
     platform = Platform(loop, FleetCA.create("bench CA"), workdir, config)
     module = modules.build("add")
@@ -205,10 +208,11 @@ def measure(size: int, repeats: int, workdir: Path, heartbeat: float,
             out["gc_full"].append(full.count)
             out["gc_full_s"].append(full.seconds)
             # where the time went: the last result stored at the gateway (the rest is status
-            # writes and the Application controller's aggregation)
+            # writes and the Application controller's aggregation); not known of a gateway
+            # in its own process
             stored = [res.received_at for gw in platform.gateways.values()
                       for res in gw.results(app_id=app)]
-            out["results"].append(max(stored) - wall)
+            out["results"].append(max(stored) - wall if stored else math.nan)
             start = time.perf_counter()
             platform.delete("applications", app)
             platform.wait_gone("applications", app, timeout=300)
@@ -219,6 +223,11 @@ def measure(size: int, repeats: int, workdir: Path, heartbeat: float,
         platform.stop()
         loop.close()
     return out
+
+
+def _ms(seconds: float) -> str:
+    return ("n/a (the gateway runs apart)" if math.isnan(seconds)
+            else f"median {seconds * 1000:.1f} ms")
 
 
 def main() -> None:
@@ -237,8 +246,9 @@ def main() -> None:
                         "permanent generation before the Applications (the default; see "
                         "measure)")
     parser.add_argument("--processes", choices=("on", "off"), default="on",
-                        help="the emulated API server and the controllers in processes of "
-                        "their own, as in a cluster (the default), or all in this process")
+                        help="the emulated API server, the controllers and the gateway in "
+                        "processes of their own, as in a cluster (the default), or all in "
+                        "this process")
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -246,7 +256,8 @@ def main() -> None:
         parser.error("--repeats and --sizes must be positive")
     if args.heartbeat is not None and not args.heartbeat > 0:
         parser.error("--heartbeat must be positive")
-    where = ("API server and controllers in processes of their own" if args.processes == "on"
+    where = ("API server, controllers and gateway in processes of their own"
+             if args.processes == "on"
              else "the whole platform in this process")
     print(f"repeats={repeats} (virtual devices, one gateway; {where}), relay "
           f"{args.relay}, {os.cpu_count()} cores, load average {loadavg()}")
@@ -264,11 +275,10 @@ def main() -> None:
             f"Application created -> Running with all results: "
             f"median {statistics.median(running) * 1000:8.1f} ms "
             f"(min {min(running) * 1000:.1f}, max {max(running) * 1000:.1f})  |  "
-            f"last result at the gateway: median "
-            f"{statistics.median(figures['results']) * 1000:.1f} ms  |  "
+            f"last result at the gateway: {_ms(statistics.median(figures['results']))}  |  "
             f"delete -> gone: median {statistics.median(figures['deleted']) * 1000:.1f} ms  |  "
-            f"CPU: this process {statistics.median(figures['cpu']):.2f} s, API server and "
-            f"controllers {statistics.median(figures['service_cpu']):.2f} s (medians); full "
+            f"CPU: this process {statistics.median(figures['cpu']):.2f} s, the platform's "
+            f"processes {statistics.median(figures['service_cpu']):.2f} s (medians); full "
             f"collections "
             f"{statistics.median(figures['gc_full']):g} taking "
             f"{statistics.median(figures['gc_full_s']):.2f} s (gc freeze {args.gc_freeze})  |  "

@@ -438,8 +438,9 @@ def app_running(s: Sizes) -> Measurement:
 
     res = controlplane_run(s.cp_devices, s.cp_repeats)
     running = statistics.median(res["running"])
-    return Measurement(running, f"{s.cp_devices:,} devices: {running:.2f} s (API server and "
-                       "controllers in processes of their own; CPU: harness process "
+    return Measurement(running, f"{s.cp_devices:,} devices: {running:.2f} s (API server, "
+                       "controllers and gateway in processes of their own; CPU: harness "
+                       "process "
                        f"{statistics.median(res['cpu']):.1f} s, theirs "
                        f"{statistics.median(res['service_cpu']):.1f} s; full collections "
                        f"{statistics.median(res['gc_full_s']):.2f} s)",
@@ -453,8 +454,8 @@ def fleet_join(s: Sizes) -> Measurement:
     res = controlplane_run(s.cp_devices, s.cp_repeats)
     join = res["join"][0]
     return Measurement(join, f"{s.cp_devices:,} devices: {join:.2f} s (created through "
-                       "the REST API, 100 a request, as bench_controlplane; API server and "
-                       "controllers in processes of their own)",
+                       "the REST API, 100 a request, as bench_controlplane; API server, "
+                       "controllers and gateway in processes of their own)",
                        checks={"the issue's 1,000 devices": s.cp_devices >= 1000},
                        detail={"devices": s.cp_devices, **res})
 

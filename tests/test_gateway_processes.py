@@ -62,7 +62,7 @@ FULL = ["--log-format", "json", "--log-level", "info", "-v", "gateway",
         "--pki-dir", "pki", "--state-dir", "st", "--heartbeat", "2.5", "--pairing",
         "--crl", "fleet.crl", "--revoke", IDENTITY, "--revoke", "cd" * 32,
         "--metrics-port", "9090", "--metrics-host", "127.0.0.2", "--print-events",
-        "--processes", "3", "--reuse-port", "--loop", "uvloop"]
+        "--processes", "3", "--reuse-port", "--loop", "uvloop", "--max-devices", "5000"]
 
 
 def test_each_process_gets_every_option_and_its_own_name_cache_and_metrics_port() -> None:
@@ -92,6 +92,17 @@ def test_the_service_keeps_no_protocol_trace() -> None:
     assert config.trace_limit == 0
     assert config.event_log_limit == 10_000 < GatewayConfig().event_log_limit
     assert (config.name, config.heartbeat_interval_s, config.metrics_port) == ("gw", 2.5, 9090)
+    assert config.max_devices == 5000
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "1000001", "many"])
+def test_a_bad_device_limit_is_a_usage_error(count: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parser().parse_args(["gateway", "--name", "g", "--pki-dir", "p", "--state-dir", "s",
+                             "--max-devices", count])
+    assert exit_info.value.code == 2
+    assert f"{count!r} is no device count (1..1000000)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("count", ["0", "65", "two"])

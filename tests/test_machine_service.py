@@ -333,3 +333,30 @@ def test_a_platform_process_that_died_is_reported_at_stop(tmp_path: Path,
     log = tmp_path / "p" / "logs" / "controllers.err.log"
     assert f"controllers ended with status -9 (its output: {log})" in str(caught.value)
     assert platform.apiserver_process is not None and not platform.apiserver_process.running
+
+
+def test_gateways_as_processes_serve_and_refuse_what_needs_them_in_process(
+        tmp_path: Path, loop: LoopThread) -> None:
+    from wasmbed_hil.bench.platform import Platform
+    from wasmbed_hil.pki import FleetCA
+
+    with pytest.raises(ValueError, match="the balancer needs in-process gateways"):
+        PlatformConfig(gateway_processes=True, balancer=True)
+    platform = Platform(loop, FleetCA.create("t"), tmp_path / "p",
+                        PlatformConfig(rest=False, gateway_processes=True))
+    try:
+        platform.start()
+        process = platform.gateway_processes["gateway-0"]
+        assert platform.gateways == {}
+        assert platform._endpoints() == {"gateway-0": process.endpoint}
+        gw = platform.wait("gateways", "gateway-0",
+                           lambda o: (o.get("status") or {}).get("phase") == "Running",
+                           "to run", 30)
+        assert gw["spec"]["endpoint"] == f"127.0.0.1:{process.endpoint[1]}"
+        for call in (platform.kill_gateway, platform.stop_gateway, platform.restart_gateway):
+            with pytest.raises(RuntimeError, match="gateway gateway-0 runs as a process"):
+                call("gateway-0")
+        assert process.running
+    finally:
+        platform.stop()
+    assert not process.running

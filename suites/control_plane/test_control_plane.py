@@ -17,21 +17,25 @@ from wasmbed_hil.pki import device_identity
 
 TIMEOUT = 30.0
 
-# The same scenario with the platform laid out as a cluster runs it: the emulated API server
-# and the kopf controllers in processes of their own, the controllers asking the harness's
-# device manager for machines over HTTP (PlatformConfig.apiserver_process/controllers_process).
+# The same scenario with the platform laid out as a cluster runs it: the emulated API server,
+# the kopf controllers and the gateway (the `wasmbed-hil gateway` service) in processes of
+# their own, the controllers asking the harness's device manager for machines over HTTP
+# (PlatformConfig.apiserver_process, controllers_process, gateway_processes). Scenarios that
+# reach into the in-process gateway keep it and put only the other two apart.
 AS_DEPLOYED = pytest.param("as-deployed", marks=pytest.mark.hil_platform(
+    apiserver_process=True, controllers_process=True, gateway_processes=True))
+SERVICES_APART = pytest.param("services-apart", marks=pytest.mark.hil_platform(
     apiserver_process=True, controllers_process=True))
-LAYOUTS = pytest.mark.parametrize("layout", ["one-process", AS_DEPLOYED])
 
 
-@LAYOUTS
+@pytest.mark.parametrize("layout", ["one-process", AS_DEPLOYED])
 def test_seed_flow_through_the_rest_api(control_plane, wasm, layout):
     """The architecture's flow: POST /devices starts machines that enroll and connect;
     POST /applications deploys, the devices run it, results come back; DELETE cleans up."""
     cp = control_plane
     if layout == "as-deployed":
         assert cp.apiserver_process.running and cp.controllers.process.running
+        assert cp.gateways == {} and cp.gateway_processes["gateway-0"].running
     status_code, created = cp.request("POST", "/api/v1/devices", {
         "name": "sensor", "count": 2, "labels": {"kind": "sensor"},
         "emulation": {"backend": cp.backend}})
@@ -199,7 +203,7 @@ def test_deleting_an_application_removes_it_from_devices_before_it_goes(control_
         assert all(a.app_id != "doomed" for a in gw_view.apps)
 
 
-@LAYOUTS
+@pytest.mark.parametrize("layout", ["one-process", SERVICES_APART])
 @pytest.mark.hil_platform(rest=False)
 def test_deleting_a_device_stops_its_machine_and_its_enrollment(control_plane, layout):
     cp = control_plane

@@ -4,7 +4,8 @@
                  apiserver_process) or a real cluster (kubeconfig)
     REST API     the control plane's HTTP facade (port 8080 by default in the CLI)
     controllers  the kopf operator, in its own thread (or process: controllers_process)
-    gateways     N in-process gateways, each with its control-plane agent
+    gateways     N in-process gateways, each with its control-plane agent (or each the
+                 `wasmbed-hil gateway` service: gateway_processes)
     machines     emulated devices started by the device manager for Device resources
 
 Between the platform's components and an emulated API server sits a FaultProxy, so a test
@@ -43,6 +44,7 @@ from .backends.registry import DEFAULT_BACKEND
 from .controllersprocess import ControllersProcess, check_process_settings
 from .devicemanager import DEFAULT_MAX_MACHINES, DeviceManager, check_max_machines
 from .gateway import GatewayHandle
+from .gatewayprocess import GatewayProcess
 from .link.balancer import Balancer
 from .link.faultproxy import FaultProxy
 from .loop import LoopThread
@@ -91,6 +93,10 @@ class PlatformConfig:
     # Run the emulated API server as a process of its own (`wasmbed-hil apiserver`, as a
     # cluster's is), the components talking to it directly: no fault proxy, so no API outages.
     apiserver_process: bool = False
+    # Run each gateway with its agent as the deployed service (`wasmbed-hil gateway`, a
+    # process of its own; bench.gatewayprocess): `gateways` then holds no in-process handle,
+    # and what needs one (crash points, kill/restart, the gateway's events) is refused.
+    gateway_processes: bool = False
 
     def __post_init__(self) -> None:
         check_max_machines(self.max_machines)
@@ -98,6 +104,8 @@ class PlatformConfig:
             check_process_settings(self.controller_settings)
         if self.apiserver_process and self.kubeconfig is not None:
             raise ValueError("apiserver_process starts an API server: not with a kubeconfig")
+        if self.gateway_processes and self.balancer:
+            raise ValueError("gateway_processes: the balancer needs in-process gateways")
         if not (self.agent_refresh_s > 0 and self.agent_refresh_rate > 0):
             raise ValueError("agent_refresh_s and agent_refresh_rate must be positive")
 
@@ -188,6 +196,7 @@ class Platform:
         self.harness_kube: KubeClient | None = None
         self.watcher: Watcher | None = None
         self.gateways: dict[str, GatewayHandle] = {}
+        self.gateway_processes: dict[str, GatewayProcess] = {}  # config.gateway_processes
         self.agents: dict[str, GatewayAgent] = {}
         self.manager = DeviceManager(loop, ca, workdir / "machines", self._endpoints,
                                      backend_options=self.config.backend_options,
@@ -199,6 +208,8 @@ class Platform:
 
     def _endpoints(self) -> dict[str, tuple[str, int]]:
         running = {name: gw.endpoint for name, gw in self.gateways.items() if gw.running}
+        running.update((name, gp.endpoint) for name, gp in self.gateway_processes.items()
+                       if gp.running)
         if self.balancer is not None and self.balancer.address is not None:
             return dict.fromkeys(running, self.balancer.address)
         return running
@@ -274,13 +285,26 @@ class Platform:
         if self.config.metrics:
             await self.rest.serve_metrics("127.0.0.1", 0)
 
-    def add_gateway(self, name: str, **overrides: Any) -> GatewayHandle:
+    def add_gateway(self, name: str, **overrides: Any) -> GatewayHandle | GatewayProcess:
         config = replace(self.config.gateway_config, name=name, **overrides)
+        if self.config.gateway_processes:
+            process = GatewayProcess(self.ca, self.workdir / name,
+                                     self._components_kubeconfig(), self.namespace, config)
+            self.gateway_processes[name] = process
+            return process.start()
         handle = GatewayHandle(self.loop, self.ca, self.workdir / name, config)
         self.gateways[name] = handle
         handle.start()
         self._attach_agent(name)
         return handle
+
+    def _in_process(self, name: str) -> GatewayHandle:
+        """The in-process gateway `name`; RuntimeError for one that runs as a process."""
+        if name in self.gateway_processes:
+            raise RuntimeError(f"gateway {name} runs as a process of its own "
+                               "(PlatformConfig.gateway_processes): this needs an in-process "
+                               "gateway")
+        return self.gateways[name]
 
     def _attach_agent(self, name: str) -> None:
         handle = self.gateways[name]
@@ -297,7 +321,7 @@ class Platform:
         agent = self.agents.pop(name, None)
         if agent is not None:
             self.loop.run(agent.stop())
-        self.gateways[name].stop()
+        self._in_process(name).stop()
 
     def kill_gateway(self, name: str) -> None:
         """The gateway and its agent die: no Stopped status, no goodbye to the devices
@@ -305,13 +329,13 @@ class Platform:
         agent = self.agents.pop(name, None)
         if agent is not None:
             self.loop.run(agent.stop(final_status=False))
-        self.gateways[name].crash()
+        self._in_process(name).crash()
 
     def kill_gateway_when(self, name: str, kind: str,
                           predicate: Callable[[Any], bool] | None = None) -> Any:
         """Arm the gateway's death at a chosen event (GatewayHandle.crash_when); returns the
         future of that event. Call `kill_gateway(name)` once it fired."""
-        return self.gateways[name].crash_when(kind, predicate)
+        return self._in_process(name).crash_when(kind, predicate)
 
     def gateway_crash_fault(self, name: str) -> tuple[str, Callable[[], object],
                                                       Callable[[], object]]:
@@ -341,7 +365,7 @@ class Platform:
 
     def restart_gateway(self, name: str) -> None:
         self.stop_gateway(name)
-        self.gateways[name].start()
+        self._in_process(name).start()
         self._attach_agent(name)
 
     def stop(self) -> None:
@@ -364,6 +388,8 @@ class Platform:
             attempt(f"agent {name}", lambda n=name: self.loop.run(self.agents.pop(n).stop()))
         for name, gw in self.gateways.items():
             attempt(f"gateway {name}", gw.close)
+        for name, process in self.gateway_processes.items():
+            attempt(f"gateway {name}", process.stop)
         attempt("kube", lambda: self.loop.run(self._stop_kube()))
         if self.apiserver_process is not None:
             attempt("apiserver", self.apiserver_process.stop)

@@ -104,7 +104,7 @@ def child_argv(args: argparse.Namespace, index: int, port: int, endpoint: str) -
              "--endpoint", endpoint, "--pki-dir", str(args.pki_dir),
              "--state-dir", str(Path(args.state_dir) / f"p{index}"),
              "--heartbeat", repr(args.heartbeat), "--metrics-host", args.metrics_host,
-             "--loop", args.loop]
+             "--loop", args.loop, "--max-devices", str(args.max_devices)]
     if args.pairing:
         argv.append("--pairing")
     if args.crl is not None:

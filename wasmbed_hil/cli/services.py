@@ -74,6 +74,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--heartbeat", type=seconds, default=30.0, metavar="SECONDS",
                    help="heartbeat interval told to devices (default: 30)")
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
+    p.add_argument("--max-devices", type=_max_devices, default=GatewayConfig.max_devices,
+                   metavar="N", help="devices served at once; one more is refused (default: "
+                   f"{GatewayConfig.max_devices})")
     p.add_argument("--crl", type=Path, metavar="PATH",
                    help="a CRL (PEM or DER) signed by the fleet CA (--pki-dir's ca.pem), loaded "
                    "at start and again on SIGHUP: certificates whose serial it lists are "
@@ -138,6 +141,16 @@ def _add_metrics_options(p: argparse.ArgumentParser) -> None:
                    "port)")
     p.add_argument("--metrics-host", default="0.0.0.0",
                    help="address of the metrics endpoint (default: 0.0.0.0)")
+
+
+def _max_devices(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_DEVICES:
+        raise argparse.ArgumentTypeError(f"{value!r} is no device count (1..{MAX_DEVICES})")
+    return count
 
 
 def _processes(value: str) -> int:
@@ -217,6 +230,8 @@ def run_controllers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The most devices `gateway --max-devices` takes: a process's descriptors end long before.
+MAX_DEVICES = 1_000_000
 SERVICE_EVENT_LOG_LIMIT = 10_000  # events the `gateway` service keeps (service_config)
 
 
@@ -231,6 +246,7 @@ def service_config(args: argparse.Namespace) -> GatewayConfig:
     agent, --print-events) see every event anyway."""
     return GatewayConfig(name=args.name, heartbeat_interval_s=args.heartbeat,
                          heartbeat_timeout_s=args.heartbeat * 3, pairing=args.pairing,
+                         max_devices=args.max_devices,
                          metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                          trace_limit=0, event_log_limit=SERVICE_EVENT_LOG_LIMIT)
 

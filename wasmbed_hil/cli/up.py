@@ -61,9 +61,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--timeout", type=seconds, default=120.0, metavar="SECONDS",
                    help="how long devices may take to connect (default: 120)")
     p.add_argument("--as-deployed", action="store_true",
-                   help="run the emulated API server and the controllers as processes of their "
-                   "own, as in a cluster (faster with hundreds of devices; about a second "
-                   "more to start)")
+                   help="run the emulated API server, the controllers and each gateway as "
+                   "processes of their own, as in a cluster (faster with hundreds of devices; "
+                   "about a second more to start)")
     p.add_argument("--exit-after-ready", action="store_true",
                    help="stop once every device is connected (exit 0) or at the timeout "
                    "(exit 1)")
@@ -242,6 +242,7 @@ def _run(args: argparse.Namespace, workdir: Workdir) -> int:
             agent_refresh_s=max(2.0, args.heartbeat),
             max_machines=max(DEFAULT_MAX_MACHINES, args.devices),
             apiserver_process=args.as_deployed, controllers_process=args.as_deployed,
+            gateway_processes=args.as_deployed,
         ))
     except BaseException:
         rest_sock.close()
