@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -37,6 +38,9 @@ from .common import (
 from .gwprocs import MAX_PROCESSES, check_reuse_port, reserve_port, supervise
 
 log = logging.getLogger("wasmbed_hil.cli")
+
+#: The most devices `gateway --max-devices` takes: a process's descriptors end long before.
+MAX_DEVICES = 1_000_000
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,25 +147,22 @@ def _add_metrics_options(p: argparse.ArgumentParser) -> None:
                    help="address of the metrics endpoint (default: 0.0.0.0)")
 
 
-def _max_devices(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_DEVICES:
-        raise argparse.ArgumentTypeError(f"{value!r} is no device count (1..{MAX_DEVICES})")
-    return count
+def _count(what: str, ceiling: int) -> Callable[[str], int]:
+    """An argparse type: an integer in 1..ceiling, else "'x' is no WHAT count (1..N)"."""
+    def parse(value: str) -> int:
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= ceiling:
+            raise argparse.ArgumentTypeError(f"{value!r} is no {what} count (1..{ceiling})")
+        return count
+
+    return parse
 
 
-def _processes(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_PROCESSES:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is no process count (1..{MAX_PROCESSES})")
-    return count
+_max_devices = _count("device", MAX_DEVICES)
+_processes = _count("process", MAX_PROCESSES)
 
 
 def _identity(value: str) -> str:
@@ -230,8 +231,6 @@ def run_controllers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: The most devices `gateway --max-devices` takes: a process's descriptors end long before.
-MAX_DEVICES = 1_000_000
 SERVICE_EVENT_LOG_LIMIT = 10_000  # events the `gateway` service keeps (service_config)
 
 
