@@ -50,6 +50,36 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def reuse_port_supported() -> str | None:
+    """None when this OS offers SO_REUSEPORT for TCP, else why not."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return "this system has no SO_REUSEPORT"
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError as exc:
+        return f"this system refuses SO_REUSEPORT ({exc.strerror or exc})"
+    finally:
+        probe.close()
+    return None
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT and never listening: it holds the port
+    (port 0: an OS-chosen one) for the processes, which join it, and the kernel never hands
+    it a connection (only listening sockets receive any). OSError if it cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def kill_process_group(proc: asyncio.subprocess.Process) -> None:
     """SIGKILL the process group of `proc` (started with start_new_session=True) unless it
     has ended already, and reap it: the way a power cut ends an emulator."""

@@ -14,10 +14,10 @@ rest are the service's own settings (no protocol trace, a 10,000-event log).
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
+from ..aio import reserve_port, reuse_port_supported
 from ..gateway import GatewayConfig
 from ..pki import FleetCA
 from .process import ServiceProcess
@@ -32,15 +32,14 @@ class GatewayProcess:
 
     def __init__(self, ca: FleetCA, workdir: Path, kubeconfig: Path, namespace: str,
                  config: GatewayConfig) -> None:
-        if not hasattr(socket, "SO_REUSEPORT"):
-            raise RuntimeError("gateway_processes needs SO_REUSEPORT, which this system lacks")
+        why = reuse_port_supported()
+        if why is not None:
+            raise RuntimeError(f"gateway_processes needs SO_REUSEPORT: {why}")
         self.name = config.name
         self.config = config
         self.workdir = workdir
         ca.issue_gateway(config.name, hosts=("localhost", HOST)).write(workdir / "tls")
-        self._reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self._reserved.bind((HOST, 0))
+        self._reserved = reserve_port(HOST, 0)
         self.endpoint: tuple[str, int] = (HOST, self._reserved.getsockname()[1])
         port = str(self.endpoint[1])
         argv = [sys.executable, "-m", "wasmbed_hil", "gateway", "--kubeconfig", str(kubeconfig),

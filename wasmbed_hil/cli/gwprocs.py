@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..aio import die_with_parent
+from .. import aio
+from ..aio import die_with_parent, reuse_port_supported
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, announce
 
 log = logging.getLogger("wasmbed_hil.cli.gateway")
@@ -44,20 +45,6 @@ STOP_TIMEOUT_S = 30.0  # SIGTERM -> exit, then SIGKILL
 MAX_PROCESSES = 64
 
 
-def reuse_port_supported() -> str | None:
-    """None when this OS offers SO_REUSEPORT for TCP, else why not."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        return "this system has no SO_REUSEPORT"
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError as exc:
-        return f"this system refuses SO_REUSEPORT ({exc.strerror or exc})"
-    finally:
-        probe.close()
-    return None
-
-
 def check_reuse_port(option: str) -> None:
     why = reuse_port_supported()
     if why is not None:
@@ -65,19 +52,11 @@ def check_reuse_port(option: str) -> None:
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port with SO_REUSEPORT and never listening: it holds the port
-    (port 0: an OS-chosen one) for the processes, which join it, and the kernel never hands
-    it a connection (only listening sockets receive any)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """aio.reserve_port, its failure a CliError (exit 3)."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        return aio.reserve_port(host, port)
     except OSError as exc:
-        sock.close()
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
 
 
 def process_name(name: str, index: int) -> str:
