@@ -271,9 +271,11 @@ class Platform:
         if self.apiserver is None:
             assert self._kubeconfig is not None
             return self._kubeconfig
-        assert self.kube_config is not None
-        return self.apiserver.write_kubeconfig(self.workdir / "kubeconfig-components",
-                                               self.namespace, server=self.kube_config.server)
+        path = self.workdir / "kubeconfig-components"
+        if not path.exists():  # written once, for the controllers and every gateway
+            assert self.kube_config is not None
+            self.apiserver.write_kubeconfig(path, self.namespace, server=self.kube_config.server)
+        return path
 
     async def _start_rest(self) -> None:
         from ..controlplane.rest import RestApi
