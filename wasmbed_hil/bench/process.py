@@ -172,10 +172,20 @@ class ServiceProcess:
                                      f"{timeout:g}s; last lines: {self.lines[-5:]}"
                                      f"{self._stderr_tail()}")
         if not found:
-            raise ProcessExited(f"{self.name} exited ({self._proc.poll() if self._proc else '?'})"
+            raise ProcessExited(f"{self.name} exited ({self._exit_status()})"
                                 f" before a line matching {pattern!r}; last lines: "
                                 f"{self.lines[-5:]}{self._stderr_tail()}")
         return found[0]
+
+    def _exit_status(self, patience: float = 5.0) -> int | str:
+        """The exit status once its stdout ended: the pipe closes a moment before the
+        process is reaped, so poll() alone said None as often as not."""
+        if self._proc is None:
+            return "?"
+        try:
+            return self._proc.wait(patience)
+        except subprocess.TimeoutExpired:
+            return "still running, stdout closed"
 
     def _stderr_tail(self, lines: int = 5) -> str:
         """"; stderr (FILE): ...its last lines" for an error message: why a service that
