@@ -494,7 +494,8 @@ def test_an_agent_pass_starts_every_deployment_before_its_status_writes() -> Non
 
     async def scenario() -> None:
         names = [f"d{i}" for i in range(count)]
-        status = {f"id{i}": DeviceStatus(f"id{i}", n, f"identity{i}", DevicePhase.CONNECTED)
+        status = {f"id{i}": DeviceStatus(f"id{i}", n, f"identity{i}", DevicePhase.CONNECTED,
+                                         connected_since=1.0, last_heartbeat=2.0)
                   for i, n in enumerate(names)}
         gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
                                   config=SimpleNamespace(name="gw"))
@@ -666,6 +667,8 @@ def test_a_status_write_in_flight_never_lands_after_a_run_publication() -> None:
         runs = {"next": 1, "open": []}
         store = SimpleNamespace(by_id=lambda _id: None, revoked=set(),
                                 next_run_id=lambda _id: runs["next"],
+                                # nothing reserved ahead: each run is published
+                                reservation=lambda _id, _n: (runs["next"], runs["next"]),
                                 open_runs=lambda _id, _n: list(runs["open"]))
         gateway = SimpleNamespace(status={"id0": st}, connections={"id0": None},
                                   config=SimpleNamespace(name="gw"), store=store)
@@ -711,6 +714,7 @@ def test_refresh_only_status_writes_are_rate_bounded_stalest_first() -> None:
                   for i, n in enumerate(names)}
         store = SimpleNamespace(by_id=lambda _id: None, revoked=set(),
                                 next_run_id=lambda _id: 1, open_runs=lambda _id, _n: [],
+                                reservation=lambda _id, _n: (1, 17),
                                 results=lambda *_a: [])
         gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
                                   config=SimpleNamespace(name="gw"), store=store,
@@ -794,6 +798,95 @@ def test_events_before_enrollment_wake_no_pass_over_every_device() -> None:
             assert woken(kind, None) == (True, set()), kind
 
 
+def test_a_device_just_connected_gets_nothing_deployed_before_its_first_heartbeat() -> None:
+    """What a device holds and runs comes with its heartbeats, and the results it kept come
+    before its first heartbeat on a connection: the agent reconciles a device's apps only
+    once that heartbeat came (one from an earlier connection does not count), and that
+    heartbeat wakes a pass over it even when its apps look unchanged."""
+    from wasmbed_hil.gateway.events import GatewayEvent
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.kube.client import KubeClient, KubeConfig
+    from wasmbed_hil.protocol import DevicePhase
+
+    st = DeviceStatus("id0", "d0", "identity0", DevicePhase.CONNECTED, connected_since=10.0,
+                      last_heartbeat=5.0, heartbeats=7)  # heard on an earlier connection
+    gateway = SimpleNamespace(status={"id0": st}, connections={"id0": None},
+                              config=SimpleNamespace(name="gw"))
+    kube = KubeClient(KubeConfig(server="https://127.0.0.1:9"))  # never called here
+    agent = GatewayAgent(gateway, kube, namespace="ns",  # type: ignore[arg-type]
+                         endpoint="127.0.0.1:1", name="gw")
+    agent._identities["identity0"] = "d0"
+    agent.devices.objects["d0"] = {"apiVersion": "wasmbed.github.io/v1", "kind": "Device",
+                                   "metadata": {"name": "d0"}, "spec": {"publicKey": "AAAA"}}
+    agent._device_models.get = lambda raw: object()  # type: ignore[method-assign]
+    agent._written["d0"] = ({"apps": []}, 0.0)  # nothing in its apps changed since
+    reconciled: list[str] = []
+    agent._reconcile_apps = lambda st, name, *_: reconciled.append(name)  # type: ignore
+    assert agent._plan_device(st, {}) is not None  # its status write still goes out
+    assert reconciled == []
+    agent._dirty.clear()
+    st.last_heartbeat, st.heartbeats = 11.0, 8
+    agent._on_gateway_event(GatewayEvent(1, 11.0, "heartbeat", "id0"))
+    assert agent._dirty == {"id0"}
+    agent._plan_device(st, {})
+    assert reconciled == ["d0"]
+    agent._dirty.clear()  # later heartbeats with the same apps wake nothing
+    agent._on_gateway_event(GatewayEvent(2, 12.0, "heartbeat", "id0"))
+    assert agent._dirty == set()
+
+
+def test_a_run_within_the_published_reservation_starts_without_a_write() -> None:
+    """A Device's enrollment reserves RESERVED_RUNS run ids beyond its counter: a run whose
+    id the API server already holds as reserved (by a status write or an earlier
+    publication of this agent's) is not published again; the first run beyond is, with a
+    new reservation. A write that did not land covers nothing."""
+    from wasmbed_hil.controlplane.agent import RESERVED_RUNS
+    from wasmbed_hil.gateway import GatewayStore
+    from wasmbed_hil.gateway.registry import DeviceStatus
+    from wasmbed_hil.kube.client import KubeError
+    from wasmbed_hil.protocol import DevicePhase
+
+    async def scenario() -> None:
+        store = GatewayStore(None)
+        dev, _ = store.enroll("i" * 64, "d0")
+        st = DeviceStatus(dev.device_id, "d0", "i" * 64, DevicePhase.CONNECTED)
+        gateway = SimpleNamespace(status={dev.device_id: st}, connections={},
+                                  config=SimpleNamespace(name="gw"), store=store)
+        landed: list[dict[str, Any]] = []
+        refuse = [False]
+
+        async def patch(kind: Any, name: str, body: Any, ns: str, status: bool) -> None:
+            if refuse[0]:
+                raise KubeError(500, "InternalError", "etcd is down")
+            landed.append(body["status"]["enrollment"])
+
+        agent = GatewayAgent(gateway, SimpleNamespace(patch=patch),  # type: ignore[arg-type]
+                             namespace="ns", endpoint="127.0.0.1:1", name="gw")
+        agent._identities["i" * 64] = "d0"
+        agent.api_reachable = True
+        await agent._write_device_status("d0", st, {})  # e.g. when the device connected
+        assert (landed[-1]["unlistedFrom"], landed[-1]["nextRunId"]) == (1, 1 + RESERVED_RUNS)
+        for _ in range(RESERVED_RUNS):  # runs 1..16: each inside what the server holds
+            store.new_run(dev.device_id, "app")
+            await agent._publish_run(dev.device_id)
+        assert len(landed) == 1 and agent.covered_runs == RESERVED_RUNS
+        run = store.new_run(dev.device_id, "app")  # 17: beyond; published before it starts
+        await agent._publish_run(dev.device_id)
+        assert len(landed) == 2
+        assert landed[-1]["nextRunId"] == run + 1 + RESERVED_RUNS
+        assert {"appId": "app", "runId": run} in landed[-1]["openRuns"]
+        refuse[0] = True  # a reservation that never landed covers nothing
+        for _ in range(RESERVED_RUNS):
+            store.new_run(dev.device_id, "app")
+        run = store.new_run(dev.device_id, "app")
+        assert store.reservation(dev.device_id, RESERVED_RUNS)[1] > run  # reserved locally
+        await agent._publish_run(dev.device_id)
+        assert agent.unpublished_runs == 1 and agent.covered_runs == RESERVED_RUNS
+        store.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_run_waits_for_its_publication_while_the_api_server_answers(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A run's publication is waited for up to the busy bound while the API server answered
@@ -812,7 +905,9 @@ def test_a_run_waits_for_its_publication_while_the_api_server_answers(
     async def scenario() -> None:
         status = {"id0": DeviceStatus("id0", "d0", "identity0", DevicePhase.CONNECTED)}
         store = SimpleNamespace(by_id=lambda _id: None, revoked=set(),
-                                next_run_id=lambda _id: 8, open_runs=lambda _id, _n: [("a", 7)])
+                                # each run beyond what any publication reserved
+                                next_run_id=lambda _id: 2**31, reservation=lambda _id, _n: (8, 8),
+                                open_runs=lambda _id, _n: [("a", 7)])
         gateway = SimpleNamespace(status=status, connections=dict.fromkeys(status),
                                   config=SimpleNamespace(name="gw"), store=store)
         release = asyncio.Event()

@@ -282,6 +282,37 @@ def test_a_result_for_a_run_the_gateway_did_not_start_is_refused(app_id, run_id)
     assert services.events.events("result") == [] and conn.sent == []
 
 
+def test_a_result_of_an_unlisted_run_is_held_once_if_its_app_is_still_wanted():
+    """A run another gateway started inside its published reservation and never listed
+    (it died before the result): one result per run id is held, for an app the control
+    plane still wants on the device; for another, acknowledged and dropped (the device would
+    send it again and again); outside the range, refused as before."""
+    handler, conn, services = _handler()
+    assert handler._status is not None
+    device_id = handler._status.device_id
+    services.store.merge_runs(device_id, 17, [], unlisted_from=4)
+    wanted = {"app"}
+    handler.admits_unlisted = lambda dev, app: dev == device_id and app in wanted
+    held = ExecutionResult("app", 5, Outcome.RETURNED, (9,), b"", 1, 2, "")
+    assert _dispatch(handler, held, 7) and _dispatch(handler, held, 8)  # and its copy
+    [stored] = services.store.results()
+    assert (stored.app_id, stored.run_id, stored.values) == ("app", 5, (9,))
+    assert services.metrics["unlisted_results"] == 1
+    assert services.metrics["duplicate_results"] == 1
+    dropped = ExecutionResult("gone", 6, Outcome.RETURNED, (1,), b"", 1, 2, "")
+    assert _dispatch(handler, dropped, 9)
+    assert services.metrics["unlisted_results_dropped"] == 1
+    assert conn.sent == [(ResultAck("app", 5), 7), (ResultAck("app", 5), 8),
+                         (ResultAck("gone", 6), 9)]
+    assert len(services.store.results()) == 1
+    # The id of a held result is taken, whatever app a second result names.
+    with pytest.raises(ProtocolError):
+        _dispatch(handler, ExecutionResult("other", 5, Outcome.RETURNED, (), b"", 1, 2, ""))
+    with pytest.raises(ProtocolError):  # beyond the range
+        _dispatch(handler, ExecutionResult("app", 17, Outcome.RETURNED, (), b"", 1, 2, ""))
+    assert services.metrics["unstarted_results"] == 2
+
+
 def test_results_kept_per_device_and_app_are_capped_oldest_dropped():
     handler, _conn, services = _handler(max_results_per_app=3)
     assert handler._status is not None

@@ -14,7 +14,7 @@ import pytest
 
 from wasmbed_hil.controlplane.agent import GatewayAgent
 from wasmbed_hil.gateway import Gateway, GatewayConfig, GatewayStore
-from wasmbed_hil.gateway.store import RunRecord
+from wasmbed_hil.gateway.store import MAX_UNLISTED_RUNS, RunRecord
 from wasmbed_hil.kube.client import KubeClient, KubeConfig
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 from wasmbed_hil.protocol import DevicePhase
@@ -59,6 +59,52 @@ def test_merged_runs_raise_the_counter_and_are_accepted_as_started(tmp_path: Pat
     with pytest.raises(ValueError, match="out of range"):
         store.merge_runs(ID_A, 2**32 + 1, [])
     assert store.next_run_id(ID_A) == 11  # nothing changed by the refused merges
+    store.close()
+
+
+def test_a_reservation_goes_ahead_of_the_counter_and_only_up(tmp_path: Path) -> None:
+    """What the serving gateway publishes: run ids reserved ahead of its counter (extended
+    once fewer than half remain), the unlisted ones from the counter on; kept on reopen."""
+    path = tmp_path / "gw.sqlite3"
+    store = GatewayStore(path)
+    assert store.reservation(ID_A, 16) == (1, 17)
+    for _ in range(8):
+        store.new_run(ID_A, "app")  # runs 1..8: 8 ids of 16 left, not extended yet
+    assert store.reservation(ID_A, 16) == (9, 17)
+    store.new_run(ID_A, "app")  # run 9: fewer than half left
+    assert store.reservation(ID_A, 16) == (10, 26)
+    store.close()
+    reopened = GatewayStore(path)
+    assert reopened.reservation(ID_A, 4) == (10, 26)  # never lowered
+    with pytest.raises(ValueError, match="ahead"):
+        reopened.reservation(ID_A, MAX_UNLISTED_RUNS + 1)
+    reopened.close()
+
+
+def test_unlisted_runs_of_another_gateway_are_accepted_once_each(tmp_path: Path) -> None:
+    """merge_runs with `unlisted_from`: each id in the range is UNLISTED until a run or a
+    result takes it; the range is kept (widened by a later merge, at most MAX_UNLISTED_RUNS
+    below the counter) and published on by this gateway; a bad range changes nothing."""
+    store = GatewayStore(tmp_path / "gw.sqlite3")
+    store.merge_runs(ID_A, 17, [("app", 3)], unlisted_from=4)
+    assert store.next_run_id(ID_A) == 17
+    assert store.run_record(ID_A, "app", 3) is RunRecord.STARTED  # listed
+    assert store.run_record(ID_A, "app", 4) is RunRecord.UNLISTED
+    assert store.run_record(ID_A, "other", 16) is RunRecord.UNLISTED
+    assert store.run_record(ID_A, "app", 17) is RunRecord.UNKNOWN  # not reserved there
+    assert store.run_record(ID_A, "app", 2) is RunRecord.UNKNOWN  # below the range
+    store.record_unlisted_run(ID_A, "app", 4)
+    assert store.run_record(ID_A, "app", 4) is RunRecord.STARTED
+    assert store.run_record(ID_A, "other", 4) is RunRecord.UNKNOWN  # one run per id
+    # This gateway publishes the range on (with its own reservation above the counter).
+    assert store.reservation(ID_A, 16) == (4, 33)
+    for bad in ({"unlisted_from": 18}, {"unlisted_from": 17 - MAX_UNLISTED_RUNS - 1}):
+        with pytest.raises(ValueError, match="unlisted"):
+            store.merge_runs(ID_A, 17, [], **bad)
+    store.merge_runs(ID_A, 100, [], unlisted_from=90)  # widened, then bounded
+    assert store.run_record(ID_A, "app", 5) is RunRecord.UNKNOWN
+    assert store.run_record(ID_A, "app", 100 - MAX_UNLISTED_RUNS) is RunRecord.UNLISTED
+    assert store.run_record(ID_A, "app", 99) is RunRecord.UNLISTED
     store.close()
 
 

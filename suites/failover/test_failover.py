@@ -115,33 +115,77 @@ def test_devices_of_a_killed_gateway_continue_on_another_with_the_same_ids(
     assert len(alive.results(ids["roamer-0"], "summer")) == 1
 
 
+@pytest.mark.hil_gateway(pairing=False, heartbeat_interval_s=1.0, heartbeat_timeout_s=4.0)
+@pytest.mark.hil_platform(rest=False, gateways=2, balancer=True, agent_refresh_s=0.5)
+def test_the_result_of_a_run_whose_gateway_died_is_taken_by_the_next(control_plane, wasm):
+    """The victim dies the moment the device acknowledged a StartApp, before the result:
+    the run was never listed (its id was within the run ids the Device's enrollment
+    reserved), yet the device, reconnected to the survivor, has its one result accepted
+    there, and the Application has it."""
+    cp = control_plane
+    cp.create_device("runner", backend=cp.backend)
+    dev = cp.wait_phase("devices", "runner", "Connected", TIMEOUT)
+    device_id, victim = status(dev)["deviceId"], status(dev)["gateway"]["name"]
+    survivor = next(g for g in cp.gateways if g != victim)
+    alive = cp.gateways[survivor]
+    if alive.enrolled(device_id) is None:
+        alive.wait_event("adopted", lambda e: e.data["name"] == "runner", timeout=TIMEOUT)
+    # From here the victim writes no status (a pass could list the run in openRuns while
+    # the StartApp is under way): what the API server holds of the run is only the
+    # reservation published when the device connected.
+    cp.wait("devices", "runner", lambda o: status(o).get("enrollment", {}).get(
+        "enrolledBy") == victim, "to hold the victim's enrollment", TIMEOUT)
+
+    async def no_status_write(*_args: object) -> None:
+        return None
+
+    cp.loop.call(setattr, cp.agents[victim], "_write_device_status", no_status_write)
+    killed = cp.kill_gateway_when(victim, "started", lambda e: e.device_id == device_id)
+    cp.create_application("adder", wasm("add"), device_names=["runner"], args=[20, 22])
+    run_id = killed.result(TIMEOUT).data["run_id"]
+    cp.kill_gateway(victim)
+    app = cp.wait("applications", "adder", lambda o: any(
+        "outcome" in r for r in status(o).get("deviceStatuses", [])),
+        "to have a result", TIMEOUT)
+    row = status(app)["deviceStatuses"][0]
+    assert (row["device"], row["outcome"], row["values"]) == ("runner", "RETURNED", [42])
+    [result] = alive.results(device_id, "adder")
+    assert result.run_id == run_id  # the victim's run, not one of the survivor's
+    pass
+
+
 @pytest.mark.hil_platform(rest=False)
-def test_a_run_is_published_before_its_start_goes_out(control_plane, wasm):
-    """What makes a result survive its gateway: the run (counter and unanswered run) is in
-    the Device's status.enrollment before the StartApp leaves, so another gateway the device
-    moves to would accept that run's result and never hand its id out again."""
+def test_a_run_is_held_by_the_api_server_before_its_start_goes_out(control_plane, wasm):
+    """What makes a result survive its gateway: when the StartApp leaves, the Device's
+    status.enrollment already holds the run: listed in openRuns, or within the run ids it
+    reserved (from unlistedFrom up to nextRunId), so another gateway the device moves to
+    would accept that run's result and never hand its id out again. A run within the
+    reservation needs no write of its own."""
     cp = control_plane
     cp.create_device("runner", backend=cp.backend)
     device_id = status(cp.wait_phase("devices", "runner", "Connected", TIMEOUT))["deviceId"]
     handle = cp.gateways["gateway-0"]
     assert handle.deploy(device_id, wasm("add"), "adder").state == "installed"
     gateway = handle.gateway
-    published = []
+    held = []
 
     async def record_what_the_api_server_holds(dev: str) -> None:
-        await publish(dev)  # the agent's publication
+        await publish(dev)  # the agent's publication, if the run needs one
         obj = await cp.harness_kube.get(DEVICES, "runner", cp.namespace)
-        published.append(status(obj).get("enrollment"))
+        held.append(status(obj).get("enrollment"))
 
     publish = gateway.on_run_recorded
     assert publish is not None
     cp.loop.call(setattr, gateway, "on_run_recorded", record_what_the_api_server_holds)
-    run_id = handle.start_app(device_id, "adder", args=(1, 2))
-    assert handle.wait_result(device_id, "adder", run_id, timeout=TIMEOUT).values == (3,)
-    assert len(published) == 1
-    assert published[0]["deviceId"] == device_id
-    assert published[0]["nextRunId"] == run_id + 1
-    assert {"appId": "adder", "runId": run_id} in published[0]["openRuns"]
-    # Once answered, the run leaves openRuns.
+    run_ids = [handle.start_app(device_id, "adder", args=(i, 2)) for i in range(2)]
+    for i, run_id in enumerate(run_ids):
+        assert handle.wait_result(device_id, "adder", run_id, timeout=TIMEOUT).values == (i + 2,)
+    assert len(held) == 2
+    for enrollment, run_id in zip(held, run_ids, strict=True):
+        assert enrollment["deviceId"] == device_id
+        assert run_id < enrollment["nextRunId"]
+        assert (enrollment["unlistedFrom"] <= run_id
+                or {"appId": "adder", "runId": run_id} in enrollment["openRuns"])
+    # Once answered, no run is left open.
     cp.wait("devices", "runner", lambda o: status(o).get("enrollment", {}).get(
         "openRuns", []) == [], "to have no unanswered run", TIMEOUT)

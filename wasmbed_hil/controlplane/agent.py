@@ -67,6 +67,10 @@ DEFAULT_REFRESH_RATE = 50.0  # refresh-only Device status writes a second, at mo
 # pass reached it), a busy one is waited for; once it did not, the run starts after 1 s.
 PUBLISH_RUN_TIMEOUT_S = 1.0
 PUBLISH_RUN_BUSY_TIMEOUT_S = 5.0
+# Run ids a Device's enrollment reserves beyond its counter: a run whose id the API server
+# already holds as reserved starts without a publication of its own, so a run costs one
+# status write (its result) instead of two.
+RESERVED_RUNS = 16
 #: Gateway events about a connection before (or instead of) its enrollment, which carry no
 #: device id and change no device's status: they wake no pass. Any other event without a
 #: device id wakes a pass over every device; these did so once per joining device, and at
@@ -88,6 +92,12 @@ def _parse_time(text: str | None) -> float | None:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
+
+
+def _heard_since_connect(st: GatewayDeviceStatus) -> bool:
+    """Whether the device's current connection brought a heartbeat (its apps) yet."""
+    return (st.connected_since is not None and st.last_heartbeat is not None
+            and st.last_heartbeat >= st.connected_since)
 
 
 def dns_name(text: str, fallback: str) -> str:
@@ -260,12 +270,20 @@ class GatewayAgent:
         self.passes = 0
         self.failed_writes = 0
         self.unpublished_runs = 0  # runs started before their publication was accepted
+        # Device name -> the run ids below which its last enrollment written here covers
+        # (reserved): a run below it needs no publication before it starts.
+        self._covered: dict[str, int] = {}
+        # Device ids connected whose apps wait for their first heartbeat on the connection
+        # (see _plan_device).
+        self._unheard: set[str] = set()
+        self.covered_runs = 0  # runs started within a reservation already published
         self._publish_failed = False  # a publication failed since the last pass succeeded
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         self.gateway.preapproved = self._identities.__contains__
         self.gateway.on_run_recorded = self._publish_run
+        self.gateway.admits_unlisted_result = self._admits_unlisted
         self.gateway.events.add_listener(self._on_gateway_event)
         for informer in (self.gateways, self.devices, self.applications):
             informer.start()
@@ -280,6 +298,8 @@ class GatewayAgent:
             self.gateway.preapproved = None
         if self.gateway.on_run_recorded == self._publish_run:
             self.gateway.on_run_recorded = None
+        if self.gateway.admits_unlisted_result == self._admits_unlisted:
+            self.gateway.admits_unlisted_result = None
         if self._timer is not None:
             self._timer.cancel()
         tasks = [t for t in (self._task, *self._removing.values()) if t is not None]
@@ -314,7 +334,9 @@ class GatewayAgent:
             return  # no device status to write; its enrollment ("enrolled") wakes its pass
         if event.kind == "heartbeat" and event.device_id:
             st = self.gateway.status.get(event.device_id)
-            if st is not None and st.heartbeats > 1 and not self._apps_changed(st):
+            if event.device_id in self._unheard:  # its apps are known now
+                self._unheard.discard(event.device_id)
+            elif st is not None and st.heartbeats > 1 and not self._apps_changed(st):
                 return
         self.wake(event.device_id)
 
@@ -341,6 +363,7 @@ class GatewayAgent:
         if kind == "DELETED":
             self._device_models.drop(name)
             self._written.pop(name, None)
+            self._covered.pop(name, None)
             lock = self._status_locks.get(name)
             if lock is not None and not lock.locked():
                 del self._status_locks[name]
@@ -376,6 +399,8 @@ class GatewayAgent:
         raw = (obj.get("status") or {}).get("enrollment")
         if raw is None or obj["metadata"].get("deletionTimestamp"):
             return
+        if isinstance(raw, dict) and raw.get("enrolledBy") == self.name:
+            return  # our own (most of the events: each status write of ours comes back)
         key = json.dumps(raw, sort_keys=True, default=str)
         if self._enrollments_seen.get(name) == key:
             return
@@ -422,7 +447,8 @@ class GatewayAgent:
                          self.name, len(moved), name, enrollment.enrolled_by)
         try:
             gateway.store.merge_runs(enrollment.device_id, enrollment.next_run_id,
-                                     [(r.app_id, r.run_id) for r in enrollment.open_runs])
+                                     [(r.app_id, r.run_id) for r in enrollment.open_runs],
+                                     enrollment.unlisted_from)
         except ValueError as exc:
             log.warning("gateway %s: ignoring the runs published for %s: %s",
                         self.name, name, exc)
@@ -624,8 +650,14 @@ class GatewayAgent:
             # another gateway serves it now
             return lambda: self._publish_revocation(
                 name, st, self.devices.objects.get(name) or raw)
-        if connected:
+        if connected and _heard_since_connect(st):
             self._reconcile_apps(st, name, labels, apps)
+        elif connected:
+            # What the device holds and runs is known from its heartbeats only, and a
+            # device sends the results it kept (of runs another gateway started) before its
+            # first heartbeat on a connection: deploying before that ran again, at the
+            # gateway a device moved to, what it was running or had run unanswered.
+            self._unheard.add(st.device_id)
         return lambda: self._write_device_status(name, st, apps)
 
     async def _publish_revocation(
@@ -646,9 +678,12 @@ class GatewayAgent:
                 raise
 
     async def _publish_run(self, device_id: str) -> None:
-        """Write the device's enrollment (its run counter and unanswered runs) before a run
-        starts: if this gateway dies before the result comes, the gateway the device moves
-        to accepts that result and never gives the run id again. Bounded by
+        """Make sure the API server holds the device's run before the run starts: if this
+        gateway dies before the result comes, the gateway the device moves to accepts that
+        result and never gives the run id again. A run whose id is below what the last
+        enrollment written here reserved (`RESERVED_RUNS` ahead; its `unlistedFrom` covers
+        it) is held already: it starts at once. Otherwise its enrollment (run counter,
+        unanswered runs, a new reservation) is written first, bounded by
         PUBLISH_RUN_BUSY_TIMEOUT_S while the API server answers, PUBLISH_RUN_TIMEOUT_S once
         it did not (a failed or timed-out publication counts as not answering until a pass
         reaches it again); without the API server the run starts all the same. With the
@@ -658,12 +693,17 @@ class GatewayAgent:
         name = self._identities.get(st.identity) if st is not None else None
         if st is None or name is None:
             return
+        if self.gateway.store.next_run_id(device_id) <= self._covered.get(name, 0):
+            self.covered_runs += 1
+            return
         answering = self.api_reachable and not self._publish_failed
         bound = PUBLISH_RUN_BUSY_TIMEOUT_S if answering else PUBLISH_RUN_TIMEOUT_S
         try:
             async with asyncio.timeout(bound), self._status_lock(name):
-                patch = {"status": {"enrollment": self._enrollment(st)}}
+                enrollment = self._enrollment(st)
+                patch = {"status": {"enrollment": enrollment}}
                 await self.kube.patch(DEVICES, name, patch, self.namespace, status=True)
+                self._cover(name, enrollment)
         except (KubeError, TimeoutError) as exc:
             if not isinstance(exc, KubeError) or exc.unreachable or exc.status >= 500:
                 self._publish_failed = True  # the next runs wait 1 s, until a pass succeeds
@@ -671,16 +711,35 @@ class GatewayAgent:
             log.debug("gateway %s: run of %s not published before its start: %s",
                       self.name, name, exc)
 
+    def _cover(self, name: str, enrollment: dict[str, Any]) -> None:
+        """The API server now holds `enrollment` (written here) for Device `name`."""
+        self._covered[name] = max(self._covered.get(name, 0), enrollment["nextRunId"])
+
+    def _admits_unlisted(self, device_id: str, app_id: str) -> bool:
+        """Whether the result of an unlisted run of `app_id` (started by another gateway
+        within its reservation) is held: the Application exists, is not being deleted and
+        selects the device's Device."""
+        st = self.gateway.status.get(device_id)
+        name = self._identities.get(st.identity) if st is not None else None
+        raw = self.devices.objects.get(name) if name is not None else None
+        app = self._applications().get(app_id)
+        if raw is None or app is None or app[1]:
+            return False
+        labels = raw["metadata"].get("labels") or {}
+        return app[0].spec.target_devices.selects(name, labels)
+
     def _enrollment(self, st: GatewayDeviceStatus) -> dict[str, Any]:
         """The device's enrollment as this gateway publishes it (status.enrollment)."""
         store = self.gateway.store
         dev = store.by_id(st.device_id)
+        unlisted_from, ceiling = store.reservation(st.device_id, RESERVED_RUNS)
         enrollment = {
             "deviceId": st.device_id,
             "enrolledAt": rfc3339(dev.enrolled_at if dev else None),
             "enrolledBy": self.name,
             "revoked": st.identity in store.revoked,
-            "nextRunId": store.next_run_id(st.device_id),
+            "nextRunId": ceiling,
+            "unlistedFrom": unlisted_from,
             "openRuns": [{"appId": app, "runId": run}
                          for app, run in store.open_runs(st.device_id, MAX_OPEN_RUNS)],
         }
@@ -721,6 +780,7 @@ class GatewayAgent:
         apps: dict[str, tuple[Application, bool]],
     ) -> None:
         held = {a.app_id: a.digest.hex() for a in st.apps}
+        running = {a.app_id for a in st.apps if a.state == AppState.RUNNING}
         for app_name, (app, deleting) in apps.items():
             key = (st.device_id, app_name)
             wanted = not deleting and app.spec.target_devices.selects(name, labels)
@@ -729,8 +789,11 @@ class GatewayAgent:
                 done = self._deployed.get(key)
                 if done is not None and done.digest == digest:
                     continue
-                if held.get(app_name) == digest and self._ran(st.device_id, name, app_name):
-                    continue  # already there and run (e.g. before a gateway restart)
+                if held.get(app_name) == digest and (
+                        app_name in running or self._ran(st.device_id, name, app_name)):
+                    # already there and run (e.g. before a gateway restart), or running now
+                    # (a run another gateway started: its result comes here)
+                    continue
                 if self._resumed(st.device_id, app_name, digest):
                     continue  # an earlier incarnation's deployment, resumed at start
                 self._deploy(st, app_name, app)
@@ -913,3 +976,4 @@ class GatewayAgent:
                 return
             raise
         self._written[name] = (core, now)
+        self._cover(name, core["enrollment"])

@@ -116,6 +116,8 @@ class SessionServices:
     registry: DeviceRegistry
     is_revoked: Callable[[str, int], bool]  # (identity, certificate serial): refused
     may_enroll: Callable[[str], bool]  # pairing mode on, or the identity is pre-approved
+    # (device id, app id): whether a result of an unlisted run of the app is held
+    admits_unlisted: Callable[[str, str], bool] = lambda _device, _app: True
     unauthenticated: UnauthenticatedSlots = field(default_factory=UnauthenticatedSlots)
     # Per device id, what its earlier connections asked of it (DeviceConnection.asked), so that
     # a reply the device carries over to a later connection counts as late, not unsolicited:
@@ -252,6 +254,7 @@ class ConnectionHandler:
         self.registry = services.registry
         self.may_enroll = services.may_enroll
         self.is_revoked = services.is_revoked
+        self.admits_unlisted = services.admits_unlisted
         self.asked_before = services.asked_before
         self._status: DeviceStatus | None = None  # set once the session is established
         self.deadlines = services.deadlines
@@ -632,7 +635,18 @@ class ConnectionHandler:
             self.metrics["forgotten_run_results"] += 1
             self._ack_result(event)
             return True
-        if record is RunRecord.UNKNOWN:
+        if record is RunRecord.UNLISTED:
+            # Another gateway may have started it inside the run ids it reserved (and then
+            # died): held as its result if the control plane still wants that app on the
+            # device, acknowledged and dropped otherwise (the device would send it again and
+            # again to any gateway that refused it).
+            if not self.admits_unlisted(device_id, msg.app_id):
+                self.metrics["unlisted_results_dropped"] += 1
+                self._ack_result(event)
+                return True
+            self.metrics["unlisted_results"] += 1
+            self.store.record_unlisted_run(device_id, msg.app_id, msg.run_id)
+        elif record is RunRecord.UNKNOWN:
             self.metrics["unstarted_results"] += 1
             raise ProtocolError(
                 ErrorCode.UNEXPECTED_MESSAGE,

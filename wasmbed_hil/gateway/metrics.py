@@ -60,6 +60,8 @@ FAMILIES: dict[str, str] = {
     "deployment_chunks_acked": "Module chunks a device acknowledged",
     "results": "Execution results recorded, by outcome",
     "results_ignored": "Execution results not recorded, by reason",
+    "unlisted_results": "Results recorded of runs another gateway started within its reserved "
+    "run ids, unlisted",
     "results_dropped": "Stored results dropped beyond max_results_per_app",
     "received_bytes": "Bytes received from devices (TLS payload)",
     "sent_bytes": "Bytes sent to devices (TLS payload)",
@@ -92,6 +94,8 @@ COUNTERS: dict[str, Series] = {
     "duplicate_results": Series("results_ignored", (("reason", "duplicate"),)),
     "forgotten_run_results": Series("results_ignored", (("reason", "forgotten_run"),)),
     "unstarted_results": Series("results_ignored", (("reason", "unstarted_run"),)),
+    "unlisted_results": Series("unlisted_results"),
+    "unlisted_results_dropped": Series("results_ignored", (("reason", "unwanted_unlisted_run"),)),
     "results_dropped": Series("results_dropped"),
     "bytes_in": Series("received_bytes"),
     "bytes_out": Series("sent_bytes"),

@@ -115,6 +115,7 @@ class Gateway:
             self.registry,
             is_revoked=self._is_revoked,
             may_enroll=self._may_enroll,
+            admits_unlisted=self._admits_unlisted,
         )
         # Test-only message faults (gateway/msgfaults.py): empty unless a test bench installs
         # rules on this in-process gateway; no configuration or CLI switch reaches it.
@@ -126,6 +127,14 @@ class Gateway:
         # run, so that another gateway the device moves to accepts its result). It must
         # bound its own wait and never raise.
         self.on_run_recorded: Callable[[str], Awaitable[None]] | None = None
+        # (device id, app id): whether to hold the result of a run another gateway may have
+        # started unlisted (GatewayStore.merge_runs); the agent asks the control plane
+        # whether the app is still wanted on the device. None: held.
+        self.admits_unlisted_result: Callable[[str, str], bool] | None = None
+
+    def _admits_unlisted(self, device_id: str, app_id: str) -> bool:
+        check = self.admits_unlisted_result
+        return True if check is None else check(device_id, app_id)
 
     # The registry's tables, read by the control-plane agent and the harness.
     @property

@@ -77,6 +77,19 @@ CREATE TABLE IF NOT EXISTS run_counters (
     device_id TEXT PRIMARY KEY,
     next_run_id INTEGER NOT NULL
 );
+-- Run ids this gateway may give the device without a new publication: the control plane
+-- holds them as the device's counter (GatewayAgent), so no other gateway ever gives them.
+CREATE TABLE IF NOT EXISTS run_reservations (
+    device_id TEXT PRIMARY KEY,
+    ceiling INTEGER NOT NULL
+);
+-- Run ids [first, end) another gateway published as possibly started without listing them:
+-- one result of each is accepted here (RunRecord.UNLISTED).
+CREATE TABLE IF NOT EXISTS unlisted_runs (
+    device_id TEXT PRIMARY KEY,
+    first INTEGER NOT NULL,
+    end INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS run_floors (
     device_id TEXT NOT NULL,
     app_id TEXT NOT NULL,
@@ -86,6 +99,9 @@ CREATE TABLE IF NOT EXISTS run_floors (
 """
 
 MAX_RUN_ID = 0xFFFFFFFF  # run ids are u32 on the wire
+# Run ids a publication may leave unlisted (reserved ahead, or taken in from another
+# gateway's publication): a gateway accepts one result of each without knowing the run.
+MAX_UNLISTED_RUNS = 64
 
 
 class RunRecord(Enum):
@@ -93,6 +109,9 @@ class RunRecord(Enum):
 
     STARTED = "started"  # this gateway started it, and still holds the record
     FORGOTTEN = "forgotten"  # at or below the runs dropped by `new_run(keep=...)`
+    # Maybe started by another gateway inside the run ids it reserved, not listed (see
+    # `merge_runs`), and no result of that id held yet
+    UNLISTED = "unlisted"
     UNKNOWN = "unknown"  # never started here
 
 
@@ -469,16 +488,25 @@ class GatewayStore:
         return [(str(a), int(r)) for a, r in reversed(rows)]
 
     def merge_runs(
-        self, device_id: str, next_run_id: int, started: list[tuple[str, int]]
+        self, device_id: str, next_run_id: int, started: list[tuple[str, int]],
+        unlisted_from: int | None = None,
     ) -> None:
         """Take in what another gateway did with the device: its run counter (ours only goes
-        up, to at least `next_run_id`) and the runs it started (their results are then
-        accepted here). ValueError, and nothing changes, for a counter out of range or a
-        started run id at or above it."""
+        up, to at least `next_run_id`), the runs it started (their results are then
+        accepted here) and, with `unlisted_from`, the run ids from there up to
+        `next_run_id` that it may have started without listing them (one result of each is
+        then accepted, RunRecord.UNLISTED; a later merge widens the range, at most
+        MAX_UNLISTED_RUNS ids below the counter). ValueError, and nothing changes, for a
+        counter out of range, a started run id at or above it, or an unlisted range that is
+        inverted or wider than MAX_UNLISTED_RUNS."""
         if not 0 <= next_run_id <= MAX_RUN_ID + 1:
             raise ValueError(f"next run id {next_run_id} out of range")
         if any(not 0 <= run_id < next_run_id for _app, run_id in started):
             raise ValueError("a started run id at or above the next run id")
+        if unlisted_from is not None and not (
+                0 <= next_run_id - unlisted_from <= MAX_UNLISTED_RUNS):
+            raise ValueError(f"unlisted run ids from {unlisted_from} to {next_run_id}: "
+                             f"at most {MAX_UNLISTED_RUNS}, below the next run id")
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -490,10 +518,55 @@ class GatewayStore:
                 "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?)",
                 [(device_id, run_id, app_id, now) for app_id, run_id in started],
             )
+            if unlisted_from is not None and unlisted_from < next_run_id:
+                first, end = unlisted_from, next_run_id
+                held = self._unlisted(device_id)
+                if held is not None:
+                    first, end = min(first, held[0]), max(end, held[1])
+                first = max(first, end - MAX_UNLISTED_RUNS)
+                db.execute("INSERT OR REPLACE INTO unlisted_runs VALUES (?, ?, ?)",
+                           (device_id, first, end))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _unlisted(self, device_id: str) -> tuple[int, int] | None:
+        row = self._db.execute(
+            "SELECT first, end FROM unlisted_runs WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row is not None else None
+
+    def reservation(self, device_id: str, ahead: int) -> tuple[int, int]:
+        """(unlisted_from, ceiling) of the device's run ids, as its serving gateway publishes
+        them: run ids below `ceiling` may be given here without a new publication (reserved
+        `ahead` ids beyond the counter; extended once fewer than half remain, and only ever
+        up), and those from `unlisted_from` on may be runs not listed in the publication (the
+        counter's run ids onwards, and a range taken in from another gateway), at most
+        MAX_UNLISTED_RUNS below the ceiling."""
+        if not 0 < ahead <= MAX_UNLISTED_RUNS:
+            raise ValueError(f"reserve 1 to {MAX_UNLISTED_RUNS} run ids ahead, not {ahead}")
+        following = self.next_run_id(device_id)
+        row = self._db.execute(
+            "SELECT ceiling FROM run_reservations WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        ceiling = int(row[0]) if row is not None else 0
+        if ceiling - following < (ahead + 1) // 2:
+            ceiling = min(max(ceiling, following + ahead), MAX_RUN_ID + 1)
+            self._db.execute("INSERT OR REPLACE INTO run_reservations VALUES (?, ?)",
+                             (device_id, ceiling))
+        first = min(following, ceiling)
+        held = self._unlisted(device_id)
+        if held is not None:
+            first = min(first, held[0])
+        return max(first, ceiling - MAX_UNLISTED_RUNS), ceiling
+
+    def record_unlisted_run(self, device_id: str, app_id: str, run_id: int) -> None:
+        """Record an UNLISTED run as started (by the gateway that gave it): its result is
+        then held as any other, and a second result of that id, of any app, is not
+        UNLISTED."""
+        self._db.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?)",
+                         (device_id, run_id, app_id, time.time()))
 
     def has_run(self, device_id: str, app_id: str) -> bool:
         """Whether any run of `app_id` on the device is known here (started here, taken in
@@ -507,7 +580,8 @@ class GatewayStore:
         return row is not None
 
     def run_record(self, device_id: str, app_id: str, run_id: int) -> RunRecord:
-        """Whether this gateway started run `run_id` of `app_id` on the device."""
+        """Whether this gateway started run `run_id` of `app_id` on the device (or took it in
+        from another gateway)."""
         row = self._db.execute(
             "SELECT 1 FROM runs WHERE device_id = ? AND run_id = ? AND app_id = ?",
             (device_id, run_id, app_id),
@@ -520,6 +594,15 @@ class GatewayStore:
         ).fetchone()
         if row is not None and run_id <= row[0]:
             return RunRecord.FORGOTTEN
+        held = self._unlisted(device_id)
+        if held is not None and held[0] <= run_id < held[1]:
+            taken = self._db.execute(
+                "SELECT 1 FROM runs WHERE device_id = ?1 AND run_id = ?2 UNION ALL"
+                " SELECT 1 FROM results WHERE device_id = ?1 AND run_id = ?2 LIMIT 1",
+                (device_id, run_id),
+            ).fetchone()
+            if taken is None:
+                return RunRecord.UNLISTED
         return RunRecord.UNKNOWN
 
     def run_count(self, device_id: str, app_id: str) -> int:

@@ -40,6 +40,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 from ..gateway.config import GatewayConfig
+from ..gateway.store import MAX_UNLISTED_RUNS
 from ..pki import PkiError, device_identity
 from ..protocol.messages import (
     DEVICE_ID_LEN,
@@ -335,12 +336,19 @@ class DeviceEnrollment:
                                    max_length=253)
     revoked: bool = prop(False, doc="A gateway revoked the identity: every gateway refuses "
                          "it.")
-    next_run_id: int = prop(0, doc="Lowest run id not used yet on the device: gateways start "
+    next_run_id: int = prop(0, doc="Lowest run id no gateway may have given the device yet "
+                            "(the publishing gateway reserves a few ahead): gateways start "
                             "runs from here, so run ids never repeat across gateways.",
                             minimum=0, maximum=2**32)
     open_runs: list[EnrollmentRun] = prop(
         factory=list, doc="Runs started and not answered yet: their results are accepted by "
         "whichever gateway the device reconnects to.", max_items=MAX_OPEN_RUNS)
+    unlisted_from: int | None = prop(
+        None, doc="Run ids from here up to nextRunId may have been started without being "
+        "listed in openRuns (those the publishing gateway reserved ahead): whichever gateway "
+        "the device reconnects to accepts one result of each, of an Application that still "
+        f"selects the Device. At most {MAX_UNLISTED_RUNS} below nextRunId.",
+        minimum=0, maximum=2**32)
 
 
 @dataclass
