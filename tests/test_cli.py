@@ -368,6 +368,17 @@ def test_gateway_service_refuses_a_bad_metrics_port(port: str,
     assert "no TCP port" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("timeout", ["2", "1.5"])
+def test_gateway_service_refuses_a_heartbeat_timeout_not_longer_than_the_interval(
+        timeout: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway", "--name", "g", "--pki-dir", str(tmp_path / "p"),
+                 "--state-dir", str(tmp_path / "s"), "--heartbeat", "2",
+                 "--heartbeat-timeout", timeout]) == 2
+    err = capsys.readouterr().err
+    assert f"--heartbeat-timeout {float(timeout):g} must be longer than --heartbeat 2" in err
+    assert not (tmp_path / "s").exists()  # refused before anything was touched
+
+
 def test_gateway_service_refuses_a_malformed_identity(capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
     with pytest.raises(SystemExit) as exit_info:

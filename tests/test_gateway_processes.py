@@ -59,7 +59,7 @@ def gateway_parser() -> argparse.ArgumentParser:
 FULL = ["--log-format", "json", "--log-level", "info", "-v", "gateway",
         "--kubeconfig", "kc", "--context", "ctx", "--namespace", "ns", "--name", "gw",
         "--tls-port", "8444", "--host", "127.0.0.1", "--endpoint", "gw.example:8444",
-        "--pki-dir", "pki", "--state-dir", "st", "--heartbeat", "2.5", "--pairing",
+        "--pki-dir", "pki", "--state-dir", "st", "--heartbeat", "2.5", "--heartbeat-timeout", "9", "--pairing",
         "--crl", "fleet.crl", "--revoke", IDENTITY, "--revoke", "cd" * 32,
         "--metrics-port", "9090", "--metrics-host", "127.0.0.2", "--print-events",
         "--processes", "3", "--reuse-port", "--loop", "uvloop", "--max-devices", "5000"]
@@ -92,6 +92,10 @@ def test_the_service_keeps_no_protocol_trace() -> None:
     assert config.trace_limit == 0
     assert config.event_log_limit == 10_000 < GatewayConfig().event_log_limit
     assert (config.name, config.heartbeat_interval_s, config.metrics_port) == ("gw", 2.5, 9090)
+    assert config.heartbeat_timeout_s == 9.0
+    assert service_config(parser().parse_args(
+        ["gateway", "--name", "g", "--pki-dir", "p", "--state-dir", "s", "--heartbeat", "2"]
+    )).heartbeat_timeout_s == 6.0  # 3 intervals unless told
     assert config.max_devices == 5000
 
 

@@ -28,6 +28,7 @@ from wasmbed_hil.controlplane.machineclient import (
     RemoteMachineManager,
     parse_manager_url,
 )
+from wasmbed_hil.gateway import GatewayConfig
 
 
 class FakeManager:
@@ -342,8 +343,10 @@ def test_gateways_as_processes_serve_and_refuse_what_needs_them_in_process(
 
     with pytest.raises(ValueError, match="the balancer needs in-process gateways"):
         PlatformConfig(gateway_processes=True, balancer=True)
+    heartbeat = GatewayConfig.for_tests(heartbeat_interval_s=1.0, heartbeat_timeout_s=7.0)
     platform = Platform(loop, FleetCA.create("t"), tmp_path / "p",
-                        PlatformConfig(rest=False, gateway_processes=True))
+                        PlatformConfig(rest=False, gateway_processes=True,
+                                       gateway_config=heartbeat))
     try:
         platform.start()
         process = platform.gateway_processes["gateway-0"]
@@ -353,6 +356,9 @@ def test_gateways_as_processes_serve_and_refuse_what_needs_them_in_process(
                            lambda o: (o.get("status") or {}).get("phase") == "Running",
                            "to run", 30)
         assert gw["spec"]["endpoint"] == f"127.0.0.1:{process.endpoint[1]}"
+        # the service runs with the heartbeat settings given, as its Gateway resource says
+        assert gw["spec"]["config"]["heartbeatIntervalSeconds"] == 1
+        assert gw["spec"]["config"]["heartbeatTimeoutSeconds"] == 7
         for call in (platform.kill_gateway, platform.stop_gateway, platform.restart_gateway):
             with pytest.raises(RuntimeError, match="gateway gateway-0 runs as a process"):
                 call("gateway-0")

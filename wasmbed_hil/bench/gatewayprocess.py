@@ -8,8 +8,8 @@ SO_REUSEPORT that never listens, as `gateway --processes` does), so the endpoint
 before the service says it is ready and no other program can take the port meanwhile.
 
 The service is configured by its command line only: of a GatewayConfig it takes
-`heartbeat_interval_s` (the timeout is then 3 intervals), `max_devices` and `pairing`; the
-rest are the service's own settings (no protocol trace, a 10,000-event log).
+`heartbeat_interval_s`, `heartbeat_timeout_s`, `max_devices` and `pairing`; the rest are the
+service's own settings (no protocol trace, a 10,000-event log).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class GatewayProcess:
                 "--pki-dir", str(workdir / "tls"), "--state-dir", str(workdir / "state"),
                 "--host", HOST, "--tls-port", port, "--reuse-port",
                 "--endpoint", f"{HOST}:{port}", "--heartbeat", repr(config.heartbeat_interval_s),
+                "--heartbeat-timeout", repr(config.heartbeat_timeout_s),
                 "--max-devices", str(config.max_devices)]
         if config.pairing:
             argv.append("--pairing")

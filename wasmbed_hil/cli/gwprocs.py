@@ -86,6 +86,8 @@ def child_argv(args: argparse.Namespace, index: int, port: int, endpoint: str) -
              "--loop", args.loop, "--max-devices", str(args.max_devices)]
     if args.pairing:
         argv.append("--pairing")
+    if args.heartbeat_timeout is not None:
+        argv += ["--heartbeat-timeout", repr(args.heartbeat_timeout)]
     if args.crl is not None:
         argv += ["--crl", str(args.crl)]
     for identity in args.revoke:

@@ -77,6 +77,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="directory of the gateway's local cache (SQLite)")
     p.add_argument("--heartbeat", type=seconds, default=30.0, metavar="SECONDS",
                    help="heartbeat interval told to devices (default: 30)")
+    p.add_argument("--heartbeat-timeout", type=seconds, metavar="SECONDS",
+                   help="no heartbeat for this long: the device is Unreachable (default: 3 "
+                   "heartbeat intervals; longer than --heartbeat)")
     p.add_argument("--pairing", action="store_true", help="start in pairing mode")
     p.add_argument("--max-devices", type=_max_devices, default=GatewayConfig.max_devices,
                    metavar="N", help="devices served at once; one more is refused (default: "
@@ -243,8 +246,9 @@ def service_config(args: argparse.Namespace) -> GatewayConfig:
     harness's 100,000 events hold its waits' history, but one heartbeat is one event of about
     350 bytes, 35 kB per device at 1,000 devices once full; the service's listeners (the
     agent, --print-events) see every event anyway."""
+    timeout = args.heartbeat * 3 if args.heartbeat_timeout is None else args.heartbeat_timeout
     return GatewayConfig(name=args.name, heartbeat_interval_s=args.heartbeat,
-                         heartbeat_timeout_s=args.heartbeat * 3, pairing=args.pairing,
+                         heartbeat_timeout_s=timeout, pairing=args.pairing,
                          max_devices=args.max_devices,
                          metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                          trace_limit=0, event_log_limit=SERVICE_EVENT_LOG_LIMIT)
@@ -253,6 +257,9 @@ def service_config(args: argparse.Namespace) -> GatewayConfig:
 def run_gateway(args: argparse.Namespace) -> int:
     from ..controlplane.agent import GatewayAgent
 
+    if args.heartbeat_timeout is not None and args.heartbeat_timeout <= args.heartbeat:
+        raise CliError(f"--heartbeat-timeout {args.heartbeat_timeout:g} must be longer than "
+                       f"--heartbeat {args.heartbeat:g}", EXIT_USAGE)
     try:
         run_loop = loop_runner(args.loop)
     except LoopUnavailable as exc:
