@@ -59,7 +59,8 @@ def gateway_parser() -> argparse.ArgumentParser:
 FULL = ["--log-format", "json", "--log-level", "info", "-v", "gateway",
         "--kubeconfig", "kc", "--context", "ctx", "--namespace", "ns", "--name", "gw",
         "--tls-port", "8444", "--host", "127.0.0.1", "--endpoint", "gw.example:8444",
-        "--pki-dir", "pki", "--state-dir", "st", "--heartbeat", "2.5", "--heartbeat-timeout", "9", "--pairing",
+        "--pki-dir", "pki", "--state-dir", "st", "--heartbeat", "2.5",
+        "--heartbeat-timeout", "9", "--pairing",
         "--crl", "fleet.crl", "--revoke", IDENTITY, "--revoke", "cd" * 32,
         "--metrics-port", "9090", "--metrics-host", "127.0.0.2", "--print-events",
         "--processes", "3", "--reuse-port", "--loop", "uvloop", "--max-devices", "5000"]
