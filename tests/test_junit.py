@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -41,12 +41,26 @@ def test_a_rewrite_cut_short_leaves_the_file_pytest_wrote(
     path = tmp_path / "junit.xml"
     path.write_text(JUNIT)
 
-    def write_half(self: ET.ElementTree, file: Any, *args: Any, **kwargs: Any) -> None:
-        with open(file, "w", encoding="utf-8") as f:
-            f.write(JUNIT[:80])
-        raise OSError(errno.ENOSPC, "No space left on device")
+    fdopen = os.fdopen
 
-    monkeypatch.setattr(ET.ElementTree, "write", write_half)
+    class HalfWritten:  # the new file's first 80 bytes reach the disk, then it is full
+        def __init__(self, fd: int, mode: str) -> None:
+            self.file = fdopen(fd, mode)
+
+        def __enter__(self) -> HalfWritten:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            self.file.close()
+
+        def fileno(self) -> int:
+            return self.file.fileno()
+
+        def write(self, data: bytes) -> None:
+            self.file.write(data[:80])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", HalfWritten)
     with pytest.raises(OSError, match="No space left"):
         fold(path, RERUNS)
     assert path.read_text() == JUNIT

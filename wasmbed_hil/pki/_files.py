@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
+from ..files import write_atomic
 from .errors import PkiError
 
 
@@ -21,26 +19,12 @@ def make_dir(directory: Path) -> Path:
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + rename) with permissions ``mode``.
-
-    The temporary file is created 0600, so a private key is never readable by others.
-    """
-    path = Path(path)
+    """Write ``data`` to ``path`` atomically with permissions ``mode`` (files.write_atomic:
+    a private key is never readable by others on its way); PkiError if that fails."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomic(Path(path), data, mode)
     except OSError as exc:
         raise PkiError(f"cannot write {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise PkiError(f"cannot write {path}: {exc}") from exc
-        raise
 
 
 def read_file(path: Path) -> bytes:

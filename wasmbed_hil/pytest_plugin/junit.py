@@ -11,11 +11,12 @@ GitLab, our report) count the test once and see it as flaky; others ignore them.
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from ..files import write_atomic
 
 RESULTS = ("failure", "error", "skipped")
 
@@ -84,9 +85,4 @@ def fold(path: Path, reruns: dict[str, dict[int, list[tuple[str, str, str]]]],
                     final.append(element)
     # Beside it, then renamed over it: a rewrite cut short (a full disk, a killed run) must
     # leave pytest's complete file, not a truncated one that loses every test's result.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tree.write(tmp, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True))

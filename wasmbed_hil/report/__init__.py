@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..files import write_atomic
 from .compare import Comparison, Item, compare
 from .merge import DuplicateTestError, load_runs, merge_runs
 from .quarantine import Quarantine, QuarantineEntry, QuarantineError, load_quarantine
@@ -46,11 +47,9 @@ def write_report(comparison: Comparison, out_dir: Path | str,
     paths = {}
     for name, text in texts.items():
         path = out_dir / name
-        tmp = path.with_name(f".{name}.tmp")
         # "replace": a lone surrogate (JSON's "\ud800", a file name decoded with
         # surrogateescape in a message) cannot be UTF-8; summary.json escapes it anyway
-        tmp.write_text(text, encoding="utf-8", errors="replace")
-        tmp.replace(path)
+        write_atomic(path, text.encode("utf-8", errors="replace"))
         paths[name] = path
     return paths
 

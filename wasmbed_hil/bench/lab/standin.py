@@ -29,6 +29,7 @@ import tty
 from pathlib import Path
 
 from ...aio import AppServer, cancel_and_wait, kill_process_group
+from ...files import write_atomic
 from ..boards import DEFAULT_BOARD, BoardError, load_board
 
 UARTS = ("console", "link")  # UART0, UART1 of the firmware
@@ -210,9 +211,7 @@ class StandinBoard:
         if self.powered:
             raise StandinError(f"{self.name}: power off before flashing")
         target = self.flash_dir / ("image.elf" if part == "image" else "blob.bin")
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        write_atomic(target, data)
 
     async def close(self) -> None:
         await self.power_off()

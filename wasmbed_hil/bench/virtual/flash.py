@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...files import write_atomic
+
 LAYOUT_VERSION = 1
 
 
@@ -34,12 +36,6 @@ class InstalledApp:
     digest: bytes
     name: str
     limits: tuple[int, int, int]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class Flash:
@@ -75,7 +71,7 @@ class Flash:
     @device_id.setter
     def device_id(self, value: bytes | None) -> None:
         state = {"version": LAYOUT_VERSION, "device_id": value.hex() if value else None}
-        _write_atomic(self.root / "state.json", json.dumps(state).encode())
+        write_atomic(self.root / "state.json", json.dumps(state).encode())
 
     # -- modules -------------------------------------------------------------------------
     def module_path(self, digest: bytes) -> Path:
@@ -145,7 +141,7 @@ class Flash:
             a.app_id: {"digest": a.digest.hex(), "name": a.name, "limits": list(a.limits)}
             for a in apps.values()
         }
-        _write_atomic(self.root / "apps.json", json.dumps(raw).encode())
+        write_atomic(self.root / "apps.json", json.dumps(raw).encode())
 
     def remove_module_if_unused(self, digest: bytes) -> None:
         if all(a.digest != digest for a in self.apps().values()):
