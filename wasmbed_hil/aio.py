@@ -64,20 +64,28 @@ def reuse_port_supported() -> str | None:
     return None
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port with SO_REUSEPORT and never listening: it holds the port
-    (port 0: an OS-chosen one) for the processes, which join it, and the kernel never hands
-    it a connection (only listening sockets receive any). OSError if it cannot be bound."""
+def bound_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: an OS-chosen one; IPv6 for a host with a
+    colon), with SO_REUSEADDR, and SO_REUSEPORT if asked; not listening yet. OSError, and
+    nothing left open, if it cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-    except OSError:
+    except BaseException:
         sock.close()
         raise
     return sock
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT and never listening: it holds the port
+    (port 0: an OS-chosen one) for the processes, which join it, and the kernel never hands
+    it a connection (only listening sockets receive any). OSError if it cannot be bound."""
+    return bound_socket(host, port, reuse_port=True)
 
 
 async def kill_process_group(proc: asyncio.subprocess.Process) -> None:

@@ -42,7 +42,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
-from ..aio import AppServer
+from ..aio import AppServer, bound_socket
 from ..gateway.metrics import MetricsEndpoint
 from ..kube.client import Kind, KubeClient, KubeError
 from ..kube.resources import (
@@ -382,15 +382,7 @@ def _deletion(name: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 def listen_socket(host: str = "0.0.0.0", port: int = DEFAULT_PORT) -> socket.socket:
     """A bound TCP socket for `RestApi.start` (the deployment's port 8080 by default)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bound_socket(host, port)
 
 
 class RestApi:
