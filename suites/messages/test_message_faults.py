@@ -264,6 +264,12 @@ def _reconnect(gateway, dev, since: int) -> None:
     gateway.wait_heartbeats(dev, 1, timeout=20)
 
 
+def _first_after_the_last_welcome(trace, *kinds: str) -> list[str]:
+    """The device's messages of `kinds` on its current connection, in order."""
+    welcome = max(i for i, e in enumerate(trace) if e[1] == "out" and e[3] == "Welcome")
+    return [e[3] for e in trace[welcome + 1:] if e[1] == "in" and e[3] in kinds]
+
+
 def test_dropped_result_is_sent_again_after_the_next_welcome(gateway, device, wasm):
     """The device keeps each result until its ResultAck (section 11): one the gateway lost
     after TLS delivered it comes again on the next connection and is stored once."""
@@ -292,6 +298,10 @@ def test_dropped_result_ack_leaves_one_result(gateway, device, wasm):
         _reconnect(gateway, device, since=fault.seq)
     assert faults.count("drop", "ResultAck") == 1
     assert [r.run_id for r in gateway.results(device, "adder")] == [run_id]
+    # Before its first heartbeat on the new connection (protocol section 11): a gateway's
+    # control-plane agent deploys nothing before that heartbeat, so it knows of the run.
+    assert _first_after_the_last_welcome(
+        gateway.trace(device), "ExecutionResult", "Heartbeat")[0] == "ExecutionResult"
     metrics = gateway.metrics()
     assert metrics["duplicate_results"] == 1 and metrics["result_acks"] == 2
     assert gateway.events("violation") == []

@@ -14,6 +14,7 @@ import pytest
 
 from wasmbed_hil.bench.device import DeviceHandle, Lifecycle
 from wasmbed_hil.bench.link.impairments import Bandwidth
+from wasmbed_hil.bench.message_faults import Drop
 from wasmbed_hil.conformance.contract import clause
 from wasmbed_hil.pki import FleetCA
 from wasmbed_hil.protocol import DevicePhase, ErrorCode, Outcome
@@ -98,6 +99,35 @@ def test_c4_a_module_deploys_runs_and_its_result_is_acknowledged(gateway, device
             "once the ResultAck arrives")
         app = [a for a in gateway.device(device).apps if a.app_id == "adder"]
         assert app, "the installed application is missing from the device's heartbeats"
+
+
+def test_c4_an_unacknowledged_result_comes_again_first_on_the_next_connection(
+        gateway, device, wasm, hil_timeout):
+    """The gateway's ResultAck is lost and the link cut: on the next connection the result
+    comes again, before the device's first heartbeat there."""
+    device_id = device.device_id
+    with clause("C4", device):
+        assert gateway.deploy(device, wasm("add"), "adder").state == "installed"
+        with gateway.message_faults(Drop(reply_to="ExecutionResult", nth=1)):
+            run_id = gateway.start_app(device, "adder", "main", (40, 2))
+            gateway.wait_result(device, "adder", run_id, timeout=hil_timeout * 2)
+            fault = gateway.wait_event("message_fault", timeout=hil_timeout)
+            device.faults.cut_link()
+            closed = gateway.wait_event("connection", lambda e: e.device_id == device_id
+                                        and e.data.get("state") == "closed",
+                                        since=fault.seq, timeout=hil_timeout)
+            gateway.wait_event("connection", lambda e: e.device_id == device_id
+                               and e.data.get("state") == "open", since=closed.seq,
+                               timeout=hil_timeout * 3)
+            gateway.wait_heartbeats(device, 1, timeout=hil_timeout)
+        trace = gateway.trace(device)
+        welcome = max(i for i, e in enumerate(trace) if e[1] == "out" and e[3] == "Welcome")
+        first = [e for e in trace[welcome + 1:] if e[1] == "in"
+                 and e[3] in ("ExecutionResult", "Heartbeat")]
+        assert first and first[0][3] == "ExecutionResult" and first[0][4].get(
+            "run_id") == run_id, (
+            f"after the Welcome the device sent {[e[3] for e in first[:3]]}: the result of run "
+            f"{run_id}, never acknowledged, must come again before the first heartbeat")
 
 
 def test_c5_a_revoked_certificate_is_refused_and_the_console_says_so(
