@@ -41,8 +41,9 @@ class FakeStream:
     def close(self) -> None:
         self.closing = True
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         self.written.append(data)
+        return 0
 
     def write_buffer_size(self) -> int:
         return 0
@@ -85,9 +86,10 @@ class SignallingStream(FakeStream):
         super().__init__()
         self.wrote = asyncio.Event()
 
-    def write(self, data: bytes) -> None:
-        super().write(data)
+    def write(self, data: bytes) -> int:
+        waiting = super().write(data)
         self.wrote.set()
+        return waiting
 
 
 def test_a_run_starts_on_the_connection_the_device_has_once_the_run_is_published() -> None:

@@ -12,15 +12,19 @@ import pytest
 
 from wasmbed_hil.protocol import vectors
 from wasmbed_hil.protocol.fields import Number
-from wasmbed_hil.protocol.framing import MIN_FRAME_LIMIT, frame
+from wasmbed_hil.protocol.framing import MIN_FRAME_LIMIT, FrameBuffer, frame
 from wasmbed_hil.protocol.messages import (
+    CATALOGUE,
     DeployAck,
+    Envelope,
     ExecutionResult,
     Heartbeat,
+    HeartbeatAck,
     Hello,
     ProtocolError,
     decode_envelope,
     encode_envelope,
+    fieldless_body,
     find_tag,
 )
 from wasmbed_hil.protocol.session import LocalProtocolError, State, Violation
@@ -152,3 +156,42 @@ def test_the_xfail_setups_are_sound() -> None:
     assert Hello(None, vectors.SMALL_DEVICE).info.window == 1
     with pytest.raises(ValueError, match="4300"):
         str(HUGE)
+
+
+# ----------------------------------------------------------------------------- hot paths
+
+
+@pytest.mark.parametrize("message_id", [0, 1, 23, 24, 255, 256, 65_535, 65_536, (1 << 32) - 1])
+def test_a_message_without_fields_encodes_as_any_other(message_id: int) -> None:
+    """encode_envelope writes a field-less message's envelope from its cached body (a
+    heartbeat's acknowledgement is one): byte for byte the generic encoding, and it decodes."""
+    fieldless = [cls for cls in CATALOGUE.values() if fieldless_body(cls) is not None]
+    assert HeartbeatAck in fieldless and Heartbeat not in fieldless
+    for cls in fieldless:
+        data = encode_envelope(message_id, cls())
+        assert data == cbor2.dumps([0, message_id, [cls.TAG]])
+        assert decode_envelope(data) == Envelope(message_id, cls())
+    with pytest.raises(ValueError, match="u32"):
+        encode_envelope(1 << 32, HeartbeatAck())
+
+
+def test_a_frame_read_whole_and_one_read_in_pieces_give_the_same_payloads() -> None:
+    """FrameBuffer's shortcut for one whole frame alone (the common read) yields what the
+    buffered path yields, and refuses what it refuses, keeping nothing."""
+    limit = MIN_FRAME_LIMIT
+    largest = frame(bytes(range(256)) * (limit // 256))
+    assert len(largest) == limit + 4
+    for data in (largest, frame(b"\x01"), largest + frame(b"\x02"), largest[:10]):
+        whole, pieces = FrameBuffer(limit), FrameBuffer(limit)
+        by_piece = [p for i in range(len(data)) for p in pieces.feed(data[i : i + 1])]
+        assert whole.feed(data) == by_piece
+        assert all(type(p) is bytes for p in by_piece)
+        assert whole.pending == pieces.pending
+    too_large = frame(bytes(limit + 1))
+    buffer = FrameBuffer(limit)
+    with pytest.raises(ProtocolError) as refused:
+        buffer.feed(too_large)
+    assert refused.value.code is ErrorCode.FRAME_TOO_LARGE and buffer.pending == 0
+    with pytest.raises(ProtocolError) as empty:
+        buffer.feed(frame(b""))
+    assert empty.value.code is ErrorCode.MALFORMED and buffer.pending == 0

@@ -113,8 +113,7 @@ class DeviceConnection:
         data = self.session.data_to_send()
         if data and not self.stream.is_closing():
             self._metrics["bytes_out"] += len(data)
-            self.stream.write(data)
-            if self.stream.write_buffer_size() > self._write_limit:
+            if self.stream.write(data) > self._write_limit:
                 self.close("device stopped reading (write buffer over limit)")
 
     async def drain(self) -> None:
@@ -156,8 +155,7 @@ class DeviceConnection:
         if self.closed.is_set() or self.stream.is_closing():
             return
         self._metrics["bytes_out"] += len(data)
-        self.stream.write(data)
-        if self.stream.write_buffer_size() > self._write_limit:
+        if self.stream.write(data) > self._write_limit:
             self.close("device stopped reading (write buffer over limit)")
 
     def _to_inbox(self, data: bytes) -> None:

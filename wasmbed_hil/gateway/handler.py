@@ -318,7 +318,8 @@ class ConnectionHandler:
         conn = self.conn
         self.metrics["bytes_in"] += len(data)
         events = conn.session.receive_data(data)
-        conn.flush()
+        if events and isinstance(events[-1], Violation):
+            conn.flush()  # the Error frame for the peer (receiving queues nothing else)
         received: list[Received] = []
         for ev in events:
             if isinstance(ev, Violation):

@@ -180,8 +180,9 @@ class TlsStream:
             self._fail(exc)
             return
         if self._consumer is not None:
-            self._deliver()
-        self._wake_reader()
+            self._deliver()  # (deliver() waits for an end, a failure or stop_delivering())
+        else:
+            self._wake_reader()
 
     def _at_eof(self) -> None:
         self._eof = True
@@ -263,24 +264,26 @@ class TlsStream:
         consumer(data)
 
     # ------------------------------------------------------------------ output
-    def write(self, data: bytes) -> None:
-        """Send `data`, or queue what the socket does not take now; after close(), dropped."""
+    def write(self, data: bytes) -> int:
+        """Send `data`, or queue what the socket does not take now; after close(), dropped.
+        Returns what waits to be written then (write_buffer_size())."""
         if self._closing or self._error is not None or not data:
-            return
+            return self._out_size
         if self._in_flight is None and not self._outbox:
             try:
                 self._sock.send(data)  # whole: CPython does not enable partial writes
-                return
+                return 0
             except _WANT:
                 self._in_flight = data  # OpenSSL may have sent part: retry with the same
                 self._out_size += len(data)
                 self._start_writing()
-                return
+                return self._out_size
             except (OSError, ssl.SSLError) as exc:
                 self._write_failed(exc)
-                return
+                return self._out_size
         self._outbox.append(data)
         self._out_size += len(data)
+        return self._out_size
 
     def write_buffer_size(self) -> int:
         """Bytes written but not yet taken by the socket."""

@@ -51,11 +51,12 @@ class UInt(Kind):
         self.cddl = "uint" if bits == 64 else f"uint .size {bits // 8}"
 
     def decode(self, value: Any, path: str) -> int:
-        if not _is_int(value):
+        # A plain int (what a CBOR decoder returns) is checked without a call: the hot path.
+        if type(value) is not int and not _is_int(value):
             raise FieldError(path, f"expected unsigned integer, got {type(value).__name__}")
         if not 0 <= value <= self.max:
             raise FieldError(path, f"{show_int(value)} out of range 0..{self.max}")
-        return int(value)
+        return value if type(value) is int else int(value)
 
 
 class Enum(Kind):

@@ -44,6 +44,11 @@ class FrameBuffer:
         A bad length prefix raises only after the frames before it were yielded, so a valid
         message followed by garbage is still delivered; the buffer is then emptied.
         """
+        if not self._buf and len(data) > HEADER:  # the common case: one whole frame alone
+            length = int.from_bytes(data[:HEADER], "big")
+            if len(data) == HEADER + length and length <= self.max_frame:
+                yield bytes(data[HEADER:])
+                return
         self._buf += data
         while len(self._buf) >= HEADER:
             length = int.from_bytes(self._buf[:HEADER], "big")

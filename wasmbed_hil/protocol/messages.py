@@ -8,6 +8,7 @@ docs/protocol.md explains each message; protocol.cddl is the same catalogue as a
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .fields import (
     decode_fields,
     encode_fields,
     field,
+    kinds,
     show_int,
 )
 from .types import AppState, ErrorCode, Outcome
@@ -406,11 +408,26 @@ class Envelope:
     message: Message
 
 
+@functools.cache
+def fieldless_body(cls: type[Message]) -> bytes | None:
+    """The CBOR of `[TAG]` when `cls` has no fields (every message of it is that body, always
+    valid), else None."""
+    return None if kinds(cls) else cbor2.dumps([cls.TAG])
+
+
+# CBOR of an envelope's start: an array of three items (major type 4, count 3), the version.
+# The items of an array follow its head one after the other, each encoded on its own.
+_ENVELOPE_HEAD = bytes([0x80 | 3]) + cbor2.dumps(PROTOCOL_VERSION)
+
+
 def encode_envelope(message_id: int, message: Message, body: list[Any] | None = None) -> bytes:
     """CBOR bytes of `[0, message_id, message]` (no length prefix); `body`, when given, is
     `message.to_cbor_obj()` already made by the caller."""
     if not 0 <= message_id <= MAX_MESSAGE_ID:
         raise ValueError(f"message_id {message_id} is not a u32")
+    fixed = fieldless_body(type(message))
+    if fixed is not None:  # (a heartbeat's acknowledgement: on every heartbeat's path)
+        return _ENVELOPE_HEAD + cbor2.dumps(message_id) + fixed
     return cbor2.dumps([PROTOCOL_VERSION, message_id,
                         message.to_cbor_obj() if body is None else body])
 
@@ -483,7 +500,8 @@ _MESSAGE_ID = UInt(32)  # made once: decode_envelope is on every message's path
 
 def decode_envelope(data: bytes) -> Envelope:
     """Decode and validate one envelope. Raises ProtocolError, never anything else."""
-    tagged = find_tag(data)
+    # (find_tag's own first test, here as well: most envelopes hold no tag byte at all)
+    tagged = None if _TAG_HEAD.search(data) is None else find_tag(data)
     if tagged is not None:
         offset, number = tagged
         raise ProtocolError(

@@ -35,6 +35,7 @@ from .messages import (
     decode_envelope,
     decode_message,
     encode_envelope,
+    fieldless_body,
 )
 from .types import ErrorCode
 
@@ -44,6 +45,10 @@ HANDSHAKE_FRAME_LIMIT = MIN_FRAME_LIMIT
 
 
 class State(Enum):
+    # Hashed by identity (members are singletons, compared by identity): Enum's own __hash__
+    # is a Python method, and the state is hashed on every message's transition lookup.
+    __hash__ = object.__hash__
+
     IDLE = "idle"  # device: nothing sent yet
     AWAIT_HELLO = "await-hello"  # gateway: waiting for the device's Hello
     DECIDING = "deciding"  # gateway: Hello or proof received, the application must answer
@@ -158,6 +163,17 @@ def _derive(role: Role) -> Transitions:
 TRANSITIONS: dict[Role, Transitions] = {role: _derive(role) for role in Role}
 
 
+def _directed(role: Role, *, sending: bool) -> Transitions:
+    """TRANSITIONS[role] restricted to the messages the role may send (or receive): the one
+    lookup a session makes per message (its hot path)."""
+    allowed = role.may_send if sending else role.may_receive
+    return {key: nxt for key, nxt in TRANSITIONS[role].items() if allowed(key[1])}
+
+
+_SENDING: dict[Role, Transitions] = {role: _directed(role, sending=True) for role in Role}
+_RECEIVING: dict[Role, Transitions] = {role: _directed(role, sending=False) for role in Role}
+
+
 class Session:
     """Common machinery; use DeviceSession or GatewaySession."""
 
@@ -173,22 +189,27 @@ class Session:
         self._out = bytearray()
         self._next_id = 0
         self._trace = trace
+        self._sending = _SENDING[self.role]
+        self._receiving = _RECEIVING[self.role]
 
     # -- sending -------------------------------------------------------------------------
     def send(self, message: Message, reply_to: int | None = None) -> int:
         """Queue a message; returns its message_id (reply_to's id for replies)."""
         if self.state is State.CLOSED:
             raise LocalProtocolError(f"cannot send {type(message).__name__}: session closed")
-        next_state = self._next(type(message), sending=True)
+        cls = type(message)
+        next_state = self._sending.get((self.state, cls))
         if next_state is None:
             raise LocalProtocolError(
-                f"cannot send {type(message).__name__} in state {self.state.value}"
+                f"cannot send {cls.__name__} in state {self.state.value}"
             )
-        body = message.to_cbor_obj()  # encoded once: checked, then sent
-        try:  # what the peer would refuse is refused here, as the caller's bug
-            decode_message(body)
-        except ProtocolError as exc:
-            raise LocalProtocolError(f"invalid {type(message).__name__}: {exc.reason}") from None
+        body = None  # a message without fields is [TAG], valid as it is
+        if fieldless_body(cls) is None:
+            body = message.to_cbor_obj()  # encoded once: checked, then sent
+            try:  # what the peer would refuse is refused here, as the caller's bug
+                decode_message(body)
+            except ProtocolError as exc:
+                raise LocalProtocolError(f"invalid {cls.__name__}: {exc.reason}") from None
         message_id = self._next_id if reply_to is None else reply_to
         payload = encode_envelope(message_id, message, body)
         if len(payload) > self.peer_max_frame_size:
@@ -229,20 +250,13 @@ class Session:
                     self._traced_in(envelope.message_id, message)
                     events.append(Received(envelope.message_id, message))
                     return events
-                if not self.role.may_receive(type(message)):
-                    raise ProtocolError(
-                        ErrorCode.UNKNOWN_MESSAGE,
-                        f"{type(message).__name__} does not travel {self.role.receives.value}",
-                    )
-                next_state = self._next(type(message), sending=False)
+                next_state = self._receiving.get((self.state, type(message)))
                 if next_state is None:
-                    raise ProtocolError(
-                        ErrorCode.UNEXPECTED_MESSAGE,
-                        f"{type(message).__name__} not allowed in state {self.state.value}",
-                    )
+                    raise self._refusal(type(message))
                 self._on_receive(message)
                 self.state = next_state
-                self._traced_in(envelope.message_id, message)
+                if self._trace is not None:
+                    self._trace("in", envelope.message_id, message)
                 events.append(Received(envelope.message_id, message))
                 if next_state is State.CLOSED:  # e.g. EnrollReject: nothing after it counts
                     return events
@@ -271,11 +285,17 @@ class Session:
         if self._trace is not None:
             self._trace("in", message_id, message)
 
-    def _next(self, message: type[Message], *, sending: bool) -> State | None:
-        """The state after sending (or receiving) `message` now, None when not allowed."""
-        if not (self.role.may_send(message) if sending else self.role.may_receive(message)):
-            return None
-        return TRANSITIONS[self.role].get((self.state, message))
+    def _refusal(self, message: type[Message]) -> ProtocolError:
+        """Why a received `message` has no transition in the current state."""
+        if not self.role.may_receive(message):
+            return ProtocolError(
+                ErrorCode.UNKNOWN_MESSAGE,
+                f"{message.__name__} does not travel {self.role.receives.value}",
+            )
+        return ProtocolError(
+            ErrorCode.UNEXPECTED_MESSAGE,
+            f"{message.__name__} not allowed in state {self.state.value}",
+        )
 
     def _on_receive(self, message: Message) -> None:
         """Hook for side-specific checks of a valid, allowed message."""
