@@ -24,6 +24,7 @@ from collections import Counter
 import _gw_common as common
 
 from wasmbed_hil.gateway import Gateway, GatewayConfig
+from wasmbed_hil.gateway.eventloop import DEFAULT_COALESCE_S, loop_runner
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 
 
@@ -97,6 +98,10 @@ def main() -> None:
                         help="GatewayConfig.tls_read_buffer (0: its default; 262144: asyncio's)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="event loop implementation (uvloop: the optional extra)")
+    parser.add_argument("--coalesce", type=float,
+                        help="s between two polls of a busy loop, as `wasmbed-hil gateway "
+                        f"--coalesce` (default as there: {DEFAULT_COALESCE_S:g} on asyncio's "
+                        "loop, 0 on uvloop; 0: poll at once)")
     parser.add_argument("--trace-limit", type=int, default=0,
                         help="GatewayConfig.trace_limit: protocol messages kept per device "
                         "(default 0 as `wasmbed-hil gateway`; the library's default is 2000)")
@@ -111,14 +116,12 @@ def main() -> None:
     args = parser.parse_args()
     soft, hard = common.raise_nofile()
     buf = common.tune_ssl_buffer(args.ssl_max_size)
+    coalesce = args.coalesce
+    if coalesce is None:
+        coalesce = DEFAULT_COALESCE_S if args.loop == "asyncio" else 0.0
     common.log(f"gateway: RLIMIT_NOFILE {soft}/{hard}, asyncio TLS buffer {buf}, "
-               f"loop {args.loop}")
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(serve(args))
-    else:
-        asyncio.run(serve(args))
+               f"loop {args.loop}, coalesce {coalesce:g} s")
+    loop_runner(args.loop, coalesce)(serve(args))
 
 
 if __name__ == "__main__":

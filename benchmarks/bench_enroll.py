@@ -50,14 +50,16 @@ from wasmbed_hil.pki import FleetCA, client_ssl_context, server_ssl_context
 
 
 def measure(root: Path, devices: int, procs: int = 2, rate: float = 5000.0,
-            concurrency: int = 64, loop: str = "asyncio") -> dict[str, Any]:
+            concurrency: int = 64, loop: str = "asyncio",
+            coalesce: float | None = None) -> dict[str, Any]:
     """Enroll `devices` new devices on one gateway process (its event loop `loop`: asyncio or
-    uvloop); figures as a dict."""
+    uvloop; `coalesce`: its poll coalescing, None for the deployed gateway's default); figures
+    as a dict."""
     gwb.raise_nofile()
     ca_dir = root / "ca"
     FleetCA.create("bench enroll CA").save(ca_dir)
     rig = gwb.Rig(root / "rig", ca_dir, interval=5.0, timeout=15.0, procs=procs,
-                  ssl_max_size=32 * 1024, gateway_args=["--loop", loop])
+                  ssl_max_size=32 * 1024, gateway_args=gwb.loop_args(loop, coalesce))
     try:
         before = rig.gw_metrics()["metrics"]
         cpu0 = gwb.cpu_seconds(rig.gateway.pid)
@@ -199,6 +201,10 @@ def main() -> None:
                         help="enrollment runs, each followed by a handshake-ceiling run")
     parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the gateway process's event loop (uvloop: the fast extra)")
+    parser.add_argument("--gateway-coalesce", type=float, metavar="SECONDS",
+                        help="the gateway's least time between two polls of its busy loop "
+                        "(default: `wasmbed-hil gateway`'s, 2 ms on asyncio's loop; 0: poll "
+                        "at once)")
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip the bare TLS server's handshake ceiling")
     args = parser.parse_args()
@@ -213,7 +219,7 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="bench-enroll-", dir=gwb.default_tmp()))
         try:
             res = measure(root / "enroll", args.devices, args.device_procs, args.connect_rate,
-                          args.concurrency, args.gateway_loop)
+                          args.concurrency, args.gateway_loop, args.gateway_coalesce)
             enrolls.append(res["per_core_s"])
             print(f"  enrolled {res['enrolled']} ({res['failed']} failed) in {res['wall_s']} s; "
                   f"gateway CPU {res['gateway_cpu_s']} s, {res['gateway_cores']:.0%} of a core "

@@ -772,9 +772,16 @@ def gw_kb_per_device(rig: Rig, window: Window) -> float:
     return (int(after["rss_kb"]) - rig.gw_base_rss_kb) / max(1, int(after["connections"]))
 
 
+def loop_args(loop: str, coalesce: float | None) -> list[str]:
+    """_gw_server.py's event-loop options: the loop, and the poll coalescing when asked
+    (else _gw_server's default, the deployed gateway's)."""
+    return ["--loop", loop, *(["--coalesce", repr(coalesce)] if coalesce is not None else [])]
+
+
 def gateway_args(args: argparse.Namespace) -> list[str]:
     """The gateway child's options from ours."""
-    out = ["--loop", args.gateway_loop, "--trace-limit", str(args.gateway_trace_limit)]
+    out = [*loop_args(args.gateway_loop, args.gateway_coalesce),
+           "--trace-limit", str(args.gateway_trace_limit)]
     if args.gateway_tls_buffer:
         out += ["--tls-read-buffer", str(args.gateway_tls_buffer)]
     return out
@@ -968,6 +975,10 @@ def main() -> None:
                         "bench_loadgen.py compares the two)")
     parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="the gateway process's event loop (uvloop must be installed)")
+    parser.add_argument("--gateway-coalesce", type=float, metavar="SECONDS",
+                        help="the gateway's least time between two polls of its busy loop "
+                        "(default: `wasmbed-hil gateway`'s, 2 ms on asyncio's loop; 0: poll "
+                        "at once)")
     parser.add_argument("--tmp-root", type=Path,
                         help="where the temporary directory goes (default: /dev/shm when it is "
                         "a writable tmpfs with 4 GB free, else the system's temp directory)")

@@ -258,7 +258,8 @@ def _summary(server: str, n: int, interval: float, windows: list[dict[str, Any]]
 def measure_gateway(root: Path, ca_dir: Path, n: int, opts: argparse.Namespace) -> Side:
     interval = 1.0
     rig = gwb.Rig(root, ca_dir, interval=interval, timeout=3.0, procs=opts.client_procs,
-                  ssl_max_size=opts.ssl_max_size, gateway_args=["--loop", opts.gateway_loop])
+                  ssl_max_size=opts.ssl_max_size,
+                  gateway_args=gwb.loop_args(opts.gateway_loop, opts.gateway_coalesce))
     try:
         grown = rig.grow_to(n, opts.connect_rate, opts.connect_concurrency, 600)
         time.sleep(opts.warmup)  # heartbeats settle into their phases
@@ -340,6 +341,10 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="asyncio TLS read buffer in the load generators")
     parser.add_argument("--gateway-loop", choices=("asyncio", "uvloop"), default="asyncio",
                         help="our gateway's event loop (uvloop: the fast extra)")
+    parser.add_argument("--gateway-coalesce", type=float, metavar="SECONDS",
+                        help="the gateway's least time between two polls of its busy loop "
+                        "(default: `wasmbed-hil gateway`'s, 2 ms on asyncio's loop; 0: poll "
+                        "at once)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     args.devices = args.devices or ([300] if args.quick else [1000, 3000])

@@ -63,7 +63,8 @@ FULL = ["--log-format", "json", "--log-level", "info", "-v", "gateway",
         "--heartbeat-timeout", "9", "--pairing",
         "--crl", "fleet.crl", "--revoke", IDENTITY, "--revoke", "cd" * 32,
         "--metrics-port", "9090", "--metrics-host", "127.0.0.2", "--print-events",
-        "--processes", "3", "--reuse-port", "--loop", "uvloop", "--max-devices", "5000"]
+        "--processes", "3", "--reuse-port", "--loop", "uvloop", "--coalesce", "0",
+        "--max-devices", "5000"]
 
 
 def test_each_process_gets_every_option_and_its_own_name_cache_and_metrics_port() -> None:

@@ -101,6 +101,19 @@ def seconds(text: str) -> float:
     return value
 
 
+def coalesce_seconds(text: str) -> float:
+    """Seconds between two polls of a busy gateway's event loop: 0 (poll at once) to 0.1."""
+    from ..gateway.eventloop import MAX_COALESCE_S
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_COALESCE_S):
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_COALESCE_S:g}, got {text}")
+    return value
+
+
 def tcp_port(text: str) -> int:
     """A TCP port, 0..65535 (0: one the OS picks). socket.bind raises OverflowError, not
     OSError, for one out of range: a traceback instead of a usage error."""

@@ -88,6 +88,8 @@ def child_argv(args: argparse.Namespace, index: int, port: int, endpoint: str) -
         argv.append("--pairing")
     if args.heartbeat_timeout is not None:
         argv += ["--heartbeat-timeout", repr(args.heartbeat_timeout)]
+    if args.coalesce is not None:
+        argv += ["--coalesce", repr(args.coalesce)]
     if args.crl is not None:
         argv += ["--crl", str(args.crl)]
     for identity in args.revoke:

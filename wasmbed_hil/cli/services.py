@@ -21,10 +21,16 @@ from pathlib import Path
 from cryptography import x509
 
 from ..gateway import Gateway, GatewayConfig
-from ..gateway.eventloop import DEFAULT_LOOP, LOOPS, LoopUnavailable, loop_runner
+from ..gateway.eventloop import (
+    DEFAULT_COALESCE_S,
+    DEFAULT_LOOP,
+    LOOPS,
+    LoopUnavailable,
+    loop_runner,
+)
 from ..kube.client import KubeClient, KubeError
 from ..pki import PkiError, read_crl, server_ssl_context
-from .args import endpoint, seconds, tcp_port
+from .args import coalesce_seconds, endpoint, seconds, tcp_port
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -109,6 +115,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP,
                    help="the event loop (default: asyncio); uvloop needs the fast extra "
                    "(pip install 'wasmbed-hil[fast]'). docs/cli.md")
+    p.add_argument("--coalesce", type=coalesce_seconds, metavar="SECONDS",
+                   help="least time between two polls of the event loop once one found work "
+                   f"(default {DEFAULT_COALESCE_S:g} on asyncio's loop; 0: poll at once; "
+                   "uvloop: 0 only): a busy gateway takes many devices' messages per "
+                   "wake-up, each waiting at most that much longer. docs/cli.md")
     p.set_defaults(run=run_gateway)
 
     p = sub.add_parser("rest", help="serve the REST API (port 8080)",
@@ -260,10 +271,16 @@ def run_gateway(args: argparse.Namespace) -> int:
     if args.heartbeat_timeout is not None and args.heartbeat_timeout <= args.heartbeat:
         raise CliError(f"--heartbeat-timeout {args.heartbeat_timeout:g} must be longer than "
                        f"--heartbeat {args.heartbeat:g}", EXIT_USAGE)
+    coalesce = args.coalesce
+    if coalesce is None:
+        coalesce = DEFAULT_COALESCE_S if args.loop == "asyncio" else 0.0
     try:
-        run_loop = loop_runner(args.loop)
+        run_loop = loop_runner(args.loop, coalesce)
     except LoopUnavailable as exc:
         raise CliError(f"--loop {args.loop}: {exc}") from None
+    except ValueError as exc:
+        raise CliError(f"--coalesce {coalesce:g} with --loop {args.loop}: {exc}",
+                       EXIT_USAGE) from None
     config = kube_config(args)
     try:
         tls = server_ssl_context(args.pki_dir)
