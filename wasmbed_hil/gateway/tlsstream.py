@@ -165,7 +165,9 @@ class TlsStream:
                     break
                 # Without read-ahead OpenSSL took one record from the socket: read on only
                 # while plaintext of that record remains (the next record wakes us again).
-                if not sock.pending():
+                # A read returns at most one record's plaintext, so one shorter than asked
+                # for emptied it (SSL_read(3)): no pending() call then, the common case.
+                if len(data) < self._read_size or not sock.pending():
                     break
         except ssl.SSLWantReadError:
             pass

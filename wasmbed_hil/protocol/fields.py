@@ -167,6 +167,8 @@ class ListOf(Kind):
             raise FieldError(path, f"expected array, got {type(value).__name__}")
         if len(value) > self.max_items:
             raise FieldError(path, f"{len(value)} items exceeds {self.max_items}")
+        if not value:  # (a heartbeat of a device running nothing)
+            return ()
         inner = self.inner
         try:  # the hot path formats no item path (see decode_fields)
             return tuple([inner.decode(v, "") for v in value])
