@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_mosquitto.py                 # 1,000 and 3,000 devices
     .venv/bin/python benchmarks/bench_mosquitto.py --devices 1000 3000 5000
     .venv/bin/python benchmarks/bench_mosquitto.py --quick         # 300 devices, short windows
+    .venv/bin/python benchmarks/bench_mosquitto.py --devices 1000 --rounds 3   # median ratios
 
 For each device count N, first our gateway (benchmarks/_gw_server.py, N virtual devices with a
 heartbeat every second, timeout 3 s), then Debian's `mosquitto` (mutual TLS 1.3 only,
@@ -297,6 +298,18 @@ def ratios(ours: Side, theirs: Side) -> dict[str, Any]:
             "cpu_met": cpu <= CPU_TARGET, "memory_met": mem <= MEMORY_TARGET}
 
 
+def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One device count's figures over its rounds: the CPU and memory ratios are the medians
+    of the rounds' ratios; "gateway" and "mosquitto" are the sides of the round whose CPU ratio
+    is the median (the lower middle one for an even count); every round under "rounds"."""
+    cpu = statistics.median(r["cpu_ratio"] for r in rounds)
+    mem = statistics.median(r["memory_ratio"] for r in rounds)
+    middle = sorted(rounds, key=lambda r: r["cpu_ratio"])[(len(rounds) - 1) // 2]
+    return {**middle, "cpu_ratio": round(cpu, 2), "memory_ratio": round(mem, 2),
+            "cpu_met": cpu <= CPU_TARGET, "memory_met": mem <= MEMORY_TARGET,
+            "rounds": rounds}
+
+
 def compare(sizes: list[int], opts: argparse.Namespace,
             on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The comparison as data: {"skipped": reason} without mosquitto, else sides and ratios
@@ -312,13 +325,24 @@ def compare(sizes: list[int], opts: argparse.Namespace,
         ca_dir = root / "ca"
         ca.save(ca_dir)
         for n in sizes:
-            load = gwb.loadavg()
-            ours = measure_gateway(root / f"gateway-{n}", ca_dir, n, opts)
-            theirs = measure_mosquitto(binary, root / f"mosquitto-{n}", ca, ca_dir, n, opts)
-            out["rows"].append({"load": load, "gateway": asdict(ours),
-                                "mosquitto": asdict(theirs), **ratios(ours, theirs)})
-            if on_row is not None:
-                on_row(out["rows"][-1])
+            rounds: list[dict[str, Any]] = []
+            for k in range(opts.rounds):  # the order alternates: neither always goes first
+                load = gwb.loadavg()
+                sides: dict[str, Side] = {}
+                for server in (("gateway", "mosquitto") if k % 2 == 0
+                               else ("mosquitto", "gateway")):
+                    where = root / f"{server}-{n}-{k}"
+                    sides[server] = (measure_gateway(where, ca_dir, n, opts)
+                                     if server == "gateway" else
+                                     measure_mosquitto(binary, where, ca, ca_dir, n, opts))
+                ours, theirs = sides["gateway"], sides["mosquitto"]
+                rounds.append({"load": load, "gateway": asdict(ours),
+                               "mosquitto": asdict(theirs), **ratios(ours, theirs)})
+                if on_row is not None:
+                    on_row(rounds[-1])
+            out["rows"].append(median_row(rounds))
+            if on_row is not None and len(rounds) > 1:
+                print_median(out["rows"][-1])
     finally:
         shutil.rmtree(root, ignore_errors=True)
     out["load_end"] = gwb.loadavg()
@@ -345,13 +369,18 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the gateway's least time between two polls of its busy loop "
                         "(default: `wasmbed-hil gateway`'s, 2 ms on asyncio's loop; 0: poll "
                         "at once)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds per device count, the servers' order alternating; the "
+                        "ratios are the medians over the rounds (default 1)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     args.devices = args.devices or ([300] if args.quick else [1000, 3000])
     args.windows = args.windows or (2 if args.quick else 3)
     args.window = args.window or (3.0 if args.quick else 5.0)
-    if min(args.devices) < 1 or args.windows < 1 or args.window <= 0 or args.client_procs < 1:
-        parser.error("--devices, --windows, --window and --client-procs must be positive")
+    if (min(args.devices) < 1 or args.windows < 1 or args.window <= 0
+            or args.client_procs < 1 or args.rounds < 1):
+        parser.error("--devices, --windows, --window, --client-procs and --rounds must be "
+                     "positive")
     return args
 
 
@@ -406,6 +435,15 @@ def print_row(row: dict[str, Any]) -> None:
           f"{'met' if row['cpu_met'] else 'missed'}), memory per connection "
           f"{row['memory_ratio']:.2f}x (target <= {MEMORY_TARGET:g}x: "
           f"{'met' if row['memory_met'] else 'missed'})", flush=True)
+
+
+def print_median(row: dict[str, Any]) -> None:
+    ratios_seen = ", ".join(f"{r['cpu_ratio']:.2f}x" for r in row["rounds"])
+    print(f"  => {row['devices']} devices, median of {len(row['rounds'])} rounds: CPU "
+          f"{row['cpu_ratio']:.2f}x ({ratios_seen}; target <= {CPU_TARGET:g}x: "
+          f"{'met' if row['cpu_met'] else 'missed'}), memory {row['memory_ratio']:.2f}x "
+          f"(target <= {MEMORY_TARGET:g}x: {'met' if row['memory_met'] else 'missed'})",
+          flush=True)
 
 
 if __name__ == "__main__":
