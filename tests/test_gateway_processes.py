@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import re
 import select
@@ -154,11 +155,27 @@ def test_metrics_ports_past_65535_are_refused(offline: list[str],
     assert "3 processes need ports up to 65536" in capsys.readouterr().err
 
 
+@contextlib.contextmanager
+def _taken_port_before_a_free_one() -> Iterator[int]:
+    """A port held here whose next one (p1's metrics port) was free a moment ago: an
+    OS-chosen port's next one may be another test's (xdist), which made p1 fail first."""
+    for _ in range(50):
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            port = taken.getsockname()[1]
+            if port < 65535:
+                try:
+                    socket.create_server(("127.0.0.1", port + 1)).close()
+                except OSError:
+                    continue
+                yield port
+                return
+    raise AssertionError("no port with a free next one in 50 tries")
+
+
 def test_a_process_that_cannot_start_stops_them_all_with_its_error(offline: list[str]) -> None:
     """p0's metrics port is taken: p0 exits 3 before serving, so the supervisor stops p1 and
     exits 3 too (a configuration error is not restarted forever)."""
-    with socket.create_server(("127.0.0.1", 0)) as taken:
-        port = taken.getsockname()[1]
+    with _taken_port_before_a_free_one() as port:
         proc = subprocess.run([*CLI, *offline, "--processes", "2", "--metrics-port", str(port),
                                "--metrics-host", "127.0.0.1"], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=WAIT)

@@ -41,6 +41,16 @@ def run(loop: str, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
         asyncio.run(scenario())
 
 
+@pytest.fixture(autouse=True, params=["record-io", "sslsocket"])
+def records(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test both ways: records read and written through the C object under the
+    SSLSocket (what CPython offers, tlsstream._record_io), and through the SSLSocket's own
+    methods (what a Python without that object gets)."""
+    if request.param == "sslsocket":
+        monkeypatch.setattr(tlsstream, "_record_io", lambda sock: None)
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server, client = tls_contexts(tmp_path_factory.mktemp("tlsstream"), "tlsstream")
@@ -385,3 +395,20 @@ def test_deliver_returns_once_the_stream_is_closed(contexts, loop):
             await stream.wait_closed()
             assert_unregistered(stream)
     run(loop, scenario)
+
+
+def test_records_go_through_the_object_chosen_at_the_handshake(contexts, records):
+    async def scenario() -> None:
+        async with connected(contexts, handshake=False) as (stream, peer):
+            sock = stream.get_extra_info("ssl_object")
+            assert stream._recv == sock.recv  # before the handshake: the SSLSocket's own
+            await asyncio.gather(stream.handshake(10), peer.handshake())
+            if records == "record-io":
+                assert stream._recv == sock._sslobj.read and stream._send == sock._sslobj.write
+            else:
+                assert stream._recv == sock.recv and stream._send == sock.send
+            await peer.send(b"ping")
+            assert await stream.read() == b"ping"
+            stream.write(b"pong")
+            assert await peer.read_exactly(4) == b"pong"
+    run("asyncio", scenario)

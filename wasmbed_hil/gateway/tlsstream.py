@@ -6,13 +6,13 @@ StreamReader, and every write goes back the same way, through a pure-Python stat
 Profiled at 1,000 devices (docs/gateway.md), that layer was most of the gateway's cost per
 heartbeat beside the system calls, and its buffers most of its memory per connection.
 
-Here OpenSSL reads and writes the socket itself (`SSLSocket.recv`/`send` on a non-blocking
-socket): one reader callback per connection, registered once with `loop.add_reader`, reads
-what the socket holds into a small queue and wakes the one task reading, or, under
-`deliver(consumer)`, hands it to the consumer there and then (the gateway's session: no task
-woken per message); a write goes straight
-to `SSLSocket.send`, and only what the socket does not take waits in the queue for
-`loop.add_writer`. Both asyncio's loop and uvloop offer add_reader/add_writer, so the layer
+Here OpenSSL reads and writes the socket itself (a non-blocking SSLSocket; once the handshake
+is done, through the C object under it, `_record_io`): one reader callback per connection,
+registered once with `loop.add_reader`, reads what the socket holds into a small queue and
+wakes the one task reading, or, under `deliver(consumer)`, hands it to the consumer there and
+then (the gateway's session: no task woken per message); a write goes straight to OpenSSL,
+and only what the socket does not take waits in the queue for `loop.add_writer`. Both
+asyncio's loop and uvloop offer add_reader/add_writer, so the layer
 is the same under either (`wasmbed-hil gateway --loop`).
 
 What the connection code needs, and nothing more: the handshake with a timeout, `read()`,
@@ -69,6 +69,11 @@ class TlsStream:
         self._sock: ssl.SSLSocket = context.wrap_socket(
             sock, server_side=True, do_handshake_on_connect=False)
         self._fd = self._sock.fileno()
+        # How records are read and written: the SSLSocket's methods until the handshake is
+        # done, then those of the C object under it where there is one (_record_io).
+        self._recv: Callable[[int], bytes] = self._sock.recv
+        self._send: Callable[[bytes], int] = self._sock.send
+        self._pending: Callable[[], int] = self._sock.pending
         self._inbox: deque[bytes] = deque()
         self._inbox_size = 0
         self._reading = False  # our reader callback is registered
@@ -110,6 +115,10 @@ class TlsStream:
                 except ssl.SSLWantWriteError:
                     await self._ready(self._loop.add_writer, self._loop.remove_writer)
         self._peer_der = self._sock.getpeercert(binary_form=True)
+        record_io = _record_io(self._sock)
+        if record_io is not None:
+            self._recv, self._send, self._pending = (
+                record_io.read, record_io.write, record_io.pending)
         self._start_reading()
 
     async def _ready(self, add: Any, remove: Any) -> None:
@@ -151,10 +160,10 @@ class TlsStream:
             self._reading = False
 
     def _on_readable(self) -> None:
-        sock = self._sock
+        recv = self._recv
         try:
             while True:
-                data = sock.recv(self._read_size)
+                data = recv(self._read_size)
                 if not data:
                     self._at_eof()
                     return
@@ -167,10 +176,13 @@ class TlsStream:
                 # while plaintext of that record remains (the next record wakes us again).
                 # A read returns at most one record's plaintext, so one shorter than asked
                 # for emptied it (SSL_read(3)): no pending() call then, the common case.
-                if len(data) < self._read_size or not sock.pending():
+                if len(data) < self._read_size or not self._pending():
                     break
         except ssl.SSLWantReadError:
             pass
+        except ssl.SSLEOFError:  # the peer's end without close_notify, as SSLSocket.recv's b""
+            self._at_eof()
+            return
         except ssl.SSLWantWriteError:  # OpenSSL must answer (e.g. a key update) first
             self._read_wants_write = True
             self._stop_reading()
@@ -273,7 +285,7 @@ class TlsStream:
             return self._out_size
         if self._in_flight is None and not self._outbox:
             try:
-                self._sock.send(data)  # whole: CPython does not enable partial writes
+                self._send(data)  # whole: CPython does not enable partial writes
                 return 0
             except _WANT:
                 self._in_flight = data  # OpenSSL may have sent part: retry with the same
@@ -319,7 +331,7 @@ class TlsStream:
                         size += len(self._outbox[0])
                         chunk.append(self._outbox.popleft())
                     self._in_flight = chunk[0] if len(chunk) == 1 else b"".join(chunk)
-                self._sock.send(self._in_flight)
+                self._send(self._in_flight)
                 self._out_size -= len(self._in_flight)
                 self._in_flight = None
         except _WANT:
@@ -443,6 +455,23 @@ class TlsStream:
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
+
+
+def _record_io(sock: ssl.SSLSocket) -> Any:
+    """The C object (`_ssl._SSLSocket`) under a handshaken SSLSocket, or None where there is
+    none (another Python than CPython 3.7 to 3.13, where it is the `_sslobj` attribute).
+
+    SSLSocket.recv, .send and .pending are Python wrappers around its read, write and pending:
+    each checks the socket is still open (this layer calls them only while it is; a closed
+    socket has no reader or writer registered), then calls the C method. A heartbeat went
+    through six of those wrappers; called directly, the records are the same and so are the
+    errors, but one: the peer's end without close_notify is SSLEOFError, where SSLSocket.recv
+    returns b"" (suppress_ragged_eofs); _on_readable reads both as end of stream."""
+    obj = getattr(sock, "_sslobj", None)
+    if obj is None or not all(callable(getattr(obj, name, None))
+                              for name in ("read", "write", "pending")):
+        return None
+    return obj
 
 
 def _set_once(fut: asyncio.Future[None]) -> None:
