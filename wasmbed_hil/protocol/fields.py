@@ -214,10 +214,17 @@ def decode_fields(cls: type, values: Sequence[Any], path: str) -> Any:
     spec = kinds(cls)
     if len(values) != len(spec):
         raise FieldError(path, f"{cls.__name__} has {len(spec)} fields, got {len(values)}")
+    args: list[Any] = []
+    append = args.append
     try:
-        # The hot path (every message a gateway receives): no field path is formatted, and
-        # the values go to the constructor by position (kinds() is in field order).
-        args = [kind.decode(v, "") for (_, kind), v in zip(spec, values, strict=True)]
+        # The hot path (every message a gateway receives): no field path is formatted, the
+        # values go to the constructor by position (kinds() is in field order), and a plain
+        # int within a UInt field's range is taken without a call (a heartbeat's two).
+        for (_, kind), v in zip(spec, values, strict=True):
+            if type(kind) is UInt and type(v) is int and 0 <= v <= kind.max:
+                append(v)
+            else:
+                append(kind.decode(v, ""))
     except FieldError:
         # The cold path: decode again with each field's path, which fails the same way
         # (decoding is deterministic) and names the field, e.g. Heartbeat.apps[0].state.

@@ -525,10 +525,11 @@ def decode_envelope(data: bytes) -> Envelope:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION, f"version {show_int(version)}, expected 0"
         )
-    try:
-        message_id = _MESSAGE_ID.decode(message_id, "message_id")
-    except FieldError as exc:
-        raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
+    if type(message_id) is not int or not 0 <= message_id <= MAX_MESSAGE_ID:
+        try:  # (a plain int in range, the hot path, needs no call)
+            message_id = _MESSAGE_ID.decode(message_id, "message_id")
+        except FieldError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from None
     return Envelope(message_id, decode_message(body))
 
 
