@@ -24,7 +24,7 @@ from collections import Counter
 import _gw_common as common
 
 from wasmbed_hil.gateway import Gateway, GatewayConfig
-from wasmbed_hil.gateway.eventloop import DEFAULT_COALESCE_S, loop_runner
+from wasmbed_hil.gateway.eventloop import DEFAULT_COALESCE_S, coalescing, loop_runner
 from wasmbed_hil.pki import FleetCA, server_ssl_context
 
 
@@ -116,9 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     soft, hard = common.raise_nofile()
     buf = common.tune_ssl_buffer(args.ssl_max_size)
-    coalesce = args.coalesce
-    if coalesce is None:
-        coalesce = DEFAULT_COALESCE_S if args.loop == "asyncio" else 0.0
+    coalesce = coalescing(args.loop, args.coalesce)
     common.log(f"gateway: RLIMIT_NOFILE {soft}/{hard}, asyncio TLS buffer {buf}, "
                f"loop {args.loop}, coalesce {coalesce:g} s")
     loop_runner(args.loop, coalesce)(serve(args))

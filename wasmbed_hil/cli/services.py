@@ -26,6 +26,7 @@ from ..gateway.eventloop import (
     DEFAULT_LOOP,
     LOOPS,
     LoopUnavailable,
+    coalescing,
     loop_runner,
 )
 from ..kube.client import KubeClient, KubeError
@@ -271,9 +272,7 @@ def run_gateway(args: argparse.Namespace) -> int:
     if args.heartbeat_timeout is not None and args.heartbeat_timeout <= args.heartbeat:
         raise CliError(f"--heartbeat-timeout {args.heartbeat_timeout:g} must be longer than "
                        f"--heartbeat {args.heartbeat:g}", EXIT_USAGE)
-    coalesce = args.coalesce
-    if coalesce is None:
-        coalesce = DEFAULT_COALESCE_S if args.loop == "asyncio" else 0.0
+    coalesce = coalescing(args.loop, args.coalesce)
     try:
         run_loop = loop_runner(args.loop, coalesce)
     except LoopUnavailable as exc:

@@ -73,6 +73,14 @@ class CoalescingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-
         return ready
 
 
+def coalescing(loop: str, asked: float | None) -> float:
+    """The poll coalescing a gateway process runs with: `asked` when given, else
+    DEFAULT_COALESCE_S on asyncio's loop and none (0) on uvloop's."""
+    if asked is not None:
+        return asked
+    return DEFAULT_COALESCE_S if loop == "asyncio" else 0.0
+
+
 def _check_interval(interval: float) -> None:
     if not (isinstance(interval, int | float) and math.isfinite(interval)
             and 0 < interval <= MAX_COALESCE_S):
