@@ -213,6 +213,7 @@ def main() -> None:
         parser.error("sizes and rates must be positive")
     print(f"bench_enroll: {args.devices} new devices, {args.device_procs} device processes, "
           f"gateway loop {args.gateway_loop}, load average {gwb.loadavg()}")
+    print(f"  platform: {gwb.platform_text()}")
     enrolls: list[float] = []
     ceilings: list[float] = []
     for _ in range(args.repeats):

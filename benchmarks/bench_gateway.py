@@ -99,6 +99,30 @@ def loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
+def platform_text() -> str:
+    """What the figures depend on beside the code: the interpreter, how it was built, the
+    OpenSSL it links, the OS. Profile-guided optimisation is read from the build's configure
+    arguments (`--enable-optimizations`, as python.org's and the official container images'
+    builds have); Debian builds its python3 (prefix /usr) with PGO and LTO without passing
+    them there (its changelog), hence "Debian's build"."""
+    import ssl
+    import sysconfig
+
+    if "--enable-optimizations" in (sysconfig.get_config_var("CONFIG_ARGS") or ""):
+        build = "configured with --enable-optimizations"
+    elif sys.base_prefix == "/usr":
+        build = "Debian's build"
+    else:
+        build = "configured without --enable-optimizations"
+    os_name = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = ", " + line.split("=", 1)[1].strip('"')
+    return (f"{platform.python_implementation()} {platform.python_version()} ({build}), "
+            f"{ssl.OPENSSL_VERSION}{os_name}")
+
+
 def mem_available_kb() -> int:
     with open("/proc/meminfo") as fh:
         for line in fh:

@@ -406,6 +406,7 @@ def main() -> None:
     print(f"bench_mosquitto: {os.cpu_count()} cores, load average {gwb.loadavg()}; devices "
           f"{args.devices}; {args.windows} windows of {args.window:g} s after a "
           f"{args.warmup:g} s warm-up; 1 reply per device per second")
+    print(f"  platform: {gwb.platform_text()}")
     print(f"  {'N':>6} {'server':16} {'conn':>6} {'replies/s':>9} {'CPU/1k':>7} {'kB/conn':>8} "
           f"{'p99 ms':>7} {'unans':>6}  load at start", flush=True)
     try:

@@ -539,9 +539,17 @@ def render(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def platform_text() -> str:
+    """The interpreter, its build, OpenSSL and the OS (bench_gateway.platform_text)."""
+    _bench_modules()
+    import bench_gateway as gwb
+
+    return str(gwb.platform_text())
+
+
 def to_json(results: list[Result], sizes: Sizes, started: str) -> dict[str, Any]:
-    return {"started": started, "cores": os.cpu_count(), "sizes": dataclasses.asdict(sizes),
-            "rows": [dataclasses.asdict(r) for r in results]}
+    return {"started": started, "cores": os.cpu_count(), "platform": platform_text(),
+            "sizes": dataclasses.asdict(sizes), "rows": [dataclasses.asdict(r) for r in results]}
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Sizes]:
@@ -576,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.only or list(ROWS)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"issue 14 table: {len(keys)} rows, {'quick' if sizes.quick else 'full'} sizes, "
-          f"{os.cpu_count()} cores, load average {load1():.2f} at {started}", flush=True)
+          f"{os.cpu_count()} cores, load average {load1():.2f} at {started}\n"
+          f"  platform: {platform_text()}", flush=True)
     results = []
     for key in keys:
         results.append(run_row(ROWS[key], sizes))

@@ -4,6 +4,8 @@
 #   --fuzz   also clang and its libFuzzer/sanitizer runtimes (firmware/fuzz; CI passes it)
 #   --bench  also what benchmarks/ compares against: the Mosquitto MQTT broker
 #            (benchmarks/bench_mosquitto.py and benchmarks/table.py skip its rows without it)
+#   --platform  also mmdebstrap, which benchmarks/on_platform.py builds another Debian
+#            release's root filesystem with (its Python and OpenSSL; benchmarks/README.md)
 set -euo pipefail
 need=()
 for arg in "$@"; do
@@ -16,8 +18,11 @@ for arg in "$@"; do
     --bench)
       command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
       ;;
+    --platform)
+      command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+      ;;
     *)
-      echo "usage: $0 [--fuzz] [--bench]" >&2
+      echo "usage: $0 [--fuzz] [--bench] [--platform]" >&2
       exit 2
       ;;
   esac

@@ -155,6 +155,9 @@ def test_main_prints_each_row_and_writes_json(table: ModuleType, tmp_path: Path,
     assert "1 met, 1 missed, 0 skipped, 0 error" in printed
     data = json.loads(out.read_text())
     assert data["sizes"]["quick"] is True and data["cores"] >= 1
+    # the platform the figures were taken on, printed and recorded alike
+    assert data["platform"].startswith("CPython 3.") and " OpenSSL " in data["platform"]
+    assert f"platform: {data['platform']}" in printed
     rows = {r["key"]: r for r in data["rows"]}
     assert list(rows) == ["fake_met", "fake_missed"]
     assert rows["fake_met"]["met"] is True and rows["fake_met"]["value"] == 12.5
