@@ -5,20 +5,21 @@
     sudo .venv/bin/python benchmarks/on_platform.py --info     # the platform, nothing run
 
 The gateway's figures depend on the interpreter's build and on the OpenSSL its `ssl` module
-links, not only on the code: a TLS handshake costs about a fifth less on OpenSSL 3.5 than on
-3.0, and an interpreter built with profile-guided optimisation runs the gateway's Python faster
-than one built without. The container image the manifests run (deploy/Dockerfile,
-python:3.11-slim-trixie) has both: CPython built with --enable-optimizations --with-lto
-against Debian 13's OpenSSL 3.5. A development machine may have neither (this repository's
-CI machines: Debian 12's OpenSSL 3.0, a pyenv CPython configured without optimisations).
-This script measures the same code on a Debian release's own python3 (Debian builds it with
-PGO and LTO) and OpenSSL, in a root filesystem of that release on this machine: same CPU,
-same kernel, same load generators' code, one variable less than a different machine.
+links, not only on the code. On this machine, on Debian 13's OpenSSL 3.5 rather than Debian
+12's 3.0, the gateway did 13-19 % more enrollments per CPU-second and spent more CPU on a
+heartbeat's TLS records; an interpreter built with profile-guided optimisation ran its Python
+faster than one built without (benchmarks/README.md, "The platform"). The container image
+the manifests run (deploy/Dockerfile, python:3.11-slim-trixie) is CPython built with
+--enable-optimizations --with-lto against Debian 13's OpenSSL 3.5. A development machine may
+be neither (this repository's CI machines: Debian 12's OpenSSL 3.0, a pyenv CPython
+configured without optimisations). This script measures the same code on a Debian release's
+own python3 (Debian builds it with PGO and LTO) and OpenSSL, in a root filesystem of that
+release on this machine: same CPU, same kernel, same load generators' code.
 
 The first run builds the root filesystem with mmdebstrap (Debian package `mmdebstrap`;
 `bash scripts/system-deps.sh --platform` installs it) into .cache/platform/SUITE (about
-150 MB; minbase, python3, python3-venv, mosquitto and procps for bench_mosquitto.py), then a
-venv in it.
+310 MB with the venv; minbase, python3, python3-venv, mosquitto and procps for
+bench_mosquitto.py), then a venv in it.
 Every run copies this checkout's tracked files into it and installs them with the `bench` and
 `fast` extras, so the code measured is the code here. The benchmark runs in a mount namespace
 of its own (unshare), with /proc, /dev and /sys bound into the root filesystem: nothing stays
