@@ -4,30 +4,18 @@ mutual TLS handshake per client certificate and is gone afterwards."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from bench_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their siblings by plain name
-    if "bench_enroll" in sys.modules:
-        return sys.modules["bench_enroll"]
-    spec = importlib.util.spec_from_file_location("bench_enroll", BENCH / "bench_enroll.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_enroll"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_enroll")
 
 
 def _children() -> set[int]:

@@ -5,7 +5,6 @@ run. (Building one for real downloads a Debian release; benchmarks/README.md sho
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 import subprocess
 import sys
@@ -14,31 +13,17 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def onp() -> ModuleType:
-    return _load("on_platform")
+    return load_script("on_platform")
 
 
 @pytest.fixture(scope="module")
 def gwb() -> ModuleType:
-    return _load("bench_gateway")
+    return load_script("bench_gateway")
 
 
 # ---------------------------------------------------------------------- arguments

@@ -5,44 +5,28 @@ starts a real mosquitto for a single client when the broker is installed."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their siblings by plain name
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def table() -> ModuleType:
-    return _load("table")
+    return load_script("table")
 
 
 @pytest.fixture(scope="module")
 def mqtt() -> ModuleType:
-    return _load("_mqtt_clients")
+    return load_script("_mqtt_clients")
 
 
 @pytest.fixture(scope="module")
 def mosq() -> ModuleType:
-    return _load("bench_mosquitto")
+    return load_script("bench_mosquitto")
 
 
 # ---------------------------------------------------------------------- the row registry
@@ -208,7 +192,7 @@ def test_ratios_against_the_targets(mosq: ModuleType) -> None:
     assert r["cpu_ratio"] == pytest.approx(4.63, abs=0.01)
 
 
-@pytest.mark.skipif(_load("bench_mosquitto").mosquitto_binary() is None,
+@pytest.mark.skipif(load_script("bench_mosquitto").mosquitto_binary() is None,
                     reason="mosquitto is not installed (scripts/system-deps.sh --bench)")
 def test_real_broker_answers_a_certified_client_and_refuses_others(
         mosq: ModuleType, mqtt: ModuleType, tmp_path: Path) -> None:
@@ -294,7 +278,7 @@ def test_the_join_wait_needs_every_device_connected_at_once() -> None:
     whatever order they connect in, and false again while one that was passed has dropped."""
     from types import SimpleNamespace
 
-    bench = _load("bench_controlplane")
+    bench = load_script("bench_controlplane")
     objects: dict[str, dict[str, object]] = {}
     platform = SimpleNamespace(watcher=SimpleNamespace(
         informers={"devices": SimpleNamespace(objects=objects)}))
