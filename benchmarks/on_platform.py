@@ -25,6 +25,8 @@ Every run copies this checkout's tracked files into it and installs them with th
 of its own (unshare), with /proc, /dev and /sys bound into the root filesystem: nothing stays
 mounted after it, whatever way it ends. The network is the host's (loopback, and PyPI for
 the install; the host's CA bundle is copied in, so a proxy the host trusts works inside).
+Paths the benchmark is given are the chroot's: a file it writes under /src (`table.py --json
+/src/t.json`) is in .cache/platform/SUITE/src afterwards, until the next run replaces /src.
 Needs root (chroot, mounts). Exit status: the benchmark's, or 2 when it cannot run.
 """
 
@@ -56,6 +58,12 @@ class PlatformError(Exception):
     """The platform cannot be prepared or entered; the message says why and what to do."""
 
 
+def scripts() -> list[str]:
+    """The benchmarks it runs: benchmarks/*.py but the helpers (_*.py) and itself."""
+    return sorted(p.name for p in HERE.glob("*.py")
+                  if not p.name.startswith("_") and p.name != Path(__file__).name)
+
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="trixie",
@@ -77,9 +85,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      "(or --info)")
     if args.command:
         script = args.command[0]
-        if "/" in script or not script.endswith(".py") or not (HERE / script).is_file():
-            parser.error(f"{script!r} is not a script of benchmarks/ "
-                         f"(one of: {', '.join(sorted(p.name for p in HERE.glob('*.py')))})")
+        if script not in scripts():
+            parser.error(f"{script!r} is not a benchmark of benchmarks/ "
+                         f"(one of: {', '.join(scripts())})")
     if args.rootfs is None:
         args.rootfs = ROOT / ".cache" / "platform" / args.suite
     return args
@@ -170,7 +178,7 @@ def in_rootfs(rootfs: Path, inner: str) -> list[str]:
 def install_command() -> str:
     return ("cd /src && { test -x /venv/bin/python || python3 -m venv /venv; } && "
             "/venv/bin/python -m pip install -q --upgrade pip && "
-            "/venv/bin/python -m pip uninstall -q -y wasmbed-hil && "
+            "{ /venv/bin/python -m pip uninstall -q -y wasmbed-hil 2>/dev/null || true; } && "
             f"/venv/bin/python -m pip install -q '.[{EXTRAS}]'")
 
 

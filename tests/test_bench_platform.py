@@ -41,6 +41,8 @@ def test_the_command_after_the_separator_is_a_benchmark_script(onp: ModuleType) 
     ["nope.py"],  # not in benchmarks/
     ["../conftest.py"],  # a path, not a script's name
     ["README.md"],  # not a script
+    ["_gw_server.py"],  # a helper, not a benchmark
+    ["on_platform.py"],  # itself
     [],  # nothing to run
 ])
 def test_what_it_cannot_run_is_refused_with_the_choices(onp: ModuleType, command: list[str],
@@ -49,7 +51,12 @@ def test_what_it_cannot_run_is_refused_with_the_choices(onp: ModuleType, command
         onp.parse(["--", *command] if command else [])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert ("bench_enroll.py" in err) if command else ("name a benchmark after --" in err)
+    if not command:
+        assert "name a benchmark after --" in err
+        return
+    choices = err.split("(one of: ")[1]
+    assert "bench_enroll.py" in choices and "table.py" in choices
+    assert "_gw_server.py" not in choices and "on_platform.py" not in choices
 
 
 def test_info_needs_no_command(onp: ModuleType) -> None:

@@ -42,7 +42,7 @@ STYLES = {"new_failures": "bold red", "infrastructure": "magenta", "flaky": "yel
 def _plain(message: str) -> str:
     """A message that the console prints as it is (fail() reads rich markup: a test id's
     `[param]` would vanish), lone surrogates as `?`: a path given in bytes that are not
-    UTF-8, or JSON's "\ud800" in a result, cannot be written to a UTF-8 terminal."""
+    UTF-8, or JSON's "\\ud800" in a result, cannot be written to a UTF-8 terminal."""
     return escape(message.encode("utf-8", "replace").decode("utf-8"))
 
 
