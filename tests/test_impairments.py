@@ -86,6 +86,44 @@ def test_latency_holds_each_chunk_for_its_delay_and_jitter_is_seeded() -> None:
     run(scenario)
 
 
+def test_a_burst_sliced_by_a_bandwidth_cap_is_delayed_once_not_once_per_slice() -> None:
+    """slow_cellular's line: 150 ms and 6000 B/s. A 1,533-byte burst (OpenSSL 3.5's
+    ClientHello) is read in 120-byte slices; each slice used to wait the whole latency in turn
+    (about 2 s for the burst, past a device's 5 s handshake timeout with the rest of the
+    handshake). It arrives once the latency and its time on the line have passed, and the
+    latency holds the burst once: the slices after the first are not held by it."""
+    async def scenario() -> None:
+        ends = Ends()
+        try:
+            latency, line = Latency(0.15), Bandwidth(6000)
+            holds: list[float] = []
+            hold = latency.hold
+
+            async def recorded(seconds: float | None) -> None:
+                holds.append(seconds or 0.0)
+                await hold(seconds)
+
+            latency.hold = recorded  # type: ignore[method-assign]
+            _, pump, a, b = await _pumped(ends, latency, line)
+            burst = bytes(range(256)) * 5 + bytes(253)  # 1,533 bytes
+            clock = asyncio.get_running_loop().time
+            t0 = clock()
+            a[1].write(burst)
+            data, t1 = await _timed_read(b, len(burst))
+            assert data == burst
+            assert t1 - t0 >= 0.15 + len(burst) / 6000 - EPS
+            assert len(holds) == 1 and holds[0] <= 0.15 + EPS  # the first slice only
+            # a later message, sparse again, waits its own latency
+            a[1].write(b"ping")
+            data, t2 = await _timed_read(b, 4)
+            assert data == b"ping" and t2 - t1 >= 0.15 - EPS and len(holds) == 2
+            await pump.close()
+        finally:
+            await ends.close()
+
+    run(scenario)
+
+
 def test_taking_an_impairment_off_releases_what_it_holds_in_order() -> None:
     async def scenario() -> None:
         ends = Ends()

@@ -34,7 +34,7 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from .pump import Direction, Impairment, Sever
+from .pump import Direction, Impairment, Sever, chunk_clock
 from .schedule import AfterBytes, Scheduled, Trigger, check_direction, check_seconds
 
 __all__ = [
@@ -67,8 +67,11 @@ class Partition(Scheduled):
 
 
 class Latency(Scheduled):
-    """Each chunk waits ``delay`` seconds, plus a uniform jitter in [-jitter, +jitter]
-    (never below 0), drawn from ``random.Random(seed)``. Order is kept."""
+    """Each chunk waits ``delay`` seconds from its arrival, plus a uniform jitter in
+    [-jitter, +jitter] (never below 0), drawn from ``random.Random(seed)``. Order is kept: a
+    chunk never leaves before the one ahead of it. The slices of one burst (a Bandwidth's
+    `read_limit` cuts it into them) share the burst's arrival (pump.ChunkClock), so the burst
+    is delayed once, not once per slice."""
 
     def __init__(self, delay: float, jitter: float = 0.0, seed: int | None = None,
                  **schedule: Any) -> None:
@@ -86,7 +89,15 @@ class Latency(Scheduled):
         return max(0.0, self.delay + self._random.uniform(-self.jitter, self.jitter))
 
     async def act(self, direction: Direction, data: bytes) -> bytes:
-        await self.hold(self.sample())
+        clock = chunk_clock()
+        if clock is None:  # not through a Pipe: the chunk arrives now
+            await self.hold(self.sample())
+            return data
+        now = asyncio.get_running_loop().time()
+        due = max(clock.arrived + self.sample(), clock.latency_due)
+        clock.latency_due = due
+        if due > now:  # else its delay passed while the slices ahead of it were let go
+            await self.hold(due - now)
         return data
 
     def describe(self) -> str:

@@ -55,9 +55,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ...aio import cancel_and_wait
@@ -68,6 +70,31 @@ DOWN: Direction = "down"
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 READ_SIZE = 64 * 1024
 CLOSE_PATIENCE = 1.0  # seconds a gracefully closed side may take to flush before an abort
+# A read that returns within this of its start found its bytes waiting (no wait for the peer).
+SAME_BURST_S = 0.001
+
+
+@dataclass
+class ChunkClock:
+    """When the chunk a Pipe hands its impairments arrived, as far as the pipe can tell (loop
+    time), and when the pipe's latency last let a chunk go. A chunk read while its direction
+    held the one before is not timed from its read: the slices of one burst (a `read_limit`
+    cuts a burst into them, a bandwidth cap does) keep the arrival of the first, so a latency
+    delays the burst once, as a line does, not once per slice. Anything else arrived when it
+    was read. Impairments read it through `chunk_clock()` (a context variable: each pipe runs
+    in a task of its own, and one link's impairments serve several pipes at once)."""
+
+    arrived: float = 0.0
+    latency_due: float = 0.0
+
+
+_CHUNK_CLOCK: contextvars.ContextVar[ChunkClock | None] = contextvars.ContextVar(
+    "wasmbed_hil_chunk_clock", default=None)
+
+
+def chunk_clock() -> ChunkClock | None:
+    """The clock of the chunk being handed to the impairments now; None outside a Pipe."""
+    return _CHUNK_CLOCK.get()
 
 
 class Sever(Exception):
@@ -234,10 +261,28 @@ class Pipe:
 
     async def run(self) -> None:
         impairments = self.impairments
+        loop = asyncio.get_running_loop()
+        clock = ChunkClock()
+        token = _CHUNK_CLOCK.set(clock)  # this task's: each pipe runs in a task of its own
+        try:
+            await self._run(impairments, loop, clock)
+        finally:
+            _CHUNK_CLOCK.reset(token)
+
+    async def _run(self, impairments: Impairments, loop: asyncio.AbstractEventLoop,
+                   clock: ChunkClock) -> None:
+        sliced = False  # the last read filled its size: the burst may go on in the buffer
         with contextlib.suppress(ConnectionError, OSError):
-            while data := await self.reader.read(
-                impairments.read_size(self.read_size) if impairments else self.read_size
-            ):
+            while True:
+                size = impairments.read_size(self.read_size) if impairments else self.read_size
+                began = loop.time()
+                data = await self.reader.read(size)
+                if not data:
+                    break
+                now = loop.time()
+                if not (sliced and now - began < SAME_BURST_S):
+                    clock.arrived = now  # else: the rest of the burst read before
+                sliced = len(data) >= size
                 if self.on_read is not None:
                     self.on_read()
                 if impairments:  # the one hook; nothing to await when none is applied
