@@ -77,12 +77,13 @@ SAME_BURST_S = 0.001
 @dataclass
 class ChunkClock:
     """When the chunk a Pipe hands its impairments arrived, as far as the pipe can tell (loop
-    time), and when the pipe's latency last let a chunk go. A chunk read while its direction
-    held the one before is not timed from its read: the slices of one burst (a `read_limit`
-    cuts a burst into them, a bandwidth cap does) keep the arrival of the first, so a latency
-    delays the burst once, as a line does, not once per slice. Anything else arrived when it
-    was read. Impairments read it through `chunk_clock()` (a context variable: each pipe runs
-    in a task of its own, and one link's impairments serve several pipes at once)."""
+    time), and when the pipe's latency last let a chunk go. The slices of one burst (a
+    `read_limit` cuts a burst into them, a bandwidth cap does) keep the arrival of the first:
+    a slice counts as the burst's rest when the read before it filled its size and its own
+    read found bytes waiting (returned within SAME_BURST_S), so a latency delays the burst
+    once, as a line does, not once per slice. Any other chunk arrived when it was read.
+    Impairments read it through `chunk_clock()` (a context variable: each pipe runs in a task
+    of its own, and one link's impairments serve several pipes at once)."""
 
     arrived: float = 0.0
     latency_due: float = 0.0
