@@ -20,6 +20,13 @@ p99 of the reply round trip seen by the client (median over the windows). Prints
 ratios ours/Mosquitto against the issue's targets (CPU within 2.5x, memory within 2x) and,
 with --json FILE, writes them machine-readably. Never asserts.
 
+--floor adds a third server to each round, measured alike against the same MQTT clients:
+benchmarks/_tls_server.py --mqtt, a Python server on the gateway's own event loop and TLS
+layer (gateway.tlsstream.TlsStream, the gateway's TLS context and read size) that answers
+CONNECT and PINGREQ and does nothing else. Its CPU per reply is the floor of a server on this
+Python and its `ssl` module: it prints floor/Mosquitto (what no protocol work of ours can go
+below) and ours/floor (what the gateway adds to it).
+
 Without mosquitto it prints one SKIP line and exits 0. Every process it starts (broker,
 gateway, load generators) is stopped, killed after a timeout, also on Ctrl-C; the last line
 says whether a mosquitto process of this run is left (it never should be).
@@ -156,15 +163,37 @@ class Broker:
             self._log.close()
 
 
-class MqttRig:
-    """A broker and `procs` client processes (clients split evenly), as bench_gateway.Rig."""
+class FloorServer:
+    """benchmarks/_tls_server.py --mqtt in its own process: the floor (see the module's
+    docstring); `pid`, `port` and close() as Broker's."""
 
-    def __init__(self, binary: str, root: Path, ca: FleetCA, ca_dir: Path, procs: int,
+    def __init__(self, root: Path, ca_dir: Path, coalesce: float | None) -> None:
+        root.mkdir(parents=True)
+        args = ["--ca-dir", str(ca_dir), "--workdir", str(root), "--mqtt"]
+        if coalesce is not None:
+            args += ["--coalesce", str(coalesce)]
+        self.child = gwb.Child("floor", "_tls_server.py", args, root)
+        try:
+            self.port = int(self.child.recv(60)["port"])
+        except BaseException:
+            self.child.close()
+            raise
+        self.pid = self.child.pid
+
+    def close(self) -> None:
+        self.child.close(timeout=30)
+
+
+class MqttRig:
+    """A server (a Broker or a FloorServer, started) and `procs` client processes (clients
+    split evenly), as bench_gateway.Rig; close() closes the server too."""
+
+    def __init__(self, server: Broker | FloorServer, root: Path, ca_dir: Path, procs: int,
                  ssl_max_size: int) -> None:
         self.root = root
         self.clients: list[gwb.Child] = []
         self.total = 0
-        self.broker = Broker(binary, root / "broker", ca)
+        self.broker = server
         try:
             self.base_rss_kb = gwb._rss_kb(self.broker.pid)
             for k in range(procs):
@@ -278,24 +307,45 @@ def measure_gateway(root: Path, ca_dir: Path, n: int, opts: argparse.Namespace) 
 
 def measure_mosquitto(binary: str, root: Path, ca: FleetCA, ca_dir: Path, n: int,
                       opts: argparse.Namespace) -> Side:
-    rig = MqttRig(binary, root, ca, ca_dir, opts.client_procs, opts.ssl_max_size)
+    return _measure_mqtt("mosquitto", Broker(binary, root / "broker", ca), root, ca_dir, n, opts)
+
+
+def measure_floor(root: Path, ca_dir: Path, n: int, opts: argparse.Namespace) -> Side:
+    return _measure_mqtt("python floor", FloorServer(root / "floor", ca_dir,
+                                                     opts.gateway_coalesce),
+                         root, ca_dir, n, opts)
+
+
+def _measure_mqtt(name: str, server: Broker | FloorServer, root: Path, ca_dir: Path, n: int,
+                  opts: argparse.Namespace) -> Side:
+    rig = MqttRig(server, root, ca_dir, opts.client_procs, opts.ssl_max_size)
     try:
         failed = rig.grow_to(n, opts.connect_rate, opts.connect_concurrency, 600)
         time.sleep(opts.warmup)
         windows = [rig.observe(opts.window) for _ in range(opts.windows)]
         lost = windows[-1]["lost_examples"]
         if lost:
-            print(f"  mosquitto: clients lost: {lost}")
-        return _summary("mosquitto", n, 1.0, windows, rig.base_rss_kb, failed)
+            print(f"  {name}: clients lost: {lost}")
+        return _summary(name, n, 1.0, windows, rig.base_rss_kb, failed)
     finally:
         rig.close()
 
 
 def ratios(ours: Side, theirs: Side) -> dict[str, Any]:
-    cpu = ours.cpu_per_1k / theirs.cpu_per_1k if theirs.cpu_per_1k > 0 else float("inf")
-    mem = ours.kb_per_conn / theirs.kb_per_conn if theirs.kb_per_conn > 0 else float("inf")
+    cpu = _ratio(ours.cpu_per_1k, theirs.cpu_per_1k)
+    mem = _ratio(ours.kb_per_conn, theirs.kb_per_conn)
     return {"devices": ours.devices, "cpu_ratio": round(cpu, 2), "memory_ratio": round(mem, 2),
             "cpu_met": cpu <= CPU_TARGET, "memory_met": mem <= MEMORY_TARGET}
+
+
+def floor_ratios(ours: Side, floor: Side, theirs: Side) -> dict[str, float]:
+    """The floor's CPU per reply against Mosquitto's, and ours against the floor's."""
+    return {"floor_cpu_ratio": round(_ratio(floor.cpu_per_1k, theirs.cpu_per_1k), 2),
+            "over_floor_cpu_ratio": round(_ratio(ours.cpu_per_1k, floor.cpu_per_1k), 2)}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("inf")
 
 
 def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -305,8 +355,10 @@ def median_row(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     cpu = statistics.median(r["cpu_ratio"] for r in rounds)
     mem = statistics.median(r["memory_ratio"] for r in rounds)
     middle = sorted(rounds, key=lambda r: r["cpu_ratio"])[(len(rounds) - 1) // 2]
+    floors = {key: round(statistics.median(r[key] for r in rounds), 2)
+              for key in ("floor_cpu_ratio", "over_floor_cpu_ratio") if key in rounds[0]}
     return {**middle, "cpu_ratio": round(cpu, 2), "memory_ratio": round(mem, 2),
-            "cpu_met": cpu <= CPU_TARGET, "memory_met": mem <= MEMORY_TARGET,
+            "cpu_met": cpu <= CPU_TARGET, "memory_met": mem <= MEMORY_TARGET, **floors,
             "rounds": rounds}
 
 
@@ -326,18 +378,23 @@ def compare(sizes: list[int], opts: argparse.Namespace,
         ca.save(ca_dir)
         for n in sizes:
             rounds: list[dict[str, Any]] = []
-            for k in range(opts.rounds):  # the order alternates: neither always goes first
+            for k in range(opts.rounds):  # the order rotates: none always goes first
                 load = gwb.loadavg()
                 sides: dict[str, Side] = {}
-                for server in (("gateway", "mosquitto") if k % 2 == 0
-                               else ("mosquitto", "gateway")):
+                for server in server_order(k, opts.floor):
                     where = root / f"{server}-{n}-{k}"
-                    sides[server] = (measure_gateway(where, ca_dir, n, opts)
-                                     if server == "gateway" else
-                                     measure_mosquitto(binary, where, ca, ca_dir, n, opts))
+                    if server == "gateway":
+                        sides[server] = measure_gateway(where, ca_dir, n, opts)
+                    elif server == "floor":
+                        sides[server] = measure_floor(where, ca_dir, n, opts)
+                    else:
+                        sides[server] = measure_mosquitto(binary, where, ca, ca_dir, n, opts)
                 ours, theirs = sides["gateway"], sides["mosquitto"]
                 rounds.append({"load": load, "gateway": asdict(ours),
                                "mosquitto": asdict(theirs), **ratios(ours, theirs)})
+                if "floor" in sides:
+                    rounds[-1].update(floor=asdict(sides["floor"]),
+                                      **floor_ratios(ours, sides["floor"], theirs))
                 if on_row is not None:
                     on_row(rounds[-1])
             out["rows"].append(median_row(rounds))
@@ -347,6 +404,13 @@ def compare(sizes: list[int], opts: argparse.Namespace,
         shutil.rmtree(root, ignore_errors=True)
     out["load_end"] = gwb.loadavg()
     return out
+
+
+def server_order(k: int, floor: bool) -> tuple[str, ...]:
+    """The servers of round `k` in the order measured: rotated one step a round."""
+    servers = ("gateway", "mosquitto", "floor") if floor else ("gateway", "mosquitto")
+    shift = k % len(servers)
+    return servers[shift:] + servers[:shift]
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -372,6 +436,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds per device count, the servers' order alternating; the "
                         "ratios are the medians over the rounds (default 1)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure the floor: a Python server on the gateway's event "
+                        "loop and TLS layer that only answers the clients' pings (see above)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     args.devices = args.devices or ([300] if args.quick else [1000, 3000])
@@ -426,7 +493,9 @@ def main() -> None:
 
 
 def print_row(row: dict[str, Any]) -> None:
-    for key in ("gateway", "mosquitto"):
+    for key in ("gateway", "mosquitto", "floor"):
+        if key not in row:
+            continue
         s = row[key]
         print(f"  {s['devices']:>6} {s['server']:16} {s['connected']:>6} "
               f"{s['replies_per_s']:>9.0f} {s['cpu_per_1k']:>7.1%} {s['kb_per_conn']:>8.1f} "
@@ -436,6 +505,9 @@ def print_row(row: dict[str, Any]) -> None:
           f"{'met' if row['cpu_met'] else 'missed'}), memory per connection "
           f"{row['memory_ratio']:.2f}x (target <= {MEMORY_TARGET:g}x: "
           f"{'met' if row['memory_met'] else 'missed'})", flush=True)
+    if "floor" in row:
+        print(f"     the floor: floor/Mosquitto CPU {row['floor_cpu_ratio']:.2f}x, "
+              f"ours/floor {row['over_floor_cpu_ratio']:.2f}x", flush=True)
 
 
 def print_median(row: dict[str, Any]) -> None:
@@ -445,6 +517,10 @@ def print_median(row: dict[str, Any]) -> None:
           f"{'met' if row['cpu_met'] else 'missed'}), memory {row['memory_ratio']:.2f}x "
           f"(target <= {MEMORY_TARGET:g}x: {'met' if row['memory_met'] else 'missed'})",
           flush=True)
+    if "floor_cpu_ratio" in row:
+        floors = ", ".join(f"{r['floor_cpu_ratio']:.2f}x" for r in row["rounds"])
+        print(f"     the floor, median: floor/Mosquitto CPU {row['floor_cpu_ratio']:.2f}x "
+              f"({floors}), ours/floor {row['over_floor_cpu_ratio']:.2f}x", flush=True)
 
 
 if __name__ == "__main__":
