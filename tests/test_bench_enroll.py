@@ -5,12 +5,11 @@ mutual TLS handshake per client certificate and is gone afterwards."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from bench_scripts import load_script
+from bench_scripts import children, load_script
 
 
 @pytest.fixture(scope="module")
@@ -18,25 +17,8 @@ def bench() -> ModuleType:
     return load_script("bench_enroll")
 
 
-def _children() -> set[int]:
-    """Live child processes of this test process."""
-    me = os.getpid()
-    out = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me and fields[0] != "Z":
-            out.add(int(entry))
-    return out
-
-
 def test_enrollments_are_counted_by_the_gateway(bench: ModuleType, tmp_path: Path) -> None:
-    before = _children()
+    before = children()
     res = bench.measure(tmp_path, devices=3, procs=1, concurrency=2)
     assert (res["enrolled"], res["online"], res["failed"]) == (3, 3, 0)
     # /proc counts CPU in ticks (10 ms): three enrollments may not reach one.
@@ -44,18 +26,18 @@ def test_enrollments_are_counted_by_the_gateway(bench: ModuleType, tmp_path: Pat
     assert res["per_core_s"] > 0 or math.isnan(res["per_core_s"])
     # Each device heartbeats once welcomed: the window's heartbeats are counted and shown.
     assert 0 <= res["heartbeats"] <= 6  # at most two each (5 s interval, a short window)
-    assert _children() <= before
+    assert children() <= before
 
 
 def test_the_handshake_ceiling_completes_one_handshake_per_client(
     bench: ModuleType, tmp_path: Path,
 ) -> None:
-    before = _children()
+    before = children()
     res = bench.handshake_ceiling(tmp_path, handshakes=4, concurrency=2)
     assert (res["handshakes"], res["failures"]) == (4, 0)
     assert res["server_cpu_s"] >= 0
     assert res["per_core_s"] > 0 or math.isnan(res["per_core_s"])
-    assert _children() <= before  # the server process is stopped
+    assert children() <= before  # the server process is stopped
 
 
 def test_openssl_alone_times_complete_handshakes(bench: ModuleType, tmp_path: Path) -> None:
@@ -73,7 +55,7 @@ def test_the_bare_tls_server_verifies_client_certificates(bench: ModuleType,
 
     from wasmbed_hil.pki import FleetCA, client_ssl_context
 
-    before = _children()
+    before = children()
     ca = FleetCA.create("ceiling CA")
     ca.save(tmp_path / "ca")
     FleetCA.create("another CA").issue_device("stranger").write(tmp_path / "stranger")
@@ -105,4 +87,4 @@ def test_the_bare_tls_server_verifies_client_certificates(bench: ModuleType,
         assert counts == {"handshakes": 1, "failures": 2}
     finally:
         server.close()
-    assert _children() <= before
+    assert children() <= before

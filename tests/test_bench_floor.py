@@ -3,14 +3,11 @@ the server itself against real TLS clients, and how the floor enters a round's f
 
 from __future__ import annotations
 
-import asyncio
-import os
-import ssl
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from bench_scripts import load_script
+from bench_scripts import children, load_script, mqtt_pings_and_refusal
 
 CONNECT = bytes.fromhex("100e00044d5154540402000200026162")  # MQTT 3.1.1, client id "ab"
 
@@ -85,52 +82,24 @@ def test_an_incomplete_packet_waits_for_the_rest(tls_server: ModuleType) -> None
 
 
 # ---------------------------------------------------------------------- the server
-def _children() -> set[int]:
-    me, out = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == me:
-                        out.add(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
 
 
 def test_the_floor_server_answers_certified_mqtt_clients_only(
         mosq: ModuleType, mqtt: ModuleType, tmp_path: Path) -> None:
-    from wasmbed_hil.pki import FleetCA, client_ssl_context
+    from wasmbed_hil.pki import FleetCA
 
-    before = _children()
-    ca = FleetCA.create("floor CA")
-    ca.save(tmp_path / "ca")
-    ca.issue_device("dev-1").write(tmp_path / "dev-1")
+    before = children()
+    FleetCA.create("floor CA").save(tmp_path / "ca")
     server = mosq.FloorServer(tmp_path / "floor", tmp_path / "ca", None)
     try:
-        client = mqtt.Client("dev-1", client_ssl_context(tmp_path / "dev-1"))
-        no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        no_cert.load_verify_locations(cadata=ca.cert_pem.decode())
-
-        async def scenario() -> None:
-            await client.connect("127.0.0.1", server.port, 2, 10)
-            await client.ping_loop(0.05, 5, limit=3)
-            assert client.state == "connected", client.error
-            await client.close()
-            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", server.port, ssl=no_cert, server_hostname="127.0.0.1")
-                writer.write(mqtt.connect_packet("anon", 2))
-                await asyncio.wait_for(reader.readexactly(4), 10)
-
-        asyncio.run(asyncio.wait_for(scenario(), 30))
-        assert len(client.rtts) == 3 and all(0 < r < 5 for r in client.rtts)
+        rtts = mqtt_pings_and_refusal(mqtt, tmp_path / "ca", server.port)
+        assert len(rtts) == 3 and all(0 < r < 5 for r in rtts)
         counts = server.child.request({"cmd": "metrics"}, 30)
         assert counts["handshakes"] == 1 and counts["failures"] == 1
         assert counts["pings"] == 3 and counts["refused"] == 0
     finally:
         server.close()
-    assert _children() <= before
+    assert children() <= before
 
 
 # ---------------------------------------------------------------------- in the figures

@@ -4,14 +4,13 @@ starts a real mosquitto for a single client when the broker is installed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from bench_scripts import load_script
+from bench_scripts import load_script, mqtt_pings_and_refusal
 
 
 @pytest.fixture(scope="module")
@@ -196,31 +195,14 @@ def test_ratios_against_the_targets(mosq: ModuleType) -> None:
                     reason="mosquitto is not installed (scripts/system-deps.sh --bench)")
 def test_real_broker_answers_a_certified_client_and_refuses_others(
         mosq: ModuleType, mqtt: ModuleType, tmp_path: Path) -> None:
-    import ssl
-
-    from wasmbed_hil.pki import FleetCA, client_ssl_context
+    from wasmbed_hil.pki import FleetCA
 
     ca = FleetCA.create("test CA")
+    ca.save(tmp_path / "ca")
     broker = mosq.Broker(mosq.mosquitto_binary(), tmp_path / "broker", ca)
     try:
-        ca.issue_device("dev-1").write(tmp_path / "dev-1")
-        client = mqtt.Client("dev-1", client_ssl_context(tmp_path / "dev-1"))
-        no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        no_cert.load_verify_locations(cadata=ca.cert_pem.decode())
-
-        async def scenario() -> None:
-            await client.connect("127.0.0.1", broker.port, 2, 10)
-            await client.ping_loop(0.05, 5, limit=3)
-            assert client.state == "connected", client.error
-            await client.close()
-            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", broker.port, ssl=no_cert, server_hostname="127.0.0.1")
-                writer.write(mqtt.connect_packet("anon", 2))
-                await asyncio.wait_for(reader.readexactly(4), 10)
-
-        asyncio.run(asyncio.wait_for(scenario(), 30))
-        assert len(client.rtts) >= 3 and all(0 < r < 5 for r in client.rtts)
+        rtts = mqtt_pings_and_refusal(mqtt, tmp_path / "ca", broker.port)
+        assert len(rtts) >= 3 and all(0 < r < 5 for r in rtts)
     finally:
         broker.close()
     assert broker.proc is not None and broker.proc.poll() is not None
