@@ -17,7 +17,8 @@ _mqtt_clients.py needs, no session, no state), from TlsStream's reader callback 
 gateway takes its messages, and writes no byte of its own. What it costs per PINGREQ is what
 any server on this Python, its `ssl` module and the gateway's event loop and TLS layer pays
 per reply, before any protocol of ours. Both modes run on the event loop the gateway process
-runs on (`wasmbed-hil gateway`'s poll coalescing, --coalesce to change it).
+runs on (asyncio's with `wasmbed-hil gateway`'s poll coalescing; --loop and --coalesce as the
+gateway process's).
 Prints {"port": P} once serving, then answers JSON-line commands on stdin:
     {"cmd": "metrics"}  -> {"handshakes": N, "failures": N} (with --mqtt also "pings", "refused")
     {"cmd": "stop"}     -> replies {"stopped": true} and exits (end of stdin too)
@@ -205,12 +206,14 @@ def main() -> None:
     parser = common.child_parser(__doc__.splitlines()[0])
     parser.add_argument("--mqtt", action="store_true",
                         help="answer MQTT CONNECT and PINGREQ (bench_mosquitto.py's floor)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop implementation, as the gateway process's --loop")
     parser.add_argument("--coalesce", type=float, metavar="SECONDS",
                         help="s between two polls of a busy loop (default: the gateway "
                         "process's, as `wasmbed-hil gateway`; 0: poll at once)")
     args = parser.parse_args()
     common.raise_nofile()
-    loop_runner("asyncio", coalescing("asyncio", args.coalesce))(serve(args))
+    loop_runner(args.loop, coalescing(args.loop, args.coalesce))(serve(args))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ with --json FILE, writes them machine-readably. Never asserts.
 --floor adds a third server to each round, measured alike against the same MQTT clients:
 benchmarks/_tls_server.py --mqtt, a Python server on the gateway's own event loop and TLS
 layer (gateway.tlsstream.TlsStream, the gateway's TLS context and read size) that answers
-CONNECT and PINGREQ and does nothing else. Its CPU per reply is the floor of a server on this
+CONNECT and PINGREQ and does nothing else (on --gateway-loop and --gateway-coalesce as our
+gateway). Its CPU per reply is the floor of a server on this
 Python and its `ssl` module: it prints floor/Mosquitto (what no protocol work of ours can go
 below) and ours/floor (what the gateway adds to it).
 
@@ -167,9 +168,10 @@ class FloorServer:
     """benchmarks/_tls_server.py --mqtt in its own process: the floor (see the module's
     docstring); `pid`, `port` and close() as Broker's."""
 
-    def __init__(self, root: Path, ca_dir: Path, coalesce: float | None) -> None:
+    def __init__(self, root: Path, ca_dir: Path, loop: str = "asyncio",
+                 coalesce: float | None = None) -> None:
         root.mkdir(parents=True)
-        args = ["--ca-dir", str(ca_dir), "--workdir", str(root), "--mqtt"]
+        args = ["--ca-dir", str(ca_dir), "--workdir", str(root), "--mqtt", "--loop", loop]
         if coalesce is not None:
             args += ["--coalesce", str(coalesce)]
         self.child = gwb.Child("floor", "_tls_server.py", args, root)
@@ -311,9 +313,8 @@ def measure_mosquitto(binary: str, root: Path, ca: FleetCA, ca_dir: Path, n: int
 
 
 def measure_floor(root: Path, ca_dir: Path, n: int, opts: argparse.Namespace) -> Side:
-    return _measure_mqtt("python floor", FloorServer(root / "floor", ca_dir,
-                                                     opts.gateway_coalesce),
-                         root, ca_dir, n, opts)
+    floor = FloorServer(root / "floor", ca_dir, opts.gateway_loop, opts.gateway_coalesce)
+    return _measure_mqtt("python floor", floor, root, ca_dir, n, opts)
 
 
 def _measure_mqtt(name: str, server: Broker | FloorServer, root: Path, ca_dir: Path, n: int,

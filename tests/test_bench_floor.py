@@ -84,13 +84,16 @@ def test_an_incomplete_packet_waits_for_the_rest(tls_server: ModuleType) -> None
 # ---------------------------------------------------------------------- the server
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_the_floor_server_answers_certified_mqtt_clients_only(
-        mosq: ModuleType, mqtt: ModuleType, tmp_path: Path) -> None:
+        mosq: ModuleType, mqtt: ModuleType, tmp_path: Path, loop: str) -> None:
     from wasmbed_hil.pki import FleetCA
 
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop (the fast extra) is not installed")
     before = children()
     FleetCA.create("floor CA").save(tmp_path / "ca")
-    server = mosq.FloorServer(tmp_path / "floor", tmp_path / "ca", None)
+    server = mosq.FloorServer(tmp_path / "floor", tmp_path / "ca", loop)
     try:
         rtts = mqtt_pings_and_refusal(mqtt, tmp_path / "ca", server.port)
         assert len(rtts) == 3 and all(0 < r < 5 for r in rtts)
