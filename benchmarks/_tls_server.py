@@ -15,10 +15,10 @@ With --mqtt it is bench_mosquitto.py's floor instead: after the handshake it ans
 3.1.1's CONNECT with CONNACK and each PINGREQ with PINGRESP (`MqttPings`: the least protocol
 _mqtt_clients.py needs, no session, no state), from TlsStream's reader callback as the
 gateway takes its messages, and writes no byte of its own. What it costs per PINGREQ is what
-any server on this Python, its `ssl` module and the gateway's event loop and TLS layer pays
-per reply, before any protocol of ours. Both modes run on the event loop the gateway process
-runs on (asyncio's with `wasmbed-hil gateway`'s poll coalescing; --loop and --coalesce as the
-gateway process's).
+the transport alone (this Python, its `ssl` module, the gateway's event loop and TLS layer)
+costs per reply to these clients, before any protocol of ours. Both modes run on the event
+loop the gateway process runs on (asyncio's with `wasmbed-hil gateway`'s poll coalescing;
+--loop and --coalesce as the gateway process's).
 Prints {"port": P} once serving, then answers JSON-line commands on stdin:
     {"cmd": "metrics"}  -> {"handshakes": N, "failures": N} (with --mqtt also "pings", "refused")
     {"cmd": "stop"}     -> replies {"stopped": true} and exits (end of stdin too)

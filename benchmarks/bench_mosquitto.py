@@ -24,9 +24,10 @@ with --json FILE, writes them machine-readably. Never asserts.
 benchmarks/_tls_server.py --mqtt, a Python server on the gateway's own event loop and TLS
 layer (gateway.tlsstream.TlsStream, the gateway's TLS context and read size) that answers
 CONNECT and PINGREQ and does nothing else (on --gateway-loop and --gateway-coalesce as our
-gateway). Its CPU per reply is the floor of a server on this
-Python and its `ssl` module: it prints floor/Mosquitto (what no protocol work of ours can go
-below) and ours/floor (what the gateway adds to it).
+gateway). It prints floor/Mosquitto (what the transport alone costs a Python server serving
+these clients) and ours/floor (what the gateway adds to it). A floor of the transport, not a
+strict bound: the gateway itself with its protocol cut out measured below it (benchmarks/
+README.md, "Where a heartbeat's CPU goes").
 
 Without mosquitto it prints one SKIP line and exits 0. Every process it starts (broker,
 gateway, load generators) is stopped, killed after a timeout, also on Ctrl-C; the last line
