@@ -36,14 +36,34 @@ def established() -> tuple[DeviceSession, GatewaySession]:
     return device, gateway
 
 
-def heartbeat_loop(n: int) -> float:
+def heartbeats(count: int = 1000) -> list[Heartbeat]:
+    """Heartbeats as a fleet sends them: uptimes a second apart, memory that moves (so their
+    integers hold every byte value, 0xc0-0xdb included, which can start a CBOR tag)."""
+    return [Heartbeat(3_600_000 + 1000 * i, 200_000 + (i * 7919) % 65_536, ())
+            for i in range(count)]
+
+
+def heartbeat_loop(n: int, short_form: bool = True) -> float:
+    """`n` heartbeats sent by a device session and received by a gateway session; with
+    `short_form` False, the gateway decodes each one in full (decode_envelope), as it does
+    every message that is not a heartbeat without apps (protocol/shortform.py)."""
     device, gateway = established()
-    message = Heartbeat(123_456, 65_536, ())
+    if not short_form:
+        gateway._short_form = _never  # type: ignore[method-assign]
+    sent = heartbeats()
     start = time.perf_counter()
-    for _ in range(n):
-        device.send(message)
+    for i in range(n):
+        device.send(sent[i % len(sent)])
         (_event,) = gateway.receive_data(device.data_to_send())
     return time.perf_counter() - start
+
+
+def full_decode_loop(n: int) -> float:
+    return heartbeat_loop(n, short_form=False)
+
+
+def _never(payload: bytes) -> None:
+    return None
 
 
 def chunk_loop(n: int) -> float:
@@ -67,8 +87,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="messages per run")
     args = parser.parse_args()
     hb = rate(heartbeat_loop, args.count, args.repeats)
+    full = rate(full_decode_loop, args.count, args.repeats)
     chunks = rate(chunk_loop, max(args.count // 4, 1), args.repeats)
     print(f"heartbeat_per_s {hb:.0f}")
+    print(f"heartbeat_full_decode_per_s {full:.0f} (the gateway's short form off: "
+          f"{hb / full:.2f}x slower)")
     print(f"deploy_chunk_16k_per_s {chunks:.0f}")
     print(f"deploy_chunk_16k_mib_per_s {chunks * CHUNK / (1 << 20):.1f}")
 

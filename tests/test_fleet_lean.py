@@ -1,7 +1,7 @@
 """Lean links (bench/virtual/lean.py): the fleet workers' default for thousands of devices.
 
-The encoding shortcuts are checked against the protocol's own encoder and decoder; the wheel
-on a real loop; the links against the test's gateway, through fleet workers."""
+The wheel on a real loop; the links against the test's gateway, through fleet workers. (The
+encoding shortcuts they use are protocol/shortform.py's, tested in test_protocol_shortform.py.)"""
 
 from __future__ import annotations
 
@@ -9,70 +9,14 @@ import asyncio
 import time
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from wasmbed_hil.bench.fleet import FleetHandle
 from wasmbed_hil.bench.message_faults import Drop
-from wasmbed_hil.bench.virtual.lean import LeanHub, ack_id, cbor_uint, heartbeat_frame
+from wasmbed_hil.bench.virtual.lean import LeanHub
 from wasmbed_hil.protocol import (
     DevicePhase,
-    Heartbeat,
-    HeartbeatAck,
     Outcome,
-    decode_envelope,
-    encode_envelope,
-    frame,
 )
-from wasmbed_hil.protocol.messages import MAX_MESSAGE_ID
-
-U32 = st.integers(0, MAX_MESSAGE_ID)
-U64 = st.integers(0, (1 << 64) - 1)
-
-
-# ====================================================================== encoding
-@given(U32, U64, U64)
-def test_heartbeat_frame_is_the_protocols_own_encoding(mid, uptime, free):
-    assert heartbeat_frame(mid, uptime, free) == frame(encode_envelope(mid, Heartbeat(uptime,
-                                                                                      free, ())))
-
-
-@given(U32)
-def test_ack_id_reads_every_heartbeat_ack_the_protocol_encodes(mid):
-    assert ack_id(encode_envelope(mid, HeartbeatAck())) == mid
-
-
-@given(st.binary(max_size=3), U32, st.binary(max_size=3),
-       st.sampled_from([b"\x81\x18\x23", b"\x81\x18\x24", b"\x80", b"\x81\x18"]))
-def test_ack_id_accepts_only_what_the_decoder_reads_as_that_ack(prefix, mid, junk, tail):
-    """Whatever ack_id accepts, decode_envelope decodes as a HeartbeatAck with that id;
-    the rest (other messages, broken or padded envelopes) goes to the session."""
-    for payload in (b"\x83\x00" + cbor_uint(mid) + tail, prefix + b"\x83\x00" + cbor_uint(mid)
-                    + junk + tail):
-        got = ack_id(payload)
-        if got is None:
-            continue
-        envelope = decode_envelope(payload)
-        assert isinstance(envelope.message, HeartbeatAck) and envelope.message_id == got
-
-
-@pytest.mark.parametrize("payload", [
-    b"\x83\x00\x18\x05\x81\x18\x23",  # id 5 in a longer form than needed
-    b"\x83\x00\x19\x00\x05\x81\x18\x23",
-    b"\x83\x00\x1b\x00\x00\x00\x00\x00\x00\x00\x05\x81\x18\x23",  # 64-bit id
-    b"\x83\x01\x05\x81\x18\x23",  # another protocol version
-    b"\x83\x00\x05\x84\x03\x00\x00\x80",  # a Heartbeat
-])
-def test_ack_id_leaves_the_uncommon_forms_to_the_session(payload):
-    assert ack_id(payload) is None
-
-
-def test_cbor_uint_bounds():
-    assert cbor_uint(23) == b"\x17" and cbor_uint(24) == b"\x18\x18"
-    with pytest.raises(ValueError):
-        cbor_uint(-1)
-    with pytest.raises(ValueError):
-        cbor_uint(1 << 64)
 
 
 # ====================================================================== the wheel

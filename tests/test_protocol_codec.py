@@ -88,6 +88,64 @@ def test_untagged_leniencies_stay() -> None:
     assert find_tag(b"\x9b" + b"\xff" * 8) is None  # nonsense: the decoder's to report
 
 
+# Every tag cbor2 gives a meaning to (0-5, 21-36, 100, 256, 258-263, 1004, 55799 among others)
+# lies below 65536; the range here covers them, and the larger numbers each width of a tag's head.
+_EVERY_WIDTH = [24, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 64) - 1]
+_TAG_PAYLOADS = [1000, "2013-03-21T20:04:00Z", b"\x01" * 16, [1, 2], 1.5, True, None, "a"]
+
+
+@pytest.mark.parametrize("block", range(0, 1200, 100))
+def test_no_tag_passes_the_fast_path(block: int) -> None:
+    """decode_envelope's fast path lets cbor2 decode tags (it refuses them after): whatever
+    cbor2 makes of a tag (drops it, keeps it as an object, fails), the envelope is refused as
+    tagged, wherever the tag sits. (All 65,536 two-byte tags passed in the stop that added the
+    fast path; a sample of them runs here.)"""
+    numbers = [n for n in range(block, block + 100) if n not in (2, 3)]
+    if block == 0:
+        numbers += [*_EVERY_WIDTH, 1004, 1040, 55799, *range(1100, 65536, 997)]
+    for number in numbers:
+        for payload in _TAG_PAYLOADS:
+            for data in (cbor2.dumps([0, 7, [3, T(number, payload), 2000, []]]),
+                         cbor2.dumps([0, 7, [3, 2000, 1, [T(number, payload)]]]),
+                         cbor2.dumps(T(number, [0, 7, [3, 1000, 2000, []]]))):
+                with pytest.raises(ProtocolError) as info:
+                    decode_envelope(data)
+                assert info.value.code is ErrorCode.MALFORMED, (number, payload)
+                assert "CBOR tag" in info.value.reason, (number, payload, info.value.reason)
+
+
+@pytest.mark.parametrize("data", [
+    # 64 references (tag 29) to one shared list (tag 28) of 4 KiB: 256 KiB re-encoded
+    cbor2.dumps([0, 0, [3, 0, 0, [[b"x" * 4096]] * 64]], value_sharing=True),
+    # string references (tag 256, then tag 25 for each repeat)
+    cbor2.dumps([0, 0, [3, 0, 0, ["a-long-string"] * 64]], string_referencing=True),
+])
+def test_references_never_reach_the_re_encoding(data: bytes, monkeypatch) -> None:
+    """A reference repeated re-encodes to far more than its bytes: the fast path, which
+    re-encodes, leaves such input to the walk, which refuses the tag."""
+    assert find_tag(data) is not None
+    encoded: list[object] = []
+    monkeypatch.setattr(cbor2, "dumps", lambda obj, **kwargs: encoded.append(obj))
+    with pytest.raises(ProtocolError, match="CBOR tag"):
+        decode_envelope(data)
+    assert encoded == []
+
+
+def test_a_canonical_envelope_is_not_walked(monkeypatch) -> None:
+    """An envelope in the encoding cbor2 itself writes (every peer of ours) is proven tagless by
+    its re-encoding, even where its integers hold bytes that could start a tag (0xc0-0xdb):
+    find_tag's walk, slower than the decoding, is not needed."""
+    from wasmbed_hil.protocol import messages
+
+    def walk(data: bytes):
+        raise AssertionError("walked")
+
+    monkeypatch.setattr(messages, "find_tag", walk)
+    data = encode_envelope(0xC0, Heartbeat(0xD0D0, 0xC1C2C3C4, ()))
+    assert any(0xC0 <= b <= 0xDB for b in data)
+    assert decode_envelope(data) == Envelope(0xC0, Heartbeat(0xD0D0, 0xC1C2C3C4, ()))
+
+
 def test_every_nan_encodes_as_the_canonical_half_float() -> None:
     payload_nan = struct.unpack(">d", bytes.fromhex("7ff8000000000123"))[0]
     assert math.isnan(payload_nan)

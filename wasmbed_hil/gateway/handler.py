@@ -263,6 +263,7 @@ class ConnectionHandler:
         self._slot = slot  # released at Welcome: an authenticated device holds no slot
         self._frame_timer: asyncio.TimerHandle | None = None  # a frame begun, not yet whole
         self._stream_end: object = None  # what ended _stream: an exception, _ENDED, _FAULTS
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop, once liveness is armed
 
     async def run(self) -> None:
         conn = self.conn
@@ -733,14 +734,17 @@ class ConnectionHandler:
     # showed in the gateway's profile at 1,000 devices. A device is never declared
     # unreachable before its deadline, and at most deadlines.RESOLUTION after it.
     def _arm_liveness(self) -> None:
-        loop = asyncio.get_running_loop()
+        # The loop is looked up once: on CPython 3.11, get_running_loop() makes a getpid
+        # system call each time, and this runs on every heartbeat.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         self._live_until = loop.time() + self.config.heartbeat_timeout_s
         if self._liveness is None:
             self._liveness = self.deadlines.call_at(self._live_until, self._liveness_due)
 
     def _liveness_due(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._live_until:
+        if asyncio.get_running_loop().time() < self._live_until:
             self._liveness = self.deadlines.call_at(self._live_until, self._liveness_due)
             return
         self._liveness_missed()

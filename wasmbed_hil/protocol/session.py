@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from . import shortform
 from .framing import HEADER, MIN_FRAME_LIMIT, FrameBuffer, frame
 from .messages import (
     CATALOGUE,
@@ -32,7 +33,7 @@ from .messages import (
     Phase,
     ProtocolError,
     Welcome,
-    decode_envelope,
+    decode_envelope_items,
     decode_message,
     encode_envelope,
     fieldless_body,
@@ -179,6 +180,9 @@ class Session:
 
     role: Role
     initial_state: State
+    # What this side receives most, recognised by its bytes: (message_id, message) as
+    # decode_envelope decodes them, or None (shortform.py).
+    _short_form: Callable[[bytes], tuple[int, Message] | None]
 
     def __init__(self, max_frame_size: int, trace: TraceHook | None = None) -> None:
         self.max_frame_size = max_frame_size  # what we accept
@@ -203,15 +207,19 @@ class Session:
             raise LocalProtocolError(
                 f"cannot send {cls.__name__} in state {self.state.value}"
             )
-        body = None  # a message without fields is [TAG], valid as it is
-        if fieldless_body(cls) is None:
+        message_id = self._next_id if reply_to is None else reply_to
+        fixed = fieldless_body(cls)
+        if fixed is None:
             body = message.to_cbor_obj()  # encoded once: checked, then sent
             try:  # what the peer would refuse is refused here, as the caller's bug
                 decode_message(body)
             except ProtocolError as exc:
                 raise LocalProtocolError(f"invalid {cls.__name__}: {exc.reason}") from None
-        message_id = self._next_id if reply_to is None else reply_to
-        payload = encode_envelope(message_id, message, body)
+            payload = encode_envelope(message_id, message, body)
+        else:  # [TAG], valid as it is (a heartbeat's acknowledgement: on every heartbeat's path)
+            if not 0 <= message_id <= MAX_MESSAGE_ID:
+                raise ValueError(f"message_id {message_id} is not a u32")
+            payload = shortform.ENVELOPE_HEAD + shortform.cbor_uint(message_id) + fixed
         if len(payload) > self.peer_max_frame_size:
             raise LocalProtocolError(
                 f"{type(message).__name__} frame of {len(payload)} bytes exceeds the peer's "
@@ -241,14 +249,18 @@ class Session:
             return []
         events: list[Event] = []
         try:
+            short_form = self._short_form
             for payload in self._frames.frames(data):
-                envelope = decode_envelope(payload)
-                message = envelope.message
+                # what this side receives most, recognised by its bytes (shortform.py), else
+                # the full decoding, which judges everything else
+                known = short_form(payload)
+                message_id, message = known if known is not None else decode_envelope_items(
+                    payload)
                 if isinstance(message, Error):
                     self.state = State.CLOSED
                     self.closed_reason = ProtocolError(message.code, f"peer: {message.reason}")
-                    self._traced_in(envelope.message_id, message)
-                    events.append(Received(envelope.message_id, message))
+                    self._traced_in(message_id, message)
+                    events.append(Received(message_id, message))
                     return events
                 next_state = self._receiving.get((self.state, type(message)))
                 if next_state is None:
@@ -256,8 +268,8 @@ class Session:
                 self._on_receive(message)
                 self.state = next_state
                 if self._trace is not None:
-                    self._trace("in", envelope.message_id, message)
-                events.append(Received(envelope.message_id, message))
+                    self._trace("in", message_id, message)
+                events.append(Received(message_id, message))
                 if next_state is State.CLOSED:  # e.g. EnrollReject: nothing after it counts
                     return events
         except ProtocolError as exc:
@@ -304,6 +316,7 @@ class Session:
 class GatewaySession(Session):
     role = Role.GATEWAY
     initial_state = INITIAL_STATE[Role.GATEWAY]
+    _short_form = staticmethod(shortform.heartbeat)
 
     def _on_receive(self, message: Message) -> None:
         if isinstance(message, Hello | DeviceInfoReport):
@@ -327,6 +340,7 @@ class GatewaySession(Session):
 class DeviceSession(Session):
     role = Role.DEVICE
     initial_state = INITIAL_STATE[Role.DEVICE]
+    _short_form = staticmethod(shortform.heartbeat_ack)
 
     def _on_receive(self, message: Message) -> None:
         if isinstance(message, Welcome):

@@ -62,10 +62,11 @@ from ...protocol import (
     frame,
 )
 from ...protocol.messages import MAX_MESSAGE_ID
+from ...protocol.shortform import heartbeat_frame
 from ..consolelog import ConsoleLog
 from ..seams import Lifecycle
 from .flash import Flash, InstalledApp
-from .lean import LeanHub, LeanLink, Ticket, heartbeat_frame
+from .lean import LeanHub, LeanLink, Ticket
 from .rawbytes import watch_raw_bytes
 from .runtime import RunLimits, RunResult, StopToken, WasmRuntime
 
@@ -480,7 +481,7 @@ class VirtualDevice:
 
     def _send_lean(self, encode: Callable[[int], bytes]) -> int | None:
         """A heartbeat straight onto the lean link, past the session (whose state allows it):
-        with no apps from pre-encoded parts (lean.heartbeat_frame), else through the
+        with no apps from pre-encoded parts (protocol.shortform.heartbeat_frame), else through the
         protocol's encoder; its message id from the device's own counter (the gateway only
         echoes it in the HeartbeatAck)."""
         session, link = self._session, self._link

@@ -15,8 +15,8 @@ takes the per-heartbeat cost out of the event loop:
   the hub. It splits the byte stream into frames; once the device says its session is
   established, a frame that is exactly a HeartbeatAck (`ack_id`) is handed to `on_ack` at
   once, every other frame goes to `read()` (the device's session, as over asyncio);
-- `heartbeat_frame`: a Heartbeat with no apps, encoded by hand from pre-encoded parts
-  (byte-identical to the protocol's own encoder; tests/test_fleet_lean.py checks it).
+- the device's heartbeats are encoded by hand (`protocol.shortform.heartbeat_frame`,
+  byte-identical to the protocol's own encoder; tests/test_protocol_shortform.py checks it).
 
 Nothing else changes: the device (bench/virtual/device.py) still runs its session, answers
 deployments, runs modules and reconnects exactly as over asyncio's streams.
@@ -33,63 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...protocol.framing import HEADER
+from ...protocol.shortform import ack_id
 
 # Heartbeats are sent at most this late (one wheel slot). Fine enough that the heartbeats of
 # devices that joined apart do not bunch up at the gateway: 10,000 at 1 Hz are 10 a slot.
 WHEEL_TICK_S = 0.001
 READ_SIZE = 65536
-HEARTBEAT_TAG = b"\x84\x03"  # [3 (Heartbeat), uptime_ms, memory_free, apps]
-NO_APPS = b"\x80"
-ENVELOPE_HEAD = b"\x83\x00"  # [version 0, message_id, message]
-ACK_BODY = b"\x81\x18\x23"  # [35] (HeartbeatAck, no fields)
-
-
-# ====================================================================== encoding
-def cbor_uint(value: int) -> bytes:
-    """CBOR head of an unsigned integer (major type 0) in its shortest form."""
-    if value < 0:
-        raise ValueError(f"{value} is negative")
-    if value < 24:
-        return bytes((value,))
-    if value < 0x100:
-        return bytes((0x18, value))
-    if value < 0x10000:
-        return b"\x19" + value.to_bytes(2, "big")
-    if value < 0x100000000:
-        return b"\x1a" + value.to_bytes(4, "big")
-    if value < 1 << 64:
-        return b"\x1b" + value.to_bytes(8, "big")
-    raise ValueError(f"{value} does not fit 64 bits")
-
-
-def heartbeat_frame(message_id: int, uptime_ms: int, memory_free: int) -> bytes:
-    """The frame of Heartbeat(uptime_ms, memory_free, apps=()) with `message_id`, as
-    `frame(encode_envelope(message_id, Heartbeat(...)))` encodes it."""
-    body = b"".join((ENVELOPE_HEAD, cbor_uint(message_id), HEARTBEAT_TAG, cbor_uint(uptime_ms),
-                     cbor_uint(memory_free), NO_APPS))
-    return len(body).to_bytes(HEADER, "big") + body
-
-
-# The head byte of a message id and the smallest value that form may hold (shortest form).
-_ID_WIDTHS = {0x18: (1, 24), 0x19: (2, 0x100), 0x1A: (4, 0x10000)}
-
-
-def ack_id(payload: bytes) -> int | None:
-    """The message id when `payload` (a frame's envelope) is a HeartbeatAck in the shortest
-    encoding, as the gateway sends it; None for anything else, which then takes the session's
-    full decoding (so this only ever accepts what decode_envelope accepts)."""
-    if len(payload) < 6 or payload[:2] != ENVELOPE_HEAD or payload[-3:] != ACK_BODY:
-        return None
-    head, size = payload[2], len(payload) - 5  # bytes of the message id, head included
-    if head < 24:
-        return head if size == 1 else None
-    width, least = _ID_WIDTHS.get(head, (0, 0))
-    if not width or size != 1 + width:
-        return None
-    value = int.from_bytes(payload[3:3 + width], "big")
-    return value if value >= least else None
-
-
 # ====================================================================== the hub
 @dataclass(eq=False)
 class Ticket:
