@@ -508,6 +508,12 @@ _REFERENCE_TAG = re.compile(
 )
 
 
+# Larger envelopes (deployment chunks) are walked: the walk steps over a byte string's contents
+# in one step, while the search for reference tags reads every byte (about 4 ns each, 60 µs
+# for a 16 KiB chunk against the walk's 3 µs).
+_RE_ENCODED_MAX = 2048
+
+
 def _tag_error(tagged: tuple[int, int]) -> ProtocolError:
     offset, number = tagged
     return ProtocolError(
@@ -524,10 +530,11 @@ def _decode_cbor(data: bytes) -> tuple[Any, bool]:
     allowed). Any other tag decodes to an object no field accepts (a CBORTag, a datetime...),
     and decode_envelope reports it as a tag when validation refuses it. Every other input
     (another encoding of the same item, reference tags, a decoding error) takes the slow
-    path: find_tag's walk first, then the decoder. (Before this path, every envelope holding a
-    byte that could start a tag was walked, and a heartbeat's integers hold one about nine
-    times in ten: the walk was most of its decoding.)"""
-    if _REFERENCE_TAG.search(data) is None:
+    path: find_tag's walk first, then the decoder; so do envelopes over _RE_ENCODED_MAX
+    bytes. (Before this path, every envelope holding a byte that could start a tag was
+    walked, and a heartbeat's three integers, spread over 32 bits, hold one three times in
+    four: the walk was most of its decoding.)"""
+    if len(data) <= _RE_ENCODED_MAX and _REFERENCE_TAG.search(data) is None:
         try:
             obj = cbor2.loads(data)
             if cbor2.dumps(obj) == data:
