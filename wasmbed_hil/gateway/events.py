@@ -12,18 +12,22 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)  # slots: 390 -> 350 bytes a heartbeat's event
-class GatewayEvent:
+class GatewayEvent(NamedTuple):
+    """One entry of the log. (A named tuple: immutable as the frozen dataclass it was, and
+    made in a quarter of its time; the gateway makes one for every heartbeat.)"""
+
     seq: int
     at: float  # time.time()
     kind: str  # "phase", "enrolled", "rejected", "deploy", "result", "connection", "violation"
     device_id: str | None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = _NO_DATA
 
     def describe(self) -> str:
         who = self.device_id[:8] if self.device_id else "-"

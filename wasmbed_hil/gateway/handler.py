@@ -319,8 +319,9 @@ class ConnectionHandler:
         conn = self.conn
         self.metrics["bytes_in"] += len(data)
         events = conn.session.receive_data(data)
-        if events and isinstance(events[-1], Violation):
-            conn.flush()  # the Error frame for the peer (receiving queues nothing else)
+        if not events or not isinstance(events[-1], Violation):
+            return events  # type: ignore[return-value]  # (a Violation can only come last)
+        conn.flush()  # the Error frame for the peer (receiving queues nothing else)
         received: list[Received] = []
         for ev in events:
             if isinstance(ev, Violation):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from . import shortform
 from .framing import HEADER, MIN_FRAME_LIMIT, FrameBuffer, frame
@@ -64,8 +65,11 @@ class LocalProtocolError(RuntimeError):
     """The local side tried something the protocol state does not allow."""
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(NamedTuple):
+    """A message the peer sent, allowed in the state it arrived in. (A named tuple, not a
+    frozen dataclass: one is made for every message, and a frozen dataclass's __init__ sets
+    each field through object.__setattr__, four times the cost.)"""
+
     message_id: int
     message: Message
 
