@@ -211,19 +211,15 @@ class Session:
             raise LocalProtocolError(
                 f"cannot send {cls.__name__} in state {self.state.value}"
             )
-        message_id = self._next_id if reply_to is None else reply_to
-        fixed = fieldless_body(cls)
-        if fixed is None:
+        body = None  # a message without fields is [TAG], valid as it is
+        if fieldless_body(cls) is None:
             body = message.to_cbor_obj()  # encoded once: checked, then sent
             try:  # what the peer would refuse is refused here, as the caller's bug
                 decode_message(body)
             except ProtocolError as exc:
                 raise LocalProtocolError(f"invalid {cls.__name__}: {exc.reason}") from None
-            payload = encode_envelope(message_id, message, body)
-        else:  # [TAG], valid as it is (a heartbeat's acknowledgement: on every heartbeat's path)
-            if not 0 <= message_id <= MAX_MESSAGE_ID:
-                raise ValueError(f"message_id {message_id} is not a u32")
-            payload = shortform.ENVELOPE_HEAD + shortform.cbor_uint(message_id) + fixed
+        message_id = self._next_id if reply_to is None else reply_to
+        payload = encode_envelope(message_id, message, body)
         if len(payload) > self.peer_max_frame_size:
             raise LocalProtocolError(
                 f"{type(message).__name__} frame of {len(payload)} bytes exceeds the peer's "
