@@ -14,11 +14,14 @@ from hypothesis import strategies as st
 from wasmbed_hil.protocol import (
     AppState,
     AppSummary,
+    DeviceInfo,
     DeviceSession,
     GatewaySession,
     Heartbeat,
     HeartbeatAck,
+    Hello,
     Received,
+    Welcome,
     decode_envelope,
     encode_envelope,
     frame,
@@ -153,8 +156,6 @@ def test_ack_id_leaves_the_uncommon_forms_to_the_session(payload):
 
 # ====================================================================== the sessions use them
 def established() -> tuple[DeviceSession, GatewaySession]:
-    from wasmbed_hil.protocol import DeviceInfo, Hello, Welcome
-
     info = DeviceInfo("x86_64", "wasmtime", "t", 1 << 30, 1 << 29, 1 << 20, 65536, 16, 4)
     device, gateway = DeviceSession(65536), GatewaySession(65536)
     device.send(Hello(bytes(16), info))
@@ -190,7 +191,7 @@ def test_the_sessions_take_the_short_form_and_the_full_decoding_for_the_rest(mon
     assert len(decoded) == 1
 
 
-def test_a_recognised_heartbeat_is_still_checked_against_the_sessions_state(monkeypatch):
+def test_a_recognised_heartbeat_is_still_checked_against_the_sessions_state():
     """The short form skips decoding, not the state machine: a heartbeat before the session is
     established is refused as before."""
     gateway = GatewaySession(65536)

@@ -34,6 +34,7 @@ NO_APPS = b"\x80"  # apps: []
 ACK_BODY = bytes((0x81, 0x18, HeartbeatAck.TAG))  # [35] (HeartbeatAck, no fields)
 assert Heartbeat.TAG == 3 and HeartbeatAck.TAG == 35  # what the bytes above spell
 
+
 def cbor_uint(value: int) -> bytes:
     """CBOR head of an unsigned integer (major type 0) in its shortest form."""
     if value < 0:
